@@ -1,0 +1,169 @@
+"""One frozen, typed settings object for every process of the pipeline.
+
+Settings are read once, in ``main()`` of each command, from environment variables with
+the ``AMLHP_`` prefix (each field documents its variable) and then overridden by CLI
+flags. Nothing else in the code base reads the environment.
+
+Any librdkafka property can be passed through, so that the project can be pointed at a
+secured cluster:
+
+* ``AMLHP_RDKAFKA_<NAME>``: ``NAME`` upper-cased with dots as underscores, for example
+  ``AMLHP_RDKAFKA_SECURITY_PROTOCOL=SASL_SSL`` or ``AMLHP_RDKAFKA_SASL_PASSWORD=...``.
+* ``-X name=value`` on the command line (like kcat), for example
+  ``-X sasl.mechanism=SCRAM-SHA-512``.
+
+Values of sensitive properties (passwords, secrets, keys, tokens) are kept as
+:class:`pydantic.SecretStr` and never appear in ``repr``, logs or status output.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from amlhp.errors import ConfigError
+
+ENV_PREFIX = "AMLHP_"
+RDKAFKA_ENV_PREFIX = "AMLHP_RDKAFKA_"
+_SENSITIVE_MARKERS = ("password", "secret", "key", "token", "credentials", "jaas")
+
+
+def is_sensitive(name: str) -> bool:
+    """True when a librdkafka property holds a secret (by name)."""
+    lowered = name.lower()
+    if lowered in {"ssl.key.location", "ssl.keystore.location"}:
+        return False  # a path, not a secret
+    return any(marker in lowered for marker in _SENSITIVE_MARKERS)
+
+
+class TopicNames(BaseModel):
+    """Names of the pipeline's Kafka topics."""
+
+    model_config = ConfigDict(frozen=True)
+
+    raw: str = Field("amlhp.packets.raw", description="env AMLHP_TOPIC_RAW")
+    encoded: str = Field("amlhp.packets.encoded", description="env AMLHP_TOPIC_ENCODED")
+    verdicts: str = Field("amlhp.verdicts", description="env AMLHP_TOPIC_VERDICTS")
+    dead_letter: str = Field("amlhp.deadletter", description="env AMLHP_TOPIC_DEAD_LETTER")
+    flow_verdicts: str = Field("amlhp.flows.verdicts", description="env AMLHP_TOPIC_FLOW_VERDICTS")
+
+    def all(self) -> list[str]:
+        return [self.raw, self.encoded, self.verdicts, self.dead_letter, self.flow_verdicts]
+
+
+class Settings(BaseSettings):
+    """Everything a pipeline process needs to know, frozen once built."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="env AMLHP_BOOTSTRAP_SERVERS: Kafka bootstrap servers"
+    )
+    topic_raw: str = Field("amlhp.packets.raw", description="env AMLHP_TOPIC_RAW")
+    topic_encoded: str = Field("amlhp.packets.encoded", description="env AMLHP_TOPIC_ENCODED")
+    topic_verdicts: str = Field("amlhp.verdicts", description="env AMLHP_TOPIC_VERDICTS")
+    topic_dead_letter: str = Field("amlhp.deadletter", description="env AMLHP_TOPIC_DEAD_LETTER")
+    topic_flow_verdicts: str = Field(
+        "amlhp.flows.verdicts", description="env AMLHP_TOPIC_FLOW_VERDICTS"
+    )
+    partitions: int = Field(4, ge=1, description="env AMLHP_PARTITIONS: partitions per topic")
+    replication_factor: int = Field(
+        1, ge=1, description="env AMLHP_REPLICATION_FACTOR: replicas per topic"
+    )
+    retention_ms: int = Field(
+        7 * 24 * 3600 * 1000, ge=-1, description="env AMLHP_RETENTION_MS: topic retention"
+    )
+    consumer_group: str = Field("amlhp", description="env AMLHP_CONSUMER_GROUP")
+    payload_bytes: int = Field(64, ge=1, le=1500, description="env AMLHP_PAYLOAD_BYTES: P")
+    rdkafka: Mapping[str, str | SecretStr] = Field(
+        default_factory=dict,
+        description="env AMLHP_RDKAFKA_<NAME> and CLI -X name=value: librdkafka passthrough",
+    )
+
+    @field_validator("rdkafka", mode="before")
+    @classmethod
+    def _protect_secrets(cls, value: Any) -> dict[str, str | SecretStr]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ValueError("rdkafka must be a mapping of librdkafka property names to values")
+        out: dict[str, str | SecretStr] = {}
+        for name, raw in value.items():
+            text = raw.get_secret_value() if isinstance(raw, SecretStr) else str(raw)
+            out[str(name)] = SecretStr(text) if is_sensitive(str(name)) else text
+        return out
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(
+            raw=self.topic_raw,
+            encoded=self.topic_encoded,
+            verdicts=self.topic_verdicts,
+            dead_letter=self.topic_dead_letter,
+            flow_verdicts=self.topic_flow_verdicts,
+        )
+
+    def kafka_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka configuration with secrets revealed, for the client constructors only."""
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        for name, value in self.rdkafka.items():
+            config[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        config.update(extra)
+        return config
+
+    def redacted(self) -> dict[str, Any]:
+        """A loggable view of the settings: every secret replaced by ``**********``."""
+        data = self.model_dump(exclude={"rdkafka"})
+        data["rdkafka"] = {
+            name: ("**********" if isinstance(value, SecretStr) else value)
+            for name, value in self.rdkafka.items()
+        }
+        return data
+
+
+def rdkafka_from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """Collect ``AMLHP_RDKAFKA_*`` variables as librdkafka properties."""
+    props: dict[str, str] = {}
+    for key, value in environ.items():
+        if key.upper().startswith(RDKAFKA_ENV_PREFIX) and len(key) > len(RDKAFKA_ENV_PREFIX):
+            name = key[len(RDKAFKA_ENV_PREFIX) :].lower().replace("_", ".")
+            props[name] = value
+    return props
+
+
+def parse_rdkafka_flags(flags: list[str] | None) -> dict[str, str]:
+    """Parse ``-X name=value`` flags; a malformed flag is a :class:`ConfigError`."""
+    props: dict[str, str] = {}
+    for flag in flags or []:
+        name, sep, value = flag.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"-X expects name=value, got {flag.split('=')[0]!r}")
+        props[name.strip()] = value
+    return props
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    rdkafka_flags: list[str] | None = None,
+) -> Settings:
+    """Build the settings: defaults < environment < CLI overrides (``None`` values ignored).
+
+    Called once from a command's entry point; the result is passed down explicitly.
+    """
+    rdkafka = rdkafka_from_env(os.environ)
+    rdkafka.update(parse_rdkafka_flags(rdkafka_flags))
+    values = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values["rdkafka"] = rdkafka
+    try:
+        return Settings(**values)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise ConfigError(str(exc)) from exc

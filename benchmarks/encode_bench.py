@@ -1,0 +1,148 @@
+"""Encoding throughput: packets per second of the fast and the reference encoder.
+
+Real packets from the public captures, cut into batches of ``batch_size`` (1,000 by default,
+the size the pipeline uses), are encoded ``repeat`` times; the best run counts, because on a
+shared machine the slower runs measure the neighbours. Reading and decoding the captures is
+not timed; encoding is timed end to end, Arrow output included. The reference encoder runs
+on a smaller sample (it is ~20x slower).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from amlhp.benchmarks.exceptions import BenchmarksError
+
+#: the public captures, next to the repository (``<repo>/../shared/data/public``)
+DEFAULT_DATA: Path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "public"
+
+
+@dataclass
+class EncodeBenchResult:
+    """What one benchmark run measured."""
+
+    packets: int
+    batch_size: int
+    batches: int
+    repeat: int
+    payload_bytes: int
+    fast_pps: float
+    fast_runs_pps: list[float]
+    reference_packets: int
+    reference_pps: float
+    speedup: float
+    statuses: dict[str, int]
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the figures were taken: CPU model, cores usable, Python and numpy versions."""
+    import numpy as np
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass  # not Linux: platform.processor() is the best we have
+    return {
+        "cpu": model,
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pyarrow": pa.__version__,
+    }
+
+
+def load_batches(data: Path, packets: int, batch_size: int) -> list[pa.RecordBatch]:
+    """Full batches spread evenly over all captures under ``data`` (file order).
+
+    ``packets`` <= 0 takes every full batch.
+    """
+    from amlhp.encoders.capture import expand_paths
+    from amlhp.encoders.readers import iter_raw_batches
+
+    if not data.is_dir():
+        raise BenchmarksError(f"no capture folder at {data} (pass --data)")
+    batches = [
+        batch
+        for path in expand_paths([data])
+        for batch in iter_raw_batches(path, batch_size=batch_size)
+        if batch.num_rows == batch_size
+    ]
+    if not batches:
+        raise BenchmarksError(f"no full batch of {batch_size} packets in {data}")
+    wanted = len(batches) if packets <= 0 else max(1, min(len(batches), packets // batch_size))
+    step = len(batches) / wanted
+    return [batches[int(i * step)] for i in range(wanted)]
+
+
+def run_encode_bench(
+    data: Path = DEFAULT_DATA,
+    *,
+    packets: int = 100_000,
+    batch_size: int = 1000,
+    repeat: int = 5,
+    reference_packets: int = 5000,
+    payload_bytes: int = 64,
+) -> EncodeBenchResult:
+    """Measure both encoders; see the module docstring for the method."""
+    from amlhp.encoders.fast import encode_batch
+    from amlhp.encoders.layout import EncoderConfig
+    from amlhp.encoders.reference import encode_packet
+
+    if repeat < 1 or batch_size < 1:
+        raise BenchmarksError("repeat and batch size must be at least 1")
+    config = EncoderConfig(payload_bytes=payload_bytes)
+    batches = load_batches(data, packets, batch_size)
+    total = sum(b.num_rows for b in batches)
+    for batch in batches[:3]:
+        encode_batch(batch, config)  # warm caches and lazily built tables
+    runs = []
+    statuses: dict[str, int] = {}
+    for _ in range(repeat):
+        start = time.perf_counter()
+        encoded = [encode_batch(batch, config) for batch in batches]
+        runs.append(total / (time.perf_counter() - start))
+    for batch in encoded:
+        for item in batch.column("status").value_counts().to_pylist():
+            statuses[item["values"]] = statuses.get(item["values"], 0) + item["counts"]
+
+    sample: list[tuple[int, bytes]] = []
+    for batch in batches:
+        sample.extend(zip(batch.column("linktype").to_pylist(), batch.column("data").to_pylist()))
+        if len(sample) >= reference_packets:
+            break
+    sample = sample[: max(1, reference_packets)]
+    start = time.perf_counter()
+    for linktype, frame in sample:
+        encode_packet(linktype, frame, config)
+    reference_pps = len(sample) / (time.perf_counter() - start)
+    fast = max(runs)
+    return EncodeBenchResult(
+        packets=total,
+        batch_size=batch_size,
+        batches=len(batches),
+        repeat=repeat,
+        payload_bytes=payload_bytes,
+        fast_pps=fast,
+        fast_runs_pps=runs,
+        reference_packets=len(sample),
+        reference_pps=reference_pps,
+        speedup=fast / reference_pps,
+        statuses=statuses,
+        machine=machine_info(),
+    )

@@ -1,0 +1,1 @@
+"""Packets to the aligned header/payload representation, Arrow record schemas, capture readers."""

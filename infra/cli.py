@@ -1,0 +1,137 @@
+"""``amlhp infra ...``: fetch, start, inspect and stop the local Kafka and Prometheus."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import typer
+
+_CLUSTER_HELP = "The 3-broker cluster (ports 19092-19094) instead of the single broker"
+
+
+def _err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this stage's commands to the root app (heavy imports stay inside commands)."""
+    infra = typer.Typer(
+        help="Local infrastructure: Apache Kafka (KRaft) and Prometheus.", no_args_is_help=True
+    )
+    kafka = typer.Typer(
+        help="The local Apache Kafka broker or 3-broker cluster.", no_args_is_help=True
+    )
+    prom = typer.Typer(help="The local Prometheus server on 127.0.0.1:9090.", no_args_is_help=True)
+    infra.add_typer(kafka, name="kafka")
+    infra.add_typer(prom, name="prometheus")
+    app.add_typer(infra, name="infra")
+
+    @infra.command("fetch")
+    def fetch(
+        force: bool = typer.Option(False, "--force", help="Copy the jars again even if cached"),
+        no_prometheus: bool = typer.Option(
+            False, "--no-prometheus", help="Do not try to install Prometheus"
+        ),
+    ) -> None:
+        """Fetch Kafka's jars with Maven (cached) and install Prometheus if missing."""
+        from amlhp.infra.fetch import ensure_prometheus, fetch_kafka
+        from amlhp.infra.paths import default_paths
+        from amlhp.infra.status_line import live_status
+
+        with live_status("fetching Apache Kafka jars from Maven Central"):
+            result = fetch_kafka(default_paths(), force=force)
+        verb = "fetched" if result.downloaded else "cached"
+        _err(f"Kafka {result.version}: {result.jars} jars {verb} in {result.libs}")
+        if not no_prometheus:
+            with live_status("looking for Prometheus (apt-get install prometheus if missing)"):
+                prom_result = ensure_prometheus()
+            _err(("" if prom_result.binary else "warning: ") + prom_result.message)
+        typer.echo(str(result.libs))
+
+    @kafka.command("up")
+    def kafka_up(
+        cluster: bool = typer.Option(False, "--cluster", help=_CLUSTER_HELP),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
+    ) -> None:
+        """Start the broker(s) unless running and wait until they answer; prints bootstrap."""
+        from amlhp.infra import kafka_broker
+        from amlhp.infra.kafka_config import cluster_layout, single_layout
+        from amlhp.infra.status_line import live_status
+
+        layout = cluster_layout() if cluster else single_layout()
+        with live_status(f"Kafka {layout.name}: starting") as on_status:
+            result = kafka_broker.up(layout, on_status=on_status)
+        if result.external:
+            _err(f"Kafka already answers on {result.bootstrap_servers} (not started by amlhp)")
+        elif result.started:
+            _err(f"Kafka {layout.name}: started nodes {result.started} in {result.seconds:.1f}s")
+        else:
+            _err(f"Kafka {layout.name}: already running (nodes {result.already_running})")
+        typer.echo(json.dumps(asdict(result)) if as_json else result.bootstrap_servers)
+
+    @kafka.command("down")
+    def kafka_down(
+        cluster: bool = typer.Option(False, "--cluster", help=_CLUSTER_HELP),
+        purge: bool = typer.Option(False, "--purge", help="Also delete the data and logs"),
+    ) -> None:
+        """Stop the broker(s): SIGTERM, wait, SIGKILL after 30 s."""
+        from amlhp.infra import kafka_broker
+        from amlhp.infra.kafka_config import cluster_layout, single_layout
+        from amlhp.infra.status_line import live_status
+
+        layout = cluster_layout() if cluster else single_layout()
+        with live_status(f"Kafka {layout.name}: stopping"):
+            result = kafka_broker.down(layout, purge=purge)
+        if not result.stopped:
+            _err(f"Kafka {layout.name}: not running")
+        else:
+            killed = f" (killed {result.killed})" if result.killed else ""
+            _err(f"Kafka {layout.name}: stopped nodes {result.stopped}{killed}")
+
+    @kafka.command("status")
+    def kafka_status(
+        as_json: bool = typer.Option(False, "--json", help="Print the status as JSON"),
+    ) -> None:
+        """Show every node of the single broker and the cluster; exit 1 when none runs."""
+        from amlhp.infra import kafka_broker
+        from amlhp.infra.kafka_config import cluster_layout, single_layout
+
+        rows = []
+        for layout in (single_layout(), cluster_layout()):
+            for node in kafka_broker.status(layout):
+                rows.append({"layout": layout.name, **asdict(node), "state": node.state})
+        if as_json:
+            typer.echo(json.dumps(rows))
+        else:
+            for row in rows:
+                pid = row["pid"] if row["pid"] is not None else "-"
+                typer.echo(
+                    f"{row['layout']:<8} node-{row['node_id']}  127.0.0.1:{row['port']:<6} "
+                    f"{row['state']:<8} pid={pid}"
+                )
+        if not any(row["state"] in {"running", "foreign"} for row in rows):
+            raise typer.Exit(1)
+
+    @prom.command("up")
+    def prometheus_up() -> None:
+        """Start Prometheus (data in var/prometheus) unless running; prints its URL."""
+        from amlhp.infra import prometheus_server
+        from amlhp.infra.status_line import live_status
+
+        layout = prometheus_server.prometheus_layout()
+        with live_status("Prometheus: starting") as on_status:
+            started = prometheus_server.up(layout, on_status=on_status)
+        _err("Prometheus: started" if started else "Prometheus: already running")
+        typer.echo(layout.url)
+
+    @prom.command("down")
+    def prometheus_down(
+        purge: bool = typer.Option(False, "--purge", help="Also delete its data"),
+    ) -> None:
+        """Stop Prometheus."""
+        from amlhp.infra import prometheus_server
+
+        layout = prometheus_server.prometheus_layout()
+        stopped = prometheus_server.down(layout, purge=purge)
+        _err("Prometheus: stopped" if stopped else "Prometheus: not running")

@@ -1,0 +1,211 @@
+"""The shapes of the local Kafka deployments and the files that configure them.
+
+Two layouts exist: a single combined broker+controller on 127.0.0.1:9092 (controller on
+9093) for development and most tests, and a three-node cluster on 19092-19094 (controllers
+on 19192-19194) with replication factor 3 and ``min.insync.replicas=2`` defaults, so that
+losing one broker loses no acknowledged write. Both run in KRaft mode (no ZooKeeper): every
+node is broker and controller at once, which is what fits on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from amlhp.infra.exceptions import InfraError
+from amlhp.infra.paths import InfraPaths, default_paths
+
+LOCALHOST = "127.0.0.1"
+SINGLE_PORT = 9092
+SINGLE_CONTROLLER_PORT = 9093
+CLUSTER_PORTS = (19092, 19093, 19094)
+CLUSTER_CONTROLLER_PORTS = (19192, 19193, 19194)
+DEFAULT_HEAP = "512m"
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    """One broker+controller process and the folder holding its config, data and logs."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    home: Path
+
+    @property
+    def config(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def log4j_config(self) -> Path:
+        return self.home / "log4j2.properties"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def console_log(self) -> Path:
+        """stdout/stderr of the JVM (startup failures land here, before log4j is up)."""
+        return self.logs_dir / "console.out"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "kafka.pid"
+
+    @property
+    def formatted(self) -> bool:
+        return (self.data_dir / "meta.properties").is_file()
+
+    @property
+    def marker(self) -> str:
+        """What identifies this node's JVM in ``/proc/<pid>/cmdline``: its config path."""
+        return str(self.config)
+
+
+@dataclass(frozen=True)
+class KafkaLayout:
+    """A local deployment: its nodes, topic defaults and where it keeps its files."""
+
+    name: str
+    home: Path
+    nodes: tuple[KafkaNode, ...]
+    replication_factor: int
+    min_insync_replicas: int
+    host: str = LOCALHOST
+    heap: str = DEFAULT_HEAP
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"{self.host}:{node.port}" for node in self.nodes)
+
+    @property
+    def cluster_id_file(self) -> Path:
+        return self.home / "cluster.id"
+
+    @property
+    def quorum_voters(self) -> str:
+        return ",".join(f"{n.node_id}@{self.host}:{n.controller_port}" for n in self.nodes)
+
+    def node(self, node_id: int) -> KafkaNode:
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        raise InfraError(f"{self.name} has no node {node_id} (nodes: {self.node_ids()})")
+
+    def node_ids(self) -> list[int]:
+        return [n.node_id for n in self.nodes]
+
+
+def make_layout(
+    name: str,
+    ports: tuple[int, ...],
+    controller_ports: tuple[int, ...],
+    *,
+    paths: InfraPaths | None = None,
+    heap: str = DEFAULT_HEAP,
+) -> KafkaLayout:
+    """A layout of ``len(ports)`` nodes under ``var/kafka/<name>``; RF follows the size."""
+    if len(ports) != len(controller_ports) or not ports:
+        raise InfraError("one controller port per broker port, at least one of each")
+    home = (paths or default_paths()).var / "kafka" / name
+    nodes = tuple(
+        KafkaNode(i + 1, port, cport, home / f"node-{i + 1}")
+        for i, (port, cport) in enumerate(zip(ports, controller_ports, strict=True))
+    )
+    rf = min(3, len(nodes))
+    return KafkaLayout(
+        name=name,
+        home=home,
+        nodes=nodes,
+        replication_factor=rf,
+        min_insync_replicas=max(1, rf - 1),
+        heap=heap,
+    )
+
+
+def single_layout(paths: InfraPaths | None = None, name: str = "single") -> KafkaLayout:
+    return make_layout(name, (SINGLE_PORT,), (SINGLE_CONTROLLER_PORT,), paths=paths)
+
+
+def cluster_layout(paths: InfraPaths | None = None, name: str = "cluster") -> KafkaLayout:
+    return make_layout(name, CLUSTER_PORTS, CLUSTER_CONTROLLER_PORTS, paths=paths)
+
+
+def server_properties(layout: KafkaLayout, node: KafkaNode) -> str:
+    """The node's ``server.properties``: KRaft combined mode, loopback only, small footprint."""
+    rf = layout.replication_factor
+    isr = layout.min_insync_replicas
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": node.node_id,
+        "controller.quorum.voters": layout.quorum_voters,
+        "listeners": (
+            f"PLAINTEXT://{layout.host}:{node.port},CONTROLLER://{layout.host}:{node.controller_port}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://{layout.host}:{node.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": node.data_dir,
+        # Replication defaults: the cluster keeps every acknowledged write with one node down.
+        "default.replication.factor": rf,
+        "min.insync.replicas": isr,
+        "offsets.topic.replication.factor": rf,
+        "transaction.state.log.replication.factor": rf,
+        "transaction.state.log.min.isr": isr,
+        "share.coordinator.state.topic.replication.factor": rf,
+        "share.coordinator.state.topic.min.isr": isr,
+        # Small machine, fast tests: fewer internal partitions and threads, no join delay.
+        "offsets.topic.num.partitions": 8,
+        "transaction.state.log.num.partitions": 8,
+        "group.initial.rebalance.delay.ms": 0,
+        "num.partitions": 1,
+        "num.network.threads": 2,
+        "num.io.threads": 4,
+        "num.recovery.threads.per.data.dir": 1,
+        "background.threads": 4,
+        "log.retention.hours": 168,
+        "log.segment.bytes": 256 * 1024 * 1024,
+        "auto.create.topics.enable": "true",
+    }
+    header = f"# Generated by amlhp.infra for layout {layout.name!r}; edits are overwritten.\n"
+    return header + "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+def log4j2_properties(node: KafkaNode) -> str:
+    """Broker logging to a size-capped file in the node's ``logs/`` folder."""
+    logs = node.logs_dir
+    return f"""# Generated by amlhp.infra; edits are overwritten.
+status = warn
+name = amlhp-kafka
+appender.file.type = RollingFile
+appender.file.name = FILE
+appender.file.fileName = {logs}/server.log
+appender.file.filePattern = {logs}/server.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 20MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 2
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.stateChange.name = state.change.logger
+logger.stateChange.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
+
+
+def write_configs(layout: KafkaLayout) -> None:
+    """(Re)write every node's config files; data folders are left alone."""
+    for node in layout.nodes:
+        node.logs_dir.mkdir(parents=True, exist_ok=True)
+        node.config.write_text(server_properties(layout, node))
+        node.log4j_config.write_text(log4j2_properties(node))

@@ -1,0 +1,127 @@
+"""Support for tests against the real local broker: per-test names, produce and consume.
+
+The pytest fixtures in ``tests/conftest.py`` hand out these types; they live here, in the
+package, so that test modules can import them for annotations (test folders are not
+packages) and so that every stage's integration tests produce and drain topics the same
+strict way: every delivery confirmed, every message counted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from amlhp.infra.exceptions import InfraError
+from amlhp.infra.kafka_config import KafkaLayout
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
+
+
+@dataclass(frozen=True)
+class KafkaHandle:
+    """A running local deployment: its layout and whether the test session started it."""
+
+    layout: KafkaLayout
+    started_here: bool
+    external: bool  # answers on our ports but is not a process amlhp started
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.layout.bootstrap_servers
+
+
+@dataclass(frozen=True)
+class KafkaNames:
+    """Per-test names, so that tests sharing one broker never see each other's messages."""
+
+    prefix: str
+    topic: str
+    group: str
+
+
+def produce_all(
+    config: Mapping[str, Any],
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    *,
+    timeout: float = 60.0,
+) -> int:
+    """Produce ``(key, value)`` records and wait for every delivery report; return the count.
+
+    Any failed delivery raises :class:`InfraError` with the first error.
+    """
+    from confluent_kafka import KafkaError, Producer
+
+    errors: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            errors.append(err)
+
+    producer = Producer({"linger.ms": 5, "enable.idempotence": True, **config})
+    count = 0
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                producer.poll(0.1)
+        producer.poll(0)
+        count += 1
+    left = producer.flush(timeout)
+    if left:
+        raise InfraError(f"{left} of {count} messages to {topic} not delivered in {timeout}s")
+    if errors:
+        raise InfraError(f"{len(errors)} deliveries to {topic} failed, first: {errors[0]}")
+    return count
+
+
+def consume_exactly(
+    config: Mapping[str, Any],
+    topic: str,
+    group: str,
+    count: int,
+    *,
+    timeout: float = 60.0,
+    settle: float = 1.0,
+) -> list[Message]:
+    """Consume ``count`` messages of ``topic`` in ``group`` (from the earliest uncommitted),
+    commit, then keep polling ``settle`` seconds to prove no extra message follows.
+
+    Raises :class:`InfraError` on a message error, a shortfall after ``timeout`` or a surplus.
+    """
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **config,
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[Message] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(out) < count and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                if msg.error() is not None:
+                    raise InfraError(f"consuming {topic}: {msg.error()}")
+                out.append(msg)
+        if len(out) < count:
+            raise InfraError(f"got {len(out)} of {count} messages from {topic} in {timeout}s")
+        end = time.monotonic() + settle
+        while time.monotonic() < end:
+            extra = consumer.consume(num_messages=100, timeout=0.2)
+            if extra:
+                raise InfraError(f"{topic} holds more than the {count} messages expected")
+        if out:
+            consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    return out

@@ -1,0 +1,1 @@
+"""The IoT-AMLHP network, its baselines, training, evaluation, artifact and fast inference."""

@@ -1,0 +1,173 @@
+"""Exact accounting: every packet that entered is a verdict or a dead letter, once.
+
+Packets are identified by (gateway, seq). Verdicts are read from the Parquet dataset,
+dead letters from the dead-letter topic (read to its high watermark without joining a
+consumer group). Duplicates are counted, never silently merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from amlhp.encoders.exceptions import BatchDecodeError
+from amlhp.settings import Settings
+from amlhp.streams.dataset import read_verdicts
+from amlhp.streams.deadletter import deadletter_schema, decode_dead
+
+
+def read_topic_batches(
+    settings: Settings,
+    topic: str,
+    decode: Callable[[bytes], pa.RecordBatch],
+    timeout_s: float = 30.0,
+) -> tuple[list[pa.RecordBatch], int]:
+    """All batches of a topic up to its current high watermarks; (batches, undecodable)."""
+    import time
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": "amlhp-accounting-reader",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.message.max.bytes": 8_000_000,
+            }
+        )
+    )
+    batches: list[pa.RecordBatch] = []
+    bad = 0
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s)
+        parts = meta.topics[topic].partitions if topic in meta.topics else {}
+        ends: dict[int, int] = {}
+        for p in parts:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return [], 0
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + timeout_s
+        remaining = dict(ends)
+        while remaining and time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=0.5):
+                if msg.error() is not None:
+                    continue
+                p, offset = msg.partition() or 0, msg.offset() or 0
+                if offset + 1 >= remaining.get(p, 0):
+                    remaining.pop(p, None)
+                try:
+                    batches.append(decode(msg.value() or b""))
+                except BatchDecodeError:
+                    bad += 1
+    finally:
+        consumer.close()
+    return batches, bad
+
+
+def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> pa.Table:
+    batches, _ = read_topic_batches(settings, settings.topic_dead_letter, decode_dead, timeout_s)
+    if not batches:
+        return deadletter_schema().empty_table()
+    return pa.Table.from_batches(batches, schema=deadletter_schema())
+
+
+def _keys(table: pa.Table) -> np.ndarray:
+    if table.num_rows == 0:
+        return np.array([], dtype=object)
+    gw = table.column("gateway").to_numpy(zero_copy_only=False).astype(str)
+    seq = table.column("seq").to_numpy(zero_copy_only=False).astype(str)
+    return np.char.add(np.char.add(gw, "\x00"), seq)
+
+
+@dataclass
+class Accounting:
+    """The end-of-run ledger."""
+
+    packets_in: int
+    verdicts: int
+    verdict_rows: int
+    duplicate_verdicts: int
+    dead_packets: int
+    dead_messages: int
+    missing: int
+    both: int
+    verdicts_by_class: dict[str, int] = field(default_factory=dict)
+    dead_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.missing == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "packets_in": self.packets_in,
+            "verdicts": self.verdicts,
+            "verdict_rows": self.verdict_rows,
+            "duplicates": self.duplicate_verdicts,
+            "dead_letters": self.dead_packets,
+            "dead_messages": self.dead_messages,
+            "missing": self.missing,
+            "in_both": self.both,
+            "verdicts_by_class": self.verdicts_by_class,
+            "dead_letters_by_reason": self.dead_by_reason,
+        }
+
+
+def _counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    if len(column) == 0:
+        return {}
+    return {
+        str(item["values"]): int(item["counts"]) for item in pc.value_counts(column).to_pylist()
+    }
+
+
+def account(verdicts: pa.Table, dead: pa.Table, expected: dict[str, tuple[int, int]]) -> Accounting:
+    """Compare what came out with what went in: ``expected[gateway] = (first, count)``."""
+    dead_pk = dead.filter(pc.is_valid(dead.column("seq"))) if dead.num_rows else dead
+    dead_msgs = dead.num_rows - dead_pk.num_rows
+    v_keys = _keys(verdicts) if verdicts.num_rows else np.array([], dtype=object)
+    d_keys = _keys(dead_pk)
+    v_unique = np.unique(v_keys) if len(v_keys) else v_keys
+    d_unique = np.unique(d_keys) if len(d_keys) else d_keys
+    expected_keys = (
+        np.concatenate(
+            [
+                np.char.add(f"{gw}\x00", np.arange(first, first + n).astype(str))
+                for gw, (first, n) in expected.items()
+                if n > 0
+            ]
+        )
+        if any(n > 0 for _, n in expected.values())
+        else np.array([], dtype=object)
+    )
+    seen = np.union1d(v_unique, d_unique) if len(v_unique) + len(d_unique) else v_unique
+    missing = len(np.setdiff1d(expected_keys, seen)) if len(expected_keys) else 0
+    return Accounting(
+        packets_in=sum(n for _, n in expected.values()),
+        verdicts=len(v_unique),
+        verdict_rows=verdicts.num_rows,
+        duplicate_verdicts=verdicts.num_rows - len(v_unique) + (len(d_keys) - len(d_unique)),
+        dead_packets=len(d_unique),
+        dead_messages=dead_msgs,
+        missing=missing,
+        both=len(np.intersect1d(v_unique, d_unique)) if len(v_unique) and len(d_unique) else 0,
+        verdicts_by_class=_counts(verdicts.column("label")) if verdicts.num_rows else {},
+        dead_by_reason=_counts(dead_pk.column("reason")) if dead_pk.num_rows else {},
+    )
+
+
+def account_run(
+    settings: Settings, verdict_root: Path, expected: dict[str, tuple[int, int]]
+) -> Accounting:
+    """Read both outputs and build the ledger."""
+    return account(read_verdicts(verdict_root), read_dead_letters(settings), expected)

@@ -1,0 +1,98 @@
+"""Sub-commands of `amlhp` contributed by the `streams` stage."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import typer
+
+from amlhp.cli import AppContext
+
+
+def _topics_create(
+    ctx: typer.Context,
+    partitions: int | None,
+    replication_factor: int | None,
+    retention_ms: int | None,
+    as_json: bool,
+) -> None:
+    from amlhp.streams.topics import ensure_pipeline_topics
+
+    settings = ctx.ensure_object(AppContext).settings
+    results = ensure_pipeline_topics(
+        settings,
+        partitions=partitions,
+        replication_factor=replication_factor,
+        retention_ms=retention_ms,
+    )
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in results]))
+        return
+    for r in results:
+        state = "created" if r.created else "exists"
+        typer.echo(f"{r.name}\t{state}\tpartitions={r.partitions}")
+
+
+def _topics_list(ctx: typer.Context, show_all: bool, as_json: bool) -> None:
+    from amlhp.streams.topics import admin_client, list_topics
+
+    settings = ctx.ensure_object(AppContext).settings
+    wanted = set(settings.topics.all())
+    topics = list_topics(admin_client(settings.kafka_config()), include_internal=show_all)
+    if not show_all:
+        topics = [t for t in topics if t.name in wanted]
+    if as_json:
+        typer.echo(json.dumps([asdict(t) for t in topics]))
+        return
+    for t in topics:
+        typer.echo(f"{t.name}\tpartitions={t.partitions}\treplication={t.replication_factor}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this stage's commands to the root app (heavy imports stay inside commands)."""
+    topics = typer.Typer(help="The pipeline's Kafka topics.", no_args_is_help=True)
+    app.add_typer(topics, name="topics")
+
+    @topics.command("create")
+    def topics_create(
+        ctx: typer.Context,
+        partitions: int | None = typer.Option(None, "--partitions", min=1, help="Per topic"),
+        replication_factor: int | None = typer.Option(
+            None, "--replication-factor", min=1, help="Replicas per partition"
+        ),
+        retention_ms: int | None = typer.Option(None, "--retention-ms", min=-1, help="-1: keep"),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
+    ) -> None:
+        """Create the pipeline topics (those that exist are left as they are)."""
+        _topics_create(ctx, partitions, replication_factor, retention_ms, as_json)
+
+    @topics.command("list")
+    def topics_list(
+        ctx: typer.Context,
+        show_all: bool = typer.Option(False, "--all", help="Every topic, internal ones too"),
+        as_json: bool = typer.Option(False, "--json", help="Print the topics as JSON"),
+    ) -> None:
+        """List the pipeline topics that exist, with partitions and replication factor."""
+        _topics_list(ctx, show_all, as_json)
+
+    @app.command("demo")
+    def demo(ctx: typer.Context) -> None:
+        """Start the local Kafka broker (unless pointed elsewhere), create and list the topics."""
+        from amlhp.infra import kafka_broker
+        from amlhp.infra.kafka_config import single_layout
+        from amlhp.infra.status_line import live_status
+
+        settings = ctx.ensure_object(AppContext).settings
+        layout = single_layout()
+        if settings.bootstrap_servers == layout.bootstrap_servers:
+            with live_status("Kafka: starting the local broker") as on_status:
+                result = kafka_broker.up(layout, on_status=on_status)
+            typer.echo(
+                f"Kafka ready on {result.bootstrap_servers} ({result.seconds:.1f}s)", err=True
+            )
+        else:
+            typer.echo(f"using the Kafka cluster at {settings.bootstrap_servers}", err=True)
+        _topics_create(ctx, None, None, None, as_json=False)
+        typer.echo("topics now on the cluster:", err=True)
+        _topics_list(ctx, show_all=False, as_json=False)

@@ -1,0 +1,213 @@
+"""The main job, end to end on one machine: broker, topics, worker, sink and tap.
+
+``amlhp demo`` replays the committed demo capture through the whole pipeline, waits
+until every packet is accounted for (verdict or dead letter), prints what happened and
+ends with one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amlhp.errors import AmlhpError
+from amlhp.settings import Settings
+from amlhp.streams.accounting import Accounting, account_run
+from amlhp.streams.dataset import read_verdicts
+from amlhp.streams.exceptions import StreamsError
+from amlhp.streams.tap import Tap, TapStats, pcap_packets, run_tap
+
+log = logging.getLogger(__name__)
+
+
+def amlhp_command() -> list[str]:
+    """How to start another ``amlhp`` process with the same interpreter."""
+    return [sys.executable, "-m", "amlhp.cli"]
+
+
+@dataclass
+class StageProcess:
+    """A child stage process with its log file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def check_alive(self) -> None:
+        code = self.proc.poll()
+        if code is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise StreamsError(f"{self.name} exited with code {code}; log tail:\n{tail}")
+
+
+def start_stage(name: str, args: list[str], log_dir: Path, env: dict[str, str]) -> StageProcess:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "wb") as fh:
+        proc = subprocess.Popen(
+            [*amlhp_command(), *args], stdout=fh, stderr=subprocess.STDOUT, env=env
+        )
+    return StageProcess(name, proc, log_path)
+
+
+def latency_ms(verdict_root: Path) -> dict[str, float]:
+    """Capture timestamp -> verdict latency percentiles over the whole dataset."""
+    table = read_verdicts(verdict_root)
+    if table.num_rows == 0:
+        return {}
+    lat = (
+        table.column("scored_at_ns").to_numpy(zero_copy_only=False)
+        - table.column("ts_ns").to_numpy(zero_copy_only=False)
+    ) / 1e6
+    return {
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+        "max": float(lat.max()),
+    }
+
+
+def wait_accounted(
+    settings: Settings,
+    verdict_root: Path,
+    expected: dict[str, tuple[int, int]],
+    stages: list[StageProcess],
+    timeout_s: float,
+    on_status: Any = None,
+) -> Accounting:
+    """Poll the outputs until every packet is accounted for (or time runs out)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for stage in stages:
+            stage.check_alive()
+        ledger = account_run(settings, verdict_root, expected)
+        if on_status is not None:
+            on_status(ledger)
+        if ledger.complete or time.monotonic() > deadline:
+            return ledger
+        time.sleep(1.0)
+
+
+def reset_topics(settings: Settings, timeout_s: float = 60.0) -> None:
+    """Delete and re-create the pipeline topics so a run's counts are its own."""
+    from amlhp.streams.topics import admin_client, delete_topics, ensure_pipeline_topics
+
+    admin = admin_client(settings.kafka_config())
+    names = settings.topics.all()
+    delete_topics(admin, names)
+    deadline = time.monotonic() + timeout_s
+    while set(admin.list_topics(timeout=10).topics) & set(names):
+        if time.monotonic() > deadline:
+            raise StreamsError(f"topics {names} were not deleted within {timeout_s}s")
+        time.sleep(0.5)
+    while True:
+        try:
+            ensure_pipeline_topics(settings)
+            return
+        except AmlhpError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+def run_demo(
+    settings: Settings,
+    capture: Path,
+    out_dir: Path,
+    work_dir: Path,
+    *,
+    gateway: str = "demo-gw-1",
+    model: Path | None = None,
+    timeout_s: float = 300.0,
+    status: Any = None,
+) -> dict[str, Any]:
+    """Run the whole pipeline once over ``capture``; return the summary."""
+    run_id = time.strftime("%Y%m%d%H%M%S")
+    reset_topics(settings)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    env = dict(os.environ)
+    env["AMLHP_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
+    worker_args = ["worker", "--app-id", f"amlhp-demo-{run_id}"]
+    if model is not None:
+        worker_args += ["--model", str(model)]
+    stages = [
+        start_stage("worker", worker_args, work_dir, env),
+        start_stage(
+            "sink",
+            [
+                "sink",
+                "--out",
+                str(out_dir),
+                "--group",
+                f"amlhp-demo-sink-{run_id}",
+                "--roll-seconds",
+                "2",
+            ],
+            work_dir,
+            env,
+        ),
+    ]
+    try:
+        tap = Tap(settings, gateway)
+        started = time.time()
+        stop = threading.Event()
+
+        def on_tap(stats: TapStats) -> None:
+            if status is not None:
+                status.update(f"tap: {stats.packets} packets sent")
+
+        tap_stats = run_tap(tap, pcap_packets([capture], stop=stop), stop=stop, on_progress=on_tap)
+        if tap_stats.failed_packets:
+            raise StreamsError(f"tap failed to deliver {tap_stats.failed_packets} packets")
+        expected = {gateway: (0, tap_stats.packets)}
+
+        def on_ledger(ledger: Accounting) -> None:
+            if status is not None:
+                status.update(
+                    f"waiting: {ledger.verdicts} verdicts + {ledger.dead_packets} dead letters "
+                    f"of {ledger.packets_in} packets"
+                )
+
+        ledger = wait_accounted(settings, out_dir, expected, stages, timeout_s, on_ledger)
+        elapsed = time.time() - started
+    finally:
+        for stage in stages:
+            stage.stop()
+    summary = ledger.as_dict()
+    table = read_verdicts(out_dir)
+    last_verdict = (
+        int(np.max(table.column("scored_at_ns").to_numpy(zero_copy_only=False)))
+        if table.num_rows
+        else 0
+    )
+    span = (last_verdict / 1e9 - started) if last_verdict else elapsed
+    summary.update(
+        {
+            "capture": str(capture),
+            "throughput_pps": round(ledger.packets_in / span, 1) if span > 0 else None,
+            "latency_ms": latency_ms(out_dir),
+            "verdict_dataset": str(out_dir),
+            "complete": ledger.complete,
+        }
+    )
+    return summary

@@ -1,0 +1,19 @@
+"""Errors of the streaming stages, rooted in :class:`amlhp.errors.AmlhpError`."""
+
+from amlhp.errors import AmlhpError
+
+
+class StreamsError(AmlhpError):
+    """Base class of the errors raised on purpose by `amlhp.streams`."""
+
+
+class TapError(StreamsError):
+    """The sensor tap cannot capture or publish (bad source, interface, settings)."""
+
+
+class SinkError(StreamsError):
+    """The Parquet sink cannot write or commit."""
+
+
+class ModelReloadError(StreamsError):
+    """A new model artifact was refused; the serving model keeps serving."""

@@ -1,0 +1,142 @@
+"""``amlhp tap``, ``amlhp worker`` and ``amlhp sink``: one process per pipeline stage."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import typer
+
+from amlhp.progress import console
+
+
+def _settings(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    return ctx.obj.settings
+
+
+def register(app: typer.Typer) -> None:
+    """Add the stage commands to the root app."""
+
+    @app.command("tap")
+    def tap_cmd(
+        ctx: typer.Context,
+        captures: list[Path] = typer.Argument(None, help="pcap/pcapng files to replay"),
+        gateway: str = typer.Option(..., "--gateway", "-g", help="Gateway id (Kafka key)"),
+        interface: str | None = typer.Option(None, "--interface", "-i", help="Live capture"),
+        pace: float | None = typer.Option(
+            None, "--pace", help="Replay at the original pace x this factor (default: max speed)"
+        ),
+        loops: int = typer.Option(1, "--loop", help="Replay the files this many times"),
+        keep_timestamps: bool = typer.Option(
+            False, "--keep-timestamps", help="Keep capture timestamps instead of re-stamping"
+        ),
+        batch_size: int = typer.Option(500, "--batch-size", help="Max packets per message"),
+        max_delay_ms: float = typer.Option(50.0, "--max-delay-ms", help="Max batching delay"),
+        start_seq: int = typer.Option(0, "--start-seq", help="First sequence number"),
+        max_packets: int | None = typer.Option(None, "--max-packets", help="Stop after N (live)"),
+    ) -> None:
+        """Publish captured packets (file replay or live interface) to the raw topic."""
+        from amlhp.streams.exceptions import TapError
+        from amlhp.streams.tap import (
+            Tap,
+            TapStats,
+            install_stop_signals,
+            live_packets,
+            pcap_packets,
+            run_tap,
+        )
+
+        if bool(captures) == bool(interface):
+            raise TapError("give capture files or --interface, not both and not neither")
+        settings = _settings(ctx)
+        stop = threading.Event()
+        install_stop_signals(stop)
+        tap = Tap(
+            settings,
+            gateway,
+            batch_size=batch_size,
+            max_delay_ms=max_delay_ms,
+            start_seq=start_seq,
+        )
+        out = console()
+        if interface:
+            source = live_packets(interface, stop=stop, max_packets=max_packets)
+        else:
+            source = pcap_packets(
+                captures, pace=pace, loops=loops, keep_timestamps=keep_timestamps, stop=stop
+            )
+        with out.status("tap starting") as status:
+
+            def progress(stats: TapStats) -> None:
+                status.update(
+                    f"tap {gateway}: {stats.packets} packets, {stats.messages} messages, "
+                    f"{stats.delivered_packets} delivered, {stats.failed_packets} failed"
+                )
+
+            stats = run_tap(tap, source, stop=stop, on_progress=progress)
+        typer.echo(json.dumps({"gateway": gateway, "first_seq": start_seq, **stats.as_dict()}))
+        if stats.failed_packets or stats.failed_messages:
+            raise typer.Exit(1)
+
+    @app.command("worker")
+    def worker_cmd(
+        ctx: typer.Context,
+        model: Path | None = typer.Option(
+            None, "--model", help="Model artifact to serve and watch (default: bundled)"
+        ),
+        max_batch: int = typer.Option(1024, "--max-batch", help="Max packets per inference"),
+        max_delay_ms: float = typer.Option(20.0, "--max-delay-ms", help="Max batching delay"),
+        app_id: str | None = typer.Option(None, "--app-id", help="Faust app id / group"),
+    ) -> None:
+        """Run the Faust encode + score worker (scale out by starting more)."""
+        from amlhp.model.scorer import default_model_path, load_scorer
+        from amlhp.streams.worker import WorkerOptions, run_worker
+
+        options = WorkerOptions(
+            model_path=model or default_model_path(),
+            max_batch=max_batch,
+            max_delay_ms=max_delay_ms,
+            app_id=app_id,
+        )
+        run_worker(_settings(ctx), options, load_scorer)
+
+    @app.command("sink")
+    def sink_cmd(
+        ctx: typer.Context,
+        out: Path = typer.Option(Path("out/verdicts"), "--out", help="Dataset root"),
+        roll_rows: int = typer.Option(200_000, "--roll-rows", help="Rows per file at most"),
+        roll_seconds: float = typer.Option(5.0, "--roll-seconds", help="Seconds per file at most"),
+        group: str | None = typer.Option(None, "--group", help="Consumer group"),
+    ) -> None:
+        """Write verdicts to a hive-partitioned Parquet dataset (exactly once per file)."""
+        from amlhp.streams.sink import ParquetSink, SinkStats
+        from amlhp.streams.tap import install_stop_signals
+
+        stop = threading.Event()
+        install_stop_signals(stop)
+        sink = ParquetSink(
+            _settings(ctx), out, group_id=group, roll_rows=roll_rows, roll_seconds=roll_seconds
+        )
+        with console().status("sink starting") as status:
+
+            def progress(stats: SinkStats) -> None:
+                status.update(
+                    f"sink: {stats.rows} verdicts in {stats.files} files, {stats.messages} messages"
+                )
+
+            stats = sink.run(stop, on_progress=progress)
+        typer.echo(json.dumps(stats.as_dict()))
+
+    @app.command("demo-capture")
+    def demo_capture_cmd(
+        public: Path = typer.Option(
+            Path("../shared/data/public"), "--public", help="Folder of the public captures"
+        ),
+        out: Path = typer.Option(Path("data/demo/demo.pcap"), "--out", help="pcap to write"),
+    ) -> None:
+        """Rebuild the demo capture from the public captures (see data/demo/README.md)."""
+        from amlhp.streams.demo_capture import build_demo_capture
+
+        manifest = build_demo_capture(public, out)
+        typer.echo(json.dumps({k: manifest[k] for k in ("packets", "packets_by_label", "sha256")}))

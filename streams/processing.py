@@ -1,0 +1,190 @@
+"""What the Faust agents do to one message or one micro-batch, free of any Kafka I/O.
+
+Keeping the per-message work in plain functions makes the agents thin and lets the
+exact accounting (every packet in -> one verdict or one dead letter) be tested
+without a broker.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from amlhp.encoders.arrays import model_inputs
+from amlhp.encoders.exceptions import BatchDecodeError
+from amlhp.encoders.fast import encode_batch
+from amlhp.encoders.layout import EncoderConfig
+from amlhp.encoders.schemas import ENCODED, RAW, from_ipc, verdict_schema
+from amlhp.streams.deadletter import Origin, dead_message, dead_packets
+
+STATUS_OK = "ok"
+
+
+class BatchScorer(Protocol):
+    """What the score agent needs of a model: see :mod:`amlhp.model.scorer`."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def classes(self) -> list[str]: ...
+
+    def predict(self, header: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class ids (N,) and class probabilities (N, K) for uint8 inputs."""
+        ...
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """The encode agent's output for one raw message."""
+
+    encoded: pa.RecordBatch | None
+    dead: pa.RecordBatch | None
+    packets_in: int
+
+
+def encode_message(
+    value: bytes | None, origin: Origin, config: EncoderConfig, gateway: str | None = None
+) -> EncodeResult:
+    """Raw batch message -> (encoded ok rows, dead letters); never raises on bad input."""
+    try:
+        raw = from_ipc(value or b"", RAW)
+    except BatchDecodeError as exc:
+        return EncodeResult(None, dead_message(origin, "encode", str(exc), value, gateway), 0)
+    encoded = encode_batch(raw, config)
+    ok = pc.equal(encoded.column("status"), STATUS_OK)
+    n_ok = pc.sum(ok).as_py() or 0
+    good = encoded.filter(ok) if n_ok else None
+    dead = None
+    if n_ok < encoded.num_rows:
+        bad = pc.invert(ok)
+        dead = dead_packets(encoded.filter(bad), raw.column("data").filter(bad), origin, "encode")
+    return EncodeResult(good, dead, raw.num_rows)
+
+
+@dataclass(frozen=True)
+class EncodedMessage:
+    """One message of the encoded topic with its stage timestamps (from Kafka headers)."""
+
+    value: bytes | None
+    origin: Origin
+    gateway: str | None = None
+    ingested_at_ns: int | None = None
+    encoded_at_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class DecodedBatches:
+    """Encoded messages of one micro-batch: the valid ones and dead letters for the rest.
+
+    ``timings`` holds (ingested_at_ns, encoded_at_ns) for each valid batch.
+    """
+
+    batches: list[pa.RecordBatch]
+    timings: list[tuple[int | None, int | None]]
+    dead: list[pa.RecordBatch]
+
+
+def decode_encoded(messages: list[EncodedMessage]) -> DecodedBatches:
+    """Decode encoded-batch messages; an invalid one becomes a dead letter."""
+    good: list[pa.RecordBatch] = []
+    timings: list[tuple[int | None, int | None]] = []
+    dead: list[pa.RecordBatch] = []
+    for msg in messages:
+        try:
+            good.append(from_ipc(msg.value or b"", ENCODED))
+            timings.append((msg.ingested_at_ns, msg.encoded_at_ns))
+        except BatchDecodeError as exc:
+            dead.append(dead_message(msg.origin, "score", str(exc), msg.value, msg.gateway))
+    return DecodedBatches(good, timings, dead)
+
+
+def score_batches(
+    batches: list[pa.RecordBatch],
+    scorer: BatchScorer,
+    max_batch: int,
+    timings: list[tuple[int | None, int | None]] | None = None,
+) -> pa.RecordBatch:
+    """Score encoded rows in chunks of at most ``max_batch`` packets with ONE model.
+
+    The caller passes one scorer reference for the whole micro-batch, so a model swap
+    never splits a batch between two versions.
+    """
+    table = pa.Table.from_batches(batches).combine_chunks()
+    n = table.num_rows
+    header, payload, _ = model_inputs(table)
+    class_ids = np.empty(n, dtype=np.int16)
+    probs = np.empty((n, len(scorer.classes)), dtype=np.float32)
+    started = time.perf_counter_ns()
+    for lo in range(0, n, max_batch):
+        hi = min(n, lo + max_batch)
+        ids, p = scorer.predict(header[lo:hi], payload[lo:hi])
+        class_ids[lo:hi] = ids
+        probs[lo:hi] = p
+    inference_ns = time.perf_counter_ns() - started
+    verdicts = build_verdicts(table, class_ids, probs, scorer, inference_ns)
+    if timings:
+        sizes = [b.num_rows for b in batches]
+        ingested = np.repeat([t[0] if t[0] is not None else -1 for t in timings], sizes)
+        encoded = np.repeat([t[1] if t[1] is not None else -1 for t in timings], sizes)
+        idx_i = verdicts.schema.get_field_index("ingested_at_ns")
+        idx_e = verdicts.schema.get_field_index("encoded_at_ns")
+        verdicts = verdicts.set_column(
+            idx_i, "ingested_at_ns", pa.array(ingested, pa.int64(), mask=ingested < 0)
+        )
+        verdicts = verdicts.set_column(
+            idx_e, "encoded_at_ns", pa.array(encoded, pa.int64(), mask=encoded < 0)
+        )
+    return verdicts
+
+
+def build_verdicts(
+    table: pa.Table,
+    class_ids: np.ndarray,
+    probs: np.ndarray,
+    scorer: BatchScorer,
+    inference_ns: int,
+) -> pa.RecordBatch:
+    """Encoded rows + predictions -> one verdict batch in the verdict schema."""
+    n = table.num_rows
+    schema = verdict_schema()
+    labels = np.asarray(scorer.classes, dtype=object)[class_ids] if n else np.array([], object)
+    top = probs[np.arange(n), class_ids] if n else np.array([], np.float32)
+    now = time.time_ns()
+    k = probs.shape[1] if probs.ndim == 2 else 0
+    columns: dict[str, pa.Array] = {}
+    for name in schema.names:
+        if name in table.column_names and name not in ("header", "payload"):
+            columns[name] = table.column(name).combine_chunks()
+    columns["label"] = pa.array(labels, pa.string())
+    columns["class_id"] = pa.array(class_ids, pa.int16())
+    columns["score"] = pa.array(top.astype(np.float32), pa.float32())
+    flat = pa.array(probs.reshape(-1).astype(np.float32), pa.float32())
+    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32), pa.int32())
+    columns["probs"] = pa.ListArray.from_arrays(offsets, flat)
+    columns["model_version"] = pa.array([scorer.version] * n, pa.string())
+    columns["scored_at_ns"] = pa.array(np.full(n, now, np.int64), pa.int64())
+    per_packet = inference_ns // max(1, n)
+    columns["inference_ns"] = pa.array(np.full(n, per_packet, np.int64), pa.int64())
+    arrays = []
+    for field in schema:
+        if field.name in columns:
+            arrays.append(columns[field.name].cast(field.type))
+        else:
+            arrays.append(pa.nulls(n, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def split_by_gateway(batch: pa.RecordBatch) -> list[tuple[str, pa.RecordBatch]]:
+    """Verdict batches are keyed by gateway on the topic: one sub-batch per gateway."""
+    gateways = batch.column("gateway")
+    out = []
+    for gw in pc.unique(gateways).to_pylist():
+        part = batch.filter(pc.equal(gateways, gw))
+        out.append((str(gw), part))
+    return out

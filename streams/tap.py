@@ -1,0 +1,296 @@
+"""The sensor tap: captured packets -> raw packet batches on the raw Kafka topic.
+
+The tap runs on a gateway. It keeps only the bytes the encoder needs (link, IP and
+transport headers plus the first P payload bytes, see
+:func:`amlhp.encoders.layout.needed_prefix`), so the rest of a payload never leaves
+the gateway. Packets are grouped into Arrow IPC batches bounded by count and by delay,
+keyed by gateway id, and sent with an idempotent producer (acks from all replicas).
+Every packet gets a per-gateway sequence number: together with the gateway id it is the
+packet's identity downstream, used for exact accounting and de-duplication.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, NamedTuple
+
+import pyarrow as pa
+
+from amlhp.encoders.prefix import needed_prefix
+from amlhp.encoders.schemas import raw_schema, to_ipc
+from amlhp.settings import Settings
+from amlhp.streams.batching import SizeTimeBatcher
+from amlhp.streams.exceptions import TapError
+from amlhp.streams.kafka_io import producer_config
+
+log = logging.getLogger(__name__)
+
+DLT_EN10MB = 1
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+
+
+class Packet(NamedTuple):
+    """One captured frame as the tap sees it (already truncated)."""
+
+    ts_ns: int
+    linktype: int
+    wire_len: int
+    data: bytes
+
+
+@dataclass
+class TapStats:
+    """Counters a tap reports at the end; delivery failures make the run fail."""
+
+    packets: int = 0
+    bytes_captured: int = 0
+    bytes_sent: int = 0
+    messages: int = 0
+    delivered_messages: int = 0
+    delivered_packets: int = 0
+    failed_messages: int = 0
+    failed_packets: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "packets": self.packets,
+            "bytes_captured": self.bytes_captured,
+            "bytes_sent": self.bytes_sent,
+            "messages": self.messages,
+            "delivered_messages": self.delivered_messages,
+            "delivered_packets": self.delivered_packets,
+            "failed_messages": self.failed_messages,
+            "failed_packets": self.failed_packets,
+        }
+
+
+def pcap_packets(
+    paths: Iterable[Path],
+    *,
+    pace: float | None = None,
+    loops: int = 1,
+    keep_timestamps: bool = False,
+    stop: threading.Event | None = None,
+) -> Iterator[Packet]:
+    """Replay capture files.
+
+    ``pace=None`` replays as fast as possible; ``pace=2.0`` replays at twice the original
+    pace. Unless ``keep_timestamps`` is set, packets are re-stamped with the wall-clock
+    time at which the tap emits them, as a live sensor would stamp them (this is what
+    end-to-end latency is measured from).
+    """
+    from amlhp.encoders.readers import iter_raw_batches
+
+    if pace is not None and pace <= 0:
+        raise TapError("pace must be > 0 (or None for as fast as possible)")
+    for _ in range(max(1, loops)):
+        for path in paths:
+            origin_capture: int | None = None
+            origin_wall = time.monotonic_ns()
+            for batch in iter_raw_batches(Path(path), gateway="tap"):
+                ts_col = batch.column("ts_ns").to_pylist()
+                lt_col = batch.column("linktype").to_pylist()
+                wl_col = batch.column("wire_len").to_pylist()
+                data_col = batch.column("data").to_pylist()
+                for ts, lt, wl, data in zip(ts_col, lt_col, wl_col, data_col, strict=True):
+                    if stop is not None and stop.is_set():
+                        return
+                    if pace is not None:
+                        if origin_capture is None:
+                            origin_capture = ts
+                        due = origin_wall + int((ts - origin_capture) / pace)
+                        delay = due - time.monotonic_ns()
+                        if delay > 0:
+                            time.sleep(delay / 1e9)
+                    stamp = ts if keep_timestamps else time.time_ns()
+                    yield Packet(stamp, lt, wl, data)
+
+
+def live_packets(
+    interface: str, *, stop: threading.Event, max_packets: int | None = None
+) -> Iterator[Packet | None]:
+    """Capture from a Linux interface with an AF_PACKET socket (needs root).
+
+    Outgoing copies are skipped so that a loopback packet is seen once, as libpcap does.
+    ``None`` is yielded when the interface is idle, so that the caller can publish an
+    overdue batch.
+    """
+    import socket
+
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        sock.bind((interface, 0))
+    except OSError as exc:
+        raise TapError(f"cannot capture on {interface!r}: {exc}") from exc
+    sock.settimeout(0.1)
+    seen = 0
+    try:
+        while not stop.is_set():
+            try:
+                frame, address = sock.recvfrom(65535)
+            except TimeoutError:
+                yield None
+                continue
+            if address[2] == PACKET_OUTGOING and interface == "lo":
+                continue
+            yield Packet(time.time_ns(), DLT_EN10MB, len(frame), frame)
+            seen += 1
+            if max_packets is not None and seen >= max_packets:
+                return
+    finally:
+        sock.close()
+
+
+class Tap:
+    """Publishes packets of one gateway as raw batches; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: str,
+        *,
+        batch_size: int = 500,
+        max_delay_ms: float = 50.0,
+        start_seq: int = 0,
+        topic: str | None = None,
+    ) -> None:
+        from confluent_kafka import Producer
+
+        if not gateway or len(gateway) > 128:
+            raise TapError("gateway id must be 1-128 characters")
+        self.gateway = gateway
+        self.topic = topic or settings.topic_raw
+        self.payload_bytes = settings.payload_bytes
+        self.stats = TapStats()
+        self._seq = start_seq
+        self._schema = raw_schema()
+        self._batcher: SizeTimeBatcher[Packet] = SizeTimeBatcher(batch_size, max_delay_ms / 1000.0)
+        self._producer = Producer(producer_config(settings, client_id=f"amlhp-tap-{gateway}"))
+
+    @property
+    def next_seq(self) -> int:
+        return self._seq
+
+    def _on_delivery(self, err: Any, msg: Any, count: int) -> None:
+        if err is not None:
+            self.stats.failed_messages += 1
+            self.stats.failed_packets += count
+            if len(self.stats.errors) < 10:
+                self.stats.errors.append(str(err))
+            log.error("delivery failed for %d packets: %s", count, err)
+        else:
+            self.stats.delivered_messages += 1
+            self.stats.delivered_packets += count
+
+    def add(self, packet: Packet) -> None:
+        """Truncate one packet to what the encoder needs and queue it."""
+        keep = needed_prefix(packet.linktype, packet.data, self.payload_bytes)
+        data = packet.data[:keep]
+        self.stats.packets += 1
+        self.stats.bytes_captured += len(packet.data)
+        batch = self._batcher.add(packet._replace(data=data))
+        if batch:
+            self._publish(batch)
+
+    def tick(self) -> None:
+        """Publish an overdue batch and serve delivery callbacks (call when idle)."""
+        batch = self._batcher.poll()
+        if batch:
+            self._publish(batch)
+        self._producer.poll(0)
+
+    def _publish(self, packets: list[Packet]) -> None:
+        n = len(packets)
+        first = self._seq
+        self._seq += n
+        batch = pa.RecordBatch.from_arrays(
+            [
+                pa.array([self.gateway] * n, pa.string()),
+                pa.array([p.ts_ns for p in packets], pa.int64()),
+                pa.array(range(first, first + n), pa.uint64()),
+                pa.array([p.linktype for p in packets], pa.uint16()),
+                pa.array([p.wire_len for p in packets], pa.uint32()),
+                pa.array([p.data for p in packets], pa.binary()),
+            ],
+            schema=self._schema,
+        )
+        value = to_ipc(batch)
+        self.stats.messages += 1
+        self.stats.bytes_sent += len(value)
+
+        def delivered(err: Any, msg: Any) -> None:
+            self._on_delivery(err, msg, n)
+
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic,
+                    key=self.gateway.encode(),
+                    value=value,
+                    headers={"amlhp-packets": str(n).encode()},
+                    on_delivery=delivered,
+                )
+                break
+            except BufferError:
+                # Local queue full: serve callbacks until there is room (back-pressure).
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 120.0) -> int:
+        """Publish what is buffered and wait for every delivery; returns messages left."""
+        rest = self._batcher.drain()
+        if rest:
+            self._publish(rest)
+        return int(self._producer.flush(timeout_s))
+
+
+def run_tap(
+    tap: Tap,
+    packets: Iterable[Packet | None],
+    *,
+    stop: threading.Event,
+    on_progress: Callable[[TapStats], None] | None = None,
+) -> TapStats:
+    """Drive a tap from a packet source until it ends or ``stop`` is set, then flush."""
+    last_report = time.monotonic()
+    try:
+        for packet in packets:
+            if packet is not None:
+                tap.add(packet)
+            if stop.is_set():
+                break
+            now = time.monotonic()
+            if packet is None or now - last_report >= 0.2:
+                tap.tick()
+                if on_progress is not None:
+                    on_progress(tap.stats)
+                last_report = now
+    finally:
+        left = tap.flush()
+        if left:
+            tap.stats.failed_messages += left
+            tap.stats.errors.append(f"{left} messages still undelivered at exit")
+        if on_progress is not None:
+            on_progress(tap.stats)
+    return tap.stats
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop``: the tap then flushes and exits cleanly."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        del frame
+        log.info("signal %d received: flushing and stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -1,0 +1,171 @@
+"""Create and inspect the pipeline's Kafka topics with confluent-kafka's AdminClient.
+
+Creation is idempotent: a topic that already exists is reported as such, never an error,
+so ``amlhp topics create`` and ``amlhp demo`` can run any number of times. Partitions,
+replication factor and retention come from the settings (``AMLHP_PARTITIONS``,
+``AMLHP_REPLICATION_FACTOR``, ``AMLHP_RETENTION_MS``) unless given explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from amlhp.streams.exceptions import StreamsError
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
+
+    from amlhp.settings import Settings
+
+ADMIN_TIMEOUT_S = 30.0
+
+
+class TopicError(StreamsError):
+    """A topic could not be created, listed or deleted (cluster unreachable, bad spec)."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    replication_factor: int
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    name: str
+    created: bool  # False: it existed already (left as it is)
+    partitions: int
+
+
+def pipeline_topic_specs(
+    settings: Settings,
+    *,
+    partitions: int | None = None,
+    replication_factor: int | None = None,
+    retention_ms: int | None = None,
+) -> list[TopicSpec]:
+    """The five pipeline topics (raw, encoded, verdicts, dead letter, flow verdicts)."""
+    retention = settings.retention_ms if retention_ms is None else retention_ms
+    return [
+        TopicSpec(
+            name=name,
+            partitions=partitions or settings.partitions,
+            replication_factor=replication_factor or settings.replication_factor,
+            config={"retention.ms": str(retention)},
+        )
+        for name in settings.topics.all()
+    ]
+
+
+def admin_client(kafka_config: Mapping[str, Any]) -> AdminClient:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(dict(kafka_config))
+
+
+def create_topics(
+    admin: AdminClient, specs: Iterable[TopicSpec], *, timeout: float = ADMIN_TIMEOUT_S
+) -> list[CreateResult]:
+    """Create the topics that do not exist; existing ones are reported, not changed."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    specs = list(specs)
+    if not specs:
+        return []
+    new = [
+        NewTopic(
+            s.name,
+            num_partitions=s.partitions,
+            replication_factor=s.replication_factor,
+            config=dict(s.config),
+        )
+        for s in specs
+    ]
+    futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
+    existing: list[str] = []
+    results: dict[str, CreateResult] = {}
+    for spec in specs:
+        try:
+            futures[spec.name].result(timeout=timeout + 5)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                existing.append(spec.name)
+                continue
+            raise TopicError(f"cannot create topic {spec.name!r}: {err}") from exc
+        results[spec.name] = CreateResult(spec.name, True, spec.partitions)
+    if existing:
+        current = {t.name: t for t in list_topics(admin, timeout=timeout)}
+        for name in existing:
+            parts = current[name].partitions if name in current else 0
+            results[name] = CreateResult(name, False, parts)
+    return [results[s.name] for s in specs]
+
+
+def list_topics(
+    admin: AdminClient, *, include_internal: bool = False, timeout: float = ADMIN_TIMEOUT_S
+) -> list[TopicInfo]:
+    """Topics of the cluster, sorted by name; internal ones (``__*``) only on request."""
+    from confluent_kafka import KafkaException
+
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise TopicError(f"cannot list topics: {exc.args[0]}") from exc
+    out = []
+    for name, topic in metadata.topics.items():
+        if name.startswith("__") and not include_internal:
+            continue
+        partitions = topic.partitions
+        rf = len(next(iter(partitions.values())).replicas) if partitions else 0
+        out.append(TopicInfo(name, len(partitions), rf))
+    return sorted(out, key=lambda t: t.name)
+
+
+def delete_topics(
+    admin: AdminClient, names: Iterable[str], *, timeout: float = ADMIN_TIMEOUT_S
+) -> None:
+    """Delete topics; one that does not exist is not an error."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    names = list(names)
+    if not names:
+        return
+    futures = admin.delete_topics(names, operation_timeout=timeout, request_timeout=timeout)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout + 5)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                continue
+            raise TopicError(f"cannot delete topic {name!r}: {err}") from exc
+
+
+def ensure_pipeline_topics(
+    settings: Settings,
+    *,
+    partitions: int | None = None,
+    replication_factor: int | None = None,
+    retention_ms: int | None = None,
+) -> list[CreateResult]:
+    """Create the pipeline topics on the cluster the settings point at (idempotent)."""
+    specs = pipeline_topic_specs(
+        settings,
+        partitions=partitions,
+        replication_factor=replication_factor,
+        retention_ms=retention_ms,
+    )
+    return create_topics(admin_client(settings.kafka_config()), specs)

@@ -1,0 +1,204 @@
+"""The Faust worker: encode and score agents between the raw, encoded and verdict topics.
+
+* ``encode`` agent: raw batch -> encoded batch (ok rows) + dead letters (rows the
+  encoder refused with a reason, or the whole message when it is not a valid batch).
+* ``score`` agent: takes encoded messages with ``take_events(max_, within=...)``
+  (bounded by size and by time), scores them in a thread so the event loop keeps its
+  Kafka heartbeats, and publishes verdict batches keyed by gateway.
+* a timer checks the model artifact and swaps in a new version atomically.
+
+Faust commits a source offset only after the agent has processed the event and the
+producer has flushed, so a crash re-delivers (at-least-once); the sink and the
+accounting de-duplicate on (gateway, seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amlhp.encoders.layout import EncoderConfig
+from amlhp.encoders.schemas import to_ipc
+from amlhp.settings import Settings
+from amlhp.streams.deadletter import Origin
+from amlhp.streams.model_holder import Loader, ModelHolder
+from amlhp.streams.processing import (
+    EncodedMessage,
+    decode_encoded,
+    encode_message,
+    score_batches,
+    split_by_gateway,
+)
+
+log = logging.getLogger(__name__)
+INGESTED_HEADER = "amlhp-ingested-at-ns"
+ENCODED_HEADER = "amlhp-encoded-at-ns"
+
+
+def _header_int(event: Any, name: str) -> int | None:
+    """An integer Kafka header of an event (stage timestamps), ``None`` when absent."""
+    headers = event.message.headers or []
+    items = headers.items() if isinstance(headers, dict) else headers
+    for key, value in items:
+        if key == name and value:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Tuning of one worker process."""
+
+    model_path: Path
+    max_batch: int = 1024
+    max_delay_ms: float = 20.0
+    reload_interval_s: float = 2.0
+    app_id: str | None = None
+
+
+def faust_broker_url(bootstrap_servers: str) -> str:
+    """librdkafka's ``h1:9092,h2:9092`` -> Faust's ``kafka://h1:9092;kafka://h2:9092``."""
+    hosts = [h.strip() for h in bootstrap_servers.split(",") if h.strip()]
+    return ";".join(f"kafka://{h}" for h in hosts)
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """Translate the librdkafka security passthrough into Faust credentials (or None)."""
+    import ssl
+
+    import faust
+
+    cfg = settings.kafka_config()
+    protocol = str(cfg.get("security.protocol", "PLAINTEXT")).upper()
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if "SSL" in protocol:
+        context = ssl.create_default_context(cafile=cfg.get("ssl.ca.location"))
+        if "ssl.certificate.location" in cfg:
+            context.load_cert_chain(cfg["ssl.certificate.location"], cfg.get("ssl.key.location"))
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=cfg.get("sasl.username"),
+            password=cfg.get("sasl.password"),
+            mechanism=str(cfg.get("sasl.mechanism", cfg.get("sasl.mechanisms", "PLAIN"))),
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context)
+
+
+def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> Any:
+    """Build the Faust app with its agents and timer (nothing runs until started)."""
+    import faust
+
+    app = faust.App(
+        options.app_id or settings.consumer_group,
+        broker=faust_broker_url(settings.bootstrap_servers),
+        broker_credentials=faust_credentials(settings),
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_disable_leader=True,
+        producer_acks=-1,
+        producer_max_request_size=8_000_000,
+        consumer_max_fetch_size=8_000_000,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+    )
+    topics = settings.topics
+    raw_topic = app.topic(topics.raw, value_serializer="raw", key_serializer="raw")
+    encoded_topic = app.topic(topics.encoded, value_serializer="raw", key_serializer="raw")
+    verdict_topic = app.topic(topics.verdicts, value_serializer="raw", key_serializer="raw")
+    dead_topic = app.topic(topics.dead_letter, value_serializer="raw", key_serializer="raw")
+    config = EncoderConfig(payload_bytes=settings.payload_bytes)
+    holder = ModelHolder(options.model_path, loader)
+    encode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-encode")
+    score_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-score")
+    max_messages = max(1, options.max_batch // 32)
+    app.amlhp_holder = holder  # type: ignore[attr-defined]
+
+    def _key(event: Any) -> str | None:
+        key = event.key
+        return key.decode("utf-8", "replace") if isinstance(key, bytes) else None
+
+    @app.agent(raw_topic, name="encode")
+    async def encode(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        async for event in stream.events():
+            msg = event.message
+            origin = Origin(msg.topic, msg.partition, msg.offset)
+            result = await loop.run_in_executor(
+                encode_pool, encode_message, event.value, origin, config, _key(event)
+            )
+            if result.encoded is not None:
+                ingested = int(msg.timestamp * 1e9) if msg.timestamp else time.time_ns()
+                headers = {
+                    INGESTED_HEADER: str(ingested).encode(),
+                    ENCODED_HEADER: str(time.time_ns()).encode(),
+                }
+                await encoded_topic.send(
+                    key=event.key, value=to_ipc(result.encoded), headers=headers
+                )
+            if result.dead is not None:
+                await dead_topic.send(key=event.key, value=to_ipc(result.dead))
+
+    @app.agent(encoded_topic, name="score")
+    async def score(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        within = options.max_delay_ms / 1000.0
+        async for events in stream.take_events(max_messages, within=within):
+            messages = [
+                EncodedMessage(
+                    e.value,
+                    Origin(e.message.topic, e.message.partition, e.message.offset),
+                    _key(e),
+                    _header_int(e, INGESTED_HEADER),
+                    _header_int(e, ENCODED_HEADER),
+                )
+                for e in events
+            ]
+            decoded = decode_encoded(messages)
+            for dead in decoded.dead:
+                await dead_topic.send(key=None, value=to_ipc(dead))
+            if not decoded.batches:
+                continue
+            scorer = holder.current  # one version for the whole micro-batch
+            verdicts = await loop.run_in_executor(
+                score_pool,
+                score_batches,
+                decoded.batches,
+                scorer,
+                options.max_batch,
+                decoded.timings,
+            )
+            for gateway, part in split_by_gateway(verdicts):
+                await verdict_topic.send(key=gateway.encode(), value=to_ipc(part))
+
+    @app.timer(interval=options.reload_interval_s)
+    async def reload_model() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, holder.check)
+
+    return app
+
+
+def run_worker(settings: Settings, options: WorkerOptions, loader: Loader) -> None:
+    """Run a Faust worker in the foreground until SIGTERM/SIGINT."""
+    from faust.worker import Worker
+
+    app = create_app(settings, options, loader)
+    log.info("worker starting with model %s", app.amlhp_holder.current.version)
+    worker = Worker(app, loglevel="WARNING", quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,147 @@
+"""Fixtures shared by every test: the public captures and the real local infrastructure.
+
+The Kafka and Prometheus fixtures run the real programs from ``infra/`` (no fakes). Each
+reuses what a developer already runs (``make kafka-up``, ``make cluster-up``,
+``make prometheus-up``, or any broker answering on the same ports) and otherwise starts its
+own copy with data under ``var/kafka/pytest-*`` or ``var/pytest-prometheus``, which it stops
+and deletes at the end of the session. Tests that use them are marked ``kafka``,
+``cluster`` or ``prometheus`` automatically, so ``make unit`` deselects them.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from amlhp.infra import kafka_broker, prometheus_server
+from amlhp.infra.fetch import prometheus_binary
+from amlhp.infra.kafka_config import KafkaLayout, cluster_layout, single_layout
+from amlhp.infra.paths import default_paths
+from amlhp.infra.process import port_open
+from amlhp.infra.prometheus_server import PrometheusLayout
+from amlhp.infra.testing import KafkaHandle, KafkaNames
+from amlhp.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PUBLIC_DATA = REPO_ROOT.parent / "shared" / "data" / "public"
+
+# Fixture name -> marker its tests get, so `-m "not kafka"` never starts a broker.
+_FIXTURE_MARKERS = {
+    "kafka_broker_handle": "kafka",
+    "kafka_bootstrap": "kafka",
+    "kafka_settings": "kafka",
+    "kafka_cluster": "cluster",
+    "prometheus_layout": "prometheus",
+    "prometheus_url": "prometheus",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in _FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, marker))
+
+
+@pytest.fixture(scope="session")
+def public_data() -> Path:
+    """``<repo>/../shared/data/public``: the real IoT captures (MANIFEST.csv, README.md)."""
+    if not PUBLIC_DATA.is_dir():
+        pytest.skip(f"public captures not found at {PUBLIC_DATA} (shared/ is not beside the repo)")
+    return PUBLIC_DATA
+
+
+def _start_or_reuse(developers: KafkaLayout, own: KafkaLayout) -> KafkaHandle:
+    if any(node.pid is not None for node in kafka_broker.status(developers)):
+        kafka_broker.up(developers)  # starts any stopped node of it, else a no-op
+        return KafkaHandle(developers, started_here=False, external=False)
+    result = kafka_broker.up(own)
+    return KafkaHandle(own, started_here=not result.external, external=result.external)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker_handle() -> Iterator[KafkaHandle]:
+    """The single local broker (127.0.0.1:9092), started for the session if not running."""
+    handle = _start_or_reuse(single_layout(), single_layout(name="pytest-single"))
+    yield handle
+    if handle.started_here:
+        kafka_broker.down(handle.layout, purge=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker_handle: KafkaHandle) -> str:
+    """``bootstrap.servers`` of the single local broker, e.g. ``127.0.0.1:9092``."""
+    return kafka_broker_handle.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[KafkaHandle]:
+    """The 3-broker cluster (127.0.0.1:19092-19094, RF 3, min ISR 2), started if not running.
+
+    ``handle.layout`` lets a test stop and restart one node
+    (:func:`amlhp.infra.kafka_broker.stop_nodes` / ``restart_node``); it must leave all
+    three running again.
+    """
+    handle = _start_or_reuse(cluster_layout(), cluster_layout(name="pytest-cluster"))
+    yield handle
+    if handle.started_here:
+        kafka_broker.down(handle.layout, purge=True)
+
+
+@pytest.fixture
+def kafka_names(request: pytest.FixtureRequest) -> KafkaNames:
+    """A fresh topic name and consumer group id for this test (not created)."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:60]
+    prefix = f"test.{slug}.{uuid.uuid4().hex[:8]}"
+    return KafkaNames(prefix=prefix, topic=f"{prefix}.topic", group=f"{prefix}.group")
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str, kafka_names: KafkaNames) -> Settings:
+    """Settings pointing at the local broker with this test's own topic names and group."""
+    p = kafka_names.prefix
+    # model_validate rather than keywords: mypy has no pydantic plugin to know the fields.
+    return Settings.model_validate(
+        {
+            "bootstrap_servers": kafka_bootstrap,
+            "topic_raw": f"{p}.packets.raw",
+            "topic_encoded": f"{p}.packets.encoded",
+            "topic_verdicts": f"{p}.verdicts",
+            "topic_dead_letter": f"{p}.deadletter",
+            "topic_flow_verdicts": f"{p}.flows.verdicts",
+            "consumer_group": kafka_names.group,
+            "partitions": 2,
+            "replication_factor": 1,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def prometheus_layout() -> Iterator[PrometheusLayout]:
+    """The local Prometheus (127.0.0.1:9090), started for the session if not running.
+
+    Skips when Debian's ``prometheus`` is not installed or port 9090 belongs to a
+    Prometheus that amlhp did not start (its scrape targets would not be ours to add).
+    """
+    developers = prometheus_server.prometheus_layout()
+    if prometheus_server.pid(developers) is not None:
+        yield developers
+        return
+    if prometheus_binary() is None:
+        pytest.skip("prometheus is not installed (run `amlhp infra fetch` or `make setup`)")
+    if port_open(developers.host, developers.port):
+        pytest.skip(f"port {developers.port} is taken by a process amlhp did not start")
+    own = PrometheusLayout(home=default_paths().var / "pytest-prometheus")
+    prometheus_server.up(own)
+    yield own
+    prometheus_server.down(own, purge=True)
+
+
+@pytest.fixture(scope="session")
+def prometheus_url(prometheus_layout: PrometheusLayout) -> str:
+    """Base URL of the local Prometheus, e.g. ``http://127.0.0.1:9090``."""
+    return prometheus_layout.url

@@ -1,0 +1,198 @@
+"""The whole pipeline on the real broker: tap -> worker (Faust) -> sink, exact accounting."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+from confluent_kafka import Producer
+
+from amlhp.encoders.arrays import model_inputs
+from amlhp.encoders.capture import encode_captures
+from amlhp.encoders.layout import EncoderConfig
+from amlhp.model.scorer import default_model_path, load_scorer
+from amlhp.settings import Settings
+from amlhp.streams.accounting import Accounting
+from amlhp.streams.dataset import read_verdicts
+from amlhp.streams.demo import StageProcess, wait_accounted
+from amlhp.streams.tap import Tap, TapStats, live_packets, pcap_packets, run_tap
+
+from .conftest import StageStarter
+
+pytestmark = pytest.mark.slow
+
+
+def tap_file(settings: Settings, capture: Path, gateway: str, **kw: float) -> TapStats:
+    stop = threading.Event()
+    tap = Tap(settings, gateway, batch_size=int(kw.get("batch_size", 300)))
+    stats = run_tap(tap, pcap_packets([capture], stop=stop), stop=stop)
+    assert stats.failed_packets == 0
+    assert stats.delivered_packets == stats.packets
+    return stats
+
+
+def offline_labels(capture: Path) -> list[str | None]:
+    """What the scorer says about each packet of the capture, without Kafka."""
+    table = encode_captures([capture], EncoderConfig())
+    scorer = load_scorer(default_model_path())
+    header, payload, ok = model_inputs(table)
+    labels: list[str | None] = [None] * table.num_rows
+    idx = np.flatnonzero(ok)
+    ids, _ = scorer.predict(header[idx], payload[idx])
+    for i, c in zip(idx, ids, strict=True):
+        labels[int(i)] = scorer.classes[int(c)]
+    return labels
+
+
+def finish(
+    settings: Settings, out: Path, expected: dict[str, tuple[int, int]], procs: list[StageProcess]
+) -> Accounting:
+    ledger = wait_accounted(settings, out, expected, procs, timeout_s=240)
+    assert ledger.complete, ledger.as_dict()
+    assert ledger.duplicate_verdicts == 0
+    assert ledger.both == 0
+    assert ledger.verdicts + ledger.dead_packets == ledger.packets_in
+    return ledger
+
+
+def test_one_tap_exact_accounting_and_offline_parity(
+    pipeline_settings: Settings, stages: StageStarter, demo_capture: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "verdicts"
+    procs = [
+        stages("worker", "worker"),
+        stages("sink", "sink", "--out", str(out), "--roll-seconds", "1"),
+    ]
+    stats = tap_file(pipeline_settings, demo_capture, "gw-1")
+    ledger = finish(pipeline_settings, out, {"gw-1": (0, stats.packets)}, procs)
+    assert ledger.verdicts > 0.9 * stats.packets
+
+    verdicts = read_verdicts(out).sort_by("seq")
+    expected = offline_labels(demo_capture)
+    got = dict(
+        zip(verdicts.column("seq").to_pylist(), verdicts.column("label").to_pylist(), strict=True)
+    )
+    mismatched = [s for s, label in got.items() if expected[s] != label]
+    assert not mismatched, f"{len(mismatched)} verdicts differ from offline scoring"
+    unscored = [s for s, label in enumerate(expected) if label is None]
+    assert sorted(set(range(stats.packets)) - set(got)) == unscored
+
+
+def test_two_workers_three_gateways(
+    pipeline_settings: Settings, stages: StageStarter, demo_capture: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "verdicts"
+    procs = [
+        stages("worker-1", "worker"),
+        stages("worker-2", "worker"),
+        stages("sink", "sink", "--out", str(out), "--roll-seconds", "1"),
+    ]
+    results: dict[str, TapStats] = {}
+
+    def run(gw: str) -> None:
+        results[gw] = tap_file(pipeline_settings, demo_capture, gw)
+
+    threads = [threading.Thread(target=run, args=(f"gw-{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = {gw: (0, s.packets) for gw, s in results.items()}
+    ledger = finish(pipeline_settings, out, expected, procs)
+    table = read_verdicts(out)
+    per_gw = pc.value_counts(table.column("gateway")).to_pylist()
+    assert {d["values"] for d in per_gw} == set(expected)
+    assert ledger.packets_in == 3 * results["gw-0"].packets
+
+
+def test_garbage_goes_to_dead_letters_and_worker_keeps_going(
+    pipeline_settings: Settings, stages: StageStarter, demo_capture: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "verdicts"
+    procs = [
+        stages("worker", "worker"),
+        stages("sink", "sink", "--out", str(out), "--roll-seconds", "1"),
+    ]
+    producer = Producer({"bootstrap.servers": pipeline_settings.bootstrap_servers})
+    garbage = [b"", b"\xff" * 100, b"ARROW1\x00\x00 not really", b'{"json": true}']
+    for value in garbage:
+        producer.produce(pipeline_settings.topic_raw, key=b"gw-bad", value=value)
+    producer.flush(30)
+    stats = tap_file(pipeline_settings, demo_capture, "gw-1")
+    ledger = finish(pipeline_settings, out, {"gw-1": (0, stats.packets)}, procs)
+    assert ledger.dead_messages == len(garbage)
+    procs[0].check_alive()
+
+
+def test_sink_killed_mid_run_loses_nothing_and_duplicates_nothing(
+    pipeline_settings: Settings, stages: StageStarter, demo_capture: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "verdicts"
+    stages("worker", "worker")
+    sink = stages("sink", "sink", "--out", str(out), "--roll-seconds", "0.5", "--roll-rows", "500")
+    stats = tap_file(pipeline_settings, demo_capture, "gw-1")
+    deadline = time.monotonic() + 120
+    while read_verdicts(out).num_rows < stats.packets // 3:
+        assert time.monotonic() < deadline, "no verdicts arrived"
+        time.sleep(0.2)
+    sink.proc.send_signal(signal.SIGKILL)
+    sink.proc.wait(10)
+    files_before = {p.name for p in out.rglob("*.parquet")}
+    restarted = stages("sink-2", "sink", "--out", str(out), "--roll-seconds", "0.5")
+    ledger = finish(pipeline_settings, out, {"gw-1": (0, stats.packets)}, [restarted])
+    names = [p.name for p in out.rglob("part-*.parquet")]
+    assert len(names) == len(set(names))
+    assert files_before - {p.name for p in out.rglob("*.parquet")} <= {
+        n for n in files_before if n.startswith(".")
+    }
+    assert ledger.verdict_rows == ledger.verdicts
+
+
+@pytest.mark.live
+def test_live_capture_on_loopback(
+    pipeline_settings: Settings, stages: StageStarter, tmp_path: Path
+) -> None:
+    out = tmp_path / "verdicts"
+    procs = [
+        stages("worker", "worker"),
+        stages("sink", "sink", "--out", str(out), "--roll-seconds", "1"),
+    ]
+    stop = threading.Event()
+    tap = Tap(pipeline_settings, "gw-live", batch_size=50, max_delay_ms=20)
+    result: dict[str, TapStats] = {}
+    ports = list(range(47001, 47021))
+
+    def capture() -> None:
+        try:
+            source = live_packets("lo", stop=stop)
+        except OSError as exc:  # pragma: no cover - reported by the assertion below
+            pytest.fail(f"cannot open AF_PACKET on lo: {exc}")
+        result["stats"] = run_tap(tap, source, stop=stop)
+
+    thread = threading.Thread(target=capture)
+    thread.start()
+    time.sleep(1.0)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 47000))
+    for port in ports:
+        sender.sendto(f"amlhp-live-{port}".encode(), ("127.0.0.1", port))
+        time.sleep(0.01)
+    sender.close()
+    time.sleep(1.0)
+    stop.set()
+    thread.join(30)
+    stats = result["stats"]
+    assert stats.packets >= len(ports)
+    finish(pipeline_settings, out, {"gw-live": (0, stats.packets)}, procs)
+    table = read_verdicts(out)
+    udp = table.filter(
+        pc.and_(pc.equal(table.column("src_port"), 47000), pc.equal(table.column("proto"), 17))
+    )
+    assert sorted(udp.column("dst_port").to_pylist()) == ports
+    assert set(udp.column("dst_ip").to_pylist()) == {"127.0.0.1"}

@@ -1,0 +1,138 @@
+"""Settings: AMLHP_* environment, CLI overrides, librdkafka passthrough, secrets redacted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from amlhp.errors import ConfigError
+from amlhp.settings import (
+    is_sensitive,
+    load_settings,
+    parse_rdkafka_flags,
+    rdkafka_from_env,
+)
+
+SECRET = "hunter2-do-not-log"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AMLHP_* variable of the developer's shell may leak into these tests."""
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("AMLHP_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_point_at_the_local_broker() -> None:
+    settings = load_settings()
+    assert settings.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.replication_factor == 1
+    assert settings.rdkafka == {}
+    assert settings.kafka_config() == {"bootstrap.servers": "127.0.0.1:9092"}
+    assert len(set(settings.topics.all())) == 5
+
+
+def test_environment_uses_the_amlhp_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMLHP_BOOTSTRAP_SERVERS", "kafka-1:9093,kafka-2:9093")
+    monkeypatch.setenv("AMLHP_PARTITIONS", "12")
+    monkeypatch.setenv("AMLHP_TOPIC_RAW", "site-a.raw")
+    monkeypatch.setenv("BOOTSTRAP_SERVERS", "unprefixed:1")  # ignored: no prefix
+    settings = load_settings()
+    assert settings.bootstrap_servers == "kafka-1:9093,kafka-2:9093"
+    assert settings.partitions == 12
+    assert settings.topics.raw == "site-a.raw"
+
+
+def test_cli_overrides_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMLHP_PARTITIONS", "12")
+    monkeypatch.setenv("AMLHP_REPLICATION_FACTOR", "3")
+    settings = load_settings({"partitions": 2, "replication_factor": None})
+    assert settings.partitions == 2  # flag given
+    assert settings.replication_factor == 3  # flag absent (None): environment stands
+
+
+def test_invalid_values_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="partitions"):
+        load_settings({"partitions": 0})
+    monkeypatch.setenv("AMLHP_REPLICATION_FACTOR", "many")
+    with pytest.raises(ConfigError, match="replication_factor"):
+        load_settings()
+
+
+def test_rdkafka_passthrough_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMLHP_RDKAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("AMLHP_RDKAFKA_SASL_MECHANISM", "PLAIN")
+    settings = load_settings(rdkafka_flags=["sasl.mechanism=SCRAM-SHA-512", "sasl.username=amlhp"])
+    config = settings.kafka_config(**{"group.id": "g"})
+    assert config == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",  # -X beats the environment
+        "sasl.username": "amlhp",
+        "group.id": "g",
+    }
+
+
+def test_flag_parsing_keeps_equals_in_values_and_rejects_garbage() -> None:
+    assert parse_rdkafka_flags(["sasl.oauthbearer.config=principal=me scope=x"]) == {
+        "sasl.oauthbearer.config": "principal=me scope=x"
+    }
+    assert parse_rdkafka_flags(None) == {}
+    for bad in ("no-equals", "=value", " =value"):
+        with pytest.raises(ConfigError, match="-X expects name=value"):
+            parse_rdkafka_flags([bad])
+    assert rdkafka_from_env({"AMLHP_RDKAFKA_": "x", "OTHER_RDKAFKA_A": "y"}) == {}
+    assert rdkafka_from_env({"amlhp_rdkafka_client_id": "c"}) == {"client.id": "c"}
+
+
+def test_secrets_are_redacted_everywhere_but_the_client_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AMLHP_RDKAFKA_SASL_PASSWORD", SECRET)
+    settings = load_settings(
+        rdkafka_flags=[f"ssl.key.password={SECRET}-2", "ssl.key.location=/etc/amlhp/client.key"]
+    )
+    assert isinstance(settings.rdkafka["sasl.password"], SecretStr)
+    assert isinstance(settings.rdkafka["ssl.key.password"], SecretStr)
+    assert settings.rdkafka["ssl.key.location"] == "/etc/amlhp/client.key"  # a path, shown
+    for text in (
+        repr(settings),
+        str(settings),
+        settings.model_dump_json(),
+        json.dumps(settings.redacted()),
+    ):
+        assert SECRET not in text
+    assert settings.redacted()["rdkafka"]["sasl.password"] == "**********"
+    config = settings.kafka_config()
+    assert config["sasl.password"] == SECRET
+    assert config["ssl.key.password"] == f"{SECRET}-2"
+
+
+@pytest.mark.parametrize(
+    ("name", "sensitive"),
+    [
+        ("sasl.password", True),
+        ("ssl.key.password", True),
+        ("ssl.keystore.password", True),
+        ("sasl.oauthbearer.client.secret", True),
+        ("sasl.jaas.config", True),
+        ("ssl.key.location", False),
+        ("ssl.keystore.location", False),
+        ("ssl.ca.location", False),
+        ("security.protocol", False),
+        ("sasl.username", False),
+    ],
+)
+def test_sensitive_property_names(name: str, sensitive: bool) -> None:
+    assert is_sensitive(name) is sensitive
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings()
+    with pytest.raises(ValidationError):
+        settings.partitions = 99
