@@ -82,6 +82,7 @@ def build_app() -> typer.Typer:
     from amlhp.dashboards import cli as dashboards_cli
     from amlhp.encoders import cli as encoders_cli
     from amlhp.infra import cli as infra_cli
+    from amlhp.lab import cli as lab_cli
     from amlhp.model import cli as model_cli
     from amlhp.streams import cli as streams_cli
     from amlhp.streams import pipeline_cli
@@ -94,6 +95,7 @@ def build_app() -> typer.Typer:
         model_cli,
         dashboards_cli,
         bench_cli,
+        lab_cli,
     ):
         module.register(app)
     return app
@@ -103,7 +105,8 @@ def main() -> None:
     """Console entry point: errors we raise on purpose become one line and exit code 2."""
     app = build_app()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of `typer.Exit(n)`.
+        code = app(standalone_mode=False)
     except AmlhpError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -119,6 +122,8 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import typer
 def _register_encode(bench: typer.Typer) -> None:
     @bench.command("encode")
     def encode(
-        data: Path | None = typer.Option(  # noqa: B008
+        data: Path | None = typer.Option(
             None, "--data", help="Folder of captures [<repo>/../shared/data/public]"
         ),
         packets: int = typer.Option(

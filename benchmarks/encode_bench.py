@@ -123,7 +123,8 @@ def run_encode_bench(
 
     sample: list[tuple[int, bytes]] = []
     for batch in batches:
-        sample.extend(zip(batch.column("linktype").to_pylist(), batch.column("data").to_pylist()))
+        linktypes = batch.column("linktype").to_pylist()
+        sample.extend(zip(linktypes, batch.column("data").to_pylist(), strict=True))
         if len(sample) >= reference_packets:
             break
     sample = sample[: max(1, reference_packets)]

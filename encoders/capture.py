@@ -115,7 +115,5 @@ def encode_captures(
     summary: EncodeSummary | None = None,
 ) -> pa.Table:
     """All packets of the captures (files or folders) as one encoded table, in order."""
-    batches = list(
-        iter_encoded(paths, config, gateway, batch_size=batch_size, summary=summary)
-    )
+    batches = list(iter_encoded(paths, config, gateway, batch_size=batch_size, summary=summary))
     return pa.Table.from_batches(batches, schema=output_schema(config))

@@ -14,14 +14,17 @@ def register(app: typer.Typer) -> None:
     @app.command("encode")
     def encode(
         ctx: typer.Context,
-        captures: list[Path] = typer.Argument(  # noqa: B008
-            ..., help="pcap/pcapng files, or folders searched for them", show_default=False
+        captures: list[Path] = typer.Argument(
+            ...,
+            metavar="PCAP",
+            help="pcap/pcapng files, or folders searched for them",
+            show_default=False,
         ),
-        out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write"),  # noqa: B008
+        out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write"),
         payload_bytes: int | None = typer.Option(
             None, "--payload-bytes", "-P", help="Payload length P [AMLHP_PAYLOAD_BYTES, 64]"
         ),
-        mask: list[str] = typer.Option(  # noqa: B008
+        mask: list[str] = typer.Option(
             [],
             "--mask",
             help="Header field or group to zero (repeatable), e.g. ip.ttl, ports, checksums; "

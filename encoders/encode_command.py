@@ -46,29 +46,31 @@ def run_encode(
     done_bytes = 0
     last: dict[str, int] = {}
     try:
-        with pq.ParquetWriter(partial, output_schema(config), compression="zstd") as writer:
-            with progress_bar() as progress:
-                task = progress.add_task("encode", total=total, status="")
+        with (
+            pq.ParquetWriter(partial, output_schema(config), compression="zstd") as writer,
+            progress_bar() as progress,
+        ):
+            task = progress.add_task("encode", total=total, status="")
 
-                def on_progress(info: CaptureInfo) -> None:
-                    nonlocal done_bytes
-                    done_bytes += info.bytes_read - last.get(info.path, 0)
-                    last[info.path] = info.bytes_read
-                    progress.update(
-                        task,
-                        completed=done_bytes,
-                        status=f"{summary.packets} packets, {Path(info.path).name}",
-                    )
+            def on_progress(info: CaptureInfo) -> None:
+                nonlocal done_bytes
+                done_bytes += info.bytes_read - last.get(info.path, 0)
+                last[info.path] = info.bytes_read
+                progress.update(
+                    task,
+                    completed=done_bytes,
+                    status=f"{summary.packets} packets, {Path(info.path).name}",
+                )
 
-                for batch in iter_encoded(
-                    files,
-                    config,
-                    gateway,
-                    batch_size=batch_size,
-                    summary=summary,
-                    on_progress=on_progress,
-                ):
-                    writer.write_batch(batch)
+            for batch in iter_encoded(
+                files,
+                config,
+                gateway,
+                batch_size=batch_size,
+                summary=summary,
+                on_progress=on_progress,
+            ):
+                writer.write_batch(batch)
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ Nothing here raises on packet content; a batch without the raw schema's columns 
 from __future__ import annotations
 
 import functools
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +24,7 @@ from amlhp.encoders import linktypes as lt
 from amlhp.encoders import reasons as r
 from amlhp.encoders.exceptions import SchemaMismatchError
 from amlhp.encoders.layout import (
+    DEFAULT_CONFIG,
     HEADER_LEN,
     IP_SLOT_LEN,
     IP_SLOT_OFFSET,
@@ -36,7 +37,6 @@ from amlhp.encoders.layout import (
     UDP_HEADER,
     UDP_SLOT_LEN,
     UDP_SLOT_OFFSET,
-    DEFAULT_CONFIG,
     EncoderConfig,
     mask_columns,
 )
@@ -60,8 +60,6 @@ _K_IPV6: Final = 5
 _IP_COLS: Final = np.arange(IP_SLOT_LEN, dtype=np.int64)
 _TCP_COLS: Final = np.arange(TCP_SLOT_LEN, dtype=np.int64)
 _UDP_COLS: Final = np.arange(UDP_SLOT_LEN, dtype=np.int64)
-_IS_VLAN_TPID: Final = np.zeros(0x10000, np.bool_)
-_IS_VLAN_TPID[list(lt.VLAN_TPIDS)] = True
 
 RAW_COLUMNS: Final = ("gateway", "ts_ns", "seq", "linktype", "wire_len", "data")
 IDENTITY_COLUMNS: Final = ("gateway", "ts_ns", "seq", "wire_len", "linktype")
@@ -80,6 +78,7 @@ class _Packets:
 
     def __init__(self, column: pa.Array) -> None:
         n = len(column)
+        offset_dtype: np.dtype[Any]
         if pa.types.is_large_binary(column.type):
             offset_dtype = np.dtype(np.int64)
         elif pa.types.is_binary(column.type):
@@ -124,11 +123,12 @@ class _Packets:
         low = size - width
         if low >= 0 and (len(starts) == 0 or starts.max() <= low):
             return _rows_view(self.buf, width)[starts]
-        low = max(low, 0)
-        tail = np.flatnonzero(starts > low)
-        if size >= width:
+        if low >= 0:  # rows starting in the last ``width`` bytes need padding
+            tail = np.flatnonzero(starts > low)
             out = _rows_view(self.buf, width)[np.minimum(starts, low)]
-        else:
+        else:  # the whole buffer is shorter than one row
+            low = 0
+            tail = np.arange(len(starts))
             out = np.empty((len(starts), width), np.uint8)
         padded = np.zeros(size - low + width, np.uint8)
         padded[: size - low] = self.buf[low:]
@@ -186,7 +186,7 @@ def _link_layer(
         ethertype = pk.be16(starts + type_at)
         active = eth & (status == _OK)
         for tags in range(lt.MAX_VLAN_TAGS + 1):
-            vlan = active & _IS_VLAN_TPID[ethertype]
+            vlan = active & _tables().is_vlan_tpid[ethertype]
             if not vlan.any():
                 break
             if tags == lt.MAX_VLAN_TAGS:
@@ -218,29 +218,49 @@ def _reject(status: npt.NDArray[np.int8], rows: BoolArray, reason: str) -> None:
     status[rows & (status == _OK)] = _CODE[reason]
 
 
-def _quad_tables() -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32], IntArray]:
-    """Per octet value: its digits and a dot in 4 bytes, the bytes to keep, the digit count.
+class _Tables(NamedTuple):
+    """Lookup tables, built on first use (not at import) and kept."""
 
-    Byte tables are viewed as native ``uint32`` so that one gather moves 4 bytes.
-    """
+    is_vlan_tpid: BoolArray  # indexed by EtherType
+    quad_chars: npt.NDArray[np.uint32]  # octet value -> its digits and a dot, in 4 bytes
+    quad_keep: npt.NDArray[np.uint32]  # octet value -> 0x01 per byte to keep (digits + dot)
+    quad_keep_last: npt.NDArray[np.uint32]  # the same without the dot, for the last octet
+    quad_digits: IntArray  # octet value -> number of digits
+    name_chars: ByteArray  # status code -> its name, left-aligned
+    name_keep: BoolArray  # status code -> which bytes of the row are the name
+    name_lengths: IntArray  # status code -> length of its name
+
+
+@functools.cache
+def _tables() -> _Tables:
+    is_vlan_tpid = np.zeros(0x10000, np.bool_)
+    is_vlan_tpid[sorted(lt.VLAN_TPIDS)] = True
     chars = np.zeros((256, 4), np.uint8)
     keep = np.zeros((256, 4), np.uint8)
-    counts = np.zeros(256, np.int64)
+    keep_last = np.zeros((256, 4), np.uint8)
+    digits = np.zeros(256, np.int64)
     for value in range(256):
-        text = str(value).encode() + b"."
-        chars[value, : len(text)] = np.frombuffer(text, np.uint8)
-        keep[value, : len(text)] = 1
-        counts[value] = len(text) - 1
-    return chars.view(np.uint32).ravel(), keep.view(np.uint32).ravel(), counts
-
-
-_QUAD_CHARS, _QUAD_KEEP, _QUAD_DIGITS = _quad_tables()
-#: the last octet keeps its digits only, no dot
-_QUAD_KEEP_LAST: Final = (
-    np.array([[1] * int(c) + [0] * (4 - int(c)) for c in _QUAD_DIGITS], np.uint8)
-    .view(np.uint32)
-    .ravel()
-)
+        text = str(value).encode()
+        chars[value, : len(text) + 1] = np.frombuffer(text + b".", np.uint8)
+        keep[value, : len(text) + 1] = 1
+        keep_last[value, : len(text)] = 1
+        digits[value] = len(text)
+    width = max(len(name) for name in r.REASON_NAMES)
+    name_chars = np.zeros((len(r.REASON_NAMES), width), np.uint8)
+    name_keep = np.zeros((len(r.REASON_NAMES), width), np.bool_)
+    for code, name in enumerate(r.REASON_NAMES):
+        name_chars[code, : len(name)] = np.frombuffer(name.encode(), np.uint8)
+        name_keep[code, : len(name)] = True
+    return _Tables(
+        is_vlan_tpid=is_vlan_tpid,
+        quad_chars=chars.view(np.uint32).ravel(),
+        quad_keep=keep.view(np.uint32).ravel(),
+        quad_keep_last=keep_last.view(np.uint32).ravel(),
+        quad_digits=digits,
+        name_chars=name_chars,
+        name_keep=name_keep,
+        name_lengths=np.array([len(name) for name in r.REASON_NAMES], np.int64),
+    )
 
 
 def _dotted_quads(octets: ByteArray, valid: BoolArray) -> pa.Array:
@@ -251,14 +271,15 @@ def _dotted_quads(octets: ByteArray, valid: BoolArray) -> pa.Array:
     kept), which leaves the characters of all strings back to back, as Arrow stores them.
     """
     n = len(octets)
+    tables = _tables()
     chars = np.empty((n, 4), np.uint32)
     keep = np.empty((n, 4), np.uint32)
     lengths = np.full(n, 3, np.int64)
     for i in range(4):
         value = octets[:, i]
-        chars[:, i] = _QUAD_CHARS[value]
-        keep[:, i] = (_QUAD_KEEP if i < 3 else _QUAD_KEEP_LAST)[value]
-        lengths += _QUAD_DIGITS[value]
+        chars[:, i] = tables.quad_chars[value]
+        keep[:, i] = (tables.quad_keep if i < 3 else tables.quad_keep_last)[value]
+        lengths += tables.quad_digits[value]
     validity = None
     if not valid.all():
         keep[~valid] = 0
@@ -270,29 +291,15 @@ def _dotted_quads(octets: ByteArray, valid: BoolArray) -> pa.Array:
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text), validity)
 
 
-def _name_table() -> tuple[ByteArray, ByteArray, IntArray]:
-    """Reason names as rows of a byte table, the bytes to keep per row, and the lengths."""
-    width = max(len(name) for name in r.REASON_NAMES)
-    chars = np.zeros((len(r.REASON_NAMES), width), np.uint8)
-    keep = np.zeros((len(r.REASON_NAMES), width), np.bool_)
-    for code, name in enumerate(r.REASON_NAMES):
-        chars[code, : len(name)] = np.frombuffer(name.encode(), np.uint8)
-        keep[code, : len(name)] = True
-    lengths = np.array([len(name) for name in r.REASON_NAMES], np.int64)
-    return chars, keep, lengths
-
-
-_NAME_CHARS, _NAME_KEEP, _NAME_LENGTHS = _name_table()
-
-
 def _status_strings(status: npt.NDArray[np.int8]) -> pa.Array:
     """Status codes to their names as an Arrow string array (same trick as the addresses)."""
+    tables = _tables()
     offsets = np.zeros(len(status) + 1, np.int32)
-    np.cumsum(_NAME_LENGTHS[status], out=offsets[1:])
+    np.cumsum(tables.name_lengths[status], out=offsets[1:])
     if len(status) and not status.any():  # all ok: the common case
-        text = np.tile(_NAME_CHARS[_OK, : _NAME_LENGTHS[_OK]], len(status))
+        text = np.tile(tables.name_chars[_OK, : tables.name_lengths[_OK]], len(status))
     else:
-        text = _NAME_CHARS[status][_NAME_KEEP[status]]
+        text = tables.name_chars[status][tables.name_keep[status]]
     return pa.StringArray.from_buffers(len(status), pa.py_buffer(offsets), pa.py_buffer(text))
 
 

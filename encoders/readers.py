@@ -79,8 +79,8 @@ class CaptureInfo:
     bytes are kept), ``truncated_file`` (the file ends inside a record header or block),
     ``bad_record`` / ``bad_block`` (a length that cannot be right; reading stops there),
     ``unknown_interface`` (a pcapng packet names an interface never described; its link type
-    becomes 0xffff), ``no_section`` (pcapng data before any section header), ``bad_timestamp`` (a pcapng
-    timestamp beyond the int64 nanosecond range, clamped).
+    becomes 0xffff), ``no_section`` (pcapng data before any section header),
+    ``bad_timestamp`` (a pcapng timestamp beyond the int64 nanosecond range, clamped).
     """
 
     path: str
@@ -160,8 +160,10 @@ def iter_packets(path: str | Path, info: CaptureInfo | None = None) -> Iterator[
         if magic_le == PCAPNG_SHB:
             info.format = "pcapng"
             yield from _pcapng(buf, size, info)
-        elif PCAP_MAGIC_US in (magic_le, magic_be) or PCAP_MAGIC_NS in (magic_le, magic_be) or (
-            PCAP_MAGIC_MODIFIED in (magic_le, magic_be)
+        elif (
+            PCAP_MAGIC_US in (magic_le, magic_be)
+            or PCAP_MAGIC_NS in (magic_le, magic_be)
+            or (PCAP_MAGIC_MODIFIED in (magic_le, magic_be))
         ):
             info.format = "pcap"
             yield from _pcap(buf, size, info)
@@ -174,11 +176,16 @@ def iter_packets(path: str | Path, info: CaptureInfo | None = None) -> Iterator[
 
 def _pcap(buf: bytes | mmap.mmap, size: int, info: CaptureInfo) -> Iterator[Packet]:
     """Classic libpcap format."""
-    endian = "<" if struct.unpack_from("<I", buf, 0)[0] in (
-        PCAP_MAGIC_US,
-        PCAP_MAGIC_NS,
-        PCAP_MAGIC_MODIFIED,
-    ) else ">"
+    endian = (
+        "<"
+        if struct.unpack_from("<I", buf, 0)[0]
+        in (
+            PCAP_MAGIC_US,
+            PCAP_MAGIC_NS,
+            PCAP_MAGIC_MODIFIED,
+        )
+        else ">"
+    )
     magic = struct.unpack_from(endian + "I", buf, 0)[0]
     if size < 24:
         raise CaptureError(f"{info.path}: pcap file header cut short ({size} bytes)")
@@ -201,7 +208,9 @@ def _pcap(buf: bytes | mmap.mmap, size: int, info: CaptureInfo) -> Iterator[Pack
             info.warn("truncated_record", f"last record cut short at byte {size}")
             end = size
         info._count(linktype)
-        yield Packet(sec * 1_000_000_000 + frac * frac_ns, linktype, wire_len, bytes(buf[start:end]))
+        yield Packet(
+            sec * 1_000_000_000 + frac * frac_ns, linktype, wire_len, bytes(buf[start:end])
+        )
         pos = end
         info.bytes_read = pos
     info.bytes_read = min(pos, size)
@@ -226,7 +235,9 @@ class _Interface:
         return ns + self.tsoffset * 1_000_000_000
 
 
-def _idb_options(buf: bytes | mmap.mmap, pos: int, end: int, endian: str, iface: _Interface) -> None:
+def _idb_options(
+    buf: bytes | mmap.mmap, pos: int, end: int, endian: str, iface: _Interface
+) -> None:
     while pos + 4 <= end:
         code, length = struct.unpack_from(endian + "HH", buf, pos)
         pos += 4
@@ -293,8 +304,14 @@ def _pcapng(buf: bytes | mmap.mmap, size: int, info: CaptureInfo) -> Iterator[Pa
                 data_end = min(data_start + caplen, body_end)
                 if data_start + caplen > body_end:
                     info.warn("truncated_record", f"packet block at byte {pos} cut short")
-                yield _packet_of(info, interfaces, if_id, (ts_hi << 32) | ts_lo, wire_len,
-                                 bytes(buf[data_start:data_end]))
+                yield _packet_of(
+                    info,
+                    interfaces,
+                    if_id,
+                    (ts_hi << 32) | ts_lo,
+                    wire_len,
+                    bytes(buf[data_start:data_end]),
+                )
             else:
                 info.warn("bad_block", f"packet block at byte {pos} is too short")
         elif block_type == PCAPNG_SPB:
@@ -334,9 +351,7 @@ def _packet_of(
     return Packet(ts_ns, linktype, wire_len, data)
 
 
-def _batch(
-    gateway: str, seq0: int, packets: list[Packet], snaplen: int | None
-) -> pa.RecordBatch:
+def _batch(gateway: str, seq0: int, packets: list[Packet], snaplen: int | None) -> pa.RecordBatch:
     n = len(packets)
     datas = [p.data for p in packets] if snaplen is None else [p.data[:snaplen] for p in packets]
     return pa.RecordBatch.from_arrays(

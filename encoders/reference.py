@@ -35,13 +35,14 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import dpkt
 
 from amlhp.encoders import linktypes as lt
 from amlhp.encoders import reasons as r
 from amlhp.encoders.layout import (
+    DEFAULT_CONFIG,
     HEADER_LEN,
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -49,7 +50,6 @@ from amlhp.encoders.layout import (
     SLOTS,
     TCP_MIN_HEADER,
     UDP_HEADER,
-    DEFAULT_CONFIG,
     EncoderConfig,
     mask_columns,
 )
@@ -77,11 +77,9 @@ class _Reject(Exception):
         self.reason = reason
 
 
-_P = TypeVar("_P", bound=dpkt.Packet)
-
-
-def _header(cls: type[_P], buf: bytes) -> _P:
-    """Decode only the fixed header of a dpkt class from ``buf`` (caller checked the length)."""
+def _header(cls: Any, buf: bytes) -> Any:
+    """Decode only the fixed header of dpkt class ``cls`` from ``buf`` (length checked by the
+    caller): named fields without dpkt's inner-layer guessing."""
     pkt = cls.__new__(cls)
     dpkt.Packet.unpack(pkt, buf)
     return pkt
@@ -217,6 +215,4 @@ def encode_packet(
             header[i] = 0
     body = segment[transport_len:][: config.payload_bytes]
     payload = body + bytes(config.payload_bytes - len(body))
-    return EncodedPacket(
-        status=r.OK, header=bytes(header), payload=payload, **addresses, **ports
-    )
+    return EncodedPacket(status=r.OK, header=bytes(header), payload=payload, **addresses, **ports)

@@ -192,8 +192,7 @@ def check_schema(schema: pa.Schema, expected: str) -> None:
     want = [(f.name, f.type) for f in canonical]
     if got != want:
         raise BatchDecodeError(
-            f"{expected} v{version} columns differ: got "
-            + ", ".join(f"{n}:{t}" for n, t in got)
+            f"{expected} v{version} columns differ: got " + ", ".join(f"{n}:{t}" for n, t in got)
         )
 
 

@@ -54,19 +54,22 @@ def ipv4(
         options += b"\x00" * (4 - len(options) % 4)
     ihl = ihl if ihl is not None else 5 + len(options) // 4
     length = total_length if total_length is not None else 20 + len(options) + len(payload)
-    header = struct.pack(
-        "!BBHHHBBH4s4s",
-        (version << 4) | ihl,
-        tos,
-        length & 0xFFFF,
-        ident,
-        (flags << 13) | frag_offset,
-        ttl,
-        proto,
-        0,
-        socket.inet_aton(src),
-        socket.inet_aton(dst),
-    ) + options
+    header = (
+        struct.pack(
+            "!BBHHHBBH4s4s",
+            (version << 4) | ihl,
+            tos,
+            length & 0xFFFF,
+            ident,
+            (flags << 13) | frag_offset,
+            ttl,
+            proto,
+            0,
+            socket.inet_aton(src),
+            socket.inet_aton(dst),
+        )
+        + options
+    )
     value = header_checksum if header_checksum is not None else checksum(header)
     return header[:10] + struct.pack("!H", value) + header[12:] + payload
 

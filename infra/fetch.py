@@ -15,16 +15,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from amlhp.infra.exceptions import InfraError
+from amlhp.infra.exceptions import FetchError
 from amlhp.infra.paths import InfraPaths
 
 _STAMP = ".amlhp-fetched"
 # The classes we start; if a future pom drops one, fail at fetch time, not at `kafka up`.
 _REQUIRED_JAR_PREFIXES = ("kafka_2.13-", "kafka-server-", "kafka-clients-", "log4j-slf4j2-impl-")
-
-
-class FetchError(InfraError):
-    """Maven could not provide the Kafka jars."""
 
 
 @dataclass(frozen=True)

@@ -19,18 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amlhp.infra import process
-from amlhp.infra.exceptions import InfraError
-from amlhp.infra.fetch import FetchError, fetch_kafka, kafka_libs_ready
+from amlhp.infra.exceptions import FetchError, InfraError, KafkaStartError
+from amlhp.infra.fetch import fetch_kafka, kafka_libs_ready
 from amlhp.infra.kafka_config import KafkaLayout, KafkaNode, write_configs
 from amlhp.infra.paths import InfraPaths, default_paths
 from amlhp.infra.process import StatusCallback, ignore_status
 
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
-
-
-class KafkaStartError(InfraError):
-    """A broker did not start or did not answer in time."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +88,7 @@ def _jvm(libs: Path, node: KafkaNode, *, heap: str, tool: bool) -> list[str]:
         _java(),
         f"-Xmx{heap}",
         "-Djava.awt.headless=true",
+        "-XX:-UsePerfData",  # no /tmp/hsperfdata_* file: nothing is written outside var/
         f"-Dlog4j2.configurationFile={node.log4j_config}",
         f"-Dkafka.logs.dir={node.logs_dir}",
     ]
@@ -228,6 +225,13 @@ def up(
     If none of the nodes is ours but every port already answers as Kafka, that broker is
     used as it is (``external=True``): ``up`` must never fight a broker someone else runs.
     """
+    with process.file_lock(layout.lock_file):
+        return _up(layout, paths or default_paths(), timeout, on_status)
+
+
+def _up(
+    layout: KafkaLayout, paths: InfraPaths, timeout: float, on_status: StatusCallback
+) -> UpResult:
     begin = time.monotonic()
     before = status(layout)
     running = [s.node_id for s in before if s.pid is not None]
@@ -235,7 +239,7 @@ def up(
         on_status(f"Kafka {layout.name}: ports already answer, checking for a broker")
         if registered_brokers(layout.bootstrap_servers, timeout=5.0) >= len(layout.nodes):
             return UpResult(layout.bootstrap_servers, [], [], True, time.monotonic() - begin)
-    libs = _libs(paths or default_paths(), on_status)
+    libs = _libs(paths, on_status)
     write_configs(layout)
     todo = [layout.node(s.node_id) for s in before if s.pid is None]
     if any(not node.formatted for node in todo):
@@ -253,6 +257,11 @@ def stop_nodes(
     layout: KafkaLayout, node_ids: list[int], *, timeout: float = STOP_TIMEOUT_S
 ) -> DownResult:
     """SIGTERM the given nodes together, wait, then SIGKILL what is left."""
+    with process.file_lock(layout.lock_file):
+        return _stop_nodes(layout, node_ids, timeout)
+
+
+def _stop_nodes(layout: KafkaLayout, node_ids: list[int], timeout: float) -> DownResult:
     targets = {node.node_id: node for node in layout.nodes if node.node_id in node_ids}
     pids = {nid: pid for nid, node in targets.items() if (pid := node_pid(node)) is not None}
     marker_of = {pid: targets[nid].marker for nid, pid in pids.items()}
@@ -274,9 +283,10 @@ def down(
     layout: KafkaLayout, *, purge: bool = False, timeout: float = STOP_TIMEOUT_S
 ) -> DownResult:
     """Stop every node of the layout; with ``purge`` also delete its data and logs."""
-    result = stop_nodes(layout, layout.node_ids(), timeout=timeout)
-    if purge and layout.home.exists():
-        shutil.rmtree(layout.home)
+    with process.file_lock(layout.lock_file):
+        result = _stop_nodes(layout, layout.node_ids(), timeout)
+        if purge and layout.home.exists():
+            shutil.rmtree(layout.home)
     return result
 
 
@@ -289,6 +299,7 @@ def restart_node(
 ) -> float:
     """Start one stopped node of a running layout and wait until all brokers answer again."""
     node = layout.node(node_id)
-    if node_pid(node) is None:
-        start_node(layout, node, kafka_libs_ready(paths or default_paths()))
-    return wait_ready(layout, timeout=timeout)
+    with process.file_lock(layout.lock_file):
+        if node_pid(node) is None:
+            start_node(layout, node, kafka_libs_ready(paths or default_paths()))
+        return wait_ready(layout, timeout=timeout)

@@ -84,6 +84,11 @@ class KafkaLayout:
         return ",".join(f"{self.host}:{node.port}" for node in self.nodes)
 
     @property
+    def lock_file(self) -> Path:
+        """Beside the layout's folder, so that ``down --purge`` does not delete it."""
+        return self.home.parent / f".{self.name}.lock"
+
+    @property
     def cluster_id_file(self) -> Path:
         return self.home / "cluster.id"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from amlhp.infra import process
-from amlhp.infra.exceptions import InfraError
+from amlhp.infra.exceptions import PrometheusError
 from amlhp.infra.fetch import prometheus_binary
 from amlhp.infra.kafka_config import LOCALHOST
 from amlhp.infra.paths import InfraPaths, default_paths
@@ -28,10 +28,6 @@ from amlhp.infra.process import StatusCallback, ignore_status
 PROMETHEUS_PORT = 9090
 SCRAPE_INTERVAL_S = 5
 START_TIMEOUT_S = 60.0
-
-
-class PrometheusError(InfraError):
-    """Prometheus is missing, did not start, or does not answer."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +60,10 @@ class PrometheusLayout:
     @property
     def pid_file(self) -> Path:
         return self.home / "prometheus.pid"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.home.parent / f".{self.home.name}.lock"
 
     @property
     def marker(self) -> str:
@@ -140,6 +140,11 @@ def up(
     on_status: StatusCallback = ignore_status,
 ) -> bool:
     """Start Prometheus unless ours already runs; return True when this call started it."""
+    with process.file_lock(layout.lock_file):
+        return _up(layout, timeout, on_status)
+
+
+def _up(layout: PrometheusLayout, timeout: float, on_status: StatusCallback) -> bool:
     if pid(layout) is not None:
         return False
     if process.port_open(layout.host, layout.port):
@@ -182,6 +187,11 @@ def up(
 
 def down(layout: PrometheusLayout, *, purge: bool = False, timeout: float = 20.0) -> bool:
     """Stop our Prometheus (SIGTERM, then SIGKILL); return True when one was running."""
+    with process.file_lock(layout.lock_file):
+        return _down(layout, purge, timeout)
+
+
+def _down(layout: PrometheusLayout, purge: bool, timeout: float) -> bool:
     found = pid(layout)
     if found is not None:
         process.signal_pid(found, signal.SIGTERM)

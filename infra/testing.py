@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amlhp.infra.exceptions import InfraError
@@ -22,10 +23,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class KafkaHandle:
-    """A running local deployment: its layout and whether the test session started it."""
+    """A running local deployment and who owns it.
+
+    ``for_tests``: a ``pytest-*`` layout that the test sessions start and remove;
+    otherwise a developer's (``make kafka-up``) or an external broker, left running.
+    """
 
     layout: KafkaLayout
-    started_here: bool
+    for_tests: bool
     external: bool  # answers on our ports but is not a process amlhp started
 
     @property
@@ -40,6 +45,29 @@ class KafkaNames:
     prefix: str
     topic: str
     group: str
+
+
+class SessionUsers:
+    """Test sessions sharing one ``pytest-*`` layout (several may run in one checkout):
+    each registers its pid, and the last one to leave stops the layout."""
+
+    def __init__(self, folder: Path, pid: int) -> None:
+        self.folder = folder
+        self.pid = pid
+
+    def join(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / str(self.pid)).touch()
+
+    def leave(self) -> bool:
+        """Unregister; True when no other live session still uses the layout."""
+        (self.folder / str(self.pid)).unlink(missing_ok=True)
+        others = [
+            entry
+            for entry in self.folder.iterdir()
+            if entry.name.isdigit() and Path(f"/proc/{entry.name}").exists()
+        ]
+        return not others
 
 
 def produce_all(

@@ -145,14 +145,21 @@ class FastEncoderLayer(nn.Module):
         self.eps2 = layer.norm2.eps
         self.d = d
         self.heads = heads
+        self.use_sdpa = True
 
     def forward(self, x: Tensor) -> Tensor:
-        n, t, d = x.shape
+        t, d = x.shape[1], self.d
         h = self.heads
-        qkv = F.linear(x, self.in_w, self.in_b).view(n, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], scale=1.0)
-        attn = attn.transpose(1, 2).reshape(n, t, d)
-        x = F.layer_norm(x + F.linear(attn, self.out_w, self.out_b), (d,), self.n1_w, self.n1_b, self.eps1)
+        qkv = F.linear(x, self.in_w, self.in_b).view(-1, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        if self.use_sdpa:
+            attn = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], scale=1.0)
+        else:
+            scores = torch.matmul(qkv[0], qkv[1].transpose(-1, -2))
+            attn = torch.matmul(torch.softmax(scores, dim=-1), qkv[2])
+        attn = attn.transpose(1, 2).reshape(-1, t, d)
+        x = F.layer_norm(
+            x + F.linear(attn, self.out_w, self.out_b), (d,), self.n1_w, self.n1_b, self.eps1
+        )
         ff = F.linear(torch.relu(F.linear(x, self.w1, self.b1)), self.w2, self.b2)
         return F.layer_norm(x + ff, (d,), self.n2_w, self.n2_b, self.eps2)
 

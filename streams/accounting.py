@@ -86,7 +86,7 @@ def _keys(table: pa.Table) -> np.ndarray:
         return np.array([], dtype=object)
     gw = table.column("gateway").to_numpy(zero_copy_only=False).astype(str)
     seq = table.column("seq").to_numpy(zero_copy_only=False).astype(str)
-    return np.char.add(np.char.add(gw, "\x00"), seq)
+    return np.char.add(np.char.add(gw, "|"), seq)
 
 
 @dataclass
@@ -142,7 +142,7 @@ def account(verdicts: pa.Table, dead: pa.Table, expected: dict[str, tuple[int, i
     expected_keys = (
         np.concatenate(
             [
-                np.char.add(f"{gw}\x00", np.arange(first, first + n).astype(str))
+                np.char.add(f"{gw}|", np.arange(first, first + n).astype(str))
                 for gw, (first, n) in expected.items()
                 if n > 0
             ]

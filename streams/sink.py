@@ -152,11 +152,11 @@ class ParquetSink:
         ts = table.column("ts_ns").to_numpy(zero_copy_only=False).astype("datetime64[ns]")
         dates = np.datetime_as_string(ts, unit="D")
         gateways = table.column("gateway").to_numpy(zero_copy_only=False).astype(str)
-        keys = np.char.add(np.char.add(dates, "\x00"), gateways)
+        keys = np.char.add(np.char.add(dates, "|"), gateways)
         files = []
         data = table.drop_columns(["gateway"])
         for key in np.unique(keys):
-            date, gateway = str(key).split("\x00", 1)
+            date, gateway = str(key).split("|", 1)
             mask = pa.array(keys == key)
             part = data.filter(mask)
             sink = io.BytesIO()

@@ -8,6 +8,7 @@ replication factor and retention come from the settings (``AMLHP_PARTITIONS``,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -137,7 +138,9 @@ def list_topics(
 def delete_topics(
     admin: AdminClient, names: Iterable[str], *, timeout: float = ADMIN_TIMEOUT_S
 ) -> None:
-    """Delete topics; one that does not exist is not an error."""
+    """Delete topics and wait until the metadata no longer lists them (deletion is
+    asynchronous: a topic re-created too early fails as "marked for deletion").
+    A topic that does not exist is not an error."""
     from confluent_kafka import KafkaError, KafkaException
 
     names = list(names)
@@ -152,6 +155,14 @@ def delete_topics(
             if isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                 continue
             raise TopicError(f"cannot delete topic {name!r}: {err}") from exc
+    deadline = time.monotonic() + timeout
+    while True:
+        left = set(names) & {t.name for t in list_topics(admin, timeout=timeout)}
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise TopicError(f"topics still listed {timeout:.0f}s after deletion: {sorted(left)}")
+        time.sleep(0.2)
 
 
 def ensure_pipeline_topics(

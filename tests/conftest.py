@@ -10,9 +10,11 @@ and deletes at the end of the session. Tests that use them are marked ``kafka``,
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from amlhp.infra.kafka_config import KafkaLayout, cluster_layout, single_layout
 from amlhp.infra.paths import default_paths
 from amlhp.infra.process import port_open
 from amlhp.infra.prometheus_server import PrometheusLayout
-from amlhp.infra.testing import KafkaHandle, KafkaNames
+from amlhp.infra.testing import KafkaHandle, KafkaNames, SessionUsers
 from amlhp.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,21 +57,28 @@ def public_data() -> Path:
     return PUBLIC_DATA
 
 
-def _start_or_reuse(developers: KafkaLayout, own: KafkaLayout) -> KafkaHandle:
+@contextmanager
+def _kafka_for_session(developers: KafkaLayout, own: KafkaLayout) -> Iterator[KafkaHandle]:
+    """Reuse the developer's running layout, or run the tests' own one while needed."""
     if any(node.pid is not None for node in kafka_broker.status(developers)):
         kafka_broker.up(developers)  # starts any stopped node of it, else a no-op
-        return KafkaHandle(developers, started_here=False, external=False)
-    result = kafka_broker.up(own)
-    return KafkaHandle(own, started_here=not result.external, external=result.external)
+        yield KafkaHandle(developers, for_tests=False, external=False)
+        return
+    users = SessionUsers(own.home.parent / f".{own.name}.users", os.getpid())
+    users.join()
+    try:
+        result = kafka_broker.up(own)
+        yield KafkaHandle(own, for_tests=not result.external, external=result.external)
+    finally:
+        if users.leave():
+            kafka_broker.down(own, purge=True)
 
 
 @pytest.fixture(scope="session")
 def kafka_broker_handle() -> Iterator[KafkaHandle]:
     """The single local broker (127.0.0.1:9092), started for the session if not running."""
-    handle = _start_or_reuse(single_layout(), single_layout(name="pytest-single"))
-    yield handle
-    if handle.started_here:
-        kafka_broker.down(handle.layout, purge=True)
+    with _kafka_for_session(single_layout(), single_layout(name="pytest-single")) as handle:
+        yield handle
 
 
 @pytest.fixture(scope="session")
@@ -86,10 +95,8 @@ def kafka_cluster() -> Iterator[KafkaHandle]:
     (:func:`amlhp.infra.kafka_broker.stop_nodes` / ``restart_node``); it must leave all
     three running again.
     """
-    handle = _start_or_reuse(cluster_layout(), cluster_layout(name="pytest-cluster"))
-    yield handle
-    if handle.started_here:
-        kafka_broker.down(handle.layout, purge=True)
+    with _kafka_for_session(cluster_layout(), cluster_layout(name="pytest-cluster")) as handle:
+        yield handle
 
 
 @pytest.fixture
@@ -133,12 +140,20 @@ def prometheus_layout() -> Iterator[PrometheusLayout]:
         return
     if prometheus_binary() is None:
         pytest.skip("prometheus is not installed (run `amlhp infra fetch` or `make setup`)")
-    if port_open(developers.host, developers.port):
+    own_pid = prometheus_server.pid(
+        PrometheusLayout(home=default_paths().var / "pytest-prometheus")
+    )
+    if own_pid is None and port_open(developers.host, developers.port):
         pytest.skip(f"port {developers.port} is taken by a process amlhp did not start")
     own = PrometheusLayout(home=default_paths().var / "pytest-prometheus")
-    prometheus_server.up(own)
-    yield own
-    prometheus_server.down(own, purge=True)
+    users = SessionUsers(own.home.parent / ".pytest-prometheus.users", os.getpid())
+    users.join()
+    try:
+        prometheus_server.up(own)  # a no-op when another test session runs it
+        yield own
+    finally:
+        if users.leave():
+            prometheus_server.down(own, purge=True)
 
 
 @pytest.fixture(scope="session")

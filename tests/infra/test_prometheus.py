@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from amlhp.infra import prometheus_server
-from amlhp.infra.prometheus_server import PrometheusError, PrometheusLayout
+from amlhp.infra.exceptions import PrometheusError
+from amlhp.infra.prometheus_server import PrometheusLayout
 
 
 def _get(url: str) -> dict[str, object]:

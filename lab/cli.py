@@ -1,0 +1,158 @@
+"""``amlhp lab ...``: run the attack lab, list its scenarios, merge and verify its captures."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+DEFAULT_WORKDIR = Path("var/lab/work")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``lab`` sub-app to the root app (heavy imports stay inside commands)."""
+    lab = typer.Typer(
+        help="Attack lab: labelled IoT traffic from real servers and real attack tools, "
+        "on loopback addresses only (127.0.0.0/8).",
+        no_args_is_help=True,
+    )
+    app.add_typer(lab, name="lab")
+
+    @lab.command("scenarios")
+    def scenarios_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> None:
+        """List the scenarios: name, class label, tool, marker address."""
+        from amlhp.lab.scenarios import SCENARIOS
+        from amlhp.lab.topology import Topology
+
+        topology = Topology()
+        rows = [
+            {
+                "name": s.name,
+                "label": s.label,
+                "tool": s.tool,
+                "marker": str(s.marker_address(topology) or ""),
+                "description": s.description,
+            }
+            for s in SCENARIOS
+        ]
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        for row in rows:
+            typer.echo(
+                f"{row['name']:<16}{row['label']:<17}{row['marker']:<13}{row['tool']:<30}"
+                f"{row['description']}"
+            )
+
+    @lab.command("check")
+    def check_cmd() -> None:
+        """Say which of the lab's programs are missing (exit 1 if any)."""
+        from amlhp.lab.services import TOOLS, missing_tools
+
+        missing = missing_tools()
+        for name in missing:
+            typer.echo(f"missing: {name} (Debian package {TOOLS[name]})")
+        if missing:
+            typer.echo("run `make lab-setup` (as root)", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"all {len(TOOLS)} programs found")
+
+    @lab.command("run")
+    def run_cmd(
+        out: Path = typer.Option(Path("var/lab/run"), "--out", "-o", help="Output folder"),
+        scenario: list[str] = typer.Option(
+            [], "--scenario", "-s", help="Scenario to run (repeatable; default: all)"
+        ),
+        profile: str = typer.Option("ci", "--profile", help="Budget preset: ci, demo or full"),
+        packets: int | None = typer.Option(
+            None, "--packets", min=1, help="Packets wanted per attack scenario"
+        ),
+        benign_packets: int | None = typer.Option(
+            None, "--benign-packets", min=1, help="Packets wanted in the benign scenario"
+        ),
+        duration: float | None = typer.Option(
+            None, "--duration", min=1, help="Time limit of each scenario, seconds"
+        ),
+        seed: int = typer.Option(1, "--seed", help="Seed of timing, values and word lists"),
+        background: bool = typer.Option(
+            True, "--background/--no-background", help="Benign devices run during attacks"
+        ),
+        benign_rate: float | None = typer.Option(
+            None, "--benign-rate", min=0.01, help="Benign traffic rate factor (profile's)"
+        ),
+        ports: str = typer.Option("standard", "--ports", help="standard or alternate ports"),
+        workdir: Path = typer.Option(DEFAULT_WORKDIR, "--workdir", help="Configs, logs, pids"),
+        as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON"),
+    ) -> None:
+        """Run the lab: real servers, benign devices, bounded attacks, one pcap per scenario.
+
+        Writes SCENARIO.pcap files, labels.yaml and manifest.json into --out.
+        """
+        from amlhp.lab.runner import LabRun, RunOptions
+        from amlhp.lab.status import StatusDisplay
+
+        options = RunOptions(
+            out=out,
+            workdir=workdir,
+            scenarios=tuple(scenario),
+            profile=profile,
+            packets=packets,
+            benign_packets=benign_packets,
+            time_limit_s=duration,
+            seed=seed,
+            background=background,
+            benign_rate=benign_rate,
+            ports=ports,
+            command=shlex.join(["amlhp", *sys.argv[1:]]),
+        )
+        with StatusDisplay() as display:
+            manifest = LabRun(options, on_status=display.update).run()
+        if as_json:
+            typer.echo(json.dumps(manifest, indent=2))
+            return
+        typer.echo(f"wrote {manifest['total_packets']} packets to {out}")
+        for label, count in manifest["classes"].items():
+            typer.echo(f"{label:<20}{count:>10}")
+
+    @lab.command("merge")
+    def merge_cmd(
+        run_dir: Path = typer.Argument(..., help="Folder written by `amlhp lab run`"),
+        out: Path = typer.Option(..., "--out", "-o", help="Merged pcap to write"),
+    ) -> None:
+        """Merge a run's captures into one pcap (time order), with labels and a manifest."""
+        from amlhp.lab.merge import merge_run
+
+        manifest = merge_run(run_dir, out, command=shlex.join(["amlhp", *sys.argv[1:]]))
+        typer.echo(f"wrote {manifest['total_packets']} packets to {out}")
+        for label, count in manifest["classes"].items():
+            typer.echo(f"{label:<20}{count:>10}")
+
+    @lab.command("verify")
+    def verify_cmd(
+        run_dir: Path = typer.Argument(..., help="Folder with captures, labels and manifest"),
+        as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
+    ) -> None:
+        """Re-count every capture by its labels file and check it against the manifest."""
+        from amlhp.lab.verify import verify_run
+
+        report = verify_run(run_dir)
+        if as_json:
+            typer.echo(json.dumps(report.as_dict(), indent=2))
+        else:
+            for line in report.lines():
+                typer.echo(line)
+        if not report.ok:
+            raise typer.Exit(1)
+
+    @lab.command("clean")
+    def clean_cmd(
+        workdir: Path = typer.Option(DEFAULT_WORKDIR, "--workdir", help="The run's work folder"),
+    ) -> None:
+        """Stop processes an interrupted lab run left behind (exact command-line match)."""
+        from amlhp.lab.procs import reap_stale
+
+        stopped = reap_stale(workdir / "processes.json")
+        typer.echo(f"stopped {len(stopped)} leftover process(es)")

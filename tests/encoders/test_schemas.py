@@ -1,0 +1,210 @@
+"""Record schemas and the Kafka wire format (Arrow IPC stream per message)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from amlhp.encoders import linktypes as lt
+from amlhp.encoders import synth
+from amlhp.encoders.exceptions import BatchDecodeError
+from amlhp.encoders.fast import encode_batch
+from amlhp.encoders.layout import LAYOUT_VERSION, EncoderConfig
+from amlhp.encoders.schemas import (
+    ENCODED,
+    RAW,
+    VERDICT,
+    encoded_schema,
+    from_ipc,
+    raw_schema,
+    to_ipc,
+    verdict_schema,
+)
+
+FRAMES = [
+    (lt.ETHERNET, synth.ethernet(synth.ipv4(synth.tcp(b"one"), 6))),
+    (lt.ETHERNET, synth.ethernet(b"\x00" * 28, synth.ETHERTYPE_ARP)),
+    (lt.LINUX_SLL, synth.sll(synth.ipv4(synth.udp(b"two"), 17))),
+]
+
+
+def verdict_batch() -> pa.RecordBatch:
+    rows = [
+        {
+            "gateway": "gw-1",
+            "ts_ns": 1_700_000_000_000_000_000 + i,
+            "seq": i,
+            "wire_len": 60,
+            "linktype": 1,
+            "src_ip": "1.2.3.4" if i else None,
+            "dst_ip": "5.6.7.8" if i else None,
+            "src_port": 1883 if i else None,
+            "dst_port": 50000 if i else None,
+            "proto": 6 if i else None,
+            "status": "ok" if i else "non_ipv4",
+            "label": "mqtt_bruteforce" if i else None,
+            "class_id": 3 if i else None,
+            "score": 0.75 if i else None,
+            "probs": [0.25, 0.0, 0.0, 0.75] if i else None,
+            "model_version": "amlhp-test-1",
+            "ingested_at_ns": None,
+            "encoded_at_ns": 5,
+            "scored_at_ns": 9,
+            "inference_ns": 4,
+        }
+        for i in range(3)
+    ]
+    return pa.RecordBatch.from_pylist(rows, schema=verdict_schema())
+
+
+@pytest.mark.parametrize(
+    ("schema", "name"),
+    [(raw_schema(), RAW), (encoded_schema(64), ENCODED), (verdict_schema(), VERDICT)],
+)
+def test_schemas_carry_name_and_version(schema: pa.Schema, name: str) -> None:
+    assert schema.metadata[b"schema"] == name.encode()
+    assert schema.metadata[b"version"] == b"1"
+
+
+def test_raw_columns() -> None:
+    assert [(f.name, str(f.type)) for f in raw_schema()] == [
+        ("gateway", "string"),
+        ("ts_ns", "int64"),
+        ("seq", "uint64"),
+        ("linktype", "uint16"),
+        ("wire_len", "uint32"),
+        ("data", "binary"),
+    ]
+
+
+def test_encoded_columns_and_metadata() -> None:
+    schema = encoded_schema(32, ("ip.dst", "ip.src"))
+    assert schema.names == [
+        "gateway", "ts_ns", "seq", "wire_len", "linktype",
+        "src_ip", "dst_ip", "src_port", "dst_port", "proto",
+        "header", "payload", "status",
+    ]  # fmt: skip
+    assert schema.field("header").type == pa.binary(128)
+    assert schema.field("payload").type == pa.binary(32)
+    assert schema.metadata[b"payload_bytes"] == b"32"
+    assert schema.metadata[b"layout_version"] == LAYOUT_VERSION.encode()
+    assert schema.metadata[b"mask_fields"] == b"ip.dst,ip.src"
+
+
+@pytest.mark.parametrize("compression", [None, "zstd", "lz4"])
+def test_raw_round_trip(compression: str | None) -> None:
+    batch = synth.raw_batch(FRAMES, gateway="gw-7", start_seq=40)
+    back = from_ipc(to_ipc(batch, compression=compression), RAW)
+    assert back.equals(batch)
+    assert back.schema.metadata == batch.schema.metadata
+
+
+def test_encoded_round_trip_keeps_nulls_and_config() -> None:
+    config = EncoderConfig(payload_bytes=16, mask_fields=("ports",))
+    encoded = encode_batch(synth.raw_batch(FRAMES), config)
+    back = from_ipc(to_ipc(encoded), ENCODED)
+    assert back.equals(encoded)
+    assert back.column("status").to_pylist() == ["ok", "non_ipv4", "ok"]
+    assert back.column("header").to_pylist()[1] is None
+    assert back.schema.metadata[b"mask_fields"] == b"tcp.dport,tcp.sport,udp.dport,udp.sport"
+
+
+def test_verdict_round_trip() -> None:
+    batch = verdict_batch()
+    back = from_ipc(to_ipc(batch), VERDICT)
+    assert back.equals(batch)
+    assert back.column("probs").to_pylist()[2] == [0.25, 0.0, 0.0, 0.75]
+
+
+def test_empty_batch_round_trip() -> None:
+    batch = synth.raw_batch([])
+    back = from_ipc(to_ipc(batch), RAW)
+    assert back.num_rows == 0
+    assert back.schema.names == raw_schema().names
+
+
+def test_stream_of_several_batches_is_one_batch() -> None:
+    first, second = synth.raw_batch(FRAMES[:1]), synth.raw_batch(FRAMES[1:], start_seq=1)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, raw_schema()) as writer:
+        writer.write_batch(first)
+        writer.write_batch(second)
+    back = from_ipc(sink.getvalue().to_pybytes(), RAW)
+    assert back.column("seq").to_pylist() == [0, 1, 2]
+
+
+def test_wrong_schema_name() -> None:
+    message = to_ipc(synth.raw_batch(FRAMES))
+    with pytest.raises(BatchDecodeError, match=r"expected a 'amlhp\.encoded' batch"):
+        from_ipc(message, ENCODED)
+
+
+def test_wrong_schema_version() -> None:
+    batch = synth.raw_batch(FRAMES)
+    meta = dict(batch.schema.metadata)
+    meta[b"version"] = b"2"
+    message = to_ipc(batch.replace_schema_metadata(meta))
+    with pytest.raises(BatchDecodeError, match="version '2' is not supported"):
+        from_ipc(message, RAW)
+
+
+def test_missing_metadata() -> None:
+    message = to_ipc(synth.raw_batch(FRAMES).replace_schema_metadata(None))
+    with pytest.raises(BatchDecodeError, match="got schema None"):
+        from_ipc(message, RAW)
+
+
+def test_wrong_column_types() -> None:
+    batch = synth.raw_batch(FRAMES)
+    columns = list(batch.columns)
+    columns[2] = columns[2].cast(pa.int64())  # seq
+    schema = raw_schema().set(2, pa.field("seq", pa.int64()))
+    with pytest.raises(BatchDecodeError, match="columns differ"):
+        from_ipc(to_ipc(pa.RecordBatch.from_arrays(columns, schema=schema)), RAW)
+
+
+def test_nulls_in_required_columns() -> None:
+    batch = synth.raw_batch(FRAMES)
+    columns = list(batch.columns)
+    columns[5] = pa.array([None, b"x", b"y"], pa.binary())
+    with pytest.raises(BatchDecodeError, match="'data' holds nulls"):
+        from_ipc(to_ipc(pa.RecordBatch.from_arrays(columns, schema=raw_schema())), RAW)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [b"", b"not arrow at all", b"\xff\xff\xff\xff" + b"\x00" * 8, b"\x00" * 64],
+    ids=["empty", "text", "continuation-only", "zeros"],
+)
+def test_garbage(message: bytes) -> None:
+    with pytest.raises(BatchDecodeError):
+        from_ipc(message, RAW)
+
+
+def test_every_truncation_of_a_message_is_a_typed_error_or_whole() -> None:
+    """Cut anywhere: an error, or an intact stream (empty when cut right after the schema,
+    the whole batch when only the end-of-stream marker is missing), never half a batch."""
+    original = synth.raw_batch(FRAMES)
+    message = to_ipc(original)
+    outcomes = set()
+    for cut in range(len(message)):
+        try:
+            batch = from_ipc(message[:cut], RAW)
+        except BatchDecodeError:
+            outcomes.add("error")
+            continue
+        if batch.num_rows == 0:
+            outcomes.add("empty")
+        else:
+            assert batch.equals(original)
+            assert cut >= len(message) - 8
+            outcomes.add("whole")
+    assert outcomes == {"error", "empty", "whole"}
+
+
+def test_unknown_expected_name_and_non_bytes() -> None:
+    message = to_ipc(synth.raw_batch(FRAMES))
+    with pytest.raises(BatchDecodeError, match="unknown schema name"):
+        from_ipc(message, "amlhp.nope")
+    with pytest.raises(BatchDecodeError, match="expected bytes"):
+        from_ipc("text", RAW)  # type: ignore[arg-type]
