@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.amlhp-installed
 
 .PHONY: setup test unit lint demo kafka-up kafka-down cluster-up cluster-down \
-        prometheus-up prometheus-down clean
+        prometheus-up prometheus-down clean lab-setup
 
 setup: $(STAMP)
 
@@ -54,3 +54,18 @@ clean:
 	-$(BIN)/amlhp infra kafka down
 	-$(BIN)/amlhp infra prometheus down
 	rm -rf var out build *.egg-info
+
+# The attack lab's servers and tools (Debian packages; needs root). A no-op when all are
+# installed; the lab's tests skip with a message where they are missing.
+LAB_PACKAGES := mosquitto mosquitto-clients libcoap3-bin nginx-light openssh-server \
+        openssh-client dnsmasq-base tcpdump hping3 nmap hydra ncrack
+LAB_PROGRAMS := mosquitto mosquitto_pub coap-server-notls nginx sshd dnsmasq tcpdump \
+        hping3 nmap hydra ncrack
+lab-setup:
+	@missing=0; for p in $(LAB_PROGRAMS); do \
+	  command -v $$p >/dev/null || test -x /usr/sbin/$$p || missing=1; done; \
+	if [ $$missing = 0 ]; then echo "lab programs: all installed"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "lab-setup: run as root to install: $(LAB_PACKAGES)"; \
+	else DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $(LAB_PACKAGES); fi

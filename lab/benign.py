@@ -31,7 +31,7 @@ from typing import IO
 
 from amlhp.lab.exceptions import LabError
 from amlhp.lab.procs import Child, ProcessGroup
-from amlhp.lab.services import NTP_EPOCH_OFFSET, Credentials, tool_path
+from amlhp.lab.services import NTP_EPOCH_OFFSET, Credentials
 from amlhp.lab.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class BenignTraffic:
 
         def run(rng: random.Random) -> None:
             argv = [
-                tool_path("mosquitto_pub"),
+                "mosquitto_pub",
                 *self._mqtt_base(sensor, broker, f"{kind}-{room}-{index:02d}"),
                 *(self._auth(index) if with_auth else []),
                 "-t",
@@ -188,7 +188,7 @@ class BenignTraffic:
             while self._sleep(rng, 6.0):
                 state = rng.choice(("open", "closed") if kind == "door" else ("motion", "idle"))
                 argv = [
-                    tool_path("mosquitto_pub"),
+                    "mosquitto_pub",
                     *self._mqtt_base(sensor, self.t.auth_broker, f"{kind}-{room}"),
                     *self._auth(index),
                     "-t",
@@ -207,7 +207,7 @@ class BenignTraffic:
         for index, topic in enumerate(ACTUATORS):
             sensor = self.t.sensor(8 + index)
             argv = [
-                tool_path("mosquitto_sub"),
+                "mosquitto_sub",
                 *self._mqtt_base(sensor, self.t.services, f"actuator-{index}"),
                 "-t",
                 f"lab/{topic}/cmd",
@@ -219,7 +219,7 @@ class BenignTraffic:
         self.group.start(
             "dashboard",
             [
-                tool_path("mosquitto_sub"),
+                "mosquitto_sub",
                 *self._mqtt_base(dashboard, self.t.services, "dashboard"),
                 "-t",
                 "lab/#",
@@ -229,7 +229,7 @@ class BenignTraffic:
         self.group.start(
             "dashboard-auth",
             [
-                tool_path("mosquitto_sub"),
+                "mosquitto_sub",
                 *self._mqtt_base(dashboard, self.t.auth_broker, "dashboard-auth"),
                 *self._auth(2),
                 "-t",
@@ -244,7 +244,7 @@ class BenignTraffic:
             topic = rng.choice(ACTUATORS)
             if topic not in children or not children[topic].running():
                 argv = [
-                    tool_path("mosquitto_pub"),
+                    "mosquitto_pub",
                     *self._mqtt_base(self.t.sensor(11), self.t.services, f"hub-{topic}"),
                     "-t",
                     f"lab/{topic}/cmd",
@@ -271,7 +271,7 @@ class BenignTraffic:
             args = [a.format(value=round(rng.uniform(10, 30), 1)) for a in request]
             path = args[2]
             argv = [
-                tool_path("coap-client-notls"),
+                "coap-client-notls",
                 "-a",
                 str(sensor),
                 args[0],

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from amlhp.lab.exceptions import LabError
 from amlhp.lab.procs import Child, ProcessGroup
-from amlhp.lab.services import tool_path
 
 INTERFACE = "lo"
 _STATS = re.compile(r"(\d+) packets? (captured|received by filter|dropped by kernel)")
@@ -43,7 +42,7 @@ class Capture:
         self.path.unlink(missing_ok=True)
         self.log_path.unlink(missing_ok=True)
         argv = [
-            tool_path("tcpdump"),
+            "tcpdump",
             "-i",
             INTERFACE,
             "-n",

@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
     @lab.command("check")
     def check_cmd() -> None:
         """Say which of the lab's programs are missing (exit 1 if any)."""
-        from amlhp.lab.services import TOOLS, missing_tools
+        from amlhp.lab.tools import TOOLS, missing_tools
 
         missing = missing_tools()
         for name in missing:

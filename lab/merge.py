@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from amlhp.lab.exceptions import LabError
-from amlhp.lab.labels import Labeler, MarkerRule, read_rules
+from amlhp.lab.labels import read_rules
 from amlhp.lab.pcapscan import scan
-from amlhp.lab.runner import sha256
-from amlhp.lab.safety import loopback_address
+from amlhp.lab.runner import build_labeler, sha256
+from amlhp.lab.topology import Topology
 
 _HEADER = 24
 
@@ -69,13 +69,10 @@ def merge_run(run_dir: Path, out: Path, *, command: str = "") -> dict[str, Any]:
         raise LabError(f"cannot read {run_dir / 'manifest.json'}: {exc}") from exc
     files = [run_dir / entry["file"] for entry in source["files"]]
     packets = merge_files(files, out)
-    classes, rules = read_rules(run_dir / source["labels"])
-    markers = [
-        MarkerRule(r.label, loopback_address(str(r.src.network_address)))
-        for r in rules
-        if r.src is not None
-    ]
-    labeler = Labeler(markers, default=classes[0] if classes else "benign")
+    labeler = build_labeler(Topology())
+    classes, _ = read_rules(run_dir / source["labels"])
+    if classes != labeler.classes:
+        raise LabError(f"{run_dir} was labelled with other classes: {classes}")
     labels_path = out.with_suffix(".labels.yaml")
     labeler.write_yaml(
         labels_path,

@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ from amlhp.lab.labels import Labeler, MarkerRule
 from amlhp.lab.pcapscan import PcapTail
 from amlhp.lab.procs import ProcessGroup, exclusive_lab, interrupts_as_errors
 from amlhp.lab.scenarios import BENIGN, AttackContext, Scenario, select
-from amlhp.lab.services import DEBIAN_PACKAGES, LabServices, missing_tools
-from amlhp.lab.topology import PORT_PRESETS, Topology
+from amlhp.lab.services import LabServices
+from amlhp.lab.tools import DEBIAN_PACKAGES, missing_tools
+from amlhp.lab.topology import PORT_PRESETS, SENSOR_NET, Topology
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +70,11 @@ PROFILES: dict[str, Profile] = {
     ),
     # the committed demo capture: all classes, a few MB
     "demo": Profile(
-        attack_packets=2500,
-        benign_packets=6000,
+        attack_packets=1500,
+        benign_packets=4000,
         time_limit_s=90,
-        per_scenario={"os_scan": 1500},
-        benign_rate=2.0,
+        per_scenario={"os_scan": 1000},
+        benign_rate=1.5,
     ),
     # the training data set (>= 200,000 packets over 11 classes)
     "full": Profile(
@@ -126,7 +128,7 @@ def build_labeler(topology: Topology) -> Labeler:
         marker = scenario.marker_address(topology)
         if marker is not None:
             rules.append(MarkerRule(scenario.label, marker))
-    return Labeler(rules, default=BENIGN)
+    return Labeler(rules, default=BENIGN, default_networks=[IPv4Network(SENSOR_NET)])
 
 
 def package_versions() -> dict[str, str]:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from amlhp.lab.exceptions import LabError
 from amlhp.lab.safety import loopback_address
-from amlhp.lab.services import tool_path
 from amlhp.lab.topology import Topology
 
 BENIGN = "benign"
@@ -114,7 +113,7 @@ def _hping(
         count = _units(s, packets, 10, 60_000)
         dport = port.format(base=ctx.rng.randint(2000, 4000), http=t.ports.http)
         argv = [
-            tool_path("hping3"),
+            "hping3",
             *mode,
             "-p",
             dport,
@@ -163,7 +162,7 @@ def _http_flood(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
 # -- scans (nmap) ---------------------------------------------------------------------
 def _nmap_base(s: Scenario, ctx: AttackContext, host_timeout: float) -> list[str]:
     return [
-        tool_path("nmap"),
+        "nmap",
         "-n",
         "-Pn",
         "-e",
@@ -282,7 +281,7 @@ def _ssh_bruteforce(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
     users, passwords = _wordlists(ctx, attempts, "ssh")
     limit = _limit(ctx, 120)
     argv = [
-        tool_path("hydra"),
+        "hydra",
         "-L",
         str(users),
         "-P",
@@ -305,7 +304,7 @@ def _mqtt_bruteforce(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
     users, passwords = _wordlists(ctx, attempts, "mqtt")
     limit = _limit(ctx, 120)
     argv = [
-        tool_path("ncrack"),
+        "ncrack",
         "-T4",
         "-U",
         str(users),

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import shutil
 import socket
 import struct
 import subprocess
@@ -27,64 +26,15 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from amlhp.lab.exceptions import MissingToolError, ServiceError
+from amlhp.lab.exceptions import ServiceError
 from amlhp.lab.procs import ProcessGroup
+from amlhp.lab.tools import tool_path
 from amlhp.lab.topology import Topology
 
 log = logging.getLogger(__name__)
 
 SSH_ALLOWED_USER = "amlhp-lab-nouser"
 NTP_EPOCH_OFFSET = 2_208_988_800
-
-#: program -> Debian package, for error messages and ``amlhp lab check``
-TOOLS: dict[str, str] = {
-    "mosquitto": "mosquitto",
-    "mosquitto_pub": "mosquitto-clients",
-    "mosquitto_sub": "mosquitto-clients",
-    "mosquitto_passwd": "mosquitto-clients",
-    "coap-server-notls": "libcoap3-bin",
-    "coap-client-notls": "libcoap3-bin",
-    "nginx": "nginx-light",
-    "sshd": "openssh-server",
-    "ssh-keygen": "openssh-client",
-    "dnsmasq": "dnsmasq-base",
-    "tcpdump": "tcpdump",
-    "hping3": "hping3",
-    "nmap": "nmap",
-    "hydra": "hydra",
-    "ncrack": "ncrack",
-}
-#: the Debian packages ``make lab-setup`` installs (kept in step with the Makefile)
-DEBIAN_PACKAGES = tuple(sorted(set(TOOLS.values())))
-_SBIN = (Path("/usr/sbin"), Path("/sbin"), Path("/usr/local/sbin"))
-
-
-def tool_path(name: str) -> str:
-    """Absolute path of a program (sbin folders included), or MissingToolError."""
-    found = shutil.which(name)
-    if found is None:
-        for folder in _SBIN:
-            candidate = folder / name
-            if candidate.is_file():
-                found = str(candidate)
-                break
-    if found is None:
-        package = TOOLS.get(name, name)
-        raise MissingToolError(
-            f"{name} is not installed (Debian package {package}; run `make lab-setup`)"
-        )
-    return found
-
-
-def missing_tools() -> list[str]:
-    """Programs of :data:`TOOLS` that are not installed."""
-    missing = []
-    for name in TOOLS:
-        try:
-            tool_path(name)
-        except MissingToolError:
-            missing.append(name)
-    return missing
 
 
 def wait_tcp(address: IPv4Address, port: int, timeout_s: float = 10.0) -> None:
@@ -323,33 +273,29 @@ PermitTunnel no
         t, logs = self.topology, self._dir("logs")
         self.check_ports()
         anon, auth = self._mosquitto_configs()
-        group.start(
-            "mosquitto", [tool_path("mosquitto"), "-c", str(anon)], log_path=logs / "mosquitto.log"
-        )
+        group.start("mosquitto", ["mosquitto", "-c", str(anon)], log_path=logs / "mosquitto.log")
         group.start(
             "mosquitto-auth",
-            [tool_path("mosquitto"), "-c", str(auth)],
+            ["mosquitto", "-c", str(auth)],
             log_path=logs / "mosquitto-auth.log",
         )
         nginx = self._nginx_config()
         group.start(
             "nginx",
-            [tool_path("nginx"), "-p", str(nginx.parent), "-c", str(nginx), "-g", "daemon off;"],
+            ["nginx", "-p", str(nginx.parent), "-c", str(nginx), "-g", "daemon off;"],
             log_path=logs / "nginx.log",
         )
         sshd = self._sshd_config()
-        group.start(
-            "sshd", [tool_path("sshd"), "-D", "-e", "-f", str(sshd)], log_path=logs / "sshd.log"
-        )
+        group.start("sshd", ["sshd", "-D", "-e", "-f", str(sshd)], log_path=logs / "sshd.log")
         group.start(
             "coap-server",
-            [tool_path("coap-server-notls"), "-A", str(t.services), "-p", str(t.ports.coap)],
+            ["coap-server-notls", "-A", str(t.services), "-p", str(t.ports.coap)],
             log_path=logs / "coap-server.log",
         )
         group.start(
             "dnsmasq",
             [
-                tool_path("dnsmasq"),
+                "dnsmasq",
                 "--keep-in-foreground",
                 "--conf-file=/dev/null",
                 "--no-resolv",

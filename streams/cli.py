@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import typer
 
 from amlhp.cli import AppContext
+
+DEMO_CAPTURE = Path(__file__).resolve().parent.parent / "data" / "demo" / "demo.pcap"
 
 
 def _topics_create(
@@ -77,11 +80,25 @@ def register(app: typer.Typer) -> None:
         _topics_list(ctx, show_all, as_json)
 
     @app.command("demo")
-    def demo(ctx: typer.Context) -> None:
-        """Start the local Kafka broker (unless pointed elsewhere), create and list the topics."""
+    def demo(
+        ctx: typer.Context,
+        capture: Path = typer.Option(DEMO_CAPTURE, "--capture", help="Capture to replay"),
+        out: Path = typer.Option(Path("out/verdicts"), "--out", help="Verdict dataset"),
+        model: Path | None = typer.Option(None, "--model", help="Model (default: bundled)"),
+        timeout_s: float = typer.Option(600.0, "--timeout", help="Give up after (seconds)"),
+    ) -> None:
+        """Run the whole pipeline on the demo capture and account for every packet.
+
+        Starts the local Kafka broker (unless pointed at another cluster), re-creates the
+        pipeline topics, starts a worker and a sink, replays the capture through a tap,
+        waits until every packet is a verdict or a dead letter, and prints the summary;
+        the last line is one JSON object.
+        """
         from amlhp.infra import kafka_broker
         from amlhp.infra.kafka_config import single_layout
+        from amlhp.infra.paths import default_paths
         from amlhp.infra.status_line import live_status
+        from amlhp.streams.demo import print_summary, run_demo
 
         settings = ctx.ensure_object(AppContext).settings
         layout = single_layout()
@@ -93,6 +110,17 @@ def register(app: typer.Typer) -> None:
             )
         else:
             typer.echo(f"using the Kafka cluster at {settings.bootstrap_servers}", err=True)
-        _topics_create(ctx, None, None, None, as_json=False)
-        typer.echo("topics now on the cluster:", err=True)
-        _topics_list(ctx, show_all=False, as_json=False)
+        with live_status("demo: starting worker and sink") as on_status:
+            summary = run_demo(
+                settings,
+                capture,
+                out,
+                default_paths().var / "demo",
+                model=model,
+                timeout_s=timeout_s,
+                on_status=on_status,
+            )
+        print_summary(summary)
+        typer.echo(json.dumps(summary, sort_keys=True))
+        if not summary["complete"]:
+            raise typer.Exit(1)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ def wait_accounted(
     expected: dict[str, tuple[int, int]],
     stages: list[StageProcess],
     timeout_s: float,
-    on_status: Any = None,
+    on_status: Callable[[Accounting], None] | None = None,
 ) -> Accounting:
     """Poll the outputs until every packet is accounted for (or time runs out)."""
     deadline = time.monotonic() + timeout_s
@@ -138,7 +139,7 @@ def run_demo(
     gateway: str = "demo-gw-1",
     model: Path | None = None,
     timeout_s: float = 300.0,
-    status: Any = None,
+    on_status: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the whole pipeline once over ``capture``; return the summary."""
     run_id = time.strftime("%Y%m%d%H%M%S")
@@ -173,8 +174,8 @@ def run_demo(
         stop = threading.Event()
 
         def on_tap(stats: TapStats) -> None:
-            if status is not None:
-                status.update(f"tap: {stats.packets} packets sent")
+            if on_status is not None:
+                on_status(f"tap: {stats.packets} packets sent")
 
         tap_stats = run_tap(tap, pcap_packets([capture], stop=stop), stop=stop, on_progress=on_tap)
         if tap_stats.failed_packets:
@@ -182,8 +183,8 @@ def run_demo(
         expected = {gateway: (0, tap_stats.packets)}
 
         def on_ledger(ledger: Accounting) -> None:
-            if status is not None:
-                status.update(
+            if on_status is not None:
+                on_status(
                     f"waiting: {ledger.verdicts} verdicts + {ledger.dead_packets} dead letters "
                     f"of {ledger.packets_in} packets"
                 )
@@ -211,3 +212,36 @@ def run_demo(
         }
     )
     return summary
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """A human-readable account of the run, on stderr (stdout keeps the JSON line)."""
+    from rich.table import Table
+
+    from amlhp.progress import console
+
+    out = console()
+    table = Table(title="amlhp demo", show_header=False)
+    table.add_row("capture", str(summary.get("capture")))
+    table.add_row("packets in", str(summary["packets_in"]))
+    table.add_row("verdicts", str(summary["verdicts"]))
+    table.add_row("dead letters", str(summary["dead_letters"]))
+    table.add_row("duplicates", str(summary["duplicates"]))
+    table.add_row("missing", str(summary["missing"]))
+    table.add_row("throughput", f"{summary.get('throughput_pps')} packets/s")
+    lat = summary.get("latency_ms") or {}
+    if lat:
+        table.add_row(
+            "latency (capture -> verdict)",
+            f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms",
+        )
+    table.add_row("verdict dataset", str(summary.get("verdict_dataset")))
+    out.print(table)
+    classes = Table("class", "verdicts", title="verdicts per class")
+    for name, n in sorted(summary["verdicts_by_class"].items(), key=lambda kv: -kv[1]):
+        classes.add_row(name, str(n))
+    out.print(classes)
+    reasons = Table("reason", "dead letters", title="dead letters per reason")
+    for name, n in sorted(summary["dead_letters_by_reason"].items(), key=lambda kv: -kv[1]):
+        reasons.add_row(name, str(n))
+    out.print(reasons)

@@ -82,7 +82,9 @@ def build_demo_capture(public: Path, out: Path) -> dict[str, object]:
     if not sentinel or not all(p.exists() for p, _, _ in sources):
         raise StreamsError(f"public captures not found under {public}")
     per_file = max(1, BENIGN_IOT_PACKETS // 30)
-    sentinel_sources = [(p, "benign_iot", per_file) for p in sentinel[:: max(1, len(sentinel) // 30)]]
+    sentinel_sources = [
+        (p, "benign_iot", per_file) for p in sentinel[:: max(1, len(sentinel) // 30)]
+    ]
     all_sources = sources + sentinel_sources
     streams = [_frames(p, n, i) for i, (p, _, n) in enumerate(all_sources)]
     counts = [0] * len(all_sources)
@@ -97,7 +99,7 @@ def build_demo_capture(public: Path, out: Path) -> dict[str, object]:
             fh.write(frame.data)
             counts[frame.order] += 1
     by_label: dict[str, int] = {}
-    for (path, label, _), n in zip(all_sources, counts, strict=True):
+    for (_path, label, _), n in zip(all_sources, counts, strict=True):
         by_label[label] = by_label.get(label, 0) + n
     manifest: dict[str, object] = {
         "capture": out.name,

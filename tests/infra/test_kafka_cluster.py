@@ -21,11 +21,19 @@ def _leader_of_partition_0(bootstrap: str, topic: str) -> int:
     return int(meta.topics[topic].partitions[0].leader)
 
 
-def _isr_sizes(bootstrap: str, topic: str) -> list[int]:
+def _isr_sizes(bootstrap: str, topic: str, expected: list[int], timeout: float = 30.0) -> list[int]:
+    """ISR size per partition, once metadata shows them all (creation propagates lazily)."""
     from confluent_kafka.admin import AdminClient
 
-    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
-    return [len(p.isrs) for _, p in sorted(meta.topics[topic].partitions.items())]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = admin.list_topics(topic, timeout=10)
+        parts = meta.topics[topic].partitions if topic in meta.topics else {}
+        sizes = [len(p.isrs) for _, p in sorted(parts.items())]
+        if sizes == expected or time.monotonic() > deadline:
+            return sizes
+        time.sleep(0.5)
 
 
 def _batch(start: int) -> list[tuple[bytes | None, bytes]]:
@@ -43,7 +51,7 @@ def test_rf3_topic_survives_a_broker_stop(
     producer_config = {**config, "acks": "all"}
     topic, group = kafka_names.topic, kafka_names.group
     create_topics(admin_client(config), [TopicSpec(topic, PARTITIONS, 3)])
-    assert _isr_sizes(bootstrap, topic) == [3] * PARTITIONS
+    assert _isr_sizes(bootstrap, topic, [3] * PARTITIONS) == [3] * PARTITIONS
 
     produce_all(producer_config, topic, _batch(0))
     first = consume_exactly(config, topic, group, BATCH)  # commits its offsets
@@ -60,7 +68,5 @@ def test_rf3_topic_survives_a_broker_stop(
 
     got = [(m.key(), m.value()) for m in first + second]
     assert sorted(got) == sorted(_batch(0) + _batch(BATCH))
-    deadline = time.monotonic() + 60  # the restarted broker catches up and rejoins the ISR
-    while _isr_sizes(bootstrap, topic) != [3] * PARTITIONS and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _isr_sizes(bootstrap, topic) == [3] * PARTITIONS
+    # The restarted broker catches up and rejoins the ISR.
+    assert _isr_sizes(bootstrap, topic, [3] * PARTITIONS, timeout=60) == [3] * PARTITIONS

@@ -1,0 +1,58 @@
+"""The programs the lab runs and the Debian packages they come from."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from amlhp.lab.exceptions import MissingToolError
+
+#: program -> Debian package, for error messages and ``amlhp lab check``
+TOOLS: dict[str, str] = {
+    "mosquitto": "mosquitto",
+    "mosquitto_pub": "mosquitto-clients",
+    "mosquitto_sub": "mosquitto-clients",
+    "mosquitto_passwd": "mosquitto-clients",
+    "coap-server-notls": "libcoap3-bin",
+    "coap-client-notls": "libcoap3-bin",
+    "nginx": "nginx-light",
+    "sshd": "openssh-server",
+    "ssh-keygen": "openssh-client",
+    "dnsmasq": "dnsmasq-base",
+    "tcpdump": "tcpdump",
+    "hping3": "hping3",
+    "nmap": "nmap",
+    "hydra": "hydra",
+    "ncrack": "ncrack",
+}
+#: the Debian packages ``make lab-setup`` installs (kept in step with the Makefile)
+DEBIAN_PACKAGES = tuple(sorted(set(TOOLS.values())))
+_SBIN = (Path("/usr/sbin"), Path("/sbin"), Path("/usr/local/sbin"))
+
+
+def tool_path(name: str) -> str:
+    """Absolute path of a program (sbin folders included), or MissingToolError."""
+    found = shutil.which(name)
+    if found is None:
+        for folder in _SBIN:
+            candidate = folder / name
+            if candidate.is_file():
+                found = str(candidate)
+                break
+    if found is None:
+        package = TOOLS.get(name, name)
+        raise MissingToolError(
+            f"{name} is not installed (Debian package {package}; run `make lab-setup`)"
+        )
+    return found
+
+
+def missing_tools() -> list[str]:
+    """Programs of :data:`TOOLS` that are not installed."""
+    missing = []
+    for name in TOOLS:
+        try:
+            tool_path(name)
+        except MissingToolError:
+            missing.append(name)
+    return missing
