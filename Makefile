@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.amlhp-installed
 
 .PHONY: setup test unit lint demo kafka-up kafka-down cluster-up cluster-down \
-        prometheus-up prometheus-down clean lab-setup
+        prometheus-up prometheus-down clean lab-setup lab-data lab-demo browser-setup
 
-setup: $(STAMP)
+setup: $(STAMP) lab-setup browser-setup
 
 $(STAMP): pyproject.toml infra/kafka/pom.xml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,3 +69,37 @@ lab-setup:
 	else DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    $(LAB_PACKAGES); fi
+
+# Headless Chromium (Debian's package) for the run report's rendering test; needs root.
+# A no-op when installed; the test skips with a message where it is missing.
+browser-setup:
+	@if command -v chromium >/dev/null; then echo "chromium: installed"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "browser-setup: run as root to install chromium"; \
+	else DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; fi
+
+# The lab's training data (git-ignored, ~30 MB, ~12 min) and the committed demo capture.
+lab-data: setup
+	$(BIN)/amlhp lab run --profile full --seed 1 -o var/lab/full --workdir var/lab/work-full
+	$(BIN)/amlhp lab verify var/lab/full
+
+lab-demo: setup
+	$(BIN)/amlhp lab run --profile demo --seed 2 -o var/lab/demo --workdir var/lab/work-demo
+	$(BIN)/amlhp lab verify var/lab/demo
+	$(BIN)/amlhp lab merge var/lab/demo -o data/demo/lab-demo.pcap
+
+# Model results table (README): IoT-AMLHP, ablations and baselines on the public captures,
+# random and by-flow splits (about two hours on two CPU cores); then the default model and
+# the inference benchmark (Fig. 10).
+.PHONY: results default-model bench-score
+results: setup
+	$(BIN)/amlhp model results --labels model/labels/public.yaml --out-dir model/results \
+		--artifacts-dir out/models --max-per-class 5000 --epochs 10 --threads 2
+
+default-model: setup
+	$(BIN)/amlhp train --labels model/labels/public.yaml --model amlhp --split flow \
+		--max-per-class 5000 --seed 0 --threads 2 --out model/artifacts/amlhp-default \
+		--report-dir model/results/default --json
+
+bench-score: setup
+	$(BIN)/amlhp bench score --fig10 --threads 2 --out-dir benchmarks/results

@@ -81,6 +81,7 @@ def build_app() -> typer.Typer:
     from amlhp.benchmarks import cli as bench_cli
     from amlhp.dashboards import cli as dashboards_cli
     from amlhp.encoders import cli as encoders_cli
+    from amlhp.flows import cli as flows_cli
     from amlhp.infra import cli as infra_cli
     from amlhp.lab import cli as lab_cli
     from amlhp.model import cli as model_cli
@@ -96,6 +97,7 @@ def build_app() -> typer.Typer:
         dashboards_cli,
         bench_cli,
         lab_cli,
+        flows_cli,
     ):
         module.register(app)
     return app

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     )
     consumer_group: str = Field("amlhp", description="env AMLHP_CONSUMER_GROUP")
     payload_bytes: int = Field(64, ge=1, le=1500, description="env AMLHP_PAYLOAD_BYTES: P")
+    grafana_token: SecretStr | None = Field(
+        None,
+        description="env AMLHP_GRAFANA_TOKEN: Grafana service-account token for "
+        "`amlhp dashboards push` (never stored in the repository)",
+    )
     rdkafka: Mapping[str, str | SecretStr] = Field(
         default_factory=dict,
         description="env AMLHP_RDKAFKA_<NAME> and CLI -X name=value: librdkafka passthrough",

@@ -63,10 +63,129 @@ def _register_encode(bench: typer.Typer) -> None:
         typer.echo(f"machine:           {result.machine['cpu']}")
 
 
+def _register_score(bench: typer.Typer) -> None:
+    @bench.command("score")
+    def score(
+        model: Path | None = typer.Option(
+            None, "--model", help="Artifact [the committed default model]"
+        ),
+        data: Path | None = typer.Option(
+            None, "--data", help="Folder of captures [<repo>/../shared/data/public]"
+        ),
+        batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Packets per batch"),
+        packets: int = typer.Option(20_000, "--packets", min=1, help="Packets scored per run"),
+        repeat: int = typer.Option(5, "--repeat", min=1, help="Runs; the best one counts"),
+        backend: str = typer.Option("auto", "--backend", help="auto, fast, torch or onnx"),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto"),
+        threads: int | None = typer.Option(None, "--threads", min=1, help="torch/ORT threads"),
+        fig10: bool = typer.Option(
+            False, "--fig10", help="Batch sizes 1..10,000: time and peak memory (paper Fig. 10)"
+        ),
+        compare: bool = typer.Option(
+            False, "--compare", help="Every backend x 1 and 2 threads at batch 100 and 1,000"
+        ),
+        sweep: bool = typer.Option(
+            False, "--sweep", help="Model sizes vs params, FLOPs and packets/s (untrained)"
+        ),
+        out_dir: Path = typer.Option(
+            Path("benchmarks/results"), "--out-dir", help="Where --fig10/--compare write"
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
+    ) -> None:
+        """Packets/s of the scorer alone on encoded records (Arrow batch -> ids + probs)."""
+        from amlhp.benchmarks.encode_bench import DEFAULT_DATA
+        from amlhp.benchmarks.score_bench import (
+            compare_backends,
+            pps_at,
+            run_fig10,
+            run_score_bench,
+            size_sweep,
+        )
+
+        if fig10:
+            doc = run_fig10(
+                model=model,
+                data=data or DEFAULT_DATA,
+                repeat=repeat,
+                min_packets=packets,
+                backend=backend,
+                device=device,
+                threads=threads,
+                out_json=out_dir / "fig10.json",
+                out_png=out_dir / "fig10.png",
+            )
+            if as_json:
+                typer.echo(json.dumps(doc, indent=2))
+                return
+            for row in doc["rows"]:
+                mem = row.get("peak_memory_mb")
+                typer.echo(
+                    f"batch {row['batch_size']:>6}: {row['packets_per_second']:>10,.0f} packets/s  "
+                    f"{row['ms_per_packet']:.4f} ms/packet"
+                    + (f"  peak memory {mem:.1f} MB" if mem is not None else "")
+                )
+            typer.echo(f"packets/s at batch 100:  {pps_at(doc, 100) or 0:,.0f}")
+            typer.echo(f"packets/s at batch 1000: {pps_at(doc, 1000) or 0:,.0f}")
+            typer.echo(f"wrote {out_dir / 'fig10.json'} and {out_dir / 'fig10.png'}")
+            typer.echo(f"machine: {doc['machine'].get('cpu')}, {doc['threads']} threads")
+            return
+        if sweep:
+            doc = size_sweep(batch_size=batch_size, repeat=repeat, threads=threads)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "size_sweep.json").write_text(json.dumps(doc, indent=2) + "\n")
+            if as_json:
+                typer.echo(json.dumps(doc, indent=2))
+                return
+            for row in doc["rows"]:
+                typer.echo(
+                    f"channels {row['channels']:>3} tokens {row['attention_tokens']:>3} "
+                    f"ffn {row['ffn_dim']:>3}: {row['params']:>7,} params "
+                    f"{row['flops'] / 1e6:6.2f} MFLOPs "
+                    f"{row['packets_per_second']:>10,.0f} packets/s"
+                )
+            return
+        if compare:
+            doc = compare_backends(
+                model=model, data=data or DEFAULT_DATA, repeat=repeat, min_packets=packets
+            )
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "score_backends.json").write_text(json.dumps(doc, indent=2) + "\n")
+            if as_json:
+                typer.echo(json.dumps(doc, indent=2))
+                return
+            for row in doc["rows"]:
+                typer.echo(
+                    f"{row['backend']:<6} threads {row['threads']} batch {row['batch_size']:>5}: "
+                    f"{row['packets_per_second']:>10,.0f} packets/s"
+                )
+            return
+        result = run_score_bench(
+            model=model,
+            data=data or DEFAULT_DATA,
+            batch_size=batch_size,
+            repeat=repeat,
+            min_packets=packets,
+            backend=backend,
+            device=device,
+            threads=threads,
+        )
+        if as_json:
+            typer.echo(json.dumps(result.as_dict(), indent=2))
+            return
+        runs = ", ".join(f"{pps:,.0f}" for pps in result.runs_pps)
+        typer.echo(
+            f"scorer: {result.packets_per_second:>12,.0f} packets/s at batch {result.batch_size} "
+            f"(best of {result.repeat}: {runs}; {result.backend} on {result.device}, "
+            f"{result.threads} threads)"
+        )
+        typer.echo(f"machine: {result.machine['cpu']}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` sub-app with its commands (heavy imports stay inside commands)."""
     bench = typer.Typer(
         name="bench", help="Throughput and latency benchmarks.", no_args_is_help=True
     )
     _register_encode(bench)
+    _register_score(bench)
     app.add_typer(bench, name="bench")

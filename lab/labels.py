@@ -111,10 +111,10 @@ class Labeler:
     # -- the labels file ----------------------------------------------------------
     def to_yaml_dict(self, file_glob: str = "*.pcap") -> dict[str, Any]:
         """The model's labels format: benign (by network) first, then one class per marker."""
-        classes: dict[str, list[dict[str, Any]]] = {}
+        classes: dict[str, list[Any]] = {}
         benign_rules = [{"ip": str(n)} for n in self.default_networks]
         classes[self.default] = (
-            [{"path": file_glob, "where": benign_rules}] if benign_rules else [file_glob]  # type: ignore[list-item]
+            [{"path": file_glob, "where": benign_rules}] if benign_rules else [file_glob]
         )
         for rule in self.rules:
             classes.setdefault(rule.label, []).append(

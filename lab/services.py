@@ -37,12 +37,14 @@ SSH_ALLOWED_USER = "amlhp-lab-nouser"
 NTP_EPOCH_OFFSET = 2_208_988_800
 
 
-def wait_tcp(address: IPv4Address, port: int, timeout_s: float = 10.0) -> None:
-    """Wait until a TCP server accepts on ``address:port``."""
+def wait_tcp(address: IPv4Address, port: int, source: IPv4Address, timeout_s: float = 10.0) -> None:
+    """Wait until a TCP server accepts on ``address:port`` (connecting from ``source``)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            with socket.create_connection((str(address), port), timeout=0.5):
+            with socket.create_connection(
+                (str(address), port), timeout=0.5, source_address=(str(source), 0)
+            ):
                 return
         except OSError as exc:
             if time.monotonic() > deadline:
@@ -321,7 +323,7 @@ PermitTunnel no
             (t.services, t.ports.ssh),
             (t.ssh_bruteforce_victim, t.ports.ssh),
         ):
-            wait_tcp(address, port)
+            wait_tcp(address, port, t.control)
         dead = [c.name for c in group.exited()]
         if dead:
             raise ServiceError(f"lab services exited at start: {', '.join(dead)} (see {logs})")

@@ -26,6 +26,8 @@ SERVICE_NET = "127.20.0.0/16"
 ATTACKER_NET = "127.66.0.0/16"
 #: source address the kernel picks on ``lo`` for tools that cannot bind one (hydra, ncrack)
 KERNEL_SOURCE = "127.0.0.1"
+#: the lab's own readiness probes come from here, never from a sensor or a marker address
+CONTROL = "127.30.0.1"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class Topology:
     mqtt_bruteforce_victim: IPv4Address = field(default_factory=lambda: _addr("127.20.0.3"))
     ssh_bruteforce_victim: IPv4Address = field(default_factory=lambda: _addr("127.20.0.4"))
     kernel_source: IPv4Address = field(default_factory=lambda: _addr(KERNEL_SOURCE))
+    #: source of the lab's own readiness checks (before any capture starts)
+    control: IPv4Address = field(default_factory=lambda: _addr(CONTROL))
     ports: Ports = field(default_factory=Ports)
 
     def __post_init__(self) -> None:
@@ -96,6 +100,7 @@ class Topology:
             self.mqtt_bruteforce_victim,
             self.ssh_bruteforce_victim,
             self.kernel_source,
+            self.control,
         ]
 
     @staticmethod

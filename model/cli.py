@@ -1,10 +1,364 @@
-"""Sub-commands of `amlhp` contributed by the `model` stage."""
+"""Sub-commands of `amlhp` contributed by the `model` stage.
+
+``amlhp train``, ``amlhp evaluate``, ``amlhp score`` and ``amlhp model info|results``. Heavy
+imports (torch, pyarrow) happen inside the commands. Progress goes to stderr; stdout carries
+the result (JSON with ``--json``).
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
+
+_SPLIT_HELP = "random (8:1:1 by packet, as the paper), flow or file (no leakage)"
+
+
+def _progress_fn(progress: Any, task: Any, epochs: int) -> Any:
+    def update(epoch: int, step: int, steps: int, loss: float) -> None:
+        progress.update(
+            task,
+            total=steps * epochs,
+            completed=(epoch - 1) * steps + step,
+            status=f"epoch {epoch}/{epochs} loss {loss:.4f}",
+        )
+
+    return update
+
+
+def _register_train(app: typer.Typer) -> None:
+    @app.command("train")
+    def train(
+        captures: list[Path] = typer.Argument(
+            None,
+            metavar="[PCAP]...",
+            help="Restrict to these captures/folders (default: all the labels file names)",
+        ),
+        labels: Path = typer.Option(
+            ..., "--labels", "-l", help="Labels YAML (class -> files/rules)"
+        ),
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Artifact path stem (writes STEM.json + STEM.safetensors)"
+        ),
+        model: str = typer.Option(
+            "amlhp",
+            "--model",
+            "-m",
+            help="amlhp, an ablation or a baseline (see `amlhp model list`)",
+        ),
+        split_kind: str = typer.Option("random", "--split", help=_SPLIT_HELP),
+        epochs: int = typer.Option(10, "--epochs", min=1),
+        batch_size: int = typer.Option(128, "--batch-size", min=1),
+        lr: float | None = typer.Option(
+            None, "--lr", help="Adam learning rate [1e-2 (paper) for amlhp*, 1e-3 for baselines]"
+        ),
+        seed: int = typer.Option(0, "--seed"),
+        max_per_class: int | None = typer.Option(
+            None, "--max-per-class", min=1, help="Cap packets per class (uniform draw)"
+        ),
+        mask: list[str] = typer.Option(
+            [], "--mask", help="Header field/group to zero (repeatable); default ip.src, ip.dst"
+        ),
+        threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads"),
+        report_dir: Path | None = typer.Option(
+            None, "--report-dir", help="Write the test report + confusion matrix here"
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON"),
+    ) -> None:
+        """Train a model on labelled captures (paper's hyperparameters by default) and save it."""
+        import shlex
+        import sys
+
+        import torch
+
+        from amlhp.encoders.layout import DEFAULT_MASK_FIELDS, EncoderConfig
+        from amlhp.model.dataset import load_labelled
+        from amlhp.model.labels import load_labels, restrict_to
+        from amlhp.model.registry import create_model
+        from amlhp.model.train import TrainConfig
+        from amlhp.model.workflow import (
+            encoder_config_for,
+            save_outcome,
+            train_and_evaluate,
+            write_report,
+        )
+        from amlhp.progress import console, progress_bar
+
+        if threads:
+            torch.set_num_threads(threads)
+        spec = load_labels(labels)
+        if captures:
+            spec = restrict_to(spec, captures)
+        probe = create_model(model, num_classes=len(spec.classes))
+        mask_fields = tuple(mask) if mask else DEFAULT_MASK_FIELDS
+        encoder = encoder_config_for(probe, EncoderConfig(mask_fields=mask_fields).mask_fields)
+        with console().status("encoding captures") as status:
+            data = load_labelled(
+                spec,
+                encoder,
+                max_per_class=max_per_class,
+                seed=seed,
+                on_file=lambda name: status.update(f"encoding {name}"),
+            )
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
+        with progress_bar() as progress:
+            task = progress.add_task(f"train {model}", total=None, status="")
+            outcome = train_and_evaluate(
+                model,
+                data,
+                spec,
+                split_kind=split_kind,
+                config=config,
+                max_per_class=max_per_class,
+                on_progress=_progress_fn(progress, task, epochs),
+                lr=lr,
+            )
+        command = "amlhp " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        meta = save_outcome(outcome, data, out, command)
+        summary: dict[str, Any] = {
+            "artifact": str(out),
+            "version": meta["version"],
+            "model": model,
+            "split": split_kind,
+            "packets": len(data),
+            "test_packets": int(outcome.split.test.size),
+            **outcome.report.summary(),
+            "params": meta["params"],
+            "flops": meta["flops"],
+            "size_bytes": meta["size_bytes"],
+            "best_epoch": outcome.result.best_epoch,
+            "train_seconds": round(outcome.result.seconds, 1),
+        }
+        if report_dir is not None:
+            summary["report"] = write_report(
+                outcome.report, report_dir, f"{model}, {split_kind} split"
+            )
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+        else:
+            from amlhp.model.metrics import format_report
+
+            typer.echo(format_report(outcome.report))
+            mflops = meta["flops"] / 1e6
+            typer.echo(
+                f"saved {out} ({meta['version']}, {meta['params']:,} params, {mflops:.2f} MFLOPs)"
+            )
+
+
+def _register_evaluate(app: typer.Typer) -> None:
+    @app.command("evaluate")
+    def evaluate(
+        model_path: Path = typer.Argument(
+            ..., metavar="MODEL", help="Artifact (stem, .json or .safetensors)"
+        ),
+        captures: list[Path] = typer.Argument(
+            None, metavar="[PCAP]...", help="Restrict to these captures"
+        ),
+        labels: Path = typer.Option(..., "--labels", "-l", help="Labels YAML"),
+        side: str = typer.Option(
+            "test",
+            "--side",
+            help="test: the training run's held-out packets (same split, seed and cap); "
+            "all: every labelled packet",
+        ),
+        out_dir: Path | None = typer.Option(
+            None, "--out-dir", help="Write metrics.json, report.txt, confusion.csv/png here"
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON"),
+    ) -> None:
+        """Accuracy, macro precision/recall/F1 (paper eq. 11-15), per-class report, confusion."""
+        from amlhp.encoders.layout import EncoderConfig
+        from amlhp.model.artifact import load_artifact
+        from amlhp.model.dataset import load_labelled, split
+        from amlhp.model.exceptions import DatasetError
+        from amlhp.model.labels import load_labels, restrict_to
+        from amlhp.model.metrics import format_report
+        from amlhp.model.workflow import evaluate_artifact, write_report
+        from amlhp.progress import console
+
+        if side not in ("test", "all"):
+            raise DatasetError(f"--side must be test or all, got {side!r}")
+        artifact = load_artifact(model_path)
+        meta = artifact.meta
+        training = meta.get("training", {})
+        cap = training.get("max_per_class") if side == "test" else None
+        seed = int(training.get("hyperparameters", {}).get("seed", 0))
+        spec = load_labels(labels)
+        if captures:
+            spec = restrict_to(spec, captures)
+        enc = meta["encoding"]
+        config = EncoderConfig(
+            payload_bytes=int(enc["payload_bytes"]), mask_fields=tuple(enc["mask_fields"])
+        )
+        with console().status("encoding captures") as status:
+            data = load_labelled(
+                spec,
+                config,
+                max_per_class=cap,
+                seed=seed,
+                on_file=lambda n: status.update(f"encoding {n}"),
+            )
+        rows = None
+        if side == "test":
+            if data.fingerprint != training.get("data_fingerprint"):
+                raise DatasetError(
+                    "these labelled captures are not the model's training data (fingerprint "
+                    "differs); use --side all to score every packet"
+                )
+            rows = split(data, str(training["split"]["kind"]), seed=seed).test
+        report = evaluate_artifact(artifact, data, rows=rows)
+        if out_dir is not None:
+            write_report(report, out_dir, f"{meta['architecture']} ({side})")
+        if as_json:
+            typer.echo(
+                json.dumps({"model": meta["version"], "side": side, **report.as_dict()}, indent=2)
+            )
+        else:
+            typer.echo(format_report(report))
+            typer.echo("confusion (rows true, columns predicted):")
+            for name, row in zip(report.classes, report.confusion.tolist(), strict=True):
+                typer.echo(f"  {name:<24} {' '.join(f'{v:6d}' for v in row)}")
+
+
+def _register_score(app: typer.Typer) -> None:
+    @app.command("score")
+    def score(
+        captures: list[Path] = typer.Argument(
+            ..., metavar="PCAP", help="pcap/pcapng files or folders"
+        ),
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Parquet file to write (one row per packet)"
+        ),
+        model_path: Path | None = typer.Option(
+            None, "--model", help="Artifact [the committed default model]"
+        ),
+        batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Packets per batch"),
+        backend: str = typer.Option("auto", "--backend", help="auto, fast, torch or onnx"),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON"),
+    ) -> None:
+        """Score captures offline, without Kafka (same encoder and scorer as the stream)."""
+        from amlhp.model.offline import score_captures
+        from amlhp.model.scorer import default_model_path, load_scorer
+
+        scorer = load_scorer(model_path or default_model_path(), backend=backend, device=device)
+        summary = score_captures(captures, out, scorer, batch_size=batch_size)
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+        else:
+            typer.echo(f"scored {summary['scored']} of {summary['packets']} packets -> {out}")
+            for label, count in summary["labels"].items():
+                typer.echo(f"{label or '(not scored)':<26}{count:>10}")
+
+
+def _register_model_group(app: typer.Typer) -> None:
+    group = typer.Typer(
+        name="model", help="Inspect models and reproduce the results table.", no_args_is_help=True
+    )
+
+    @group.command("info")
+    def info(
+        path: Path = typer.Argument(
+            None, metavar="[PATH]", help="Artifact [the committed default model]"
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON"),
+    ) -> None:
+        """Verify an artifact (sha256, metadata, weights) and print what it is."""
+        from amlhp.model.artifact import load_artifact
+        from amlhp.model.scorer import default_model_path
+
+        artifact = load_artifact(path or default_model_path())
+        meta = artifact.meta
+        summary = {
+            "path": str(artifact.json_path),
+            "version": meta["version"],
+            "architecture": meta["architecture"],
+            "classes": meta["classes"],
+            "params": meta.get("params"),
+            "flops": meta.get("flops"),
+            "macs": meta.get("macs"),
+            "flops_convention": meta.get("flops_convention"),
+            "size_bytes": meta.get("size_bytes"),
+            "payload_bytes": meta["payload_bytes"],
+            "encoding": meta.get("encoding"),
+            "metrics": meta.get("metrics"),
+            "data_fingerprint": meta.get("training", {}).get("data_fingerprint"),
+            "command": meta.get("training", {}).get("command"),
+            "sha256": meta["sha256"],
+            "verified": True,
+        }
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+            return
+        for key, value in summary.items():
+            text = ", ".join(map(str, value)) if isinstance(value, list) else value
+            typer.echo(f"{key:<18}{text}")
+
+    @group.command("list")
+    def list_models() -> None:
+        """Model names `amlhp train --model` accepts, with parameter and FLOP counts."""
+        from amlhp.model.flops import model_cost
+        from amlhp.model.registry import MODEL_NAMES, create_model
+
+        for name in MODEL_NAMES:
+            cost = model_cost(create_model(name))
+            typer.echo(f"{name:<18}{cost.params:>12,} params {cost.flops / 1e6:>10.2f} MFLOPs")
+
+    @group.command("results")
+    def results(
+        labels: Path = typer.Option(Path("model/labels/public.yaml"), "--labels", "-l"),
+        out_dir: Path = typer.Option(Path("model/results"), "--out-dir"),
+        artifacts_dir: Path | None = typer.Option(
+            Path("out/models"), "--artifacts-dir", help="Save every trained model here"
+        ),
+        models: list[str] = typer.Option([], "--model", help="Subset of models (repeatable)"),
+        splits: list[str] = typer.Option([], "--split", help="Subset of splits (repeatable)"),
+        max_per_class: int = typer.Option(5000, "--max-per-class", min=1),
+        epochs: int = typer.Option(10, "--epochs", min=1),
+        seed: int = typer.Option(0, "--seed"),
+        threads: int | None = typer.Option(None, "--threads", min=1),
+    ) -> None:
+        """Train and test IoT-AMLHP, its ablations and baselines on random and by-flow splits."""
+        import torch
+
+        from amlhp.model.experiments import RESULT_MODELS, RESULT_SPLITS, run_results
+        from amlhp.model.train import TrainConfig
+        from amlhp.progress import console, progress_bar
+
+        if threads:
+            torch.set_num_threads(threads)
+        out = console()
+        with progress_bar() as progress:
+            tasks: dict[str, Any] = {}
+
+            def on_progress(label: str) -> Any:
+                tasks[label] = progress.add_task(label, total=None, status="")
+                return _progress_fn(progress, tasks[label], epochs)
+
+            doc = run_results(
+                labels,
+                out_dir,
+                models=tuple(models) or RESULT_MODELS,
+                splits=tuple(splits) or RESULT_SPLITS,
+                max_per_class=max_per_class,
+                config=TrainConfig(epochs=epochs, seed=seed, threads=threads),
+                artifacts_dir=artifacts_dir,
+                on_event=lambda msg: out.log(msg),
+                on_progress=on_progress,
+            )
+        typer.echo((out_dir / "results.md").read_text())
+        typer.echo(
+            f"{len(doc['rows'])} rows in {doc.get('seconds', 0)}s -> {out_dir / 'results.json'}"
+        )
+
+    app.add_typer(group, name="model")
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the root app (heavy imports stay inside commands)."""
-    del app
+    _register_train(app)
+    _register_evaluate(app)
+    _register_score(app)
+    _register_model_group(app)

@@ -7,7 +7,8 @@ stream uses; only ``ok`` packets with a label are kept. Splits:
 * ``flow``: whole bidirectional flows (5-tuple, per capture file) go to one side, so no
   flow has packets in both training and test; spoofed floods are one flow per packet;
 * ``file``: whole capture files go to one side; a class with a single file cannot be
-  split this way and stays in training only (reported in the split summary).
+  split this way and stays in training only (reported in the split summary), one with
+  two files gets one for training and one for testing.
 
 Group splits assign the largest groups first, each to the side furthest below its share,
 so that an 8:1:1 ratio is approached even when a class has a few huge flows.
@@ -75,6 +76,7 @@ class LabelledPackets:
 
 def _flow_hash(table: pa.Table, file_id: int) -> IntArray:
     """A 63-bit hash of (file, proto, the two endpoints in canonical order)."""
+
     def ints(name: str) -> npt.NDArray[np.uint64]:
         return table.column(name).fill_null(0).to_numpy().astype(np.uint64)
 
@@ -222,11 +224,15 @@ def _assign_groups(
     """Side (0 train, 1 val, 2 test) per row; largest groups first, to the neediest side."""
     uniq, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
     order = np.lexsort((rng.random(uniq.size), -sizes))
-    target = np.asarray(ratios) * groups.size
+    shares = np.asarray(ratios, dtype=np.float64)
+    if uniq.size == 2:  # two groups: one to train, one to test, none to validation
+        shares = np.array([shares[0], 0.0, shares[1] + shares[2]])
+    target = shares * groups.size
     filled = np.zeros(3)
     side_of = np.zeros(uniq.size, np.int8)
     for g in order:
-        side = int(np.argmax((target - filled) / target))
+        need = np.where(target > 0, (target - filled) / np.where(target > 0, target, 1), -np.inf)
+        side = int(np.argmax(need))
         side_of[g] = side
         filled[side] += sizes[g]
     return side_of[inverse]
@@ -255,7 +261,7 @@ def split(
             groups = data.flow_ids[rows]
         else:
             groups = data.file_ids[rows]
-        if np.unique(groups).size < 3:
+        if np.unique(groups).size < 2:
             train_only.append(name)
             sides[0].append(rows)
             continue

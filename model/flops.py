@@ -18,6 +18,7 @@ from safetensors.torch import save
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from amlhp.model.network import ModalityExtractor
 from amlhp.model.registry import input_bytes, input_kind
 
 HEADER_BYTES = 128
@@ -58,15 +59,26 @@ def example_inputs(model: nn.Module, batch: int = 1) -> tuple[Tensor, ...]:
     )
 
 
-def count_flops(model: nn.Module) -> int:
-    """FLOPs of one packet's forward pass (2 per multiply-add)."""
+def count_flops(model: nn.Module, *, as_described: bool = True) -> int:
+    """FLOPs of one packet's forward pass (2 per multiply-add).
+
+    ``as_described`` counts the extractors block by block as the paper draws them (stem,
+    depthwise, pointwise), not the cheaper folded form that :class:`ModalityExtractor`
+    runs by default; the function computed is the same.
+    """
+    extractors = [m for m in model.modules() if isinstance(m, ModalityExtractor)]
+    saved = [m.folded for m in extractors]
     was_training = model.training
     model.train()
     try:
+        for m in extractors:
+            m.folded = not as_described
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(*example_inputs(model))
     finally:
         model.train(was_training)
+        for m, folded in zip(extractors, saved, strict=True):
+            m.folded = folded
     return int(counter.get_total_flops())
 
 
@@ -84,4 +96,3 @@ def model_cost(model: nn.Module) -> ModelCost:
         macs=flops // 2,
         size_bytes=serialized_size(model),
     )
-

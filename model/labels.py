@@ -187,15 +187,21 @@ def parse_labels(text: str, base: Path) -> LabelSpec:
                     raw_rules = where if isinstance(where, list) else [where]
                     rules = tuple(parse_rule(r) for r in raw_rules)
             else:
-                raise LabelsError(f"class {name!r}: entry {item!r} is not a glob or {{path, where}}")
+                raise LabelsError(
+                    f"class {name!r}: entry {item!r} is not a glob or {{path, where}}"
+                )
             matches = [m for m in _glob(base, pattern) if m not in excluded]
             if not matches:
                 raise LabelsError(f"class {name!r}: {pattern!r} matches no file under {base}")
             for path in matches:
                 claims = spec.files.setdefault(path, [])
-                if rules is None and any(c.rules is None and c.class_id != class_id for c in claims):
+                if rules is None and any(
+                    c.rules is None and c.class_id != class_id for c in claims
+                ):
                     other = spec.classes[next(c.class_id for c in claims if c.rules is None)]
-                    raise LabelsError(f"{path} is labelled both {other!r} and {name!r} without rules")
+                    raise LabelsError(
+                        f"{path} is labelled both {other!r} and {name!r} without rules"
+                    )
                 if not any(c.class_id == class_id and c.rules == rules for c in claims):
                     claims.append(FileEntry(class_id, rules))
     return spec
@@ -212,7 +218,8 @@ def load_labels(path: str | Path) -> LabelSpec:
 
 
 def _ip_values(column: pa.ChunkedArray | pa.Array) -> list[str | None]:
-    return column.to_pylist()  # type: ignore[no-any-return]
+    values: list[str | None] = column.to_pylist()
+    return values
 
 
 def _in_networks(ips: list[str | None], nets: tuple[IpNetwork, ...]) -> npt.NDArray[np.bool_]:
@@ -236,7 +243,9 @@ def _ints(table: pa.Table, name: str) -> npt.NDArray[np.int64]:
     return np.asarray(column.fill_null(-1).to_numpy(), dtype=np.int64)
 
 
-def _in_ports(ports: npt.NDArray[np.int64], ranges: tuple[tuple[int, int], ...]) -> npt.NDArray[np.bool_]:
+def _in_ports(
+    ports: npt.NDArray[np.int64], ranges: tuple[tuple[int, int], ...]
+) -> npt.NDArray[np.bool_]:
     out = np.zeros(len(ports), np.bool_)
     for lo, hi in ranges:
         out |= (ports >= lo) & (ports <= hi)
@@ -293,3 +302,19 @@ def assign_labels(table: pa.Table, entries: list[FileEntry]) -> npt.NDArray[np.i
             hit |= rule_mask(table, rule)
         labels[free & hit] = entry.class_id
     return labels
+
+
+def restrict_to(spec: LabelSpec, captures: list[Path]) -> LabelSpec:
+    """Only the labelled files that are among ``captures`` (files, or files under folders)."""
+    roots = [Path(c).resolve() for c in captures]
+    for root in roots:
+        if not root.exists():
+            raise LabelsError(f"{root}: no such capture file or folder")
+    kept = {
+        path: entries
+        for path, entries in spec.files.items()
+        if any(path == root or root in path.parents for root in roots)
+    }
+    if not kept:
+        raise LabelsError("none of the given captures is named by the labels file")
+    return LabelSpec(classes=spec.classes, files=kept, source=spec.source)

@@ -47,6 +47,28 @@ def scale_bytes(x: Tensor) -> Tensor:
     return x.to(torch.float32) * (1.0 / 255.0)
 
 
+ByteEncoding = Literal["value", "bits"]
+_BIT_SHIFTS = torch.arange(7, -1, -1, dtype=torch.int32)
+
+
+def byte_channels(encoding: str) -> int:
+    return 1 if encoding == "value" else 8
+
+
+def byte_features(x: Tensor, encoding: str) -> Tensor:
+    """(N, L) bytes to (N, channels, L) float features.
+
+    ``value``: the byte scaled to [0, 1], as the paper feeds it. ``bits``: its eight bits,
+    most significant first (the value is a linear function of them, so nothing is lost),
+    so that flags and exact values (a protocol number, a message type) are one linear
+    threshold away instead of a bump the network has to build from ReLUs.
+    """
+    if encoding == "value":
+        return scale_bytes(x).unsqueeze(1)
+    bits = (x.to(torch.int32).unsqueeze(1) >> _BIT_SHIFTS.view(1, 8, 1)) & 1
+    return bits.to(torch.float32)
+
+
 class ResConv1d(nn.Module):
     """Residual depthwise-separable 1-D conv block: ``pool(relu(pw(dw(x))) + x)``.
 
@@ -68,7 +90,18 @@ class ResConv1d(nn.Module):
 
 
 class ModalityExtractor(nn.Module):
-    """Multi-scale feature extractor of one modality (paper Fig. 4)."""
+    """Multi-scale feature extractor of one modality (paper Fig. 4).
+
+    Two implementations of the same function, sharing the parameters:
+
+    * :meth:`forward_blocks` (the default) runs stem, depthwise and pointwise convs block by
+      block, as the paper draws it; FLOPs "as described" are counted on it;
+    * with ``folded = True`` the stem, depthwise and pointwise weights, all linear, are
+      composed into one kernel per branch applied to the byte features: a single
+      ``(N, in, L) -> (N, 4C, L)`` conv for the three branches and the residual. The fast
+      scorer builds its lookup tables from :meth:`folded_weights`; the tests check that
+      both forms agree.
+    """
 
     def __init__(
         self,
@@ -78,6 +111,7 @@ class ModalityExtractor(nn.Module):
         channels: int,
         tokens: int,
         feature_dim: int,
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
         if length % feature_dim != 0:
@@ -85,16 +119,74 @@ class ModalityExtractor(nn.Module):
         pool = length // feature_dim
         self.length = length
         self.pool = pool
-        self.stem = nn.Conv1d(1, channels, 1)
+        self.channels = channels
+        self.folded = False
+        self.stem = nn.Conv1d(in_channels, channels, 1)
         self.branches = nn.ModuleList(
             ResConv1d(channels=channels, kernel_size=k, pool=pool) for k in kernel_sizes
         )
         self.project = nn.Conv1d(channels * len(kernel_sizes), tokens, 1)
+        self.lo = max(same_padding(k)[0] for k in kernel_sizes)
+        self.hi = max(same_padding(k)[1] for k in kernel_sizes)
+        positions = torch.arange(length)[:, None]
+        for i, k in enumerate(kernel_sizes):
+            # valid[t, j]: tap j of the block at position t reads inside the sequence
+            # (the depthwise conv pads the stem's output with zeros, not the bytes).
+            offsets = positions + torch.arange(k)[None, :] - same_padding(k)[0]
+            valid = ((offsets >= 0) & (offsets < length)).to(torch.float32)
+            self.register_buffer(f"valid{i}", valid, persistent=False)
+
+    def folded_weights(self) -> tuple[Tensor, Tensor]:
+        """Kernel ((B+1)C, in, W) on the byte features and bias ((B+1)C, L) of the first stage.
+
+        Output channels: the B branches' pre-activations, then the stem output (residual).
+        """
+        a = self.stem.weight[:, :, 0]  # (C, in)
+        b = self.stem.bias if self.stem.bias is not None else a.new_zeros(a.shape[0])
+        window = self.lo + self.hi + 1
+        weights: list[Tensor] = []
+        biases: list[Tensor] = []
+        for i, branch in enumerate(self.branches):
+            assert isinstance(branch, ResConv1d)
+            dw = branch.depthwise.weight[:, 0, :]  # (C, k)
+            pw = branch.pointwise.weight[:, :, 0]  # (C, C)
+            start = self.lo - branch.padding[0]
+            composed = torch.einsum("oc,cj,ci->oij", pw, dw, a)  # (C, in, k)
+            weights.append(F.pad(composed, (start, window - start - branch.kernel_size)))
+            valid: Tensor = getattr(self, f"valid{i}")
+            bias = ((valid @ dw.T) * b) @ pw.T  # (L, C)
+            if branch.pointwise.bias is not None:
+                bias = bias + branch.pointwise.bias
+            biases.append(bias.T)
+        weights.append(F.pad(a[:, :, None], (self.lo, self.hi)))
+        biases.append(b[:, None].expand(-1, self.length))
+        return torch.cat(weights), torch.cat(biases)
+
+    def forward_folded(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        """The extractor given :meth:`folded_weights` (shared with the fast scorer)."""
+        c = self.channels
+        bc = len(self.branches) * c
+        z = F.conv1d(F.pad(x, (self.lo, self.hi)), weight) + bias
+        residual = z[:, bc:]
+        y = torch.cat(
+            [torch.relu(z[:, i * c : (i + 1) * c]) + residual for i in range(len(self.branches))],
+            dim=1,
+        )
+        out: Tensor = self.project(F.max_pool1d(y, self.pool) if self.pool > 1 else y)
+        return out
+
+    def forward_blocks(self, x: Tensor) -> Tensor:
+        """Block by block, as the paper draws it."""
+        s = self.stem(x)
+        out: Tensor = self.project(torch.cat([branch(s) for branch in self.branches], dim=1))
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
-        """(N, length) scaled bytes to (N, tokens, feature_dim) features."""
-        s = self.stem(x.unsqueeze(1))
-        return self.project(torch.cat([branch(s) for branch in self.branches], dim=1))
+        """(N, in_channels, length) byte features to (N, tokens, feature_dim) features."""
+        if not self.folded:
+            return self.forward_blocks(x)
+        weight, bias = self.folded_weights()
+        return self.forward_folded(x, weight, bias)
 
 
 class FCFusion(nn.Module):
@@ -136,6 +228,7 @@ class AMLHPNet(nn.Module):
         hidden: int = 32,
         dropout: float = 0.1,
         fusion: FusionKind = "attention",
+        byte_encoding: ByteEncoding = "value",
         mask_header: bool = False,
         mask_payload: bool = False,
     ) -> None:
@@ -147,12 +240,17 @@ class AMLHPNet(nn.Module):
         self.mask_header = mask_header
         self.mask_payload = mask_payload
         self.fusion_kind: FusionKind = fusion
+        if byte_encoding not in ("value", "bits"):
+            raise ValueError(f"unknown byte_encoding {byte_encoding!r}: expected 'value' or 'bits'")
+        self.byte_encoding: ByteEncoding = byte_encoding
+        in_channels = byte_channels(byte_encoding)
         self.header = ModalityExtractor(
             length=HEADER_BYTES,
             kernel_sizes=HEADER_KERNELS,
             channels=channels,
             tokens=tokens,
             feature_dim=feature_dim,
+            in_channels=in_channels,
         )
         self.payload = ModalityExtractor(
             length=payload_bytes,
@@ -160,23 +258,27 @@ class AMLHPNet(nn.Module):
             channels=channels,
             tokens=tokens,
             feature_dim=feature_dim,
+            in_channels=in_channels,
         )
         self.fusion: nn.Module
         if fusion == "attention":
-            self.fusion = nn.Sequential(
-                *(
-                    nn.TransformerEncoderLayer(
-                        d_model=feature_dim,
-                        nhead=num_heads,
-                        dim_feedforward=ffn_dim,
-                        dropout=dropout,
-                        activation="relu",
-                        batch_first=True,
-                        norm_first=False,
-                    )
-                    for _ in range(num_layers)
+            layers = [
+                nn.TransformerEncoderLayer(
+                    d_model=feature_dim,
+                    nhead=num_heads,
+                    dim_feedforward=ffn_dim,
+                    dropout=dropout,
+                    activation="relu",
+                    batch_first=True,
+                    norm_first=False,
                 )
-            )
+                for _ in range(num_layers)
+            ]
+            for layer in layers:
+                # Dropout stays on the sub-layer outputs and inside the feed-forward; on the
+                # (N, heads, T, T) attention weights it cost a third of CPU training time.
+                layer.self_attn.dropout = 0.0
+            self.fusion = nn.Sequential(*layers)
         else:
             self.fusion = FCFusion(num_tokens=2 * tokens)
         self.head = nn.Sequential(
@@ -188,12 +290,12 @@ class AMLHPNet(nn.Module):
 
     def forward_features(self, header: Tensor, payload: Tensor) -> Tensor:
         """Bytes (N, 128) and (N, P) to fused features (N, 2 * tokens, feature_dim)."""
-        h = scale_bytes(header)
-        d = scale_bytes(payload)
         if self.mask_header:
-            h = torch.zeros_like(h)
+            header = torch.zeros_like(header)
         if self.mask_payload:
-            d = torch.zeros_like(d)
+            payload = torch.zeros_like(payload)
+        h = byte_features(header, self.byte_encoding)
+        d = byte_features(payload, self.byte_encoding)
         features = torch.cat([self.header(h), self.payload(d)], dim=1)
         out: Tensor = self.fusion(features)
         return out

@@ -3,7 +3,8 @@
 Names (the rows of the results table):
 
 =======================  ==========================================================
-``amlhp``                IoT-AMLHP as described in the paper (our chosen sizes)
+``amlhp``                IoT-AMLHP as described in the paper (our chosen sizes, bytes as bits)
+``amlhp-value``          the same with bytes fed as scaled values, literally as the paper
 ``amlhp-no-header``      Table 4 Variant 1: header bytes replaced by zeros
 ``amlhp-no-payload``     Table 4 Variant 2: payload bytes replaced by zeros
 ``amlhp-fc-fusion``      Table 4 Variant 3: fusion replaced by a fully connected layer
@@ -29,7 +30,7 @@ from amlhp.model.network import AMLHPNet
 
 #: The sizes we chose for the paper's unstated ones (see README-model / network.py).
 AMLHP_DEFAULTS: dict[str, Any] = {
-    "channels": 32,
+    "channels": 30,
     "tokens": 16,
     "feature_dim": 32,
     "num_layers": 2,
@@ -37,10 +38,12 @@ AMLHP_DEFAULTS: dict[str, Any] = {
     "ffn_dim": 32,
     "hidden": 32,
     "dropout": 0.1,
+    "byte_encoding": "bits",
 }
 
 _BUILDERS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "amlhp": (AMLHPNet, {**AMLHP_DEFAULTS}),
+    "amlhp-value": (AMLHPNet, {**AMLHP_DEFAULTS, "byte_encoding": "value"}),
     "amlhp-no-header": (AMLHPNet, {**AMLHP_DEFAULTS, "mask_header": True}),
     "amlhp-no-payload": (AMLHPNet, {**AMLHP_DEFAULTS, "mask_payload": True}),
     "amlhp-fc-fusion": (AMLHPNet, {**AMLHP_DEFAULTS, "fusion": "fc"}),
@@ -50,6 +53,14 @@ _BUILDERS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+#: Adam learning rate when none is given: the paper's 1e-2 for IoT-AMLHP and its variants;
+#: 1e-3 for the baselines, which do not train at 1e-2 (Deep Packet stays at chance level).
+_DEFAULT_LR: dict[str, float] = {"deeppacket": 1e-3, "deeppacket-s": 1e-3, "sam": 1e-3}
+
+
+def default_lr(name: str) -> float:
+    return _DEFAULT_LR.get(name, 1e-2)
 
 
 def model_kwargs(name: str, **overrides: Any) -> dict[str, Any]:

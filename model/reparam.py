@@ -4,13 +4,13 @@ Why: on a small CPU the trained graph wastes most of its time in tiny operators.
 exact rewrites remove that work without changing what the network computes (up to float
 rounding; the scorer tests check the argmax on real packets):
 
-1. **Extractor folding.** Stem (1 -> C pointwise), depthwise conv and pointwise conv are
-   all linear, so each branch's pre-activation is one conv of the *byte sequence* with a
+1. **Extractor folding into lookup tables.** Stem, depthwise conv and pointwise conv are
+   all linear, so each branch's pre-activation is one conv of the byte features with a
    composed kernel, plus a bias that depends on the position only near the edges (the
-   depthwise conv pads the stem's output with zeros, not the bytes). The three branches
-   and the residual (the stem output itself) share one window of the input, so the whole
-   first stage of a modality is a single ``(N*L, W) @ (W, 4C)`` matrix product on the
-   unfolded bytes, with the 1/255 input scaling folded into the weights.
+   depthwise conv pads the stem's output with zeros, not the bytes). A byte's features
+   depend on its value only, so every tap of that composed conv is a 256-row table: the
+   first stage of a modality (three branches and the residual) is one ``embedding_bag``
+   sum of W table rows per position.
 2. **Channels-last layout.** Pooling and the projection to tokens run on ``(N, L, C)``
    tensors, where max pooling is a reshape plus ``amax`` and the projection is one GEMM.
 3. **Attention bookkeeping.** The 1/sqrt(d_k) scale is folded into the query weights and
@@ -23,90 +23,95 @@ out) so that the scorer, the ONNX export and the tests can swap one for the othe
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from amlhp.model.network import AMLHPNet, FCFusion, ModalityExtractor, ResConv1d
-
-
-def _fold_extractor(ext: ModalityExtractor) -> tuple[Tensor, Tensor, int, int]:
-    """Composed window weights (W, (B+1)C), position biases (L, (B+1)C), left/right pad."""
-    branches = [b for b in ext.branches if isinstance(b, ResConv1d)]
-    length = ext.length
-    stem_w = ext.stem.weight.detach()[:, 0, 0].double() / 255.0  # (C,)
-    stem_b = ext.stem.bias.detach().double() if ext.stem.bias is not None else None
-    channels = stem_w.shape[0]
-    lo = max(b.padding[0] for b in branches)
-    hi = max(b.padding[1] for b in branches)
-    window = lo + hi + 1
-    width = (len(branches) + 1) * channels
-    weight = torch.zeros(window, width, dtype=torch.float64)
-    bias = torch.zeros(length, width, dtype=torch.float64)
-    positions = torch.arange(length)
-    for i, branch in enumerate(branches):
-        k = branch.kernel_size
-        left = branch.padding[0]
-        dw = branch.depthwise.weight.detach()[:, 0, :].double()  # (C, k)
-        pw = branch.pointwise.weight.detach()[:, :, 0].double()  # (C_out, C)
-        pw_b = branch.pointwise.bias
-        cols = slice(i * channels, (i + 1) * channels)
-        composed = pw @ (dw * stem_w[:, None])  # (C_out, k): taps on the scaled bytes
-        for j in range(k):
-            weight[lo + j - left, cols] = composed[:, j]
-        col_bias = torch.zeros(length, channels, dtype=torch.float64)
-        if pw_b is not None:
-            col_bias += pw_b.detach().double()
-        if stem_b is not None:
-            # The depthwise conv sees the stem output zero-padded: its bias term only
-            # counts the taps that fall inside the sequence.
-            offsets = positions[:, None] + torch.arange(k)[None, :] - left  # (L, k)
-            valid = ((offsets >= 0) & (offsets < length)).double()
-            per_channel = (valid @ dw.T) * stem_b  # (L, C)
-            col_bias += per_channel @ pw.T
-        bias[:, cols] = col_bias
-    res = slice(len(branches) * channels, width)
-    weight[lo, res] = stem_w
-    if stem_b is not None:
-        bias[:, res] = stem_b
-    return weight.float(), bias.float(), lo, hi
+from amlhp.model.network import AMLHPNet, FCFusion, ModalityExtractor, ResConv1d, byte_features
 
 
 class FastExtractor(nn.Module):
-    """:class:`ModalityExtractor` folded into one windowed GEMM, pooling and a projection."""
+    """:class:`ModalityExtractor` as per-tap lookup tables, one max pool and one projection.
 
-    def __init__(self, ext: ModalityExtractor) -> None:
+    Stem, depthwise and pointwise convs are linear in the byte features, and a byte's
+    features depend on its value only, so each tap j of a window is a table ``T_j[v]``
+    of (B+1)C numbers for the 256 byte values, biases included (a tap outside the
+    sequence reads a zero row, which is exactly the depthwise conv's zero padding of the
+    stem output). The B branch columns hold ``z_k + r`` (pre-activation plus residual) and
+    the last C columns the residual ``r``, because ``relu(z) + r = max(z + r, r)`` and a max
+    commutes with max pooling: the block output is ``max(pool(z_k + r), pool(r))``, so the
+    full-resolution tensor is written once (``embedding_bag``) and read once (``amax``).
+    """
+
+    tables: Tensor
+    offsets: Tensor
+    proj_w: Tensor
+    proj_b: Tensor
+
+    def __init__(self, ext: ModalityExtractor, encoding: str) -> None:
         super().__init__()
-        weight, bias, lo, hi = _fold_extractor(ext)
-        self.register_buffer("weight", weight.T.unsqueeze(1).contiguous())  # ((B+1)C, 1, W)
-        self.register_buffer("bias", bias.T.contiguous())  # ((B+1)C, L)
-        project = ext.project
-        self.register_buffer("proj_weight", project.weight.detach().clone())
-        proj_bias = project.bias.detach() if project.bias is not None else None
-        self.register_buffer(
-            "proj_bias", proj_bias if proj_bias is not None else torch.zeros(project.out_channels)
-        )
-        self.lo, self.hi = lo, hi
-        self.window = lo + hi + 1
+        branches = [b for b in ext.branches if isinstance(b, ResConv1d)]
+        c, nb = ext.channels, len(branches)
+        window = ext.lo + ext.hi + 1
+        with torch.no_grad():
+            feats = byte_features(torch.arange(256).view(1, 256), encoding)[0].double()
+            stem_b = ext.stem.bias.double() if ext.stem.bias is not None else torch.zeros(c)
+            stem = ext.stem.weight[:, :, 0].double() @ feats + stem_b[:, None]  # (C, 256)
+            tables = torch.zeros(window, 257, (nb + 1) * c, dtype=torch.float64)
+            tables[ext.lo, :256, nb * c :] = stem.T
+            for k, branch in enumerate(branches):
+                cols = slice(k * c, (k + 1) * c)
+                dw = branch.depthwise.weight[:, 0, :].double()  # (C, k)
+                pw = branch.pointwise.weight[:, :, 0].double()  # (C, C)
+                for j in range(branch.kernel_size):
+                    tap = ext.lo + j - branch.padding[0]
+                    tables[tap, :256, cols] += (pw @ (dw[:, j : j + 1] * stem)).T
+                tables[ext.lo, :256, cols] += stem.T  # + residual r
+                if branch.pointwise.bias is not None:
+                    tables[ext.lo, :256, cols] += branch.pointwise.bias.double()
+        self.register_buffer("tables", tables.reshape(-1, (nb + 1) * c).float().contiguous())
+        self.register_buffer("offsets", torch.arange(window) * 257)
+        proj = ext.project
+        self.register_buffer("proj_w", proj.weight.detach()[:, :, 0].T.contiguous())  # (BC, T)
+        proj_b = proj.bias.detach() if proj.bias is not None else torch.zeros(proj.out_channels)
+        self.register_buffer("proj_b", proj_b.clone())
+        self.lo, self.hi, self.window = ext.lo, ext.hi, window
         self.length = ext.length
         self.pool = ext.pool
-        self.branches = len(ext.branches)
-        self.channels = ext.stem.out_channels
+        self.branches = nb
+        self.channels = c
+        self.export_friendly = False
+
+    def _first_stage(self, x: Tensor) -> Tensor:
+        """(N, L, (B+1)C): per position, the sum of its window's table rows."""
+        n = x.shape[0]
+        xp = F.pad(x.long(), (self.lo, self.hi), value=256)
+        if self.export_friendly:
+            # Slices, a gather and a sum: operators every ONNX runtime has.
+            index = torch.stack(
+                [xp[:, j : j + self.length] + int(self.offsets[j]) for j in range(self.window)],
+                dim=2,
+            )
+            return F.embedding(index, self.tables).sum(dim=2)
+        index = (xp.unfold(1, self.window, 1) + self.offsets).reshape(-1, self.window)
+        return F.embedding_bag(index, self.tables, mode="sum").view(n, self.length, -1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(N, L) bytes to (N, tokens, feature_dim) features, like ModalityExtractor."""
-        bc = self.branches * self.channels
-        xp = F.pad(x.to(torch.float32), (self.lo, self.hi)).unsqueeze(1)
-        z = F.conv1d(xp, self.weight) + self.bias  # (N, (B+1)C, L)
-        res = z[:, bc:]
-        y = torch.cat([torch.relu(z[:, i * self.channels : (i + 1) * self.channels]) + res
-                       for i in range(self.branches)], dim=1)
-        y = F.max_pool1d(y, self.pool)  # (N, BC, d)
-        return F.conv1d(y, self.proj_weight, self.proj_bias)
+        """(N, L) uint8 bytes to (N, tokens, feature_dim) features, like the extractor."""
+        n, c, b = x.shape[0], self.channels, self.branches
+        d = self.length // self.pool
+        pooled = self._first_stage(x).view(n, d, self.pool, (b + 1) * c).amax(dim=2)
+        y = torch.maximum(pooled[..., : b * c].view(n, d, b, c), pooled[..., b * c :].unsqueeze(2))
+        tokens = torch.addmm(self.proj_b, y.view(-1, b * c), self.proj_w)
+        return tokens.view(n, d, -1).transpose(1, 2)
 
 
 class _Constant(nn.Module):
     """A masked modality: its features do not depend on the packet."""
+
+    value: Tensor
 
     def __init__(self, value: Tensor) -> None:
         super().__init__()
@@ -118,6 +123,19 @@ class _Constant(nn.Module):
 
 class FastEncoderLayer(nn.Module):
     """A post-norm transformer encoder layer with the query scale folded into the weights."""
+
+    in_w: Tensor
+    in_b: Tensor
+    out_w: Tensor
+    out_b: Tensor
+    w1: Tensor
+    b1: Tensor
+    w2: Tensor
+    b2: Tensor
+    n1_w: Tensor
+    n1_b: Tensor
+    n2_w: Tensor
+    n2_b: Tensor
 
     def __init__(self, layer: nn.TransformerEncoderLayer) -> None:
         super().__init__()
@@ -173,28 +191,46 @@ class FastAMLHP(nn.Module):
         self.header: nn.Module
         self.payload: nn.Module
         with torch.no_grad():
+            enc = net.byte_encoding
             if net.mask_header:
-                zeros = torch.zeros(1, net.header.length)
-                self.header = _Constant(net.header(zeros))
+                zeros = torch.zeros(1, net.header.length, dtype=torch.uint8)
+                self.header = _Constant(net.header(byte_features(zeros, enc)))
             else:
-                self.header = FastExtractor(net.header)
+                self.header = FastExtractor(net.header, enc)
             if net.mask_payload:
-                zeros = torch.zeros(1, net.payload.length)
-                self.payload = _Constant(net.payload(zeros))
+                zeros = torch.zeros(1, net.payload.length, dtype=torch.uint8)
+                self.payload = _Constant(net.payload(byte_features(zeros, enc)))
             else:
-                self.payload = FastExtractor(net.payload)
+                self.payload = FastExtractor(net.payload, enc)
         self.fusion: nn.Module
         if isinstance(net.fusion, FCFusion):
-            self.fusion = net.fusion
+            self.fusion = copy.deepcopy(net.fusion)
         else:
-            layers = [m for m in net.fusion if isinstance(m, nn.TransformerEncoderLayer)]
+            layers = [m for m in net.fusion.modules() if isinstance(m, nn.TransformerEncoderLayer)]
             self.fusion = nn.Sequential(*(FastEncoderLayer(layer) for layer in layers))
-        self.head = net.head
+        self.head = copy.deepcopy(net.head)
         self.num_classes = net.num_classes
         self.payload_bytes = net.payload_bytes
+        self.eval()
+
+    def train(self, mode: bool = True) -> FastAMLHP:
+        """Inference only: stays in eval mode (exporters call ``train(previous_mode)``)."""
+        del mode
+        return super().train(False)
 
     def forward(self, header: Tensor, payload: Tensor) -> Tensor:
         features = torch.cat([self.header(header), self.payload(payload)], dim=1)
         fused: Tensor = self.fusion(features)
         out: Tensor = self.head(fused.mean(dim=1))
         return out
+
+
+def export_friendly(model: FastAMLHP) -> FastAMLHP:
+    """A copy whose extractors and attention use only ONNX-exportable operators."""
+    out = copy.deepcopy(model)
+    for m in out.modules():
+        if isinstance(m, FastExtractor):
+            m.export_friendly = True
+        if isinstance(m, FastEncoderLayer):
+            m.use_sdpa = False
+    return out

@@ -27,6 +27,7 @@ from amlhp.settings import Settings
 from amlhp.streams.accounting import Accounting, account_run
 from amlhp.streams.dataset import read_verdicts
 from amlhp.streams.exceptions import StreamsError
+from amlhp.streams.metrics import start_demo_metrics
 from amlhp.streams.tap import Tap, TapStats, pcap_packets, run_tap
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,12 @@ def run_demo(
     worker_args = ["worker", "--app-id", f"amlhp-demo-{run_id}"]
     if model is not None:
         worker_args += ["--model", str(model)]
+    metrics = start_demo_metrics(run_id)  # tap served here; worker and sink serve their own
+    worker_args += ["--metrics-port", str(metrics.ports["worker"])]
+    from amlhp.progress import console
+
+    for line in metrics.describe():
+        console().print(line)
     stages = [
         start_stage("worker", worker_args, work_dir, env),
         start_stage(
@@ -163,6 +170,8 @@ def run_demo(
                 f"amlhp-demo-sink-{run_id}",
                 "--roll-seconds",
                 "2",
+                "--metrics-port",
+                str(metrics.ports["sink"]),
             ],
             work_dir,
             env,
@@ -194,7 +203,9 @@ def run_demo(
     finally:
         for stage in stages:
             stage.stop()
+        metrics.close()
     summary = ledger.as_dict()
+    summary["metrics_endpoints"] = metrics.endpoints
     table = read_verdicts(out_dir)
     last_verdict = (
         int(np.max(table.column("scored_at_ns").to_numpy(zero_copy_only=False)))
@@ -236,6 +247,8 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms",
         )
     table.add_row("verdict dataset", str(summary.get("verdict_dataset")))
+    for name, url in (summary.get("metrics_endpoints") or {}).items():
+        table.add_row(f"metrics of {name}", str(url))
     out.print(table)
     classes = Table("class", "verdicts", title="verdicts per class")
     for name, n in sorted(summary["verdicts_by_class"].items(), key=lambda kv: -kv[1]):

@@ -169,7 +169,8 @@ class BulkHistogram(Collector):
         for labels, counts, total in snapshot:
             cumulative = np.cumsum(counts)
             buckets: list[tuple[str, float]] = [
-                (_le(bound), float(c)) for bound, c in zip(self.bounds, cumulative[:-1], strict=True)
+                (_le(bound), float(c))
+                for bound, c in zip(self.bounds, cumulative[:-1], strict=True)
             ]
             buckets.append(("+Inf", float(cumulative[-1])))
             family.add_metric(list(labels), buckets, total)
@@ -295,12 +296,13 @@ class PipelineMetrics:
             ["version"],
             registry=reg,
         )
-        self.model_reloads = Counter(
-            "amlhp_model_reloads",
-            "Model artifacts loaded or refused by the hot-reload watcher",
+        self.model_loads = Counter(
+            "amlhp_model_loads",
+            "Model artifacts loaded (the first one included) or refused by the reload watcher",
             ["result"],
             registry=reg,
         )
+        self._loads_seen = (0, 0)
 
     # -- label helpers -----------------------------------------------------------------
     def gateway(self, value: str | None) -> str:
@@ -369,6 +371,33 @@ class PipelineMetrics:
             self.model_info.labels(version).set(1)
             self._model_version = version
 
+    def sync_model(self, holder: Any) -> None:
+        """Catch up with a :class:`~amlhp.streams.model_holder.ModelHolder`: serving
+        version and the loads/refusals it counted since the last call."""
+        self.set_model_version(str(holder.current.version))
+        loaded, refused = int(holder.loaded), int(holder.refused)
+        with self._model_lock:
+            seen_loaded, seen_refused = self._loads_seen
+            self._loads_seen = (loaded, refused)
+        self.model_loads.labels("loaded").inc(max(0, loaded - seen_loaded))
+        self.model_loads.labels("refused").inc(max(0, refused - seen_refused))
+
+    def count_batch_in(self, step: str, batch: Any, nbytes: int) -> None:
+        """One received Kafka message holding a batch with a ``gateway`` column; its bytes
+        go to the batch's first gateway (the pipeline keys every batch by gateway)."""
+        counts = _value_counts(batch.column("gateway"))
+        for gw, n in counts.items():
+            self.count_in(step, gw, n, 0)
+        self.count_in(step, next(iter(counts), None), 0, nbytes)
+
+    def count_score_input(self, messages: Sequence[Any], batches: Sequence[Any]) -> None:
+        """The score step's input: message bytes by Kafka key, valid packets by gateway."""
+        for msg in messages:
+            self.count_in(STEP_SCORE, msg.gateway, 0, len(msg.value or b""))
+        for batch in batches:
+            for gw, n in _value_counts(batch.column("gateway")).items():
+                self.count_in(STEP_SCORE, gw, n, 0)
+
     def record_verdicts(self, verdicts: pa.RecordBatch | pa.Table) -> None:
         """Counts, score distribution, latency and inference time of one scored batch.
 
@@ -413,12 +442,12 @@ class PipelineMetrics:
             self.packets_out.labels(STEP_SINK, self.gateway(gw)).inc(count)
         for path in files:
             name = path.parent.name
-            gw = unquote(name.split("=", 1)[1]) if name.startswith("gateway=") else None
+            file_gw = unquote(name.split("=", 1)[1]) if name.startswith("gateway=") else None
             try:
                 size = path.stat().st_size
             except OSError:
                 continue
-            self.bytes_out.labels(STEP_SINK, self.gateway(gw)).inc(size)
+            self.bytes_out.labels(STEP_SINK, self.gateway(file_gw)).inc(size)
         stamps = np.full(table.num_rows, now_ns, dtype=np.int64)
         self._observe_latency(STEP_SINK, table, stamps)
         self.observe_batch(STEP_SINK, table.num_rows)
@@ -601,7 +630,9 @@ class ConsumerLagCollector(Collector):
         highs = admin.list_offsets(
             {tp: OffsetSpec.latest() for tp in tps}, request_timeout=self.timeout_s
         )
-        low_by = {(tp.topic, tp.partition): f.result(self.timeout_s).offset for tp, f in lows.items()}
+        low_by = {
+            (tp.topic, tp.partition): f.result(self.timeout_s).offset for tp, f in lows.items()
+        }
         high_by = {
             (tp.topic, tp.partition): f.result(self.timeout_s).offset for tp, f in highs.items()
         }
@@ -788,3 +819,73 @@ def install_faust_monitor(app: Any, metrics: PipelineMetrics) -> None:
 
     failures.labels("worker")
     app.monitor = _Monitor(metrics=FaustMetrics.create(metrics.registry, "amlhp_faust"))
+
+
+# -- the demo's endpoints ----------------------------------------------------------------
+#: Where `amlhp demo` serves each process's metrics (infra/prometheus-compose.yml scrapes
+#: these); a port already taken is replaced by a free one.
+DEMO_PORTS = {"tap": 9470, "worker": 9471, "sink": 9472}
+
+
+def port_or_free(preferred: int, host: str = "127.0.0.1") -> int:
+    """``preferred`` when nothing listens there, else a free port the OS picks."""
+    import socket
+
+    for candidate in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, candidate))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise OSError(f"no free TCP port on {host}")
+
+
+@dataclass
+class DemoMetrics:
+    """The demo's metric endpoints; the tap's is served by the demo process itself."""
+
+    ports: dict[str, int]
+    tap: StageMetrics
+    prometheus_url: str | None = None
+    _targets: list[str] = field(default_factory=list)
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {name: f"http://127.0.0.1:{port}/metrics" for name, port in self.ports.items()}
+
+    def describe(self) -> list[str]:
+        """Lines for the user: where to scrape, and whether Prometheus records them."""
+        lines = [f"metrics of {name}: {url}" for name, url in self.endpoints.items()]
+        if self.prometheus_url:
+            lines.append(f"Prometheus at {self.prometheus_url} scrapes them (job amlhp)")
+        else:
+            lines.append("Prometheus is not running: `make prometheus-up` records them")
+        return lines
+
+    def close(self) -> None:
+        from amlhp.infra import prometheus_server
+
+        layout = prometheus_server.prometheus_layout()
+        for name in self._targets:
+            prometheus_server.unregister_target(layout, name)
+        self.tap.close()
+
+
+def start_demo_metrics(run_id: str) -> DemoMetrics:
+    """Pick the demo's ports, serve the tap's metrics here, and register all three with
+    the local Prometheus (``make prometheus-up``) when it runs."""
+    from amlhp.infra import prometheus_server
+
+    ports = {name: port_or_free(port) for name, port in DEMO_PORTS.items()}
+    demo = DemoMetrics(ports, start_stage_metrics("tap", ports["tap"]))
+    layout = prometheus_server.prometheus_layout()
+    if prometheus_server.pid(layout) is not None:
+        demo.prometheus_url = layout.url
+        for name, port in ports.items():
+            target = f"demo-{name}"
+            prometheus_server.register_target(
+                layout, target, f"127.0.0.1:{port}", {"run": run_id, "process": name}
+            )
+            demo._targets.append(target)
+    return demo

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -13,6 +14,25 @@ from amlhp.progress import console
 
 def _settings(ctx: typer.Context):  # type: ignore[no-untyped-def]
     return ctx.obj.settings
+
+
+def _metrics_option(default: int | None = 0) -> Any:
+    return typer.Option(
+        default,
+        "--metrics-port",
+        help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: a free port, printed "
+        "on stderr; -1: off)",
+    )
+
+
+def _start_metrics(process: str, port: int, **lag: Any) -> Any:
+    """Start this process's /metrics endpoint (and lag collector); say where on stderr."""
+    from amlhp.streams.metrics import start_stage_metrics
+
+    started = start_stage_metrics(process, None if port < 0 else port, **lag)
+    if started.server is not None:
+        typer.echo(f"{process}: metrics on {started.server.url}", err=True)
+    return started
 
 
 def register(app: typer.Typer) -> None:
@@ -35,6 +55,13 @@ def register(app: typer.Typer) -> None:
         max_delay_ms: float = typer.Option(50.0, "--max-delay-ms", help="Max batching delay"),
         start_seq: int = typer.Option(0, "--start-seq", help="First sequence number"),
         max_packets: int | None = typer.Option(None, "--max-packets", help="Stop after N (live)"),
+        metrics_port: int = _metrics_option(),
+        linger_s: float = typer.Option(
+            0.0,
+            "--linger",
+            help="After the replay, keep serving metrics up to this many seconds (until "
+            "SIGTERM) so that Prometheus scrapes the final counts",
+        ),
     ) -> None:
         """Publish captured packets (file replay or live interface) to the raw topic."""
         from amlhp.streams.exceptions import TapError
@@ -52,6 +79,7 @@ def register(app: typer.Typer) -> None:
         settings = _settings(ctx)
         stop = threading.Event()
         install_stop_signals(stop)
+        served = _start_metrics("tap", metrics_port)
         tap = Tap(
             settings,
             gateway,
@@ -76,6 +104,9 @@ def register(app: typer.Typer) -> None:
 
             stats = run_tap(tap, source, stop=stop, on_progress=progress)
         typer.echo(json.dumps({"gateway": gateway, "first_seq": start_seq, **stats.as_dict()}))
+        if served.server is not None and linger_s > 0 and not stop.is_set():
+            stop.wait(linger_s)
+        served.close()
         if stats.failed_packets or stats.failed_messages:
             raise typer.Exit(1)
 
@@ -88,6 +119,7 @@ def register(app: typer.Typer) -> None:
         max_batch: int = typer.Option(1024, "--max-batch", help="Max packets per inference"),
         max_delay_ms: float = typer.Option(20.0, "--max-delay-ms", help="Max batching delay"),
         app_id: str | None = typer.Option(None, "--app-id", help="Faust app id / group"),
+        metrics_port: int = _metrics_option(),
     ) -> None:
         """Run the Faust encode + score worker (scale out by starting more)."""
         from amlhp.model.scorer import default_model_path, load_scorer
@@ -99,7 +131,15 @@ def register(app: typer.Typer) -> None:
             max_delay_ms=max_delay_ms,
             app_id=app_id,
         )
-        run_worker(_settings(ctx), options, load_scorer)
+        settings = _settings(ctx)
+        _start_metrics(
+            "worker",
+            metrics_port,
+            settings=settings,
+            lag_group=app_id or settings.consumer_group,
+            lag_topics=[settings.topic_raw, settings.topic_encoded],
+        )
+        run_worker(settings, options, load_scorer)
 
     @app.command("sink")
     def sink_cmd(
@@ -108,6 +148,7 @@ def register(app: typer.Typer) -> None:
         roll_rows: int = typer.Option(200_000, "--roll-rows", help="Rows per file at most"),
         roll_seconds: float = typer.Option(5.0, "--roll-seconds", help="Seconds per file at most"),
         group: str | None = typer.Option(None, "--group", help="Consumer group"),
+        metrics_port: int = _metrics_option(),
     ) -> None:
         """Write verdicts to a hive-partitioned Parquet dataset (exactly once per file)."""
         from amlhp.streams.sink import ParquetSink, SinkStats
@@ -115,8 +156,16 @@ def register(app: typer.Typer) -> None:
 
         stop = threading.Event()
         install_stop_signals(stop)
+        settings = _settings(ctx)
+        served = _start_metrics(
+            "sink",
+            metrics_port,
+            settings=settings,
+            lag_group=group or f"{settings.consumer_group}-sink",
+            lag_topics=[settings.topic_verdicts],
+        )
         sink = ParquetSink(
-            _settings(ctx), out, group_id=group, roll_rows=roll_rows, roll_seconds=roll_seconds
+            settings, out, group_id=group, roll_rows=roll_rows, roll_seconds=roll_seconds
         )
         with console().status("sink starting") as status:
 
@@ -126,6 +175,7 @@ def register(app: typer.Typer) -> None:
                 )
 
             stats = sink.run(stop, on_progress=progress)
+        served.close()
         typer.echo(json.dumps(stats.as_dict()))
 
     @app.command("demo-capture")

@@ -28,6 +28,7 @@ from amlhp.settings import Settings
 from amlhp.streams import dataset
 from amlhp.streams.exceptions import SinkError
 from amlhp.streams.kafka_io import consumer_config
+from amlhp.streams.metrics import STEP_SINK, process_metrics
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class ParquetSink:
         self._buffers: dict[int, _PartitionBuffer] = {}
         group = group_id or f"{settings.consumer_group}-sink"
         self._consumer = Consumer(consumer_config(settings, group_id=group, client_id="amlhp-sink"))
+        self._metrics = process_metrics()  # served by `amlhp sink --metrics-port`
         self.root.mkdir(parents=True, exist_ok=True)
 
     # -- rebalancing ------------------------------------------------------------------
@@ -118,10 +120,12 @@ class ParquetSink:
         except BatchDecodeError as exc:
             # Not a verdict batch: counted and skipped; its offset still moves on.
             self.stats.bad_messages += 1
+            self._metrics.skipped_messages.labels(STEP_SINK, "invalid_batch").inc()
             log.error("partition %d offset %d: not a verdict batch: %s", partition, offset, exc)
             return
         buf.batches.append(batch)
         buf.rows += batch.num_rows
+        self._metrics.count_batch_in(STEP_SINK, batch, len(value or b""))
 
     def _due(self, buf: _PartitionBuffer) -> bool:
         if buf.first is None:
@@ -134,6 +138,7 @@ class ParquetSink:
             return
         rng = dataset.OffsetRange(self.topic, partition, buf.first, buf.last)
         files: list[Path] = []
+        table = None
         if buf.batches:
             table = pa.Table.from_batches(buf.batches)
             files = self._write_partitioned(table, rng)
@@ -146,6 +151,8 @@ class ParquetSink:
         self.stats.rows += buf.rows
         self.stats.files += len(files)
         self.stats.flushes += 1
+        if table is not None:
+            self._metrics.record_stored(table, files, time.time_ns())
         self._buffers[partition] = _PartitionBuffer()
 
     def _write_partitioned(self, table: pa.Table, rng: dataset.OffsetRange) -> list[Path]:

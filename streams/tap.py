@@ -29,6 +29,7 @@ from amlhp.settings import Settings
 from amlhp.streams.batching import SizeTimeBatcher
 from amlhp.streams.exceptions import TapError
 from amlhp.streams.kafka_io import producer_config
+from amlhp.streams.metrics import STEP_TAP, process_metrics
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,9 @@ class Tap:
         self._schema = raw_schema()
         self._batcher: SizeTimeBatcher[Packet] = SizeTimeBatcher(batch_size, max_delay_ms / 1000.0)
         self._producer = Producer(producer_config(settings, client_id=f"amlhp-tap-{gateway}"))
+        # Prometheus (amlhp.streams.metrics): updated per batch from the stats' deltas.
+        self._metrics = process_metrics()
+        self._reported = (0, 0)
 
     @property
     def next_seq(self) -> int:
@@ -187,9 +191,11 @@ class Tap:
             if len(self.stats.errors) < 10:
                 self.stats.errors.append(str(err))
             log.error("delivery failed for %d packets: %s", count, err)
+            self._metrics.delivery_failures.labels(STEP_TAP).inc()
         else:
             self.stats.delivered_messages += 1
             self.stats.delivered_packets += count
+            self._metrics.count_out(STEP_TAP, self.gateway, count, len(msg.value() or b""))
 
     def add(self, packet: Packet) -> None:
         """Truncate one packet to what the encoder needs and queue it."""
@@ -226,6 +232,12 @@ class Tap:
         value = to_ipc(batch)
         self.stats.messages += 1
         self.stats.bytes_sent += len(value)
+        seen = (self.stats.packets, self.stats.bytes_captured)
+        self._metrics.count_in(
+            STEP_TAP, self.gateway, seen[0] - self._reported[0], seen[1] - self._reported[1]
+        )
+        self._reported = seen
+        self._metrics.observe_batch(STEP_TAP, n)
 
         def delivered(err: Any, msg: Any) -> None:
             self._on_delivery(err, msg, n)

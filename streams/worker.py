@@ -26,6 +26,7 @@ from amlhp.encoders.layout import EncoderConfig
 from amlhp.encoders.schemas import to_ipc
 from amlhp.settings import Settings
 from amlhp.streams.deadletter import Origin
+from amlhp.streams.metrics import STEP_ENCODE, STEP_SCORE, install_faust_monitor, process_metrics
 from amlhp.streams.model_holder import Loader, ModelHolder
 from amlhp.streams.processing import (
     EncodedMessage,
@@ -128,6 +129,10 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
     score_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-score")
     max_messages = max(1, options.max_batch // 32)
     app.amlhp_holder = holder  # type: ignore[attr-defined]
+    metrics = process_metrics()  # served by `amlhp worker --metrics-port`
+    install_faust_monitor(app, metrics)
+    metrics.set_benign_classes(getattr(holder.current, "benign_classes", None))
+    metrics.sync_model(holder)
 
     def _key(event: Any) -> str | None:
         key = event.key
@@ -148,11 +153,16 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
                     INGESTED_HEADER: str(ingested).encode(),
                     ENCODED_HEADER: str(time.time_ns()).encode(),
                 }
-                await encoded_topic.send(
-                    key=event.key, value=to_ipc(result.encoded), headers=headers
+                encoded_value = to_ipc(result.encoded)
+                await encoded_topic.send(key=event.key, value=encoded_value, headers=headers)
+                metrics.count_out(
+                    STEP_ENCODE, _key(event), result.encoded.num_rows, len(encoded_value)
                 )
             if result.dead is not None:
                 await dead_topic.send(key=event.key, value=to_ipc(result.dead))
+                metrics.count_dead_batch(STEP_ENCODE, result.dead)
+            metrics.count_in(STEP_ENCODE, _key(event), result.packets_in, len(event.value or b""))
+            metrics.observe_batch(STEP_ENCODE, result.packets_in)
 
     @app.agent(encoded_topic, name="score")
     async def score(stream: Any) -> None:
@@ -172,6 +182,8 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
             decoded = decode_encoded(messages)
             for dead in decoded.dead:
                 await dead_topic.send(key=None, value=to_ipc(dead))
+                metrics.count_dead_batch(STEP_SCORE, dead)
+            metrics.count_score_input(messages, decoded.batches)
             if not decoded.batches:
                 continue
             scorer = holder.current  # one version for the whole micro-batch
@@ -183,13 +195,18 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
                 options.max_batch,
                 decoded.timings,
             )
+            metrics.set_model_version(scorer.version)
+            metrics.record_verdicts(verdicts)
             for gateway, part in split_by_gateway(verdicts):
-                await verdict_topic.send(key=gateway.encode(), value=to_ipc(part))
+                verdict_value = to_ipc(part)
+                await verdict_topic.send(key=gateway.encode(), value=verdict_value)
+                metrics.count_out(STEP_SCORE, gateway, part.num_rows, len(verdict_value))
 
     @app.timer(interval=options.reload_interval_s)
     async def reload_model() -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, holder.check)
+        metrics.sync_model(holder)
 
     return app
 

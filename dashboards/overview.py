@@ -1,0 +1,231 @@
+"""The Overview dashboard: is the pipeline keeping up, how fast, and what does it see?
+
+Totals since the processes started, throughput per step, consumer lag in records and in
+seconds, end-to-end latency, the verdict mix over time and the malicious share per
+gateway. One function per panel; :func:`overview` lays them out.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.models.dashboard import Dashboard
+
+from amlhp.dashboards import queries as q
+from amlhp.dashboards.layout import PanelBuilder, new_dashboard
+from amlhp.dashboards.panels import (
+    HALF,
+    QUARTER,
+    Query,
+    bars_panel,
+    row,
+    stat_panel,
+    timeseries_panel,
+)
+from amlhp.streams.metrics import STEP_SCORE, STEP_SINK, STEP_TAP
+
+UID = "amlhp-overview"
+
+
+# -- totals ---------------------------------------------------------------------------
+def packets_captured_total() -> PanelBuilder:
+    return stat_panel(
+        "Packets captured",
+        "Packets the taps captured since they started (amlhp_packets_in_total, step=tap).",
+        [Query(q.sum_by([], q.sel(q.PACKETS_IN, q.eq("step", STEP_TAP), q.GATEWAY)), instant=True)],
+        width=QUARTER,
+    )
+
+
+def verdicts_total() -> PanelBuilder:
+    return stat_panel(
+        "Verdicts",
+        "Verdicts published by the score step since the workers started.",
+        [Query(q.sum_by([], q.sel(q.VERDICTS, q.GATEWAY, q.CLASS)), instant=True)],
+        width=QUARTER,
+    )
+
+
+def dead_letters_total() -> PanelBuilder:
+    return stat_panel(
+        "Dead-letter packets",
+        "Packets that became dead letters (encoder refused them) since the workers started; "
+        "verdicts + dead-letter packets = packets captured once the pipeline has caught up.",
+        [Query(q.sum_by([], q.sel(q.DEAD_LETTERS, q.eq("kind", "packet"))), instant=True)],
+        width=QUARTER,
+    )
+
+
+def stored_total() -> PanelBuilder:
+    return stat_panel(
+        "Verdicts stored",
+        "Verdicts the Parquet sink has durably written since it started.",
+        [
+            Query(
+                q.sum_by([], q.sel(q.PACKETS_OUT, q.eq("step", STEP_SINK), q.GATEWAY)), instant=True
+            )
+        ],
+        width=QUARTER,
+    )
+
+
+# -- throughput -----------------------------------------------------------------------
+def throughput_per_step() -> PanelBuilder:
+    return timeseries_panel(
+        "Throughput per step",
+        "Packets per second each step passes on: tap delivered to Kafka, encode encoded, "
+        "score verdicts published, sink verdicts written.",
+        [
+            Query(
+                q.sum_by(["step"], q.rate(q.sel(q.PACKETS_OUT, q.GATEWAY))),
+                "{{step}}",
+            )
+        ],
+        unit="pps",
+    )
+
+
+def bytes_per_step() -> PanelBuilder:
+    return timeseries_panel(
+        "Bytes per step",
+        "Bytes per second into and out of each step (Kafka message values; tap in: captured "
+        "frames; sink out: Parquet).",
+        [
+            Query(q.sum_by(["step"], q.rate(q.sel(q.BYTES_IN, q.GATEWAY))), "{{step}} in"),
+            Query(q.sum_by(["step"], q.rate(q.sel(q.BYTES_OUT, q.GATEWAY))), "{{step}} out"),
+        ],
+        unit="Bps",
+    )
+
+
+def consumer_lag_records() -> PanelBuilder:
+    return timeseries_panel(
+        "Consumer lag (records)",
+        "Messages each consumer group has not yet processed, per topic-partition: log end "
+        "minus committed offset, read through the Kafka admin API.",
+        [
+            Query(
+                q.max_by(["group", "topic", "partition"], q.LAG_RECORDS),
+                "{{group}} {{topic}}/{{partition}}",
+            )
+        ],
+    )
+
+
+def consumer_lag_seconds() -> PanelBuilder:
+    return timeseries_panel(
+        "Consumer lag (seconds)",
+        "Age of the oldest message each group has not processed, per topic-partition "
+        "(0 when caught up).",
+        [
+            Query(
+                q.max_by(["group", "topic", "partition"], q.LAG_SECONDS),
+                "{{group}} {{topic}}/{{partition}}",
+            )
+        ],
+        unit="s",
+    )
+
+
+def latency_quantiles() -> PanelBuilder:
+    step = q.eq("step", STEP_SCORE)
+    return timeseries_panel(
+        "End-to-end latency (capture -> verdict)",
+        "p50 and p99 of the time from a packet's capture timestamp to its verdict.",
+        [
+            Query(q.quantile(0.5, q.LATENCY, step, q.GATEWAY), "p50"),
+            Query(q.quantile(0.99, q.LATENCY, step, q.GATEWAY), "p99"),
+        ],
+        unit="s",
+    )
+
+
+# -- verdicts -------------------------------------------------------------------------
+def verdict_mix() -> PanelBuilder:
+    return timeseries_panel(
+        "Verdict mix over time",
+        "Verdicts per second by predicted class, stacked.",
+        [Query(q.sum_by(["class"], q.rate(q.sel(q.VERDICTS, q.GATEWAY, q.CLASS))), "{{class}}")],
+        unit="pps",
+        stacked=True,
+    )
+
+
+def malicious_share() -> PanelBuilder:
+    everything = q.sum_by(["gateway"], q.rate(q.sel(q.VERDICTS, q.GATEWAY)))
+    malicious = q.sum_by(
+        ["gateway"], q.rate(q.sel(q.VERDICTS, q.GATEWAY, q.eq("malicious", "true")))
+    )
+    return timeseries_panel(
+        "Malicious share per gateway",
+        "Share of each gateway's verdicts whose class is not benign (benign: the model's "
+        "benign classes, else names starting with benign or mqtt_benign).",
+        [Query(q.ratio(malicious, everything), "{{gateway}}")],
+        unit="percentunit",
+        max_value=1,
+    )
+
+
+def verdicts_by_class() -> PanelBuilder:
+    return bars_panel(
+        "Verdicts per class (since start)",
+        "Verdicts per predicted class since the workers started.",
+        [
+            Query(
+                q.sum_by(["class"], q.sel(q.VERDICTS, q.GATEWAY, q.CLASS)),
+                "{{class}}",
+                instant=True,
+            )
+        ],
+        width=HALF,
+    )
+
+
+def faust_internals() -> PanelBuilder:
+    return timeseries_panel(
+        "Worker internals (Faust)",
+        "Faust's own sensor in the workers: stream events processed, messages sent and "
+        "send errors per second.",
+        [
+            Query(q.sum_by([], q.rate(q.FAUST_EVENTS)), "events in"),
+            Query(q.sum_by([], q.rate(q.FAUST_SENT)), "messages sent"),
+            Query(q.sum_by([], q.rate(q.FAUST_SEND_ERRORS)), "send errors"),
+        ],
+        unit="ops",
+    )
+
+
+def delivery_failures() -> PanelBuilder:
+    return timeseries_panel(
+        "Producer delivery failures",
+        "Kafka messages a producer could not deliver, per step (worker: the Faust "
+        "producer shared by encode and score). Anything above 0 needs a look.",
+        [Query(q.sum_by(["step"], q.increase(q.sel(q.DELIVERY_FAILURES))), "{{step}}")],
+        width=HALF,
+    )
+
+
+def overview() -> Dashboard:
+    """The dashboard ops teams keep open."""
+    return new_dashboard(
+        UID,
+        "amlhp / Overview",
+        "Throughput, lag, latency and verdicts of the amlhp streaming pipeline.",
+        [
+            row("Totals since the processes started"),
+            packets_captured_total(),
+            verdicts_total(),
+            dead_letters_total(),
+            stored_total(),
+            row("Throughput and lag"),
+            throughput_per_step(),
+            bytes_per_step(),
+            consumer_lag_records(),
+            consumer_lag_seconds(),
+            row("Latency and verdicts"),
+            latency_quantiles(),
+            verdict_mix(),
+            malicious_share(),
+            verdicts_by_class(),
+            delivery_failures(),
+            faust_internals(),
+        ],
+    )

@@ -1,0 +1,106 @@
+"""The flow model artifact: weights (safetensors) + metadata (JSON) in one folder.
+
+``<dir>/flow_model.safetensors`` holds the weights; ``<dir>/flow_model.json`` everything
+needed to rebuild and trust them: class names, network sizes, the flow configuration
+(local subnets, lifetime, context depth), the refinement parameters (temperature,
+threshold, attribution profiles), training settings and the weights' sha256, which is
+checked on load so a swapped or damaged file is refused rather than served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from amlhp.flows.exceptions import FlowArtifactError
+from amlhp.flows.network import FlowCNN
+from amlhp.flows.record import FlowConfig
+from amlhp.flows.refine import Refiner
+
+WEIGHTS: Final = "flow_model.safetensors"
+META: Final = "flow_model.json"
+FORMAT: Final = "amlhp-flow-model/1"
+
+
+@dataclass
+class FlowModel:
+    """A loaded flow model with what it needs to make trustworthy verdicts."""
+
+    network: FlowCNN
+    classes: list[str]
+    config: FlowConfig
+    refiner: Refiner
+    meta: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", "unknown"))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_flow_model(
+    out_dir: Path,
+    network: FlowCNN,
+    classes: list[str],
+    config: FlowConfig,
+    refiner: Refiner,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / WEIGHTS
+    state = {k: v.detach().contiguous() for k, v in network.state_dict().items()}
+    save_file(state, str(weights))
+    digest = _sha256(weights)
+    meta = {
+        "format": FORMAT,
+        "version": f"flowcnn-{digest[:12]}",
+        "weights_sha256": digest,
+        "classes": classes,
+        "network": {"rows": network.rows, "width": network.row.out_channels},
+        "flow_config": {
+            "local_nets": list(config.local_nets),
+            "lifetime_s": config.lifetime_s,
+            "context": config.context,
+        },
+        "refiner": refiner.as_dict(),
+        **(extra or {}),
+    }
+    (out_dir / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return out_dir
+
+
+def load_flow_model(path: Path) -> FlowModel:
+    """Load and verify an artifact folder (or the path of its JSON or weights file)."""
+    from safetensors.torch import load_file
+
+    folder = path if path.is_dir() else path.parent
+    meta_path, weights = folder / META, folder / WEIGHTS
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FlowArtifactError(f"cannot read flow model metadata {meta_path}: {exc}") from exc
+    if meta.get("format") != FORMAT:
+        raise FlowArtifactError(f"{meta_path} is not a {FORMAT} artifact")
+    if not weights.is_file() or _sha256(weights) != meta.get("weights_sha256"):
+        raise FlowArtifactError(f"{weights} is missing or does not match its sha256")
+    cfg = meta["flow_config"]
+    config = FlowConfig(tuple(cfg["local_nets"]), float(cfg["lifetime_s"]), int(cfg["context"]))
+    net = FlowCNN(
+        num_classes=len(meta["classes"]),
+        rows=int(meta["network"]["rows"]),
+        width=int(meta["network"]["width"]),
+    )
+    try:
+        net.load_state_dict(load_file(str(weights)))
+    except (RuntimeError, ValueError) as exc:
+        raise FlowArtifactError(f"{weights} does not fit the network it describes: {exc}") from exc
+    net.eval()
+    return FlowModel(net, list(meta["classes"]), config, Refiner.from_dict(meta["refiner"]), meta)

@@ -1,0 +1,358 @@
+"""``amlhp flows ...`` (flow records, flow CNN, flow worker) and ``amlhp explain`` (packets).
+
+Heavy imports (torch, faust, pyarrow) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from amlhp.progress import console, progress_bar
+
+DEFAULT_DATA = Path("out/flows/flows.npz")
+DEFAULT_MODEL = Path("out/flows/model")
+
+
+def _echo_json(doc: Any) -> None:
+    typer.echo(json.dumps(doc, sort_keys=True, default=str))
+
+
+def _flow_config(local_nets: list[str], lifetime: float, context: int) -> Any:
+    from amlhp.flows.record import DEFAULT_LOCAL_NETS, FlowConfig
+
+    return FlowConfig(tuple(local_nets) or DEFAULT_LOCAL_NETS, lifetime, context)
+
+
+def _build(
+    captures: list[Path],
+    labels: Path | None,
+    by_folder: bool,
+    config: Any,
+    main_device_only: bool,
+    out: Path,
+    max_flows_per_class: int | None = None,
+) -> dict[str, Any]:
+    from amlhp.encoders.capture import expand_paths
+    from amlhp.flows.dataset import FileLabel, build_dataset, folder_classes, per_class_counts
+    from amlhp.flows.exceptions import FlowDatasetError
+
+    if by_folder == (labels is not None):
+        raise FlowDatasetError("give exactly one of --by-folder and --labels FILE")
+    file_labels: list[FileLabel]
+    if by_folder:
+        files = expand_paths(captures)
+        if not files:
+            raise FlowDatasetError("no capture file found under the given paths")
+        classes, ids = folder_classes(files)
+        file_labels = list(ids)
+    else:
+        import pyarrow as pa
+
+        from amlhp.model.labels import assign_labels, load_labels
+
+        assert labels is not None
+        spec = load_labels(labels)
+        wanted = {p.resolve() for p in expand_paths(captures)} if captures else None
+        files = sorted(p for p in spec.files if wanted is None or p.resolve() in wanted)
+        if not files:
+            raise FlowDatasetError(f"{labels} labels none of the given captures")
+        classes = list(spec.classes)
+        file_labels = []
+        for path in files:
+            entries = spec.files[path]
+
+            def labeler(batch: pa.RecordBatch, entries: Any = entries) -> Any:
+                return assign_labels(pa.Table.from_batches([batch]), entries)
+
+            file_labels.append(labeler)
+    with progress_bar() as bar:
+        task = bar.add_task("flows", total=len(files), status="")
+
+        def on_file(path: Path) -> None:
+            bar.update(task, advance=1, status=path.name)
+
+        ds = build_dataset(
+            files,
+            file_labels,
+            classes,
+            config,
+            main_device_only=main_device_only,
+            max_flows_per_class=max_flows_per_class,
+            on_file=on_file,
+        )
+    ds.save(out)
+    return {
+        "out": str(out),
+        "flows": len(ds),
+        "files": len(files),
+        "classes": len(classes),
+        "per_class": per_class_counts(ds),
+        **ds.stats,
+    }
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``amlhp flows ...`` and ``amlhp explain`` to the root app."""
+    flows = typer.Typer(
+        help="Flow context: flow records, the flow CNN, confidence and Shapley explanations.",
+        no_args_is_help=True,
+    )
+    app.add_typer(flows, name="flows")
+
+    @flows.command("build")
+    def build_cmd(
+        captures: list[Path] = typer.Argument(..., help="Capture files or folders"),
+        labels: Path | None = typer.Option(
+            None, "--labels", help="Labels file in the packet model's format (per packet)"
+        ),
+        by_folder: bool = typer.Option(
+            False, "--by-folder", help="Class = the capture's folder (device identification)"
+        ),
+        local_net: list[str] = typer.Option(
+            [], "--local-net", help="Local subnet of the devices (repeatable; default RFC 1918)"
+        ),
+        lifetime: float = typer.Option(60.0, "--lifetime", help="Flow record lifetime (s)"),
+        context: int = typer.Option(5, "--context", help="Preceding flows per matrix"),
+        main_device_only: bool = typer.Option(
+            False, "--main-device-only", help="Keep only each capture's most active device"
+        ),
+        max_flows_per_class: int | None = typer.Option(
+            None, "--max-flows-per-class", help="At most this many flows per class per file"
+        ),
+        out: Path = typer.Option(DEFAULT_DATA, "--out", "-o", help="Flow dataset (.npz)"),
+    ) -> None:
+        """Assemble labelled flow records from captures into a flow dataset."""
+        config = _flow_config(local_net, lifetime, context)
+        doc = _build(
+            captures, labels, by_folder, config, main_device_only, out, max_flows_per_class
+        )
+        _echo_json(doc)
+
+    @flows.command("train")
+    def train_cmd(
+        data: Path = typer.Option(DEFAULT_DATA, "--data", help="Flow dataset from `flows build`"),
+        out: Path = typer.Option(DEFAULT_MODEL, "--out", "-o", help="Artifact folder"),
+        split: str = typer.Option("file", "--split", help="file (by capture) or time"),
+        epochs: int = typer.Option(12, "--epochs", min=1),
+        max_per_class: int = typer.Option(600, "--max-per-class", min=1),
+        lr: float = typer.Option(2e-3, "--lr"),
+        seed: int = typer.Option(0, "--seed"),
+        threads: int | None = typer.Option(None, "--threads", help="torch threads"),
+    ) -> None:
+        """Train the flow CNN, fit temperature, profiles and threshold; save the artifact."""
+        from amlhp.flows.artifact import save_flow_model
+        from amlhp.flows.dataset import FlowDataset, split_flows
+        from amlhp.flows.evaluate import fit_flow_model
+        from amlhp.flows.train import FlowTrainConfig
+
+        ds = FlowDataset.load(data)
+        sp = split_flows(ds, split, seed)
+        cfg = FlowTrainConfig(
+            epochs=epochs, max_per_class=max_per_class, lr=lr, seed=seed, threads=threads
+        )
+        with progress_bar() as bar:
+            task = bar.add_task("train", total=epochs, status="")
+
+            def on_progress(epoch: int, step: int, steps: int, loss: float) -> None:
+                bar.update(task, completed=epoch - 1 + step / steps, status=f"loss {loss:.4f}")
+
+            def on_status(msg: str) -> None:
+                bar.update(task, status=msg)
+
+            model, summary = fit_flow_model(
+                ds, sp, cfg, on_progress=on_progress, on_status=on_status
+            )
+        extra = {
+            "data": {"path": str(data), "flows": len(ds), "split": split, "seed": seed},
+            "training": {k: v for k, v in summary.items() if k != "split"},
+        }
+        save_flow_model(out, model.network, model.classes, ds.config, model.refiner, extra)
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        _echo_json(
+            {
+                "out": str(out),
+                "best_epoch": summary["best_epoch"],
+                "val_macro_f1": max(
+                    (h.get("val_macro_f1", 0.0) for h in summary["history"]), default=0.0
+                ),
+                "temperature": summary["temperature"],
+                "threshold": summary["threshold"],
+                "parameters": summary["parameters"],
+            }
+        )
+
+    @flows.command("evaluate")
+    def evaluate_cmd(
+        data: Path = typer.Option(DEFAULT_DATA, "--data", help="Flow dataset from `flows build`"),
+        model: Path = typer.Option(DEFAULT_MODEL, "--model", help="Artifact folder"),
+        out: Path = typer.Option(Path("out/flows/eval"), "--out", "-o", help="Results folder"),
+        window: float = typer.Option(60.0, "--window", help="device_window strategy window (s)"),
+        threads: int = typer.Option(1, "--threads", help="torch threads"),
+    ) -> None:
+        """Test-split figures: macro F1 and high-confidence errors before/after refinement,
+        calibration, and the three inference strategies."""
+        import torch
+
+        from amlhp.flows.artifact import load_flow_model
+        from amlhp.flows.dataset import FlowDataset, split_flows
+        from amlhp.flows.evaluate import evaluate_flow_model
+        from amlhp.model.metrics import plot_confusion
+
+        torch.set_num_threads(threads)
+        fm = load_flow_model(model)
+        ds = FlowDataset.load(data)
+        info = fm.meta.get("data", {})
+        sp = split_flows(ds, str(info.get("split", "file")), int(info.get("seed", 0)))
+        with console().status("evaluating") as status:
+            figures, reports = evaluate_flow_model(
+                fm, ds, sp.test, window_s=window, on_status=lambda m: status.update(m)
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        figures["model_version"] = fm.version
+        figures["data"] = str(data)
+        (out / "results.json").write_text(json.dumps(figures, indent=2, default=str))
+        for name, report in reports.items():
+            (out / f"report_{name}.json").write_text(json.dumps(report.as_dict(), indent=2))
+            plot_confusion(report, out / f"confusion_{name}.png", title=f"flows, {name} refinement")
+        _echo_json({k: v for k, v in figures.items() if k != "strategies"})
+
+    @flows.command("explain")
+    def explain_cmd(
+        data: Path = typer.Option(DEFAULT_DATA, "--data", help="Flow dataset from `flows build`"),
+        model: Path = typer.Option(DEFAULT_MODEL, "--model", help="Artifact folder"),
+        flow: int | None = typer.Option(None, "--flow", help="Flow index (default: a test flow)"),
+        png: Path | None = typer.Option(None, "--png", help="Write the explained verdict here"),
+        captum: bool = typer.Option(False, "--captum", help="Also compute with Captum and compare"),
+    ) -> None:
+        """Explain one flow verdict: calibrated confidence, refinement and group Shapley values."""
+        from amlhp.flows.artifact import load_flow_model
+        from amlhp.flows.dataset import FlowDataset, split_flows
+        from amlhp.flows.explain import explain_flow, plot_flow_explanation
+
+        fm = load_flow_model(model)
+        ds = FlowDataset.load(data)
+        if flow is None:
+            info = fm.meta.get("data", {})
+            sp = split_flows(ds, str(info.get("split", "file")), int(info.get("seed", 0)))
+            flow = int(sp.test[len(sp.test) // 2])
+        doc = explain_flow(fm, ds, flow, with_captum=captum)
+        if png is not None:
+            plot_flow_explanation(doc, ds, flow, png)
+            doc["png"] = str(png)
+        _echo_json(doc)
+
+    @flows.command("score")
+    def score_cmd(
+        captures: list[Path] = typer.Argument(..., help="Capture files or folders"),
+        model: Path = typer.Option(DEFAULT_MODEL, "--model", help="Artifact folder"),
+        out: Path = typer.Option(Path("out/flows/verdicts.parquet"), "--out", "-o"),
+        explain: bool = typer.Option(False, "--explain", help="Add Shapley attributions"),
+    ) -> None:
+        """Flow verdicts of captures, offline, in the flow verdict schema (Parquet)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from amlhp.encoders.capture import expand_paths
+        from amlhp.encoders.readers import iter_raw_batches
+        from amlhp.flows.artifact import load_flow_model
+        from amlhp.flows.assembler import FlowAssembler, iter_closed
+        from amlhp.flows.online import FlowScorer
+
+        fm = load_flow_model(model)
+        scorer = FlowScorer(fm, explain_every=1 if explain else 0)
+        batches = []
+        files = expand_paths(captures)
+        with progress_bar() as bar:
+            task = bar.add_task("score", total=len(files), status="")
+            for path in files:
+                assembler = FlowAssembler(fm.config)
+                closed = list(iter_closed(assembler, iter_raw_batches(path, gateway=str(path))))
+                batches.append(scorer.score(closed))
+                bar.update(task, advance=1, status=f"{path.name}: {len(closed)} flows")
+        table = pa.Table.from_batches([b for b in batches if b.num_rows], schema=scorer.schema)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out)
+        counts = table.group_by("label").aggregate([("label", "count")]).to_pylist()
+        _echo_json(
+            {"out": str(out), "flows": table.num_rows, "labels": counts, "model": fm.version}
+        )
+
+    @flows.command("worker")
+    def worker_cmd(
+        ctx: typer.Context,
+        model: Path = typer.Option(DEFAULT_MODEL, "--model", help="Flow model artifact folder"),
+        app_id: str | None = typer.Option(
+            None, "--app-id", help="Faust app id / group (default <group>-flows)"
+        ),
+        idle_close: float = typer.Option(
+            10.0, "--idle-close", help="Close a gateway's flows after this long without packets"
+        ),
+        explain_every: int = typer.Option(
+            20, "--explain-every", help="Shapley attributions for every Nth flow (0: none)"
+        ),
+    ) -> None:
+        """Run the Faust flow worker: raw topic -> flow state table -> flow verdict topic."""
+        from amlhp.flows.worker import FlowWorkerOptions, run_flow_worker
+
+        options = FlowWorkerOptions(
+            model_path=model, app_id=app_id, idle_close_s=idle_close, explain_every=explain_every
+        )
+        run_flow_worker(ctx.obj.settings, options)
+
+    @flows.command("sink")
+    def sink_cmd(
+        ctx: typer.Context,
+        out: Path = typer.Option(Path("out/flow-verdicts"), "--out", help="Dataset root"),
+        roll_seconds: float = typer.Option(5.0, "--roll-seconds"),
+        group: str | None = typer.Option(None, "--group", help="Consumer group"),
+    ) -> None:
+        """Write flow verdicts to a hive-partitioned Parquet dataset (exactly once per file)."""
+        from amlhp.flows.sink import FlowVerdictSink
+        from amlhp.streams.tap import install_stop_signals
+
+        stop = threading.Event()
+        install_stop_signals(stop)
+        settings = ctx.obj.settings
+        sink = FlowVerdictSink(
+            settings,
+            out,
+            group_id=group or f"{settings.consumer_group}-flows-sink",
+            roll_seconds=roll_seconds,
+        )
+        with console().status("flow sink starting") as status:
+            stats = sink.run(
+                stop,
+                on_progress=lambda s: status.update(f"flow sink: {s.rows} verdicts, {s.files} files"),
+            )
+        _echo_json(stats.as_dict())
+
+    @app.command("explain")
+    def packet_explain_cmd(
+        capture: Path = typer.Argument(..., help="A capture file"),
+        model: Path | None = typer.Option(
+            None, "--model", help="Packet model artifact (default: the bundled one)"
+        ),
+        max_packets: int = typer.Option(20, "--max-packets", help="Packets to explain"),
+        samples: int = typer.Option(
+            16, "--samples", help="Permutations per packet (Shapley value sampling)"
+        ),
+        png: Path | None = typer.Option(None, "--png", help="Picture of the first explanation"),
+        seed: int = typer.Option(0, "--seed"),
+    ) -> None:
+        """Per-packet explanations of IoT-AMLHP verdicts over named header fields + payload.
+
+        Prints one JSON line per explained packet: verdict, probability and the Shapley
+        value of each field the packet has (fields it lacks are padding and get exactly 0).
+        """
+        from amlhp.flows.packet_explain import explain_capture, plot_packet_explanation
+
+        docs = explain_capture(capture, model, max_packets=max_packets, samples=samples, seed=seed)
+        for doc in docs:
+            _echo_json(doc)
+        if png is not None and docs:
+            plot_packet_explanation(docs[0], png)

@@ -1,0 +1,224 @@
+"""Shapley-value attributions of flow verdicts over five feature groups.
+
+The players are groups of slots of the model input, not single slots:
+
+=====================  ===================================================================
+``metadata``           current flow: start offset, protocol, total bytes, total packets
+``addresses_ports``    current flow: remote address (4 octets), remote port, device port
+``packets``            current flow: time offset, size, direction of the first 10 packets
+``payload``            current flow: the 3,000-slot payload buffer
+``context``            every preceding flow (rows 1..R-1) as a whole
+=====================  ===================================================================
+
+A group that is "absent" from a coalition takes the value a record has where there is
+nothing: the padding value -1 (and 0 in the present slot of an empty context row). So the
+attribution of a group answers "how much does knowing this part of the flow move the
+probability of the class, compared with not having it".
+
+With five players the Shapley values are computed *exactly*: the model is evaluated on all
+2^5 = 32 coalitions in one batch, and every class's attributions come out of the same
+evaluations. The value function is the calibrated probability (softmax of logits / T), so
+a flow's attributions sum to p(class | flow) - p(class | nothing). Captum's exact
+``ShapleyValues`` (permutation enumeration, 600 evaluations per flow) gives the same numbers;
+a test checks it, and :func:`captum_shapley` uses it for one-off explanations.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor, nn
+
+from amlhp.flows.record import (
+    PACKETS_OFFSET,
+    PAD,
+    PAYLOAD_OFFSET,
+    ROW_LEN,
+    SLOT_BYTES,
+    SLOT_DEVICE_PORT,
+    SLOT_PACKETS,
+    SLOT_PRESENT,
+    SLOT_PROTO,
+    SLOT_REMOTE_IP,
+    SLOT_START,
+)
+
+GROUPS: Final = ("metadata", "addresses_ports", "packets", "payload", "context")
+
+
+def group_slots(name: str, rows: int) -> Tensor:
+    """Boolean (rows, ROW_LEN) mask of the slots a group covers."""
+    mask = torch.zeros(rows, ROW_LEN, dtype=torch.bool)
+    if name == "metadata":
+        mask[0, [SLOT_START, SLOT_PROTO, SLOT_BYTES, SLOT_PACKETS]] = True
+    elif name == "addresses_ports":
+        mask[0, SLOT_REMOTE_IP : SLOT_DEVICE_PORT + 1] = True
+    elif name == "packets":
+        mask[0, PACKETS_OFFSET:PAYLOAD_OFFSET] = True
+    elif name == "payload":
+        mask[0, PAYLOAD_OFFSET:] = True
+    elif name == "context":
+        mask[1:, :] = True
+    else:
+        raise ValueError(f"unknown feature group {name!r}; known: {', '.join(GROUPS)}")
+    return mask
+
+
+def absent_input(rows: int) -> Tensor:
+    """The value every slot takes when its group is absent (padding, empty present slot)."""
+    out = torch.full((rows, ROW_LEN), PAD)
+    out[:, SLOT_PRESENT] = 0.0
+    out[0, SLOT_PRESENT] = 1.0  # the current flow's row is always there
+    return out
+
+
+def _weights(g: int) -> dict[int, float]:
+    """Shapley weight |S|! (G - |S| - 1)! / G! by coalition size."""
+    return {s: math.factorial(s) * math.factorial(g - s - 1) / math.factorial(g) for s in range(g)}
+
+
+@torch.inference_mode()
+def exact_shapley(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    temperature: float = 1.0,
+    groups: tuple[str, ...] = GROUPS,
+    batch_size: int = 16,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Exact group Shapley values of calibrated probabilities, for every class.
+
+    ``x``: (B, R, ROW_LEN). Returns (phi (B, G, K), probs (B, K)): ``phi[b, g, k]`` is group
+    g's contribution to the probability of class k for flow b.
+    """
+    model.eval()
+    if groups == GROUPS and hasattr(model, "embed_rows") and hasattr(model, "combine"):
+        return _exact_shapley_rows(model, x, temperature, batch_size)
+    b, rows, _ = x.shape
+    g = len(groups)
+    masks = torch.stack([group_slots(name, rows) for name in groups])  # (G, R, L)
+    absent = absent_input(rows)
+    coalitions = torch.tensor(
+        [[(c >> i) & 1 for i in range(g)] for c in range(2**g)], dtype=torch.bool
+    )  # (2^G, G)
+    # slots present in each coalition: union of the groups it holds, plus never-grouped slots
+    grouped = masks.any(dim=0)
+    keep = (coalitions.float() @ masks.reshape(g, -1).float()).reshape(2**g, rows, ROW_LEN) > 0
+    keep = keep | ~grouped
+    values = np.empty((b, 2**g, model.num_classes), np.float32)  # type: ignore[arg-type]
+    for lo in range(0, b, batch_size):
+        chunk = x[lo : lo + batch_size]
+        n = chunk.shape[0]
+        inputs = torch.where(keep.unsqueeze(0), chunk.unsqueeze(1), absent)  # (n, 2^G, R, L)
+        logits = model(inputs.reshape(n * 2**g, rows, ROW_LEN)).float()
+        probs = torch.softmax(logits / temperature, dim=1).reshape(n, 2**g, -1)
+        values[lo : lo + n] = probs.numpy()
+    return _shapley_from_values(values, g), values[:, 2**g - 1]
+
+
+def _shapley_from_values(values: npt.NDArray[np.float32], g: int) -> npt.NDArray[np.float32]:
+    """phi (B, G, K) from coalition values (B, 2^G, K); bit i of a coalition = player i."""
+    weights = _weights(g)
+    phi = np.zeros((values.shape[0], g, values.shape[2]), np.float32)
+    for i in range(g):
+        others = [j for j in range(g) if j != i]
+        for size in range(g):
+            for members in combinations(others, size):
+                without = sum(1 << j for j in members)
+                phi[:, i] += weights[size] * (values[:, without | (1 << i)] - values[:, without])
+    return phi
+
+
+def _exact_shapley_rows(
+    model: nn.Module, x: Tensor, temperature: float, batch_size: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The same exact values for the flow CNN, about 9x cheaper.
+
+    Rows are embedded independently, so the 32 coalitions need only 16 embeddings of the
+    current row (the four row-0 groups on or off), the embeddings of the context rows and
+    one of an empty row; only the inter-flow part and the head run 32 times.
+    """
+    b, rows, _ = x.shape
+    g = len(GROUPS)
+    row_groups = GROUPS[:-1]  # the context group is last: bit g-1
+    masks0 = torch.stack([group_slots(name, rows)[0] for name in row_groups])  # (4, L)
+    absent = absent_input(rows)
+    subsets = torch.tensor(
+        [[(c >> i) & 1 for i in range(len(row_groups))] for c in range(2 ** len(row_groups))],
+        dtype=torch.bool,
+    )
+    keep0 = (subsets.float() @ masks0.float()) > 0  # (16, L)
+    keep0 = keep0 | ~masks0.any(dim=0)
+    empty_emb, empty_present = model.embed_rows(absent[1:].unsqueeze(0), 1)  # type: ignore[operator]
+    values = np.empty((b, 2**g, model.num_classes), np.float32)  # type: ignore[arg-type]
+    for lo in range(0, b, batch_size):
+        chunk = x[lo : lo + batch_size]
+        n = chunk.shape[0]
+        row0 = torch.where(keep0.unsqueeze(0), chunk[:, :1], absent[0])  # (n, 16, L)
+        emb0, pres0 = model.embed_rows(row0.reshape(n * 16, 1, ROW_LEN), 0)  # type: ignore[operator]
+        emb0 = emb0.reshape(n, 16, -1, 1)
+        pres0 = pres0.reshape(n, 16, 1)
+        ctx_emb, ctx_present = model.embed_rows(chunk[:, 1:], 1)  # type: ignore[operator]
+        width = emb0.shape[2]
+        all_rows = torch.empty(n, 2**g, width, rows)
+        all_present = torch.empty(n, 2**g, rows)
+        for c in range(2**g):
+            sub = c & 15
+            all_rows[:, c, :, :1] = emb0[:, sub]
+            all_present[:, c, :1] = pres0[:, sub]
+            if c >> (g - 1):
+                all_rows[:, c, :, 1:] = ctx_emb
+                all_present[:, c, 1:] = ctx_present
+            else:
+                all_rows[:, c, :, 1:] = empty_emb
+                all_present[:, c, 1:] = empty_present
+        logits = model.combine(  # type: ignore[operator]
+            all_rows.reshape(n * 2**g, width, rows), all_present.reshape(n * 2**g, rows)
+        ).float()
+        probs = torch.softmax(logits / temperature, dim=1).reshape(n, 2**g, -1)
+        values[lo : lo + n] = probs.numpy()
+    return _shapley_from_values(values, g), values[:, 2**g - 1]
+
+
+def captum_shapley(
+    model: nn.Module,
+    x: Tensor,
+    target: int,
+    *,
+    temperature: float = 1.0,
+    groups: tuple[str, ...] = GROUPS,
+) -> npt.NDArray[np.float32]:
+    """The same attributions through Captum's exact ``ShapleyValues`` (one flow, one class).
+
+    Slots outside every group get their own input value as baseline, so they are a null
+    player and change nobody's value. Returns (G,) for ``x`` of shape (1, R, ROW_LEN).
+    """
+    from captum.attr import ShapleyValues
+
+    rows = x.shape[1]
+    feature_mask = torch.zeros(1, rows, ROW_LEN, dtype=torch.long)
+    grouped = torch.zeros(rows, ROW_LEN, dtype=torch.bool)
+    for i, name in enumerate(groups):
+        m = group_slots(name, rows)
+        feature_mask[0][m] = i
+        grouped |= m
+    baseline = torch.where(grouped, absent_input(rows), x[0]).unsqueeze(0)
+    # ungrouped slots join group 0 with a baseline equal to their input: no effect
+    model.eval()
+
+    def forward(inp: Tensor) -> Tensor:
+        return torch.softmax(model(inp).float() / temperature, dim=1)
+
+    sv = ShapleyValues(forward)
+    with torch.no_grad():
+        attr = sv.attribute(x, baselines=baseline, target=target, feature_mask=feature_mask)
+    out = np.zeros(len(groups), np.float32)
+    for i in range(len(groups)):
+        sel = feature_mask[0] == i
+        out[i] = float(attr[0][sel].flatten()[0])
+    return out

@@ -1,0 +1,338 @@
+"""The flow worker: a Faust app of its own that turns the raw topic into flow verdicts.
+
+Why a separate app reading the *raw* topic: the flow record needs up to 3,000 payload bytes
+per flow and the encoded topic carries only P = 64 per packet, and a separate consumer
+group (``<group>-flows``) leaves the packet worker's offsets, batching and latency alone.
+Packets are parsed with the same encoder (:mod:`amlhp.encoders.fast`), see
+:mod:`amlhp.flows.assembler`.
+
+State lives in one Faust table (``flowstate``, changelog-backed, in-memory store), keyed
+by bytes, written to the changelog partition of the raw partition its gateway's messages
+come from (raw messages are keyed by gateway, so a gateway lives on one partition):
+
+* ``f|<flow key>``: an open flow record (:meth:`FlowState.to_bytes`);
+* ``h|<gateway>|<device>``: the device's latest closed flows (the matrix context);
+* ``w|<gateway>``: partition, last applied tap ``seq`` and the gateway's event clock.
+
+A restarted worker gets the table back from the changelog before it consumes; the
+``seq`` watermark (written after the flow states it covers, on the same partition, so in
+order) makes re-delivered raw messages no-ops, so a flow that spans a restart is counted
+exactly once. Flow verdicts are at least once, with a deterministic ``flow_id`` to
+de-duplicate on.
+
+Flows close when their lifetime has passed on the gateway's event clock (its latest packet
+time), or when the gateway has been silent for ``idle_close_s`` seconds of wall time (the
+end of a replay, a tap that stopped). Closing from the idle timer writes the table with the
+gateway's recorded partition, since there is no current event to take it from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from amlhp.encoders.exceptions import BatchDecodeError
+from amlhp.encoders.schemas import RAW, from_ipc, to_ipc
+from amlhp.flows.assembler import FlowAssembler, parse_raw
+from amlhp.flows.exceptions import FlowStateError
+from amlhp.flows.online import FlowScorer
+from amlhp.flows.record import FlowConfig, FlowKey, FlowState, parse_key
+from amlhp.settings import Settings
+
+log = logging.getLogger(__name__)
+TABLE = "flowstate"
+_WATERMARK = struct.Struct("<iqq")
+
+
+@dataclass(frozen=True)
+class FlowWorkerOptions:
+    model_path: Path
+    app_id: str | None = None
+    idle_close_s: float = 10.0
+    explain_every: int = 20
+    tick_s: float = 1.0
+
+
+def _flow_key(key: FlowKey) -> bytes:
+    return b"f|" + key.text().encode()
+
+
+def _history_key(gateway: str, device: str) -> bytes:
+    return f"h|{gateway}|{device}".encode()
+
+
+def _watermark_key(gateway: str) -> bytes:
+    return f"w|{gateway}".encode()
+
+
+def encode_history(flows: list[FlowState]) -> bytes:
+    parts = [struct.pack("<B", len(flows))]
+    for f in flows:
+        blob = f.to_bytes()
+        parts.append(struct.pack("<I", len(blob)) + blob)
+    return b"".join(parts)
+
+
+def decode_history(data: bytes) -> list[FlowState]:
+    try:
+        (n,) = struct.unpack_from("<B", data, 0)
+        pos, out = 1, []
+        for _ in range(n):
+            (length,) = struct.unpack_from("<I", data, pos)
+            pos += 4
+            out.append(FlowState.from_bytes(data[pos : pos + length]))
+            pos += length
+    except struct.error as exc:
+        raise FlowStateError(f"not a flow history: {exc}") from exc
+    return out
+
+
+Write = tuple[int, bytes, bytes | None]  # partition, key, value (None: delete)
+
+
+@dataclass
+class FlowRuntime:
+    """Everything the agent does, free of Faust: assemble, close, score, list writes."""
+
+    config: FlowConfig
+    scorer: FlowScorer
+    idle_close_s: float
+    assembler: FlowAssembler = field(init=False)
+    history: dict[tuple[str, str], list[FlowState]] = field(default_factory=dict)
+    partition_of: dict[str, int] = field(default_factory=dict)
+    last_seen: dict[str, float] = field(default_factory=dict)
+    pending: list[Write] = field(default_factory=list)
+    invalid_messages: int = 0
+
+    def __post_init__(self) -> None:
+        self.assembler = FlowAssembler(self.config)
+
+    def loaded(self, gateway: str) -> bool:
+        return gateway in self.partition_of
+
+    def load(self, gateway: str, items: Iterable[tuple[bytes, bytes]], partition: int) -> None:
+        """Take a gateway's durable state (table entries) into memory."""
+        flow_prefix = f"f|{gateway}|".encode()
+        hist_prefix = f"h|{gateway}|".encode()
+        wkey = _watermark_key(gateway)
+        for key, value in items:
+            if value is None:
+                continue
+            if key.startswith(flow_prefix):
+                state = FlowState.from_bytes(value)
+                if state.key.gateway == gateway:
+                    self.assembler.restore(state)
+            elif key.startswith(hist_prefix):
+                flows = decode_history(value)
+                if flows and flows[0].key.gateway == gateway:
+                    self.history[flows[0].key.device] = flows
+            elif key == wkey:
+                _, seq, clock = _WATERMARK.unpack(value)
+                self.assembler.watermark_seq[gateway] = seq
+                self.assembler.clock_ns[gateway] = clock
+        self.partition_of[gateway] = partition
+        self.last_seen[gateway] = time.monotonic()
+
+    def ingest(self, raw: pa.RecordBatch, partition: int) -> tuple[list[FlowState], set[str]]:
+        """Account one raw batch; returns the flows it closed and the gateways it touched."""
+        parsed = parse_raw(raw)
+        closed = self.assembler.add_parsed(parsed)
+        gateways = set(parsed.gateway) | {str(g) for g in raw.column("gateway").to_pylist()}
+        now = time.monotonic()
+        for gateway in gateways:
+            self.partition_of[gateway] = partition
+            self.last_seen[gateway] = now
+            closed.extend(self.assembler.expire(gateway))
+        return closed, gateways
+
+    def idle(self, now: float | None = None) -> tuple[list[FlowState], set[str]]:
+        """Close every flow of gateways silent for ``idle_close_s``."""
+        now = time.monotonic() if now is None else now
+        closed: list[FlowState] = []
+        quiet = set()
+        open_gateways = {k.gateway for k in self.assembler.open}
+        for gateway in open_gateways:
+            if now - self.last_seen.get(gateway, now) >= self.idle_close_s:
+                closed.extend(self.assembler.close_all(gateway))
+                quiet.add(gateway)
+        return closed, quiet
+
+    def score(self, closed: list[FlowState]) -> pa.RecordBatch:
+        return self.scorer.score(closed, self.history)
+
+    def writes(self, closed: list[FlowState], gateways: set[str]) -> list[Write]:
+        """Table writes for what changed: flows, device histories, then watermarks."""
+        out: list[Write] = []
+        changed, removed = self.assembler.take_changes()
+        for key in removed:
+            out.append((self.partition_of[key.gateway], _flow_key(key), None))
+        for state in changed:
+            out.append((self.partition_of[state.key.gateway], _flow_key(state.key), state.to_bytes()))
+        for device in sorted({f.key.device for f in closed}):
+            gateway, ip = device
+            out.append(
+                (
+                    self.partition_of[gateway],
+                    _history_key(gateway, ip),
+                    encode_history(self.history[device]),
+                )
+            )
+        for gateway in sorted(gateways):
+            value = _WATERMARK.pack(
+                self.partition_of[gateway],
+                self.assembler.watermark_seq.get(gateway, -1),
+                self.assembler.clock_ns.get(gateway, 0),
+            )
+            out.append((self.partition_of[gateway], _watermark_key(gateway), value))
+        return out
+
+
+def known_gateways(items: Iterable[tuple[bytes, bytes]]) -> dict[str, int]:
+    """Gateways with durable state and their partitions (from the watermark entries)."""
+    out = {}
+    for key, value in items:
+        if key.startswith(b"w|") and value:
+            out[key[2:].decode()] = _WATERMARK.unpack(value)[0]
+    return out
+
+
+def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
+    """Build the Faust app (nothing runs until started)."""
+    import faust
+
+    from amlhp.flows.artifact import load_flow_model
+    from amlhp.streams.worker import faust_broker_url, faust_credentials
+
+    model = load_flow_model(options.model_path)
+    app = faust.App(
+        options.app_id or f"{settings.consumer_group}-flows",
+        broker=faust_broker_url(settings.bootstrap_servers),
+        broker_credentials=faust_credentials(settings),
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_disable_leader=True,
+        producer_acks=-1,
+        producer_max_request_size=8_000_000,
+        consumer_max_fetch_size=8_000_000,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+    )
+    raw_topic = app.topic(settings.topic_raw, value_serializer="raw", key_serializer="raw")
+    verdict_topic = app.topic(
+        settings.topic_flow_verdicts, value_serializer="raw", key_serializer="raw"
+    )
+    table = app.Table(
+        TABLE,
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+    )
+    runtime = FlowRuntime(
+        model.config, FlowScorer(model, explain_every=options.explain_every), options.idle_close_s
+    )
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-flows")
+    lock = asyncio.Lock()
+    app.amlhp_flow_runtime = runtime  # type: ignore[attr-defined]
+
+    def apply(writes: list[Write]) -> None:
+        store = table.data
+        for partition, key, value in writes:
+            if value is None:
+                store.pop(key, None)
+                table.send_changelog(partition, key, None, value_serializer="raw")
+            else:
+                store[key] = value
+                table.send_changelog(partition, key, value)
+
+    async def publish(batch: pa.RecordBatch) -> None:
+        for gateway in sorted(set(batch.column("gateway").to_pylist())):
+            part = batch.filter(pa.compute.equal(batch.column("gateway"), gateway))
+            await verdict_topic.send(key=str(gateway).encode(), value=to_ipc(part))
+
+    def step(raw: pa.RecordBatch, partition: int) -> tuple[list[Write], pa.RecordBatch | None]:
+        for gateway in {str(g) for g in raw.column("gateway").to_pylist()}:
+            if not runtime.loaded(gateway):
+                runtime.load(gateway, list(table.data.items()), partition)
+        closed, gateways = runtime.ingest(raw, partition)
+        verdicts = runtime.score(closed) if closed else None
+        return runtime.writes(closed, gateways), verdicts
+
+    def tick() -> tuple[list[Write], pa.RecordBatch | None]:
+        items = list(table.data.items())
+        for gateway, partition in known_gateways(items).items():
+            if not runtime.loaded(gateway):
+                runtime.load(gateway, items, partition)
+        closed, gateways = runtime.idle()
+        verdicts = runtime.score(closed) if closed else None
+        return runtime.writes(closed, gateways), verdicts
+
+    @app.agent(raw_topic, name="flows")
+    async def flows(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        async for event in stream.events():
+            try:
+                raw = from_ipc(event.value or b"", RAW)
+            except BatchDecodeError as exc:
+                runtime.invalid_messages += 1
+                log.warning("raw message %s is not a batch: %s", event.message.offset, exc)
+                continue
+            async with lock:
+                writes, verdicts = await loop.run_in_executor(
+                    pool, step, raw, event.message.partition
+                )
+                apply(writes)
+            if verdicts is not None and verdicts.num_rows:
+                await publish(verdicts)
+
+    @app.timer(interval=options.tick_s)
+    async def idle_close() -> None:
+        if app.rebalancing or not app.tables.recovery.completed.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        async with lock:
+            writes, verdicts = await loop.run_in_executor(pool, tick)
+            apply(writes)
+        if verdicts is not None and verdicts.num_rows:
+            await publish(verdicts)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: Any, revoked: set[Any], **_: Any) -> None:
+        gone = {tp.partition for tp in revoked if tp.topic == settings.topic_raw}
+        async with lock:
+            for gateway, partition in list(runtime.partition_of.items()):
+                if partition in gone:
+                    runtime.assembler.drop_gateway(gateway)
+                    runtime.partition_of.pop(gateway, None)
+                    runtime.last_seen.pop(gateway, None)
+                    for device in [d for d in runtime.history if d[0] == gateway]:
+                        del runtime.history[device]
+
+    return app
+
+
+def run_flow_worker(settings: Settings, options: FlowWorkerOptions) -> None:
+    """Run the flow worker in the foreground until SIGTERM/SIGINT."""
+    from faust.worker import Worker
+
+    app = create_flow_app(settings, options)
+    log.info("flow worker starting (app %s)", app.conf.id)
+    worker = Worker(app, loglevel="WARNING", quiet=True)
+    worker.execute_from_commandline()
+
+
+__all__ = ["FlowRuntime", "FlowWorkerOptions", "create_flow_app", "parse_key", "run_flow_worker"]

@@ -1,0 +1,124 @@
+"""The commands end to end: train, model info, evaluate, score, and the one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from amlhp.cli import build_app
+from amlhp.model.artifact import Artifact
+
+runner = CliRunner()
+
+
+def _amlhp(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "amlhp.cli", *args], capture_output=True, text=True, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, synthetic_labels: Path) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "model"
+    result = runner.invoke(
+        build_app(),
+        [
+            "train",
+            "--labels",
+            str(synthetic_labels),
+            "--split",
+            "flow",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            "--json",
+            "--report-dir",
+            str(out.parent / "report"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["accuracy"] >= 0.9
+    assert summary["params"] <= 25_000
+    assert (out.parent / "report" / "confusion.png").is_file()
+    return out
+
+
+def test_model_info_json(trained: Path) -> None:
+    result = runner.invoke(build_app(), ["model", "info", str(trained), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    for key in ("params", "flops", "classes", "version", "sha256"):
+        assert key in info
+    assert info["classes"] == ["mqtt_connect", "syn_flood", "dns_response", "tls_client"]
+    assert info["command"].startswith("amlhp ")
+
+
+def test_evaluate_the_held_out_side(trained: Path, synthetic_labels: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        build_app(),
+        [
+            "evaluate",
+            str(trained),
+            "--labels",
+            str(synthetic_labels),
+            "--out-dir",
+            str(tmp_path),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    stored = json.loads(trained.with_suffix(".json").read_text())["metrics"]
+    assert metrics["accuracy"] == pytest.approx(stored["accuracy"], abs=1e-4)
+    assert len(metrics["confusion"]) == 4
+    assert (tmp_path / "confusion.csv").read_text().startswith("true\\predicted,mqtt_connect")
+
+
+def test_score_writes_one_row_per_packet(
+    trained: Path, synthetic_labels: Path, tmp_path: Path
+) -> None:
+    capture = synthetic_labels.parent / "dns_response.pcap"
+    out = tmp_path / "v.parquet"
+    result = runner.invoke(
+        build_app(), ["score", str(capture), "--model", str(trained), "--out", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.num_rows == 200
+    assert {"status", "label", "score"} <= set(table.column_names)
+    labels = table.column("label").to_pylist()
+    assert labels.count("dns_response") >= 180
+
+
+def test_tampered_artifact_is_one_line_error(trained: Path, tmp_path: Path) -> None:
+    for suffix in (".json", ".safetensors"):
+        (tmp_path / f"m{suffix}").write_bytes(trained.with_suffix(suffix).read_bytes())
+    meta = json.loads((tmp_path / "m.json").read_text())
+    meta["payload_bytes"] = 128
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    proc = _amlhp("model", "info", str(tmp_path / "m"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert proc.stderr.startswith("error: ")
+    assert "tampered" in proc.stderr
+
+
+def test_default_model_info(tiny_artifact: Artifact) -> None:
+    del tiny_artifact
+    proc = _amlhp("model", "info", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["params"] <= 25_000
+    assert len(info["classes"]) == 9

@@ -1,0 +1,89 @@
+"""The scorer: shapes, backends agreeing, non-ok rows, and refusing foreign records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from amlhp.encoders import synth
+from amlhp.encoders.fast import encode_batch
+from amlhp.encoders.layout import EncoderConfig
+from amlhp.model.artifact import Artifact
+from amlhp.model.dataset import LabelledPackets
+from amlhp.model.exceptions import ScoringError
+from amlhp.model.scorer import Scorer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def test_backends_agree_on_real_packets(
+    tiny_artifact: Artifact, synthetic_data: LabelledPackets
+) -> None:
+    header, payload = synthetic_data.header, synthetic_data.payload[:, :64]
+    results = {}
+    for backend in ("torch", "fast", "onnx"):
+        scorer = Scorer(tiny_artifact, backend=backend, device="cpu", chunk=97)
+        ids, probs = scorer.predict(header, payload)
+        assert ids.shape == (800,)
+        assert probs.shape == (800, 4)
+        assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+        results[backend] = ids
+    assert np.array_equal(results["torch"], results["fast"])
+    assert np.array_equal(results["torch"], results["onnx"])
+    accuracy = float(np.mean(results["fast"] == synthetic_data.labels))
+    assert accuracy > 0.9
+
+
+def test_score_batch_skips_non_ok_rows(tiny_artifact: Artifact) -> None:
+    frames = [
+        (1, synth.ethernet(synth.ipv4(synth.tcp(b"\x10\x0c\x00\x04MQTT"), 6))),
+        (1, synth.ethernet(b"\x60" + bytes(50), ethertype=0x86DD)),  # IPv6: not encoded
+        (1, synth.ethernet(synth.ipv4(synth.udp(b"x" * 40, sport=53), 17))),
+    ]
+    batch = encode_batch(synth.raw_batch(frames), EncoderConfig())
+    scores = Scorer(tiny_artifact, device="cpu").score_batch(batch)
+    assert scores.ok.tolist() == [True, False, True]
+    assert scores.class_ids[1] == -1
+    assert np.isnan(scores.scores[1])
+    assert np.all((scores.scores[[0, 2]] > 0) & (scores.scores[[0, 2]] <= 1))
+    assert scores.inference_ns > 0
+
+
+def test_refuses_other_encodings(tiny_artifact: Artifact) -> None:
+    scorer = Scorer(tiny_artifact, device="cpu")
+    frames = [(1, synth.ethernet(synth.ipv4(synth.tcp(b"x"), 6)))]
+    with pytest.raises(ScoringError, match="P=64"):
+        scorer.score_batch(encode_batch(synth.raw_batch(frames), EncoderConfig(payload_bytes=16)))
+    with pytest.raises(ScoringError, match="mask"):
+        scorer.score_batch(
+            encode_batch(synth.raw_batch(frames), EncoderConfig(mask_fields=("ports",)))
+        )
+    with pytest.raises(ScoringError, match="header"):
+        scorer.predict(np.zeros((2, 100), np.uint8), np.zeros((2, 64), np.uint8))
+
+
+def test_empty_batch_and_bad_options(tiny_artifact: Artifact) -> None:
+    scorer = Scorer(tiny_artifact, device="cpu")
+    ids, probs = scorer.predict(np.zeros((0, 128), np.uint8), np.zeros((0, 64), np.uint8))
+    assert ids.shape == (0,)
+    assert probs.shape == (0, 4)
+    empty = encode_batch(synth.raw_batch([]), EncoderConfig())
+    assert isinstance(empty, pa.RecordBatch)
+    assert scorer.score_batch(empty).class_ids.shape == (0,)
+    with pytest.raises(ScoringError, match="backend"):
+        Scorer(tiny_artifact, backend="tpu")
+    with pytest.raises(ScoringError, match="device"):
+        Scorer(tiny_artifact, device="gpu9")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_matches_cpu(tiny_artifact: Artifact, synthetic_data: LabelledPackets) -> None:
+    header, payload = synthetic_data.header, synthetic_data.payload[:, :64]
+    cpu_ids, _ = Scorer(tiny_artifact, device="cpu").predict(header, payload)
+    gpu_ids, _ = Scorer(tiny_artifact, device="cuda").predict(header, payload)
+    assert np.array_equal(cpu_ids, gpu_ids)
