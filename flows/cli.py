@@ -327,7 +327,9 @@ def register(app: typer.Typer) -> None:
         with console().status("flow sink starting") as status:
             stats = sink.run(
                 stop,
-                on_progress=lambda s: status.update(f"flow sink: {s.rows} verdicts, {s.files} files"),
+                on_progress=lambda s: status.update(
+                    f"flow sink: {s.rows} verdicts, {s.files} files"
+                ),
             )
         _echo_json(stats.as_dict())
 

@@ -36,7 +36,6 @@ from amlhp.flows.record import (
     PACKET_FIELDS,
     PACKETS_OFFSET,
     PAD,
-    PAYLOAD_SLOTS,
     ROW_LEN,
     SLOT_START,
     FlowConfig,
@@ -268,7 +267,7 @@ def build_dataset(
                 continue
             by_class[cls].append(flow)
         chosen: list[FlowState] = []
-        for cls, members in sorted(by_class.items()):
+        for _cls, members in sorted(by_class.items()):
             if max_flows_per_class is not None and len(members) > max_flows_per_class:
                 pick = rng.choice(len(members), size=max_flows_per_class, replace=False)
                 dropped["class_cap"] += len(members) - max_flows_per_class
@@ -366,8 +365,8 @@ def split_flows(ds: FlowDataset, kind: str = "file", seed: int = 0) -> FlowSplit
                 sides[s].append(rows[np.isin(ds.file[rows], part)])
         else:
             ordered = rows[np.argsort(ds.start_ns[rows], kind="stable")]
-            a = int(round(ordered.size * RATIOS[0]))
-            b = int(round(ordered.size * (RATIOS[0] + RATIOS[1])))
+            a = round(ordered.size * RATIOS[0])
+            b = round(ordered.size * (RATIOS[0] + RATIOS[1]))
             for s, part in enumerate((ordered[:a], ordered[a:b], ordered[b:])):
                 sides[s].append(part)
     train, val, test = (np.sort(np.concatenate(s)) for s in sides)

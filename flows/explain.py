@@ -78,17 +78,14 @@ def plot_flow_explanation(doc: dict[str, Any], ds: FlowDataset, index: int, path
     mat = matrices(ds, np.asarray([index]))[0]
     view = np.concatenate([mat[:, :HEAD_LEN], mat[:, HEAD_LEN : HEAD_LEN + 400]], axis=1)
     shown = np.where(view >= 0, np.log1p(np.maximum(view, 0)), view)
-    fig, (ax1, ax2) = plt.subplots(
-        1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [2.2, 1]}
-    )
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [2.2, 1]})
     im = ax1.imshow(shown, aspect="auto", cmap="viridis", interpolation="nearest")
     ax1.axvline(10.5, color="white", lw=0.8)
     ax1.axvline(HEAD_LEN - 0.5, color="white", lw=0.8)
     ax1.set_yticks(range(mat.shape[0]), ["current"] + [f"prev {i}" for i in range(1, mat.shape[0])])
     ax1.set_xlabel("slot (metadata | 10 packets x time, size, dir | first 400 payload slots)")
     ax1.set_title(
-        f"flow {doc['device']} -> {doc['remote']} proto {doc['proto']}, "
-        f"{doc['packets']} packets",
+        f"flow {doc['device']} -> {doc['remote']} proto {doc['proto']}, {doc['packets']} packets",
         fontsize=9,
     )
     fig.colorbar(im, ax=ax1, fraction=0.03, label="log(1+value); -1 pad, -4/-8 markers")
@@ -96,10 +93,8 @@ def plot_flow_explanation(doc: dict[str, Any], ds: FlowDataset, index: int, path
     y = np.arange(len(groups))
     ax2.barh(y + 0.2, [doc["attributions"][g] for g in groups], 0.4, label=doc["label"])
     if doc.get("attributions_runner_up"):
-        runner = [k for k in doc["top3"] if k != doc["label"]][0]
-        ax2.barh(
-            y - 0.2, [doc["attributions_runner_up"][g] for g in groups], 0.4, label=runner
-        )
+        runner = next(k for k in doc["top3"] if k != doc["label"])
+        ax2.barh(y - 0.2, [doc["attributions_runner_up"][g] for g in groups], 0.4, label=runner)
     ax2.set_yticks(y, groups)
     ax2.axvline(0, color="black", lw=0.6)
     ax2.set_xlabel("Shapley value (calibrated probability)")

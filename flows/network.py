@@ -93,7 +93,9 @@ class RowFeatures(nn.Module):
             dim=1,
         )
         meta = meta * torch.cat([present.unsqueeze(1), valid[..., 1:].permute(0, 2, 1)], dim=1)
-        p = x[..., PACKETS_OFFSET:PAYLOAD_OFFSET].reshape(*x.shape[:2], FIRST_PACKETS, PACKET_FIELDS)
+        p = x[..., PACKETS_OFFSET:PAYLOAD_OFFSET].reshape(
+            *x.shape[:2], FIRST_PACKETS, PACKET_FIELDS
+        )
         has = (p[..., 1] >= 0).to(x.dtype)
         pp = p.clamp(min=0.0)
         packets = torch.stack(

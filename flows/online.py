@@ -49,7 +49,7 @@ from amlhp.flows.artifact import FlowModel
 from amlhp.flows.calibration import softmax
 from amlhp.flows.dataset import rows_of
 from amlhp.flows.exceptions import FlowStateError
-from amlhp.flows.record import FlowState, anonymise
+from amlhp.flows.record import ROW_LEN, FlowState, anonymise
 from amlhp.flows.shapley import GROUPS, exact_shapley
 
 FLOW_VERDICT: Final = "amlhp.flow_verdict"
@@ -131,7 +131,7 @@ class FlowScorer:
         depth = self.model.config.context
         rows = self.model.config.rows
         flows = sorted(closed, key=lambda s: (s.start_ns, s.key.text()))
-        mats = np.empty((len(flows), rows, self.model.network.blind_mask.shape[1]), np.float32)
+        mats = np.empty((len(flows), rows, ROW_LEN), np.float32)
         contexts = []
         for i, flow in enumerate(flows):
             before = history.get(flow.key.device, [])
@@ -157,12 +157,10 @@ class FlowScorer:
         if idx.size:
             phi, _ = exact_shapley(net, x[idx], temperature=refiner.temperature)
             ok = refiner.consistent(phi, pred[idx])
-            for j, i in enumerate(idx):
-                attributions[i] = [float(v) for v in phi[j, :, pred[i]]]
-                consistent[i] = bool(ok[j])
-        uncertain = [
-            bool(conf[i] < refiner.threshold or consistent[i] is False) for i in range(n)
-        ]
+            for j, row in enumerate(idx.tolist()):
+                attributions[row] = [float(v) for v in phi[j, :, pred[row]]]
+                consistent[row] = bool(ok[j])
+        uncertain = [bool(conf[i] < refiner.threshold or consistent[i] is False) for i in range(n)]
         classes = self.model.classes
         columns = {
             "gateway": [f.key.gateway for f in flows],
@@ -175,7 +173,7 @@ class FlowScorer:
             "device_port": [f.key.device_port for f in flows],
             "remote_port": [f.key.remote_port for f in flows],
             "packets": [f.packets for f in flows],
-            "bytes": [f.bytes for f in flows],
+            "bytes": [f.total_bytes for f in flows],
             "first_seq": [f.first_seq for f in flows],
             "last_seq": [f.last_seq for f in flows],
             "context_flows": contexts,

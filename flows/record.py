@@ -157,7 +157,7 @@ class FlowState:
     key: FlowKey
     start_ns: int
     last_ns: int = 0
-    bytes: int = 0
+    total_bytes: int = 0
     packets: int = 0
     first_seq: int = 0
     last_seq: int = 0
@@ -183,7 +183,7 @@ class FlowState:
         if self.packets == 0:
             self.first_seq = seq
         self.packets += 1
-        self.bytes += size
+        self.total_bytes += size
         self.last_ns = max(self.last_ns, ts_ns)
         self.last_seq = seq
         if label >= 0:
@@ -212,7 +212,7 @@ class FlowState:
         out[SLOT_REMOTE_PORT] = self.key.remote_port
         out[SLOT_DEVICE_PORT] = self.key.device_port
         out[SLOT_PROTO] = self.key.proto
-        out[SLOT_BYTES] = self.bytes
+        out[SLOT_BYTES] = self.total_bytes
         out[SLOT_PACKETS] = self.packets
         for i, (offset_ns, size, direction) in enumerate(self.head):
             base = PACKETS_OFFSET + PACKET_FIELDS * i
@@ -252,7 +252,7 @@ class FlowState:
                 len(key_text),
                 self.start_ns,
                 self.last_ns,
-                self.bytes,
+                self.total_bytes,
                 self.packets,
                 self.first_seq,
                 self.last_seq,
@@ -305,7 +305,7 @@ class FlowState:
             key=key,
             start_ns=start,
             last_ns=last,
-            bytes=nbytes,
+            total_bytes=nbytes,
             packets=packets,
             first_seq=first_seq,
             last_seq=last_seq,

@@ -110,14 +110,18 @@ def exact_shapley(
     grouped = masks.any(dim=0)
     keep = (coalitions.float() @ masks.reshape(g, -1).float()).reshape(2**g, rows, ROW_LEN) > 0
     keep = keep | ~grouped
-    values = np.empty((b, 2**g, model.num_classes), np.float32)  # type: ignore[arg-type]
+    values: npt.NDArray[np.float32] | None = None
     for lo in range(0, b, batch_size):
         chunk = x[lo : lo + batch_size]
         n = chunk.shape[0]
         inputs = torch.where(keep.unsqueeze(0), chunk.unsqueeze(1), absent)  # (n, 2^G, R, L)
         logits = model(inputs.reshape(n * 2**g, rows, ROW_LEN)).float()
         probs = torch.softmax(logits / temperature, dim=1).reshape(n, 2**g, -1)
+        if values is None:
+            values = np.empty((b, 2**g, probs.shape[-1]), np.float32)
         values[lo : lo + n] = probs.numpy()
+    if values is None:
+        raise ValueError("no flow to explain")
     return _shapley_from_values(values, g), values[:, 2**g - 1]
 
 
@@ -155,7 +159,7 @@ def _exact_shapley_rows(
     keep0 = (subsets.float() @ masks0.float()) > 0  # (16, L)
     keep0 = keep0 | ~masks0.any(dim=0)
     empty_emb, empty_present = model.embed_rows(absent[1:].unsqueeze(0), 1)  # type: ignore[operator]
-    values = np.empty((b, 2**g, model.num_classes), np.float32)  # type: ignore[arg-type]
+    values: npt.NDArray[np.float32] | None = None
     for lo in range(0, b, batch_size):
         chunk = x[lo : lo + batch_size]
         n = chunk.shape[0]
@@ -181,7 +185,11 @@ def _exact_shapley_rows(
             all_rows.reshape(n * 2**g, width, rows), all_present.reshape(n * 2**g, rows)
         ).float()
         probs = torch.softmax(logits / temperature, dim=1).reshape(n, 2**g, -1)
+        if values is None:
+            values = np.empty((b, 2**g, probs.shape[-1]), np.float32)
         values[lo : lo + n] = probs.numpy()
+    if values is None:
+        raise ValueError("no flow to explain")
     return _shapley_from_values(values, g), values[:, 2**g - 1]
 
 

@@ -128,7 +128,9 @@ class FlowVerdictSink:
         gateways = np.asarray(table.column("gateway").to_pylist(), dtype=object)
         files = []
         data = table.drop_columns(["gateway"])
-        for date, gateway in sorted({(str(d), str(g)) for d, g in zip(dates, gateways, strict=True)}):
+        for date, gateway in sorted(
+            {(str(d), str(g)) for d, g in zip(dates, gateways, strict=True)}
+        ):
             mask = pa.array((dates == date) & (gateways == gateway))
             sink = io.BytesIO()
             pq.write_table(data.filter(mask), sink, compression=self.compression)
@@ -150,7 +152,10 @@ class FlowVerdictSink:
                         continue
                     self._add(msg.partition() or 0, msg.offset() or 0, msg.value())
                 for partition, buf in list(self._buffers.items()):
-                    if buf.first is not None and time.monotonic() - buf.started >= self.roll_seconds:
+                    if (
+                        buf.first is not None
+                        and time.monotonic() - buf.started >= self.roll_seconds
+                    ):
                         self._flush(partition)
                 if on_progress is not None:
                     on_progress(self.stats)

@@ -42,6 +42,7 @@ from amlhp.flows.record import empty_row
 from amlhp.model.metrics import classification_report
 
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 STRATEGIES = ("per_flow", "sliding_window", "device_window")
 
 
@@ -64,7 +65,7 @@ class StrategyResult:
 
 def device_windows(
     ds: FlowDataset, index: IntArray, window_s: float
-) -> tuple[IntArray, IntArray, list[IntArray]]:
+) -> tuple[IntArray, IntArray, list[BoolArray]]:
     """Per (device, window): its last flow, the flows whose verdict it gives, and the
     context rows kept (preceding flows of the same window)."""
     w_ns = int(window_s * 1e9)
@@ -97,7 +98,7 @@ def _timed_probs(
     temperature: float,
     *,
     with_context: bool,
-    keep_rows: list[IntArray] | None = None,
+    keep_rows: list[BoolArray] | None = None,
 ) -> tuple[np.ndarray, float]:
     model.eval()
     out = []
@@ -148,7 +149,10 @@ def compare_strategies(
                 inspected = np.unique(
                     np.concatenate(
                         [lasts]
-                        + [ds.context[j][k & (ds.context[j] >= 0)] for j, k in zip(lasts, keep, strict=True)]
+                        + [
+                            ds.context[j][k & (ds.context[j] >= 0)]
+                            for j, k in zip(lasts, keep, strict=True)
+                        ]
                     )
                 )
                 calls = len(lasts)

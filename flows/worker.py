@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -176,7 +176,9 @@ class FlowRuntime:
         for key in removed:
             out.append((self.partition_of[key.gateway], _flow_key(key), None))
         for state in changed:
-            out.append((self.partition_of[state.key.gateway], _flow_key(state.key), state.to_bytes()))
+            out.append(
+                (self.partition_of[state.key.gateway], _flow_key(state.key), state.to_bytes())
+            )
         for device in sorted({f.key.device for f in closed}):
             gateway, ip = device
             out.append(
@@ -301,7 +303,8 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
 
     @app.timer(interval=options.tick_s)
     async def idle_close() -> None:
-        if app.rebalancing or not app.tables.recovery.completed.is_set():
+        recovery = cast(Any, app.tables).recovery
+        if app.rebalancing or not recovery.completed.is_set():
             return
         loop = asyncio.get_running_loop()
         async with lock:
@@ -310,8 +313,8 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
         if verdicts is not None and verdicts.num_rows:
             await publish(verdicts)
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(app: Any, revoked: set[Any], **_: Any) -> None:
+    async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        revoked = args[0] if args else kwargs.get("revoked", set())
         gone = {tp.partition for tp in revoked if tp.topic == settings.topic_raw}
         async with lock:
             for gateway, partition in list(runtime.partition_of.items()):
@@ -321,6 +324,8 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
                     runtime.last_seen.pop(gateway, None)
                     for device in [d for d in runtime.history if d[0] == gateway]:
                         del runtime.history[device]
+
+    cast(Any, app.on_partitions_revoked).connect(on_revoked)
 
     return app
 

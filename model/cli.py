@@ -349,9 +349,7 @@ def _register_model_group(app: typer.Typer) -> None:
                 on_progress=on_progress,
             )
         typer.echo((out_dir / "results.md").read_text())
-        typer.echo(
-            f"{len(doc['rows'])} rows in {doc.get('seconds', 0)}s -> {out_dir / 'results.json'}"
-        )
+        typer.echo(f"{len(doc['rows'])} rows -> {out_dir}/results-<split>.json and results.md")
 
     app.add_typer(group, name="model")
 

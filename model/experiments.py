@@ -44,9 +44,10 @@ EventFn = Callable[[str], None]
 
 
 def train_command(labels: str, name: str, split_kind: str, cap: int, config: TrainConfig) -> str:
+    threads = f"--threads {config.threads} " if config.threads else ""
     return (
         f"amlhp train --labels {labels} --model {name} --split {split_kind} "
-        f"--max-per-class {cap} --epochs {config.epochs} --seed {config.seed} "
+        f"--max-per-class {cap} --epochs {config.epochs} --seed {config.seed} {threads}"
         f"--out out/models/{name}-{split_kind}"
     )
 
@@ -63,7 +64,12 @@ def run_results(
     on_event: EventFn | None = None,
     on_progress: Callable[[str], ProgressFn] | None = None,
 ) -> dict[str, Any]:
-    """Train and test every (model, split); write ``results.json`` after each row."""
+    """Train and test every (model, split).
+
+    Each split's rows go to ``results-<split>.json`` as soon as a row is done, and
+    ``results.md`` is rebuilt from every ``results-*.json`` in ``out_dir``: two processes
+    can run the two splits side by side (one torch thread each) into the same folder.
+    """
     config = config or TrainConfig()
 
     def event(msg: str) -> None:
@@ -85,20 +91,23 @@ def run_results(
         f"in {time.perf_counter() - started:.0f}s"
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    results_path = out_dir / "results.json"
-    doc: dict[str, Any] = {
+    base: dict[str, Any] = {
         "labels": labels_arg,
         "classes": data.classes,
         "max_per_class": max_per_class,
         "hyperparameters": config.as_dict(),
         "flops_convention": FLOPS_CONVENTION,
         "packets": {name: int((data.labels == i).sum()) for i, name in enumerate(data.classes)},
-        "rows": [],
-        "reference_sizes": {},
+        "reference_sizes": {
+            "deeppacket": model_cost(
+                create_model("deeppacket", num_classes=len(data.classes))
+            ).as_dict()
+        },
     }
-    paper_size = model_cost(create_model("deeppacket", num_classes=len(data.classes)))
-    doc["reference_sizes"]["deeppacket"] = paper_size.as_dict()
+    docs: dict[str, dict[str, Any]] = {}
     for split_kind in splits:
+        doc = docs[split_kind] = {**base, "split": split_kind, "rows": []}
+        results_path = out_dir / f"results-{split_kind}.json"
         for name in models:
             event(f"training {name} on the {split_kind} split")
             progress = on_progress(f"{name}/{split_kind}") if on_progress else None
@@ -134,9 +143,23 @@ def run_results(
             doc["rows"].append(row)
             doc["seconds"] = round(time.perf_counter() - started, 1)
             results_path.write_text(json.dumps(doc, indent=2) + "\n")
+            (out_dir / "results.md").write_text(results_markdown(collect_results(out_dir)))
             event(f"{name}/{split_kind}: accuracy {row['accuracy']}, macro F1 {row['macro_f1']}")
-    (out_dir / "results.md").write_text(results_markdown(doc))
-    return doc
+    return {**base, "rows": [row for d in docs.values() for row in d["rows"]]}
+
+
+def collect_results(out_dir: Path) -> dict[str, Any]:
+    """All rows of every ``results-<split>.json`` in ``out_dir`` (random, flow, file order)."""
+    order = {kind: i for i, kind in enumerate(("random", "flow", "file"))}
+    files = sorted(
+        out_dir.glob("results-*.json"),
+        key=lambda p: order.get(p.stem.removeprefix("results-"), 9),
+    )
+    docs = [json.loads(p.read_text()) for p in files]
+    return {
+        "rows": [row for d in docs for row in d["rows"]],
+        "reference_sizes": docs[0].get("reference_sizes", {}) if docs else {},
+    }
 
 
 def results_markdown(doc: dict[str, Any]) -> str:

@@ -2,7 +2,8 @@
 
 Layout of one forward pass, for ``N`` packets:
 
-* header ``h`` (N, 128) and payload ``d`` (N, P) bytes, 0-255, scaled to [0, 1];
+* header ``h`` (N, 128) and payload ``d`` (N, P) bytes, 0-255, each fed as its 8 bits
+  (``byte_encoding="bits"``, our default) or scaled to [0, 1] (``"value"``, the paper's);
 * per modality a :class:`ModalityExtractor`: a pointwise stem lifts the byte sequence to
   ``channels`` channels, three parallel :class:`ResConv1d` blocks (header kernels 1, 2, 4;
   payload 2, 4, 8) each do depthwise-separable conv, ReLU, residual add, max pooling; the
@@ -17,8 +18,8 @@ Layout of one forward pass, for ``N`` packets:
   Softmax is applied by the scorer; training uses cross-entropy on the logits.
 
 The sizes the paper leaves open (channels, tokens, feature dimension, feed-forward width)
-are chosen to stay under 25,000 parameters and near the paper's 7 MFLOPs per packet; see
-``amlhp.model.flops`` and the README for the measured figures.
+are chosen in :mod:`amlhp.model.registry` to stay under 25,000 parameters at a token count
+the CPU scorer can sustain; the README gives the measured trade-off against FLOPs.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ def scale_bytes(x: Tensor) -> Tensor:
 
 
 ByteEncoding = Literal["value", "bits"]
-_BIT_SHIFTS = torch.arange(7, -1, -1, dtype=torch.int32)
 
 
 def byte_channels(encoding: str) -> int:
@@ -65,7 +65,8 @@ def byte_features(x: Tensor, encoding: str) -> Tensor:
     """
     if encoding == "value":
         return scale_bytes(x).unsqueeze(1)
-    bits = (x.to(torch.int32).unsqueeze(1) >> _BIT_SHIFTS.view(1, 8, 1)) & 1
+    shifts = torch.arange(7, -1, -1, dtype=torch.int32, device=x.device).view(1, 8, 1)
+    bits = (x.to(torch.int32).unsqueeze(1) >> shifts) & 1
     return bits.to(torch.float32)
 
 

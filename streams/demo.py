@@ -109,6 +109,39 @@ def wait_accounted(
         time.sleep(1.0)
 
 
+def wait_groups_ready(
+    settings: Settings, groups: list[str], stages: list[StageProcess], timeout_s: float
+) -> None:
+    """Wait until each consumer group is stable with members (partitions assigned).
+
+    Without this, a demo's latency figures would include the worker's start-up time.
+    """
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka_config())
+    deadline = time.monotonic() + timeout_s
+    pending = list(groups)
+    while pending:
+        for stage in stages:
+            stage.check_alive()
+        futures = admin.describe_consumer_groups(pending, request_timeout=10)
+        still = []
+        for group, future in futures.items():
+            try:
+                desc = future.result()
+            except Exception:  # noqa: BLE001 - not yet known to the coordinator: keep waiting
+                still.append(group)
+                continue
+            if desc.state != ConsumerGroupState.STABLE or not desc.members:
+                still.append(group)
+        pending = still
+        if pending:
+            if time.monotonic() > deadline:
+                raise StreamsError(f"consumer groups not ready after {timeout_s}s: {pending}")
+            time.sleep(0.5)
+
+
 def reset_topics(settings: Settings, timeout_s: float = 60.0) -> None:
     """Delete and re-create the pipeline topics so a run's counts are its own."""
     from amlhp.streams.topics import admin_client, delete_topics, ensure_pipeline_topics
@@ -178,6 +211,11 @@ def run_demo(
         ),
     ]
     try:
+        if on_status is not None:
+            on_status("demo: waiting for the worker and the sink to join their groups")
+        wait_groups_ready(
+            settings, [f"amlhp-demo-{run_id}", f"amlhp-demo-sink-{run_id}"], stages, 180.0
+        )
         tap = Tap(settings, gateway)
         started = time.time()
         stop = threading.Event()

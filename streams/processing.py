@@ -188,3 +188,10 @@ def split_by_gateway(batch: pa.RecordBatch) -> list[tuple[str, pa.RecordBatch]]:
         part = batch.filter(pc.equal(gateways, gw))
         out.append((str(gw), part))
     return out
+
+
+def row_chunks(batch: pa.RecordBatch, max_rows: int) -> list[pa.RecordBatch]:
+    """Split a batch into zero-copy slices of at most ``max_rows`` rows (one per message)."""
+    if batch.num_rows <= max_rows:
+        return [batch]
+    return [batch.slice(lo, max_rows) for lo in range(0, batch.num_rows, max_rows)]

@@ -32,12 +32,15 @@ from amlhp.streams.processing import (
     EncodedMessage,
     decode_encoded,
     encode_message,
+    row_chunks,
     score_batches,
     split_by_gateway,
 )
 
 log = logging.getLogger(__name__)
 INGESTED_HEADER = "amlhp-ingested-at-ns"
+#: Rows per produced message: keeps every message far below Kafka's 1 MB default limit.
+MAX_ROWS_PER_MESSAGE = 1000
 ENCODED_HEADER = "amlhp-encoded-at-ns"
 
 
@@ -127,7 +130,8 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
     holder = ModelHolder(options.model_path, loader)
     encode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-encode")
     score_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-score")
-    max_messages = max(1, options.max_batch // 32)
+    # Tap messages hold up to a few hundred packets: this many make about one max_batch.
+    max_messages = max(1, -(-options.max_batch // 256))
     app.amlhp_holder = holder  # type: ignore[attr-defined]
     metrics = process_metrics()  # served by `amlhp worker --metrics-port`
     install_faust_monitor(app, metrics)
@@ -153,11 +157,10 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
                     INGESTED_HEADER: str(ingested).encode(),
                     ENCODED_HEADER: str(time.time_ns()).encode(),
                 }
-                encoded_value = to_ipc(result.encoded)
-                await encoded_topic.send(key=event.key, value=encoded_value, headers=headers)
-                metrics.count_out(
-                    STEP_ENCODE, _key(event), result.encoded.num_rows, len(encoded_value)
-                )
+                for part in row_chunks(result.encoded, MAX_ROWS_PER_MESSAGE):
+                    encoded_value = to_ipc(part)
+                    await encoded_topic.send(key=event.key, value=encoded_value, headers=headers)
+                    metrics.count_out(STEP_ENCODE, _key(event), part.num_rows, len(encoded_value))
             if result.dead is not None:
                 await dead_topic.send(key=event.key, value=to_ipc(result.dead))
                 metrics.count_dead_batch(STEP_ENCODE, result.dead)
@@ -197,10 +200,11 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
             )
             metrics.set_model_version(scorer.version)
             metrics.record_verdicts(verdicts)
-            for gateway, part in split_by_gateway(verdicts):
-                verdict_value = to_ipc(part)
-                await verdict_topic.send(key=gateway.encode(), value=verdict_value)
-                metrics.count_out(STEP_SCORE, gateway, part.num_rows, len(verdict_value))
+            for gateway, by_gateway in split_by_gateway(verdicts):
+                for part in row_chunks(by_gateway, MAX_ROWS_PER_MESSAGE):
+                    verdict_value = to_ipc(part)
+                    await verdict_topic.send(key=gateway.encode(), value=verdict_value)
+                    metrics.count_out(STEP_SCORE, gateway, part.num_rows, len(verdict_value))
 
     @app.timer(interval=options.reload_interval_s)
     async def reload_model() -> None:

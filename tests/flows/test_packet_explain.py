@@ -64,13 +64,22 @@ def test_amlhp_explain_command(tmp_path: Path) -> None:
         encoding={"payload_bytes": 64, "layout_version": "1", "mask_fields": ["ip.src", "ip.dst"]},
     )
     frames = [tcp_frame(b"x" * 10), udp_frame(b"dns", "192.168.1.10", "8.8.8.8")]
-    pcap = write_pcap(
-        tmp_path / "c.pcap", [Record(f, ts_ns=T0 + i) for i, f in enumerate(frames)]
-    )
+    pcap = write_pcap(tmp_path / "c.pcap", [Record(f, ts_ns=T0 + i) for i, f in enumerate(frames)])
     png = tmp_path / "pkt.png"
     done = subprocess.run(
-        [sys.executable, "-m", "amlhp.cli", "explain", str(pcap), "--model", str(art),
-         "--samples", "2", "--png", str(png)],
+        [
+            sys.executable,
+            "-m",
+            "amlhp.cli",
+            "explain",
+            str(pcap),
+            "--model",
+            str(art),
+            "--samples",
+            "2",
+            "--png",
+            str(png),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -40,7 +40,7 @@ def test_row_layout_of_a_three_packet_tcp_flow() -> None:
     row = flow.row()
     assert row.shape == (ROW_LEN,) == (3041,)
     sizes = [20 + 20 + 3, 20 + 20, 20 + 20 + 2]  # IPv4 total lengths
-    expected_head = [1, 0, 52, 1, 2, 3, 443, 49152, 6, sum(sizes), 3]
+    expected_head: list[float] = [1, 0, 52, 1, 2, 3, 443, 49152, 6, sum(sizes), 3]
     expected_head += [0.0, sizes[0], 1, 0.5, sizes[1], 0, 1.25, sizes[2], 1]
     expected_head += [-1] * (3 * 7)
     np.testing.assert_allclose(row[:HEAD_LEN], expected_head, rtol=0, atol=1e-6)
@@ -72,7 +72,9 @@ def test_private_remote_anonymised_public_kept_and_udp_ports() -> None:
     (flow,) = closed_flows(raw([udp_frame(b"q", DEVICE, "10.0.0.5")], [0.0]))
     row = flow.row()
     assert row[2:6].tolist() == [0, 0, 0, 0]
-    assert row[6] == 53 and row[7] == 5000 and row[8] == 17
+    assert row[6] == 53
+    assert row[7] == 5000
+    assert row[8] == 17
     assert anonymise("8.8.8.8") == "8.8.8.8"
     assert anonymise("172.16.3.4") == "0.0.0.0"
     assert anonymise("127.66.0.1") == "0.0.0.0"
@@ -86,7 +88,8 @@ def test_device_to_device_gives_two_mirrored_records() -> None:
     a, b = by_device[DEVICE], by_device[other]
     assert (a.key.device_port, a.key.remote_port) == (5000, 53)
     assert (b.key.device_port, b.key.remote_port) == (53, 5000)
-    assert a.row()[13] == 1 and b.row()[13] == 0  # direction of the only packet
+    assert a.row()[13] == 1
+    assert b.row()[13] == 0
 
 
 def test_no_local_endpoint_and_refused_packets_are_counted() -> None:

@@ -62,15 +62,17 @@ def test_refinement_statuses() -> None:
     assert out.labels.tolist() == [0, 1, 0, 0]
     assert out.consistent.tolist() == [True, False, True, True]
     labels = np.array([0, 1, 0, 2])
-    wrong_sure = high_confidence_errors(labels, probs.argmax(1), probs.max(1), np.ones(4, bool), 0.65)
+    wrong_sure = high_confidence_errors(
+        labels, probs.argmax(1), probs.max(1), np.ones(4, bool), 0.65
+    )
     assert wrong_sure == 1  # flow 1 was a confident mistake before refinement
     assert high_confidence_errors(labels, out.labels, out.confidence, out.accepted, 0.65) == 0
 
 
 def test_profiles_from_right_verdicts_only() -> None:
     phi = np.zeros((5, 2, 2), np.float32)
-    phi[:3, :, 0] = [[1, 0], [0.8, 0.2], [0.9, 0.1]]
-    phi[3:, :, 1] = [[0, 1], [0, 1]]
+    phi[:3, :, 0] = np.array([[1, 0], [0.8, 0.2], [0.9, 0.1]])
+    phi[3:, :, 1] = np.array([[0, 1], [0, 1]])
     pred = np.array([0, 0, 0, 1, 1])
     labels = np.array([0, 0, 0, 1, 0])
     profiles, radius = fit_profiles(phi, pred, labels, 2)

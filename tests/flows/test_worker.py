@@ -71,7 +71,9 @@ def test_runtime_state_survives_a_restart_through_its_table_writes(flow_model_di
     row = tcp_verdict(verdicts)
     assert row["packets"] == 10
     assert (row["first_seq"], row["last_seq"]) == (0, 10)
-    assert row["attributions"] is not None and len(row["attributions"]) == 5
+    attributions = row["attributions"]
+    assert isinstance(attributions, list)
+    assert len(attributions) == 5
     assert not any(k.startswith(b"f|") for k in table)  # closed flows left the table
     assert any(k.startswith(b"h|") for k in table)  # ... into the device's history
 
@@ -102,7 +104,10 @@ class Proc:
         self.log = log
         with open(log, "wb") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "amlhp.cli", *args], stdout=fh, stderr=subprocess.STDOUT, env=env
+                [sys.executable, "-m", "amlhp.cli", *args],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
 
     def alive(self) -> None:
@@ -127,9 +132,7 @@ def procs() -> Iterator[list[Proc]]:
         p.stop()
 
 
-def wait_committed(
-    settings: Settings, group: str, worker: Proc, timeout_s: float = 90.0
-) -> None:
+def wait_committed(settings: Settings, group: str, worker: Proc, timeout_s: float = 90.0) -> None:
     """Until the group has committed every raw partition up to its end."""
     from confluent_kafka import Consumer, TopicPartition
 
@@ -169,12 +172,12 @@ def read_verdicts(settings: Settings, want: int, timeout_s: float) -> list[dict[
         while time.monotonic() < deadline and len(rows) < want:
             msg = c.poll(0.5)
             if msg is not None and msg.error() is None:
-                rows.extend(decode_flow_verdicts(msg.value()).to_pylist())
+                rows.extend(decode_flow_verdicts(msg.value() or b"").to_pylist())
         end = time.monotonic() + 3  # a duplicate would show up now
         while time.monotonic() < end:
             msg = c.poll(0.5)
             if msg is not None and msg.error() is None:
-                rows.extend(decode_flow_verdicts(msg.value()).to_pylist())
+                rows.extend(decode_flow_verdicts(msg.value() or b"").to_pylist())
     finally:
         c.close()
     return rows
@@ -210,8 +213,11 @@ def test_flow_worker_resumes_a_flow_after_being_killed(
     send(second)
     out = tmp_path / "flow-verdicts"
     procs.append(Proc(worker_args, tmp_path / "worker-2.log", env))
-    procs.append(Proc(["flows", "sink", "--out", str(out), "--roll-seconds", "1"],
-                      tmp_path / "sink.log", env))
+    procs.append(
+        Proc(
+            ["flows", "sink", "--out", str(out), "--roll-seconds", "1"], tmp_path / "sink.log", env
+        )
+    )
     rows = read_verdicts(settings, want=2, timeout_s=150)
     for p in procs[1:]:
         p.alive()

@@ -15,6 +15,7 @@ from amlhp.streams.processing import (
     EncodedMessage,
     decode_encoded,
     encode_message,
+    row_chunks,
     score_batches,
     split_by_gateway,
 )
@@ -122,3 +123,11 @@ def test_score_keeps_identity_and_uses_one_model(mixed_frames: list[bytes]) -> N
     round_trip = from_ipc(to_ipc(parts["gw-a"]), VERDICT)
     assert round_trip.column("seq").to_pylist() == [0, 1, 3]
     assert round_trip.column("score").to_pylist() == pytest.approx([0.9] * 3)
+
+
+def test_row_chunks_cover_every_row_once(mixed_frames: list[bytes]) -> None:
+    raw = _raw_batch("gw-a", mixed_frames * 5)
+    parts = row_chunks(raw, 7)
+    assert [p.num_rows for p in parts] == [7, 7, 7, 4]
+    assert [s for p in parts for s in p.column("seq").to_pylist()] == list(range(25))
+    assert row_chunks(raw, 100) == [raw]
