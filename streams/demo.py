@@ -110,7 +110,11 @@ def wait_accounted(
 
 
 def wait_groups_ready(
-    settings: Settings, groups: list[str], stages: list[StageProcess], timeout_s: float
+    settings: Settings,
+    groups: list[str],
+    stages: list[StageProcess],
+    timeout_s: float,
+    min_members: dict[str, int] | None = None,
 ) -> None:
     """Wait until each consumer group is stable with members (partitions assigned).
 
@@ -133,7 +137,8 @@ def wait_groups_ready(
             except Exception:  # noqa: BLE001 - not yet known to the coordinator: keep waiting
                 still.append(group)
                 continue
-            if desc.state != ConsumerGroupState.STABLE or not desc.members:
+            wanted = (min_members or {}).get(group, 1)
+            if desc.state != ConsumerGroupState.STABLE or len(desc.members) < wanted:
                 still.append(group)
         pending = still
         if pending:

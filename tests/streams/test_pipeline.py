@@ -20,7 +20,7 @@ from amlhp.model.scorer import default_model_path, load_scorer
 from amlhp.settings import Settings
 from amlhp.streams.accounting import Accounting
 from amlhp.streams.dataset import read_verdicts
-from amlhp.streams.demo import StageProcess, wait_accounted
+from amlhp.streams.demo import StageProcess, wait_accounted, wait_groups_ready
 from amlhp.streams.tap import Tap, TapStats, live_packets, pcap_packets, run_tap
 
 from .conftest import StageStarter
@@ -50,6 +50,12 @@ def offline_labels(capture: Path) -> list[str | None]:
     return labels
 
 
+def ready(settings: Settings, procs: list[StageProcess], workers: int = 1) -> None:
+    """Tap only once the worker(s) and the sink own their partitions (no mid-run rebalance)."""
+    worker_group, sink_group = settings.consumer_group, f"{settings.consumer_group}-sink"
+    wait_groups_ready(settings, [worker_group, sink_group], procs, 180.0, {worker_group: workers})
+
+
 def finish(
     settings: Settings, out: Path, expected: dict[str, tuple[int, int]], procs: list[StageProcess]
 ) -> Accounting:
@@ -69,6 +75,7 @@ def test_one_tap_exact_accounting_and_offline_parity(
         stages("worker", "worker"),
         stages("sink", "sink", "--out", str(out), "--roll-seconds", "1"),
     ]
+    ready(pipeline_settings, procs)
     stats = tap_file(pipeline_settings, demo_capture, "gw-1")
     ledger = finish(pipeline_settings, out, {"gw-1": (0, stats.packets)}, procs)
     assert ledger.verdicts > 0.9 * stats.packets
@@ -93,6 +100,7 @@ def test_two_workers_three_gateways(
         stages("worker-2", "worker"),
         stages("sink", "sink", "--out", str(out), "--roll-seconds", "1"),
     ]
+    ready(pipeline_settings, procs, workers=2)
     results: dict[str, TapStats] = {}
 
     def run(gw: str) -> None:
@@ -119,6 +127,7 @@ def test_garbage_goes_to_dead_letters_and_worker_keeps_going(
         stages("worker", "worker"),
         stages("sink", "sink", "--out", str(out), "--roll-seconds", "1"),
     ]
+    ready(pipeline_settings, procs)
     producer = Producer({"bootstrap.servers": pipeline_settings.bootstrap_servers})
     garbage = [b"", b"\xff" * 100, b"ARROW1\x00\x00 not really", b'{"json": true}']
     for value in garbage:
@@ -134,8 +143,9 @@ def test_sink_killed_mid_run_loses_nothing_and_duplicates_nothing(
     pipeline_settings: Settings, stages: StageStarter, demo_capture: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "verdicts"
-    stages("worker", "worker")
+    worker = stages("worker", "worker")
     sink = stages("sink", "sink", "--out", str(out), "--roll-seconds", "0.5", "--roll-rows", "500")
+    ready(pipeline_settings, [worker, sink])
     stats = tap_file(pipeline_settings, demo_capture, "gw-1")
     deadline = time.monotonic() + 120
     while read_verdicts(out).num_rows < stats.packets // 3:
@@ -163,6 +173,7 @@ def test_live_capture_on_loopback(
         stages("worker", "worker"),
         stages("sink", "sink", "--out", str(out), "--roll-seconds", "1"),
     ]
+    ready(pipeline_settings, procs)
     stop = threading.Event()
     tap = Tap(pipeline_settings, "gw-live", batch_size=50, max_delay_ms=20)
     result: dict[str, TapStats] = {}
