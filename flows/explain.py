@@ -84,8 +84,11 @@ def plot_flow_explanation(doc: dict[str, Any], ds: FlowDataset, index: int, path
     ax1.axvline(HEAD_LEN - 0.5, color="white", lw=0.8)
     ax1.set_yticks(range(mat.shape[0]), ["current"] + [f"prev {i}" for i in range(1, mat.shape[0])])
     ax1.set_xlabel("slot (metadata | 10 packets x time, size, dir | first 400 payload slots)")
+    gateway, _, ip = str(doc["device"]).rpartition("|")
+    where = "/".join(Path(gateway).parts[-2:])
     ax1.set_title(
-        f"flow {doc['device']} -> {doc['remote']} proto {doc['proto']}, {doc['packets']} packets",
+        f"{where}: {ip}:{doc['device_port']} -> {doc['remote']} proto {doc['proto']}, "
+        f"{doc['packets']} packets",
         fontsize=9,
     )
     fig.colorbar(im, ax=ax1, fraction=0.03, label="log(1+value); -1 pad, -4/-8 markers")
