@@ -355,6 +355,6 @@ def register(app: typer.Typer) -> None:
 
         docs = explain_capture(capture, model, max_packets=max_packets, samples=samples, seed=seed)
         for doc in docs:
-            _echo_json(doc)
+            typer.echo(json.dumps(doc))  # attributions stay ranked by magnitude
         if png is not None and docs:
             plot_packet_explanation(docs[0], png)

@@ -9,9 +9,10 @@ field the packet does not have (the TCP slot of a UDP packet) is equal to its ba
 gets exactly 0, and a field's value answers "how much does this field's content move the
 probability of the verdict, compared with the field being absent".
 
-With 27 players exact Shapley values are out of reach; Captum's ``ShapleyValueSampling``
-averages marginal contributions over ``samples`` random permutations (unbiased; the
-attributions of one packet still sum exactly to p(x) - p(baseline)).
+With 26 players (25 header fields and the payload) exact Shapley values are out of
+reach; Captum's ``ShapleyValueSampling`` averages marginal contributions over
+``samples`` random permutations (unbiased; the attributions of one packet still sum
+exactly to p(x) - p(baseline)).
 """
 
 from __future__ import annotations
@@ -164,7 +165,9 @@ def plot_packet_explanation(doc: dict[str, Any], path: Path, top: int = 12) -> N
     ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
     ax.axvline(0, color="black", lw=0.6)
     ax.set_xlabel("Shapley value (probability of the verdict)")
-    ax.set_title(f"{doc['src']} -> {doc['dst']}: {doc['label']} ({doc['probability']:.2f})")
+    ax.set_title(
+        f"{doc['src']} -> {doc['dst']}\n{doc['label']} ({doc['probability']:.2f})", fontsize=9
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
