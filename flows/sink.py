@@ -27,7 +27,7 @@ from amlhp.flows.exceptions import FlowStateError
 from amlhp.flows.online import decode_flow_verdicts
 from amlhp.settings import Settings
 from amlhp.streams import dataset
-from amlhp.streams.kafka_io import consumer_config
+from amlhp.streams.kafka_io import committed_offsets, consumer_config
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class FlowVerdictSink:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=30)}
+        committed = {tp.partition: tp.offset for tp in committed_offsets(consumer, partitions)}
         for tp in partitions:
             dataset.remove_orphans(self.root, tp.topic, tp.partition)
             durable = dataset.manifests(self.root, tp.topic, tp.partition)

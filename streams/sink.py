@@ -27,7 +27,7 @@ from amlhp.encoders.schemas import VERDICT, from_ipc
 from amlhp.settings import Settings
 from amlhp.streams import dataset
 from amlhp.streams.exceptions import SinkError
-from amlhp.streams.kafka_io import consumer_config
+from amlhp.streams.kafka_io import committed_offsets, consumer_config
 from amlhp.streams.metrics import STEP_SINK, process_metrics
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class ParquetSink:
 
     # -- rebalancing ------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=30)}
+        committed = {tp.partition: tp.offset for tp in committed_offsets(consumer, partitions)}
         for tp in partitions:
             removed = dataset.remove_orphans(self.root, tp.topic, tp.partition)
             self.stats.orphans_removed += len(removed)

@@ -136,13 +136,15 @@ def wait_committed(settings: Settings, group: str, worker: Proc, timeout_s: floa
     """Until the group has committed every raw partition up to its end."""
     from confluent_kafka import Consumer, TopicPartition
 
+    from amlhp.streams.kafka_io import committed_offsets
+
     c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group})
     try:
         parts = [TopicPartition(settings.topic_raw, p) for p in range(settings.partitions)]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             done = True
-            for tp in c.committed(parts, timeout=10):
+            for tp in committed_offsets(c, parts):
                 _, high = c.get_watermark_offsets(tp, timeout=10)
                 if high > 0 and tp.offset < high:
                     done = False

@@ -1,0 +1,35 @@
+"""Client helpers against the real broker: committed offsets of new and used groups."""
+
+from __future__ import annotations
+
+import pytest
+
+from amlhp.settings import Settings
+from amlhp.streams.kafka_io import committed_offsets, consumer_config, producer_config
+from amlhp.streams.topics import ensure_pipeline_topics
+
+
+@pytest.mark.kafka
+def test_committed_offsets_of_a_new_group_then_after_a_commit(kafka_settings: Settings) -> None:
+    from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
+
+    ensure_pipeline_topics(kafka_settings)
+    topic = kafka_settings.topic_raw
+    parts = [TopicPartition(topic, p) for p in range(kafka_settings.partitions)]
+    group = f"{kafka_settings.consumer_group}-probe"
+
+    consumer = Consumer(consumer_config(kafka_settings, group_id=group, client_id="probe"))
+    try:
+        # A group the coordinator has never seen: no offsets, and no coordinator error.
+        fresh = committed_offsets(consumer, parts)
+        assert [tp.offset for tp in fresh] == [OFFSET_INVALID] * len(parts)
+
+        producer = Producer(producer_config(kafka_settings, client_id="probe"))
+        producer.produce(topic, value=b"x", partition=0)
+        assert producer.flush(30) == 0
+        consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+        after = {tp.partition: tp.offset for tp in committed_offsets(consumer, parts)}
+        assert after[0] == 1
+        assert all(after[p] == OFFSET_INVALID for p in range(1, kafka_settings.partitions))
+    finally:
+        consumer.close()
