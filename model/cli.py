@@ -351,6 +351,54 @@ def _register_model_group(app: typer.Typer) -> None:
         typer.echo((out_dir / "results.md").read_text())
         typer.echo(f"{len(doc['rows'])} rows -> {out_dir}/results-<split>.json and results.md")
 
+    @group.command("masking-study")
+    def masking_study(
+        labels: Path = typer.Option(Path("model/labels/public.yaml"), "--labels", "-l"),
+        out_dir: Path = typer.Option(Path("model/results/masking"), "--out-dir"),
+        variants: list[str] = typer.Option(
+            [], "--variant", help="Subset of variants (repeatable; default: all)"
+        ),
+        split_kind: str = typer.Option("file", "--split", help="file (default) or flow"),
+        max_per_class: int = typer.Option(4000, "--max-per-class", min=1),
+        epochs: int = typer.Option(5, "--epochs", min=1),
+        seed: int = typer.Option(0, "--seed"),
+        threads: int | None = typer.Option(None, "--threads", min=1),
+    ) -> None:
+        """Train one model per masking option, test on unseen capture files, pick the best."""
+        import torch
+
+        from amlhp.model.exceptions import ModelError
+        from amlhp.model.masking_study import MASK_VARIANTS, best_variant, run_masking_study
+        from amlhp.model.train import TrainConfig
+        from amlhp.progress import console, progress_bar
+
+        unknown = sorted(set(variants) - set(MASK_VARIANTS))
+        if unknown:
+            raise ModelError(f"unknown variant(s) {unknown}; valid: {', '.join(MASK_VARIANTS)}")
+        chosen = {k: v for k, v in MASK_VARIANTS.items() if not variants or k in variants}
+        if threads:
+            torch.set_num_threads(threads)
+        out = console()
+        with progress_bar() as progress:
+            tasks: dict[str, Any] = {}
+
+            def on_progress(label: str) -> Any:
+                tasks[label] = progress.add_task(label, total=None, status="")
+                return _progress_fn(progress, tasks[label], epochs)
+
+            doc = run_masking_study(
+                labels,
+                out_dir,
+                variants=chosen,
+                split_kind=split_kind,
+                max_per_class=max_per_class,
+                config=TrainConfig(epochs=epochs, seed=seed, threads=threads),
+                on_event=lambda msg: out.log(msg),
+                on_progress=on_progress,
+            )
+        typer.echo((out_dir / "masking.md").read_text())
+        typer.echo(f"best: {best_variant(doc)} -> {out_dir}/masking.json and masking.md")
+
     app.add_typer(group, name="model")
 
 
