@@ -106,3 +106,10 @@ default-model: setup
 
 bench-score: setup
 	$(BIN)/amlhp bench score --fig10 --threads 2 --out-dir benchmarks/results
+
+# Throughput and lag benchmarks (docs/benchmarks.md): stage rates, Fig. 10, end to end at
+# 25/50/100/150% of the measured capacity (a minute each) and 1 vs 2 workers, on the local
+# broker; about 12-14 minutes on two cores. JSON, PNG plots and results.md in benchmarks/results.
+.PHONY: bench
+bench: setup kafka-up
+	$(BIN)/amlhp bench all --out-dir benchmarks/results

@@ -50,9 +50,17 @@ class TopicNames(BaseModel):
     verdicts: str = Field("amlhp.verdicts", description="env AMLHP_TOPIC_VERDICTS")
     dead_letter: str = Field("amlhp.deadletter", description="env AMLHP_TOPIC_DEAD_LETTER")
     flow_verdicts: str = Field("amlhp.flows.verdicts", description="env AMLHP_TOPIC_FLOW_VERDICTS")
+    explanations: str = Field("amlhp.explanations", description="env AMLHP_TOPIC_EXPLANATIONS")
 
     def all(self) -> list[str]:
-        return [self.raw, self.encoded, self.verdicts, self.dead_letter, self.flow_verdicts]
+        return [
+            self.raw,
+            self.encoded,
+            self.verdicts,
+            self.dead_letter,
+            self.flow_verdicts,
+            self.explanations,
+        ]
 
 
 class Settings(BaseSettings):
@@ -74,6 +82,10 @@ class Settings(BaseSettings):
     topic_dead_letter: str = Field("amlhp.deadletter", description="env AMLHP_TOPIC_DEAD_LETTER")
     topic_flow_verdicts: str = Field(
         "amlhp.flows.verdicts", description="env AMLHP_TOPIC_FLOW_VERDICTS"
+    )
+    topic_explanations: str = Field(
+        "amlhp.explanations",
+        description="env AMLHP_TOPIC_EXPLANATIONS: sampled per-packet explanations",
     )
     partitions: int = Field(4, ge=1, description="env AMLHP_PARTITIONS: partitions per topic")
     replication_factor: int = Field(
@@ -115,6 +127,7 @@ class Settings(BaseSettings):
             verdicts=self.topic_verdicts,
             dead_letter=self.topic_dead_letter,
             flow_verdicts=self.topic_flow_verdicts,
+            explanations=self.topic_explanations,
         )
 
     def kafka_config(self, **extra: Any) -> dict[str, Any]:

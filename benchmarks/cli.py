@@ -7,7 +7,9 @@ function below, so benchmarks stay independent of each other.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -181,6 +183,179 @@ def _register_score(bench: typer.Typer) -> None:
         typer.echo(f"machine: {result.machine['cpu']}")
 
 
+def _floats(text: str | None) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(f"not a comma-separated list of numbers: {text!r}") from exc
+
+
+def _status_printer() -> Any:
+    from amlhp.progress import console
+
+    out = console()
+
+    def show(line: str) -> None:
+        out.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {line}")
+
+    return show
+
+
+def _register_e2e(bench: typer.Typer) -> None:
+    @bench.command("e2e")
+    def e2e(
+        ctx: typer.Context,
+        fractions: str = typer.Option(
+            "0.25,0.5,1,1.5", "--fractions", help="Offered loads as fractions of capacity"
+        ),
+        rates: str | None = typer.Option(
+            None, "--rates", help="Offered loads in packets/s (instead of --fractions)"
+        ),
+        seconds: float = typer.Option(60.0, "--seconds", min=1, help="Seconds per offered load"),
+        capacity: float | None = typer.Option(
+            None, "--capacity", help="Skip the full-speed run and take this capacity (packets/s)"
+        ),
+        capacity_loops: int = typer.Option(
+            4, "--capacity-loops", min=1, help="Passes over the capture in the full-speed run"
+        ),
+        capture: Path | None = typer.Option(None, "--capture", help="Capture to replay [demo]"),
+        workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (one group)"),
+        partitions: int = typer.Option(4, "--partitions", min=1, help="Partitions per topic"),
+        worker_threads: int | None = typer.Option(
+            None, "--worker-threads", min=0, help="Passed to `amlhp worker --threads`"
+        ),
+        profile: bool = typer.Option(
+            False, "--profile", help="py-spy profiles of worker, sink and tap at ~100% load"
+        ),
+        quick: bool = typer.Option(
+            False, "--quick", help="Two short loads (50% and 150%, 4 s each): checks, not figures"
+        ),
+        out_dir: Path = typer.Option(
+            Path("benchmarks/results"), "--out-dir", help="Where e2e.json and the plots go"
+        ),
+        work_dir: Path = typer.Option(
+            Path("out/bench"), "--work-dir", help="Logs, profiles and the transient dataset"
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the result JSON on stdout"),
+    ) -> None:
+        """Throughput, latency, lag and exact accounting at fixed offered loads."""
+        from amlhp.benchmarks.e2e import DEFAULT_FRACTIONS, E2EConfig, run_e2e
+        from amlhp.benchmarks.plots import plot_e2e
+        from amlhp.benchmarks.report import e2e_table
+        from amlhp.benchmarks.results import write_json
+
+        overrides: dict[str, Any] = {
+            "fractions": _floats(fractions) or DEFAULT_FRACTIONS,
+            "rates": _floats(rates),
+            "capacity_pps": capacity,
+            "workers": workers,
+            "partitions": partitions,
+            "profile": profile,
+        }
+        if worker_threads is not None:
+            overrides["worker_args"] = ("--threads", str(worker_threads))
+        if capture is not None:
+            overrides["capture"] = capture
+        if quick:
+            if fractions == "0.25,0.5,1,1.5":
+                overrides.pop("fractions")
+            cfg = E2EConfig.quick_config(**overrides)
+        else:
+            cfg = E2EConfig(seconds_per_rate=seconds, capacity_loops=capacity_loops, **overrides)
+        doc = run_e2e(ctx.obj.settings, cfg, work_dir=work_dir, on_status=_status_printer())
+        write_json(doc, out_dir / "e2e.json")
+        plot_e2e(doc, out_dir)
+        if as_json:
+            typer.echo(json.dumps(doc, indent=2))
+        else:
+            typer.echo(e2e_table(doc))
+            typer.echo(f"wrote {out_dir / 'e2e.json'} and plots in {out_dir}")
+
+
+def _register_suite(bench: typer.Typer) -> None:
+    @bench.command("stages")
+    def stages(
+        ctx: typer.Context,
+        quick: bool = typer.Option(False, "--quick", help="Small counts: checks, not figures"),
+        score_threads: int = typer.Option(1, "--score-threads", min=1, help="Scorer threads"),
+        out_dir: Path = typer.Option(Path("benchmarks/results"), "--out-dir"),
+        work_dir: Path = typer.Option(Path("out/bench"), "--work-dir"),
+    ) -> None:
+        """tap -> Kafka, encoder, scorer (Fig. 10) and Parquet sink, one at a time."""
+        from amlhp.benchmarks.report import stages_table
+        from amlhp.benchmarks.results import write_json
+        from amlhp.benchmarks.stages import run_stages
+
+        doc = run_stages(
+            ctx.obj.settings,
+            out_dir=out_dir,
+            work_dir=work_dir,
+            quick=quick,
+            score_threads=score_threads,
+            on_status=_status_printer(),
+        )
+        write_json(doc, out_dir / "stages.json")
+        typer.echo(stages_table(doc))
+
+    @bench.command("scaleout")
+    def scaleout(
+        ctx: typer.Context,
+        partitions: int = typer.Option(4, "--partitions", min=2, help="Partitions per topic"),
+        capacity_loops: int = typer.Option(3, "--capacity-loops", min=1),
+        out_dir: Path = typer.Option(Path("benchmarks/results"), "--out-dir"),
+        work_dir: Path = typer.Option(Path("out/bench"), "--work-dir"),
+    ) -> None:
+        """Capacity with 1 and 2 workers in one consumer group."""
+        from amlhp.benchmarks.plots import plot_scaleout
+        from amlhp.benchmarks.report import scaleout_table
+        from amlhp.benchmarks.results import write_json
+        from amlhp.benchmarks.scaleout import run_scaleout
+
+        doc = run_scaleout(
+            ctx.obj.settings,
+            partitions=partitions,
+            capacity_loops=capacity_loops,
+            work_dir=work_dir,
+            on_status=_status_printer(),
+        )
+        write_json(doc, out_dir / "scaleout.json")
+        plot_scaleout(doc, out_dir / "scaleout.png")
+        typer.echo(scaleout_table(doc))
+
+    @bench.command("all")
+    def run_all_cmd(
+        ctx: typer.Context,
+        quick: bool = typer.Option(False, "--quick", help="Every part, short: checks only"),
+        seconds: float = typer.Option(60.0, "--seconds", min=1, help="Seconds per offered load"),
+        out_dir: Path = typer.Option(Path("benchmarks/results"), "--out-dir"),
+        work_dir: Path = typer.Option(Path("out/bench"), "--work-dir"),
+    ) -> None:
+        """Stages, end to end and scale-out; JSON, plots and results.md in --out-dir."""
+        from amlhp.benchmarks.suite import run_all
+
+        written = run_all(
+            ctx.obj.settings,
+            out_dir,
+            work_dir=work_dir,
+            quick=quick,
+            seconds_per_rate=seconds,
+            on_status=_status_printer(),
+        )
+        typer.echo(json.dumps(written, indent=2))
+
+    @bench.command("table")
+    def table(
+        results: list[Path] = typer.Argument(..., help="Result JSON files (e2e, stages, ...)"),
+    ) -> None:
+        """Print the markdown table(s) of result JSON files (for README and docs)."""
+        from amlhp.benchmarks.report import render
+        from amlhp.benchmarks.results import read_json
+
+        typer.echo("\n\n".join(render(read_json(path)) for path in results))
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` sub-app with its commands (heavy imports stay inside commands)."""
     bench = typer.Typer(
@@ -188,4 +363,6 @@ def register(app: typer.Typer) -> None:
     )
     _register_encode(bench)
     _register_score(bench)
+    _register_e2e(bench)
+    _register_suite(bench)
     app.add_typer(bench, name="bench")

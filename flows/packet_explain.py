@@ -62,11 +62,14 @@ def explain_packets(
     *,
     samples: int = 16,
     seed: int = 0,
+    targets: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shapley value sampling for a packet model taking (header, payload) bytes.
 
     Returns (attributions (N, F) over :data:`FIELD_NAMES` for each packet's predicted
-    class, probabilities (N, K)).
+    class, probabilities (N, K)). ``targets`` (N,) explains these classes instead: the
+    streaming worker passes the verdicts' classes, which a re-parameterised scorer
+    computed, so that a near-tie cannot make it explain another class than the verdict's.
     """
     from captum.attr import ShapleyValueSampling
 
@@ -79,7 +82,9 @@ def explain_packets(
 
     with torch.no_grad():
         probs = forward(h, d).numpy()
-    pred = torch.from_numpy(probs.argmax(axis=1))
+    pred = torch.from_numpy(
+        probs.argmax(axis=1) if targets is None else np.asarray(targets, dtype=np.int64)
+    )
     hmask, dmask = feature_masks(d.shape[1])
     fields = header_fields()
     out = np.zeros((h.shape[0], len(FIELD_NAMES)), np.float32)

@@ -83,7 +83,7 @@ def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> pa.Table:
 
 def _keys(table: pa.Table) -> np.ndarray:
     if table.num_rows == 0:
-        return np.array([], dtype=object)
+        return np.array([], dtype=str)
     gw = table.column("gateway").to_numpy(zero_copy_only=False).astype(str)
     seq = table.column("seq").to_numpy(zero_copy_only=False).astype(str)
     return np.char.add(np.char.add(gw, "|"), seq)
@@ -135,7 +135,7 @@ def account(verdicts: pa.Table, dead: pa.Table, expected: dict[str, tuple[int, i
     """Compare what came out with what went in: ``expected[gateway] = (first, count)``."""
     dead_pk = dead.filter(pc.is_valid(dead.column("seq"))) if dead.num_rows else dead
     dead_msgs = dead.num_rows - dead_pk.num_rows
-    v_keys = _keys(verdicts) if verdicts.num_rows else np.array([], dtype=object)
+    v_keys = _keys(verdicts) if verdicts.num_rows else np.array([], dtype=str)
     d_keys = _keys(dead_pk)
     v_unique = np.unique(v_keys) if len(v_keys) else v_keys
     d_unique = np.unique(d_keys) if len(d_keys) else d_keys
@@ -148,7 +148,7 @@ def account(verdicts: pa.Table, dead: pa.Table, expected: dict[str, tuple[int, i
             ]
         )
         if any(n > 0 for _, n in expected.values())
-        else np.array([], dtype=object)
+        else np.array([], dtype=str)
     )
     seen = np.union1d(v_unique, d_unique) if len(v_unique) + len(d_unique) else v_unique
     missing = len(np.setdiff1d(expected_keys, seen)) if len(expected_keys) else 0

@@ -17,3 +17,8 @@ class SinkError(StreamsError):
 
 class ModelReloadError(StreamsError):
     """A new model artifact was refused; the serving model keeps serving."""
+
+
+class ExplainError(StreamsError):
+    """A sampled verdict cannot be explained (the serving model has no plain torch module
+    taking header and payload, or the encoded rows do not match the verdicts)."""

@@ -80,6 +80,10 @@ INFERENCE_PACKET_BUCKETS = (
     1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3,
 )  # fmt: skip
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+#: Seconds to explain one sampled packet (Shapley value sampling, off the scoring thread).
+EXPLAIN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: What became of a packet the explanation sampler picked (``outcome`` label values).
+EXPLAIN_OUTCOMES: tuple[str, ...] = ("emitted", "rate_limited", "queue_full", "failed")
 
 
 def is_benign(class_name: str, benign: Iterable[str] | None = None) -> bool:
@@ -302,6 +306,20 @@ class PipelineMetrics:
             ["result"],
             registry=reg,
         )
+        self.explanations = Counter(
+            "amlhp_explanations",
+            "Packets the explanation sampler picked, by outcome (emitted: published to the "
+            "explanation topic; rate_limited / queue_full: dropped so that scoring never "
+            "waits; failed: the explanation or its delivery failed)",
+            ["step", "outcome"],
+            registry=reg,
+        )
+        self.explain_seconds = Histogram(
+            "amlhp_explanation_seconds",
+            "Time to explain one sampled packet, off the scoring thread",
+            buckets=EXPLAIN_BUCKETS,
+            registry=reg,
+        )
         self._loads_seen = (0, 0)
 
     # -- label helpers -----------------------------------------------------------------
@@ -322,6 +340,15 @@ class PipelineMetrics:
                     self.dead_letters.labels(step, self.reason_label(reason), "packet")
             if step == STEP_SINK:
                 self.skipped_messages.labels(step, "invalid_batch")
+
+    def init_explanations(self) -> None:
+        """Zero series of every explanation outcome (only workers that explain have them)."""
+        for outcome in EXPLAIN_OUTCOMES:
+            self.explanations.labels(STEP_SCORE, outcome)
+
+    def count_explanations(self, outcome: str, packets: int = 1) -> None:
+        if packets:
+            self.explanations.labels(STEP_SCORE, outcome).inc(packets)
 
     def set_benign_classes(self, classes: Iterable[str] | None) -> None:
         self.benign_classes = frozenset(classes) if classes is not None else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,15 @@ def register(app: typer.Typer) -> None:
             None, "--pace", help="Replay at the original pace x this factor (default: max speed)"
         ),
         loops: int = typer.Option(1, "--loop", help="Replay the files this many times"),
+        rate: float | None = typer.Option(
+            None,
+            "--rate",
+            help="Offer this many packets/s (token bucket), cycling over the captures; "
+            "stops after --duration seconds or --loop passes",
+        ),
+        duration_s: float | None = typer.Option(
+            None, "--duration", help="With --rate: offer rate x duration packets in all"
+        ),
         keep_timestamps: bool = typer.Option(
             False, "--keep-timestamps", help="Keep capture timestamps instead of re-stamping"
         ),
@@ -65,17 +75,24 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Publish captured packets (file replay or live interface) to the raw topic."""
         from amlhp.streams.exceptions import TapError
+        from amlhp.streams.pacing import total_packets
         from amlhp.streams.tap import (
             Tap,
             TapStats,
             install_stop_signals,
             live_packets,
+            load_packets,
             pcap_packets,
+            rate_packets,
             run_tap,
         )
 
         if bool(captures) == bool(interface):
             raise TapError("give capture files or --interface, not both and not neither")
+        if rate is not None and (interface or pace is not None or rate <= 0):
+            raise TapError("--rate (> 0) replays capture files; it excludes -i and --pace")
+        if duration_s is not None and rate is None:
+            raise TapError("--duration needs --rate")
         settings = _settings(ctx)
         stop = threading.Event()
         install_stop_signals(stop)
@@ -90,6 +107,14 @@ def register(app: typer.Typer) -> None:
         out = console()
         if interface:
             source = live_packets(interface, stop=stop, max_packets=max_packets)
+        elif rate is not None:
+            packets = load_packets(captures)
+            count = (
+                total_packets(rate, duration_s)
+                if duration_s is not None
+                else max(1, loops) * len(packets)
+            )
+            source = rate_packets(packets, rate=rate, count=count, stop=stop)
         else:
             source = pcap_packets(
                 captures, pace=pace, loops=loops, keep_timestamps=keep_timestamps, stop=stop
@@ -102,8 +127,19 @@ def register(app: typer.Typer) -> None:
                     f"{stats.delivered_packets} delivered, {stats.failed_packets} failed"
                 )
 
+            started = time.time()
             stats = run_tap(tap, source, stop=stop, on_progress=progress)
-        typer.echo(json.dumps({"gateway": gateway, "first_seq": start_seq, **stats.as_dict()}))
+            elapsed = time.time() - started
+        summary = {"gateway": gateway, "first_seq": start_seq, **stats.as_dict()}
+        summary.update(
+            {
+                "started_at": round(started, 3),
+                "elapsed_s": round(elapsed, 3),
+                "packets_per_second": round(stats.packets / elapsed, 1) if elapsed > 0 else None,
+                "rate": rate,
+            }
+        )
+        typer.echo(json.dumps(summary))
         if served.server is not None and linger_s > 0 and not stop.is_set():
             stop.wait(linger_s)
         served.close()
@@ -119,17 +155,49 @@ def register(app: typer.Typer) -> None:
         max_batch: int = typer.Option(1024, "--max-batch", help="Max packets per inference"),
         max_delay_ms: float = typer.Option(20.0, "--max-delay-ms", help="Max batching delay"),
         app_id: str | None = typer.Option(None, "--app-id", help="Faust app id / group"),
+        threads: int = typer.Option(
+            1,
+            "--threads",
+            min=0,
+            help="torch threads for scoring (0: torch's default, one per core). One is "
+            "fastest where the worker shares its cores with the broker, taps or other "
+            "workers: more threads then spin against each other",
+        ),
+        explain_every: int = typer.Option(
+            0,
+            "--explain-every",
+            min=0,
+            help="Explain the verdicts of packets whose tap seq is a multiple of N (every "
+            "Nth packet per gateway) to the explanation topic; 0: off",
+        ),
+        explain_max_per_s: float = typer.Option(
+            1.0, "--explain-max-per-s", help="Cap on explanations per second (rest dropped)"
+        ),
+        explain_samples: int = typer.Option(
+            8, "--explain-samples", min=1, help="Shapley permutations per explanation"
+        ),
+        explain_queue: int = typer.Option(
+            16, "--explain-queue", min=1, help="Packets waiting for explanation (rest dropped)"
+        ),
         metrics_port: int = _metrics_option(),
     ) -> None:
         """Run the Faust encode + score worker (scale out by starting more)."""
+        import torch
+
         from amlhp.model.scorer import default_model_path, load_scorer
+        from amlhp.streams.explain_sample import ExplainConfig
         from amlhp.streams.worker import WorkerOptions, run_worker
 
+        if threads > 0:
+            torch.set_num_threads(threads)
         options = WorkerOptions(
             model_path=model or default_model_path(),
             max_batch=max_batch,
             max_delay_ms=max_delay_ms,
             app_id=app_id,
+            explain=ExplainConfig(explain_every, explain_max_per_s, explain_queue, explain_samples)
+            if explain_every > 0
+            else None,
         )
         settings = _settings(ctx)
         _start_metrics(

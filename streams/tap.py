@@ -15,7 +15,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -30,6 +30,7 @@ from amlhp.streams.batching import SizeTimeBatcher
 from amlhp.streams.exceptions import TapError
 from amlhp.streams.kafka_io import producer_config
 from amlhp.streams.metrics import STEP_TAP, process_metrics
+from amlhp.streams.pacing import RatePacer
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,61 @@ def pcap_packets(
                             time.sleep(delay / 1e9)
                     stamp = ts if keep_timestamps else time.time_ns()
                     yield Packet(stamp, lt, wl, data)
+
+
+def load_packets(paths: Iterable[Path]) -> list[Packet]:
+    """Every packet of the captures, in file order, held in memory for fixed-rate replay.
+
+    Reading once keeps the file parsing out of a paced run, where the tap shares the CPU
+    with the pipeline it is measuring.
+    """
+    from amlhp.encoders.readers import iter_raw_batches
+
+    out: list[Packet] = []
+    for path in paths:
+        for batch in iter_raw_batches(Path(path), gateway="tap"):
+            out.extend(
+                Packet(ts, lt, wl, data)
+                for ts, lt, wl, data in zip(
+                    batch.column("ts_ns").to_pylist(),
+                    batch.column("linktype").to_pylist(),
+                    batch.column("wire_len").to_pylist(),
+                    batch.column("data").to_pylist(),
+                    strict=True,
+                )
+            )
+    if not out:
+        raise TapError("the captures hold no packet to replay")
+    return out
+
+
+def rate_packets(
+    packets: Sequence[Packet],
+    *,
+    rate: float,
+    count: int,
+    stop: threading.Event | None = None,
+    pacer: RatePacer | None = None,
+) -> Iterator[Packet]:
+    """Offer exactly ``count`` packets at ``rate`` packets/s, cycling over ``packets``.
+
+    Each packet is re-stamped with the wall-clock time at which it is offered (the start
+    of its capture-to-verdict latency). Sequence numbers are the tap's, so they keep
+    increasing across passes over the capture and accounting stays exact.
+    """
+    if not packets:
+        raise TapError("no packet to replay")
+    if count < 0:
+        raise TapError("count must be >= 0")
+    pacer = pacer or RatePacer(rate)
+    chunk = pacer.chunk
+    n = len(packets)
+    for i in range(count):
+        if i % chunk == 0:
+            if stop is not None and stop.is_set():
+                return
+            pacer.wait(i)
+        yield packets[i % n]._replace(ts_ns=time.time_ns())
 
 
 def live_packets(

@@ -56,7 +56,8 @@ def pipeline_topic_specs(
     replication_factor: int | None = None,
     retention_ms: int | None = None,
 ) -> list[TopicSpec]:
-    """The five pipeline topics (raw, encoded, verdicts, dead letter, flow verdicts)."""
+    """The six pipeline topics (raw, encoded, verdicts, dead letter, flow verdicts,
+    explanations)."""
     retention = settings.retention_ms if retention_ms is None else retention_ms
     return [
         TopicSpec(

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.encoders.schemas import to_ipc
@@ -36,6 +36,9 @@ from amlhp.streams.processing import (
     score_batches,
     split_by_gateway,
 )
+
+if TYPE_CHECKING:
+    from amlhp.streams.explain_sample import ExplainConfig
 
 log = logging.getLogger(__name__)
 INGESTED_HEADER = "amlhp-ingested-at-ns"
@@ -66,6 +69,8 @@ class WorkerOptions:
     max_delay_ms: float = 20.0
     reload_interval_s: float = 2.0
     app_id: str | None = None
+    #: Sampled per-packet explanations (``--explain-every``); None: off.
+    explain: ExplainConfig | None = None
 
 
 def faust_broker_url(bootstrap_servers: str) -> str:
@@ -137,6 +142,11 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
     install_faust_monitor(app, metrics)
     metrics.set_benign_classes(getattr(holder.current, "benign_classes", None))
     metrics.sync_model(holder)
+    explainer = None
+    if options.explain is not None:
+        from amlhp.streams.explain_sample import faust_explainer
+
+        explainer = faust_explainer(app, topics.explanations, options.explain, metrics)
 
     def _key(event: Any) -> str | None:
         key = event.key
@@ -200,6 +210,8 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
             )
             metrics.set_model_version(scorer.version)
             metrics.record_verdicts(verdicts)
+            if explainer is not None:  # off this loop and off the scoring thread
+                explainer.offer(decoded.batches, verdicts, scorer, loop)
             for gateway, by_gateway in split_by_gateway(verdicts):
                 for part in row_chunks(by_gateway, MAX_ROWS_PER_MESSAGE):
                     verdict_value = to_ipc(part)

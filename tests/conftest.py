@@ -120,6 +120,7 @@ def kafka_settings(kafka_bootstrap: str, kafka_names: KafkaNames) -> Settings:
             "topic_verdicts": f"{p}.verdicts",
             "topic_dead_letter": f"{p}.deadletter",
             "topic_flow_verdicts": f"{p}.flows.verdicts",
+            "topic_explanations": f"{p}.explanations",
             "consumer_group": kafka_names.group,
             "partitions": 2,
             "replication_factor": 1,

@@ -13,7 +13,7 @@ from amlhp.streams.demo import StageProcess, start_stage
 from amlhp.streams.topics import ensure_pipeline_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMO_CAPTURE = REPO_ROOT / "data" / "demo" / "demo.pcap"
+DEMO_CAPTURE = REPO_ROOT / "data" / "demo" / "lab-demo.pcap"
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -27,6 +27,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "AMLHP_TOPIC_VERDICTS": settings.topic_verdicts,
             "AMLHP_TOPIC_DEAD_LETTER": settings.topic_dead_letter,
             "AMLHP_TOPIC_FLOW_VERDICTS": settings.topic_flow_verdicts,
+            "AMLHP_TOPIC_EXPLANATIONS": settings.topic_explanations,
             "AMLHP_CONSUMER_GROUP": settings.consumer_group,
             "AMLHP_PARTITIONS": str(settings.partitions),
             "OMP_NUM_THREADS": "1",

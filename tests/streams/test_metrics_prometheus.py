@@ -37,7 +37,7 @@ from .conftest import REPO_ROOT, StageStarter
 pytestmark = [pytest.mark.slow, pytest.mark.prometheus, pytest.mark.kafka]
 
 GARBAGE = [b"", b"\xff" * 100, b"ARROW1\x00\x00 not really", b'{"json": true}']
-PACE = 15.0  # the 362 s demo capture in about 25 s: rates span several scrapes
+PACE = 7.5  # the 180 s lab demo capture in about 24 s: rates span several scrapes
 
 
 def free_port() -> int:
@@ -171,8 +171,8 @@ def test_every_panel_query_returns_data_and_totals_agree(
 
     wait_for("the tap to replay the capture", tap_done, timeout_s=180)
     packets = int(summary["packets"])
-    manifest = json.loads((REPO_ROOT / "data" / "demo" / "demo.json").read_text())
-    assert packets == manifest["packets"]
+    manifest = json.loads((REPO_ROOT / "data" / "demo" / "lab-demo.manifest.json").read_text())
+    assert packets == manifest["total_packets"]
     assert summary["failed_packets"] == 0
 
     ledger = wait_accounted(

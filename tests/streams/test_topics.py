@@ -82,6 +82,7 @@ def test_topics_cli_creates_then_lists(kafka_settings: Settings) -> None:
         "AMLHP_TOPIC_VERDICTS": kafka_settings.topic_verdicts,
         "AMLHP_TOPIC_DEAD_LETTER": kafka_settings.topic_dead_letter,
         "AMLHP_TOPIC_FLOW_VERDICTS": kafka_settings.topic_flow_verdicts,
+        "AMLHP_TOPIC_EXPLANATIONS": kafka_settings.topic_explanations,
     }
     runner = CliRunner()
     app = build_app()
