@@ -81,7 +81,7 @@ def run_masking_study(
         "split": split_kind,
         "max_per_class": max_per_class,
         "hyperparameters": config.as_dict(),
-        "rows": [],
+        "rows": _earlier_rows(out_dir / "masking.json", labels_path, split_kind, max_per_class),
     }
     started = time.perf_counter()
     for name, fields in variants.items():
@@ -119,13 +119,33 @@ def run_masking_study(
                 + name
             ),
         }
-        doc["rows"].append(row)
+        doc["rows"] = [r for r in doc["rows"] if r["variant"] != name] + [row]
+        doc["rows"].sort(key=lambda r: list(MASK_VARIANTS).index(r["variant"]))
         doc["seconds"] = round(time.perf_counter() - started, 1)
         (out_dir / "masking.json").write_text(json.dumps(doc, indent=2) + "\n")
         (out_dir / "masking.md").write_text(masking_markdown(doc))
         if on_event is not None:
             on_event(f"{name}: macro F1 (tested classes) {row['macro_f1_tested']}")
     return doc
+
+
+def _earlier_rows(
+    path: Path, labels_path: Path, split_kind: str, max_per_class: int
+) -> list[dict[str, Any]]:
+    """Rows of an earlier run of the same study (same labels, split and cap), to extend it.
+
+    A study can then be run one variant at a time (``--variant``) into one folder; a run
+    with other settings starts a fresh table.
+    """
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    same = (earlier.get("labels"), earlier.get("split"), earlier.get("max_per_class")) == (
+        str(labels_path),
+        split_kind,
+        max_per_class,
+    )
+    return [r for r in earlier.get("rows", []) if r.get("variant") in MASK_VARIANTS] if same else []
 
 
 def best_variant(doc: dict[str, Any]) -> str:
