@@ -303,11 +303,17 @@ def _register_suite(bench: typer.Typer) -> None:
     def scaleout(
         ctx: typer.Context,
         partitions: int = typer.Option(4, "--partitions", min=2, help="Partitions per topic"),
-        capacity_loops: int = typer.Option(3, "--capacity-loops", min=1),
+        capacity_loops: int = typer.Option(
+            3,
+            "--capacity-loops",
+            min=1,
+            help="Passes over the capture in all, split between the taps (at least 1 each)",
+        ),
+        quick: bool = typer.Option(False, "--quick", help="One pass per tap: checks only"),
         out_dir: Path = typer.Option(Path("benchmarks/results"), "--out-dir"),
         work_dir: Path = typer.Option(Path("out/bench"), "--work-dir"),
     ) -> None:
-        """Capacity with 1 and 2 workers in one consumer group."""
+        """Capacity with 1 and 2 workers in one consumer group (one tap per partition)."""
         from amlhp.benchmarks.plots import plot_scaleout
         from amlhp.benchmarks.report import scaleout_table
         from amlhp.benchmarks.results import write_json
@@ -316,8 +322,9 @@ def _register_suite(bench: typer.Typer) -> None:
         doc = run_scaleout(
             ctx.obj.settings,
             partitions=partitions,
-            capacity_loops=capacity_loops,
+            capacity_loops=1 if quick else capacity_loops,
             work_dir=work_dir,
+            quick=quick,
             on_status=_status_printer(),
         )
         write_json(doc, out_dir / "scaleout.json")

@@ -4,9 +4,9 @@ A run gets topics and consumer groups of its own (``amlhp-bench-<run id>.*``), s
 never touches the demo's topics nor another run's, and deletes them at the end. Workers
 and the sink are the real ``amlhp worker`` / ``amlhp sink`` processes, started and
 waited for (groups stable with their members) the way ``amlhp demo`` does it; taps are
-``amlhp tap`` processes, one gateway id per offered load, so that each load's packets
-are accounted for on their own: every (gateway, seq) a tap sent must come out exactly
-once as a verdict or a dead letter.
+``amlhp tap`` processes, one gateway id each (a load may run several at once), so that
+each load's packets are accounted for on their own: every (gateway, seq) a tap sent must
+come out exactly once as a verdict or a dead letter.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,102 +131,189 @@ class PipelineRun:
         on_start: Callable[[int], None] | None = None,
     ) -> TapRun:
         """Run one ``amlhp tap`` process to its end (paced with ``rate``, else max speed)."""
-        args = ["tap", str(capture), "-g", gateway, "--metrics-port", "-1"]
+        return self.run_taps(
+            capture,
+            [gateway],
+            rate=rate,
+            duration_s=duration_s,
+            loops=loops,
+            timeout_s=timeout_s,
+            on_start=on_start,
+        )[0]
+
+    def run_taps(
+        self,
+        capture: Path,
+        gateways: Sequence[str],
+        *,
+        rate: float | None = None,
+        duration_s: float | None = None,
+        loops: int = 1,
+        timeout_s: float = 900.0,
+        on_start: Callable[[int], None] | None = None,
+    ) -> list[TapRun]:
+        """Run one ``amlhp tap`` per gateway, all at once, and wait for all of them.
+
+        The tap keys every message by its gateway, so one tap fills one partition; several
+        gateways at once are what spreads a load over partitions (and so over workers).
+        ``rate``, ``duration_s`` and ``loops`` apply to each tap.
+        """
+        if not gateways or len(set(gateways)) != len(gateways):
+            raise BenchmarksError(f"taps need distinct gateway ids, got {list(gateways)}")
+        args = ["--metrics-port", "-1"]
         if rate is not None:
             args += ["--rate", f"{rate:.3f}"]
         if duration_s is not None:
             args += ["--duration", f"{duration_s:.3f}"]
         if loops != 1:
             args += ["--loop", str(loops)]
-        tap = start_stage(f"tap-{gateway}", args, self.work_dir, self.env)
-        self.sampler.watch("tap", tap.proc.pid)
-        if on_start is not None:
-            on_start(tap.proc.pid)
-        deadline = time.monotonic() + timeout_s
-        rusage = None
-        while rusage is None:
-            pid, status, usage = os.wait4(tap.proc.pid, os.WNOHANG)
-            if pid:
-                tap.proc.returncode = os.waitstatus_to_exitcode(status)
-                rusage = usage
-                break
-            self.check_alive()
-            if time.monotonic() > deadline:
-                tap.stop()
-                raise BenchmarksError(f"tap {gateway} still running after {timeout_s:.0f}s")
-            time.sleep(0.2)
-        self.sampler.unwatch("tap")
-        log_text = tap.log_path.read_text(errors="replace")
-        summary = _last_json_line(log_text)
-        if tap.proc.returncode != 0 or summary is None:
-            raise BenchmarksError(
-                f"tap {gateway} exited with {tap.proc.returncode}; log tail:\n{log_text[-2000:]}"
-            )
-        if summary.get("failed_packets"):
-            raise BenchmarksError(f"tap {gateway} failed to deliver {summary['failed_packets']}")
-        started = float(summary["started_at"])
-        run = TapRun(
-            gateway=gateway,
-            packets=int(summary["packets"]),
-            started_at=started,
-            ended_at=started + float(summary["elapsed_s"]),
-            offered_pps=float(summary.get("packets_per_second") or 0.0),
-            bytes_sent=int(summary.get("bytes_sent", 0)),
-            cpu_s=round(rusage.ru_utime + rusage.ru_stime, 3),
-            summary=summary,
-        )
-        self.taps.append(run)
-        return run
+        names = ["tap"] if len(gateways) == 1 else [f"tap{i + 1}" for i in range(len(gateways))]
+        taps: list[StageProcess] = []
+        usage: dict[int, Any] = {}
+        try:
+            for gateway, name in zip(gateways, names, strict=True):
+                tap = start_stage(
+                    f"tap-{gateway}",
+                    ["tap", str(capture), "-g", gateway, *args],
+                    self.work_dir,
+                    self.env,
+                )
+                taps.append(tap)
+                self.sampler.watch(name, tap.proc.pid)
+                if on_start is not None:
+                    on_start(tap.proc.pid)
+            deadline = time.monotonic() + timeout_s
+            while True:
+                for i, tap in enumerate(taps):
+                    if i in usage:
+                        continue
+                    pid, status, rusage = os.wait4(tap.proc.pid, os.WNOHANG)
+                    if pid:
+                        tap.proc.returncode = os.waitstatus_to_exitcode(status)
+                        usage[i] = rusage
+                        self.sampler.unwatch(names[i])
+                if len(usage) == len(taps):
+                    break
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    late = [g for i, g in enumerate(gateways) if i not in usage]
+                    raise BenchmarksError(f"tap(s) {late} still running after {timeout_s:.0f}s")
+                time.sleep(0.2)
+        finally:
+            for i, tap in enumerate(taps):
+                if i not in usage:
+                    tap.stop()
+                    self.sampler.unwatch(names[i])
+        runs = [
+            _tap_run(tap, gateway, usage[i])
+            for i, (tap, gateway) in enumerate(zip(taps, gateways, strict=True))
+        ]
+        self.taps.extend(runs)
+        return runs
 
-    def outputs(self, gateway: str) -> tuple[pa.Table, pa.Table]:
-        """(verdicts, dead letters) of one gateway: what accounting and latency need."""
+    def outputs(self, gateways: str | Sequence[str]) -> tuple[pa.Table, pa.Table]:
+        """(verdicts, dead letters) of these gateways: what accounting and latency need."""
         from amlhp.streams.dataset import open_dataset
 
+        wanted = [gateways] if isinstance(gateways, str) else list(gateways)
         columns = ["gateway", "seq", "label", "ts_ns", "scored_at_ns"]
         if any(self.verdict_dir.glob("date=*/gateway=*/*.parquet")):
             verdicts = open_dataset(self.verdict_dir).to_table(
-                columns=columns, filter=pc.field("gateway") == gateway
+                columns=columns, filter=pc.field("gateway").isin(wanted)
             )
         else:
             verdicts = pa.table({c: pa.array([], pa.int64()) for c in columns})
         dead = read_dead_letters(self.settings)
         if dead.num_rows:
-            dead = dead.filter(pc.equal(dead.column("gateway"), gateway))
+            dead = dead.filter(pc.is_in(dead.column("gateway"), value_set=pa.array(wanted)))
         return verdicts, dead
 
-    def wait_drained(self, tap: TapRun, timeout_s: float) -> Drain:
-        """Wait until every packet of ``tap`` is a verdict or a dead letter.
+    def wait_drained(self, taps: TapRun | Sequence[TapRun], timeout_s: float) -> Drain:
+        """Wait until every packet of ``taps`` is a verdict or a dead letter.
 
         Lag is watched first (cheap); the dataset is read for the accounting once lag is
-        zero, or every few seconds when lag cannot be read.
+        zero, or every few seconds when lag cannot be read. Each gateway is accounted for
+        on its own (its seqs from 0 to its packet count).
         """
+        runs = [taps] if isinstance(taps, TapRun) else list(taps)
         deadline = time.monotonic() + timeout_s
-        expected = {tap.gateway: (0, tap.packets)}
+        expected = {tap.gateway: (0, tap.packets) for tap in runs}
+        gateways = list(expected)
+        label = gateways[0] if len(gateways) == 1 else f"{len(gateways)} gateways"
+        total = sum(tap.packets for tap in runs)
+        ended_at = max(tap.ended_at for tap in runs)
         lag_zero_at: float | None = None
         last_check = 0.0
         ledger: Accounting | None = None
         while True:
             self.check_alive()
             sample = self.sampler.last()
-            fresh = sample is not None and sample["t"] > tap.ended_at
+            fresh = sample is not None and sample["t"] > ended_at
             if fresh and sample is not None and sample.get("lag_records", 1) == 0:
                 lag_zero_at = lag_zero_at or sample["t"]
             if lag_zero_at is not None or time.monotonic() - last_check > 5.0:
                 last_check = time.monotonic()
-                verdicts, dead = self.outputs(tap.gateway)
+                verdicts, dead = self.outputs(gateways)
                 ledger = account(verdicts, dead, expected)
                 self.on_status(
-                    f"{tap.gateway}: {ledger.verdicts} verdicts + {ledger.dead_packets} dead "
-                    f"letters of {tap.packets}"
+                    f"{label}: {ledger.verdicts} verdicts + {ledger.dead_packets} dead "
+                    f"letters of {total}"
                 )
                 if ledger.complete:
                     return Drain(ledger, verdicts, dead, time.time(), lag_zero_at)
                 lag_zero_at = None
             if time.monotonic() > deadline:
-                verdicts, dead = self.outputs(tap.gateway)
+                verdicts, dead = self.outputs(gateways)
                 ledger = account(verdicts, dead, expected)
                 return Drain(ledger, verdicts, dead, time.time(), lag_zero_at)
             time.sleep(0.5)
+
+
+def _tap_run(tap: StageProcess, gateway: str, rusage: Any) -> TapRun:
+    """The :class:`TapRun` of a finished tap process (its last JSON line is its summary)."""
+    log_text = tap.log_path.read_text(errors="replace")
+    summary = _last_json_line(log_text)
+    if tap.proc.returncode != 0 or summary is None:
+        raise BenchmarksError(
+            f"tap {gateway} exited with {tap.proc.returncode}; log tail:\n{log_text[-2000:]}"
+        )
+    if summary.get("failed_packets"):
+        raise BenchmarksError(f"tap {gateway} failed to deliver {summary['failed_packets']}")
+    started = float(summary["started_at"])
+    return TapRun(
+        gateway=gateway,
+        packets=int(summary["packets"]),
+        started_at=started,
+        ended_at=started + float(summary["elapsed_s"]),
+        offered_pps=float(summary.get("packets_per_second") or 0.0),
+        bytes_sent=int(summary.get("bytes_sent", 0)),
+        cpu_s=round(rusage.ru_utime + rusage.ru_stime, 3),
+        summary=summary,
+    )
+
+
+def combined_tap(taps: Sequence[TapRun]) -> TapRun:
+    """Several concurrent taps as one load: from the first start to the last delivery.
+
+    ``gateway`` joins the gateway ids with ``+``; it names the load, it is not a key.
+    """
+    if not taps:
+        raise BenchmarksError("no taps to combine")
+    if len(taps) == 1:
+        return taps[0]
+    started = min(t.started_at for t in taps)
+    ended = max(t.ended_at for t in taps)
+    packets = sum(t.packets for t in taps)
+    return TapRun(
+        gateway="+".join(t.gateway for t in taps),
+        packets=packets,
+        started_at=started,
+        ended_at=ended,
+        offered_pps=packets / (ended - started) if ended > started else 0.0,
+        bytes_sent=sum(t.bytes_sent for t in taps),
+        cpu_s=round(sum(t.cpu_s for t in taps), 3),
+        summary={"taps": {t.gateway: t.summary for t in taps}},
+    )
 
 
 @dataclass
