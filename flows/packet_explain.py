@@ -63,8 +63,14 @@ def explain_packets(
     samples: int = 16,
     seed: int = 0,
     targets: np.ndarray | None = None,
+    masked_fields: tuple[str, ...] | list[str] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shapley value sampling for a packet model taking (header, payload) bytes.
+
+    ``masked_fields`` are the fields the model's encoder zeroes (its artifact's
+    ``encoding.mask_fields``): the model never saw anything else there, so they are not
+    players. Their baseline is their (zeroed) value and their attribution exactly 0,
+    instead of the effect of an off-distribution 0xff.
 
     Returns (attributions (N, F) over :data:`FIELD_NAMES` for each packet's predicted
     class, probabilities (N, K)). ``targets`` (N,) explains these classes instead: the
@@ -87,24 +93,33 @@ def explain_packets(
     )
     hmask, dmask = feature_masks(d.shape[1])
     fields = header_fields()
+    masked = set(masked_fields)
+    unknown = masked - set(MASKABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown masked fields {sorted(unknown)}")
+    frozen = torch.zeros(HEADER_LEN, dtype=torch.bool)
+    for name in masked:
+        _, lo, hi = mask_columns(name)
+        frozen[lo:hi] = True
     out = np.zeros((h.shape[0], len(FIELD_NAMES)), np.float32)
     sampler = ShapleyValueSampling(forward)
     for i in range(h.shape[0]):
         torch.manual_seed(seed + i)
+        base_h = torch.where(frozen, h[i], torch.full_like(h[i], float(PAD_BYTE)))
         with torch.no_grad():
             ah, ad = sampler.attribute(
                 (h[i : i + 1], d[i : i + 1]),
-                baselines=(float(PAD_BYTE), 0.0),
+                baselines=(base_h.unsqueeze(0), 0.0),
                 target=int(pred[i]),
                 feature_mask=(hmask, dmask),
                 n_samples=samples,
                 perturbations_per_eval=32,
             )
-        for j, (_, lo, hi) in enumerate(fields):
+        for j, (name, lo, hi) in enumerate(fields):
             # a field equal to its baseline is a null player: exactly 0, whatever the
             # float noise of batched evaluation says
             absent = bool((h[i, lo:hi] == float(PAD_BYTE)).all())
-            out[i, j] = 0.0 if absent else float(ah[0, lo])
+            out[i, j] = 0.0 if absent or name in masked else float(ah[0, lo])
         out[i, -1] = 0.0 if bool((d[i] == 0).all()) else float(ad[0, 0])
     return out, probs
 
@@ -134,7 +149,12 @@ def explain_capture(
     header, payload, ok = model_inputs(table)
     idx = np.flatnonzero(ok)[:max_packets]
     attr, probs = explain_packets(
-        artifact.model, header[idx], payload[idx], samples=samples, seed=seed
+        artifact.model,
+        header[idx],
+        payload[idx],
+        samples=samples,
+        seed=seed,
+        masked_fields=config.mask_fields,
     )
     classes = artifact.classes
     docs = []

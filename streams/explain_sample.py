@@ -212,6 +212,12 @@ class ExplainJob:
     loop: asyncio.AbstractEventLoop
 
 
+def masked_fields(scorer: BatchScorer) -> tuple[str, ...]:
+    """The header fields the scorer's encoder zeroes: not players of an explanation."""
+    config = getattr(scorer, "encoder_config", None)
+    return tuple(getattr(config, "mask_fields", ()))
+
+
 def explain_module(scorer: BatchScorer) -> Any:
     """The plain torch module behind a scorer, taking (header, payload) byte tensors.
 
@@ -314,6 +320,7 @@ class PacketExplainer:
             samples=self.config.samples,
             seed=job.seq % (1 << 31),
             targets=np.array([job.class_id]),
+            masked_fields=masked_fields(job.scorer),
         )
         took = time.perf_counter_ns() - started
         return build_record(job, attr[0], self.config.samples, took, self._schema)

@@ -51,6 +51,34 @@ def test_absent_fields_and_an_unseen_payload_get_zero() -> None:
     np.testing.assert_allclose(attr.sum(axis=1), gap, atol=1e-5)  # efficiency
 
 
+def test_fields_the_encoder_masks_are_not_players() -> None:
+    torch.manual_seed(0)
+    model = create_model("amlhp", num_classes=3)
+    masked = ("ip.src", "ip.dst", "ip.ttl", "ip.id", "ip.checksum", "tcp.checksum")
+    config = EncoderConfig(mask_fields=masked)
+    batch = raw([tcp_frame(b"GET /"), tcp_frame(b"POST /x")], [0, 1])
+    header, payload, ok = model_inputs(encode_batch(batch, config))
+    assert ok.all()
+    free, _ = explain_packets(model, header, payload, samples=4)
+    attr, probs = explain_packets(model, header, payload, samples=4, masked_fields=masked)
+    idx = [FIELD_NAMES.index(n) for n in masked]
+    # Zeroed by the encoder: against the 0xff baseline they would look influential.
+    assert np.abs(free[:, idx]).max() > 0
+    assert np.all(attr[:, idx] == 0.0)
+    assert np.abs(attr).max() > 0
+    # Efficiency still holds, against a baseline that keeps the masked fields as they are.
+    cols = np.zeros(128, bool)
+    for name, lo, hi in header_fields():
+        cols[lo:hi] = name in masked
+    h = torch.from_numpy(np.array(header, np.float32))
+    base_h = torch.where(torch.from_numpy(cols), h, torch.full_like(h, 255.0))
+    with torch.no_grad():
+        base = torch.softmax(model(base_h, torch.zeros(2, 64)), dim=1).numpy()
+    pred = probs.argmax(1)
+    gap = probs[np.arange(2), pred] - base[np.arange(2), pred]
+    np.testing.assert_allclose(attr.sum(axis=1), gap, atol=1e-5)
+
+
 def test_amlhp_explain_command(tmp_path: Path) -> None:
     torch.manual_seed(1)
     model = create_model("amlhp", num_classes=2)

@@ -267,8 +267,11 @@ def test_explanations_match_their_verdicts(scorer: Scorer, encoded: list[pa.Reco
             samples=2,
             seed=row["seq"],
             targets=np.array([verdict["class_id"]]),
+            masked_fields=scorer.encoder_config.mask_fields,
         )
         np.testing.assert_allclose(attr, again[0], rtol=1e-5, atol=1e-6)
+        for name in scorer.encoder_config.mask_fields:  # zeroed by the encoder: no player
+            assert attr[FIELD_NAMES.index(name)] == 0.0
     assert value(metrics, "emitted") == len(want)
     for outcome in ("rate_limited", "queue_full", "failed"):
         assert value(metrics, outcome) == 0
