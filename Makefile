@@ -120,7 +120,7 @@ lab-results: setup
 # the masking the study chose (addresses, TTL, IP ID and all checksums zeroed).
 default-model: setup
 	$(BIN)/amlhp train --labels model/labels/lab-public.yaml --model amlhp --split random \
-		--max-per-class 4000 --epochs 10 --seed 0 --threads 1 \
+		--max-per-class 8000 --epochs 10 --seed 0 --threads 1 \
 		--mask ip.src --mask ip.dst --mask path --mask checksums \
 		--out model/artifacts/amlhp-default --report-dir model/results/default --json
 

@@ -80,6 +80,16 @@ def _register_score(bench: typer.Typer) -> None:
         backend: str = typer.Option("auto", "--backend", help="auto, fast, torch or onnx"),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto"),
         threads: int | None = typer.Option(None, "--threads", min=1, help="torch/ORT threads"),
+        workers: int = typer.Option(
+            1,
+            "--workers",
+            min=1,
+            help="Score a batch's chunks on this many threads (data parallel; use with "
+            "--threads 1)",
+        ),
+        chunk: int | None = typer.Option(
+            None, "--chunk", min=1, help="Rows per forward pass [the scorer's default, 256]"
+        ),
         fig10: bool = typer.Option(
             False, "--fig10", help="Batch sizes 1..10,000: time and peak memory (paper Fig. 10)"
         ),
@@ -170,6 +180,8 @@ def _register_score(bench: typer.Typer) -> None:
             backend=backend,
             device=device,
             threads=threads,
+            workers=workers,
+            chunk=chunk,
         )
         if as_json:
             typer.echo(json.dumps(result.as_dict(), indent=2))
@@ -178,7 +190,7 @@ def _register_score(bench: typer.Typer) -> None:
         typer.echo(
             f"scorer: {result.packets_per_second:>12,.0f} packets/s at batch {result.batch_size} "
             f"(best of {result.repeat}: {runs}; {result.backend} on {result.device}, "
-            f"{result.threads} threads)"
+            f"{result.threads} threads, {result.workers} workers, chunks of {result.chunk})"
         )
         typer.echo(f"machine: {result.machine['cpu']}")
 

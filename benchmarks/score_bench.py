@@ -45,6 +45,7 @@ class ScoreBenchResult:
     chunk: int
     model_version: str
     machine: dict[str, Any] = field(default_factory=dict)
+    workers: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +118,7 @@ def run_score_bench(
     device: str = "cpu",
     threads: int | None = None,
     chunk: int | None = None,
+    workers: int = 1,
 ) -> ScoreBenchResult:
     import torch
 
@@ -124,7 +126,9 @@ def run_score_bench(
 
     if threads:
         torch.set_num_threads(threads)
-    scorer = load_scorer(model, backend=backend, device=device, chunk=chunk or DEFAULT_CHUNK)
+    scorer = load_scorer(
+        model, backend=backend, device=device, chunk=chunk or DEFAULT_CHUNK, workers=workers
+    )
     table = encoded_records(
         data,
         max(batch_size, min(min_packets, 20_000)),
@@ -146,6 +150,7 @@ def run_score_bench(
         chunk=scorer.chunk,
         model_version=scorer.version,
         machine=machine_info(),
+        workers=scorer.workers,
     )
 
 
