@@ -48,3 +48,15 @@ def ci_lab_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, di
     except LabBusyError as exc:
         pytest.skip(f"another lab run is in progress: {exc}")
     return out, workdir, manifest
+
+
+def default_sigint() -> None:
+    """``preexec_fn``: give a child the default SIGINT disposition before it execs.
+
+    A shell without job control starts background commands with SIGINT ignored, and a
+    child inherits that: Python then installs no KeyboardInterrupt handler, so a test that
+    sends Ctrl-C would depend on how pytest itself was started.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -19,7 +19,7 @@ from amlhp.lab.procs import exclusive_lab
 from amlhp.lab.scenarios import SCENARIOS
 from amlhp.lab.verify import verify_run
 
-from .conftest import require_lab
+from .conftest import default_sigint, require_lab
 
 pytestmark = [pytest.mark.slow, pytest.mark.live]
 
@@ -91,6 +91,7 @@ def test_ctrl_c_during_a_run_stops_everything(lab_workdir: Path, tmp_path: Path)
         [str(amlhp), "lab", "run", "-o", str(tmp_path), "--workdir", str(lab_workdir),
          "-s", "benign", "--benign-packets", "1000000", "--duration", "120"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=default_sigint,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60

@@ -16,6 +16,8 @@ import pytest
 from amlhp.lab.exceptions import LabBusyError, UnsafeTargetError
 from amlhp.lab.procs import ProcessGroup, exclusive_lab, reap_stale
 
+from .conftest import default_sigint
+
 
 def alive(pid: int) -> bool:
     try:
@@ -86,7 +88,11 @@ def test_ctrl_c_and_sigterm_stop_every_child_before_exit(tmp_path: Path, sig: in
         """
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", program], stdout=subprocess.PIPE, text=True, start_new_session=True
+        [sys.executable, "-c", program],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=default_sigint,
     )
     try:
         assert wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", timeout=30)
