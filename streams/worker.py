@@ -131,8 +131,16 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
     encoded_topic = app.topic(topics.encoded, value_serializer="raw", key_serializer="raw")
     verdict_topic = app.topic(topics.verdicts, value_serializer="raw", key_serializer="raw")
     dead_topic = app.topic(topics.dead_letter, value_serializer="raw", key_serializer="raw")
-    config = EncoderConfig(payload_bytes=settings.payload_bytes)
     holder = ModelHolder(options.model_path, loader)
+
+    def encoder_config() -> EncoderConfig:
+        """Encode as the serving model was trained (its P and masked fields), so a model
+        trained with other masking than the default never sees fields it never saw."""
+        config = getattr(holder.current, "encoder_config", None)
+        if isinstance(config, EncoderConfig):
+            return config
+        return EncoderConfig(payload_bytes=settings.payload_bytes)
+
     encode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-encode")
     score_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-score")
     # Tap messages hold up to a few hundred packets: this many make about one max_batch.
@@ -159,7 +167,7 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
             msg = event.message
             origin = Origin(msg.topic, msg.partition, msg.offset)
             result = await loop.run_in_executor(
-                encode_pool, encode_message, event.value, origin, config, _key(event)
+                encode_pool, encode_message, event.value, origin, encoder_config(), _key(event)
             )
             if result.encoded is not None:
                 ingested = int(msg.timestamp * 1e9) if msg.timestamp else time.time_ns()

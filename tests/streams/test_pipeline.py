@@ -15,7 +15,6 @@ from confluent_kafka import Producer
 
 from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.capture import encode_captures
-from amlhp.encoders.layout import EncoderConfig
 from amlhp.model.scorer import default_model_path, load_scorer
 from amlhp.settings import Settings
 from amlhp.streams.accounting import Accounting
@@ -39,8 +38,8 @@ def tap_file(settings: Settings, capture: Path, gateway: str, **kw: float) -> Ta
 
 def offline_labels(capture: Path) -> list[str | None]:
     """What the scorer says about each packet of the capture, without Kafka."""
-    table = encode_captures([capture], EncoderConfig())
     scorer = load_scorer(default_model_path())
+    table = encode_captures([capture], scorer.encoder_config)  # the model's masking
     header, payload, ok = model_inputs(table)
     labels: list[str | None] = [None] * table.num_rows
     idx = np.flatnonzero(ok)
