@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,16 +34,17 @@ from amlhp.benchmarks.pipeline_run import (
     DEMO_CAPTURE,
     Drain,
     PipelineRun,
+    StatusFn,
     TapRun,
     latencies_ms,
     latency_summary,
     pipeline,
 )
+from amlhp.benchmarks.pipeline_run import quiet as _quiet
 from amlhp.benchmarks.profiling import finish_profile, py_spy_path, start_profile
 from amlhp.benchmarks.sampler import cpu_shares
 from amlhp.settings import Settings
 
-StatusFn = Callable[[str], None]
 #: the issue's offered loads, as fractions of the measured capacity
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5)
 #: lag (seconds) may grow by at most this much per second of load and still be "bounded"
@@ -53,10 +53,6 @@ BOUNDED_GROWTH = 0.1
 GOAL_SUSTAINED_PPS = 15_000.0
 GOAL_P99_AT_HALF_MS = 500.0
 LATENCY_QUANTILES: tuple[float, ...] = (*range(0, 100, 2), 99.0, 99.5, 99.9, 100.0)
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 @dataclass

@@ -38,7 +38,8 @@ StatusFn = Callable[[str], None]
 DEMO_CAPTURE = Path(__file__).resolve().parents[1] / "data" / "demo" / "demo.pcap"
 
 
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
+    """The default ``on_status`` of every benchmark: say nothing."""
     return None
 
 
@@ -108,7 +109,7 @@ class PipelineRun:
     sampler: Sampler
     env: dict[str, str]
     sink_group: str
-    on_status: StatusFn = _quiet
+    on_status: StatusFn = quiet
     taps: list[TapRun] = field(default_factory=list)
 
     @property
@@ -355,7 +356,7 @@ def pipeline(
     sample_interval_s: float = 1.0,
     worker_args: tuple[str, ...] = (),
     keep_data: bool = False,
-    on_status: StatusFn = _quiet,
+    on_status: StatusFn = quiet,
 ) -> Iterator[PipelineRun]:
     """Topics, ``workers`` workers and a sink, ready and sampled; all removed at the end."""
     from amlhp.streams.topics import admin_client, delete_topics, ensure_pipeline_topics

@@ -17,22 +17,17 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from amlhp.benchmarks.e2e import E2EConfig, load_result
 from amlhp.benchmarks.exceptions import BenchmarksError
 from amlhp.benchmarks.machine import machine_facts
-from amlhp.benchmarks.pipeline_run import PipelineRun, combined_tap, pipeline
+from amlhp.benchmarks.pipeline_run import PipelineRun, StatusFn, combined_tap, pipeline
+from amlhp.benchmarks.pipeline_run import quiet as _quiet
 from amlhp.settings import Settings
 
-StatusFn = Callable[[str], None]
 GATEWAY_PREFIX = "scaleout-gw"
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 def key_partition(key: str, partitions: int) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,9 @@ import pyarrow as pa
 from amlhp.benchmarks.encode_bench import DEFAULT_DATA, run_encode_bench
 from amlhp.benchmarks.exceptions import BenchmarksError
 from amlhp.benchmarks.machine import machine_facts
-from amlhp.benchmarks.pipeline_run import DEMO_CAPTURE, bench_settings, new_run_id
+from amlhp.benchmarks.pipeline_run import DEMO_CAPTURE, StatusFn, bench_settings, new_run_id
+from amlhp.benchmarks.pipeline_run import quiet as _quiet
 from amlhp.settings import Settings
-
-StatusFn = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 def tap_to_kafka(settings: Settings, capture: Path, packets: int) -> dict[str, Any]:

@@ -9,23 +9,18 @@ interrupted run keeps what it measured; ``results.md`` holds every table
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from amlhp.benchmarks.e2e import E2EConfig, run_e2e
+from amlhp.benchmarks.pipeline_run import StatusFn
+from amlhp.benchmarks.pipeline_run import quiet as _quiet
 from amlhp.benchmarks.plots import plot_e2e, plot_scaleout
 from amlhp.benchmarks.report import e2e_table, scaleout_table, stages_table
 from amlhp.benchmarks.results import write_json
 from amlhp.benchmarks.scaleout import run_scaleout
 from amlhp.benchmarks.stages import run_stages
 from amlhp.settings import Settings
-
-StatusFn = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 def run_all(
