@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
 
 import typer
 
 from amlhp import __version__
+from amlhp.context import AppContext
 from amlhp.errors import AmlhpError
-from amlhp.settings import Settings, load_settings
-
-
-@dataclass(frozen=True)
-class AppContext:
-    """What the root callback hands to every sub-command through ``ctx.obj``."""
-
-    settings: Settings
+from amlhp.settings import load_settings
 
 
 def _version(value: bool) -> None:

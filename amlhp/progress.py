@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -35,3 +37,25 @@ def progress_bar(*, transient: bool = False) -> Progress:
         transient=transient,
         disable=not sys.stderr.isatty(),
     )
+
+
+def echo_result(
+    doc: Mapping[str, Any],
+    *,
+    as_json: bool,
+    headline: str,
+    counts: Mapping[str, int],
+    width: int = 20,
+) -> None:
+    """A command's result on stdout: the whole ``doc`` as JSON, or a headline and a count
+    table (class or reason -> packets), the shape every ``amlhp`` command prints."""
+    import json
+
+    import typer
+
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    typer.echo(headline)
+    for name, count in counts.items():
+        typer.echo(f"{name or '(none)':<{width}}{count:>10}")

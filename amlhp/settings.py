@@ -14,12 +14,19 @@ secured cluster:
 
 Values of sensitive properties (passwords, secrets, keys, tokens) are kept as
 :class:`pydantic.SecretStr` and never appear in ``repr``, logs or status output.
+
+``AMLHP_HOME`` names the one folder that holds what the project writes: ``var/`` (broker
+data, logs, pid files), ``.cache/`` (the Kafka jars) and ``out/`` (datasets, results). It
+defaults to the working directory when the settings are built, so ``make demo`` in a
+checkout keeps using the checkout; an installed ``amlhp`` run elsewhere writes there.
+Child processes get the parent's home through :func:`amlhp.pipeline.children.child_env`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -30,6 +37,11 @@ from amlhp.errors import ConfigError
 ENV_PREFIX = "AMLHP_"
 RDKAFKA_ENV_PREFIX = "AMLHP_RDKAFKA_"
 _SENSITIVE_MARKERS = ("password", "secret", "key", "token", "credentials", "jaas")
+
+
+def default_home() -> Path:
+    """The home folder when ``AMLHP_HOME`` is not set: the working directory."""
+    return Path.cwd()
 
 
 def is_sensitive(name: str) -> bool:
@@ -101,10 +113,21 @@ class Settings(BaseSettings):
         description="env AMLHP_GRAFANA_TOKEN: Grafana service-account token for "
         "`amlhp dashboards push` (never stored in the repository)",
     )
+    home: Path = Field(
+        default_factory=default_home,
+        description="env AMLHP_HOME: folder of var/, .cache/ and out/ (default: the "
+        "working directory)",
+    )
     rdkafka: Mapping[str, str | SecretStr] = Field(
         default_factory=dict,
         description="env AMLHP_RDKAFKA_<NAME> and CLI -X name=value: librdkafka passthrough",
     )
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        """Relative to the working directory of the process that reads it, then fixed."""
+        return value.expanduser().absolute()
 
     @field_validator("rdkafka", mode="before")
     @classmethod
@@ -140,7 +163,7 @@ class Settings(BaseSettings):
 
     def redacted(self) -> dict[str, Any]:
         """A loggable view of the settings: every secret replaced by ``**********``."""
-        data = self.model_dump(exclude={"rdkafka"})
+        data = self.model_dump(mode="json", exclude={"rdkafka"})  # SecretStr -> "**********"
         data["rdkafka"] = {
             name: ("**********" if isinstance(value, SecretStr) else value)
             for name, value in self.rdkafka.items()
@@ -156,6 +179,22 @@ def rdkafka_from_env(environ: Mapping[str, str]) -> dict[str, str]:
             name = key[len(RDKAFKA_ENV_PREFIX) :].lower().replace("_", ".")
             props[name] = value
     return props
+
+
+def rdkafka_env_name(name: str) -> str:
+    """The ``AMLHP_RDKAFKA_*`` variable that :func:`rdkafka_from_env` reads back as ``name``.
+
+    The variable reads underscores as dots and is case-insensitive, so a property whose
+    name has an underscore or a capital cannot be passed that way: a :class:`ConfigError`
+    rather than a child process that silently gets a different property.
+    """
+    env = RDKAFKA_ENV_PREFIX + name.upper().replace(".", "_")
+    if list(rdkafka_from_env({env: ""})) != [name]:
+        raise ConfigError(
+            f"librdkafka property {name!r} cannot be passed to a child process as {env} "
+            "(the variable reads back every '_' as '.' and lower-cases the name)"
+        )
+    return env
 
 
 def parse_rdkafka_flags(flags: list[str] | None) -> dict[str, str]:

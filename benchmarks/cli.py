@@ -9,9 +9,26 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+
+from amlhp.context import settings_of
+
+#: options that several ``amlhp bench`` commands share (one declaration each)
+RESULTS_DIR = Path("benchmarks/results")
+WORK_DIR = Path("out/bench")
+OutDir = Annotated[Path, typer.Option("--out-dir", help="Where the JSON results and plots go")]
+WorkDir = Annotated[
+    Path, typer.Option("--work-dir", help="Logs, profiles and the transient dataset")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON")]
+Repeat = Annotated[int, typer.Option("--repeat", min=1, help="Runs; the best one counts")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Packets per batch")]
+Quick = Annotated[
+    bool, typer.Option("--quick", help="Short runs with small counts: checks, not figures")
+]
+Seconds = Annotated[float, typer.Option("--seconds", min=1, help="Seconds per offered load")]
 
 
 def _register_encode(bench: typer.Typer) -> None:
@@ -23,8 +40,8 @@ def _register_encode(bench: typer.Typer) -> None:
         packets: int = typer.Option(
             100_000, "--packets", help="Packets to encode per run (0: all full batches)"
         ),
-        batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Packets per batch"),
-        repeat: int = typer.Option(5, "--repeat", min=1, help="Runs; the best one counts"),
+        batch_size: BatchSize = 1000,
+        repeat: Repeat = 5,
         reference_packets: int = typer.Option(
             5000, "--reference-packets", min=1, help="Packets for the reference encoder"
         ),
@@ -32,7 +49,7 @@ def _register_encode(bench: typer.Typer) -> None:
         cpu: int | None = typer.Option(
             None, "--cpu", help="Pin the process to this CPU core (Linux) for a one-core figure"
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
+        as_json: AsJson = False,
     ) -> None:
         """Packets/s of the fast (vectorised) and the reference (dpkt) encoder."""
         import os
@@ -74,9 +91,9 @@ def _register_score(bench: typer.Typer) -> None:
         data: Path | None = typer.Option(
             None, "--data", help="Folder of captures [<repo>/../shared/data/public]"
         ),
-        batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Packets per batch"),
+        batch_size: BatchSize = 1000,
         packets: int = typer.Option(20_000, "--packets", min=1, help="Packets scored per run"),
-        repeat: int = typer.Option(5, "--repeat", min=1, help="Runs; the best one counts"),
+        repeat: Repeat = 5,
         backend: str = typer.Option("auto", "--backend", help="auto, fast, torch or onnx"),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto"),
         threads: int | None = typer.Option(None, "--threads", min=1, help="torch/ORT threads"),
@@ -99,10 +116,8 @@ def _register_score(bench: typer.Typer) -> None:
         sweep: bool = typer.Option(
             False, "--sweep", help="Model sizes vs params, FLOPs and packets/s (untrained)"
         ),
-        out_dir: Path = typer.Option(
-            Path("benchmarks/results"), "--out-dir", help="Where --fig10/--compare write"
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
+        out_dir: OutDir = RESULTS_DIR,
+        as_json: AsJson = False,
     ) -> None:
         """Packets/s of the scorer alone on encoded records (Arrow batch -> ids + probs)."""
         from amlhp.benchmarks.encode_bench import DEFAULT_DATA
@@ -225,7 +240,7 @@ def _register_e2e(bench: typer.Typer) -> None:
         rates: str | None = typer.Option(
             None, "--rates", help="Offered loads in packets/s (instead of --fractions)"
         ),
-        seconds: float = typer.Option(60.0, "--seconds", min=1, help="Seconds per offered load"),
+        seconds: Seconds = 60.0,
         capacity: float | None = typer.Option(
             None, "--capacity", help="Skip the full-speed run and take this capacity (packets/s)"
         ),
@@ -241,22 +256,15 @@ def _register_e2e(bench: typer.Typer) -> None:
         profile: bool = typer.Option(
             False, "--profile", help="py-spy profiles of worker, sink and tap at ~100% load"
         ),
-        quick: bool = typer.Option(
-            False, "--quick", help="Two short loads (50% and 150%, 4 s each): checks, not figures"
-        ),
-        out_dir: Path = typer.Option(
-            Path("benchmarks/results"), "--out-dir", help="Where e2e.json and the plots go"
-        ),
-        work_dir: Path = typer.Option(
-            Path("out/bench"), "--work-dir", help="Logs, profiles and the transient dataset"
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print the result JSON on stdout"),
+        quick: Quick = False,
+        out_dir: OutDir = RESULTS_DIR,
+        work_dir: WorkDir = WORK_DIR,
+        as_json: AsJson = False,
     ) -> None:
         """Throughput, latency, lag and exact accounting at fixed offered loads."""
         from amlhp.benchmarks.e2e import DEFAULT_FRACTIONS, E2EConfig, run_e2e
         from amlhp.benchmarks.plots import plot_e2e
         from amlhp.benchmarks.report import e2e_table
-        from amlhp.benchmarks.results import write_json
 
         overrides: dict[str, Any] = {
             "fractions": _floats(fractions) or DEFAULT_FRACTIONS,
@@ -276,9 +284,8 @@ def _register_e2e(bench: typer.Typer) -> None:
             cfg = E2EConfig.quick_config(**overrides)
         else:
             cfg = E2EConfig(seconds_per_rate=seconds, capacity_loops=capacity_loops, **overrides)
-        doc = run_e2e(ctx.obj.settings, cfg, work_dir=work_dir, on_status=_status_printer())
-        write_json(doc, out_dir / "e2e.json")
-        plot_e2e(doc, out_dir)
+        doc = run_e2e(settings_of(ctx), cfg, work_dir=work_dir, on_status=_status_printer())
+        plot_e2e(_write(doc, out_dir / "e2e.json"), out_dir)
         if as_json:
             typer.echo(json.dumps(doc, indent=2))
         else:
@@ -286,30 +293,36 @@ def _register_e2e(bench: typer.Typer) -> None:
             typer.echo(f"wrote {out_dir / 'e2e.json'} and plots in {out_dir}")
 
 
+def _write(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Save a benchmark's result JSON (the figures' one source) and hand it on."""
+    from amlhp.benchmarks.results import write_json
+
+    write_json(doc, path)
+    return doc
+
+
 def _register_suite(bench: typer.Typer) -> None:
     @bench.command("stages")
     def stages(
         ctx: typer.Context,
-        quick: bool = typer.Option(False, "--quick", help="Small counts: checks, not figures"),
+        quick: Quick = False,
         score_threads: int = typer.Option(1, "--score-threads", min=1, help="Scorer threads"),
-        out_dir: Path = typer.Option(Path("benchmarks/results"), "--out-dir"),
-        work_dir: Path = typer.Option(Path("out/bench"), "--work-dir"),
+        out_dir: OutDir = RESULTS_DIR,
+        work_dir: WorkDir = WORK_DIR,
     ) -> None:
         """tap -> Kafka, encoder, scorer (Fig. 10) and Parquet sink, one at a time."""
         from amlhp.benchmarks.report import stages_table
-        from amlhp.benchmarks.results import write_json
         from amlhp.benchmarks.stages import run_stages
 
         doc = run_stages(
-            ctx.obj.settings,
+            settings_of(ctx),
             out_dir=out_dir,
             work_dir=work_dir,
             quick=quick,
             score_threads=score_threads,
             on_status=_status_printer(),
         )
-        write_json(doc, out_dir / "stages.json")
-        typer.echo(stages_table(doc))
+        typer.echo(stages_table(_write(doc, out_dir / "stages.json")))
 
     @bench.command("scaleout")
     def scaleout(
@@ -321,41 +334,39 @@ def _register_suite(bench: typer.Typer) -> None:
             min=1,
             help="Passes over the capture in all, split between the taps (at least 1 each)",
         ),
-        quick: bool = typer.Option(False, "--quick", help="One pass per tap: checks only"),
-        out_dir: Path = typer.Option(Path("benchmarks/results"), "--out-dir"),
-        work_dir: Path = typer.Option(Path("out/bench"), "--work-dir"),
+        quick: Quick = False,
+        out_dir: OutDir = RESULTS_DIR,
+        work_dir: WorkDir = WORK_DIR,
     ) -> None:
         """Capacity with 1 and 2 workers in one consumer group (one tap per partition)."""
         from amlhp.benchmarks.plots import plot_scaleout
         from amlhp.benchmarks.report import scaleout_table
-        from amlhp.benchmarks.results import write_json
         from amlhp.benchmarks.scaleout import run_scaleout
 
         doc = run_scaleout(
-            ctx.obj.settings,
+            settings_of(ctx),
             partitions=partitions,
             capacity_loops=1 if quick else capacity_loops,
             work_dir=work_dir,
             quick=quick,
             on_status=_status_printer(),
         )
-        write_json(doc, out_dir / "scaleout.json")
-        plot_scaleout(doc, out_dir / "scaleout.png")
+        plot_scaleout(_write(doc, out_dir / "scaleout.json"), out_dir / "scaleout.png")
         typer.echo(scaleout_table(doc))
 
     @bench.command("all")
     def run_all_cmd(
         ctx: typer.Context,
-        quick: bool = typer.Option(False, "--quick", help="Every part, short: checks only"),
-        seconds: float = typer.Option(60.0, "--seconds", min=1, help="Seconds per offered load"),
-        out_dir: Path = typer.Option(Path("benchmarks/results"), "--out-dir"),
-        work_dir: Path = typer.Option(Path("out/bench"), "--work-dir"),
+        quick: Quick = False,
+        seconds: Seconds = 60.0,
+        out_dir: OutDir = RESULTS_DIR,
+        work_dir: WorkDir = WORK_DIR,
     ) -> None:
         """Stages, end to end and scale-out; JSON, plots and results.md in --out-dir."""
         from amlhp.benchmarks.suite import run_all
 
         written = run_all(
-            ctx.obj.settings,
+            settings_of(ctx),
             out_dir,
             work_dir=work_dir,
             quick=quick,

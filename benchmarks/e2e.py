@@ -31,7 +31,6 @@ import pyarrow as pa
 from amlhp.benchmarks.exceptions import BenchmarksError
 from amlhp.benchmarks.machine import machine_facts
 from amlhp.benchmarks.pipeline_run import (
-    DEMO_CAPTURE,
     Drain,
     PipelineRun,
     StatusFn,
@@ -43,6 +42,7 @@ from amlhp.benchmarks.pipeline_run import (
 from amlhp.benchmarks.pipeline_run import quiet as _quiet
 from amlhp.benchmarks.profiling import finish_profile, py_spy_path, start_profile
 from amlhp.benchmarks.sampler import cpu_shares
+from amlhp.data import BENCH_CAPTURE
 from amlhp.settings import Settings
 
 #: the issue's offered loads, as fractions of the measured capacity
@@ -59,7 +59,7 @@ LATENCY_QUANTILES: tuple[float, ...] = (*range(0, 100, 2), 99.0, 99.5, 99.9, 100
 class E2EConfig:
     """What ``amlhp bench e2e`` runs (the defaults are the full benchmark's)."""
 
-    capture: Path = DEMO_CAPTURE
+    capture: Path = BENCH_CAPTURE
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS
     rates: tuple[float, ...] = ()  # absolute packets/s; when given, fractions are ignored
     seconds_per_rate: float = 60.0

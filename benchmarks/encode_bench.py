@@ -20,8 +20,9 @@ import pyarrow as pa
 
 from amlhp.benchmarks.exceptions import BenchmarksError
 
-#: the public captures, next to the repository (``<repo>/../shared/data/public``)
-DEFAULT_DATA: Path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "public"
+#: the public captures beside the checkout, relative to the working directory (the default
+#: home, where ``make`` runs), like ``amlhp demo-capture --public``
+DEFAULT_DATA: Path = Path("..") / "shared" / "data" / "public"
 
 
 @dataclass

@@ -29,13 +29,12 @@ import pyarrow.compute as pc
 from amlhp.benchmarks.exceptions import BenchmarksError
 from amlhp.benchmarks.machine import broker_pid
 from amlhp.benchmarks.sampler import GroupWatch, Sampler
+from amlhp.pipeline.children import StageProcess, child_env, start_stage
 from amlhp.settings import Settings
 from amlhp.streams.accounting import Accounting, account, read_dead_letters
-from amlhp.streams.demo import StageProcess, start_stage, wait_groups_ready
+from amlhp.streams.demo import wait_groups_ready
 
 StatusFn = Callable[[str], None]
-#: the committed demo capture: benign and attack traffic from the public captures
-DEMO_CAPTURE = Path(__file__).resolve().parents[1] / "data" / "demo" / "demo.pcap"
 
 
 def quiet(_: str) -> None:
@@ -65,21 +64,6 @@ def bench_settings(base: Settings, run_id: str, partitions: int) -> Settings:
     }
     update.update({"consumer_group": prefix, "partitions": partitions})
     return base.model_copy(update=update)
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child ``amlhp`` process use these settings."""
-    env = dict(os.environ)
-    for name in _topic_fields():
-        env[f"AMLHP_{name.upper()}"] = str(getattr(settings, name))
-    env.update(
-        {
-            "AMLHP_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "AMLHP_CONSUMER_GROUP": settings.consumer_group,
-            "AMLHP_PARTITIONS": str(settings.partitions),
-        }
-    )
-    return env
 
 
 @dataclass
@@ -214,7 +198,7 @@ class PipelineRun:
 
     def outputs(self, gateways: str | Sequence[str]) -> tuple[pa.Table, pa.Table]:
         """(verdicts, dead letters) of these gateways: what accounting and latency need."""
-        from amlhp.streams.dataset import open_dataset
+        from amlhp.pipeline.dataset import open_dataset
 
         wanted = [gateways] if isinstance(gateways, str) else list(gateways)
         columns = ["gateway", "seq", "label", "ts_ns", "scored_at_ns"]

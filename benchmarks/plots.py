@@ -10,14 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from amlhp.plots import pyplot, save_figure
 
 
 def _title(doc: dict[str, Any], what: str) -> str:
@@ -27,7 +20,7 @@ def _title(doc: dict[str, Any], what: str) -> str:
 
 def plot_timeline(doc: dict[str, Any], path: Path) -> Path:
     """Offered and verdict rate per second, lag in records and in seconds, over the run."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(3, 1, figsize=(8.0, 7.0), sharex=True)
     rate_ax, records_ax, seconds_ax = axes
     loads = ([doc["capacity"]] if doc.get("capacity") else []) + list(doc["loads"])
@@ -74,16 +67,12 @@ def plot_timeline(doc: dict[str, Any], path: Path) -> Path:
     seconds_ax.set_xlabel("seconds since the pipeline was ready (shaded: load offered)")
     seconds_ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(_title(doc, "Throughput and consumer lag over time"), fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_latency(doc: dict[str, Any], path: Path) -> Path:
     """Capture-to-verdict latency distribution (CDF) of each offered load."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for load in doc["loads"]:
         qs = load.get("latency_quantiles_ms") or []
@@ -101,11 +90,7 @@ def plot_latency(doc: dict[str, Any], path: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(_title(doc, "Latency distribution by offered load"), fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_e2e(doc: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -118,7 +103,7 @@ def plot_e2e(doc: dict[str, Any], out_dir: Path) -> list[Path]:
 
 def plot_scaleout(doc: dict[str, Any], path: Path) -> Path:
     """Capacity with 1 and 2 workers in one consumer group."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = doc["rows"]
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
     labels = [f"{r['workers']} worker{'s' if r['workers'] > 1 else ''}" for r in rows]
@@ -134,8 +119,4 @@ def plot_scaleout(doc: dict[str, Any], path: Path) -> Path:
         )
     ax.set_ylabel("packets / s (full-speed tap)")
     ax.set_title(_title(doc, f"Scale-out on {doc['partitions']} partitions"), fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -33,7 +33,7 @@ GATEWAY_PREFIX = "scaleout-gw"
 def key_partition(key: str, partitions: int) -> int:
     """The partition librdkafka's default partitioner gives a non-empty key.
 
-    The tap's producer (``amlhp.streams.kafka_io.producer_config``) sets no
+    The tap's producer (``amlhp.pipeline.kafka_io.producer_config``) sets no
     ``partitioner``, so librdkafka's default ``consistent_random`` applies: CRC32 of the
     key bytes modulo the partition count (random only for an empty key).
     """

@@ -259,25 +259,45 @@ def run_fig10(
     return doc
 
 
-def plot_fig10(doc: dict[str, Any], path: Path) -> None:
-    import matplotlib
+def _plot_with_paper(
+    ax: Any,
+    sizes: list[int],
+    values: list[float],
+    paper: dict[str, float],
+    styles: tuple[str, str],
+    color: str,
+    labels: tuple[str, str],
+) -> None:
+    """This machine's curve and the paper's figures (keyed by batch size) beside it."""
+    ax.plot(sizes, values, styles[0], color=color, label=labels[0])
+    points = sorted((int(k), v) for k, v in paper.items())
+    ax.plot(
+        [p[0] for p in points],
+        [p[1] for p in points],
+        styles[1],
+        color=color,
+        alpha=0.5,
+        label=labels[1],
+    )
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def plot_fig10(doc: dict[str, Any], path: Path) -> None:
+    from amlhp.plots import pyplot, save_figure
+
+    plt = pyplot()
 
     rows = doc["rows"]
     sizes = [r["batch_size"] for r in rows]
     ms = [r["ms_per_packet"] for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    ax.plot(sizes, ms, "o-", color="tab:blue", label="time per packet (this machine)")
-    paper = sorted((int(k), v) for k, v in doc["paper"]["ms_per_packet"].items())
-    ax.plot(
-        [p[0] for p in paper],
-        [p[1] for p in paper],
-        "x--",
-        color="tab:blue",
-        alpha=0.5,
-        label="time per packet (paper, RTX 3090)",
+    _plot_with_paper(
+        ax,
+        sizes,
+        ms,
+        doc["paper"]["ms_per_packet"],
+        ("o-", "x--"),
+        "tab:blue",
+        ("time per packet (this machine)", "time per packet (paper, RTX 3090)"),
     )
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -285,21 +305,14 @@ def plot_fig10(doc: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("ms per packet")
     if all("peak_memory_mb" in r for r in rows):
         ax2 = ax.twinx()
-        ax2.plot(
+        _plot_with_paper(
+            ax2,
             sizes,
             [max(r["peak_memory_mb"], 1e-2) for r in rows],
-            "s-",
-            color="tab:red",
-            label="peak memory (this machine)",
-        )
-        mem = sorted((int(k), v) for k, v in doc["paper"]["memory_mb"].items())
-        ax2.plot(
-            [m[0] for m in mem],
-            [m[1] for m in mem],
-            "+--",
-            color="tab:red",
-            alpha=0.5,
-            label="memory (paper)",
+            doc["paper"]["memory_mb"],
+            ("s-", "+--"),
+            "tab:red",
+            ("peak memory (this machine)", "memory (paper)"),
         )
         ax2.set_yscale("log")
         ax2.set_ylabel("peak memory (MB)")
@@ -312,10 +325,7 @@ def plot_fig10(doc: dict[str, Any], path: Path) -> None:
         f"Scoring time and memory vs batch size\n{cpu}, {doc['threads']} threads, {doc['backend']}",
         fontsize=9,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def compare_backends(

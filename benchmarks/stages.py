@@ -28,8 +28,9 @@ import pyarrow as pa
 from amlhp.benchmarks.encode_bench import DEFAULT_DATA, run_encode_bench
 from amlhp.benchmarks.exceptions import BenchmarksError
 from amlhp.benchmarks.machine import machine_facts
-from amlhp.benchmarks.pipeline_run import DEMO_CAPTURE, StatusFn, bench_settings, new_run_id
+from amlhp.benchmarks.pipeline_run import StatusFn, bench_settings, new_run_id
 from amlhp.benchmarks.pipeline_run import quiet as _quiet
+from amlhp.data import BENCH_CAPTURE
 from amlhp.settings import Settings
 
 
@@ -65,9 +66,9 @@ def verdict_messages(capture: Path, rows: int, per_message: int = 1000) -> list[
 
     from amlhp.encoders.capture import encode_captures
     from amlhp.encoders.layout import EncoderConfig
-    from amlhp.encoders.schemas import to_ipc
     from amlhp.model.scorer import default_model_path, load_scorer
     from amlhp.streams.processing import score_batches
+    from amlhp.wire import to_ipc
 
     scorer = load_scorer(default_model_path())
     table = encode_captures([capture], EncoderConfig(payload_bytes=scorer.payload_bytes))
@@ -95,7 +96,7 @@ def sink_rate(settings: Settings, capture: Path, rows: int, work_dir: Path) -> d
 
     from confluent_kafka import Producer
 
-    from amlhp.streams.kafka_io import producer_config
+    from amlhp.pipeline.kafka_io import producer_config
     from amlhp.streams.sink import ParquetSink, SinkStats
 
     messages = verdict_messages(capture, rows)
@@ -141,7 +142,7 @@ def run_stages(
     *,
     out_dir: Path,
     work_dir: Path = Path("out/bench"),
-    capture: Path = DEMO_CAPTURE,
+    capture: Path = BENCH_CAPTURE,
     data: Path | None = None,
     quick: bool = False,
     score_threads: int = 1,

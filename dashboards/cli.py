@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from amlhp.cli import AppContext
+from amlhp.context import settings_of
 
 
 def register(app: typer.Typer) -> None:
@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         """
         from amlhp.dashboards.push import push_dashboards
 
-        settings = ctx.ensure_object(AppContext).settings
+        settings = settings_of(ctx)
         result = push_dashboards(grafana_url, settings.grafana_token, prometheus_url)
         for warning in result.warnings:
             typer.echo(f"warning: {warning}", err=True)

@@ -11,7 +11,7 @@ from grafana_foundation_sdk.models.dashboard import Dashboard
 from amlhp.dashboards import queries as q
 from amlhp.dashboards.layout import PanelBuilder, new_dashboard
 from amlhp.dashboards.panels import HALF, Query, bars_panel, row, stat_panel, timeseries_panel
-from amlhp.streams.metrics import STEP_ENCODE, STEP_TAP
+from amlhp.metrics.definitions import STEP_ENCODE, STEP_TAP
 
 UID = "amlhp-data-quality"
 

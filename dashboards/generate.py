@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from amlhp.dashboards.exceptions import DashboardsError
 from amlhp.dashboards.model_view import model
 from amlhp.dashboards.overview import overview
 
-GENERATED_DIR = Path(__file__).resolve().parent / "generated"
+#: package data (``amlhp.dashboards`` ships ``generated/*.json``); in a checkout, the source
+GENERATED_DIR = Path(str(resources.files("amlhp.dashboards").joinpath("generated")))
 
 #: file stem -> builder; the stem is also the dashboard's place in the provisioning folder.
 DASHBOARDS: dict[str, Callable[[], Dashboard]] = {

@@ -19,7 +19,7 @@ from amlhp.dashboards.panels import (
     table_panel,
     timeseries_panel,
 )
-from amlhp.streams.metrics import STEP_SCORE
+from amlhp.metrics.definitions import STEP_SCORE
 
 UID = "amlhp-model"
 

@@ -20,7 +20,7 @@ from amlhp.dashboards.panels import (
     stat_panel,
     timeseries_panel,
 )
-from amlhp.streams.metrics import STEP_SCORE, STEP_SINK, STEP_TAP
+from amlhp.metrics.definitions import STEP_SCORE, STEP_SINK, STEP_TAP
 
 UID = "amlhp-overview"
 
@@ -96,17 +96,19 @@ def bytes_per_step() -> PanelBuilder:
     )
 
 
+def _per_partition(metric: str) -> Query:
+    """One series per consumer group and topic-partition (the lag gauges' labels)."""
+    return Query(
+        q.max_by(["group", "topic", "partition"], metric), "{{group}} {{topic}}/{{partition}}"
+    )
+
+
 def consumer_lag_records() -> PanelBuilder:
     return timeseries_panel(
         "Consumer lag (records)",
         "Messages each consumer group has not yet processed, per topic-partition: log end "
         "minus committed offset, read through the Kafka admin API.",
-        [
-            Query(
-                q.max_by(["group", "topic", "partition"], q.LAG_RECORDS),
-                "{{group}} {{topic}}/{{partition}}",
-            )
-        ],
+        [_per_partition(q.LAG_RECORDS)],
     )
 
 
@@ -115,12 +117,7 @@ def consumer_lag_seconds() -> PanelBuilder:
         "Consumer lag (seconds)",
         "Age of the oldest message each group has not processed, per topic-partition "
         "(0 when caught up).",
-        [
-            Query(
-                q.max_by(["group", "topic", "partition"], q.LAG_SECONDS),
-                "{{group}} {{topic}}/{{partition}}",
-            )
-        ],
+        [_per_partition(q.LAG_SECONDS)],
         unit="s",
     )
 

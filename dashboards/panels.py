@@ -8,6 +8,7 @@ how a kind looks (units, legends, stacking), so all three dashboards look alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from grafana_foundation_sdk.builders import bargauge, heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as common_builders
@@ -66,6 +67,33 @@ def _targets(queries: list[Query]) -> list[prometheus.Dataquery]:
     return out
 
 
+PanelT = TypeVar("PanelT", timeseries.Panel, stat.Panel, bargauge.Panel, heatmap.Panel, table.Panel)
+
+
+def _base(
+    panel: PanelT,
+    title: str,
+    description: str,
+    queries: list[Query],
+    width: int,
+    height: int = HEIGHT,
+) -> PanelT:
+    """What every panel kind has: title, description, data source, queries and size."""
+    return (
+        panel.title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(_targets(queries))  # type: ignore[arg-type]
+        .span(width)
+        .height(height)
+    )
+
+
+def _last_value() -> common_builders.ReduceDataOptions:
+    """Reduce a series to its last value (stat and bar gauge panels)."""
+    return common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
+
+
 def timeseries_panel(
     title: str,
     description: str,
@@ -79,14 +107,8 @@ def timeseries_panel(
 ) -> timeseries.Panel:
     """Lines over time; ``stacked`` stacks the series (a mix adds up to the total)."""
     panel = (
-        timeseries.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .targets(_targets(queries))  # type: ignore[arg-type]
+        _base(timeseries.Panel(), title, description, queries, width)
         .unit(unit)
-        .span(width)
-        .height(HEIGHT)
         .line_width(1)
         .fill_opacity(30 if stacked else 10)
         .legend(
@@ -112,18 +134,12 @@ def stat_panel(
 ) -> stat.Panel:
     """One big number per series: the last value of an instant query."""
     return (
-        stat.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .targets(_targets(queries))  # type: ignore[arg-type]
+        _base(stat.Panel(), title, description, queries, width, STAT_HEIGHT)
         .unit(unit)
-        .span(width)
-        .height(STAT_HEIGHT)
         .graph_mode(common.BigValueGraphMode.NONE)
         .color_mode(common.BigValueColorMode.VALUE)
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
-        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .reduce_options(_last_value())
     )
 
 
@@ -137,17 +153,11 @@ def bars_panel(
 ) -> bargauge.Panel:
     """Horizontal bars, one per series (or per bucket of a heatmap-format query)."""
     return (
-        bargauge.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .targets(_targets(queries))  # type: ignore[arg-type]
+        _base(bargauge.Panel(), title, description, queries, width)
         .unit(unit)
-        .span(width)
-        .height(HEIGHT)
         .orientation(common.VizOrientation.HORIZONTAL)
         .display_mode(common.BarGaugeDisplayMode.GRADIENT)
-        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .reduce_options(_last_value())
         .min(0)
     )
 
@@ -157,13 +167,7 @@ def heatmap_panel(
 ) -> heatmap.Panel:
     """Bucket counts over time from a histogram (queries in heatmap format)."""
     return (
-        heatmap.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .targets(_targets(queries))  # type: ignore[arg-type]
-        .span(width)
-        .height(HEIGHT)
+        _base(heatmap.Panel(), title, description, queries, width)
         .calculate(False)
         .y_axis(heatmap.YAxisConfig().unit(unit))
         .color(
@@ -179,15 +183,7 @@ def table_panel(
     title: str, description: str, queries: list[Query], *, width: int = HALF
 ) -> table.Panel:
     """Instant-query results as rows (label columns and the value)."""
-    return (
-        table.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .targets(_targets(queries))  # type: ignore[arg-type]
-        .span(width)
-        .height(HEIGHT)
-    )
+    return _base(table.Panel(), title, description, queries, width)
 
 
 def row(title: str) -> db.Row:

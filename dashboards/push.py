@@ -10,7 +10,7 @@ overwrite their previous version (same uid). The token comes from the settings
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pydantic import SecretStr
@@ -47,12 +47,7 @@ class PushResult:
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "datasource": self.datasource,
-            "folder": self.folder,
-            "dashboards": self.dashboards,
-            "warnings": self.warnings,
-        }
+        return asdict(self)
 
 
 def connect(grafana_url: str, token: SecretStr | None, timeout_s: float = 10.0) -> Any:

@@ -2,7 +2,7 @@
 
 Panels never spell PromQL by hand; they combine these helpers, so that a label or a
 template variable is named in one place and every query filters the same way. The
-metric names are those of :mod:`amlhp.streams.metrics`.
+metric names are those of :mod:`amlhp.metrics.definitions`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ VAR_CLASS = "class"
 GATEWAY = f'gateway=~"${VAR_GATEWAY}"'
 CLASS = f'class=~"${VAR_CLASS}"'
 
-# Metric names (see amlhp.streams.metrics).
+# Metric names (see amlhp.metrics.definitions).
 PACKETS_IN = "amlhp_packets_in_total"
 PACKETS_OUT = "amlhp_packets_out_total"
 BYTES_IN = "amlhp_bytes_in_total"

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from amlhp.dashboards.exceptions import DashboardsError
-from amlhp.streams.metrics import is_benign
+from amlhp.metrics.definitions import is_benign
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -53,7 +53,7 @@ def load_verdicts(
     root: Path, since: datetime | None = None, until: datetime | None = None
 ) -> pa.Table:
     """The run's verdicts, optionally limited to capture times in [since, until)."""
-    from amlhp.streams.dataset import read_verdicts
+    from amlhp.pipeline.dataset import read_verdicts
 
     if not root.is_dir():
         raise DashboardsError(f"no verdict dataset at {root}")

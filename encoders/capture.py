@@ -19,7 +19,7 @@ from amlhp.encoders.exceptions import CaptureError
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import DEFAULT_CONFIG, EncoderConfig
 from amlhp.encoders.readers import DEFAULT_BATCH_SIZE, CaptureInfo, iter_raw_batches
-from amlhp.encoders.schemas import encoded_schema
+from amlhp.wire import encoded_schema
 
 CAPTURE_SUFFIXES: Final = (".pcap", ".pcapng", ".cap", ".dmp")
 SOURCE_COLUMN: Final = "source_file"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
+
+from amlhp.context import settings_of
+from amlhp.progress import echo_result
 
 
 def register(app: typer.Typer) -> None:
@@ -42,8 +44,7 @@ def register(app: typer.Typer) -> None:
         """
         from amlhp.encoders.encode_command import run_encode
 
-        settings = getattr(ctx.obj, "settings", None)
-        default_p = settings.payload_bytes if settings is not None else 64
+        default_p = settings_of(ctx).payload_bytes
         summary = run_encode(
             captures,
             out,
@@ -52,9 +53,10 @@ def register(app: typer.Typer) -> None:
             gateway=gateway,
             batch_size=batch_size,
         )
-        if as_json:
-            typer.echo(json.dumps(summary, indent=2))
-        else:
-            typer.echo(f"wrote {summary['packets']} packets to {summary['out']}")
-            for status, count in summary["statuses"].items():
-                typer.echo(f"{status:<22}{count:>10}")
+        echo_result(
+            summary,
+            as_json=as_json,
+            headline=f"wrote {summary['packets']} packets to {summary['out']}",
+            counts=summary["statuses"],
+            width=22,
+        )

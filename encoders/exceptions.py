@@ -3,9 +3,15 @@
 Packet content never raises: a packet the encoder cannot represent gets a reason code
 (see :mod:`amlhp.encoders.reasons`). These errors are for the things around packets: a
 file that is not a capture, bytes that are not a batch, a configuration that makes no sense.
+
+:class:`BatchDecodeError` (bytes that are not a batch) belongs to the wire layer
+(:mod:`amlhp.wire.exceptions`), whose decoder every stage shares; it is imported here so
+that code handling the encoders' batches can keep naming it beside the encoders' own
+errors.
 """
 
 from amlhp.errors import AmlhpError
+from amlhp.wire.exceptions import BatchDecodeError as BatchDecodeError
 
 
 class EncodersError(AmlhpError):
@@ -14,14 +20,6 @@ class EncodersError(AmlhpError):
 
 class EncoderConfigError(EncodersError, ValueError):
     """An encoder option is invalid (payload length out of range, unknown mask field)."""
-
-
-class BatchDecodeError(EncodersError):
-    """Bytes that should hold one Arrow IPC stream of a known schema do not.
-
-    Raised for anything wrong with a message: not Arrow at all, truncated, corrupt buffers,
-    another schema, another schema version, wrong column types.
-    """
 
 
 class SchemaMismatchError(EncodersError):

@@ -40,7 +40,7 @@ from amlhp.encoders.layout import (
     EncoderConfig,
     mask_columns,
 )
-from amlhp.encoders.schemas import encoded_schema, raw_schema
+from amlhp.wire import encoded_schema, raw_schema
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]

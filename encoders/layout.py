@@ -63,10 +63,12 @@ from typing import Final
 
 from amlhp.encoders.exceptions import EncoderConfigError
 
-#: Version of the byte layout (bump when any rule changes; stored in encoded batches).
-LAYOUT_VERSION: Final = "1"
+# The wire's encoded schema needs these three; they are defined in the wire layer (which
+# imports no stage) and re-exported here, where the layout they describe is documented.
+from amlhp.wire.packets import DEFAULT_MASK_FIELDS as DEFAULT_MASK_FIELDS
+from amlhp.wire.packets import HEADER_LEN as HEADER_LEN
+from amlhp.wire.packets import LAYOUT_VERSION as LAYOUT_VERSION
 
-HEADER_LEN: Final = 128
 PAD_BYTE: Final = 0xFF
 
 IP_SLOT_OFFSET: Final = 0
@@ -82,7 +84,6 @@ UDP_HEADER: Final = 8
 
 DEFAULT_PAYLOAD_BYTES: Final = 64
 MAX_PAYLOAD_BYTES: Final = 65535
-DEFAULT_MASK_FIELDS: Final = ("ip.src", "ip.dst")
 
 IPPROTO_TCP: Final = 6
 IPPROTO_UDP: Final = 17

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from amlhp.encoders import linktypes as lt
 from amlhp.encoders.exceptions import CaptureError
-from amlhp.encoders.schemas import raw_schema
+from amlhp.wire import raw_schema
 
 log = logging.getLogger(__name__)
 

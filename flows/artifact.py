@@ -9,12 +9,12 @@ checked on load so a swapped or damaged file is refused rather than served.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from amlhp.digest import file_sha256
 from amlhp.flows.exceptions import FlowArtifactError
 from amlhp.flows.network import FlowCNN
 from amlhp.flows.record import FlowConfig
@@ -40,10 +40,6 @@ class FlowModel:
         return str(self.meta.get("version", "unknown"))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_flow_model(
     out_dir: Path,
     network: FlowCNN,
@@ -58,7 +54,7 @@ def save_flow_model(
     weights = out_dir / WEIGHTS
     state = {k: v.detach().contiguous() for k, v in network.state_dict().items()}
     save_file(state, str(weights))
-    digest = _sha256(weights)
+    digest = file_sha256(weights)
     meta = {
         "format": FORMAT,
         "version": f"flowcnn-{digest[:12]}",
@@ -89,7 +85,7 @@ def load_flow_model(path: Path) -> FlowModel:
         raise FlowArtifactError(f"cannot read flow model metadata {meta_path}: {exc}") from exc
     if meta.get("format") != FORMAT:
         raise FlowArtifactError(f"{meta_path} is not a {FORMAT} artifact")
-    if not weights.is_file() or _sha256(weights) != meta.get("weights_sha256"):
+    if not weights.is_file() or file_sha256(weights) != meta.get("weights_sha256"):
         raise FlowArtifactError(f"{weights} is missing or does not match its sha256")
     cfg = meta["flow_config"]
     config = FlowConfig(tuple(cfg["local_nets"]), float(cfg["lifetime_s"]), int(cfg["context"]))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Final
 
 import numpy as np
@@ -122,15 +122,7 @@ class AssemblerStats:
     flows_closed: int = 0
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "packets": self.packets,
-            "used": self.used,
-            "records": self.records,
-            "no_local_endpoint": self.no_local_endpoint,
-            "duplicates": self.duplicates,
-            "refused": dict(self.refused),
-            "flows_closed": self.flows_closed,
-        }
+        return {**asdict(self), "refused": dict(self.refused)}
 
 
 class FlowAssembler:

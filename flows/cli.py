@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 
+from amlhp.context import settings_of
 from amlhp.progress import console, progress_bar
 
 DEFAULT_DATA = Path("out/flows/flows.npz")
@@ -302,7 +303,7 @@ def register(app: typer.Typer) -> None:
         options = FlowWorkerOptions(
             model_path=model, app_id=app_id, idle_close_s=idle_close, explain_every=explain_every
         )
-        run_flow_worker(ctx.obj.settings, options)
+        run_flow_worker(settings_of(ctx), options)
 
     @flows.command("sink")
     def sink_cmd(
@@ -313,11 +314,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write flow verdicts to a hive-partitioned Parquet dataset (exactly once per file)."""
         from amlhp.flows.sink import FlowVerdictSink
-        from amlhp.streams.tap import install_stop_signals
+        from amlhp.pipeline.signals import install_stop_signals
 
         stop = threading.Event()
         install_stop_signals(stop)
-        settings = ctx.obj.settings
+        settings = settings_of(ctx)
         sink = FlowVerdictSink(
             settings,
             out,
@@ -351,7 +352,7 @@ def register(app: typer.Typer) -> None:
         Prints one JSON line per explained packet: verdict, probability and the Shapley
         value of each field the packet has (fields it lacks are padding and get exactly 0).
         """
-        from amlhp.flows.packet_explain import explain_capture, plot_packet_explanation
+        from amlhp.model.packet_explain import explain_capture, plot_packet_explanation
 
         docs = explain_capture(capture, model, max_packets=max_packets, samples=samples, seed=seed)
         for doc in docs:

@@ -70,10 +70,9 @@ def explain_flow(
 def plot_flow_explanation(doc: dict[str, Any], ds: FlowDataset, index: int, path: Path) -> None:
     """The matrix (head slots and the first 400 payload slots of each row) and the group
     attributions for the predicted class and the runner-up."""
-    import matplotlib
+    from amlhp.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     mat = matrices(ds, np.asarray([index]))[0]
     view = np.concatenate([mat[:, :HEAD_LEN], mat[:, HEAD_LEN : HEAD_LEN + 400]], axis=1)
@@ -107,7 +106,4 @@ def plot_flow_explanation(doc: dict[str, Any], ds: FlowDataset, index: int, path
         f"verdict {doc['label']} ({doc['confidence']:.2f}, {state}); true {doc['true_label']}",
         fontsize=9,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

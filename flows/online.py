@@ -1,34 +1,9 @@
 """Closed flows to flow verdicts (the flow worker's and ``amlhp flows score``'s one path).
 
-Flow verdicts, ``amlhp.flow_verdict`` v1, one row per closed flow record:
-
-================  ===============  ==================================================
-column            type             meaning
-================  ===============  ==================================================
-gateway           string           the gateway (tap) whose traffic it is
-ts_ns             int64            first packet of the flow (ns since the epoch)
-end_ns            int64            last packet of the flow
-flow_id           string           gateway|device|remote|proto|dport|rport|start_ns
-device_ip         string           the local device
-remote_ip         string           the remote end as the model saw it (anonymised)
-proto             uint8            IP protocol
-device_port       uint16           device-side port (0 without ports)
-remote_port       uint16           remote port
-packets, bytes    int64            totals of the record
-first_seq         uint64           tap sequence number of the first packet
-last_seq          uint64           ... and of the last
-context_flows     int8             preceding flows of the device in the matrix (0..5)
-label, class_id   string, int16    predicted class
-confidence        float32          calibrated probability of the class
-uncertain         bool             confidence below the threshold, or (when explained)
-                                   attributions inconsistent with the class's profile
-consistent        bool             attribution check (null when not explained)
-probs             list<float32>    calibrated probabilities of all classes
-attributions      list<float32>    group Shapley values for the class (null: not
-                                   explained); groups in the schema metadata
-model_version     string           flow model identity
-scored_at_ns      int64            when the verdict was made
-================  ===============  ==================================================
+Flow verdicts are ``amlhp.flow_verdict`` v1, one row per closed flow record; the schema
+and its columns are :func:`amlhp.wire.flow_verdict_schema` (attribution groups:
+:data:`amlhp.flows.shapley.GROUPS`), read back with ``amlhp.wire.from_ipc(value,
+amlhp.wire.FLOW_VERDICT)``.
 
 The worker refines online with what it has at hand (threshold and, for explained flows, the
 attribution check); the offline evaluation also uses the Shapley re-ranking and the
@@ -39,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import MutableMapping, Sequence
-from typing import Final
 
 import numpy as np
 import pyarrow as pa
@@ -48,71 +22,11 @@ import torch
 from amlhp.flows.artifact import FlowModel
 from amlhp.flows.calibration import softmax
 from amlhp.flows.dataset import rows_of
-from amlhp.flows.exceptions import FlowStateError
 from amlhp.flows.record import ROW_LEN, FlowState, anonymise
 from amlhp.flows.shapley import GROUPS, exact_shapley
-
-FLOW_VERDICT: Final = "amlhp.flow_verdict"
-FLOW_VERDICT_VERSION: Final = "1"
+from amlhp.wire import flow_verdict_schema
 
 History = MutableMapping[tuple[str, str], list[FlowState]]
-
-
-def flow_verdict_schema() -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("gateway", pa.string(), nullable=False),
-            pa.field("ts_ns", pa.int64(), nullable=False),
-            pa.field("end_ns", pa.int64(), nullable=False),
-            pa.field("flow_id", pa.string(), nullable=False),
-            pa.field("device_ip", pa.string()),
-            pa.field("remote_ip", pa.string()),
-            pa.field("proto", pa.uint8()),
-            pa.field("device_port", pa.uint16()),
-            pa.field("remote_port", pa.uint16()),
-            pa.field("packets", pa.int64()),
-            pa.field("bytes", pa.int64()),
-            pa.field("first_seq", pa.uint64()),
-            pa.field("last_seq", pa.uint64()),
-            pa.field("context_flows", pa.int8()),
-            pa.field("label", pa.string()),
-            pa.field("class_id", pa.int16()),
-            pa.field("confidence", pa.float32()),
-            pa.field("uncertain", pa.bool_()),
-            pa.field("consistent", pa.bool_()),
-            pa.field("probs", pa.list_(pa.float32())),
-            pa.field("attributions", pa.list_(pa.float32())),
-            pa.field("model_version", pa.string()),
-            pa.field("scored_at_ns", pa.int64()),
-        ],
-        metadata={
-            b"schema": FLOW_VERDICT.encode(),
-            b"version": FLOW_VERDICT_VERSION.encode(),
-            b"attribution_groups": ",".join(GROUPS).encode(),
-        },
-    )
-
-
-def decode_flow_verdicts(data: bytes) -> pa.RecordBatch:
-    """One Kafka message of the flow verdict topic; anything else raises FlowStateError."""
-    try:
-        reader = pa.ipc.open_stream(pa.py_buffer(data))
-        meta = reader.schema.metadata or {}
-        if meta.get(b"schema") != FLOW_VERDICT.encode():
-            raise FlowStateError(f"not a {FLOW_VERDICT} batch")
-        if meta.get(b"version") != FLOW_VERDICT_VERSION.encode():
-            raise FlowStateError(f"unsupported {FLOW_VERDICT} version {meta.get(b'version')!r}")
-        table = reader.read_all()
-    except FlowStateError:
-        raise
-    except (pa.ArrowException, ValueError, TypeError, OSError) as exc:
-        raise FlowStateError(f"not a valid {FLOW_VERDICT} stream: {exc}") from exc
-    want = [(f.name, f.type) for f in flow_verdict_schema()]
-    if [(f.name, f.type) for f in table.schema] != want:
-        raise FlowStateError(f"{FLOW_VERDICT} columns differ from version {FLOW_VERDICT_VERSION}")
-    if table.num_rows == 0:
-        return pa.RecordBatch.from_pylist([], schema=flow_verdict_schema())
-    return table.combine_chunks().to_batches()[0]
 
 
 class FlowScorer:
@@ -122,7 +36,7 @@ class FlowScorer:
         self.model = model
         self.explain_every = explain_every
         self.scored = 0
-        self.schema = flow_verdict_schema()
+        self.schema = flow_verdict_schema(GROUPS)
 
     def score(self, closed: Sequence[FlowState], history: History | None = None) -> pa.RecordBatch:
         """Verdicts of ``closed`` (scored in start order); ``history`` maps a device to its

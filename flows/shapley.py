@@ -26,6 +26,7 @@ a test checks it, and :func:`captum_shapley` uses it for one-off explanations.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from itertools import combinations
 from typing import Final
 
@@ -99,7 +100,7 @@ def exact_shapley(
     model.eval()
     if groups == GROUPS and hasattr(model, "embed_rows") and hasattr(model, "combine"):
         return _exact_shapley_rows(model, x, temperature, batch_size)
-    b, rows, _ = x.shape
+    rows = x.shape[1]
     g = len(groups)
     masks = torch.stack([group_slots(name, rows) for name in groups])  # (G, R, L)
     absent = absent_input(rows)
@@ -110,12 +111,33 @@ def exact_shapley(
     grouped = masks.any(dim=0)
     keep = (coalitions.float() @ masks.reshape(g, -1).float()).reshape(2**g, rows, ROW_LEN) > 0
     keep = keep | ~grouped
+
+    def coalition_logits(chunk: Tensor) -> Tensor:
+        n = chunk.shape[0]
+        inputs = torch.where(keep.unsqueeze(0), chunk.unsqueeze(1), absent)  # (n, 2^G, R, L)
+        return model(inputs.reshape(n * 2**g, rows, ROW_LEN)).float()
+
+    return _shapley_by_chunks(x, g, temperature, batch_size, coalition_logits)
+
+
+def _shapley_by_chunks(
+    x: Tensor,
+    g: int,
+    temperature: float,
+    batch_size: int,
+    coalition_logits: Callable[[Tensor], Tensor],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Shapley values and full-coalition probabilities, ``batch_size`` flows at a time.
+
+    ``coalition_logits(chunk)`` gives the logits of every coalition of each flow of the
+    chunk, (n * 2^G, K) in flow-major order; the two exact methods differ only there.
+    """
+    b = x.shape[0]
     values: npt.NDArray[np.float32] | None = None
     for lo in range(0, b, batch_size):
         chunk = x[lo : lo + batch_size]
         n = chunk.shape[0]
-        inputs = torch.where(keep.unsqueeze(0), chunk.unsqueeze(1), absent)  # (n, 2^G, R, L)
-        logits = model(inputs.reshape(n * 2**g, rows, ROW_LEN)).float()
+        logits = coalition_logits(chunk)
         probs = torch.softmax(logits / temperature, dim=1).reshape(n, 2**g, -1)
         if values is None:
             values = np.empty((b, 2**g, probs.shape[-1]), np.float32)
@@ -147,7 +169,7 @@ def _exact_shapley_rows(
     current row (the four row-0 groups on or off), the embeddings of the context rows and
     one of an empty row; only the inter-flow part and the head run 32 times.
     """
-    b, rows, _ = x.shape
+    rows = x.shape[1]
     g = len(GROUPS)
     row_groups = GROUPS[:-1]  # the context group is last: bit g-1
     masks0 = torch.stack([group_slots(name, rows)[0] for name in row_groups])  # (4, L)
@@ -159,9 +181,8 @@ def _exact_shapley_rows(
     keep0 = (subsets.float() @ masks0.float()) > 0  # (16, L)
     keep0 = keep0 | ~masks0.any(dim=0)
     empty_emb, empty_present = model.embed_rows(absent[1:].unsqueeze(0), 1)  # type: ignore[operator]
-    values: npt.NDArray[np.float32] | None = None
-    for lo in range(0, b, batch_size):
-        chunk = x[lo : lo + batch_size]
+
+    def coalition_logits(chunk: Tensor) -> Tensor:
         n = chunk.shape[0]
         row0 = torch.where(keep0.unsqueeze(0), chunk[:, :1], absent[0])  # (n, 16, L)
         emb0, pres0 = model.embed_rows(row0.reshape(n * 16, 1, ROW_LEN), 0)  # type: ignore[operator]
@@ -181,16 +202,11 @@ def _exact_shapley_rows(
             else:
                 all_rows[:, c, :, 1:] = empty_emb
                 all_present[:, c, 1:] = empty_present
-        logits = model.combine(  # type: ignore[operator]
+        return model.combine(  # type: ignore[operator]
             all_rows.reshape(n * 2**g, width, rows), all_present.reshape(n * 2**g, rows)
         ).float()
-        probs = torch.softmax(logits / temperature, dim=1).reshape(n, 2**g, -1)
-        if values is None:
-            values = np.empty((b, 2**g, probs.shape[-1]), np.float32)
-        values[lo : lo + n] = probs.numpy()
-    if values is None:
-        raise ValueError("no flow to explain")
-    return _shapley_from_values(values, g), values[:, 2**g - 1]
+
+    return _shapley_by_chunks(x, g, temperature, batch_size, coalition_logits)
 
 
 def captum_shapley(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from amlhp.flows.dataset import FlowDataset, FlowSplit, cap_per_class, matrices
 from amlhp.flows.network import FlowCNN
 from amlhp.flows.record import empty_row
 from amlhp.model.metrics import classification_report
-from amlhp.model.train import seed_everything
+from amlhp.model.train import TrainResult, seed_everything
 
 ProgressFn = Callable[[int, int, int, float], None]  # epoch, step, steps, running loss
 
@@ -44,10 +44,9 @@ class FlowTrainConfig:
 
 
 @dataclass
-class FlowTrainResult:
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
-    seconds: float = 0.0
+class FlowTrainResult(TrainResult):
+    """The packet model's training record, plus how many flows were trained on."""
+
     train_flows: int = 0
 
 

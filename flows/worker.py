@@ -40,13 +40,13 @@ from typing import Any, cast
 
 import pyarrow as pa
 
-from amlhp.encoders.exceptions import BatchDecodeError
-from amlhp.encoders.schemas import RAW, from_ipc, to_ipc
 from amlhp.flows.assembler import FlowAssembler, parse_raw
 from amlhp.flows.exceptions import FlowStateError
 from amlhp.flows.online import FlowScorer
 from amlhp.flows.record import FlowConfig, FlowKey, FlowState, parse_key
+from amlhp.pipeline.faust_app import create_faust_app, run_faust_worker
 from amlhp.settings import Settings
+from amlhp.wire import RAW, BatchDecodeError, from_ipc, to_ipc
 
 log = logging.getLogger(__name__)
 TABLE = "flowstate"
@@ -209,30 +209,10 @@ def known_gateways(items: Iterable[tuple[bytes, bytes]]) -> dict[str, int]:
 
 def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
     """Build the Faust app (nothing runs until started)."""
-    import faust
-
     from amlhp.flows.artifact import load_flow_model
-    from amlhp.streams.worker import faust_broker_url, faust_credentials
 
     model = load_flow_model(options.model_path)
-    app = faust.App(
-        options.app_id or f"{settings.consumer_group}-flows",
-        broker=faust_broker_url(settings.bootstrap_servers),
-        broker_credentials=faust_credentials(settings),
-        store="memory://",
-        value_serializer="raw",
-        key_serializer="raw",
-        web_enabled=False,
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        topic_disable_leader=True,
-        producer_acks=-1,
-        producer_max_request_size=8_000_000,
-        consumer_max_fetch_size=8_000_000,
-        consumer_auto_offset_reset="earliest",
-        broker_commit_interval=1.0,
-        stream_wait_empty=False,
-    )
+    app = create_faust_app(settings, options.app_id or f"{settings.consumer_group}-flows")
     raw_topic = app.topic(settings.topic_raw, value_serializer="raw", key_serializer="raw")
     verdict_topic = app.topic(
         settings.topic_flow_verdicts, value_serializer="raw", key_serializer="raw"
@@ -249,7 +229,7 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
     )
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-flows")
     lock = asyncio.Lock()
-    app.amlhp_flow_runtime = runtime  # type: ignore[attr-defined]
+    app.amlhp_flow_runtime = runtime
 
     def apply(writes: list[Write]) -> None:
         store = table.data
@@ -332,12 +312,9 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
 
 def run_flow_worker(settings: Settings, options: FlowWorkerOptions) -> None:
     """Run the flow worker in the foreground until SIGTERM/SIGINT."""
-    from faust.worker import Worker
-
     app = create_flow_app(settings, options)
     log.info("flow worker starting (app %s)", app.conf.id)
-    worker = Worker(app, loglevel="WARNING", quiet=True)
-    worker.execute_from_commandline()
+    run_faust_worker(app)
 
 
 __all__ = ["FlowRuntime", "FlowWorkerOptions", "create_flow_app", "parse_key", "run_flow_worker"]

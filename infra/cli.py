@@ -4,14 +4,38 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from amlhp.context import settings_of
+
+if TYPE_CHECKING:
+    from amlhp.infra.kafka_config import KafkaLayout
+    from amlhp.infra.paths import InfraPaths
+
 _CLUSTER_HELP = "The 3-broker cluster (ports 19092-19094) instead of the single broker"
+Cluster = Annotated[bool, typer.Option("--cluster", help=_CLUSTER_HELP)]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON")]
 
 
 def _err(text: str) -> None:
     typer.echo(text, err=True)
+
+
+def _paths(ctx: typer.Context) -> InfraPaths:
+    """The folders under the settings' home (``AMLHP_HOME``, default: the working directory)."""
+    from amlhp.infra.paths import default_paths
+
+    return default_paths(settings_of(ctx).home)
+
+
+def _kafka_layout(ctx: typer.Context, cluster: bool) -> tuple[InfraPaths, KafkaLayout]:
+    """The folders and the layout (single broker or 3-broker cluster) a command acts on."""
+    from amlhp.infra.kafka_config import cluster_layout, single_layout
+
+    paths = _paths(ctx)
+    return paths, (cluster_layout(paths) if cluster else single_layout(paths))
 
 
 def register(app: typer.Typer) -> None:
@@ -29,6 +53,7 @@ def register(app: typer.Typer) -> None:
 
     @infra.command("fetch")
     def fetch(
+        ctx: typer.Context,
         force: bool = typer.Option(False, "--force", help="Copy the jars again even if cached"),
         no_prometheus: bool = typer.Option(
             False, "--no-prometheus", help="Do not try to install Prometheus"
@@ -36,11 +61,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fetch Kafka's jars with Maven (cached) and install Prometheus if missing."""
         from amlhp.infra.fetch import ensure_prometheus, fetch_kafka
-        from amlhp.infra.paths import default_paths
         from amlhp.infra.status_line import live_status
 
         with live_status("fetching Apache Kafka jars from Maven Central"):
-            result = fetch_kafka(default_paths(), force=force)
+            result = fetch_kafka(_paths(ctx), force=force)
         verb = "fetched" if result.downloaded else "cached"
         _err(f"Kafka {result.version}: {result.jars} jars {verb} in {result.libs}")
         if not no_prometheus:
@@ -51,17 +75,17 @@ def register(app: typer.Typer) -> None:
 
     @kafka.command("up")
     def kafka_up(
-        cluster: bool = typer.Option(False, "--cluster", help=_CLUSTER_HELP),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
+        ctx: typer.Context,
+        cluster: Cluster = False,
+        as_json: AsJson = False,
     ) -> None:
         """Start the broker(s) unless running and wait until they answer; prints bootstrap."""
         from amlhp.infra import kafka_broker
-        from amlhp.infra.kafka_config import cluster_layout, single_layout
         from amlhp.infra.status_line import live_status
 
-        layout = cluster_layout() if cluster else single_layout()
+        paths, layout = _kafka_layout(ctx, cluster)
         with live_status(f"Kafka {layout.name}: starting") as on_status:
-            result = kafka_broker.up(layout, on_status=on_status)
+            result = kafka_broker.up(layout, paths=paths, on_status=on_status)
         if result.external:
             _err(f"Kafka already answers on {result.bootstrap_servers} (not started by amlhp)")
         elif result.started:
@@ -72,15 +96,15 @@ def register(app: typer.Typer) -> None:
 
     @kafka.command("down")
     def kafka_down(
-        cluster: bool = typer.Option(False, "--cluster", help=_CLUSTER_HELP),
+        ctx: typer.Context,
+        cluster: Cluster = False,
         purge: bool = typer.Option(False, "--purge", help="Also delete the data and logs"),
     ) -> None:
         """Stop the broker(s): SIGTERM, wait, SIGKILL after 30 s."""
         from amlhp.infra import kafka_broker
-        from amlhp.infra.kafka_config import cluster_layout, single_layout
         from amlhp.infra.status_line import live_status
 
-        layout = cluster_layout() if cluster else single_layout()
+        _, layout = _kafka_layout(ctx, cluster)
         with live_status(f"Kafka {layout.name}: stopping"):
             result = kafka_broker.down(layout, purge=purge)
         if not result.stopped:
@@ -91,14 +115,16 @@ def register(app: typer.Typer) -> None:
 
     @kafka.command("status")
     def kafka_status(
-        as_json: bool = typer.Option(False, "--json", help="Print the status as JSON"),
+        ctx: typer.Context,
+        as_json: AsJson = False,
     ) -> None:
         """Show every node of the single broker and the cluster; exit 1 when none runs."""
         from amlhp.infra import kafka_broker
         from amlhp.infra.kafka_config import cluster_layout, single_layout
 
         rows = []
-        for layout in (single_layout(), cluster_layout()):
+        paths = _paths(ctx)
+        for layout in (single_layout(paths), cluster_layout(paths)):
             for node in kafka_broker.status(layout):
                 rows.append({"layout": layout.name, **asdict(node), "state": node.state})
         if as_json:
@@ -114,12 +140,12 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @prom.command("up")
-    def prometheus_up() -> None:
+    def prometheus_up(ctx: typer.Context) -> None:
         """Start Prometheus (data in var/prometheus) unless running; prints its URL."""
         from amlhp.infra import prometheus_server
         from amlhp.infra.status_line import live_status
 
-        layout = prometheus_server.prometheus_layout()
+        layout = prometheus_server.prometheus_layout(_paths(ctx))
         with live_status("Prometheus: starting") as on_status:
             started = prometheus_server.up(layout, on_status=on_status)
         _err("Prometheus: started" if started else "Prometheus: already running")
@@ -127,11 +153,12 @@ def register(app: typer.Typer) -> None:
 
     @prom.command("down")
     def prometheus_down(
+        ctx: typer.Context,
         purge: bool = typer.Option(False, "--purge", help="Also delete its data"),
     ) -> None:
         """Stop Prometheus."""
         from amlhp.infra import prometheus_server
 
-        layout = prometheus_server.prometheus_layout()
+        layout = prometheus_server.prometheus_layout(_paths(ctx))
         stopped = prometheus_server.down(layout, purge=purge)
         _err("Prometheus: stopped" if stopped else "Prometheus: not running")

@@ -1,9 +1,10 @@
-"""Where the local infrastructure keeps its files: caches, data and logs, all in the checkout.
+"""Where the local infrastructure keeps its files: caches, data and logs, all in the home.
 
 Everything the local broker, cluster and Prometheus write lives under one git-ignored
-folder, ``var/`` (data, logs, pid files), and the fetched Kafka jars under ``.cache/``, so
-that ``make clean`` removes all of it and nothing is written elsewhere (Maven's own cache,
-``~/.m2``, excepted).
+folder of the home (``AMLHP_HOME``, by default the working directory: the checkout for
+``make``), ``var/`` (data, logs, pid files), and the fetched Kafka jars under ``.cache/``,
+so that ``make clean`` removes all of it and nothing is written elsewhere (Maven's own
+cache, ``~/.m2``, excepted). The Maven pom that pins Kafka is package data.
 """
 
 from __future__ import annotations
@@ -11,21 +12,18 @@ from __future__ import annotations
 import hashlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from amlhp.infra.exceptions import InfraError
+from amlhp.settings import default_home
 
 _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 
-def repo_root() -> Path:
-    """The checkout: the parent of the real ``infra/`` folder (``amlhp/infra`` is a symlink)."""
-    return Path(__file__).resolve().parent.parent
-
-
 @dataclass(frozen=True)
 class InfraPaths:
-    """The folders of one checkout; tests may point ``root`` elsewhere."""
+    """The folders under one home (``Settings.home``); tests may point ``root`` elsewhere."""
 
     root: Path
 
@@ -39,7 +37,7 @@ class InfraPaths:
 
     @property
     def pom(self) -> Path:
-        return Path(__file__).resolve().parent / "kafka" / "pom.xml"
+        return Path(str(resources.files("amlhp.infra").joinpath("kafka", "pom.xml")))
 
     def kafka_version(self) -> str:
         """The pinned Kafka version: the pom's ``kafka.version`` property, the one source."""
@@ -60,5 +58,6 @@ class InfraPaths:
         return self.cache / "kafka" / self.kafka_version() / "libs"
 
 
-def default_paths() -> InfraPaths:
-    return InfraPaths(root=repo_root())
+def default_paths(home: Path | None = None) -> InfraPaths:
+    """The folders under ``home``: pass ``settings.home``; ``None`` is its default (cwd)."""
+    return InfraPaths(root=home if home is not None else default_home())

@@ -6,10 +6,23 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from amlhp.progress import echo_result
+
 DEFAULT_WORKDIR = Path("var/lab/work")
+
+
+def _echo_manifest(manifest: dict[str, Any], out: Path, as_json: bool) -> None:
+    """What a run or a merge wrote: packets and classes (or the whole manifest as JSON)."""
+    echo_result(
+        manifest,
+        as_json=as_json,
+        headline=f"wrote {manifest['total_packets']} packets to {out}",
+        counts=manifest["classes"],
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -110,12 +123,7 @@ def register(app: typer.Typer) -> None:
         )
         with StatusDisplay() as display:
             manifest = LabRun(options, on_status=display.update).run()
-        if as_json:
-            typer.echo(json.dumps(manifest, indent=2))
-            return
-        typer.echo(f"wrote {manifest['total_packets']} packets to {out}")
-        for label, count in manifest["classes"].items():
-            typer.echo(f"{label:<20}{count:>10}")
+        _echo_manifest(manifest, out, as_json)
 
     @lab.command("merge")
     def merge_cmd(
@@ -126,9 +134,7 @@ def register(app: typer.Typer) -> None:
         from amlhp.lab.merge import merge_run
 
         manifest = merge_run(run_dir, out, command=shlex.join(["amlhp", *sys.argv[1:]]))
-        typer.echo(f"wrote {manifest['total_packets']} packets to {out}")
-        for label, count in manifest["classes"].items():
-            typer.echo(f"{label:<20}{count:>10}")
+        _echo_manifest(manifest, out, as_json=False)
 
     @lab.command("verify")
     def verify_cmd(

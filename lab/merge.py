@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from amlhp.digest import file_sha256
 from amlhp.lab.exceptions import LabError
 from amlhp.lab.labels import read_rules
 from amlhp.lab.pcapscan import scan
-from amlhp.lab.runner import build_labeler, sha256
+from amlhp.lab.runner import build_labeler
 from amlhp.lab.topology import Topology
 
 _HEADER = 24
@@ -87,7 +88,7 @@ def merge_run(run_dir: Path, out: Path, *, command: str = "") -> dict[str, Any]:
         "format": "amlhp-lab-merged/1",
         "file": out.name,
         "labels": labels_path.name,
-        "sha256": sha256(out),
+        "sha256": file_sha256(out),
         "bytes": out.stat().st_size,
         "total_packets": packets,
         "classes": dict(sorted(counts.items())),

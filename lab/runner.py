@@ -11,7 +11,6 @@ every process it started is stopped before it returns.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from amlhp.digest import file_sha256
 from amlhp.lab.benign import BenignTraffic, lab_credentials
 from amlhp.lab.capture import Capture
 from amlhp.lab.exceptions import LabError
@@ -150,14 +150,6 @@ def package_versions() -> dict[str, str]:
         if version:
             versions[name] = version
     return versions
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def preflight(options: RunOptions) -> None:
@@ -307,7 +299,7 @@ class LabRun:
             "classes": dict(sorted(final.items())),
             "kernel_dropped": stats.dropped,
             "bytes": pcap.stat().st_size,
-            "sha256": sha256(pcap),
+            "sha256": file_sha256(pcap),
         }
 
     # -- the whole run ------------------------------------------------------------

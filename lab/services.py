@@ -254,9 +254,10 @@ PermitTunnel no
         return conf
 
     # -- starting -----------------------------------------------------------------
-    def check_ports(self) -> None:
+    def _tcp_endpoints(self) -> list[tuple[IPv4Address, int]]:
+        """(address, port) of every TCP server the lab runs."""
         t = self.topology
-        tcp = [
+        return [
             (t.services, t.ports.mqtt),
             (t.auth_broker, t.ports.mqtt),
             (t.mqtt_bruteforce_victim, t.ports.mqtt),
@@ -264,8 +265,11 @@ PermitTunnel no
             (t.services, t.ports.ssh),
             (t.ssh_bruteforce_victim, t.ports.ssh),
         ]
+
+    def check_ports(self) -> None:
+        t = self.topology
         udp = [(t.services, t.ports.coap), (t.services, t.ports.dns), (t.services, t.ports.ntp)]
-        for address, port in tcp:
+        for address, port in self._tcp_endpoints():
             check_free(address, port, socket.SOCK_STREAM)
         for address, port in udp:
             check_free(address, port, socket.SOCK_DGRAM)
@@ -315,14 +319,7 @@ PermitTunnel no
         )
         self.ntp = NtpResponder(t.services, t.ports.ntp)
         self.ntp.start()
-        for address, port in (
-            (t.services, t.ports.mqtt),
-            (t.auth_broker, t.ports.mqtt),
-            (t.mqtt_bruteforce_victim, t.ports.mqtt),
-            (t.services, t.ports.http),
-            (t.services, t.ports.ssh),
-            (t.ssh_bruteforce_victim, t.ports.ssh),
-        ):
+        for address, port in self._tcp_endpoints():
             wait_tcp(address, port, t.control)
         dead = [c.name for c in group.exited()]
         if dead:

@@ -16,7 +16,7 @@ services keep their standard ports (the model sees ports, and real networks use 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 from amlhp.lab.safety import loopback_address, loopback_network
@@ -42,14 +42,7 @@ class Ports:
     ntp: int = 123
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "mqtt": self.mqtt,
-            "http": self.http,
-            "ssh": self.ssh,
-            "coap": self.coap,
-            "dns": self.dns,
-            "ntp": self.ntp,
-        }
+        return asdict(self)
 
 
 PORT_PRESETS: dict[str, Ports] = {

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from amlhp.digest import file_sha256
 from amlhp.lab.exceptions import LabError
 from amlhp.lab.labels import label_by_rules, read_rules
 from amlhp.lab.pcapscan import NON_IPV4, scan
-from amlhp.lab.runner import sha256
 from amlhp.lab.scenarios import BENIGN
 
 
@@ -33,13 +33,7 @@ class FileReport:
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "scenario": self.scenario,
-            "label": self.label,
-            "counts": dict(sorted(self.counts.items())),
-            "problems": self.problems,
-        }
+        return {**asdict(self), "counts": dict(sorted(self.counts.items()))}
 
 
 @dataclass
@@ -135,7 +129,7 @@ def verify_run(run_dir: Path) -> RunReport:
             report.problems.append(f"{unexplained} packets between unexpected addresses")
         if dict(sorted(report.counts.items())) != entry["classes"]:
             report.problems.append(f"counts differ from the manifest ({entry['classes']})")
-        if sha256(path) != entry["sha256"]:
+        if file_sha256(path) != entry["sha256"]:
             report.problems.append("sha256 differs from the manifest")
         reports.append(report)
     result = RunReport(reports)

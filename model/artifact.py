@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from amlhp import __version__
+from amlhp.digest import file_sha256
 from amlhp.model.exceptions import ArtifactError, UnknownModelError
 from amlhp.model.registry import create_model
 
@@ -60,14 +61,6 @@ def artifact_paths(path: str | Path) -> tuple[Path, Path]:
     if p.suffix == ".safetensors":
         return p.with_suffix(".json"), p
     return p.with_name(p.name + ".json"), p.with_name(p.name + ".safetensors")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _meta_hash(meta: dict[str, Any]) -> str:

@@ -8,10 +8,23 @@ the result (JSON with ``--json``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+
+from amlhp.progress import echo_result
+
+#: options that several commands share (one declaration each)
+Labels = Annotated[Path, typer.Option("--labels", "-l", help="Labels YAML")]
+Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of sampling, split and training")]
+Threads = Annotated[int | None, typer.Option("--threads", min=1, help="torch threads")]
+MaxPerClass = Annotated[int, typer.Option("--max-per-class", min=1, help="Packets per class")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON")]
+PUBLIC_LABELS = Path("model/labels/public.yaml")
 
 _SPLIT_HELP = "random (8:1:1 by packet, as the paper), flow or file (no leakage)"
 
@@ -26,6 +39,47 @@ def _progress_fn(progress: Any, task: Any, epochs: int) -> Any:
         )
 
     return update
+
+
+def _label_spec(labels: Path, captures: list[Path] | None) -> Any:
+    """The labels file, restricted to ``captures`` when some are named."""
+    from amlhp.model.labels import load_labels, restrict_to
+
+    spec = load_labels(labels)
+    return restrict_to(spec, captures) if captures else spec
+
+
+def _load_labelled(spec: Any, encoder: Any, cap: int | None, seed: int) -> Any:
+    """Encode the labelled captures with a status line naming the file being read."""
+    from amlhp.model.dataset import load_labelled
+    from amlhp.progress import console
+
+    with console().status("encoding captures") as status:
+        return load_labelled(
+            spec,
+            encoder,
+            max_per_class=cap,
+            seed=seed,
+            on_file=lambda n: status.update(f"encoding {n}"),
+        )
+
+
+@contextmanager
+def _runs_progress(epochs: int, threads: int | None) -> Iterator[Callable[[str], Any]]:
+    """One progress bar per training run of a study (on ``threads`` torch threads):
+    ``on_progress(label)`` adds a bar and returns the run's per-step callback."""
+    import torch
+
+    from amlhp.progress import progress_bar
+
+    if threads:
+        torch.set_num_threads(threads)
+    with progress_bar() as progress:
+
+        def on_progress(label: str) -> Any:
+            return _progress_fn(progress, progress.add_task(label, total=None, status=""), epochs)
+
+        yield on_progress
 
 
 def _register_train(app: typer.Typer) -> None:
@@ -49,23 +103,23 @@ def _register_train(app: typer.Typer) -> None:
             help="amlhp, an ablation or a baseline (see `amlhp model list`)",
         ),
         split_kind: str = typer.Option("random", "--split", help=_SPLIT_HELP),
-        epochs: int = typer.Option(10, "--epochs", min=1),
+        epochs: Epochs = 10,
         batch_size: int = typer.Option(128, "--batch-size", min=1),
         lr: float | None = typer.Option(
             None, "--lr", help="Adam learning rate [1e-2 (paper) for amlhp*, 1e-3 for baselines]"
         ),
-        seed: int = typer.Option(0, "--seed"),
+        seed: Seed = 0,
         max_per_class: int | None = typer.Option(
             None, "--max-per-class", min=1, help="Cap packets per class (uniform draw)"
         ),
         mask: list[str] = typer.Option(
             [], "--mask", help="Header field/group to zero (repeatable); default ip.src, ip.dst"
         ),
-        threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads"),
+        threads: Threads = None,
         report_dir: Path | None = typer.Option(
             None, "--report-dir", help="Write the test report + confusion matrix here"
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON"),
+        as_json: AsJson = False,
     ) -> None:
         """Train a model on labelled captures (paper's hyperparameters by default) and save it."""
         import shlex
@@ -74,8 +128,6 @@ def _register_train(app: typer.Typer) -> None:
         import torch
 
         from amlhp.encoders.layout import DEFAULT_MASK_FIELDS, EncoderConfig
-        from amlhp.model.dataset import load_labelled
-        from amlhp.model.labels import load_labels, restrict_to
         from amlhp.model.registry import create_model
         from amlhp.model.train import TrainConfig
         from amlhp.model.workflow import (
@@ -84,24 +136,15 @@ def _register_train(app: typer.Typer) -> None:
             train_and_evaluate,
             write_report,
         )
-        from amlhp.progress import console, progress_bar
+        from amlhp.progress import progress_bar
 
         if threads:
             torch.set_num_threads(threads)
-        spec = load_labels(labels)
-        if captures:
-            spec = restrict_to(spec, captures)
+        spec = _label_spec(labels, captures)
         probe = create_model(model, num_classes=len(spec.classes))
         mask_fields = tuple(mask) if mask else DEFAULT_MASK_FIELDS
         encoder = encoder_config_for(probe, EncoderConfig(mask_fields=mask_fields).mask_fields)
-        with console().status("encoding captures") as status:
-            data = load_labelled(
-                spec,
-                encoder,
-                max_per_class=max_per_class,
-                seed=seed,
-                on_file=lambda name: status.update(f"encoding {name}"),
-            )
+        data = _load_labelled(spec, encoder, max_per_class, seed)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
         with progress_bar() as progress:
             task = progress.add_task(f"train {model}", total=None, status="")
@@ -166,17 +209,15 @@ def _register_evaluate(app: typer.Typer) -> None:
         out_dir: Path | None = typer.Option(
             None, "--out-dir", help="Write metrics.json, report.txt, confusion.csv/png here"
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON"),
+        as_json: AsJson = False,
     ) -> None:
         """Accuracy, macro precision/recall/F1 (paper eq. 11-15), per-class report, confusion."""
         from amlhp.encoders.layout import EncoderConfig
         from amlhp.model.artifact import load_artifact
-        from amlhp.model.dataset import load_labelled, split
+        from amlhp.model.dataset import split
         from amlhp.model.exceptions import DatasetError
-        from amlhp.model.labels import load_labels, restrict_to
         from amlhp.model.metrics import format_report
         from amlhp.model.workflow import evaluate_artifact, write_report
-        from amlhp.progress import console
 
         if side not in ("test", "all"):
             raise DatasetError(f"--side must be test or all, got {side!r}")
@@ -185,21 +226,12 @@ def _register_evaluate(app: typer.Typer) -> None:
         training = meta.get("training", {})
         cap = training.get("max_per_class") if side == "test" else None
         seed = int(training.get("hyperparameters", {}).get("seed", 0))
-        spec = load_labels(labels)
-        if captures:
-            spec = restrict_to(spec, captures)
+        spec = _label_spec(labels, captures)
         enc = meta["encoding"]
         config = EncoderConfig(
             payload_bytes=int(enc["payload_bytes"]), mask_fields=tuple(enc["mask_fields"])
         )
-        with console().status("encoding captures") as status:
-            data = load_labelled(
-                spec,
-                config,
-                max_per_class=cap,
-                seed=seed,
-                on_file=lambda n: status.update(f"encoding {n}"),
-            )
+        data = _load_labelled(spec, config, cap, seed)
         rows = None
         if side == "test":
             if data.fingerprint != training.get("data_fingerprint"):
@@ -237,7 +269,7 @@ def _register_score(app: typer.Typer) -> None:
         batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Packets per batch"),
         backend: str = typer.Option("auto", "--backend", help="auto, fast, torch or onnx"),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
-        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON"),
+        as_json: AsJson = False,
     ) -> None:
         """Score captures offline, without Kafka (same encoder and scorer as the stream)."""
         from amlhp.model.offline import score_captures
@@ -245,12 +277,13 @@ def _register_score(app: typer.Typer) -> None:
 
         scorer = load_scorer(model_path or default_model_path(), backend=backend, device=device)
         summary = score_captures(captures, out, scorer, batch_size=batch_size)
-        if as_json:
-            typer.echo(json.dumps(summary, indent=2))
-        else:
-            typer.echo(f"scored {summary['scored']} of {summary['packets']} packets -> {out}")
-            for label, count in summary["labels"].items():
-                typer.echo(f"{label or '(not scored)':<26}{count:>10}")
+        echo_result(
+            summary,
+            as_json=as_json,
+            headline=f"scored {summary['scored']} of {summary['packets']} packets -> {out}",
+            counts={label or "(not scored)": n for label, n in summary["labels"].items()},
+            width=26,
+        )
 
 
 def _register_model_group(app: typer.Typer) -> None:
@@ -263,7 +296,7 @@ def _register_model_group(app: typer.Typer) -> None:
         path: Path = typer.Argument(
             None, metavar="[PATH]", help="Artifact [the committed default model]"
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON"),
+        as_json: AsJson = False,
     ) -> None:
         """Verify an artifact (sha256, metadata, weights) and print what it is."""
         from amlhp.model.artifact import load_artifact
@@ -308,35 +341,26 @@ def _register_model_group(app: typer.Typer) -> None:
 
     @group.command("results")
     def results(
-        labels: Path = typer.Option(Path("model/labels/public.yaml"), "--labels", "-l"),
+        labels: Labels = PUBLIC_LABELS,
         out_dir: Path = typer.Option(Path("model/results"), "--out-dir"),
         artifacts_dir: Path | None = typer.Option(
             Path("out/models"), "--artifacts-dir", help="Save every trained model here"
         ),
         models: list[str] = typer.Option([], "--model", help="Subset of models (repeatable)"),
         splits: list[str] = typer.Option([], "--split", help="Subset of splits (repeatable)"),
-        max_per_class: int = typer.Option(5000, "--max-per-class", min=1),
-        epochs: int = typer.Option(10, "--epochs", min=1),
-        seed: int = typer.Option(0, "--seed"),
-        threads: int | None = typer.Option(None, "--threads", min=1),
+        max_per_class: MaxPerClass = 5000,
+        epochs: Epochs = 10,
+        seed: Seed = 0,
+        threads: Threads = None,
     ) -> None:
         """Train and test IoT-AMLHP, its ablations and baselines on random and by-flow splits."""
-        import torch
 
         from amlhp.model.experiments import RESULT_MODELS, RESULT_SPLITS, run_results
         from amlhp.model.train import TrainConfig
-        from amlhp.progress import console, progress_bar
+        from amlhp.progress import console
 
-        if threads:
-            torch.set_num_threads(threads)
         out = console()
-        with progress_bar() as progress:
-            tasks: dict[str, Any] = {}
-
-            def on_progress(label: str) -> Any:
-                tasks[label] = progress.add_task(label, total=None, status="")
-                return _progress_fn(progress, tasks[label], epochs)
-
+        with _runs_progress(epochs, threads) as on_progress:
             doc = run_results(
                 labels,
                 out_dir,
@@ -353,39 +377,30 @@ def _register_model_group(app: typer.Typer) -> None:
 
     @group.command("masking-study")
     def masking_study(
-        labels: Path = typer.Option(Path("model/labels/public.yaml"), "--labels", "-l"),
+        labels: Labels = PUBLIC_LABELS,
         out_dir: Path = typer.Option(Path("model/results/masking"), "--out-dir"),
         variants: list[str] = typer.Option(
             [], "--variant", help="Subset of variants (repeatable; default: all)"
         ),
         split_kind: str = typer.Option("file", "--split", help="file (default) or flow"),
-        max_per_class: int = typer.Option(4000, "--max-per-class", min=1),
-        epochs: int = typer.Option(5, "--epochs", min=1),
-        seed: int = typer.Option(0, "--seed"),
-        threads: int | None = typer.Option(None, "--threads", min=1),
+        max_per_class: MaxPerClass = 4000,
+        epochs: Epochs = 5,
+        seed: Seed = 0,
+        threads: Threads = None,
     ) -> None:
         """Train one model per masking option, test on unseen capture files, pick the best."""
-        import torch
 
         from amlhp.model.exceptions import ModelError
         from amlhp.model.masking_study import MASK_VARIANTS, best_variant, run_masking_study
         from amlhp.model.train import TrainConfig
-        from amlhp.progress import console, progress_bar
+        from amlhp.progress import console
 
         unknown = sorted(set(variants) - set(MASK_VARIANTS))
         if unknown:
             raise ModelError(f"unknown variant(s) {unknown}; valid: {', '.join(MASK_VARIANTS)}")
         chosen = {k: v for k, v in MASK_VARIANTS.items() if not variants or k in variants}
-        if threads:
-            torch.set_num_threads(threads)
         out = console()
-        with progress_bar() as progress:
-            tasks: dict[str, Any] = {}
-
-            def on_progress(label: str) -> Any:
-                tasks[label] = progress.add_task(label, total=None, status="")
-                return _progress_fn(progress, tasks[label], epochs)
-
+        with _runs_progress(epochs, threads) as on_progress:
             doc = run_masking_study(
                 labels,
                 out_dir,

@@ -20,13 +20,13 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from amlhp.digest import file_sha256
 from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.capture import iter_encoded
 from amlhp.encoders.layout import LAYOUT_VERSION, EncoderConfig
@@ -94,21 +94,13 @@ def _flow_hash(table: pa.Table, file_id: int) -> IntArray:
     return np.frombuffer(b"".join(digest), dtype=np.int64).copy() & np.int64(2**62 - 1)
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def data_fingerprint(
     spec: LabelSpec, config: EncoderConfig, max_per_class: int | None, seed: int
 ) -> str:
     """sha256 of what defines the training data: files' contents, labels, encoding, sampling."""
     doc = {
         "labels": spec.as_dict(),
-        "file_sha256": {str(p): _file_digest(p) for p in sorted(spec.files)},
+        "file_sha256": {str(p): file_sha256(p) for p in sorted(spec.files)},
         "payload_bytes": config.payload_bytes,
         "mask_fields": list(config.mask_fields),
         "layout_version": LAYOUT_VERSION,

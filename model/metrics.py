@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+#: the headline scores of a :class:`Report`, in the order they are printed
+SCORES = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+
 
 @dataclass(frozen=True)
 class Report:
@@ -29,10 +32,7 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "accuracy": self.accuracy,
-            "macro_precision": self.macro_precision,
-            "macro_recall": self.macro_recall,
-            "macro_f1": self.macro_f1,
+            **{name: getattr(self, name) for name in SCORES},
             "support": int(self.confusion.sum()),
             "classes": self.classes,
             "per_class": self.per_class,
@@ -40,12 +40,7 @@ class Report:
         }
 
     def summary(self) -> dict[str, float]:
-        return {
-            "accuracy": round(self.accuracy, 4),
-            "macro_precision": round(self.macro_precision, 4),
-            "macro_recall": round(self.macro_recall, 4),
-            "macro_f1": round(self.macro_f1, 4),
-        }
+        return {name: round(getattr(self, name), 4) for name in SCORES}
 
 
 def confusion_matrix(
@@ -115,10 +110,9 @@ def format_report(report: Report) -> str:
 
 def plot_confusion(report: Report, path: Path, title: str = "") -> None:
     """Row-normalised confusion matrix heat map with counts, as a PNG."""
-    import matplotlib
+    from amlhp.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cm = report.confusion
     rows = cm.sum(axis=1, keepdims=True)
@@ -136,7 +130,4 @@ def plot_confusion(report: Report, path: Path, title: str = "") -> None:
                 color = "white" if norm[i, j] > 0.5 else "black"
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color=color)
     ax.set_title(title or f"accuracy {report.accuracy:.4f}, macro F1 {report.macro_f1:.4f}")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ BACKENDS: tuple[str, ...] = ("auto", "fast", "torch", "onnx")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: Packets per forward pass on CPU: larger batches are cut so intermediates stay in cache.
 DEFAULT_CHUNK = 256
-DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "amlhp-default"
+#: package data (``amlhp.model`` ships ``artifacts/*``), found where the package is installed
+DEFAULT_ARTIFACT = Path(str(resources.files("amlhp.model").joinpath("artifacts", "amlhp-default")))
 
 IdArray = npt.NDArray[np.int64]
 ProbArray = npt.NDArray[np.float32]

@@ -8,7 +8,7 @@ consumer group). Duplicates are counted, never silently merged.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from amlhp.encoders.exceptions import BatchDecodeError
+from amlhp.pipeline.dataset import read_verdicts
 from amlhp.settings import Settings
-from amlhp.streams.dataset import read_verdicts
-from amlhp.streams.deadletter import deadletter_schema, decode_dead
+from amlhp.wire import DEAD_LETTER, BatchDecodeError, dead_letter_schema, from_ipc
 
 
 def read_topic_batches(
@@ -75,10 +74,12 @@ def read_topic_batches(
 
 
 def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> pa.Table:
-    batches, _ = read_topic_batches(settings, settings.topic_dead_letter, decode_dead, timeout_s)
+    batches, _ = read_topic_batches(
+        settings, settings.topic_dead_letter, lambda value: from_ipc(value, DEAD_LETTER), timeout_s
+    )
     if not batches:
-        return deadletter_schema().empty_table()
-    return pa.Table.from_batches(batches, schema=deadletter_schema())
+        return dead_letter_schema().empty_table()
+    return pa.Table.from_batches(batches, schema=dead_letter_schema())
 
 
 def _keys(table: pa.Table) -> np.ndarray:
@@ -87,6 +88,15 @@ def _keys(table: pa.Table) -> np.ndarray:
     gw = table.column("gateway").to_numpy(zero_copy_only=False).astype(str)
     seq = table.column("seq").to_numpy(zero_copy_only=False).astype(str)
     return np.char.add(np.char.add(gw, "|"), seq)
+
+
+#: fields of :class:`Accounting` that the JSON summaries name differently
+_SUMMARY_NAMES = {
+    "duplicate_verdicts": "duplicates",
+    "dead_packets": "dead_letters",
+    "both": "in_both",
+    "dead_by_reason": "dead_letters_by_reason",
+}
 
 
 @dataclass
@@ -109,18 +119,8 @@ class Accounting:
         return self.missing == 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "packets_in": self.packets_in,
-            "verdicts": self.verdicts,
-            "verdict_rows": self.verdict_rows,
-            "duplicates": self.duplicate_verdicts,
-            "dead_letters": self.dead_packets,
-            "dead_messages": self.dead_messages,
-            "missing": self.missing,
-            "in_both": self.both,
-            "verdicts_by_class": self.verdicts_by_class,
-            "dead_letters_by_reason": self.dead_by_reason,
-        }
+        """The ledger with the names of the run summaries' JSON (``amlhp demo``)."""
+        return {_SUMMARY_NAMES.get(k, k): v for k, v in asdict(self).items()}
 
 
 def _counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:

@@ -8,11 +8,7 @@ from pathlib import Path
 
 import typer
 
-from amlhp.cli import AppContext
-
-#: The attack lab's demo capture (all 11 lab classes; see docs/lab.md). The older public
-#: mix, ``data/demo/demo.pcap``, can still be replayed with ``--capture``.
-DEMO_CAPTURE = Path(__file__).resolve().parent.parent / "data" / "demo" / "lab-demo.pcap"
+from amlhp.context import settings_of
 
 
 def _topics_create(
@@ -24,7 +20,7 @@ def _topics_create(
 ) -> None:
     from amlhp.streams.topics import ensure_pipeline_topics
 
-    settings = ctx.ensure_object(AppContext).settings
+    settings = settings_of(ctx)
     results = ensure_pipeline_topics(
         settings,
         partitions=partitions,
@@ -42,7 +38,7 @@ def _topics_create(
 def _topics_list(ctx: typer.Context, show_all: bool, as_json: bool) -> None:
     from amlhp.streams.topics import admin_client, list_topics
 
-    settings = ctx.ensure_object(AppContext).settings
+    settings = settings_of(ctx)
     wanted = set(settings.topics.all())
     topics = list_topics(admin_client(settings.kafka_config()), include_internal=show_all)
     if not show_all:
@@ -84,8 +80,14 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         ctx: typer.Context,
-        capture: Path = typer.Option(DEMO_CAPTURE, "--capture", help="Capture to replay"),
-        out: Path = typer.Option(Path("out/verdicts"), "--out", help="Verdict dataset"),
+        capture: Path | None = typer.Option(
+            None,
+            "--capture",
+            help="Capture to replay (default: the bundled lab demo capture, all 11 lab classes)",
+        ),
+        out: Path | None = typer.Option(
+            None, "--out", help="Verdict dataset (default: out/verdicts in the home)"
+        ),
         model: Path | None = typer.Option(None, "--model", help="Model (default: bundled)"),
         timeout_s: float = typer.Option(600.0, "--timeout", help="Give up after (seconds)"),
     ) -> None:
@@ -96,17 +98,19 @@ def register(app: typer.Typer) -> None:
         waits until every packet is a verdict or a dead letter, and prints the summary;
         the last line is one JSON object.
         """
+        from amlhp.data import DEMO_CAPTURE
         from amlhp.infra import kafka_broker
         from amlhp.infra.kafka_config import single_layout
         from amlhp.infra.paths import default_paths
         from amlhp.infra.status_line import live_status
         from amlhp.streams.demo import print_summary, run_demo
 
-        settings = ctx.ensure_object(AppContext).settings
-        layout = single_layout()
+        settings = settings_of(ctx)
+        paths = default_paths(settings.home)
+        layout = single_layout(paths)
         if settings.bootstrap_servers == layout.bootstrap_servers:
             with live_status("Kafka: starting the local broker") as on_status:
-                result = kafka_broker.up(layout, on_status=on_status)
+                result = kafka_broker.up(layout, paths=paths, on_status=on_status)
             typer.echo(
                 f"Kafka ready on {result.bootstrap_servers} ({result.seconds:.1f}s)", err=True
             )
@@ -115,9 +119,9 @@ def register(app: typer.Typer) -> None:
         with live_status("demo: starting worker and sink") as on_status:
             summary = run_demo(
                 settings,
-                capture,
-                out,
-                default_paths().var / "demo",
+                capture or DEMO_CAPTURE,
+                out or settings.home / "out" / "verdicts",
+                paths.var / "demo",
                 model=model,
                 timeout_s=timeout_s,
                 on_status=on_status,

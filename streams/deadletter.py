@@ -5,6 +5,9 @@ not a valid batch, becomes one row of a dead-letter batch on the dead-letter top
 carrying the reason code, the stage that refused it and where it came from (topic,
 partition, offset). Together with the verdicts this accounts for every packet that
 entered the pipeline.
+
+The schema (``amlhp.deadletter`` v1) is :func:`amlhp.wire.dead_letter_schema`; a reader
+decodes the topic with ``amlhp.wire.from_ipc(value, amlhp.wire.DEAD_LETTER)``.
 """
 
 from __future__ import annotations
@@ -14,33 +17,12 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SCHEMA_NAME = "amlhp.deadletter"
-SCHEMA_VERSION = "1"
+from amlhp.wire import dead_letter_schema
+
 MAX_MESSAGE_BYTES_KEPT = 65_536
 
 #: Reason of a Kafka message that is not a valid batch (the whole message is dead).
 INVALID_BATCH = "invalid_batch"
-
-
-def deadletter_schema() -> pa.Schema:
-    """One row per dead packet (``seq`` set) or per dead message (``seq`` null)."""
-    return pa.schema(
-        [
-            pa.field("gateway", pa.string()),
-            pa.field("seq", pa.uint64()),
-            pa.field("ts_ns", pa.int64()),
-            pa.field("wire_len", pa.uint32()),
-            pa.field("linktype", pa.uint16()),
-            pa.field("reason", pa.string(), nullable=False),
-            pa.field("stage", pa.string(), nullable=False),
-            pa.field("origin_topic", pa.string(), nullable=False),
-            pa.field("origin_partition", pa.int32(), nullable=False),
-            pa.field("origin_offset", pa.int64(), nullable=False),
-            pa.field("detail", pa.string()),
-            pa.field("data", pa.binary()),
-        ],
-        metadata={b"schema": SCHEMA_NAME.encode(), b"version": SCHEMA_VERSION.encode()},
-    )
 
 
 @dataclass(frozen=True)
@@ -74,7 +56,7 @@ def dead_message(
                 "data": kept,
             }
         ],
-        schema=deadletter_schema(),
+        schema=dead_letter_schema(),
     )
 
 
@@ -86,7 +68,7 @@ def dead_packets(
     ``data`` holds the packets' captured (already truncated) bytes when available.
     """
     n = rows.num_rows
-    schema = deadletter_schema()
+    schema = dead_letter_schema()
     return pa.RecordBatch.from_arrays(
         [
             rows.column("gateway").cast(pa.string()),
@@ -112,24 +94,3 @@ def reason_counts(batch: pa.RecordBatch | pa.Table) -> dict[str, int]:
         return {}
     counts = pc.value_counts(batch.column("reason"))
     return {str(item["values"]): int(item["counts"]) for item in counts.to_pylist()}
-
-
-def decode_dead(data: bytes) -> pa.RecordBatch:
-    """Decode one dead-letter message; raises ``BatchDecodeError`` when it is not one."""
-    from amlhp.encoders.exceptions import BatchDecodeError
-
-    try:
-        reader = pa.ipc.open_stream(pa.py_buffer(data))
-        meta = reader.schema.metadata or {}
-        if meta.get(b"schema") != SCHEMA_NAME.encode():
-            raise BatchDecodeError(f"not a {SCHEMA_NAME} batch")
-        if meta.get(b"version") != SCHEMA_VERSION.encode():
-            raise BatchDecodeError(f"unsupported {SCHEMA_NAME} version {meta.get(b'version')!r}")
-        table = reader.read_all()
-    except BatchDecodeError:
-        raise
-    except (pa.ArrowException, ValueError, TypeError, OSError) as exc:
-        raise BatchDecodeError(f"not a valid {SCHEMA_NAME} stream: {exc}") from exc
-    if table.num_rows == 0:
-        return pa.RecordBatch.from_pylist([], schema=deadletter_schema())
-    return table.combine_chunks().to_batches()[0]

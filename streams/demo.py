@@ -8,68 +8,25 @@ ends with one JSON object on stdout.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from amlhp.errors import AmlhpError
+from amlhp.pipeline.children import StageProcess, child_env, start_stage
+from amlhp.pipeline.dataset import read_verdicts
 from amlhp.settings import Settings
 from amlhp.streams.accounting import Accounting, account_run
-from amlhp.streams.dataset import read_verdicts
+from amlhp.streams.demo_metrics import start_demo_metrics
 from amlhp.streams.exceptions import StreamsError
-from amlhp.streams.metrics import start_demo_metrics
 from amlhp.streams.tap import Tap, TapStats, pcap_packets, run_tap
 
 log = logging.getLogger(__name__)
-
-
-def amlhp_command() -> list[str]:
-    """How to start another ``amlhp`` process with the same interpreter."""
-    return [sys.executable, "-m", "amlhp.cli"]
-
-
-@dataclass
-class StageProcess:
-    """A child stage process with its log file."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def check_alive(self) -> None:
-        code = self.proc.poll()
-        if code is not None:
-            tail = self.log_path.read_text(errors="replace")[-3000:]
-            raise StreamsError(f"{self.name} exited with code {code}; log tail:\n{tail}")
-
-
-def start_stage(name: str, args: list[str], log_dir: Path, env: dict[str, str]) -> StageProcess:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}.log"
-    with open(log_path, "wb") as fh:
-        proc = subprocess.Popen(
-            [*amlhp_command(), *args], stdout=fh, stderr=subprocess.STDOUT, env=env
-        )
-    return StageProcess(name, proc, log_path)
 
 
 def latency_ms(verdict_root: Path) -> dict[str, float]:
@@ -185,8 +142,7 @@ def run_demo(
     reset_topics(settings)
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    env = dict(os.environ)
-    env["AMLHP_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
+    env = child_env(settings)  # every setting, -X properties and secrets included
     worker_args = ["worker", "--app-id", f"amlhp-demo-{run_id}"]
     if model is not None:
         worker_args += ["--model", str(model)]

@@ -11,10 +11,6 @@ class TapError(StreamsError):
     """The sensor tap cannot capture or publish (bad source, interface, settings)."""
 
 
-class SinkError(StreamsError):
-    """The Parquet sink cannot write or commit."""
-
-
 class ModelReloadError(StreamsError):
     """A new model artifact was refused; the serving model keeps serving."""
 

@@ -24,24 +24,8 @@ scoring path:
 Counts go to ``amlhp_explanations_total{step="score", outcome=...}`` and the time per
 explanation to ``amlhp_explanation_seconds``. Records go to the explanation topic
 (``AMLHP_TOPIC_EXPLANATIONS``), keyed by gateway, one Kafka message per packet, in the
-versioned Arrow schema ``amlhp.explanation`` v1:
-
-===============  ==============  ====================================================
-column           type            meaning
-===============  ==============  ====================================================
-gateway          string          the packet's gateway
-seq              uint64          the packet's tap sequence number
-ts_ns            int64           capture timestamp (ns since the epoch)
-model_version    string          the model that scored and explained the packet
-label            string          the verdict's class
-class_id         int16           ... and its index
-score            float32         the verdict's probability of that class
-attributions     list<float32>   Shapley values of the class probability, one per
-                                 field named in the schema metadata ``fields``
-samples          int32           permutations sampled (the estimate's precision)
-explained_at_ns  int64           when the explanation was made
-explain_ns       int64           how long it took
-===============  ==============  ====================================================
+versioned Arrow schema ``amlhp.explanation`` v1 (columns: :func:`amlhp.wire.explanation_schema`;
+read back with ``amlhp.wire.from_ipc(value, amlhp.wire.EXPLANATION)``).
 """
 
 from __future__ import annotations
@@ -54,94 +38,28 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from amlhp.encoders.exceptions import BatchDecodeError
-from amlhp.encoders.schemas import schema_name, to_ipc
 from amlhp.errors import AmlhpError
+from amlhp.metrics.definitions import PipelineMetrics
 from amlhp.streams.exceptions import ExplainError
-from amlhp.streams.metrics import PipelineMetrics
 from amlhp.streams.processing import BatchScorer
+from amlhp.wire import attribution_fields, explanation_schema, to_ipc
 
 log = logging.getLogger(__name__)
-
-EXPLANATION: Final = "amlhp.explanation"
-EXPLANATION_VERSION: Final = "1"
 
 #: Sends one record: (key, value) -> coroutine that completes once Kafka has it.
 Send = Callable[[bytes, bytes], Awaitable[Any]]
 
 
 def field_names() -> list[str]:
-    """The players of :func:`amlhp.flows.packet_explain.explain_packets`, in order."""
-    from amlhp.flows.packet_explain import FIELD_NAMES  # imports torch: only when needed
+    """The players of :func:`amlhp.model.packet_explain.explain_packets`, in order."""
+    from amlhp.model.packet_explain import FIELD_NAMES  # imports torch: only when needed
 
     return list(FIELD_NAMES)
-
-
-def explanation_schema(fields: Sequence[str] | None = None) -> pa.Schema:
-    """``amlhp.explanation`` v1 (see the module docstring); ``fields`` name the entries of
-    ``attributions`` (default: the packet explainer's fields)."""
-    names = list(fields) if fields is not None else field_names()
-    return pa.schema(
-        [
-            pa.field("gateway", pa.string(), nullable=False),
-            pa.field("seq", pa.uint64(), nullable=False),
-            pa.field("ts_ns", pa.int64(), nullable=False),
-            pa.field("model_version", pa.string(), nullable=False),
-            pa.field("label", pa.string(), nullable=False),
-            pa.field("class_id", pa.int16(), nullable=False),
-            pa.field("score", pa.float32(), nullable=False),
-            pa.field("attributions", pa.list_(pa.float32()), nullable=False),
-            pa.field("samples", pa.int32(), nullable=False),
-            pa.field("explained_at_ns", pa.int64(), nullable=False),
-            pa.field("explain_ns", pa.int64(), nullable=False),
-        ],
-        metadata={
-            b"schema": EXPLANATION.encode(),
-            b"version": EXPLANATION_VERSION.encode(),
-            b"fields": ",".join(names).encode(),
-            b"target": b"probability of the verdict's class",
-        },
-    )
-
-
-def attribution_fields(schema: pa.Schema) -> list[str]:
-    """The field names of an explanation batch's ``attributions``, from its metadata."""
-    raw = (schema.metadata or {}).get(b"fields", b"")
-    return raw.decode().split(",") if raw else []
-
-
-def decode_explanations(data: bytes) -> pa.RecordBatch:
-    """One message of the explanation topic; anything else raises BatchDecodeError."""
-    try:
-        reader = pa.ipc.open_stream(pa.py_buffer(data))
-        name, version = schema_name(reader.schema)
-        if name != EXPLANATION:
-            raise BatchDecodeError(f"expected a {EXPLANATION!r} batch, got schema {name!r}")
-        if version != EXPLANATION_VERSION:
-            raise BatchDecodeError(f"unsupported {EXPLANATION} version {version!r}")
-        table = reader.read_all()
-    except BatchDecodeError:
-        raise
-    except (pa.ArrowException, ValueError, TypeError, OSError) as exc:
-        raise BatchDecodeError(f"not a valid {EXPLANATION} stream: {exc}") from exc
-    fields = attribution_fields(table.schema)
-    want = [(f.name, f.type) for f in explanation_schema(fields)]
-    if [(f.name, f.type) for f in table.schema] != want:
-        raise BatchDecodeError(f"{EXPLANATION} columns differ from version {EXPLANATION_VERSION}")
-    lengths = pc.list_value_length(table.column("attributions")).to_numpy()
-    if fields and bool((lengths != len(fields)).any()):
-        raise BatchDecodeError(f"{EXPLANATION} attributions do not match the named fields")
-    return table.combine_chunks().to_batches()[0] if table.num_rows else _empty(fields)
-
-
-def _empty(fields: Sequence[str]) -> pa.RecordBatch:
-    return pa.RecordBatch.from_pylist([], schema=explanation_schema(fields))
 
 
 @dataclass(frozen=True)
@@ -310,7 +228,7 @@ class PacketExplainer:
     # -- in the explanation thread -------------------------------------------------------
     def explain(self, job: ExplainJob) -> pa.RecordBatch:
         """The one-row explanation record of a job (runs Captum)."""
-        from amlhp.flows.packet_explain import explain_packets
+        from amlhp.model.packet_explain import explain_packets
 
         started = time.perf_counter_ns()
         attr, _ = explain_packets(

@@ -10,11 +10,17 @@ from typing import Any
 
 import typer
 
+from amlhp.context import settings_of
 from amlhp.progress import console
 
 
-def _settings(ctx: typer.Context):  # type: ignore[no-untyped-def]
-    return ctx.obj.settings
+def _settings(ctx: typer.Context, stage: str):  # type: ignore[no-untyped-def]
+    """The command's settings, logged (secrets masked) so the stage's log shows them."""
+    from amlhp.pipeline.children import log_settings
+
+    settings = settings_of(ctx)
+    log_settings(stage, settings)
+    return settings
 
 
 def _metrics_option(default: int | None = 0) -> Any:
@@ -28,7 +34,7 @@ def _metrics_option(default: int | None = 0) -> Any:
 
 def _start_metrics(process: str, port: int, **lag: Any) -> Any:
     """Start this process's /metrics endpoint (and lag collector); say where on stderr."""
-    from amlhp.streams.metrics import start_stage_metrics
+    from amlhp.metrics.server import start_stage_metrics
 
     started = start_stage_metrics(process, None if port < 0 else port, **lag)
     if started.server is not None:
@@ -74,12 +80,12 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Publish captured packets (file replay or live interface) to the raw topic."""
+        from amlhp.pipeline.signals import install_stop_signals
         from amlhp.streams.exceptions import TapError
         from amlhp.streams.pacing import total_packets
         from amlhp.streams.tap import (
             Tap,
             TapStats,
-            install_stop_signals,
             live_packets,
             load_packets,
             pcap_packets,
@@ -93,7 +99,7 @@ def register(app: typer.Typer) -> None:
             raise TapError("--rate (> 0) replays capture files; it excludes -i and --pace")
         if duration_s is not None and rate is None:
             raise TapError("--duration needs --rate")
-        settings = _settings(ctx)
+        settings = _settings(ctx, "tap")
         stop = threading.Event()
         install_stop_signals(stop)
         served = _start_metrics("tap", metrics_port)
@@ -199,7 +205,7 @@ def register(app: typer.Typer) -> None:
             if explain_every > 0
             else None,
         )
-        settings = _settings(ctx)
+        settings = _settings(ctx, "worker")
         _start_metrics(
             "worker",
             metrics_port,
@@ -219,12 +225,12 @@ def register(app: typer.Typer) -> None:
         metrics_port: int = _metrics_option(),
     ) -> None:
         """Write verdicts to a hive-partitioned Parquet dataset (exactly once per file)."""
+        from amlhp.pipeline.signals import install_stop_signals
         from amlhp.streams.sink import ParquetSink, SinkStats
-        from amlhp.streams.tap import install_stop_signals
 
         stop = threading.Event()
         install_stop_signals(stop)
-        settings = _settings(ctx)
+        settings = _settings(ctx, "sink")
         served = _start_metrics(
             "sink",
             metrics_port,

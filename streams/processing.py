@@ -16,11 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from amlhp.encoders.arrays import model_inputs
-from amlhp.encoders.exceptions import BatchDecodeError
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
-from amlhp.encoders.schemas import ENCODED, RAW, from_ipc, verdict_schema
 from amlhp.streams.deadletter import Origin, dead_message, dead_packets
+from amlhp.wire import ENCODED, RAW, BatchDecodeError, from_ipc, verdict_schema
 
 STATUS_OK = "ok"
 

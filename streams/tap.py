@@ -12,25 +12,23 @@ packet's identity downstream, used for exact accounting and de-duplication.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, NamedTuple
 
 import pyarrow as pa
 
 from amlhp.encoders.prefix import needed_prefix
-from amlhp.encoders.schemas import raw_schema, to_ipc
+from amlhp.metrics.definitions import STEP_TAP, process_metrics
+from amlhp.pipeline.kafka_io import producer_config
 from amlhp.settings import Settings
 from amlhp.streams.batching import SizeTimeBatcher
 from amlhp.streams.exceptions import TapError
-from amlhp.streams.kafka_io import producer_config
-from amlhp.streams.metrics import STEP_TAP, process_metrics
 from amlhp.streams.pacing import RatePacer
+from amlhp.wire import raw_schema, to_ipc
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +61,8 @@ class TapStats:
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "packets": self.packets,
-            "bytes_captured": self.bytes_captured,
-            "bytes_sent": self.bytes_sent,
-            "messages": self.messages,
-            "delivered_messages": self.delivered_messages,
-            "delivered_packets": self.delivered_packets,
-            "failed_messages": self.failed_messages,
-            "failed_packets": self.failed_packets,
-        }
+        """The counters (the error texts are logged, not summarised)."""
+        return {k: v for k, v in asdict(self).items() if k != "errors"}
 
 
 def pcap_packets(
@@ -232,7 +222,7 @@ class Tap:
         self._schema = raw_schema()
         self._batcher: SizeTimeBatcher[Packet] = SizeTimeBatcher(batch_size, max_delay_ms / 1000.0)
         self._producer = Producer(producer_config(settings, client_id=f"amlhp-tap-{gateway}"))
-        # Prometheus (amlhp.streams.metrics): updated per batch from the stats' deltas.
+        # Prometheus (amlhp.metrics.definitions): updated per batch from the stats' deltas.
         self._metrics = process_metrics()
         self._reported = (0, 0)
 
@@ -350,15 +340,3 @@ def run_tap(
         if on_progress is not None:
             on_progress(tap.stats)
     return tap.stats
-
-
-def install_stop_signals(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT set ``stop``: the tap then flushes and exits cleanly."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        del frame
-        log.info("signal %d received: flushing and stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amlhp.encoders.layout import EncoderConfig
-from amlhp.encoders.schemas import to_ipc
+from amlhp.metrics.definitions import STEP_ENCODE, STEP_SCORE, process_metrics
+from amlhp.metrics.faust_sensor import install_faust_monitor
+from amlhp.pipeline.faust_app import create_faust_app, run_faust_worker
 from amlhp.settings import Settings
 from amlhp.streams.deadletter import Origin
-from amlhp.streams.metrics import STEP_ENCODE, STEP_SCORE, install_faust_monitor, process_metrics
 from amlhp.streams.model_holder import Loader, ModelHolder
 from amlhp.streams.processing import (
     EncodedMessage,
@@ -36,6 +37,7 @@ from amlhp.streams.processing import (
     score_batches,
     split_by_gateway,
 )
+from amlhp.wire import to_ipc
 
 if TYPE_CHECKING:
     from amlhp.streams.explain_sample import ExplainConfig
@@ -73,59 +75,9 @@ class WorkerOptions:
     explain: ExplainConfig | None = None
 
 
-def faust_broker_url(bootstrap_servers: str) -> str:
-    """librdkafka's ``h1:9092,h2:9092`` -> Faust's ``kafka://h1:9092;kafka://h2:9092``."""
-    hosts = [h.strip() for h in bootstrap_servers.split(",") if h.strip()]
-    return ";".join(f"kafka://{h}" for h in hosts)
-
-
-def faust_credentials(settings: Settings) -> Any:
-    """Translate the librdkafka security passthrough into Faust credentials (or None)."""
-    import ssl
-
-    import faust
-
-    cfg = settings.kafka_config()
-    protocol = str(cfg.get("security.protocol", "PLAINTEXT")).upper()
-    if protocol == "PLAINTEXT":
-        return None
-    context = None
-    if "SSL" in protocol:
-        context = ssl.create_default_context(cafile=cfg.get("ssl.ca.location"))
-        if "ssl.certificate.location" in cfg:
-            context.load_cert_chain(cfg["ssl.certificate.location"], cfg.get("ssl.key.location"))
-    if protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=cfg.get("sasl.username"),
-            password=cfg.get("sasl.password"),
-            mechanism=str(cfg.get("sasl.mechanism", cfg.get("sasl.mechanisms", "PLAIN"))),
-            ssl_context=context,
-        )
-    return faust.SSLCredentials(context)
-
-
 def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> Any:
     """Build the Faust app with its agents and timer (nothing runs until started)."""
-    import faust
-
-    app = faust.App(
-        options.app_id or settings.consumer_group,
-        broker=faust_broker_url(settings.bootstrap_servers),
-        broker_credentials=faust_credentials(settings),
-        store="memory://",
-        value_serializer="raw",
-        key_serializer="raw",
-        web_enabled=False,
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        topic_disable_leader=True,
-        producer_acks=-1,
-        producer_max_request_size=8_000_000,
-        consumer_max_fetch_size=8_000_000,
-        consumer_auto_offset_reset="earliest",
-        broker_commit_interval=1.0,
-        stream_wait_empty=False,
-    )
+    app = create_faust_app(settings, options.app_id or settings.consumer_group)
     topics = settings.topics
     raw_topic = app.topic(topics.raw, value_serializer="raw", key_serializer="raw")
     encoded_topic = app.topic(topics.encoded, value_serializer="raw", key_serializer="raw")
@@ -145,7 +97,7 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
     score_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-score")
     # Tap messages hold up to a few hundred packets: this many make about one max_batch.
     max_messages = max(1, -(-options.max_batch // 256))
-    app.amlhp_holder = holder  # type: ignore[attr-defined]
+    app.amlhp_holder = holder
     metrics = process_metrics()  # served by `amlhp worker --metrics-port`
     install_faust_monitor(app, metrics)
     metrics.set_benign_classes(getattr(holder.current, "benign_classes", None))
@@ -237,9 +189,6 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
 
 def run_worker(settings: Settings, options: WorkerOptions, loader: Loader) -> None:
     """Run a Faust worker in the foreground until SIGTERM/SIGINT."""
-    from faust.worker import Worker
-
     app = create_app(settings, options, loader)
     log.info("worker starting with model %s", app.amlhp_holder.current.version)
-    worker = Worker(app, loglevel="WARNING", quiet=True)
-    worker.execute_from_commandline()
+    run_faust_worker(app)

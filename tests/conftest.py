@@ -22,13 +22,15 @@ import pytest
 from amlhp.infra import kafka_broker, prometheus_server
 from amlhp.infra.fetch import prometheus_binary
 from amlhp.infra.kafka_config import KafkaLayout, cluster_layout, single_layout
-from amlhp.infra.paths import default_paths
+from amlhp.infra.paths import InfraPaths
 from amlhp.infra.process import port_open
 from amlhp.infra.prometheus_server import PrometheusLayout
-from amlhp.infra.testing import KafkaHandle, KafkaNames, SessionUsers
 from amlhp.settings import Settings
+from tests.support.kafka import KafkaHandle, KafkaNames, SessionUsers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: the tests' infrastructure lives in the checkout's var/ and .cache/, whatever the cwd
+CHECKOUT = InfraPaths(root=REPO_ROOT)
 PUBLIC_DATA = REPO_ROOT.parent / "shared" / "data" / "public"
 
 # Fixture name -> marker its tests get, so `-m "not kafka"` never starts a broker.
@@ -61,13 +63,13 @@ def public_data() -> Path:
 def _kafka_for_session(developers: KafkaLayout, own: KafkaLayout) -> Iterator[KafkaHandle]:
     """Reuse the developer's running layout, or run the tests' own one while needed."""
     if any(node.pid is not None for node in kafka_broker.status(developers)):
-        kafka_broker.up(developers)  # starts any stopped node of it, else a no-op
+        kafka_broker.up(developers, paths=CHECKOUT)  # starts any stopped node, else a no-op
         yield KafkaHandle(developers, for_tests=False, external=False)
         return
     users = SessionUsers(own.home.parent / f".{own.name}.users", os.getpid())
     users.join()
     try:
-        result = kafka_broker.up(own)
+        result = kafka_broker.up(own, paths=CHECKOUT)
         yield KafkaHandle(own, for_tests=not result.external, external=result.external)
     finally:
         if users.leave():
@@ -77,7 +79,9 @@ def _kafka_for_session(developers: KafkaLayout, own: KafkaLayout) -> Iterator[Ka
 @pytest.fixture(scope="session")
 def kafka_broker_handle() -> Iterator[KafkaHandle]:
     """The single local broker (127.0.0.1:9092), started for the session if not running."""
-    with _kafka_for_session(single_layout(), single_layout(name="pytest-single")) as handle:
+    with _kafka_for_session(
+        single_layout(CHECKOUT), single_layout(CHECKOUT, name="pytest-single")
+    ) as handle:
         yield handle
 
 
@@ -95,7 +99,9 @@ def kafka_cluster() -> Iterator[KafkaHandle]:
     (:func:`amlhp.infra.kafka_broker.stop_nodes` / ``restart_node``); it must leave all
     three running again.
     """
-    with _kafka_for_session(cluster_layout(), cluster_layout(name="pytest-cluster")) as handle:
+    with _kafka_for_session(
+        cluster_layout(CHECKOUT), cluster_layout(CHECKOUT, name="pytest-cluster")
+    ) as handle:
         yield handle
 
 
@@ -135,18 +141,16 @@ def prometheus_layout() -> Iterator[PrometheusLayout]:
     Skips when Debian's ``prometheus`` is not installed or port 9090 belongs to a
     Prometheus that amlhp did not start (its scrape targets would not be ours to add).
     """
-    developers = prometheus_server.prometheus_layout()
+    developers = prometheus_server.prometheus_layout(CHECKOUT)
     if prometheus_server.pid(developers) is not None:
         yield developers
         return
     if prometheus_binary() is None:
         pytest.skip("prometheus is not installed (run `amlhp infra fetch` or `make setup`)")
-    own_pid = prometheus_server.pid(
-        PrometheusLayout(home=default_paths().var / "pytest-prometheus")
-    )
+    own_pid = prometheus_server.pid(PrometheusLayout(home=CHECKOUT.var / "pytest-prometheus"))
     if own_pid is None and port_open(developers.host, developers.port):
         pytest.skip(f"port {developers.port} is taken by a process amlhp did not start")
-    own = PrometheusLayout(home=default_paths().var / "pytest-prometheus")
+    own = PrometheusLayout(home=CHECKOUT.var / "pytest-prometheus")
     users = SessionUsers(own.home.parent / ".pytest-prometheus.users", os.getpid())
     users.join()
     try:

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from amlhp.benchmarks.pipeline_run import DEMO_CAPTURE, bench_settings, new_run_id
+from amlhp.benchmarks.pipeline_run import bench_settings, new_run_id
 from amlhp.benchmarks.report import render
 from amlhp.benchmarks.stages import sink_rate, tap_to_kafka
 from amlhp.cli import build_app
+from amlhp.data import BENCH_CAPTURE
 from amlhp.settings import Settings
 from amlhp.streams.topics import admin_client, delete_topics, ensure_pipeline_topics
 
@@ -85,8 +86,8 @@ def test_tap_and_sink_stage_rates(kafka_settings: Settings, tmp_path: Path) -> N
     settings = bench_settings(kafka_settings, new_run_id(), partitions=2)
     ensure_pipeline_topics(settings)
     try:
-        tap = tap_to_kafka(settings, DEMO_CAPTURE, 3000)
-        sink = sink_rate(settings, DEMO_CAPTURE, 2500, tmp_path)
+        tap = tap_to_kafka(settings, BENCH_CAPTURE, 3000)
+        sink = sink_rate(settings, BENCH_CAPTURE, 2500, tmp_path)
     finally:
         delete_topics(admin_client(settings.kafka_config()), settings.topics.all())
     assert tap["packets"] == 3000

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from amlhp.benchmarks.pipeline_run import bench_settings, child_env
+from amlhp.benchmarks.pipeline_run import bench_settings
+from amlhp.pipeline.children import child_env
 from amlhp.settings import Settings
 
 

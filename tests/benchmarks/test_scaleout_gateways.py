@@ -13,8 +13,8 @@ import pytest
 
 from amlhp.benchmarks.exceptions import BenchmarksError
 from amlhp.benchmarks.scaleout import key_partition, scaleout_gateways
+from amlhp.pipeline.kafka_io import producer_config
 from amlhp.settings import Settings
-from amlhp.streams.kafka_io import producer_config
 
 
 @pytest.mark.parametrize("partitions", [1, 2, 3, 4, 8])

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from amlhp.benchmarks.score_bench import run_fig10, run_score_bench
 from amlhp.cli import build_app
-from amlhp.encoders import synth
+from tests.support import synth
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ from amlhp.dashboards.generate import (
 )
 from amlhp.dashboards.panels import DATASOURCE_UID
 from amlhp.dashboards.push import datasource_body
-from amlhp.dashboards.synthetic import synthetic_verdicts
-from amlhp.streams.metrics import PipelineMetrics
+from amlhp.metrics.definitions import PipelineMetrics
+from tests.support.synthetic import synthetic_verdicts
 
 REPO = Path(__file__).resolve().parents[2]
 LAG_METRICS = {"amlhp_consumer_lag_records", "amlhp_consumer_lag_seconds"}

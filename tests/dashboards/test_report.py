@@ -15,7 +15,7 @@ import pytest
 
 from amlhp.dashboards.exceptions import DashboardsError
 from amlhp.dashboards.report import load_verdicts, write_report
-from amlhp.dashboards.synthetic import synthetic_verdicts, write_dataset
+from tests.support.synthetic import synthetic_verdicts, write_dataset
 
 START_NS = 1_700_000_000 * 10**9
 

@@ -11,7 +11,7 @@ from amlhp.encoders.capture import expand_paths
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import DEFAULT_CONFIG, EncoderConfig
 from amlhp.encoders.reference import EncodedPacket, encode_packet
-from amlhp.encoders.synth import raw_batch
+from tests.support.synth import raw_batch
 
 Encoder = Callable[[int, bytes, EncoderConfig], EncodedPacket]
 

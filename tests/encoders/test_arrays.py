@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from amlhp.encoders import linktypes as lt
-from amlhp.encoders import synth
 from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.exceptions import SchemaMismatchError
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.encoders.reference import encode_packet
+from tests.support import synth
 
 FRAMES = [
     (lt.ETHERNET, synth.ethernet(synth.ipv4(synth.tcp(b"first"), 6))),

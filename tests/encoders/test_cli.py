@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from amlhp.cli import build_app
 from amlhp.encoders import linktypes as lt
-from amlhp.encoders import synth
 from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.reference import encode_packet
+from tests.support import synth
 
 FRAMES = [
     synth.ethernet(synth.ipv4(synth.tcp(b"mqtt"), 6)),

@@ -6,12 +6,12 @@ import pyarrow as pa
 import pytest
 
 from amlhp.encoders import linktypes as lt
-from amlhp.encoders import synth
 from amlhp.encoders.exceptions import SchemaMismatchError
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.encoders.reference import encode_packet
-from amlhp.encoders.schemas import ENCODED, check_schema, raw_schema
+from amlhp.wire import ENCODED, check_schema, raw_schema
+from tests.support import synth
 
 FRAME = synth.ethernet(synth.ipv4(synth.tcp(b"payload"), 6))
 

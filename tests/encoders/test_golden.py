@@ -11,9 +11,9 @@ from collections.abc import Callable
 import pytest
 
 from amlhp.encoders import linktypes as lt
-from amlhp.encoders import synth
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.encoders.reference import EncodedPacket
+from tests.support import synth
 
 Encoder = Callable[..., EncodedPacket]
 FF = b"\xff"
@@ -41,6 +41,13 @@ def payload(data: bytes, size: int = 64) -> bytes:
     return pad(data[:size], size, b"\x00")
 
 
+def five_tuple(
+    got: EncodedPacket,
+) -> tuple[str | None, str | None, int | None, int | None, int | None]:
+    """The clear 5-tuple an encoded packet carries beside its vectors."""
+    return (got.src_ip, got.dst_ip, got.src_port, got.dst_port, got.proto)
+
+
 def test_literal_tcp_syn_with_options(encoder: Encoder) -> None:
     """One packet with h and d written out as literal hex, nothing computed."""
     frame = bytes.fromhex(
@@ -61,13 +68,7 @@ def test_literal_tcp_syn_with_options(encoder: Encoder) -> None:
         + "ff" * 8
     )
     assert got.payload == bytes(64)
-    assert (got.src_ip, got.dst_ip, got.src_port, got.dst_port, got.proto) == (
-        "192.168.1.100",
-        "192.168.1.1",
-        50000,
-        80,
-        6,
-    )
+    assert five_tuple(got) == ("192.168.1.100", "192.168.1.1", 50000, 80, 6)
 
 
 def test_tcp_without_options(encoder: Encoder) -> None:
@@ -77,13 +78,7 @@ def test_tcp_without_options(encoder: Encoder) -> None:
     assert got.status == "ok"
     assert got.header == header(masked(ip[:20]), tcp=seg[:20])
     assert got.payload == payload(MQTT_CONNECT)
-    assert (got.src_ip, got.dst_ip, got.src_port, got.dst_port, got.proto) == (
-        "192.168.1.10",
-        "10.0.0.1",
-        49152,
-        1883,
-        6,
-    )
+    assert five_tuple(got) == ("192.168.1.10", "10.0.0.1", 49152, 1883, 6)
 
 
 def test_tcp_with_options(encoder: Encoder) -> None:
@@ -111,13 +106,7 @@ def test_udp(encoder: Encoder) -> None:
     assert got.status == "ok"
     assert got.header == header(masked(ip[:20]), udp=dgram[:8])
     assert got.payload == (b"\x12\x34\x01\x00" + b"q" * 100)[:64]
-    assert (got.src_ip, got.dst_ip, got.src_port, got.dst_port, got.proto) == (
-        "172.16.0.5",
-        "8.8.8.8",
-        5353,
-        53,
-        17,
-    )
+    assert five_tuple(got) == ("172.16.0.5", "8.8.8.8", 5353, 53, 17)
 
 
 def test_icmp_has_no_transport_slots_and_d_is_the_ip_payload(encoder: Encoder) -> None:

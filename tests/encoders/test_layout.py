@@ -6,7 +6,6 @@ import struct
 
 import pytest
 
-from amlhp.encoders import synth
 from amlhp.encoders.exceptions import EncoderConfigError
 from amlhp.encoders.layout import (
     DEFAULT_CONFIG,
@@ -16,6 +15,7 @@ from amlhp.encoders.layout import (
     EncoderConfig,
     mask_columns,
 )
+from tests.support import synth
 
 
 def test_slots_tile_the_header() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from amlhp.encoders import linktypes as lt
-from amlhp.encoders import synth
 from amlhp.encoders.prefix import max_needed_prefix, needed_prefix
+from tests.support import synth
 
 TCP_OPTIONS = bytes(12)
 

@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from amlhp.encoders import linktypes as lt
-from amlhp.encoders import synth
 from amlhp.encoders.exceptions import BatchDecodeError, CaptureError
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import HEADER_LEN, EncoderConfig
@@ -28,7 +27,8 @@ from amlhp.encoders.prefix import max_needed_prefix, needed_prefix
 from amlhp.encoders.readers import CaptureInfo, iter_raw_batches
 from amlhp.encoders.reasons import IP_PARSED, REASON_NAMES
 from amlhp.encoders.reference import encode_packet
-from amlhp.encoders.schemas import RAW, from_ipc, to_ipc
+from amlhp.wire import RAW, from_ipc, to_ipc
+from tests.support import synth
 
 T = TypeVar("T")
 PROPERTY = settings(

@@ -10,10 +10,10 @@ import dpkt
 import pytest
 
 from amlhp.encoders import linktypes as lt
-from amlhp.encoders import synth
 from amlhp.encoders.exceptions import CaptureError
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.readers import CaptureInfo, iter_packets, iter_raw_batches, read_capture_info
+from tests.support import synth
 
 TS = 1_700_000_000_123_456_789
 FRAMES = [synth.ethernet(synth.ipv4(synth.tcp(b"a" * i), 6)) for i in range(7)]

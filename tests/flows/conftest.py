@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from amlhp.encoders import linktypes as lt
-from amlhp.encoders import synth
-from amlhp.encoders.schemas import raw_schema
 from amlhp.flows.artifact import save_flow_model
 from amlhp.flows.network import FlowCNN
 from amlhp.flows.record import FlowConfig
 from amlhp.flows.refine import Refiner
 from amlhp.flows.shapley import GROUPS
+from amlhp.wire import raw_schema
+from tests.support import synth
 
 T0 = 1_700_000_000_000_000_000
 DEVICE = "192.168.1.10"

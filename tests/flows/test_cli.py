@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from amlhp.encoders.synth import Record, write_pcap
+from tests.support.synth import Record, write_pcap
 
 from .conftest import T0, tcp_frame
 

@@ -161,8 +161,8 @@ def test_matrix_rows_context_and_start_offsets() -> None:
 
 
 def test_dataset_matrices_match_the_online_rows(tmp_path: Path) -> None:
-    from amlhp.encoders.synth import Record, write_pcap
     from amlhp.flows.dataset import FlowDataset, build_dataset
+    from tests.support.synth import Record, write_pcap
 
     frames = [tcp_frame(b"x" * i, rport=1000 + i) for i in range(4)]
     records = [Record(f, ts_ns=T0 + i * 1_000_000_000) for i, f in enumerate(frames)]

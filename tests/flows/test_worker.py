@@ -13,11 +13,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from amlhp.encoders.schemas import to_ipc
 from amlhp.flows.artifact import load_flow_model
-from amlhp.flows.online import FlowScorer, decode_flow_verdicts
+from amlhp.flows.online import FlowScorer
 from amlhp.flows.worker import FlowRuntime
+from amlhp.pipeline.children import child_env
 from amlhp.settings import Settings
+from amlhp.wire import FLOW_VERDICT, from_ipc, to_ipc
 
 from .conftest import raw, tcp_frame, udp_frame
 
@@ -80,22 +81,8 @@ def test_runtime_state_survives_a_restart_through_its_table_writes(flow_model_di
 
 # -- on the real broker ---------------------------------------------------------------------
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child ``amlhp`` use these settings."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "AMLHP_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "AMLHP_TOPIC_RAW": settings.topic_raw,
-            "AMLHP_TOPIC_ENCODED": settings.topic_encoded,
-            "AMLHP_TOPIC_VERDICTS": settings.topic_verdicts,
-            "AMLHP_TOPIC_DEAD_LETTER": settings.topic_dead_letter,
-            "AMLHP_TOPIC_FLOW_VERDICTS": settings.topic_flow_verdicts,
-            "AMLHP_CONSUMER_GROUP": settings.consumer_group,
-            "AMLHP_PARTITIONS": str(settings.partitions),
-            "OMP_NUM_THREADS": "1",
-        }
-    )
-    return env
+    """The environment of a child ``amlhp`` with these settings, one torch thread."""
+    return child_env(settings, {**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 class Proc:
@@ -136,7 +123,7 @@ def wait_committed(settings: Settings, group: str, worker: Proc, timeout_s: floa
     """Until the group has committed every raw partition up to its end."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from amlhp.streams.kafka_io import committed_offsets
+    from amlhp.pipeline.kafka_io import committed_offsets
 
     c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group})
     try:
@@ -174,12 +161,12 @@ def read_verdicts(settings: Settings, want: int, timeout_s: float) -> list[dict[
         while time.monotonic() < deadline and len(rows) < want:
             msg = c.poll(0.5)
             if msg is not None and msg.error() is None:
-                rows.extend(decode_flow_verdicts(msg.value() or b"").to_pylist())
+                rows.extend(from_ipc(msg.value() or b"", FLOW_VERDICT).to_pylist())
         end = time.monotonic() + 3  # a duplicate would show up now
         while time.monotonic() < end:
             msg = c.poll(0.5)
             if msg is not None and msg.error() is None:
-                rows.extend(decode_flow_verdicts(msg.value() or b"").to_pylist())
+                rows.extend(from_ipc(msg.value() or b"", FLOW_VERDICT).to_pylist())
     finally:
         c.close()
     return rows

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from amlhp.infra import kafka_broker
-from amlhp.infra.testing import KafkaHandle, KafkaNames, consume_exactly, produce_all
 from amlhp.streams.topics import TopicSpec, admin_client, create_topics
+from tests.support.kafka import KafkaHandle, KafkaNames, consume_exactly, produce_all
 
 PARTITIONS = 3
 BATCH = 2_000

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from amlhp.infra.exceptions import InfraError
-from amlhp.infra.testing import KafkaNames, consume_exactly, produce_all
 from amlhp.streams.topics import TopicSpec, admin_client, create_topics
+from tests.support.kafka import KafkaNames, consume_exactly, produce_all
 
 N_MESSAGES = 10_000
 PARTITIONS = 3

@@ -16,12 +16,13 @@ import pytest
 from confluent_kafka import Consumer
 
 from amlhp.encoders.readers import iter_packets
-from amlhp.encoders.schemas import RAW, from_ipc
 from amlhp.lab.exceptions import LabBusyError
 from amlhp.lab.runner import LabRun, RunOptions, build_labeler
 from amlhp.lab.topology import Topology
+from amlhp.pipeline.children import child_env
 from amlhp.settings import Settings
 from amlhp.streams.topics import ensure_pipeline_topics
+from amlhp.wire import RAW, from_ipc
 
 from .conftest import WORK_ROOT, require_lab
 
@@ -51,13 +52,7 @@ def by_label(frames: list[bytes]) -> dict[str, Counter[bytes]]:
 def test_amlhp_tap_on_lo_sees_the_lab_traffic(kafka_settings: Settings, tmp_path: Path) -> None:
     require_lab()
     ensure_pipeline_topics(kafka_settings)
-    env = dict(os.environ)
-    env.update(
-        {
-            "AMLHP_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
-            "AMLHP_TOPIC_RAW": kafka_settings.topic_raw,
-        }
-    )
+    env = child_env(kafka_settings)
     amlhp = Path(sys.executable).with_name("amlhp")
     tap = subprocess.Popen(
         [str(amlhp), "tap", "--gateway", "gw-lab", "--interface", "lo", "--max-packets", "200000"],

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from amlhp.encoders import synth
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.model.artifact import Artifact, load_artifact
 from amlhp.model.dataset import LabelledPackets, load_labelled
 from amlhp.model.labels import LabelSpec, load_labels
 from amlhp.model.train import TrainConfig
-from amlhp.model.workflow import save_outcome, train_and_evaluate
+from amlhp.model.workflow import Outcome, save_outcome, train_and_evaluate
+from tests.support import synth
 
 CLASSES = ("mqtt_connect", "syn_flood", "dns_response", "tls_client")
 FLOWS_PER_CLASS = 40
@@ -99,6 +99,27 @@ def synthetic_data(synthetic_spec: LabelSpec) -> LabelledPackets:
     return load_labelled(synthetic_spec, EncoderConfig(payload_bytes=1500), seed=0)
 
 
+def quick_train(
+    model: str,
+    data: LabelledPackets,
+    spec: LabelSpec,
+    *,
+    split_kind: str = "flow",
+    epochs: int = 3,
+    seed: int = 0,
+    max_per_class: int | None = None,
+) -> Outcome:
+    """A short training run with the tests' batch size (32)."""
+    return train_and_evaluate(
+        model,
+        data,
+        spec,
+        split_kind=split_kind,
+        config=TrainConfig(epochs=epochs, batch_size=32, seed=seed),
+        max_per_class=max_per_class,
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_artifact(
     tmp_path_factory: pytest.TempPathFactory,
@@ -107,14 +128,7 @@ def tiny_artifact(
 ) -> Artifact:
     """IoT-AMLHP trained for 3 short epochs on the synthetic captures, saved and reloaded."""
     torch.set_num_threads(1)
-    outcome = train_and_evaluate(
-        "amlhp",
-        synthetic_data,
-        synthetic_spec,
-        split_kind="flow",
-        config=TrainConfig(epochs=3, batch_size=32, seed=0),
-        max_per_class=None,
-    )
+    outcome = quick_train("amlhp", synthetic_data, synthetic_spec, epochs=3)
     path = tmp_path_factory.mktemp("artifact") / "tiny"
     save_outcome(outcome, synthetic_data, path, "pytest tiny_artifact")
     return load_artifact(path)

@@ -7,7 +7,6 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from amlhp.encoders import synth
 from amlhp.encoders.capture import encode_captures
 from amlhp.model.exceptions import LabelsError
 from amlhp.model.labels import (
@@ -18,6 +17,7 @@ from amlhp.model.labels import (
     restrict_to,
     rule_mask,
 )
+from tests.support import synth
 
 
 def _mixed_capture(path: Path) -> Path:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from amlhp.encoders import synth
 from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.model.packet_bytes import packet_bytes
+from tests.support import synth
 
 PACKETS = [
     synth.ipv4(

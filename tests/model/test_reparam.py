@@ -61,6 +61,7 @@ def test_onnx_parity(tiny_artifact: Artifact, synthetic_data: LabelledPackets) -
     assert isinstance(tiny_artifact.model, AMLHPNet)
     fast = export_friendly(FastAMLHP(tiny_artifact.model))
     runner = OnnxRunner(fast, 64, threads=1)  # raises on any disagreement
+    assert not runner.session.get_session_options().enable_profiling  # no profiler dumps
     h, d = model_inputs_for(tiny_artifact.model, synthetic_data)
     got = runner.run(h.numpy(), d.numpy())
     with torch.inference_mode():

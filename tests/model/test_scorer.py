@@ -7,13 +7,13 @@ import pyarrow as pa
 import pytest
 import torch
 
-from amlhp.encoders import synth
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.model.artifact import Artifact
 from amlhp.model.dataset import LabelledPackets
 from amlhp.model.exceptions import ScoringError
 from amlhp.model.scorer import Scorer
+from tests.support import synth
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,8 @@ import torch
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.model.dataset import LabelledPackets, load_labelled
 from amlhp.model.labels import LabelSpec, load_labels
-from amlhp.model.train import TrainConfig
-from amlhp.model.workflow import train_and_evaluate
+
+from .conftest import quick_train
 
 
 @pytest.fixture(autouse=True)
@@ -24,14 +24,7 @@ def _one_thread() -> None:
 def test_short_training_reaches_high_accuracy(
     synthetic_data: LabelledPackets, synthetic_spec: LabelSpec, split_kind: str
 ) -> None:
-    outcome = train_and_evaluate(
-        "amlhp",
-        synthetic_data,
-        synthetic_spec,
-        split_kind=split_kind,
-        config=TrainConfig(epochs=3, batch_size=32, seed=0),
-        max_per_class=None,
-    )
+    outcome = quick_train("amlhp", synthetic_data, synthetic_spec, split_kind=split_kind, epochs=3)
     held_out = outcome.split.test
     assert held_out.size >= 60
     assert set(held_out.tolist()).isdisjoint(outcome.split.train.tolist())
@@ -46,14 +39,7 @@ def test_training_is_reproducible(
 ) -> None:
     sub = synthetic_data.subset(np.arange(0, 800, 2))
     runs = [
-        train_and_evaluate(
-            "amlhp",
-            sub,
-            synthetic_spec,
-            split_kind="random",
-            config=TrainConfig(epochs=1, batch_size=32, seed=7),
-            max_per_class=None,
-        )
+        quick_train("amlhp", sub, synthetic_spec, split_kind="random", epochs=1, seed=7)
         for _ in range(2)
     ]
     for (name, a), (_, b) in zip(
@@ -65,14 +51,7 @@ def test_training_is_reproducible(
 def test_baseline_trains_on_packet_bytes(
     synthetic_data: LabelledPackets, synthetic_spec: LabelSpec
 ) -> None:
-    outcome = train_and_evaluate(
-        "sam",
-        synthetic_data,
-        synthetic_spec,
-        split_kind="flow",
-        config=TrainConfig(epochs=2, batch_size=32, seed=0),
-        max_per_class=None,
-    )
+    outcome = quick_train("sam", synthetic_data, synthetic_spec, epochs=2)
     assert outcome.report.accuracy >= 0.9
     assert outcome.result_config["lr"] == 1e-3  # the baselines' default
 
@@ -90,13 +69,6 @@ def test_short_training_on_public_captures(public_data: Path, tmp_path: Path) ->
     )
     spec = load_labels(labels)
     data = load_labelled(spec, EncoderConfig(), max_per_class=300, seed=0)
-    outcome = train_and_evaluate(
-        "amlhp",
-        data,
-        spec,
-        split_kind="flow",
-        config=TrainConfig(epochs=3, batch_size=32, seed=0),
-        max_per_class=300,
-    )
+    outcome = quick_train("amlhp", data, spec, epochs=3, max_per_class=300)
     assert outcome.split.test.size >= 60
     assert outcome.report.accuracy >= 0.9, outcome.report.summary()

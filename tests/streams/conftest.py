@@ -8,32 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from amlhp.data import DEMO_CAPTURE
+from amlhp.pipeline.children import StageProcess, child_env, start_stage
 from amlhp.settings import Settings
-from amlhp.streams.demo import StageProcess, start_stage
 from amlhp.streams.topics import ensure_pipeline_topics
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMO_CAPTURE = REPO_ROOT / "data" / "demo" / "lab-demo.pcap"
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child ``amlhp`` process use these settings."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "AMLHP_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "AMLHP_TOPIC_RAW": settings.topic_raw,
-            "AMLHP_TOPIC_ENCODED": settings.topic_encoded,
-            "AMLHP_TOPIC_VERDICTS": settings.topic_verdicts,
-            "AMLHP_TOPIC_DEAD_LETTER": settings.topic_dead_letter,
-            "AMLHP_TOPIC_FLOW_VERDICTS": settings.topic_flow_verdicts,
-            "AMLHP_TOPIC_EXPLANATIONS": settings.topic_explanations,
-            "AMLHP_CONSUMER_GROUP": settings.consumer_group,
-            "AMLHP_PARTITIONS": str(settings.partitions),
-            "OMP_NUM_THREADS": "1",
-        }
-    )
-    return env
+    """The environment of a child ``amlhp`` process with these settings, one torch thread."""
+    return child_env(settings, {**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture

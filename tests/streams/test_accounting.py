@@ -5,7 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 from amlhp.streams.accounting import account
-from amlhp.streams.deadletter import INVALID_BATCH, deadletter_schema
+from amlhp.streams.deadletter import INVALID_BATCH
+from amlhp.wire import dead_letter_schema
 
 
 def test_account_flags_missing_and_duplicates() -> None:
@@ -34,7 +35,7 @@ def test_account_flags_missing_and_duplicates() -> None:
                 "origin_offset": 2,
             },
         ],
-        schema=deadletter_schema(),
+        schema=dead_letter_schema(),
     )
     ledger = account(verdicts, dead, {"a": (0, 4)})
     assert ledger.verdicts == 2

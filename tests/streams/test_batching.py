@@ -5,20 +5,11 @@ from __future__ import annotations
 import pytest
 
 from amlhp.streams.batching import SizeTimeBatcher
-
-
-class FakeClock:
-    """A clock the test moves by hand (time is an input here, not a dependency)."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import ManualClock
 
 
 def test_emits_when_full() -> None:
-    b: SizeTimeBatcher[int] = SizeTimeBatcher(3, 10.0, clock=FakeClock())
+    b: SizeTimeBatcher[int] = SizeTimeBatcher(3, 10.0, clock=ManualClock())
     assert b.add(1) is None
     assert b.add(2) is None
     assert b.add(3) == [1, 2, 3]
@@ -26,7 +17,7 @@ def test_emits_when_full() -> None:
 
 
 def test_emits_when_oldest_item_is_overdue() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     b: SizeTimeBatcher[str] = SizeTimeBatcher(100, 0.05, clock=clock)
     b.add("a")
     clock.now += 0.03
@@ -39,7 +30,7 @@ def test_emits_when_oldest_item_is_overdue() -> None:
 
 
 def test_drain_returns_rest_and_resets() -> None:
-    b: SizeTimeBatcher[int] = SizeTimeBatcher(10, 1.0, clock=FakeClock())
+    b: SizeTimeBatcher[int] = SizeTimeBatcher(10, 1.0, clock=ManualClock())
     for i in range(4):
         b.add(i)
     assert b.drain() == [0, 1, 2, 3]

@@ -15,13 +15,13 @@ import pytest
 from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from amlhp.flows.packet_explain import FIELD_NAMES
+from amlhp.model.packet_explain import FIELD_NAMES
 from amlhp.model.scorer import default_model_path, load_scorer
+from amlhp.pipeline.dataset import read_verdicts
 from amlhp.settings import Settings
-from amlhp.streams.dataset import read_verdicts
-from amlhp.streams.explain_sample import attribution_fields, decode_explanations
-from amlhp.streams.metrics import port_or_free
+from amlhp.streams.demo_metrics import port_or_free
 from amlhp.streams.tap import Tap, pcap_packets, run_tap
+from amlhp.wire import EXPLANATION, attribution_fields, from_ipc
 
 from .conftest import StageStarter
 from .test_pipeline import finish, ready
@@ -51,7 +51,7 @@ def explanations(settings: Settings, want: int, timeout_s: float = 120.0) -> pa.
         while time.monotonic() < deadline and (settle is None or time.monotonic() < settle):
             for msg in consumer.consume(num_messages=100, timeout=0.5):
                 assert msg.error() is None, msg.error()
-                batch = decode_explanations(msg.value() or b"")
+                batch = from_ipc(msg.value() or b"", EXPLANATION)
                 assert msg.key() == batch.column("gateway")[0].as_py().encode()
                 batches.append(batch)
             if settle is None and sum(b.num_rows for b in batches) >= want:

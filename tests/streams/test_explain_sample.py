@@ -13,30 +13,33 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
+from amlhp.data import DEMO_CAPTURE
 from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.capture import encode_captures
-from amlhp.encoders.exceptions import BatchDecodeError
-from amlhp.encoders.schemas import to_ipc
-from amlhp.flows.packet_explain import FIELD_NAMES, explain_packets
+from amlhp.metrics.definitions import PipelineMetrics
+from amlhp.model.packet_explain import FIELD_NAMES, explain_packets
 from amlhp.model.scorer import Scorer, default_model_path, load_scorer
 from amlhp.streams.exceptions import ExplainError
 from amlhp.streams.explain_sample import (
-    EXPLANATION,
-    EXPLANATION_VERSION,
     ExplainConfig,
     ExplainJob,
     ExplainSampler,
     PacketExplainer,
-    attribution_fields,
     build_record,
-    decode_explanations,
     explain_module,
-    explanation_schema,
 )
-from amlhp.streams.metrics import PipelineMetrics
 from amlhp.streams.processing import score_batches
-
-from .conftest import DEMO_CAPTURE
+from amlhp.wire import (
+    EXPLANATION,
+    EXPLANATION_VERSION,
+    BatchDecodeError,
+    attribution_fields,
+    explanation_schema,
+    from_ipc,
+    to_ipc,
+    verdict_schema,
+)
+from tests.support.clock import ManualClock
 
 
 @pytest.fixture(autouse=True)
@@ -65,12 +68,12 @@ def value(metrics: PipelineMetrics, outcome: str) -> float:
     return 0.0 if got is None else got
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+async def counted(metrics: PipelineMetrics, outcome: str, n: int, timeout_s: float = 30.0) -> None:
+    """Wait (on the event loop) until ``n`` explanations have had ``outcome``."""
+    for _ in range(int(timeout_s / 0.05)):
+        if value(metrics, outcome) >= n:
+            return
+        await asyncio.sleep(0.05)
 
 
 # -- sampler ----------------------------------------------------------------------------
@@ -88,7 +91,7 @@ def test_sampler_picks_by_seq_whatever_the_batching() -> None:
 
 
 def test_sampler_cap_is_a_token_bucket() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     sampler = ExplainSampler(every=1, max_per_s=2.0, clock=clock)
     idx, dropped = sampler.select(np.arange(5, dtype=np.uint64))
     assert (idx.tolist(), dropped) == ([0, 1], 3)  # burst of 2
@@ -133,7 +136,7 @@ def job(scorer: Scorer, seq: int = 42) -> ExplainJob:
 
 
 def test_record_schema_is_named_versioned_and_names_its_fields(scorer: Scorer) -> None:
-    schema = explanation_schema()
+    schema = explanation_schema(FIELD_NAMES)
     meta = schema.metadata
     assert meta[b"schema"] == EXPLANATION.encode()
     assert meta[b"version"] == b"1"
@@ -142,7 +145,7 @@ def test_record_schema_is_named_versioned_and_names_its_fields(scorer: Scorer) -
     assert {"ip.ttl", "tcp.flags", "tcp.dport", "payload"} <= set(FIELD_NAMES)
     attr = np.linspace(-1, 1, len(FIELD_NAMES)).astype(np.float32)
     record = build_record(job(scorer), attr, 4, 1234, schema)
-    back = decode_explanations(to_ipc(record))
+    back = from_ipc(to_ipc(record), EXPLANATION)
     row = back.to_pylist()[0]
     assert (row["gateway"], row["seq"], row["label"], row["class_id"]) == (
         "gw-1",
@@ -158,20 +161,18 @@ def test_record_schema_is_named_versioned_and_names_its_fields(scorer: Scorer) -
 
 
 def test_decode_refuses_other_batches_and_garbage(scorer: Scorer) -> None:
-    from amlhp.encoders.schemas import verdict_schema
-
     with pytest.raises(BatchDecodeError):
-        decode_explanations(to_ipc(pa.RecordBatch.from_pylist([], schema=verdict_schema())))
+        from_ipc(to_ipc(pa.RecordBatch.from_pylist([], schema=verdict_schema())), EXPLANATION)
     with pytest.raises(BatchDecodeError):
-        decode_explanations(b"not arrow at all")
+        from_ipc(b"not arrow at all", EXPLANATION)
     attr = np.zeros(3, np.float32)
     short = build_record(job(scorer), attr, 1, 1, explanation_schema(["a", "b", "c"]))
     lying = short.replace_schema_metadata({**short.schema.metadata, b"fields": b"a,b"})
     with pytest.raises(BatchDecodeError):
-        decode_explanations(to_ipc(lying))
+        from_ipc(to_ipc(lying), EXPLANATION)
     newer = short.replace_schema_metadata({**short.schema.metadata, b"version": b"2"})
     with pytest.raises(BatchDecodeError):
-        decode_explanations(to_ipc(newer))
+        from_ipc(to_ipc(newer), EXPLANATION)
 
 
 def test_explain_module_is_the_plain_torch_model_of_the_scorer(scorer: Scorer) -> None:
@@ -242,7 +243,7 @@ def test_explanations_match_their_verdicts(scorer: Scorer, encoded: list[pa.Reco
     assert want, "the slice holds no multiple of 10"
     run_explainer(explainer, [(encoded, verdicts)], scorer, sent, len(want))
     explainer.close()
-    records = pa.Table.from_batches([decode_explanations(v) for _, v in sent])
+    records = pa.Table.from_batches([from_ipc(v, EXPLANATION) for _, v in sent])
     assert sorted(records.column("seq").to_pylist()) == want
     assert {k for k, _ in sent} == {b"offline"}  # keyed by gateway
     by_seq = {r["seq"]: r for r in verdicts.to_pylist()}
@@ -300,10 +301,7 @@ def test_full_queue_drops_and_counts_never_blocks(
         assert queued == 2
         assert value(metrics, "queue_full") == 3
         explainer.gate.set()
-        for _ in range(600):
-            if value(metrics, "emitted") >= 3:
-                break
-            await asyncio.sleep(0.05)
+        await counted(metrics, "emitted", 3)
 
     asyncio.run(main())
     explainer.close()
@@ -326,10 +324,7 @@ def test_rate_cap_and_failures_are_counted(scorer: Scorer, encoded: list[pa.Reco
     async def main() -> None:
         loop = asyncio.get_running_loop()
         assert explainer.offer(encoded, verdicts, scorer, loop) == 3  # burst of 3
-        for _ in range(600):
-            if value(metrics, "failed") >= 3:
-                break
-            await asyncio.sleep(0.05)
+        await counted(metrics, "failed", 3)
 
     asyncio.run(main())
     explainer.close()

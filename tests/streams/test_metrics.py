@@ -13,23 +13,21 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from amlhp.dashboards.synthetic import synthetic_verdicts
-from amlhp.settings import Settings
-from amlhp.streams.deadletter import Origin, dead_message, dead_packets
-from amlhp.streams.metrics import (
+from amlhp.data import DEMO_CAPTURE
+from amlhp.metrics.definitions import (
     LATENCY_BUCKETS,
     OTHER,
     BoundedLabel,
-    BulkHistogram,
-    ConsumerLagCollector,
-    PartitionLag,
     PipelineMetrics,
     is_benign,
     process_metrics,
-    serve_metrics,
 )
-
-from .conftest import DEMO_CAPTURE
+from amlhp.metrics.histogram import BulkHistogram
+from amlhp.metrics.lag import ConsumerLagCollector, PartitionLag
+from amlhp.metrics.server import serve_metrics
+from amlhp.settings import Settings
+from amlhp.streams.deadletter import Origin, dead_message, dead_packets
+from tests.support.synthetic import synthetic_verdicts
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -249,7 +247,7 @@ def test_tap_counts_packets_and_bytes_per_batch(kafka_settings: Settings) -> Non
 def test_port_or_free_keeps_a_free_port_and_replaces_a_taken_one() -> None:
     import socket
 
-    from amlhp.streams.metrics import port_or_free
+    from amlhp.streams.demo_metrics import port_or_free
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -25,14 +25,16 @@ import pytest
 from confluent_kafka import Producer
 
 from amlhp.dashboards.generate import PanelQuery, expand, load_generated, panel_queries
+from amlhp.data import DEMO_CAPTURE
 from amlhp.infra import prometheus_server
 from amlhp.infra.fetch import prometheus_binary
 from amlhp.infra.prometheus_server import PrometheusLayout
+from amlhp.pipeline.children import StageProcess
+from amlhp.pipeline.dataset import read_verdicts
 from amlhp.settings import Settings
-from amlhp.streams.dataset import read_verdicts
-from amlhp.streams.demo import StageProcess, wait_accounted
+from amlhp.streams.demo import wait_accounted
 
-from .conftest import REPO_ROOT, StageStarter
+from .conftest import StageStarter
 
 pytestmark = [pytest.mark.slow, pytest.mark.prometheus, pytest.mark.kafka]
 
@@ -171,7 +173,7 @@ def test_every_panel_query_returns_data_and_totals_agree(
 
     wait_for("the tap to replay the capture", tap_done, timeout_s=180)
     packets = int(summary["packets"])
-    manifest = json.loads((REPO_ROOT / "data" / "demo" / "lab-demo.manifest.json").read_text())
+    manifest = json.loads(DEMO_CAPTURE.with_suffix(".manifest.json").read_text())
     assert packets == manifest["total_packets"]
     assert summary["failed_packets"] == 0
 

@@ -16,10 +16,11 @@ from confluent_kafka import Producer
 from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.capture import encode_captures
 from amlhp.model.scorer import default_model_path, load_scorer
+from amlhp.pipeline.children import StageProcess
+from amlhp.pipeline.dataset import read_verdicts
 from amlhp.settings import Settings
 from amlhp.streams.accounting import Accounting
-from amlhp.streams.dataset import read_verdicts
-from amlhp.streams.demo import StageProcess, wait_accounted, wait_groups_ready
+from amlhp.streams.demo import wait_accounted, wait_groups_ready
 from amlhp.streams.tap import Tap, TapStats, live_packets, pcap_packets, run_tap
 
 from .conftest import StageStarter
@@ -55,6 +56,17 @@ def ready(settings: Settings, procs: list[StageProcess], workers: int = 1) -> No
     wait_groups_ready(settings, [worker_group, sink_group], procs, 180.0, {worker_group: workers})
 
 
+def start_pipeline(
+    settings: Settings, stages: StageStarter, out: Path, workers: int = 1
+) -> list[StageProcess]:
+    """Worker(s) and a sink writing to ``out``, started and owning their partitions."""
+    names = ["worker"] if workers == 1 else [f"worker-{i + 1}" for i in range(workers)]
+    procs = [stages(name, "worker") for name in names]
+    procs.append(stages("sink", "sink", "--out", str(out), "--roll-seconds", "1"))
+    ready(settings, procs, workers=workers)
+    return procs
+
+
 def finish(
     settings: Settings, out: Path, expected: dict[str, tuple[int, int]], procs: list[StageProcess]
 ) -> Accounting:
@@ -70,11 +82,7 @@ def test_one_tap_exact_accounting_and_offline_parity(
     pipeline_settings: Settings, stages: StageStarter, demo_capture: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "verdicts"
-    procs = [
-        stages("worker", "worker"),
-        stages("sink", "sink", "--out", str(out), "--roll-seconds", "1"),
-    ]
-    ready(pipeline_settings, procs)
+    procs = start_pipeline(pipeline_settings, stages, out)
     stats = tap_file(pipeline_settings, demo_capture, "gw-1")
     ledger = finish(pipeline_settings, out, {"gw-1": (0, stats.packets)}, procs)
     assert ledger.verdicts > 0.9 * stats.packets
@@ -94,12 +102,7 @@ def test_two_workers_three_gateways(
     pipeline_settings: Settings, stages: StageStarter, demo_capture: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "verdicts"
-    procs = [
-        stages("worker-1", "worker"),
-        stages("worker-2", "worker"),
-        stages("sink", "sink", "--out", str(out), "--roll-seconds", "1"),
-    ]
-    ready(pipeline_settings, procs, workers=2)
+    procs = start_pipeline(pipeline_settings, stages, out, workers=2)
     results: dict[str, TapStats] = {}
 
     def run(gw: str) -> None:
@@ -122,11 +125,7 @@ def test_garbage_goes_to_dead_letters_and_worker_keeps_going(
     pipeline_settings: Settings, stages: StageStarter, demo_capture: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "verdicts"
-    procs = [
-        stages("worker", "worker"),
-        stages("sink", "sink", "--out", str(out), "--roll-seconds", "1"),
-    ]
-    ready(pipeline_settings, procs)
+    procs = start_pipeline(pipeline_settings, stages, out)
     producer = Producer({"bootstrap.servers": pipeline_settings.bootstrap_servers})
     garbage = [b"", b"\xff" * 100, b"ARROW1\x00\x00 not really", b'{"json": true}']
     for value in garbage:
@@ -168,11 +167,7 @@ def test_live_capture_on_loopback(
     pipeline_settings: Settings, stages: StageStarter, tmp_path: Path
 ) -> None:
     out = tmp_path / "verdicts"
-    procs = [
-        stages("worker", "worker"),
-        stages("sink", "sink", "--out", str(out), "--roll-seconds", "1"),
-    ]
-    ready(pipeline_settings, procs)
+    procs = start_pipeline(pipeline_settings, stages, out)
     stop = threading.Event()
     tap = Tap(pipeline_settings, "gw-live", batch_size=50, max_delay_ms=20)
     result: dict[str, TapStats] = {}

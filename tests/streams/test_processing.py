@@ -9,16 +9,9 @@ import pyarrow.compute as pc
 import pytest
 
 from amlhp.encoders.layout import EncoderConfig
-from amlhp.encoders.schemas import VERDICT, from_ipc, raw_schema, to_ipc
-from amlhp.streams.deadletter import INVALID_BATCH, Origin, decode_dead, reason_counts
-from amlhp.streams.processing import (
-    EncodedMessage,
-    decode_encoded,
-    encode_message,
-    row_chunks,
-    score_batches,
-    split_by_gateway,
-)
+from amlhp.streams import processing as proc
+from amlhp.streams.deadletter import INVALID_BATCH, Origin, reason_counts
+from amlhp.wire import DEAD_LETTER, VERDICT, from_ipc, raw_schema, to_ipc
 
 ORIGIN = Origin("amlhp.packets.raw", 2, 41)
 
@@ -78,13 +71,13 @@ def mixed_frames() -> list[bytes]:
 
 def test_every_packet_is_encoded_or_dead(mixed_frames: list[bytes]) -> None:
     value = to_ipc(_raw_batch("gw-a", mixed_frames, first_seq=10))
-    result = encode_message(value, ORIGIN, EncoderConfig())
+    result = proc.encode_message(value, ORIGIN, EncoderConfig())
     assert result.packets_in == 5
     assert result.encoded is not None
     assert result.dead is not None
     assert result.encoded.num_rows + result.dead.num_rows == 5
     assert result.encoded.column("seq").to_pylist() == [10, 11, 13]
-    dead = decode_dead(to_ipc(result.dead))
+    dead = from_ipc(to_ipc(result.dead), DEAD_LETTER)
     assert dead.column("seq").to_pylist() == [12, 14]
     assert set(dead.column("origin_offset").to_pylist()) == {41}
     assert "ok" not in reason_counts(dead)
@@ -92,7 +85,7 @@ def test_every_packet_is_encoded_or_dead(mixed_frames: list[bytes]) -> None:
 
 
 def test_garbage_message_becomes_one_dead_letter() -> None:
-    result = encode_message(b"\x00garbage", ORIGIN, EncoderConfig(), gateway="gw-x")
+    result = proc.encode_message(b"\x00garbage", ORIGIN, EncoderConfig(), gateway="gw-x")
     assert result.encoded is None
     assert result.packets_in == 0
     assert result.dead is not None
@@ -103,22 +96,22 @@ def test_garbage_message_becomes_one_dead_letter() -> None:
 
 def test_score_keeps_identity_and_uses_one_model(mixed_frames: list[bytes]) -> None:
     encoded = [
-        encode_message(to_ipc(_raw_batch(gw, mixed_frames)), ORIGIN, EncoderConfig()).encoded
+        proc.encode_message(to_ipc(_raw_batch(gw, mixed_frames)), ORIGIN, EncoderConfig()).encoded
         for gw in ("gw-a", "gw-b")
     ]
-    messages = [EncodedMessage(to_ipc(b), ORIGIN, None, 5, 7) for b in encoded if b is not None] + [
-        EncodedMessage(b"not arrow", ORIGIN, "gw-c")
-    ]
-    decoded = decode_encoded(messages)
+    messages = [
+        proc.EncodedMessage(to_ipc(b), ORIGIN, None, 5, 7) for b in encoded if b is not None
+    ] + [proc.EncodedMessage(b"not arrow", ORIGIN, "gw-c")]
+    decoded = proc.decode_encoded(messages)
     assert len(decoded.dead) == 1
-    verdicts = score_batches(
+    verdicts = proc.score_batches(
         decoded.batches, ProtocolScorer(), max_batch=2, timings=decoded.timings
     )
     assert verdicts.num_rows == 6
     assert verdicts.column("label").to_pylist() == ["tcp", "other", "tcp"] * 2
     assert set(verdicts.column("model_version").to_pylist()) == {"test-1"}
     assert pc.all(pc.equal(verdicts.column("encoded_at_ns"), 7)).as_py()
-    parts = dict(split_by_gateway(verdicts))
+    parts = dict(proc.split_by_gateway(verdicts))
     assert sorted(parts) == ["gw-a", "gw-b"]
     round_trip = from_ipc(to_ipc(parts["gw-a"]), VERDICT)
     assert round_trip.column("seq").to_pylist() == [0, 1, 3]
@@ -127,7 +120,7 @@ def test_score_keeps_identity_and_uses_one_model(mixed_frames: list[bytes]) -> N
 
 def test_row_chunks_cover_every_row_once(mixed_frames: list[bytes]) -> None:
     raw = _raw_batch("gw-a", mixed_frames * 5)
-    parts = row_chunks(raw, 7)
+    parts = proc.row_chunks(raw, 7)
     assert [p.num_rows for p in parts] == [7, 7, 7, 4]
     assert [s for p in parts for s in p.column("seq").to_pylist()] == list(range(25))
-    assert row_chunks(raw, 100) == [raw]
+    assert proc.row_chunks(raw, 100) == [raw]

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from amlhp.cli import build_app
-from amlhp.infra.testing import KafkaNames
+from amlhp.pipeline.children import child_env
 from amlhp.settings import Settings
 from amlhp.streams.topics import (
     TopicError,
@@ -20,6 +20,7 @@ from amlhp.streams.topics import (
     list_topics,
     pipeline_topic_specs,
 )
+from tests.support.kafka import KafkaNames
 
 
 def test_specs_follow_the_settings() -> None:
@@ -75,15 +76,7 @@ def test_impossible_replication_is_a_clear_error(
 
 @pytest.mark.kafka
 def test_topics_cli_creates_then_lists(kafka_settings: Settings) -> None:
-    env = {
-        "AMLHP_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
-        "AMLHP_TOPIC_RAW": kafka_settings.topic_raw,
-        "AMLHP_TOPIC_ENCODED": kafka_settings.topic_encoded,
-        "AMLHP_TOPIC_VERDICTS": kafka_settings.topic_verdicts,
-        "AMLHP_TOPIC_DEAD_LETTER": kafka_settings.topic_dead_letter,
-        "AMLHP_TOPIC_FLOW_VERDICTS": kafka_settings.topic_flow_verdicts,
-        "AMLHP_TOPIC_EXPLANATIONS": kafka_settings.topic_explanations,
-    }
+    env = child_env(kafka_settings, base={})  # CliRunner adds it to this environment
     runner = CliRunner()
     app = build_app()
     created = runner.invoke(app, ["topics", "create", "--partitions", "3", "--json"], env=env)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from amlhp.pipeline.kafka_io import committed_offsets, consumer_config, producer_config
 from amlhp.settings import Settings
-from amlhp.streams.kafka_io import committed_offsets, consumer_config, producer_config
 from amlhp.streams.topics import ensure_pipeline_topics
 
 

@@ -1,12 +1,12 @@
-"""Versioned Apache Arrow schemas of the pipeline's records, and their Kafka wire format.
-
-One Kafka message carries one batch of packets as one Arrow IPC stream (:func:`to_ipc`);
-:func:`from_ipc` checks the schema name and version stored in the schema metadata and
-turns any bad message into one :class:`BatchDecodeError`.
+"""Schemas of the per-packet records: raw packets, encoded packets, packet verdicts.
 
 Schema metadata (all values UTF-8 bytes): ``schema`` (name), ``version``; encoded batches
 add ``layout_version``, ``payload_bytes`` and ``mask_fields`` (comma separated) so that a
 consumer can refuse batches encoded differently from what its model was trained on.
+
+The three layout constants the encoded schema needs live here, not in
+:mod:`amlhp.encoders.layout` (which imports them from here), so that the wire layer
+imports nothing of the stages.
 
 Raw packets, ``amlhp.raw`` v1:
 
@@ -52,14 +52,21 @@ from typing import Final
 
 import pyarrow as pa
 
-from amlhp.encoders.exceptions import BatchDecodeError
-from amlhp.encoders.layout import DEFAULT_MASK_FIELDS, HEADER_LEN, LAYOUT_VERSION
+from amlhp.wire.exceptions import BatchDecodeError
+
+#: Version of the byte layout of ``h``/``d`` (see :mod:`amlhp.encoders.layout`; bump when
+#: any rule changes; stored in encoded batches).
+LAYOUT_VERSION: Final = "1"
+#: Length of the header vector ``h``: the width of the encoded ``header`` column.
+HEADER_LEN: Final = 128
+#: The paper's masked header fields (the IPv4 addresses), the encoders' default.
+DEFAULT_MASK_FIELDS: Final = ("ip.src", "ip.dst")
 
 RAW: Final = "amlhp.raw"
 ENCODED: Final = "amlhp.encoded"
 VERDICT: Final = "amlhp.verdict"
-#: schema name -> the version this code writes and reads
-VERSIONS: Final[dict[str, str]] = {RAW: "1", ENCODED: "1", VERDICT: "1"}
+#: the versions of these schemas that this code writes and reads (see the registry)
+RAW_VERSION, ENCODED_VERSION, VERDICT_VERSION = "1", "1", "1"
 
 IDENTITY_FIELDS: Final = (
     pa.field("gateway", pa.string(), nullable=False),
@@ -78,8 +85,9 @@ FIVE_TUPLE_FIELDS: Final = (
 STATUS_FIELD: Final = pa.field("status", pa.string(), nullable=False)
 
 
-def _metadata(name: str, **extra: str) -> dict[bytes, bytes]:
-    meta = {b"schema": name.encode(), b"version": VERSIONS[name].encode()}
+def metadata(name: str, version: str, **extra: str) -> dict[bytes, bytes]:
+    """Schema metadata naming a schema and its version, plus ``extra`` keys."""
+    meta = {b"schema": name.encode(), b"version": version.encode()}
     meta.update({k.encode(): v.encode() for k, v in extra.items()})
     return meta
 
@@ -95,7 +103,7 @@ def raw_schema() -> pa.Schema:
             pa.field("wire_len", pa.uint32(), nullable=False),
             pa.field("data", pa.binary(), nullable=False),
         ],
-        metadata=_metadata(RAW),
+        metadata=metadata(RAW, RAW_VERSION),
     )
 
 
@@ -111,8 +119,9 @@ def encoded_schema(
             pa.field("payload", pa.binary(payload_bytes)),
             STATUS_FIELD,
         ],
-        metadata=_metadata(
+        metadata=metadata(
             ENCODED,
+            ENCODED_VERSION,
             layout_version=LAYOUT_VERSION,
             payload_bytes=str(payload_bytes),
             mask_fields=",".join(mask_fields),
@@ -137,110 +146,20 @@ def verdict_schema() -> pa.Schema:
             pa.field("scored_at_ns", pa.int64()),
             pa.field("inference_ns", pa.int64()),
         ],
-        metadata=_metadata(VERDICT),
-    )
-
-
-def schema_name(schema: pa.Schema) -> tuple[str | None, str | None]:
-    """(name, version) from a schema's metadata, ``None`` where missing."""
-    meta = schema.metadata or {}
-    name = meta.get(b"schema")
-    version = meta.get(b"version")
-    return (
-        name.decode("utf-8", "replace") if name is not None else None,
-        version.decode("utf-8", "replace") if version is not None else None,
+        metadata=metadata(VERDICT, VERDICT_VERSION),
     )
 
 
 def payload_bytes_of(schema: pa.Schema) -> int:
     """P of an encoded schema, from the width of its ``payload`` column."""
+    if "payload" not in schema.names:
+        raise BatchDecodeError("encoded batch without a payload column")
     field = schema.field("payload")
     if not pa.types.is_fixed_size_binary(field.type):
         raise BatchDecodeError(f"payload column is {field.type}, not fixed_size_binary")
     return int(field.type.byte_width)
 
 
-def canonical_schema(name: str, received: pa.Schema) -> pa.Schema:
-    """The schema this code expects for ``name`` (P taken from ``received`` when encoded)."""
-    if name == RAW:
-        return raw_schema()
-    if name == VERDICT:
-        return verdict_schema()
-    if name == ENCODED:
-        if "payload" not in received.names:
-            raise BatchDecodeError("encoded batch without a payload column")
-        return encoded_schema(payload_bytes_of(received))
-    raise BatchDecodeError(f"unknown schema name {name!r}")
-
-
-def check_schema(schema: pa.Schema, expected: str) -> None:
-    """Raise :class:`BatchDecodeError` unless ``schema`` is ``expected`` at our version.
-
-    Column names, order and types must match; nullability flags and extra metadata keys do
-    not matter.
-    """
-    name, version = schema_name(schema)
-    if name != expected:
-        raise BatchDecodeError(f"expected a {expected!r} batch, got schema {name!r}")
-    if version != VERSIONS[expected]:
-        raise BatchDecodeError(
-            f"{expected} schema version {version!r} is not supported "
-            f"(this code reads version {VERSIONS[expected]!r})"
-        )
-    canonical = canonical_schema(expected, schema)
-    got = [(f.name, f.type) for f in schema]
-    want = [(f.name, f.type) for f in canonical]
-    if got != want:
-        raise BatchDecodeError(
-            f"{expected} v{version} columns differ: got " + ", ".join(f"{n}:{t}" for n, t in got)
-        )
-
-
-def to_ipc(batch: pa.RecordBatch, compression: str | None = None) -> bytes:
-    """Serialise one batch as one Arrow IPC stream (one Kafka message value).
-
-    ``compression`` may be ``"zstd"`` or ``"lz4"``; readers detect it by themselves.
-    """
-    sink = pa.BufferOutputStream()
-    options = pa.ipc.IpcWriteOptions(compression=compression)
-    with pa.ipc.new_stream(sink, batch.schema, options=options) as writer:
-        writer.write_batch(batch)
-    return bytes(sink.getvalue())
-
-
-def from_ipc(data: bytes, expected: str) -> pa.RecordBatch:
-    """Deserialise one Kafka message into one batch of schema ``expected`` (a name).
-
-    The batch references ``data`` without copying. Several batches in one stream are
-    concatenated. Every failure (not Arrow, truncated, corrupt buffers, wrong schema name,
-    version or columns) raises :class:`BatchDecodeError`.
-    """
-    if expected not in VERSIONS:
-        raise BatchDecodeError(f"unknown schema name {expected!r}")
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise BatchDecodeError(f"expected bytes, got {type(data).__name__}")
-    try:
-        reader = pa.ipc.open_stream(pa.py_buffer(data))
-        schema = reader.schema
-        check_schema(schema, expected)
-        batches = list(reader)
-        required = [f.name for f in canonical_schema(expected, schema) if not f.nullable]
-        for batch in batches:
-            batch.validate(full=True)
-            for name in required:
-                if batch.column(name).null_count:
-                    raise BatchDecodeError(f"{expected} column {name!r} holds nulls")
-    except BatchDecodeError:
-        raise
-    except (pa.ArrowException, ValueError, TypeError, OSError, KeyError, IndexError) as exc:
-        raise BatchDecodeError(f"not a valid {expected} Arrow IPC stream: {exc}") from exc
-    if len(batches) == 1:
-        return batches[0]
-    try:
-        table = pa.Table.from_batches(batches, schema=schema).combine_chunks()
-    except (pa.ArrowException, ValueError) as exc:
-        raise BatchDecodeError(f"cannot combine the batches of a {expected} stream: {exc}") from exc
-    combined = table.to_batches()
-    if combined:
-        return combined[0]
-    return pa.RecordBatch.from_pylist([], schema=schema)
+def encoded_like(received: pa.Schema) -> pa.Schema:
+    """The encoded schema this code expects, with P taken from ``received``."""
+    return encoded_schema(payload_bytes_of(received))

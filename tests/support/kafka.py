@@ -1,9 +1,9 @@
 """Support for tests against the real local broker: per-test names, produce and consume.
 
-The pytest fixtures in ``tests/conftest.py`` hand out these types; they live here, in the
-package, so that test modules can import them for annotations (test folders are not
-packages) and so that every stage's integration tests produce and drain topics the same
-strict way: every delivery confirmed, every message counted.
+The pytest fixtures in ``tests/conftest.py`` hand out these types; they live here, in
+``tests.support``, so that test modules can import them for annotations and so that every
+stage's integration tests produce and drain topics the same strict way: every delivery
+confirmed, every message counted. Not part of the installed package.
 """
 
 from __future__ import annotations

@@ -13,12 +13,11 @@ import torch
 from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
-from amlhp.encoders.synth import Record, write_pcap
-from amlhp.flows.packet_explain import FIELD_NAMES, explain_packets, header_fields
 from amlhp.model.artifact import save_artifact
+from amlhp.model.packet_explain import FIELD_NAMES, explain_packets, header_fields
 from amlhp.model.registry import create_model, model_kwargs
-
-from .conftest import T0, raw, tcp_frame, udp_frame
+from tests.flows.conftest import T0, raw, tcp_frame, udp_frame
+from tests.support.synth import Record, write_pcap
 
 
 def test_fields_cover_the_header_once() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from amlhp.streams import dataset
-from amlhp.streams.dataset import OffsetRange
+from amlhp.pipeline import dataset
+from amlhp.pipeline.dataset import OffsetRange
 
 
 def _write(root: Path, rng: OffsetRange, gateway: str, rows: int, manifest: bool) -> Path:

@@ -1,25 +1,29 @@
-"""Record schemas and the Kafka wire format (Arrow IPC stream per message)."""
+"""Packet record schemas and the Kafka wire format (Arrow IPC stream per message)."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pytest
 
+from amlhp.encoders import exceptions as encoder_exceptions
+from amlhp.encoders import layout
 from amlhp.encoders import linktypes as lt
-from amlhp.encoders import synth
-from amlhp.encoders.exceptions import BatchDecodeError
 from amlhp.encoders.fast import encode_batch
-from amlhp.encoders.layout import LAYOUT_VERSION, EncoderConfig
-from amlhp.encoders.schemas import (
+from amlhp.encoders.layout import EncoderConfig
+from amlhp.errors import AmlhpError
+from amlhp.wire import (
     ENCODED,
+    LAYOUT_VERSION,
     RAW,
     VERDICT,
+    BatchDecodeError,
     encoded_schema,
     from_ipc,
     raw_schema,
     to_ipc,
     verdict_schema,
 )
+from tests.support import synth
 
 FRAMES = [
     (lt.ETHERNET, synth.ethernet(synth.ipv4(synth.tcp(b"one"), 6))),
@@ -208,3 +212,29 @@ def test_unknown_expected_name_and_non_bytes() -> None:
         from_ipc(message, "amlhp.nope")
     with pytest.raises(BatchDecodeError, match="expected bytes"):
         from_ipc("text", RAW)  # type: ignore[arg-type]
+
+
+def test_encoders_name_the_wire_error_and_share_the_layout_constants() -> None:
+    assert encoder_exceptions.BatchDecodeError is BatchDecodeError
+    assert issubclass(BatchDecodeError, AmlhpError)
+    assert layout.LAYOUT_VERSION == LAYOUT_VERSION
+    assert encoded_schema(64).field("header").type == pa.binary(layout.HEADER_LEN)
+    masks = encoded_schema(64).metadata[b"mask_fields"]
+    assert masks == ",".join(layout.DEFAULT_MASK_FIELDS).encode()
+
+
+def test_encoded_payload_width_comes_from_the_message() -> None:
+    """The encoded schema's P is read from the received batch: any P decodes, but a payload
+    column that is not fixed-width binary, or none at all, is refused."""
+    for p in (1, 64, 300):
+        encoded = encode_batch(synth.raw_batch(FRAMES), EncoderConfig(payload_bytes=p))
+        assert from_ipc(to_ipc(encoded), ENCODED).schema.field("payload").type == pa.binary(p)
+    encoded = encode_batch(synth.raw_batch(FRAMES), EncoderConfig())
+    index = encoded.schema.get_field_index("payload")
+    as_binary = encoded.set_column(
+        index, pa.field("payload", pa.binary()), encoded.column(index).cast(pa.binary())
+    )
+    with pytest.raises(BatchDecodeError, match="not fixed_size_binary"):
+        from_ipc(to_ipc(as_binary), ENCODED)
+    with pytest.raises(BatchDecodeError, match="without a payload column"):
+        from_ipc(to_ipc(encoded.drop_columns(["payload"])), ENCODED)

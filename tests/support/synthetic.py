@@ -1,4 +1,4 @@
-"""Synthetic verdicts in the pipeline's verdict schema, for tests and documentation.
+"""Synthetic verdicts in the pipeline's verdict schema, for the tests (not installed).
 
 Real runs need Kafka and a model; the report and the metrics code only need verdict
 rows. These are made with a seeded generator so a test can compute the expected counts
@@ -33,7 +33,7 @@ def synthetic_verdicts(
     model_version: str = "synthetic-1",
 ) -> pa.Table:
     """``n`` verdict rows: random gateways, classes, scores, destinations and latencies."""
-    from amlhp.encoders.schemas import verdict_schema
+    from amlhp.wire import verdict_schema
 
     rng = np.random.default_rng(seed)
     k = len(classes)
@@ -84,7 +84,7 @@ def write_dataset(table: pa.Table, root: Path, topic: str = "synthetic.verdicts"
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from amlhp.streams import dataset
+    from amlhp.pipeline import dataset
 
     rng = dataset.OffsetRange(topic, 0, 0, max(0, table.num_rows - 1))
     dates = np.datetime_as_string(

@@ -1,4 +1,4 @@
-"""Hand-built packets and capture files, byte by byte, for tests, demos and benchmarks.
+"""Hand-built packets and capture files, byte by byte, for the tests (not installed).
 
 Every builder writes the wire format with ``struct`` and takes any field as a keyword, so
 that malformed packets (bad IHL, TCP data offset 4, wrong total length, ...) are as easy to
@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from amlhp.encoders import linktypes as lt
-from amlhp.encoders.schemas import raw_schema
+from amlhp.wire import raw_schema
 
 ETHERTYPE_IPV6 = 0x86DD
 ETHERTYPE_ARP = 0x0806

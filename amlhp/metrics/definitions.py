@@ -1,0 +1,467 @@
+"""What the pipeline measures: step names, buckets, bounded labels and the metric families.
+
+It exists so that every process (tap, worker, sink, and later stages) declares the same
+families, with the same names, help texts and labels, in one registry per process
+(:func:`process_metrics`); dashboards (``dashboards/``) and their tests query these names.
+The families are data (:data:`FAMILIES`), built once by :class:`PipelineMetrics`; the
+stages update them once per batch, never per packet, so metrics cost a few dictionary
+look-ups per Kafka message.
+
+Every step of the pipeline has an id that reappears as the ``step`` label of its metrics,
+as Bytewax names its steps: ``tap`` (gateway sensor), ``encode`` and ``score`` (the Faust
+worker's agents) and ``sink`` (Parquet writer).
+
+Label cardinality is bounded on purpose: labels carry the step, the gateway id (an
+operator-chosen name, capped at :data:`MAX_GATEWAYS` distinct values per process, the
+rest folded into ``_other``), the model's class names, the encoder's reason codes and
+Kafka topic-partitions; never a packet's address or port.
+
+"Malicious" is every class that is not benign. The benign set comes from the serving
+model when it says so (a ``benign_classes`` attribute); otherwise a class is benign when
+its name starts with ``benign`` or ``mqtt_benign`` (the naming rule of
+``model/labels/public.yaml``). The verdict counter carries the answer as its
+``malicious`` label so that dashboards need no class-name regex.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from amlhp.metrics.histogram import BulkHistogram
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pyarrow as pa
+
+
+STEP_TAP = "tap"
+STEP_ENCODE = "encode"
+STEP_SCORE = "score"
+STEP_SINK = "sink"
+#: The pipeline's steps in data-flow order: the values of every ``step`` label.
+STEPS: tuple[str, ...] = (STEP_TAP, STEP_ENCODE, STEP_SCORE, STEP_SINK)
+
+#: Which steps each process kind runs (the ``amlhp`` command that starts it).
+PROCESS_STEPS: dict[str, tuple[str, ...]] = {
+    "tap": (STEP_TAP,),
+    "worker": (STEP_ENCODE, STEP_SCORE),
+    "sink": (STEP_SINK,),
+}
+
+OTHER = "_other"
+MAX_GATEWAYS = 100
+MAX_CLASSES = 64
+MAX_REASONS = 32
+BENIGN_PREFIXES = ("benign", "mqtt_benign")
+
+#: Packets per batch: tap messages, worker micro-batches, sink flushes.
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 50000, 200000)
+#: Capture -> verdict / capture -> stored, seconds.
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+INFERENCE_BATCH_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+INFERENCE_PACKET_BUCKETS = (
+    1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3,
+)  # fmt: skip
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+#: Seconds to explain one sampled packet (Shapley value sampling, off the scoring thread).
+EXPLAIN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: What became of a packet the explanation sampler picked (``outcome`` label values).
+EXPLAIN_OUTCOMES: tuple[str, ...] = ("emitted", "rate_limited", "queue_full", "failed")
+
+
+def is_benign(class_name: str, benign: Iterable[str] | None = None) -> bool:
+    """The module docstring's rule: the model's benign set if given, else the name prefix."""
+    if benign is not None:
+        return class_name in set(benign)
+    return class_name.startswith(BENIGN_PREFIXES)
+
+
+class BoundedLabel:
+    """Maps label values to themselves until ``limit`` distinct ones were seen, then to
+    ``_other``: a misbehaving source cannot blow up the number of series."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str | None) -> str:
+        text = value if value else "unknown"
+        if text in self._seen:
+            return text
+        with self._lock:
+            if len(self._seen) < self.limit:
+                self._seen.add(text)
+                return text
+        return OTHER
+
+
+def _value_counts(column: Any) -> dict[str, int]:
+    """Counts of the distinct values of an Arrow column (nulls as ``unknown``)."""
+    import pyarrow.compute as pc
+
+    if len(column) == 0:
+        return {}
+    out: dict[str, int] = {}
+    for item in pc.value_counts(column).to_pylist():
+        key = "unknown" if item["values"] is None else str(item["values"])
+        out[key] = out.get(key, 0) + int(item["counts"])
+    return out
+
+
+Kind = Literal["counter", "gauge", "histogram", "bulk"]
+
+
+@dataclass(frozen=True)
+class MetricFamily:
+    """One metric family of :class:`PipelineMetrics`: the attribute that holds it, its
+    kind (``bulk``: a :class:`BulkHistogram`), Prometheus name, help text and labels."""
+
+    attr: str
+    kind: Kind
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
+    def build(self, registry: CollectorRegistry) -> Any:
+        """The collector of this family, registered in ``registry``."""
+        if self.kind == "counter":
+            return Counter(self.name, self.help, self.labels, registry=registry)
+        if self.kind == "gauge":
+            return Gauge(self.name, self.help, self.labels, registry=registry)
+        if self.kind == "histogram":
+            return Histogram(
+                self.name, self.help, self.labels, buckets=self.buckets, registry=registry
+            )
+        return BulkHistogram(self.name, self.help, self.labels, self.buckets, registry=registry)
+
+
+_STEP_GW = ("step", "gateway")
+
+#: Every family of a process's registry, in exposition order.
+FAMILIES: tuple[MetricFamily, ...] = (
+    MetricFamily(
+        "packets_in", "counter", "amlhp_packets_in",
+        "Packets a step received (tap: captured), by step and gateway",
+        _STEP_GW,
+    ),
+    MetricFamily(
+        "packets_out", "counter", "amlhp_packets_out",
+        "Packets a step passed on (tap: delivered to Kafka; encode: encoded; "
+        "score: verdicts published; sink: verdicts durably written)",
+        _STEP_GW,
+    ),
+    MetricFamily(
+        "bytes_in", "counter", "amlhp_bytes_in",
+        "Bytes a step received (tap: captured frame bytes; others: Kafka message values)",
+        _STEP_GW,
+    ),
+    MetricFamily(
+        "bytes_out", "counter", "amlhp_bytes_out",
+        "Bytes a step passed on (Kafka message values; sink: Parquet bytes written)",
+        _STEP_GW,
+    ),
+    MetricFamily(
+        "batch_packets", "histogram", "amlhp_batch_packets",
+        "Packets per batch: tap messages, encode messages, score micro-batches, sink flushes",
+        ("step",), BATCH_BUCKETS,
+    ),
+    MetricFamily(
+        "inference_batch", "histogram", "amlhp_inference_batch_seconds",
+        "Model inference time per scored micro-batch",
+        (), INFERENCE_BATCH_BUCKETS,
+    ),
+    MetricFamily(
+        "inference_packet", "histogram", "amlhp_inference_packet_seconds",
+        "Model inference time per packet (batch time / batch size), one sample per batch",
+        (), INFERENCE_PACKET_BUCKETS,
+    ),
+    MetricFamily(
+        "latency", "bulk", "amlhp_e2e_latency_seconds",
+        "Capture timestamp -> verdict (step=score) or -> durably stored (step=sink)",
+        _STEP_GW, LATENCY_BUCKETS,
+    ),
+    MetricFamily(
+        "verdicts", "counter", "amlhp_verdicts",
+        "Verdicts published, by gateway and predicted class",
+        ("gateway", "class", "malicious"),
+    ),
+    MetricFamily(
+        "score", "bulk", "amlhp_verdict_score",
+        "Probability of the predicted class, by class",
+        ("class",), SCORE_BUCKETS,
+    ),
+    MetricFamily(
+        "dead_letters", "counter", "amlhp_dead_letters",
+        "Dead letters published, by step, reason code and kind "
+        "(packet: one packet refused; message: a whole Kafka message was not a batch)",
+        ("step", "reason", "kind"),
+    ),
+    MetricFamily(
+        "skipped_messages", "counter", "amlhp_skipped_messages",
+        "Kafka messages a step skipped without a dead letter (sink: not a verdict batch)",
+        ("step", "reason"),
+    ),
+    MetricFamily(
+        "delivery_failures", "counter", "amlhp_producer_delivery_failures",
+        "Kafka messages a producer failed to deliver",
+        ("step",),
+    ),
+    MetricFamily(
+        "model_info", "gauge", "amlhp_model_info",
+        "The serving model version (value 1 on the version that serves)",
+        ("version",),
+    ),
+    MetricFamily(
+        "model_loads", "counter", "amlhp_model_loads",
+        "Model artifacts loaded (the first one included) or refused by the reload watcher",
+        ("result",),
+    ),
+    MetricFamily(
+        "explanations", "counter", "amlhp_explanations",
+        "Packets the explanation sampler picked, by outcome (emitted: published to the "
+        "explanation topic; rate_limited / queue_full: dropped so that scoring never "
+        "waits; failed: the explanation or its delivery failed)",
+        ("step", "outcome"),
+    ),
+    MetricFamily(
+        "explain_seconds", "histogram", "amlhp_explanation_seconds",
+        "Time to explain one sampled packet, off the scoring thread",
+        (), EXPLAIN_BUCKETS,
+    ),
+)  # fmt: skip
+
+
+class PipelineMetrics:
+    """The metrics of one process, in their own registry; see the module docstring.
+
+    Each attribute below is the collector of the :data:`FAMILIES` entry of that name.
+    """
+
+    packets_in: Counter
+    packets_out: Counter
+    bytes_in: Counter
+    bytes_out: Counter
+    batch_packets: Histogram
+    inference_batch: Histogram
+    inference_packet: Histogram
+    latency: BulkHistogram
+    verdicts: Counter
+    score: BulkHistogram
+    dead_letters: Counter
+    skipped_messages: Counter
+    delivery_failures: Counter
+    model_info: Gauge
+    model_loads: Counter
+    explanations: Counter
+    explain_seconds: Histogram
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.gateway_label = BoundedLabel(MAX_GATEWAYS)
+        self.class_label = BoundedLabel(MAX_CLASSES)
+        self.reason_label = BoundedLabel(MAX_REASONS)
+        self.benign_classes: frozenset[str] | None = None
+        self._model_version: str | None = None
+        self._model_lock = threading.Lock()
+        for family in FAMILIES:
+            setattr(self, family.attr, family.build(self.registry))
+        self._loads_seen = (0, 0)
+
+    # -- label helpers -----------------------------------------------------------------
+    def gateway(self, value: str | None) -> str:
+        return self.gateway_label(value)
+
+    def init_steps(self, steps: Iterable[str], reasons: Iterable[str] = ()) -> None:
+        """Create the zero-valued series a process will update, so that a dashboard shows
+        0 rather than "no data" before the first event (standard Prometheus practice)."""
+        for step in steps:
+            self.batch_packets.labels(step)
+            if step == STEP_TAP:
+                self.delivery_failures.labels(step)
+            if step in (STEP_ENCODE, STEP_SCORE):
+                self.dead_letters.labels(step, "invalid_batch", "message")
+            if step == STEP_ENCODE:
+                for reason in reasons:
+                    self.dead_letters.labels(step, self.reason_label(reason), "packet")
+            if step == STEP_SINK:
+                self.skipped_messages.labels(step, "invalid_batch")
+
+    def init_explanations(self) -> None:
+        """Zero series of every explanation outcome (only workers that explain have them)."""
+        for outcome in EXPLAIN_OUTCOMES:
+            self.explanations.labels(STEP_SCORE, outcome)
+
+    def count_explanations(self, outcome: str, packets: int = 1) -> None:
+        if packets:
+            self.explanations.labels(STEP_SCORE, outcome).inc(packets)
+
+    def set_benign_classes(self, classes: Iterable[str] | None) -> None:
+        self.benign_classes = frozenset(classes) if classes is not None else None
+
+    # -- updates, one call per batch ----------------------------------------------------
+    def count_in(self, step: str, gateway: str | None, packets: int, nbytes: int) -> None:
+        self._count(self.packets_in, self.bytes_in, step, gateway, packets, nbytes)
+
+    def count_out(self, step: str, gateway: str | None, packets: int, nbytes: int) -> None:
+        self._count(self.packets_out, self.bytes_out, step, gateway, packets, nbytes)
+
+    def _count(
+        self,
+        packet_counter: Counter,
+        byte_counter: Counter,
+        step: str,
+        gateway: str | None,
+        packets: int,
+        nbytes: int,
+    ) -> None:
+        gw = self.gateway(gateway)
+        if packets:
+            packet_counter.labels(step, gw).inc(packets)
+        if nbytes:
+            byte_counter.labels(step, gw).inc(nbytes)
+
+    def observe_batch(self, step: str, packets: int) -> None:
+        self.batch_packets.labels(step).observe(packets)
+
+    def count_dead(self, step: str, reasons: Mapping[str, int], kind: str) -> None:
+        for reason, n in reasons.items():
+            if n:
+                self.dead_letters.labels(step, self.reason_label(reason), kind).inc(n)
+
+    def count_dead_batch(self, step: str, dead: pa.RecordBatch | pa.Table) -> None:
+        """Dead letters of one dead-letter batch: packets (seq set) and whole messages."""
+        import pyarrow.compute as pc
+
+        if dead.num_rows == 0:
+            return
+        is_packet = pc.is_valid(dead.column("seq"))
+        self.count_dead(step, _value_counts(dead.filter(is_packet).column("reason")), "packet")
+        self.count_dead(
+            step, _value_counts(dead.filter(pc.invert(is_packet)).column("reason")), "message"
+        )
+
+    def set_model_version(self, version: str) -> None:
+        """Point ``amlhp_model_info`` at the serving version (the old one is removed)."""
+        if version == self._model_version:
+            return
+        with self._model_lock:
+            if self._model_version is not None:
+                self.model_info.remove(self._model_version)
+            self.model_info.labels(version).set(1)
+            self._model_version = version
+
+    def sync_model(self, holder: Any) -> None:
+        """Catch up with a :class:`~amlhp.streams.model_holder.ModelHolder`: serving
+        version and the loads/refusals it counted since the last call."""
+        self.set_model_version(str(holder.current.version))
+        loaded, refused = int(holder.loaded), int(holder.refused)
+        with self._model_lock:
+            seen_loaded, seen_refused = self._loads_seen
+            self._loads_seen = (loaded, refused)
+        self.model_loads.labels("loaded").inc(max(0, loaded - seen_loaded))
+        self.model_loads.labels("refused").inc(max(0, refused - seen_refused))
+
+    def count_batch_in(self, step: str, batch: Any, nbytes: int) -> None:
+        """One received Kafka message holding a batch with a ``gateway`` column; its bytes
+        go to the batch's first gateway (the pipeline keys every batch by gateway)."""
+        counts = _value_counts(batch.column("gateway"))
+        for gw, n in counts.items():
+            self.count_in(step, gw, n, 0)
+        self.count_in(step, next(iter(counts), None), 0, nbytes)
+
+    def count_score_input(self, messages: Sequence[Any], batches: Sequence[Any]) -> None:
+        """The score step's input: message bytes by Kafka key, valid packets by gateway."""
+        for msg in messages:
+            self.count_in(STEP_SCORE, msg.gateway, 0, len(msg.value or b""))
+        for batch in batches:
+            for gw, n in _value_counts(batch.column("gateway")).items():
+                self.count_in(STEP_SCORE, gw, n, 0)
+
+    def record_verdicts(self, verdicts: pa.RecordBatch | pa.Table) -> None:
+        """Counts, score distribution, latency and inference time of one scored batch.
+
+        ``inference_ns`` of a verdict row is its batch's inference time divided by the
+        batch size (see :func:`amlhp.streams.processing.build_verdicts`); the verdicts
+        of one call come from one ``score_batches`` call.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = verdicts.num_rows
+        if n == 0:
+            return
+        table = verdicts if isinstance(verdicts, pa.Table) else pa.Table.from_batches([verdicts])
+        gateways = table.column("gateway")
+        labels = table.column("label")
+        pairs = pc.binary_join_element_wise(
+            pc.fill_null(gateways, "unknown"), pc.fill_null(labels, "unknown"), "\x1f"
+        )
+        for key, count in _value_counts(pairs).items():
+            gw, _, cls = key.partition("\x1f")
+            malicious = "false" if is_benign(cls, self.benign_classes) else "true"
+            self.verdicts.labels(self.gateway(gw), self.class_label(cls), malicious).inc(count)
+        scores = table.column("score").to_numpy(zero_copy_only=False)
+        label_arr = labels.to_numpy(zero_copy_only=False)
+        for cls in np.unique(label_arr.astype(str)):
+            self.score.observe_many(scores[label_arr == cls], self.class_label(str(cls)))
+        scored = table.column("scored_at_ns").to_numpy(zero_copy_only=False)
+        self._observe_latency(STEP_SCORE, table, scored)
+        per_packet = table.column("inference_ns").to_numpy(zero_copy_only=False)
+        if len(per_packet):
+            pp = float(per_packet[0]) / 1e9
+            self.inference_packet.observe(pp)
+            self.inference_batch.observe(pp * n)
+        self.observe_batch(STEP_SCORE, n)
+
+    def record_stored(self, table: pa.Table, files: Sequence[Path], now_ns: int) -> None:
+        """A sink flush: verdicts durably written, Parquet bytes per gateway, latency."""
+        if table.num_rows == 0:
+            return
+        for gw, count in _value_counts(table.column("gateway")).items():
+            self.packets_out.labels(STEP_SINK, self.gateway(gw)).inc(count)
+        for path in files:
+            name = path.parent.name
+            file_gw = unquote(name.split("=", 1)[1]) if name.startswith("gateway=") else None
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            self.bytes_out.labels(STEP_SINK, self.gateway(file_gw)).inc(size)
+        stamps = np.full(table.num_rows, now_ns, dtype=np.int64)
+        self._observe_latency(STEP_SINK, table, stamps)
+        self.observe_batch(STEP_SINK, table.num_rows)
+
+    def _observe_latency(self, step: str, table: pa.Table, at_ns: np.ndarray) -> None:
+        ts = table.column("ts_ns").to_numpy(zero_copy_only=False).astype(np.int64)
+        latency = (at_ns.astype(np.int64) - ts) / 1e9
+        gws = table.column("gateway").to_numpy(zero_copy_only=False).astype(str)
+        for gw in np.unique(gws):
+            self.latency.observe_many(latency[gws == gw], step, self.gateway(str(gw)))
+
+
+@lru_cache(maxsize=1)
+def process_metrics() -> PipelineMetrics:
+    """The metrics of this process (created on first use, with the standard process,
+    platform and garbage-collector collectors of prometheus-client)."""
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return PipelineMetrics(registry)

@@ -1,0 +1,195 @@
+"""Schemas of the records derived from packets: dead letters, flow verdicts, explanations.
+
+They live beside the packet schemas so that a reader of any topic decodes it with the
+same validating :func:`amlhp.wire.from_ipc`. The two schemas whose metadata names the
+entries of a list column (the flow verdicts' attribution groups, the explanations'
+fields) take those names as an argument: they come from the model code
+(:mod:`amlhp.flows.shapley`, :mod:`amlhp.model.packet_explain`), which the wire layer does
+not import; a decoder takes them from the received schema.
+
+Dead letters, ``amlhp.deadletter`` v1, one row per dead packet (``seq`` set) or per dead
+message (``seq`` null, reason ``invalid_batch``): ``gateway`` (string), ``seq`` (uint64),
+``ts_ns`` (int64), ``wire_len`` (uint32), ``linktype`` (uint16), ``reason`` (string,
+required), ``stage`` (string, required), ``origin_topic`` (string, required),
+``origin_partition`` (int32, required), ``origin_offset`` (int64, required), ``detail``
+(string), ``data`` (binary, the refused bytes). See :mod:`amlhp.streams.deadletter`.
+
+Flow verdicts, ``amlhp.flow_verdict`` v1, one row per closed flow record:
+
+================  ===============  ==================================================
+column            type             meaning
+================  ===============  ==================================================
+gateway           string           the gateway (tap) whose traffic it is
+ts_ns             int64            first packet of the flow (ns since the epoch)
+end_ns            int64            last packet of the flow
+flow_id           string           gateway|device|remote|proto|dport|rport|start_ns
+device_ip         string           the local device
+remote_ip         string           the remote end as the model saw it (anonymised)
+proto             uint8            IP protocol
+device_port       uint16           device-side port (0 without ports)
+remote_port       uint16           remote port
+packets, bytes    int64            totals of the record
+first_seq         uint64           tap sequence number of the first packet
+last_seq          uint64           ... and of the last
+context_flows     int8             preceding flows of the device in the matrix (0..5)
+label, class_id   string, int16    predicted class
+confidence        float32          calibrated probability of the class
+uncertain         bool             confidence below the threshold, or (when explained)
+                                   attributions inconsistent with the class's profile
+consistent        bool             attribution check (null when not explained)
+probs             list<float32>    calibrated probabilities of all classes
+attributions      list<float32>    group Shapley values for the class (null: not
+                                   explained); groups in the metadata
+                                   ``attribution_groups``
+model_version     string           flow model identity
+scored_at_ns      int64            when the verdict was made
+================  ===============  ==================================================
+
+Packet explanations, ``amlhp.explanation`` v1, one row per explained packet (see
+:mod:`amlhp.streams.explain_sample`):
+
+===============  ==============  ====================================================
+column           type            meaning
+===============  ==============  ====================================================
+gateway          string          the packet's gateway
+seq              uint64          the packet's tap sequence number
+ts_ns            int64           capture timestamp (ns since the epoch)
+model_version    string          the model that scored and explained the packet
+label            string          the verdict's class
+class_id         int16           ... and its index
+score            float32         the verdict's probability of that class
+attributions     list<float32>   Shapley values of the class probability, one per
+                                 field named in the schema metadata ``fields``
+samples          int32           permutations sampled (the estimate's precision)
+explained_at_ns  int64           when the explanation was made
+explain_ns       int64           how long it took
+===============  ==============  ====================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from amlhp.wire.exceptions import BatchDecodeError
+from amlhp.wire.packets import metadata
+
+DEAD_LETTER: Final = "amlhp.deadletter"
+FLOW_VERDICT: Final = "amlhp.flow_verdict"
+EXPLANATION: Final = "amlhp.explanation"
+#: the versions of these schemas that this code writes and reads (see the registry)
+DEAD_LETTER_VERSION, FLOW_VERDICT_VERSION, EXPLANATION_VERSION = "1", "1", "1"
+
+
+def dead_letter_schema() -> pa.Schema:
+    """One row per dead packet (``seq`` set) or per dead message (``seq`` null)."""
+    return pa.schema(
+        [
+            pa.field("gateway", pa.string()),
+            pa.field("seq", pa.uint64()),
+            pa.field("ts_ns", pa.int64()),
+            pa.field("wire_len", pa.uint32()),
+            pa.field("linktype", pa.uint16()),
+            pa.field("reason", pa.string(), nullable=False),
+            pa.field("stage", pa.string(), nullable=False),
+            pa.field("origin_topic", pa.string(), nullable=False),
+            pa.field("origin_partition", pa.int32(), nullable=False),
+            pa.field("origin_offset", pa.int64(), nullable=False),
+            pa.field("detail", pa.string()),
+            pa.field("data", pa.binary()),
+        ],
+        metadata=metadata(DEAD_LETTER, DEAD_LETTER_VERSION),
+    )
+
+
+def flow_verdict_schema(groups: Sequence[str]) -> pa.Schema:
+    """``amlhp.flow_verdict`` v1; ``groups`` name the entries of ``attributions``."""
+    return pa.schema(
+        [
+            pa.field("gateway", pa.string(), nullable=False),
+            pa.field("ts_ns", pa.int64(), nullable=False),
+            pa.field("end_ns", pa.int64(), nullable=False),
+            pa.field("flow_id", pa.string(), nullable=False),
+            pa.field("device_ip", pa.string()),
+            pa.field("remote_ip", pa.string()),
+            pa.field("proto", pa.uint8()),
+            pa.field("device_port", pa.uint16()),
+            pa.field("remote_port", pa.uint16()),
+            pa.field("packets", pa.int64()),
+            pa.field("bytes", pa.int64()),
+            pa.field("first_seq", pa.uint64()),
+            pa.field("last_seq", pa.uint64()),
+            pa.field("context_flows", pa.int8()),
+            pa.field("label", pa.string()),
+            pa.field("class_id", pa.int16()),
+            pa.field("confidence", pa.float32()),
+            pa.field("uncertain", pa.bool_()),
+            pa.field("consistent", pa.bool_()),
+            pa.field("probs", pa.list_(pa.float32())),
+            pa.field("attributions", pa.list_(pa.float32())),
+            pa.field("model_version", pa.string()),
+            pa.field("scored_at_ns", pa.int64()),
+        ],
+        metadata=metadata(FLOW_VERDICT, FLOW_VERDICT_VERSION, attribution_groups=",".join(groups)),
+    )
+
+
+def explanation_schema(fields: Sequence[str]) -> pa.Schema:
+    """``amlhp.explanation`` v1; ``fields`` name the entries of ``attributions``."""
+    return pa.schema(
+        [
+            pa.field("gateway", pa.string(), nullable=False),
+            pa.field("seq", pa.uint64(), nullable=False),
+            pa.field("ts_ns", pa.int64(), nullable=False),
+            pa.field("model_version", pa.string(), nullable=False),
+            pa.field("label", pa.string(), nullable=False),
+            pa.field("class_id", pa.int16(), nullable=False),
+            pa.field("score", pa.float32(), nullable=False),
+            pa.field("attributions", pa.list_(pa.float32()), nullable=False),
+            pa.field("samples", pa.int32(), nullable=False),
+            pa.field("explained_at_ns", pa.int64(), nullable=False),
+            pa.field("explain_ns", pa.int64(), nullable=False),
+        ],
+        metadata=metadata(
+            EXPLANATION,
+            EXPLANATION_VERSION,
+            fields=",".join(fields),
+            target="probability of the verdict's class",
+        ),
+    )
+
+
+def _names(schema: pa.Schema, key: bytes) -> list[str]:
+    raw = (schema.metadata or {}).get(key, b"")
+    return raw.decode("utf-8", "replace").split(",") if raw else []
+
+
+def attribution_groups(schema: pa.Schema) -> list[str]:
+    """The group names of a flow verdict batch's ``attributions``, from its metadata."""
+    return _names(schema, b"attribution_groups")
+
+
+def attribution_fields(schema: pa.Schema) -> list[str]:
+    """The field names of an explanation batch's ``attributions``, from its metadata."""
+    return _names(schema, b"fields")
+
+
+def flow_verdict_like(received: pa.Schema) -> pa.Schema:
+    """The flow verdict schema this code expects, groups taken from ``received``."""
+    return flow_verdict_schema(attribution_groups(received))
+
+
+def explanation_like(received: pa.Schema) -> pa.Schema:
+    """The explanation schema this code expects, fields taken from ``received``."""
+    return explanation_schema(attribution_fields(received))
+
+
+def check_explanation_rows(batch: pa.RecordBatch) -> None:
+    """Every row's ``attributions`` has one value per field named in the metadata."""
+    fields = attribution_fields(batch.schema)
+    lengths = pc.list_value_length(batch.column("attributions")).to_numpy(zero_copy_only=False)
+    if fields and bool((lengths != len(fields)).any()):
+        raise BatchDecodeError(f"{EXPLANATION} attributions do not match the named fields")
