@@ -12,6 +12,10 @@ secured cluster:
 * ``-X name=value`` on the command line (like kcat), for example
   ``-X sasl.mechanism=SCRAM-SHA-512``.
 
+Child processes (the demo's and the benchmarks' stages) get the properties as variables,
+so a property whose name the variable form cannot spell (an underscore or a capital) is
+refused there with a :class:`ConfigError` (:func:`rdkafka_env_name`).
+
 Values of sensitive properties (passwords, secrets, keys, tokens) are kept as
 :class:`pydantic.SecretStr` and never appear in ``repr``, logs or status output.
 
@@ -160,6 +164,11 @@ class Settings(BaseSettings):
             config[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
         config.update(extra)
         return config
+
+    def under_home(self, path: Path) -> Path:
+        """``path`` as a command means it: relative paths (the defaults such as
+        ``out/verdicts`` included) are under the home folder."""
+        return path if path.is_absolute() else self.home / path
 
     def redacted(self) -> dict[str, Any]:
         """A loggable view of the settings: every secret replaced by ``**********``."""

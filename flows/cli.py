@@ -308,7 +308,9 @@ def register(app: typer.Typer) -> None:
     @flows.command("sink")
     def sink_cmd(
         ctx: typer.Context,
-        out: Path = typer.Option(Path("out/flow-verdicts"), "--out", help="Dataset root"),
+        out: Path = typer.Option(
+            Path("out/flow-verdicts"), "--out", help="Dataset root (relative: under the home)"
+        ),
         roll_seconds: float = typer.Option(5.0, "--roll-seconds"),
         group: str | None = typer.Option(None, "--group", help="Consumer group"),
     ) -> None:
@@ -321,7 +323,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_of(ctx)
         sink = FlowVerdictSink(
             settings,
-            out,
+            settings.under_home(out),
             group_id=group or f"{settings.consumer_group}-flows-sink",
             roll_seconds=roll_seconds,
         )

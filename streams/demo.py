@@ -146,7 +146,8 @@ def run_demo(
     worker_args = ["worker", "--app-id", f"amlhp-demo-{run_id}"]
     if model is not None:
         worker_args += ["--model", str(model)]
-    metrics = start_demo_metrics(run_id)  # tap served here; worker and sink serve their own
+    # the tap's metrics are served here; the worker and the sink serve their own
+    metrics = start_demo_metrics(run_id, settings.home)
     worker_args += ["--metrics-port", str(metrics.ports["worker"])]
     from amlhp.progress import console
 

@@ -9,6 +9,7 @@ the ports they serve on, and registers all three with the local Prometheus
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from amlhp.metrics.server import StageMetrics, start_stage_metrics
 
@@ -37,6 +38,7 @@ class DemoMetrics:
 
     ports: dict[str, int]
     tap: StageMetrics
+    home: Path = field(default_factory=Path.cwd)
     prometheus_url: str | None = None
     _targets: list[str] = field(default_factory=list)
 
@@ -55,21 +57,23 @@ class DemoMetrics:
 
     def close(self) -> None:
         from amlhp.infra import prometheus_server
+        from amlhp.infra.paths import default_paths
 
-        layout = prometheus_server.prometheus_layout()
+        layout = prometheus_server.prometheus_layout(default_paths(self.home))
         for name in self._targets:
             prometheus_server.unregister_target(layout, name)
         self.tap.close()
 
 
-def start_demo_metrics(run_id: str) -> DemoMetrics:
+def start_demo_metrics(run_id: str, home: Path) -> DemoMetrics:
     """Pick the demo's ports, serve the tap's metrics here, and register all three with
-    the local Prometheus (``make prometheus-up``) when it runs."""
+    the local Prometheus of the home (``make prometheus-up``) when it runs."""
     from amlhp.infra import prometheus_server
+    from amlhp.infra.paths import default_paths
 
     ports = {name: port_or_free(port) for name, port in DEMO_PORTS.items()}
-    demo = DemoMetrics(ports, start_stage_metrics("tap", ports["tap"]))
-    layout = prometheus_server.prometheus_layout()
+    demo = DemoMetrics(ports, start_stage_metrics("tap", ports["tap"]), home)
+    layout = prometheus_server.prometheus_layout(default_paths(home))
     if prometheus_server.pid(layout) is not None:
         demo.prometheus_url = layout.url
         for name, port in ports.items():

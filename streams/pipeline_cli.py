@@ -218,7 +218,9 @@ def register(app: typer.Typer) -> None:
     @app.command("sink")
     def sink_cmd(
         ctx: typer.Context,
-        out: Path = typer.Option(Path("out/verdicts"), "--out", help="Dataset root"),
+        out: Path = typer.Option(
+            Path("out/verdicts"), "--out", help="Dataset root (relative: under the home)"
+        ),
         roll_rows: int = typer.Option(200_000, "--roll-rows", help="Rows per file at most"),
         roll_seconds: float = typer.Option(5.0, "--roll-seconds", help="Seconds per file at most"),
         group: str | None = typer.Option(None, "--group", help="Consumer group"),
@@ -239,7 +241,11 @@ def register(app: typer.Typer) -> None:
             lag_topics=[settings.topic_verdicts],
         )
         sink = ParquetSink(
-            settings, out, group_id=group, roll_rows=roll_rows, roll_seconds=roll_seconds
+            settings,
+            settings.under_home(out),
+            group_id=group,
+            roll_rows=roll_rows,
+            roll_seconds=roll_seconds,
         )
         with console().status("sink starting") as status:
 

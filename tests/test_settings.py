@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
 from amlhp.errors import ConfigError
 from amlhp.settings import (
+    Settings,
     is_sensitive,
     load_settings,
     parse_rdkafka_flags,
@@ -136,3 +138,9 @@ def test_settings_are_frozen() -> None:
     settings = load_settings()
     with pytest.raises(ValidationError):
         settings.partitions = 99
+
+
+def test_relative_output_paths_are_under_the_home(tmp_path: Path) -> None:
+    settings = Settings.model_validate({"home": str(tmp_path)})
+    assert settings.under_home(Path("out/verdicts")) == tmp_path / "out" / "verdicts"
+    assert settings.under_home(Path("/data/verdicts")) == Path("/data/verdicts")

@@ -30,17 +30,13 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from amlhp.errors import AmlhpError
+from amlhp.pipeline.exceptions import ChildExitedError
 from amlhp.settings import ENV_PREFIX, RDKAFKA_ENV_PREFIX, Settings, rdkafka_env_name
 
 log = logging.getLogger(__name__)
 
 #: how a stage's log line with its effective settings starts (tests look for it)
 SETTINGS_LOG_PREFIX = "effective settings"
-
-
-class ChildExitedError(AmlhpError):
-    """A child stage process ended while it was expected to keep running."""
 
 
 def _env_value(value: Any) -> str | None:

@@ -14,3 +14,7 @@ class PipelineError(AmlhpError):
 
 class SinkError(PipelineError):
     """A Parquet sink cannot write its dataset or commit its offsets."""
+
+
+class ChildExitedError(PipelineError):
+    """A child stage process ended while it was expected to keep running."""
