@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 #: The reason a message that is not a batch of the sink's schema is skipped with.
 INVALID_BATCH = "invalid_batch"
-Decoder = Callable[[bytes], pa.RecordBatch]
 
 
 @dataclass
@@ -101,7 +100,7 @@ class PartitionedParquetSink:
 
     A writer subclasses it, names its defaults in the class attributes (the settings field
     of its topic, its group's suffix, its client id; constructor arguments win), overrides
-    :meth:`decode` (or passes ``decode``), and may override the hooks :meth:`on_batch`,
+    :meth:`decode`, and may override the hooks :meth:`on_batch`,
     :meth:`on_bad_message` and :meth:`on_stored` (metrics) and :meth:`write` (another
     partitioning).
     """
@@ -121,7 +120,6 @@ class PartitionedParquetSink:
         topic: str | None = None,
         group_id: str | None = None,
         client_id: str | None = None,
-        decode: Decoder | None = None,
         roll_rows: int = 200_000,
         roll_seconds: float = 5.0,
         compression: str = "zstd",
@@ -136,7 +134,6 @@ class PartitionedParquetSink:
         self.roll_seconds = roll_seconds
         self.compression = compression
         self.stats = SinkStats()
-        self._decode = decode
         self._buffers: dict[int, PartitionBuffer] = {}
         group = group_id or f"{settings.consumer_group}-{self.group_suffix}"
         self._consumer = Consumer(
@@ -147,9 +144,7 @@ class PartitionedParquetSink:
     # -- what a writer says ------------------------------------------------------------
     def decode(self, value: bytes) -> pa.RecordBatch:
         """One message value -> one batch; raises :class:`BatchDecodeError` when it is not."""
-        if self._decode is None:
-            raise NotImplementedError("pass decode= or override decode()")
-        return self._decode(value)
+        raise NotImplementedError(f"{type(self).__name__} must say how it decodes a message")
 
     def write(self, table: pa.Table, rng: dataset.OffsetRange) -> list[Path]:
         """Write one flush's rows durably; returns the files (default: by date, gateway)."""

@@ -42,9 +42,9 @@ def from_ipc(data: bytes, expected_name: str) -> pa.RecordBatch:
     try:
         reader = pa.ipc.open_stream(pa.py_buffer(data))
         schema = reader.schema
-        check_schema(schema, expected_name)
+        canonical = check_schema(schema, expected_name)
         batches = list(reader)
-        required = [f.name for f in spec.expected(schema) if not f.nullable]
+        required = [f.name for f in canonical if not f.nullable]
         for batch in batches:
             batch.validate(full=True)
             for name in required:

@@ -74,11 +74,12 @@ def canonical_schema(name: str, received: pa.Schema) -> pa.Schema:
     return entry(name).expected(received)
 
 
-def check_schema(schema: pa.Schema, expected: str) -> None:
+def check_schema(schema: pa.Schema, expected: str) -> pa.Schema:
     """Raise :class:`BatchDecodeError` unless ``schema`` is ``expected`` at our version.
 
     Column names, order and types must match; nullability flags and extra metadata keys do
-    not matter.
+    not matter. Returns the schema this code expects (its non-nullable fields are the
+    required ones).
     """
     spec = entry(expected)
     name, version = schema_name(schema)
@@ -96,3 +97,4 @@ def check_schema(schema: pa.Schema, expected: str) -> None:
         raise BatchDecodeError(
             f"{expected} v{version} columns differ: got " + ", ".join(f"{n}:{t}" for n, t in got)
         )
+    return canonical
