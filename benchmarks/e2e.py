@@ -140,7 +140,8 @@ def load_result(
     )
     return {
         "gateway": tap.gateway,
-        "target_pps": round(target_pps, 1) if target_pps else None,
+        # the rate exactly as the tap was given it (``offer`` quantises to 1e-3 packets/s)
+        "target_pps": target_pps,
         "offered_pps": round(tap.offered_pps, 1),
         "packets": tap.packets,
         "load_seconds": round(load_s, 3),
@@ -202,6 +203,8 @@ def offer(
         on_status(f"{gateway}: full speed, {cfg.capacity_loops} pass(es) over the capture")
         tap = run.run_tap(cfg.capture, gateway, loops=cfg.capacity_loops)
     else:
+        # one value for the tap's argument and the result, so packets == round(rate x seconds)
+        rate = round(rate, 3)
         on_status(f"{gateway}: offering {rate:,.0f} packets/s for {cfg.seconds_per_rate:.0f}s")
         tap = run.run_tap(
             cfg.capture, gateway, rate=rate, duration_s=cfg.seconds_per_rate, on_start=on_start

@@ -7,7 +7,14 @@
   ``127.20.0.4`` (a second listener of sshd). Only the brute-force tools talk to them:
   hydra and ncrack cannot bind a source address, so their packets (from the kernel's
   default ``127.0.0.1``) are told apart by these dedicated destinations.
-* attackers: ``127.66.0.1`` ... one address per attack scenario that can set its source.
+* second-round victims, each talked to by one tool only (the same reason): ``127.20.0.5``
+  (a resolver address of dnsmasq that forwards the DNS tunnel's domain), ``.7`` (telnetd),
+  ``.8`` / ``.9`` / ``.10`` (listeners of the web application for sqlmap, dirb and
+  slowhttptest), ``.12`` (a Modbus/TCP server for mbpoll's writes).
+* a compromised device: ``127.20.0.11`` (the implant of the C2, download and exfiltration
+  scenarios); their marker is the attacker's server it talks to.
+* attackers: ``127.66.0.1`` ... one address per attack scenario that can set its source,
+  or that runs the attacker's server (``127.66.0.20`` is the DNS tunnel's name server).
 
 Linux answers for all of 127.0.0.0/8 on ``lo``, so no interface needs configuring. The
 services keep their standard ports (the model sees ports, and real networks use them);
@@ -40,6 +47,14 @@ class Ports:
     coap: int = 5683
     dns: int = 53
     ntp: int = 123
+    telnet: int = 23
+    ftp: int = 21
+    https: int = 443
+    mqtts: int = 8883
+    modbus: int = 502
+    webapp: int = 8080
+    mdns: int = 5353
+    ssdp: int = 1900
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -47,7 +62,22 @@ class Ports:
 
 PORT_PRESETS: dict[str, Ports] = {
     "standard": Ports(),
-    "alternate": Ports(mqtt=11883, http=18080, ssh=12222, coap=15683, dns=15353, ntp=11123),
+    "alternate": Ports(
+        mqtt=11883,
+        http=18080,
+        ssh=12222,
+        coap=15683,
+        dns=15353,
+        ntp=11123,
+        telnet=12323,
+        ftp=12121,
+        https=18443,
+        mqtts=18883,
+        modbus=15020,
+        webapp=18088,
+        mdns=15354,
+        ssdp=11900,
+    ),
 }
 
 
@@ -66,6 +96,14 @@ class Topology:
     auth_broker: IPv4Address = field(default_factory=lambda: _addr("127.20.0.2"))
     mqtt_bruteforce_victim: IPv4Address = field(default_factory=lambda: _addr("127.20.0.3"))
     ssh_bruteforce_victim: IPv4Address = field(default_factory=lambda: _addr("127.20.0.4"))
+    dns_tunnel_resolver: IPv4Address = field(default_factory=lambda: _addr("127.20.0.5"))
+    telnet_victim: IPv4Address = field(default_factory=lambda: _addr("127.20.0.7"))
+    sqli_victim: IPv4Address = field(default_factory=lambda: _addr("127.20.0.8"))
+    dirbrute_victim: IPv4Address = field(default_factory=lambda: _addr("127.20.0.9"))
+    slowdos_victim: IPv4Address = field(default_factory=lambda: _addr("127.20.0.10"))
+    implant: IPv4Address = field(default_factory=lambda: _addr("127.20.0.11"))
+    modbus_victim: IPv4Address = field(default_factory=lambda: _addr("127.20.0.12"))
+    tunnel_server: IPv4Address = field(default_factory=lambda: _addr("127.66.0.20"))
     kernel_source: IPv4Address = field(default_factory=lambda: _addr(KERNEL_SOURCE))
     #: source of the lab's own readiness checks (before any capture starts)
     control: IPv4Address = field(default_factory=lambda: _addr(CONTROL))
@@ -92,6 +130,9 @@ class Topology:
             self.auth_broker,
             self.mqtt_bruteforce_victim,
             self.ssh_bruteforce_victim,
+            *self.victims(),
+            self.implant,
+            self.tunnel_server,
             self.kernel_source,
             self.control,
         ]
@@ -103,6 +144,17 @@ class Topology:
     def capture_filter(self) -> str:
         """BPF filter: only packets to or from the lab's own networks (IPv4 on ``lo``)."""
         return " or ".join(f"net {network}" for network in self.capture_networks())
+
+    def victims(self) -> tuple[IPv4Address, ...]:
+        """The second round's dedicated victim addresses (one tool each)."""
+        return (
+            self.dns_tunnel_resolver,
+            self.telnet_victim,
+            self.sqli_victim,
+            self.dirbrute_victim,
+            self.slowdos_victim,
+            self.modbus_victim,
+        )
 
     def sensor(self, index: int) -> IPv4Address:
         return self.sensors[index % len(self.sensors)]
