@@ -32,7 +32,7 @@ from amlhp.lab.exceptions import LabError
 from amlhp.lab.labels import Labeler, MarkerRule
 from amlhp.lab.pcapscan import PcapTail
 from amlhp.lab.procs import ProcessGroup, exclusive_lab, interrupts_as_errors
-from amlhp.lab.scenarios import BENIGN, AttackContext, Scenario, select
+from amlhp.lab.scenarios import BENIGN, AttackContext, Scenario, select, service_sets
 from amlhp.lab.services import LabServices
 from amlhp.lab.tools import DEBIAN_PACKAGES, missing_tools
 from amlhp.lab.topology import PORT_PRESETS, SENSOR_NET, Topology
@@ -311,7 +311,10 @@ class LabRun:
         credentials = lab_credentials(random.Random(f"{self.o.seed}:credentials"))
         files: list[dict[str, Any]] = []
         started = dt.datetime.now(dt.UTC)
-        services = LabServices(self.topology, self.o.workdir / "services", credentials)
+        service_dir = self.o.workdir / "services"
+        services = LabServices(
+            self.topology, service_dir, credentials, service_sets(self.topology, service_dir)
+        )
         with (
             exclusive_lab(),
             interrupts_as_errors(),

@@ -6,7 +6,14 @@ the manifest. Builders live in the attack modules; addresses in :mod:`amlhp.lab.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from amlhp.lab import attacks_classic as classic
+from amlhp.lab.attack_services import AttackServices
+from amlhp.lab.attacks_c2 import C2_SCENARIOS
+from amlhp.lab.attacks_modbus import MODBUS_SCENARIOS
+from amlhp.lab.attacks_web import WEB_SCENARIOS
+from amlhp.lab.benign_services import BenignServices
 from amlhp.lab.exceptions import LabError
 from amlhp.lab.scenario import (
     BENIGN,
@@ -18,10 +25,13 @@ from amlhp.lab.scenario import (
     attacker,
     services,
 )
+from amlhp.lab.services import ServiceSet
+from amlhp.lab.topology import Topology
+from amlhp.lab.web_services import WebServices
 
 __all__ = [
     "ATTACKS", "BENIGN", "BY_NAME", "PASSWORDS", "SCENARIOS", "USERS",
-    "AttackContext", "Scenario", "ToolRun", "select",
+    "AttackContext", "Scenario", "ToolRun", "select", "service_sets",
 ]  # fmt: skip
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -76,6 +86,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         classic._mqtt_bruteforce, packets_per_unit=10.0,
     ),
 )  # fmt: skip
+SCENARIOS += (*C2_SCENARIOS, *WEB_SCENARIOS, *MODBUS_SCENARIOS)
 
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}
 ATTACKS: tuple[Scenario, ...] = tuple(s for s in SCENARIOS if s.build is not None)
@@ -90,3 +101,12 @@ def select(names: list[str] | None) -> list[Scenario]:
         raise LabError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
     wanted = set(names)
     return [s for s in SCENARIOS if s.name in wanted]
+
+
+def service_sets(topology: Topology, workdir: Path) -> list[ServiceSet]:
+    """The second round's servers, started by :class:`~amlhp.lab.services.LabServices`."""
+    return [
+        BenignServices(topology, workdir / "benign"),
+        WebServices(topology, workdir / "web"),
+        AttackServices(topology, workdir / "attack"),
+    ]

@@ -22,9 +22,11 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Protocol
 
 from amlhp.lab.exceptions import ServiceError
 from amlhp.lab.procs import ProcessGroup
@@ -74,6 +76,25 @@ class Credentials:
     """Lab-only MQTT accounts (the password file holds their hashes)."""
 
     users: tuple[tuple[str, str], ...]
+
+
+#: (address, port, socket.SOCK_STREAM or socket.SOCK_DGRAM) of one server socket
+Endpoint = tuple[IPv4Address, int, int]
+
+
+class ServiceSet(Protocol):
+    """A group of lab servers that :class:`LabServices` starts beside its own.
+
+    ``endpoints`` are checked free before anything starts; the TCP ones are waited for
+    after :meth:`start`. Processes go into the lab's ProcessGroup (stopped with it);
+    :meth:`stop` stops what runs in the lab's own process (threads, sockets).
+    """
+
+    def endpoints(self) -> list[Endpoint]: ...
+
+    def start(self, group: ProcessGroup, logs: Path) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class NtpResponder:
@@ -130,10 +151,17 @@ class NtpResponder:
 class LabServices:
     """Writes the configs and starts every lab server; stopped by the ProcessGroup."""
 
-    def __init__(self, topology: Topology, workdir: Path, credentials: Credentials) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        workdir: Path,
+        credentials: Credentials,
+        extras: Sequence[ServiceSet] = (),
+    ) -> None:
         self.topology = topology
         self.workdir = workdir
         self.credentials = credentials
+        self.extras = tuple(extras)
         self.ntp: NtpResponder | None = None
 
     # -- configs ------------------------------------------------------------------
@@ -273,6 +301,9 @@ PermitTunnel no
             check_free(address, port, socket.SOCK_STREAM)
         for address, port in udp:
             check_free(address, port, socket.SOCK_DGRAM)
+        for extra in self.extras:
+            for address, port, kind in extra.endpoints():
+                check_free(address, port, kind)
 
     def start(self, group: ProcessGroup) -> None:
         """Start every server and wait until each answers."""
@@ -319,13 +350,20 @@ PermitTunnel no
         )
         self.ntp = NtpResponder(t.services, t.ports.ntp)
         self.ntp.start()
-        for address, port in self._tcp_endpoints():
+        for extra in self.extras:
+            extra.start(group, logs)
+        waits = [
+            (a, p) for e in self.extras for a, p, k in e.endpoints() if k == socket.SOCK_STREAM
+        ]
+        for address, port in [*self._tcp_endpoints(), *waits]:
             wait_tcp(address, port, t.control)
         dead = [c.name for c in group.exited()]
         if dead:
             raise ServiceError(f"lab services exited at start: {', '.join(dead)} (see {logs})")
 
     def stop(self) -> None:
+        for extra in self.extras:
+            extra.stop()
         if self.ntp is not None:
             self.ntp.stop()
             self.ntp = None
