@@ -13,7 +13,7 @@ setup: $(STAMP) lab-setup browser-setup
 $(STAMP): pyproject.toml infra/kafka/pom.xml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,lab]'
 	$(BIN)/amlhp infra fetch
 	touch $(STAMP)
 
@@ -58,9 +58,15 @@ clean:
 # The attack lab's servers and tools (Debian packages; needs root). A no-op when all are
 # installed; the lab's tests skip with a message where they are missing.
 LAB_PACKAGES := mosquitto mosquitto-clients libcoap3-bin nginx-light openssh-server \
-        openssh-client dnsmasq-base tcpdump hping3 nmap hydra ncrack
+        openssh-client dnsmasq-base tcpdump hping3 nmap hydra ncrack iodine iproute2 \
+        inetutils-telnetd inetutils-inetd lighttpd php-cgi php-sqlite3 sqlmap dirb \
+        slowhttptest ncat socat vsftpd curl mbpoll openssl
 LAB_PROGRAMS := mosquitto mosquitto_pub coap-server-notls nginx sshd dnsmasq tcpdump \
-        hping3 nmap hydra ncrack
+        hping3 nmap hydra ncrack iodine iodined ip telnetd inetutils-inetd lighttpd php-cgi \
+        sqlmap dirb slowhttptest ncat socat vsftpd curl mbpoll openssl
+# Servers the packages above may start system-wide on install; the lab runs its own
+# instances (its own configs, lab addresses only), so these are stopped again.
+LAB_SYSTEM_SERVICES := lighttpd vsftpd inetutils-inetd
 lab-setup:
 	@missing=0; for p in $(LAB_PROGRAMS); do \
 	  command -v $$p >/dev/null || test -x /usr/sbin/$$p || missing=1; done; \
@@ -68,7 +74,8 @@ lab-setup:
 	elif [ "$$(id -u)" != 0 ]; then echo "lab-setup: run as root to install: $(LAB_PACKAGES)"; \
 	else DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    $(LAB_PACKAGES); fi
+	    $(LAB_PACKAGES) && \
+	  for s in $(LAB_SYSTEM_SERVICES); do service $$s stop >/dev/null 2>&1 || true; done; fi
 
 # Headless Chromium (Debian's package) for the run report's rendering test; needs root.
 # A no-op when installed; the test skips with a message where it is missing.

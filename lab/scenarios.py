@@ -85,6 +85,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         lambda t: t.mqtt_bruteforce_victim, lambda t: t.mqtt_bruteforce_victim,
         classic._mqtt_bruteforce, packets_per_unit=10.0,
     ),
+    Scenario(
+        "telnet_bruteforce", "telnet_bruteforce", "hydra (telnet), inetutils telnetd",
+        "telnet password guessing with Mirai's default credentials",
+        lambda t: t.telnet_victim, lambda t: t.telnet_victim,
+        classic._telnet_bruteforce, packets_per_unit=20.0,
+    ),
 )  # fmt: skip
 SCENARIOS += (*C2_SCENARIOS, *WEB_SCENARIOS, *MODBUS_SCENARIOS)
 

@@ -24,6 +24,23 @@ TOOLS: dict[str, str] = {
     "nmap": "nmap",
     "hydra": "hydra",
     "ncrack": "ncrack",
+    # second round
+    "iodine": "iodine",
+    "iodined": "iodine",
+    "ip": "iproute2",
+    "telnetd": "inetutils-telnetd",
+    "inetutils-inetd": "inetutils-inetd",
+    "lighttpd": "lighttpd",
+    "php-cgi": "php-cgi",
+    "sqlmap": "sqlmap",
+    "dirb": "dirb",
+    "slowhttptest": "slowhttptest",
+    "ncat": "ncat",
+    "socat": "socat",
+    "vsftpd": "vsftpd",
+    "curl": "curl",
+    "mbpoll": "mbpoll",
+    "openssl": "openssl",
 }
 #: the Debian packages ``make lab-setup`` installs (kept in step with the Makefile)
 DEBIAN_PACKAGES = tuple(sorted(set(TOOLS.values())))

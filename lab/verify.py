@@ -3,9 +3,10 @@
 The captures are re-read and labelled from the labels *file* (rule by rule, not with the
 runner's labeler), so a wrong rule in the file is caught. Per capture it checks that the
 scenario produced packets of its class, that no other attack's packets leaked in, that
-each packet is explained by the lab's roles (sensor <-> service, attacker <-> service, the
-kernel's default source <-> a brute-force victim) and that the counts and sha256 match the
-manifest.
+each packet is explained by the lab's roles (sensor <-> service for benign packets; for an
+attack's packets, its marker <-> another lab address: a service, a victim, the implant, the
+attacker's own servers or the kernel's default source) and that the counts and sha256
+match the manifest.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,10 @@ from amlhp.lab.exceptions import LabError
 from amlhp.lab.labels import label_by_rules, read_rules
 from amlhp.lab.pcapscan import NON_IPV4, scan
 from amlhp.lab.scenarios import BENIGN
+from amlhp.lab.topology import ATTACKER_NET, KERNEL_SOURCE, SENSOR_NET, SERVICE_NET
+
+#: the lab's networks, for manifests written before they were recorded
+DEFAULT_NETWORKS = (SENSOR_NET, SERVICE_NET, ATTACKER_NET)
 
 
 @dataclass
@@ -71,19 +76,20 @@ class RunReport:
         return out
 
 
-def _roles(manifest: dict[str, Any]) -> tuple[set[int], set[int], set[int], set[int], int]:
+def _roles(manifest: dict[str, Any]) -> tuple[set[int], set[int], set[int], list[IPv4Network]]:
+    """Sensors, benign services, every scenario's marker, and the lab's address space."""
     topo = manifest["topology"]
     sensors = {int(IPv4Address(a)) for a in topo["sensors"]}
     services = {int(IPv4Address(topo[k])) for k in ("services", "auth_broker")}
-    victims = {
-        int(IPv4Address(topo[k])) for k in ("mqtt_bruteforce_victim", "ssh_bruteforce_victim")
-    }
-    attackers = {
-        int(IPv4Address(e["marker"]))
-        for e in manifest["files"]
-        if e.get("marker") and int(IPv4Address(e["marker"])) not in victims
-    }
-    return sensors, services, victims, attackers, int(IPv4Address("127.0.0.1"))
+    markers = {int(IPv4Address(e["marker"])) for e in manifest["files"] if e.get("marker")}
+    networks = [IPv4Network(n) for n in topo.get("networks", DEFAULT_NETWORKS)]
+    networks.append(IPv4Network(f"{topo.get('kernel_source', KERNEL_SOURCE)}/32"))
+    return sensors, services, markers, networks
+
+
+def _in_lab(address: int, networks: list[IPv4Network]) -> bool:
+    ip = IPv4Address(address)
+    return any(ip in n for n in networks)
 
 
 def verify_run(run_dir: Path) -> RunReport:
@@ -93,7 +99,7 @@ def verify_run(run_dir: Path) -> RunReport:
     except (OSError, ValueError) as exc:
         raise LabError(f"cannot read {run_dir / 'manifest.json'}: {exc}") from exc
     classes, rules = read_rules(run_dir / manifest["labels"])
-    sensors, services, victims, attackers, kernel = _roles(manifest)
+    sensors, services, markers, networks = _roles(manifest)
     attack_labels = {e["label"] for e in manifest["files"]} - {BENIGN}
     reports = []
     for entry in manifest["files"]:
@@ -107,11 +113,15 @@ def verify_run(run_dir: Path) -> RunReport:
             label = label_by_rules(rules, path.name, src, dst) or "<unlabelled>"
             report.counts[label] += 1
             pair = {src, dst}
+            ends = pair & markers
             explained = (
                 (src in sensors and dst in services)
                 or (dst in sensors and src in services)
-                or (len(pair & attackers) == 1 and len(pair & services) == 1)
-                or (kernel in pair and len(pair & victims) == 1)
+                or (
+                    len(ends) == 1
+                    and not pair & sensors
+                    and all(_in_lab(a, networks) for a in pair - ends)
+                )
             )
             unexplained += not explained
         own = report.counts[entry["label"]]
