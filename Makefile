@@ -58,11 +58,11 @@ clean:
 # The attack lab's servers and tools (Debian packages; needs root). A no-op when all are
 # installed; the lab's tests skip with a message where they are missing.
 LAB_PACKAGES := mosquitto mosquitto-clients libcoap3-bin nginx-light openssh-server \
-        openssh-client dnsmasq-base tcpdump hping3 nmap hydra ncrack iodine iproute2 \
+        openssh-client dnsmasq-base tcpdump hping3 nmap hydra ncrack masscan iodine iproute2 \
         inetutils-telnetd inetutils-inetd lighttpd php-cgi php-sqlite3 sqlmap dirb \
         slowhttptest ncat socat vsftpd curl mbpoll openssl
 LAB_PROGRAMS := mosquitto mosquitto_pub coap-server-notls nginx sshd dnsmasq tcpdump \
-        hping3 nmap hydra ncrack iodine iodined ip telnetd inetutils-inetd lighttpd php-cgi \
+        hping3 nmap hydra ncrack masscan iodine iodined ip telnetd inetutils-inetd lighttpd php-cgi \
         sqlmap dirb slowhttptest ncat socat vsftpd curl mbpoll openssl
 # Servers the packages above may start system-wide on install; the lab runs its own
 # instances (its own configs, lab addresses only), so these are stopped again.

@@ -1,15 +1,20 @@
-"""tcpdump on ``lo``, limited by a BPF filter to the lab's own addresses.
+"""tcpdump on ``lo``, limited by a BPF filter to the lab's own addresses; merging captures.
 
-One capture per scenario. tcpdump writes packet by packet (``-U``) so that the lab can
-count the capture while it grows; it is stopped with SIGINT, which makes it flush and
-print its statistics (packets dropped by the kernel are recorded in the manifest).
+One capture per scenario (plus one per extra interface of a scenario that makes its own
+network namespace, merged into the scenario's file by time). tcpdump writes packet by
+packet (``-U``) so that the lab can count the capture while it grows; it is stopped with
+SIGINT, which makes it flush and print its statistics (packets dropped by the kernel are
+recorded in the manifest).
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 import signal
+import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +22,47 @@ from amlhp.lab.exceptions import LabError
 from amlhp.lab.procs import Child, ProcessGroup
 
 INTERFACE = "lo"
+_HEADER = 24  # bytes of a classic pcap file header
+
+
+def _records(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """``(ts_key, order, raw record)`` of a classic pcap (little-endian, as tcpdump writes)."""
+    data = path.read_bytes()
+    pos = _HEADER
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    rec = struct.Struct(endian + "IIII")
+    order = 0
+    while pos + 16 <= len(data):
+        sec, frac, incl, _ = rec.unpack_from(data, pos)
+        end = pos + 16 + incl
+        if end > len(data):
+            break
+        yield (sec * 1_000_000_000 + frac, order, data[pos:end])
+        order += 1
+        pos = end
+
+
+def merge_files(files: list[Path], out: Path) -> int:
+    """Write ``files`` merged by time into ``out``; all must share one pcap header."""
+    if not files:
+        raise LabError("nothing to merge")
+    headers = {f.read_bytes()[:_HEADER] for f in files}
+    if len(headers) != 1:
+        raise LabError("captures differ in format (magic, link type or snap length)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with out.open("wb") as fh:
+        fh.write(headers.pop())
+        streams = [
+            ((key, index, order, raw) for key, order, raw in _records(f))
+            for index, f in enumerate(files)
+        ]
+        for _, _, _, raw in heapq.merge(*streams):
+            fh.write(raw)
+            count += 1
+    return count
+
+
 _STATS = re.compile(r"(\d+) packets? (captured|received by filter|dropped by kernel)")
 
 
@@ -30,8 +76,11 @@ class CaptureStats:
 class Capture:
     """A running tcpdump writing ``path``."""
 
-    def __init__(self, group: ProcessGroup, path: Path, bpf: str, log_path: Path) -> None:
+    def __init__(
+        self, group: ProcessGroup, path: Path, bpf: str, log_path: Path, interface: str = INTERFACE
+    ) -> None:
         self.group = group
+        self.interface = interface
         self.path = path
         self.bpf = bpf
         self.log_path = log_path
@@ -44,7 +93,7 @@ class Capture:
         argv = [
             "tcpdump",
             "-i",
-            INTERFACE,
+            self.interface,
             "-n",
             "-U",
             "--immediate-mode",  # hand each packet over at once (live counts)

@@ -10,6 +10,7 @@ every process it started is stopped before it returns.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -27,7 +28,7 @@ from typing import Any
 
 from amlhp.digest import file_sha256
 from amlhp.lab.benign import BenignTraffic, lab_credentials
-from amlhp.lab.capture import Capture
+from amlhp.lab.capture import Capture, merge_files
 from amlhp.lab.exceptions import LabError
 from amlhp.lab.labels import Labeler, MarkerRule
 from amlhp.lab.pcapscan import PcapTail
@@ -195,12 +196,38 @@ class LabRun:
         benign: BenignTraffic,
         rng: random.Random,
     ) -> dict[str, Any]:
+        with contextlib.ExitStack() as stack:
+            interfaces = (
+                stack.enter_context(scenario.network(self.topology)) if scenario.network else []
+            )
+            return self._capture(scenario, status, group, benign, rng, interfaces)
+
+    def _capture(
+        self,
+        scenario: Scenario,
+        status: ScenarioStatus,
+        group: ProcessGroup,
+        benign: BenignTraffic,
+        rng: random.Random,
+        interfaces: list[str],
+    ) -> dict[str, Any]:
         pcap = self.o.out / f"{scenario.name}.pcap"
         logs = self.o.workdir / "logs"
-        capture = Capture(
-            group, pcap, self.topology.capture_filter(), logs / f"tcpdump-{scenario.name}.log"
-        )
+        bpf = self.topology.capture_filter()
+        capture = Capture(group, pcap, bpf, logs / f"tcpdump-{scenario.name}.log")
+        extras = [
+            Capture(
+                group,
+                self.o.workdir / "captures" / f"{scenario.name}-{name}.pcap",
+                bpf,
+                logs / f"tcpdump-{scenario.name}-{name}.log",
+                interface=name,
+            )
+            for name in interfaces
+        ]
         capture.start()
+        for extra in extras:
+            extra.start()
         tail = PcapTail(pcap)
         counts: Counter[str] = Counter()
         started = time.monotonic()
@@ -276,6 +303,12 @@ class LabRun:
             if own_benign:
                 benign.stop()
             stats = capture.stop()
+            extra_stats = [extra.stop() for extra in extras]
+        if extras:
+            merged = pcap.with_suffix(".merged")
+            merge_files([pcap, *(e.path for e in extras)], merged)
+            merged.replace(pcap)
+        dropped = [stats.dropped, *(e.dropped for e in extra_stats)]
         final = self.labeler.count_file(pcap)
         status.own, status.benign, status.total = (
             final[scenario.label],
@@ -297,7 +330,8 @@ class LabRun:
             "elapsed_s": round(time.monotonic() - started, 1),
             "packets": sum(final.values()),
             "classes": dict(sorted(final.items())),
-            "kernel_dropped": stats.dropped,
+            "kernel_dropped": None if None in dropped else sum(d or 0 for d in dropped),
+            "interfaces": ["lo", *interfaces],
             "bytes": pcap.stat().st_size,
             "sha256": file_sha256(pcap),
         }

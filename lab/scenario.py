@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -70,6 +71,9 @@ class Scenario:
     #: stop a run once the class has its packets (False: a run always completes, so that
     #: every phase of a multi-phase scan is in the capture)
     stop_at_budget: bool = True
+    #: a network the scenario makes for itself (namespaces, veth pairs) while it runs; the
+    #: context yields host interfaces whose traffic is captured besides ``lo``
+    network: Callable[[Topology], AbstractContextManager[list[str]]] | None = None
 
     def marker_address(self, topology: Topology) -> IPv4Address | None:
         return None if self.marker is None else loopback_address(self.marker(topology))

@@ -14,6 +14,7 @@ from amlhp.lab.attacks_c2 import C2_SCENARIOS
 from amlhp.lab.attacks_modbus import MODBUS_SCENARIOS
 from amlhp.lab.attacks_web import WEB_SCENARIOS
 from amlhp.lab.benign_services import BenignServices
+from amlhp.lab.botnet_scan import BOTNET_SCAN
 from amlhp.lab.exceptions import LabError
 from amlhp.lab.scenario import (
     BENIGN,
@@ -91,6 +92,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         lambda t: t.telnet_victim, lambda t: t.telnet_victim,
         classic._telnet_bruteforce, packets_per_unit=20.0,
     ),
+    BOTNET_SCAN,
 )  # fmt: skip
 SCENARIOS += (*C2_SCENARIOS, *WEB_SCENARIOS, *MODBUS_SCENARIOS)
 

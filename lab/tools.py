@@ -25,6 +25,7 @@ TOOLS: dict[str, str] = {
     "hydra": "hydra",
     "ncrack": "ncrack",
     # second round
+    "masscan": "masscan",
     "iodine": "iodine",
     "iodined": "iodine",
     "ip": "iproute2",
