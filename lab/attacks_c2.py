@@ -40,7 +40,7 @@ def _dns_tunnel(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
         "--domain", TUNNEL_DOMAIN, "--password", TUNNEL_PASSWORD,
         "--bytes", str(data), "--seconds", f"{seconds:.0f}",
     ]  # fmt: skip
-    return ToolRun(argv, timeout_s=seconds + 10)
+    return ToolRun(argv, timeout_s=seconds + 5)
 
 
 def _reverse_shell(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
@@ -54,7 +54,7 @@ def _reverse_shell(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
         "--seconds", f"{seconds:.0f}", "--pace", "0.5",
         "--seed", str(ctx.seed * 100 + ctx.iteration),
     ]  # fmt: skip
-    return ToolRun(argv, timeout_s=seconds + 10)
+    return ToolRun(argv, timeout_s=seconds + 5)
 
 
 def _beacon(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
@@ -67,7 +67,7 @@ def _beacon(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
         "--implant", str(t.implant), "--beacons", str(beacons), "--interval", "0.4",
         "--seconds", f"{seconds:.0f}", "--seed", str(ctx.seed * 100 + ctx.iteration),
     ]  # fmt: skip
-    return ToolRun(argv, timeout_s=seconds + 10)
+    return ToolRun(argv, timeout_s=seconds + 5)
 
 
 def _curl(ctx: AttackContext, seconds: float) -> list[str]:

@@ -7,6 +7,8 @@
 * CoAP: ``coap-client`` GET/PUT/discovery against libcoap's server.
 * HTTP: devices poll the web server (status, config, firmware version).
 * DNS and NTP: name lookups against dnsmasq and time requests against the NTP responder.
+* The second round's devices (:mod:`amlhp.lab.benign_devices`): MQTT over TLS, CoAP
+  observe, mDNS/SSDP chatter, HTTPS firmware and snapshot downloads, a Modbus/TCP poller.
 
 Every client binds a sensor address (127.10.0.x). Timing and values come from a seeded
 random generator; ``rate`` scales how often everything happens.
@@ -29,6 +31,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import IO
 
+from amlhp.lab.benign_devices import NetworkDevices, child_is_ours
 from amlhp.lab.exceptions import LabError
 from amlhp.lab.procs import Child, ProcessGroup
 from amlhp.lab.services import NTP_EPOCH_OFFSET, Credentials
@@ -339,6 +342,7 @@ class BenignTraffic:
         self._thread("http", self._http)
         self._thread("dns", lambda rng: self._udp_client(rng, "dns"))
         self._thread("ntp", lambda rng: self._udp_client(rng, "ntp"))
+        NetworkDevices(self).start()
 
     def stop(self) -> None:
         """Stop the device threads (their processes are stopped by the ProcessGroup)."""
@@ -348,5 +352,6 @@ class BenignTraffic:
         self._threads.clear()
         with contextlib.suppress(LabError):
             for child in self.group.running():
-                if child.name.startswith(("sensor-", "actuator-", "dashboard", "controller-")):
+                first = child.name.startswith(("sensor-", "actuator-", "dashboard", "controller-"))
+                if first or child_is_ours(child):
                     self.group.stop(child)

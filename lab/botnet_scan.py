@@ -19,7 +19,6 @@ import contextlib
 import subprocess
 from collections.abc import Iterator
 from ipaddress import IPv4Address
-from pathlib import Path
 
 from amlhp.lab.exceptions import LabError
 from amlhp.lab.safety import loopback_address
@@ -28,6 +27,9 @@ from amlhp.lab.topology import Topology
 
 NETNS = "amlhp-lab-scan"
 HOST_END, NS_END = "amlhpscan1", "amlhpscan0"
+#: the machine's end of the pair gets a fixed, locally administered MAC address: masscan's
+#: "router" (frames to any other MAC would be dropped)
+HOST_END_MAC = "02:00:00:66:0b:01"
 SCAN_ATTACKER = 11
 #: telnet, SSH, HTTP and the other ports IoT bots probe (TR-069, ADB, Huawei, Realtek)
 BOT_PORTS = (23, 2323, 22, 80, 8080, 81, 7547, 5555, 37215, 52869)
@@ -58,7 +60,10 @@ def scan_network(topology: Topology) -> Iterator[list[str]]:
     _remove()  # a previous run that was killed
     try:
         _run("ip", "netns", "add", NETNS)
-        _run("ip", "link", "add", HOST_END, "type", "veth", "peer", "name", NS_END, "netns", NETNS)
+        _run(
+            "ip", "link", "add", HOST_END, "address", HOST_END_MAC, "type", "veth",
+            "peer", "name", NS_END, "netns", NETNS,
+        )  # fmt: skip
         for key in ("route_localnet=1", "rp_filter=0", "accept_local=1"):
             _run("sysctl", "-qw", f"net.ipv4.conf.{HOST_END}.{key}")
         _run("ip", "link", "set", HOST_END, "up")
@@ -66,14 +71,6 @@ def scan_network(topology: Topology) -> Iterator[list[str]]:
         yield [HOST_END]
     finally:
         _remove()
-
-
-def host_end_mac() -> str:
-    path = Path("/sys/class/net") / HOST_END / "address"
-    try:
-        return path.read_text().strip()
-    except OSError as exc:
-        raise LabError(f"the scan's veth pair is missing ({path}): {exc}") from exc
 
 
 def _others(t: Topology) -> list[IPv4Address]:
@@ -91,7 +88,7 @@ def _masscan(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
     argv = [
         "ip", "netns", "exec", NETNS, "masscan",
         "--adapter", NS_END, "--adapter-ip", str(s.marker_address(ctx.topology)),
-        "--router-mac", host_end_mac(),
+        "--router-mac", HOST_END_MAC,
         "-p", ",".join(str(p) for p in BOT_PORTS), f"{first}-{last}",
         "--rate", str(MAX_RATE), "--wait", "1", "--retries", "0",
         "--seed", str(ctx.seed * 100 + ctx.iteration),

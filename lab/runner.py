@@ -69,22 +69,31 @@ PROFILES: dict[str, Profile] = {
         time_limit_s=20,
         per_scenario={"os_scan": 200, "aggressive_scan": 300},
     ),
-    # the committed demo capture: all classes, a few MB
+    # the committed demo capture: all classes, at least 1,000 packets each, a few MB
     "demo": Profile(
-        attack_packets=1500,
-        benign_packets=4000,
+        attack_packets=1100,
+        benign_packets=3000,
         time_limit_s=90,
         per_scenario={"os_scan": 1000},
         benign_rate=1.5,
     ),
-    # the training data set (>= 200,000 packets over 11 classes). The SSH brute force is
-    # the slowest (sshd's key exchange per connection); its target is set so that a busy
-    # 2-core machine reaches it within the time limit, like the others.
+    # the training data set (>= 300,000 packets over 22 classes). The slow attacks (sshd's
+    # key exchange per connection, telnet's login delay, an operator typing into a reverse
+    # shell, beacons and slow HTTP) have targets that a busy 2-core machine reaches within
+    # the time limit, like the others.
     "full": Profile(
         attack_packets=20_000,
         benign_packets=30_000,
         time_limit_s=300,
-        per_scenario={"os_scan": 8_000, "aggressive_scan": 12_000, "ssh_bruteforce": 5_000},
+        per_scenario={
+            "os_scan": 8_000,
+            "aggressive_scan": 12_000,
+            "ssh_bruteforce": 5_000,
+            "telnet_bruteforce": 10_000,
+            "c2_reverse_shell": 6_000,
+            "c2_beacon": 10_000,
+            "slow_dos": 10_000,
+        },
         benign_rate=3.0,
     ),
 }
@@ -347,7 +356,10 @@ class LabRun:
         started = dt.datetime.now(dt.UTC)
         service_dir = self.o.workdir / "services"
         services = LabServices(
-            self.topology, service_dir, credentials, service_sets(self.topology, service_dir)
+            self.topology,
+            service_dir,
+            credentials,
+            service_sets(self.topology, service_dir, self.o.seed),
         )
         with (
             exclusive_lab(),

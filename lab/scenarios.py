@@ -37,8 +37,9 @@ __all__ = [
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
-        BENIGN, BENIGN, "mosquitto, libcoap, nginx, dnsmasq",
-        "sensors, actuators and a dashboard over MQTT, CoAP, HTTP, DNS and NTP",
+        BENIGN, BENIGN, "mosquitto, libcoap, nginx, dnsmasq, pymodbus, curl",
+        "sensors, actuators and dashboards over MQTT (plain and TLS), CoAP (and observe), "
+        "HTTP(S) with firmware and snapshot downloads, Modbus/TCP polling, DNS, NTP, mDNS, SSDP",
         None, None, None,
     ),
     Scenario(
@@ -111,10 +112,10 @@ def select(names: list[str] | None) -> list[Scenario]:
     return [s for s in SCENARIOS if s.name in wanted]
 
 
-def service_sets(topology: Topology, workdir: Path) -> list[ServiceSet]:
+def service_sets(topology: Topology, workdir: Path, seed: int = 1) -> list[ServiceSet]:
     """The second round's servers, started by :class:`~amlhp.lab.services.LabServices`."""
     return [
-        BenignServices(topology, workdir / "benign"),
+        BenignServices(topology, workdir / "benign", seed=seed),
         WebServices(topology, workdir / "web"),
         AttackServices(topology, workdir / "attack"),
     ]
