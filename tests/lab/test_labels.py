@@ -60,7 +60,15 @@ def test_marker_addresses_label_both_directions_and_the_rest_is_benign() -> None
     assert labeler.label(ip("127.10.0.1"), ip("127.66.0.2")) == CONFLICT
     assert labeler.label(ip("127.0.0.1"), ip("127.20.0.1")) == UNLABELLED
     assert labeler.classes == [BENIGN, *(s.label for s in ATTACKS)]
-    assert len(labeler.classes) == 11
+    assert len(labeler.classes) == 23
+    # the second round: dedicated victims of tools that cannot bind a source, and the
+    # attacker's servers that the compromised device talks to
+    assert labeler.label(ip("127.0.0.1"), ip("127.20.0.7")) == "telnet_bruteforce"
+    assert labeler.label(ip("127.20.0.5"), ip("127.66.0.20")) == "dns_tunnel"
+    assert labeler.label(ip("127.0.0.1"), ip("127.20.0.12")) == "modbus_attack"
+    assert labeler.label(ip("127.20.0.11"), ip("127.66.0.14")) == "c2_reverse_shell"
+    assert labeler.label(ip("127.66.0.17"), ip("127.20.0.11")) == "exfiltration"
+    assert labeler.label(ip("127.66.0.11"), ip("127.20.3.7")) == "botnet_scan"
 
 
 def test_a_marker_cannot_belong_to_two_classes_or_to_the_benign_network() -> None:

@@ -112,6 +112,36 @@ def test_every_attack_run_is_loopback_only_and_bounded(
         for wordlist in lists:
             attempts *= len(wordlist.read_text().split())
         assert attempts <= len(USERS) * len(PASSWORDS)  # a small list, whatever was asked
+    elif tool == "ip":  # masscan inside the lab's own namespace
+        assert run.argv[1:4] == ["netns", "exec", "amlhp-lab-scan"]
+        assert run.argv[4] == "masscan"
+        assert int(run.argv[run.argv.index("--rate") + 1]) <= 2000
+        first, last = (IPv4Address(a) for a in run.argv[run.argv.index("-p") + 2].split("-"))
+        assert first in LOOPBACK_NET
+        assert last in LOOPBACK_NET
+        assert 0 <= int(last) - int(first) < 20_000
+    elif tool == "curl":
+        assert "--max-time" in run.argv
+        urls = [a for a in run.argv if "://" in a]
+        assert 1 <= len(urls) <= 400
+    elif tool == "sh":  # the Modbus attack's mbpoll loops
+        script = run.argv[2]
+        assert run.argv[1] == "-c"
+        assert 1 <= script.count("mbpoll") <= 200
+        assert "-l 10" not in script or "timeout" in script
+    elif tool in ("sqlmap", "dirb", "slowhttptest"):
+        assert run.timeout_s <= 42.0 + 10
+    elif "-m" in run.argv:  # the lab's own drivers
+        module = run.argv[run.argv.index("-m") + 1]
+        bounds = {
+            "amlhp.lab.httpflood": ("--requests", 20_000),
+            "amlhp.lab.dnstunnel": ("--bytes", 3_000_000),
+            "amlhp.lab.revshell": ("--commands", 400),
+            "amlhp.lab.beacon": ("--beacons", 5_000),
+        }
+        option, most = bounds[module]
+        assert 1 <= int(run.argv[run.argv.index(option) + 1]) <= most
+        if "--seconds" in run.argv:
+            assert float(run.argv[run.argv.index("--seconds") + 1]) <= 42.0
     else:
-        assert "--requests" in run.argv
-        assert int(run.argv[run.argv.index("--requests") + 1]) <= 20_000
+        pytest.fail(f"no bounds check for {tool}: add one")
