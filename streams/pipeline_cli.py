@@ -84,6 +84,7 @@ def register(app: typer.Typer) -> None:
         from amlhp.streams.exceptions import TapError
         from amlhp.streams.pacing import total_packets
         from amlhp.streams.tap import (
+            CaptureCounters,
             Tap,
             TapStats,
             live_packets,
@@ -111,8 +112,9 @@ def register(app: typer.Typer) -> None:
             start_seq=start_seq,
         )
         out = console()
+        counters = CaptureCounters()
         if interface:
-            source = live_packets(interface, stop=stop, max_packets=max_packets)
+            source = live_packets(interface, stop=stop, max_packets=max_packets, counters=counters)
         elif rate is not None:
             packets = load_packets(captures)
             count = (
@@ -137,6 +139,8 @@ def register(app: typer.Typer) -> None:
             stats = run_tap(tap, source, stop=stop, on_progress=progress)
             elapsed = time.time() - started
         summary = {"gateway": gateway, "first_seq": start_seq, **stats.as_dict()}
+        if interface:
+            summary["kernel_dropped"] = counters.kernel_dropped
         summary.update(
             {
                 "started_at": round(started, 3),

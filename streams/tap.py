@@ -12,6 +12,7 @@ packet's identity downstream, used for exact accounting and de-duplication.
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -162,22 +163,51 @@ def rate_packets(
         yield packets[i % n]._replace(ts_ns=time.time_ns())
 
 
+#: receive buffer of a live capture: a burst of 64 KB loopback segments (a firmware
+#: download) overflows the default ~200 KB at once
+CAPTURE_BUFFER_BYTES = 64 * 2**20
+_SOL_PACKET, _PACKET_STATISTICS, _SO_RCVBUFFORCE = 263, 6, 33
+
+
+@dataclass
+class CaptureCounters:
+    """What the kernel says about a live capture: packets it dropped (buffer full)."""
+
+    kernel_dropped: int = 0
+
+
+def _read_drops(sock: Any, counters: CaptureCounters) -> None:
+    """Add the kernel's drop count since the last read (PACKET_STATISTICS resets it)."""
+    raw = sock.getsockopt(_SOL_PACKET, _PACKET_STATISTICS, 8)
+    counters.kernel_dropped += struct.unpack("II", raw)[1]
+
+
 def live_packets(
-    interface: str, *, stop: threading.Event, max_packets: int | None = None
+    interface: str,
+    *,
+    stop: threading.Event,
+    max_packets: int | None = None,
+    counters: CaptureCounters | None = None,
 ) -> Iterator[Packet | None]:
     """Capture from a Linux interface with an AF_PACKET socket (needs root).
 
     Outgoing copies are skipped so that a loopback packet is seen once, as libpcap does.
     ``None`` is yielded when the interface is idle, so that the caller can publish an
-    overdue batch.
+    overdue batch. Packets the kernel dropped because the socket's buffer was full are
+    added to ``counters`` (a gateway cannot get them back, but it must say so).
     """
     import socket
 
+    counters = counters if counters is not None else CaptureCounters()
     try:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         sock.bind((interface, 0))
     except OSError as exc:
         raise TapError(f"cannot capture on {interface!r}: {exc}") from exc
+    try:  # beyond net.core.rmem_max: needs CAP_NET_ADMIN, which a capture has
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, CAPTURE_BUFFER_BYTES)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CAPTURE_BUFFER_BYTES)
     sock.settimeout(0.1)
     seen = 0
     try:
@@ -185,6 +215,7 @@ def live_packets(
             try:
                 frame, address = sock.recvfrom(65535)
             except TimeoutError:
+                _read_drops(sock, counters)
                 yield None
                 continue
             if address[2] == PACKET_OUTGOING and interface == "lo":
@@ -194,6 +225,7 @@ def live_packets(
             if max_packets is not None and seen >= max_packets:
                 return
     finally:
+        _read_drops(sock, counters)
         sock.close()
 
 

@@ -84,6 +84,7 @@ def test_amlhp_tap_on_lo_sees_the_lab_traffic(kafka_settings: Settings, tmp_path
             tap.wait()
     stats = json.loads(out.strip().splitlines()[-1])
     assert stats["failed_packets"] == 0, err
+    assert stats["kernel_dropped"] == 0, err  # the capture buffer holds download bursts
     assert stats["delivered_packets"] == stats["packets"] > 0
 
     consumer = Consumer(
