@@ -36,6 +36,7 @@ BOT_PORTS = (23, 2323, 22, 80, 8080, 81, 7547, 5555, 37215, 52869)
 #: the scanned range starts at the lab's service network
 SCAN_BASE = IPv4Address("127.20.0.0")
 MAX_RATE = 2000  # packets per second
+MIN_HOSTS = 16  # per run: a block, never only excluded addresses
 
 
 def _run(*argv: str) -> None:
@@ -79,8 +80,8 @@ def _others(t: Topology) -> list[IPv4Address]:
 
 
 def _masscan(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
-    probes = units(s, packets, len(BOT_PORTS), 200_000)
-    hosts = max(1, -(-probes // len(BOT_PORTS)))
+    probes = units(s, packets, len(BOT_PORTS) * MIN_HOSTS, 200_000)
+    hosts = -(-probes // len(BOT_PORTS))
     # each run scans the next block of the service network (the first block holds the services)
     first = SCAN_BASE + (ctx.iteration * hosts) % max(1, 65_536 - hosts)
     last = loopback_address(IPv4Address(int(first) + hosts - 1))

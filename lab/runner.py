@@ -237,7 +237,7 @@ class LabRun:
         capture.start()
         for extra in extras:
             extra.start()
-        tail = PcapTail(pcap)
+        tails = [PcapTail(pcap), *(PcapTail(e.path) for e in extras)]
         counts: Counter[str] = Counter()
         started = time.monotonic()
         deadline = started + self.profile.time_limit_s
@@ -247,7 +247,8 @@ class LabRun:
             benign.start()
 
         def refresh() -> None:
-            counts.update(self.labeler.count(tail.read()))
+            for tail in tails:
+                counts.update(self.labeler.count(tail.read()))
             status.own = counts[scenario.label]
             status.benign = counts[BENIGN]
             status.total = sum(counts.values())
