@@ -414,6 +414,46 @@ def _register_model_group(app: typer.Typer) -> None:
         typer.echo((out_dir / "masking.md").read_text())
         typer.echo(f"best: {best_variant(doc)} -> {out_dir}/masking.json and masking.md")
 
+    @group.command("cross-source")
+    def cross_source(
+        labels: Labels = Path("model/labels/all-sources.yaml"),
+        out_dir: Path = typer.Option(Path("model/results/cross-source"), "--out-dir"),
+        sources: list[str] = typer.Option(
+            [], "--source", help="Hold out only these sources (repeatable; default: every one)"
+        ),
+        mask: list[str] = typer.Option(
+            ["ip.src", "ip.dst", "path", "checksums"], "--mask", help="Header fields to zero"
+        ),
+        max_per_class: MaxPerClass = 3000,
+        max_test: int = typer.Option(5000, "--max-test-per-class", min=1),
+        epochs: Epochs = 5,
+        seed: Seed = 0,
+        threads: Threads = None,
+        random_split: bool = typer.Option(True, "--random/--no-random", help="Also 8:1:1"),
+    ) -> None:
+        """Leave one source out: train on the others, test on it; benign kept, attacks flagged."""
+        from amlhp.encoders.layout import expand_mask_fields
+        from amlhp.model.cross_source import run_cross_source
+        from amlhp.model.train import TrainConfig
+        from amlhp.progress import console
+
+        out = console()
+        with _runs_progress(epochs, threads) as on_progress:
+            run_cross_source(
+                labels,
+                out_dir,
+                mask_fields=expand_mask_fields(tuple(mask)),
+                max_per_class=max_per_class,
+                max_test_per_class=max_test,
+                config=TrainConfig(epochs=epochs, seed=seed, threads=threads),
+                sources=sources or None,
+                with_random=random_split,
+                on_event=lambda msg: out.log(msg),
+                on_progress=on_progress,
+            )
+        typer.echo((out_dir / "cross-source.md").read_text())
+        typer.echo(f"-> {out_dir}/cross-source.json and cross-source.md")
+
     app.add_typer(group, name="model")
 
 
