@@ -63,11 +63,12 @@ def register(app: typer.Typer) -> None:
     @lab.command("check")
     def check_cmd() -> None:
         """Say which of the lab's programs are missing (exit 1 if any)."""
-        from amlhp.lab.tools import TOOLS, missing_tools
+        from amlhp.lab.tools import SERVER_PROGRAMS, TOOLS, missing_tools
 
         missing = missing_tools()
         for name in missing:
-            typer.echo(f"missing: {name} (Debian package {TOOLS[name]})")
+            effect = "the lab cannot run" if name in SERVER_PROGRAMS else "its scenarios skip"
+            typer.echo(f"missing: {name} (Debian package {TOOLS[name]}): {effect}")
         if missing:
             typer.echo("run `make lab-setup` (as root)", err=True)
             raise typer.Exit(1)

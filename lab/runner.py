@@ -33,9 +33,10 @@ from amlhp.lab.exceptions import LabError
 from amlhp.lab.labels import Labeler, MarkerRule
 from amlhp.lab.pcapscan import PcapTail
 from amlhp.lab.procs import ProcessGroup, exclusive_lab, interrupts_as_errors
-from amlhp.lab.scenarios import BENIGN, AttackContext, Scenario, select, service_sets
+from amlhp.lab.scenario import BENIGN
+from amlhp.lab.scenarios import PROGRAMS, AttackContext, Scenario, select, service_sets
 from amlhp.lab.services import LabServices
-from amlhp.lab.tools import DEBIAN_PACKAGES, missing_tools
+from amlhp.lab.tools import DEBIAN_PACKAGES, SERVER_PROGRAMS, TOOLS, missing_tools
 from amlhp.lab.topology import PORT_PRESETS, SENSOR_NET, Topology
 
 log = logging.getLogger(__name__)
@@ -165,13 +166,27 @@ def package_versions() -> dict[str, str]:
 def preflight(options: RunOptions) -> None:
     if os.geteuid() != 0:
         raise LabError("the lab needs root (tcpdump, raw sockets for hping3 and nmap)")
-    missing = missing_tools()
+    missing = missing_tools(SERVER_PROGRAMS)
     if missing:
         raise LabError(f"missing programs: {', '.join(missing)} (run `make lab-setup`)")
     if options.profile not in PROFILES:
         raise LabError(f"unknown profile {options.profile!r}; known: {', '.join(PROFILES)}")
     if options.ports not in PORT_PRESETS:
         raise LabError(f"unknown port preset {options.ports!r}; known: {', '.join(PORT_PRESETS)}")
+
+
+def unavailable(scenarios: list[Scenario]) -> dict[str, str]:
+    """Scenario -> why it cannot run here (its attack programs are not installed)."""
+    reasons = {}
+    for scenario in scenarios:
+        missing = missing_tools(set(PROGRAMS.get(scenario.name, ())))
+        if missing:
+            packages = sorted({TOOLS[m] for m in missing})
+            reasons[scenario.name] = (
+                f"{', '.join(missing)} not installed (Debian {', '.join(packages)}; "
+                "`make lab-setup`)"
+            )
+    return reasons
 
 
 class LabRun:
@@ -191,7 +206,13 @@ class LabRun:
             per_scenario={} if options.packets else dict(base.per_scenario),
             benign_rate=options.benign_rate or base.benign_rate,
         )
-        self.scenarios = select(list(options.scenarios))
+        wanted = select(list(options.scenarios))
+        self.skipped = unavailable(wanted)
+        for name, reason in self.skipped.items():
+            log.warning("skipping scenario %s: %s", name, reason)
+        self.scenarios = [s for s in wanted if s.name not in self.skipped]
+        if not self.scenarios:
+            raise LabError(f"no scenario can run here: {self.skipped}")
         self.statuses = [
             ScenarioStatus(s.name, s.label, self.profile.wanted(s)) for s in self.scenarios
         ]
@@ -438,6 +459,7 @@ class LabRun:
             "classes": dict(sorted(totals.items())),
             "total_packets": sum(totals.values()),
             "files": files,
+            "skipped": self.skipped,
             "benign_activity": dict(sorted(activity.items())),
         }
         (self.o.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -98,6 +98,33 @@ SCENARIOS: tuple[Scenario, ...] = (
 SCENARIOS += (*C2_SCENARIOS, *WEB_SCENARIOS, *MODBUS_SCENARIOS)
 
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}
+
+#: the attack programs each scenario runs (see amlhp.lab.tools.ATTACK_PROGRAMS)
+PROGRAMS: dict[str, tuple[str, ...]] = {
+    "benign": (),
+    "syn_flood": ("hping3",),
+    "udp_flood": ("hping3",),
+    "ack_flood": ("hping3",),
+    "http_flood": (),
+    "tcp_portscan": ("nmap",),
+    "udp_scan": ("nmap",),
+    "os_scan": ("nmap",),
+    "aggressive_scan": ("nmap",),
+    "ssh_bruteforce": ("hydra",),
+    "mqtt_bruteforce": ("ncrack",),
+    "telnet_bruteforce": ("hydra",),
+    "botnet_scan": ("masscan",),
+    "dns_tunnel": ("iodine", "iodined", "ncat"),
+    "c2_reverse_shell": ("ncat", "socat"),
+    "c2_beacon": (),
+    "malware_download": (),
+    "exfiltration": (),
+    "web_sqli": ("sqlmap",),
+    "web_dirbrute": ("dirb",),
+    "web_exploit": (),
+    "slow_dos": ("slowhttptest",),
+    "modbus_attack": ("mbpoll",),
+}
 ATTACKS: tuple[Scenario, ...] = tuple(s for s in SCENARIOS if s.build is not None)
 
 

@@ -65,10 +65,20 @@ def tool_path(name: str) -> str:
     return found
 
 
-def missing_tools() -> list[str]:
-    """Programs of :data:`TOOLS` that are not installed."""
+#: programs a scenario's own tool needs (its servers are in SERVER_PROGRAMS): a missing
+#: one skips the scenario, with a message, instead of stopping the whole lab
+ATTACK_PROGRAMS = frozenset(
+    {"hping3", "nmap", "hydra", "ncrack", "masscan", "iodine", "iodined", "sqlmap", "dirb",
+     "slowhttptest", "ncat", "socat", "mbpoll"}
+)  # fmt: skip
+#: programs every lab run needs: the servers, the capture, the benign devices
+SERVER_PROGRAMS = frozenset(set(TOOLS) - ATTACK_PROGRAMS)
+
+
+def missing_tools(names: frozenset[str] | set[str] | None = None) -> list[str]:
+    """Programs of :data:`TOOLS` (or of ``names``) that are not installed."""
     missing = []
-    for name in TOOLS:
+    for name in sorted(names) if names is not None else TOOLS:
         try:
             tool_path(name)
         except MissingToolError:

@@ -145,3 +145,29 @@ def test_every_attack_run_is_loopback_only_and_bounded(
             assert float(run.argv[run.argv.index("--seconds") + 1]) <= 42.0
     else:
         pytest.fail(f"no bounds check for {tool}: add one")
+
+
+def test_every_scenario_names_its_attack_programs() -> None:
+    from amlhp.lab.scenarios import BY_NAME, PROGRAMS
+    from amlhp.lab.tools import ATTACK_PROGRAMS, SERVER_PROGRAMS, TOOLS
+
+    assert set(PROGRAMS) == set(BY_NAME)
+    used = {p for programs in PROGRAMS.values() for p in programs}
+    assert used == set(ATTACK_PROGRAMS)
+    assert not ATTACK_PROGRAMS & SERVER_PROGRAMS
+    assert set(TOOLS) == ATTACK_PROGRAMS | SERVER_PROGRAMS
+
+
+def test_a_missing_attack_tool_skips_its_scenario_with_the_package_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from amlhp.lab.runner import unavailable
+    from amlhp.lab.scenarios import select
+
+    # sqlmap lives in /usr/bin, which this PATH lacks; hping3 is found in /usr/sbin anyway
+    monkeypatch.setenv("PATH", "/nonexistent")
+    reasons = unavailable(select(["syn_flood", "web_sqli", "benign"]))
+    if Path("/usr/sbin/hping3").exists():
+        assert "syn_flood" not in reasons
+    assert "benign" not in reasons
+    assert reasons["web_sqli"].startswith("sqlmap not installed (Debian sqlmap;")
