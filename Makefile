@@ -93,7 +93,7 @@ lab-data: setup
 lab-demo: setup
 	$(BIN)/amlhp lab run --profile demo --seed 2 -o var/lab/demo --workdir var/lab/work-demo
 	$(BIN)/amlhp lab verify var/lab/demo
-	$(BIN)/amlhp lab merge var/lab/demo -o data/demo/lab-demo.pcap
+	$(BIN)/amlhp lab merge var/lab/demo --snaplen 256 -o data/demo/lab-demo.pcap
 
 # Model results table (README): IoT-AMLHP, ablations and baselines on the public captures,
 # random and by-flow splits, one process (one torch thread) per split; about an hour on

@@ -42,22 +42,37 @@ def _records(path: Path) -> Iterator[tuple[int, int, bytes]]:
         pos = end
 
 
-def merge_files(files: list[Path], out: Path) -> int:
-    """Write ``files`` merged by time into ``out``; all must share one pcap header."""
+def merge_files(files: list[Path], out: Path, *, snaplen: int | None = None) -> int:
+    """Write ``files`` merged by time into ``out``; all must share one pcap header.
+
+    With ``snaplen``, each packet keeps at most its first ``snaplen`` bytes (its wire length
+    stays in the record, as tcpdump ``-s`` writes it): enough for every header and the
+    payload bytes the model reads, without the bulk of large transfers.
+    """
     if not files:
         raise LabError("nothing to merge")
     headers = {f.read_bytes()[:_HEADER] for f in files}
     if len(headers) != 1:
         raise LabError("captures differ in format (magic, link type or snap length)")
+    header = headers.pop()
+    endian = "<" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    rec = struct.Struct(endian + "IIII")
+    if snaplen is not None:
+        if snaplen < 64:
+            raise LabError("a snap length below 64 bytes would cut packet headers")
+        header = header[:16] + struct.pack(endian + "I", snaplen) + header[20:]
     out.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with out.open("wb") as fh:
-        fh.write(headers.pop())
+        fh.write(header)
         streams = [
             ((key, index, order, raw) for key, order, raw in _records(f))
             for index, f in enumerate(files)
         ]
         for _, _, _, raw in heapq.merge(*streams):
+            if snaplen is not None and len(raw) - 16 > snaplen:
+                sec, frac, _, wire = rec.unpack_from(raw)
+                raw = rec.pack(sec, frac, snaplen, wire) + raw[16 : 16 + snaplen]
             fh.write(raw)
             count += 1
     return count

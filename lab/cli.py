@@ -130,11 +130,16 @@ def register(app: typer.Typer) -> None:
     def merge_cmd(
         run_dir: Path = typer.Argument(..., help="Folder written by `amlhp lab run`"),
         out: Path = typer.Option(..., "--out", "-o", help="Merged pcap to write"),
+        snaplen: int | None = typer.Option(
+            None, "--snaplen", min=64, help="Keep at most this many bytes of each packet"
+        ),
     ) -> None:
         """Merge a run's captures into one pcap (time order), with labels and a manifest."""
         from amlhp.lab.merge import merge_run
 
-        manifest = merge_run(run_dir, out, command=shlex.join(["amlhp", *sys.argv[1:]]))
+        manifest = merge_run(
+            run_dir, out, command=shlex.join(["amlhp", *sys.argv[1:]]), snaplen=snaplen
+        )
         _echo_manifest(manifest, out, as_json=False)
 
     @lab.command("verify")

@@ -20,14 +20,16 @@ from amlhp.lab.runner import build_labeler
 from amlhp.lab.topology import Topology
 
 
-def merge_run(run_dir: Path, out: Path, *, command: str = "") -> dict[str, Any]:
+def merge_run(
+    run_dir: Path, out: Path, *, command: str = "", snaplen: int | None = None
+) -> dict[str, Any]:
     """Merge the captures listed in ``run_dir/manifest.json`` into ``out`` (+ labels, manifest)."""
     try:
         source = json.loads((run_dir / "manifest.json").read_text())
     except (OSError, ValueError) as exc:
         raise LabError(f"cannot read {run_dir / 'manifest.json'}: {exc}") from exc
     files = [run_dir / entry["file"] for entry in source["files"]]
-    packets = merge_files(files, out)
+    packets = merge_files(files, out, snaplen=snaplen)
     labeler = build_labeler(Topology())
     classes, _ = read_rules(run_dir / source["labels"])
     if classes != labeler.classes:
@@ -49,6 +51,7 @@ def merge_run(run_dir: Path, out: Path, *, command: str = "") -> dict[str, Any]:
         "sha256": file_sha256(out),
         "bytes": out.stat().st_size,
         "total_packets": packets,
+        "snaplen": snaplen,
         "classes": dict(sorted(counts.items())),
         "commands": [source.get("command", ""), command],
         "source": {

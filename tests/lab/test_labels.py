@@ -143,3 +143,21 @@ def test_merge_interleaves_by_time_and_keeps_every_record(tmp_path: Path) -> Non
     assert [ts // 1000 for ts, *_ in packets] == [1, 2, 3, 5, 9, 10]
     counts = build_labeler(Topology()).count(packets)
     assert counts == Counter({"dos_synflood": 3, BENIGN: 3})
+
+
+def test_a_merge_with_a_snap_length_keeps_headers_and_wire_lengths(tmp_path: Path) -> None:
+    from amlhp.encoders.readers import iter_packets
+
+    big = frame("127.66.0.1", "127.20.0.1", b"y" * 3000)
+    small = frame("127.10.0.1", "127.20.0.1")
+    a = tmp_path / "a.pcap"
+    a.write_bytes(pcap([(1, big), (3, small)]))
+    out = tmp_path / "cut.pcap"
+    assert merge_files([a], out, snaplen=256) == 2
+    assert struct.unpack_from("<I", out.read_bytes(), 16)[0] == 256  # the header says so
+    packets = list(iter_packets(out))
+    assert [len(p.data) for p in packets] == [256, len(small)]
+    assert [p.wire_len for p in packets] == [len(big), len(small)]
+    assert packets[0].data == big[:256]
+    with pytest.raises(LabError, match="snap length"):
+        merge_files([a], tmp_path / "x.pcap", snaplen=40)
