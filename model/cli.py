@@ -209,6 +209,9 @@ def _register_evaluate(app: typer.Typer) -> None:
         out_dir: Path | None = typer.Option(
             None, "--out-dir", help="Write metrics.json, report.txt, confusion.csv/png here"
         ),
+        malicious: bool = typer.Option(
+            False, "--malicious", help="Per class, the share called malicious (any class)"
+        ),
         as_json: AsJson = False,
     ) -> None:
         """Accuracy, macro precision/recall/F1 (paper eq. 11-15), per-class report, confusion."""
@@ -240,6 +243,16 @@ def _register_evaluate(app: typer.Typer) -> None:
                     "differs); use --side all to score every packet"
                 )
             rows = split(data, str(training["split"]["kind"]), seed=seed).test
+        if malicious:
+            from amlhp.model.cross_source import called_malicious
+
+            shares = called_malicious(artifact, data if rows is None else data.subset(rows))
+            if as_json:
+                typer.echo(json.dumps({"model": meta["version"], "classes": shares}, indent=2))
+            for name, v in shares.items():
+                if not as_json:
+                    typer.echo(f"{name:<24} {v['packets']:8d}  {v['called_malicious']:.3f}")
+            return
         report = evaluate_artifact(artifact, data, rows=rows)
         if out_dir is not None:
             write_report(report, out_dir, f"{meta['architecture']} ({side})")

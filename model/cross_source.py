@@ -205,6 +205,27 @@ def run_cross_source(
     return doc
 
 
+def called_malicious(
+    artifact: Any, data: LabelledPackets, batch_size: int = 2048
+) -> dict[str, Any]:
+    """Per true class, the share of packets a model calls malicious (any non-benign class).
+
+    Unlike the multi-class report this works for classes the model never learnt: what it
+    says about an unseen kind of attack, or an unseen benign device, is the question.
+    """
+    pred, _ = predict(artifact.model, model_inputs_for(artifact.model, data), batch_size)
+    model_benign = _benign_mask(list(artifact.classes))
+    flagged = ~model_benign[pred]
+    out: dict[str, Any] = {}
+    for cls in np.unique(data.labels):
+        rows = data.labels == cls
+        out[data.classes[cls]] = {
+            "packets": int(rows.sum()),
+            "called_malicious": round(float(np.mean(flagged[rows])), 4),
+        }
+    return out
+
+
 def _per_class_flagged(labels: IntArray, pred: IntArray, classes: list[str]) -> dict[str, Any]:
     benign = _benign_mask(classes)
     out: dict[str, Any] = {}

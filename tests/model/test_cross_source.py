@@ -111,3 +111,27 @@ def test_a_tiny_run_holds_each_source_out_once_and_trains_without_it(tmp_path: P
     assert table == cross_source_markdown(doc)
     assert "| alpha | benign | 120 |" in table
     assert "random 8:1:1" in table
+
+
+def test_evaluate_malicious_reports_classes_the_model_never_learnt(tmp_path: Path) -> None:
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from amlhp.cli import build_app
+
+    labels = _captures(tmp_path)
+    text = labels.read_text().replace("dos_synflood", "never_seen_attack")
+    labels.write_text(text)
+    result = CliRunner().invoke(
+        build_app(),
+        ["evaluate", "model/artifacts/amlhp-default", "-l", str(labels), "--side", "all",
+         "--malicious", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shares = _json.loads(result.stdout)["classes"]
+    assert set(shares) == {"benign", "never_seen_attack"}
+    assert shares["benign"]["packets"] == 240
+    assert shares["never_seen_attack"]["packets"] == 150
+    for v in shares.values():
+        assert 0.0 <= v["called_malicious"] <= 1.0
