@@ -439,6 +439,9 @@ def _register_model_group(app: typer.Typer) -> None:
         ),
         max_per_class: MaxPerClass = 3000,
         max_test: int = typer.Option(5000, "--max-test-per-class", min=1),
+        max_benign: int | None = typer.Option(
+            None, "--max-benign", min=1, help="Training cap of benign classes (default: same)"
+        ),
         epochs: Epochs = 5,
         seed: Seed = 0,
         threads: Threads = None,
@@ -458,6 +461,7 @@ def _register_model_group(app: typer.Typer) -> None:
                 mask_fields=expand_mask_fields(tuple(mask)),
                 max_per_class=max_per_class,
                 max_test_per_class=max_test,
+                max_benign=max_benign,
                 config=TrainConfig(epochs=epochs, seed=seed, threads=threads),
                 sources=sources or None,
                 with_random=random_split,

@@ -58,11 +58,25 @@ def _benign_mask(classes: list[str]) -> npt.NDArray[np.bool_]:
     return np.array([is_benign(c) for c in classes], dtype=bool)
 
 
-def _draw(rows: IntArray, labels: IntArray, cap: int, seed: int) -> IntArray:
-    """At most ``cap`` rows per class of ``rows``, uniformly."""
+def _draw(
+    rows: IntArray,
+    labels: IntArray,
+    cap: int,
+    seed: int,
+    benign: npt.NDArray[np.bool_] | None = None,
+    benign_cap: int | None = None,
+) -> IntArray:
+    """At most ``cap`` rows per class of ``rows`` (``benign_cap`` for benign classes)."""
     if rows.size == 0:
         return rows
-    return np.sort(rows[cap_per_class(labels[rows], cap, seed)])
+    if benign is None or benign_cap is None or benign_cap == cap:
+        return np.sort(rows[cap_per_class(labels[rows], cap, seed)])
+    is_b = benign[labels[rows]]
+    parts = [
+        _draw(rows[~is_b], labels, cap, seed),
+        _draw(rows[is_b], labels, benign_cap, seed),
+    ]
+    return np.sort(np.concatenate(parts))
 
 
 def _val_split(rows: IntArray, seed: int, share: float = 0.1) -> tuple[IntArray, IntArray]:
@@ -120,6 +134,7 @@ def run_cross_source(
     mask_fields: tuple[str, ...],
     max_per_class: int = 3000,
     max_test_per_class: int = 5000,
+    max_benign: int | None = None,
     config: TrainConfig | None = None,
     sources: list[str] | None = None,
     with_random: bool = True,
@@ -130,11 +145,15 @@ def run_cross_source(
 
     Training takes at most ``max_per_class`` packets of each class from the other sources;
     the held-out source is tested on at most ``max_test_per_class`` packets per class.
+    ``max_benign`` caps the benign classes' training packets apart (default: the same cap):
+    with one benign class among many attack classes, equal caps make benign a small
+    minority of what the network sees.
     """
     base = config or TrainConfig()
     config = dataclasses.replace(base, lr=base.lr or default_lr("amlhp"))
     spec = load_labels(labels_path)
     data = load_labelled(spec, EncoderConfig(mask_fields=mask_fields))
+    benign_classes = _benign_mask(data.classes)
     file_source = np.array([source_of(f) for f in data.files])
     row_source = file_source[data.file_ids]
     known = sorted(set(row_source.tolist()))
@@ -148,6 +167,7 @@ def run_cross_source(
         "mask_fields": list(mask_fields),
         "max_per_class": max_per_class,
         "max_test_per_class": max_test_per_class,
+        "max_benign": max_benign or max_per_class,
         "hyperparameters": config.as_dict(),
         "classes": data.classes,
         "rows": [],
@@ -158,7 +178,7 @@ def run_cross_source(
         inside = np.flatnonzero(row_source == source)
         outside = np.flatnonzero(row_source != source)
         test_rows = _draw(inside, data.labels, max_test_per_class, config.seed)
-        pool = _draw(outside, data.labels, max_per_class, config.seed)
+        pool = _draw(outside, data.labels, max_per_class, config.seed, benign_classes, max_benign)
         train_rows, val_rows = _val_split(pool, config.seed)
         held_classes = sorted({data.classes[i] for i in np.unique(data.labels[inside])})
         trained_classes = {data.classes[i] for i in np.unique(data.labels[train_rows])}
@@ -192,7 +212,10 @@ def run_cross_source(
         if on_event is not None:
             on_event(f"{source}: {_row_summary(row)}")
     if with_random:
-        pool = _draw(np.arange(len(data)), data.labels, max_per_class, config.seed)
+        pool = _draw(
+            np.arange(len(data)), data.labels, max_per_class, config.seed, benign_classes,
+            max_benign,
+        )  # fmt: skip
         parts = split(data.subset(pool), "random", seed=config.seed)
         train_rows, val_rows, test_rows = pool[parts.train], pool[parts.val], pool[parts.test]
         pred = _train(

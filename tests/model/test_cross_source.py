@@ -135,3 +135,22 @@ def test_evaluate_malicious_reports_classes_the_model_never_learnt(tmp_path: Pat
     assert shares["never_seen_attack"]["packets"] == 150
     for v in shares.values():
         assert 0.0 <= v["called_malicious"] <= 1.0
+
+
+def test_benign_classes_can_have_their_own_training_cap(tmp_path: Path) -> None:
+    labels = _captures(tmp_path)
+    doc = run_cross_source(
+        labels,
+        tmp_path / "results",
+        mask_fields=("ip.src", "ip.dst"),
+        max_per_class=50,
+        max_benign=100,
+        config=TrainConfig(epochs=1, batch_size=32, threads=1),
+        sources=["alpha"],
+        with_random=False,
+    )
+    (row,) = doc["rows"]
+    # beta left for training: 100 of its 120 benign packets, 50 of its 150 SYN packets
+    assert row["train_packets"] == round(0.9 * 150)
+    assert doc["max_benign"] == 100
+    assert "random_split" not in doc
