@@ -146,16 +146,30 @@ def verdict_mix() -> PanelBuilder:
     )
 
 
-def malicious_share() -> PanelBuilder:
+def _decision_share(decision: str) -> str:
     everything = q.sum_by(["gateway"], q.rate(q.sel(q.VERDICTS, q.GATEWAY)))
-    malicious = q.sum_by(
-        ["gateway"], q.rate(q.sel(q.VERDICTS, q.GATEWAY, q.eq("malicious", "true")))
-    )
+    chosen = q.sum_by(["gateway"], q.rate(q.sel(q.VERDICTS, q.GATEWAY, q.eq("decision", decision))))
+    return q.ratio(chosen, everything)
+
+
+def malicious_share() -> PanelBuilder:
     return timeseries_panel(
         "Malicious share per gateway",
-        "Share of each gateway's verdicts whose class is not benign (benign: the model's "
-        "benign classes, else names starting with benign or mqtt_benign).",
-        [Query(q.ratio(malicious, everything), "{{gateway}}")],
+        "Share of each gateway's verdicts whose decision is malicious: the model's "
+        "calibrated malicious score above its threshold, on traffic like its training data.",
+        [Query(_decision_share("malicious"), "{{gateway}}")],
+        unit="percentunit",
+        max_value=1,
+    )
+
+
+def uncertain_share() -> PanelBuilder:
+    return timeseries_panel(
+        "Uncertain share per gateway",
+        "Share of each gateway's verdicts the model is not sure of (a score between its "
+        "benign and malicious thresholds, or traffic unlike its training data): a rising "
+        "share means a new device or attack the model has not learnt.",
+        [Query(_decision_share("uncertain"), "{{gateway}}")],
         unit="percentunit",
         max_value=1,
     )
@@ -221,6 +235,7 @@ def overview() -> Dashboard:
             latency_quantiles(),
             verdict_mix(),
             malicious_share(),
+            uncertain_share(),
             verdicts_by_class(),
             delivery_failures(),
             faust_internals(),

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from amlhp.dashboards.exceptions import DashboardsError
-from amlhp.metrics.definitions import is_benign
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -166,30 +164,43 @@ def verdict_mix_plot(table: pa.Table) -> Plot:
     )
 
 
-def malicious_share_plot(table: pa.Table, benign: Iterable[str] | None = None) -> Plot:
+def decision_shares(table: pa.Table) -> dict[str, dict[str, float]]:
+    """Per gateway, the share of its verdicts with each decision (malicious first)."""
     gateways = table.column("gateway").to_numpy(zero_copy_only=False).astype(str)
-    labels = table.column("label").to_numpy(zero_copy_only=False).astype(str)
-    benign_set = list(benign) if benign is not None else None
-    malicious = np.array([not is_benign(c, benign_set) for c in labels])
-    names = sorted(set(gateways))
-    shares = [float(malicious[gateways == g].mean()) for g in names]
+    decisions = table.column("decision").to_numpy(zero_copy_only=False).astype(str)
+    out: dict[str, dict[str, float]] = {}
+    for gw in sorted(set(gateways)):
+        mine = decisions[gateways == gw]
+        out[gw] = {d: float(np.mean(mine == d)) for d in ("malicious", "uncertain", "benign")}
+    return out
+
+
+def malicious_share_plot(table: pa.Table) -> Plot:
+    shares = decision_shares(table)
+    names = list(shares)
+    gateways = table.column("gateway").to_numpy(zero_copy_only=False).astype(str)
     totals = [int((gateways == g).sum()) for g in names]
     fig = _figure(9.0, max(2.0, 0.5 * len(names) + 1.2))
     ax = fig.add_subplot()
-    bars = ax.barh(names, shares, color="#c0392b")
-    for bar, share, total in zip(bars, shares, totals, strict=True):
+    mal = [shares[g]["malicious"] for g in names]
+    unc = [shares[g]["uncertain"] for g in names]
+    bars = ax.barh(names, mal, color="#c0392b", label="malicious")
+    ax.barh(names, unc, left=mal, color="#f39c12", label="uncertain")
+    for bar, m, u, total in zip(bars, mal, unc, totals, strict=True):
         ax.text(
-            min(share, 0.98), bar.get_y() + bar.get_height() / 2,
-            f" {share:.1%} of {total}", va="center", ha="left" if share < 0.8 else "right",
+            min(m + u, 0.98), bar.get_y() + bar.get_height() / 2,
+            f" {m:.1%} malicious, {u:.1%} uncertain of {total}", va="center",
+            ha="left" if m + u < 0.6 else "right",
         )  # fmt: skip
     ax.set_xlim(0, 1)
-    ax.set_xlabel("share of verdicts that are malicious")
+    ax.set_xlabel("share of verdicts by decision")
+    ax.legend(loc="lower right")
     ax.invert_yaxis()
     return Plot(
         "malicious-share",
-        "Malicious share per gateway",
-        "Share of each gateway's verdicts whose class is not benign "
-        "(benign: names starting with benign or mqtt_benign).",
+        "Malicious and uncertain share per gateway",
+        "Share of each gateway's verdicts whose decision is malicious, and uncertain "
+        "(low confidence or unlike the training data), from the model's calibrated score.",
         _png(fig),
     )
 
@@ -220,9 +231,9 @@ def latency_plot(table: pa.Table) -> Plot:
     )
 
 
-def top_destinations_plot(table: pa.Table, benign: Iterable[str] | None = None) -> Plot | None:
-    benign_set = list(benign) if benign is not None else None
-    attack = [c for c in _classes(table) if not is_benign(c, benign_set)][:MAX_CLASSES_SHOWN]
+def top_destinations_plot(table: pa.Table) -> Plot | None:
+    table = table.filter(pc.equal(table.column("decision"), "malicious"))
+    attack = _classes(table)[:MAX_CLASSES_SHOWN]
     if not attack:
         return None
     cols = 2
@@ -248,7 +259,7 @@ def top_destinations_plot(table: pa.Table, benign: Iterable[str] | None = None) 
         "top-destinations",
         "Top destinations per attack class",
         f"The {TOP_DESTINATIONS} destination address:port pairs most often seen in packets "
-        "of each attack class.",
+        "decided malicious, per predicted class.",
         _png(fig),
     )
 
@@ -301,12 +312,13 @@ def _summary(table: pa.Table, root: Path) -> list[tuple[str, str]]:
         ("Capture time (UTC)", f"{first:%Y-%m-%d %H:%M:%S} - {last:%Y-%m-%d %H:%M:%S}"),
         ("Gateways", ", ".join(gateways)),
         ("Model versions", ", ".join(versions)),
-        ("Classes", ", ".join(f"{c} ({n:,})" for c, n in _class_counts(table))),
+        ("Decisions", ", ".join(f"{d} ({n:,})" for d, n in _counts(table, "decision"))),
+        ("Classes", ", ".join(f"{c} ({n:,})" for c, n in _counts(table, "label"))),
     ]
 
 
-def _class_counts(table: pa.Table) -> list[tuple[str, int]]:
-    counts = pc.value_counts(table.column("label")).to_pylist()
+def _counts(table: pa.Table, column: str) -> list[tuple[str, int]]:
+    counts = pc.value_counts(table.column(column)).to_pylist()
     return sorted(((str(c["values"]), int(c["counts"])) for c in counts), key=lambda x: -x[1])
 
 

@@ -23,6 +23,7 @@ from amlhp.lab.attack_services import (
     TUNNEL_PASSWORD,
     TUNNEL_PORT,
 )
+from amlhp.lab.dnstunnel import tunnel_network
 from amlhp.lab.scenario import AttackContext, Scenario, ToolRun, attacker, time_limit, units
 
 #: curl's per-transfer rate cap: spreads a transfer over time and over smaller segments
@@ -121,7 +122,7 @@ C2_SCENARIOS: tuple[Scenario, ...] = (
         "dns_tunnel", "dns_tunnel", "iodine, iodined (through dnsmasq), ncat",
         "IP over DNS: iodine through the lab resolver, data through the tunnel",
         lambda t: t.dns_tunnel_resolver, lambda t: t.dns_tunnel_resolver,
-        _dns_tunnel, packets_per_unit=1 / 60,
+        _dns_tunnel, packets_per_unit=1 / 60, network=tunnel_network,
     ),
     Scenario(
         "c2_reverse_shell", "c2_reverse_shell", "ncat -l, socat EXEC:/bin/sh",

@@ -6,10 +6,12 @@ forwarded from the resolver address). What the capture on ``lo`` sees is what a 
 sees of a DNS tunnel: long encoded query names and NULL/TXT answers, polling, fragments.
 
 The tunnel's own interfaces never live in the machine's namespace: both tun devices are
-moved at once into two network namespaces that this module makes and removes
-(``amlhp-lab-dnsc`` and ``amlhp-lab-dnss``), and the data (``ncat`` sending pseudo-random
-bytes, as an exfiltration would) flows between those namespaces only. Whatever happens,
-both processes are stopped and both namespaces deleted before the module exits.
+moved at once into two network namespaces (``amlhp-lab-dnsc`` and ``amlhp-lab-dnss``), and
+the data (``ncat`` sending pseudo-random bytes, as an exfiltration would) flows between
+those namespaces only. The lab runner makes and removes the namespaces
+(:func:`tunnel_network`, the scenario's ``network``), so that they go even when this driver
+is killed; the driver stops both processes on SIGTERM, and the runner kills its process
+group otherwise.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 import time
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 from amlhp.lab.safety import check_argv, loopback_address
 
@@ -57,12 +60,20 @@ def _move(dev: str, netns: str, address: str) -> None:
 
 
 @contextlib.contextmanager
-def _namespaces() -> Iterator[None]:
+def tunnel_network(topology: Any) -> Iterator[list[str]]:
+    """The two namespaces the tunnel ends move into, for as long as the scenario runs.
+
+    The lab runner enters this (a scenario's ``network``), not the driver: a driver that is
+    killed (SIGKILL past its time limit) cannot remove them, the runner still does.
+    Nothing extra is captured: the tunnel's DNS queries cross ``lo``.
+    """
+    del topology
     for ns in (CLIENT_NS, SERVER_NS):
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
-        _ip("netns", "add", ns)
     try:
-        yield
+        for ns in (CLIENT_NS, SERVER_NS):
+            _ip("netns", "add", ns)
+        yield []
     finally:
         for ns in (CLIENT_NS, SERVER_NS):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
@@ -97,36 +108,38 @@ def run(args: argparse.Namespace) -> int:
         str(resolver), args.domain,
     ]  # fmt: skip
     check_argv(iodine_argv)  # iodined's argv also names the inner address, never on lo
+    for ns in (CLIENT_NS, SERVER_NS):
+        if not os.path.exists(f"/var/run/netns/{ns}"):
+            raise RuntimeError(f"namespace {ns} is missing: run this through `amlhp lab`")
     daemon = client = sink = None
-    with _namespaces():
-        try:
-            daemon = subprocess.Popen(iodined_argv, stdout=sys.stdout, stderr=sys.stderr)
-            _wait_device(SERVER_DEV, daemon, 10)
-            _move(SERVER_DEV, SERVER_NS, SERVER_IP)
-            client = subprocess.Popen(iodine_argv, stdout=sys.stdout, stderr=sys.stderr)
-            _wait_device(CLIENT_DEV, client, 20)
-            _move(CLIENT_DEV, CLIENT_NS, CLIENT_IP)
-            time.sleep(1.0)  # the client finishes its setup (codec and fragment probing)
-            left = max(1.0, deadline - time.monotonic())
-            sink = subprocess.Popen(
-                ["ip", "netns", "exec", SERVER_NS, "timeout", f"{left:.0f}", "ncat", "-l",
-                 SERVER_IP, str(DATA_PORT)],
-                stdout=subprocess.DEVNULL, stderr=sys.stderr,
-            )  # fmt: skip
-            time.sleep(0.5)
-            data = os.urandom(args.bytes)
-            send = subprocess.run(
-                ["ip", "netns", "exec", CLIENT_NS, "timeout", f"{left:.0f}", "ncat",
-                 "--send-only", SERVER_IP, str(DATA_PORT)],
-                input=data, capture_output=True, timeout=left + 5, check=False,
-            )  # fmt: skip
-            print(f"sent {args.bytes} bytes through the tunnel: exit {send.returncode}")
-            while time.monotonic() < deadline and args.linger:
-                time.sleep(0.5)  # idle polling of the tunnel, as a waiting implant does
-            return 0 if send.returncode in (0, 124) else 1
-        finally:
-            for proc in (sink, client, daemon):
-                _stop(proc)
+    try:
+        daemon = subprocess.Popen(iodined_argv, stdout=sys.stdout, stderr=sys.stderr)
+        _wait_device(SERVER_DEV, daemon, 10)
+        _move(SERVER_DEV, SERVER_NS, SERVER_IP)
+        client = subprocess.Popen(iodine_argv, stdout=sys.stdout, stderr=sys.stderr)
+        _wait_device(CLIENT_DEV, client, 20)
+        _move(CLIENT_DEV, CLIENT_NS, CLIENT_IP)
+        time.sleep(1.0)  # the client finishes its setup (codec and fragment probing)
+        left = max(1.0, deadline - time.monotonic())
+        sink = subprocess.Popen(
+            ["ip", "netns", "exec", SERVER_NS, "timeout", f"{left:.0f}", "ncat", "-l",
+             SERVER_IP, str(DATA_PORT)],
+            stdout=subprocess.DEVNULL, stderr=sys.stderr,
+        )  # fmt: skip
+        time.sleep(0.5)
+        data = os.urandom(args.bytes)
+        send = subprocess.run(
+            ["ip", "netns", "exec", CLIENT_NS, "timeout", f"{left:.0f}", "ncat",
+             "--send-only", SERVER_IP, str(DATA_PORT)],
+            input=data, capture_output=True, timeout=left + 5, check=False,
+        )  # fmt: skip
+        print(f"sent {args.bytes} bytes through the tunnel: exit {send.returncode}")
+        while time.monotonic() < deadline and args.linger:
+            time.sleep(0.5)  # idle polling of the tunnel, as a waiting implant does
+        return 0 if send.returncode in (0, 124) else 1
+    finally:
+        for proc in (sink, client, daemon):
+            _stop(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

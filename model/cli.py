@@ -64,6 +64,22 @@ def _load_labelled(spec: Any, encoder: Any, cap: int | None, seed: int) -> Any:
         )
 
 
+def _capped(spec: Any, encoder: Any, cap: int | None, benign_cap: int | None, seed: int) -> Any:
+    """The labelled packets, at most ``cap`` per attack class and ``benign_cap`` per benign."""
+    if benign_cap is None or cap is None:
+        return _load_labelled(spec, encoder, cap if benign_cap is None else None, seed)
+    import numpy as np
+
+    from amlhp.model.dataset import cap_rows
+    from amlhp.model.decision import benign_mask
+
+    data = _load_labelled(spec, encoder, max(cap, benign_cap), seed)
+    rows = cap_rows(
+        np.arange(len(data)), data.labels, cap, seed, benign_mask(data.classes), benign_cap
+    )
+    return data.subset(rows)
+
+
 @contextmanager
 def _runs_progress(epochs: int, threads: int | None) -> Iterator[Callable[[str], Any]]:
     """One progress bar per training run of a study (on ``threads`` torch threads):
@@ -112,8 +128,17 @@ def _register_train(app: typer.Typer) -> None:
         max_per_class: int | None = typer.Option(
             None, "--max-per-class", min=1, help="Cap packets per class (uniform draw)"
         ),
+        max_benign: int | None = typer.Option(
+            None, "--max-benign", min=1, help="Cap for benign classes (default: --max-per-class)"
+        ),
         mask: list[str] = typer.Option(
             [], "--mask", help="Header field/group to zero (repeatable); default ip.src, ip.dst"
+        ),
+        calibrate_on: Path | None = typer.Option(
+            None,
+            "--calibrate-on",
+            help="Folds of `amlhp model cross-source` (OUT/folds): fit the malicious score "
+            "and decision band on them and store the policy in the artifact",
         ),
         threads: Threads = None,
         report_dir: Path | None = typer.Option(
@@ -144,7 +169,7 @@ def _register_train(app: typer.Typer) -> None:
         probe = create_model(model, num_classes=len(spec.classes))
         mask_fields = tuple(mask) if mask else DEFAULT_MASK_FIELDS
         encoder = encoder_config_for(probe, EncoderConfig(mask_fields=mask_fields).mask_fields)
-        data = _load_labelled(spec, encoder, max_per_class, seed)
+        data = _capped(spec, encoder, max_per_class, max_benign, seed)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
         with progress_bar() as progress:
             task = progress.add_task(f"train {model}", total=None, status="")
@@ -158,6 +183,10 @@ def _register_train(app: typer.Typer) -> None:
                 on_progress=_progress_fn(progress, task, epochs),
                 lr=lr,
             )
+        if calibrate_on is not None:
+            from amlhp.model.workflow import calibrate_outcome
+
+            calibrate_outcome(outcome, calibrate_on)
         command = "amlhp " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         meta = save_outcome(outcome, data, out, command)
         summary: dict[str, Any] = {
@@ -210,7 +239,9 @@ def _register_evaluate(app: typer.Typer) -> None:
             None, "--out-dir", help="Write metrics.json, report.txt, confusion.csv/png here"
         ),
         malicious: bool = typer.Option(
-            False, "--malicious", help="Per class, the share called malicious (any class)"
+            False,
+            "--malicious",
+            help="Per class, the shares decided malicious, uncertain and benign",
         ),
         as_json: AsJson = False,
     ) -> None:
@@ -246,12 +277,17 @@ def _register_evaluate(app: typer.Typer) -> None:
         if malicious:
             from amlhp.model.cross_source import called_malicious
 
-            shares = called_malicious(artifact, data if rows is None else data.subset(rows))
+            doc = called_malicious(artifact, data if rows is None else data.subset(rows))
             if as_json:
-                typer.echo(json.dumps({"model": meta["version"], "classes": shares}, indent=2))
-            for name, v in shares.items():
-                if not as_json:
-                    typer.echo(f"{name:<24} {v['packets']:8d}  {v['called_malicious']:.3f}")
+                typer.echo(json.dumps({"model": meta["version"], **doc}, indent=2))
+                return
+            typer.echo(f"{'class':<24} {'packets':>8}  malicious  uncertain  benign")
+            for name, v in doc["classes"].items():
+                typer.echo(
+                    f"{name:<24} {v['packets']:8d}  {v['called_malicious']:9.3f}  "
+                    f"{v['uncertain']:9.3f}  {v['called_benign']:6.3f}"
+                )
+            typer.echo(json.dumps(doc["binary"]))
             return
         report = evaluate_artifact(artifact, data, rows=rows)
         if out_dir is not None:
@@ -352,125 +388,9 @@ def _register_model_group(app: typer.Typer) -> None:
             cost = model_cost(create_model(name))
             typer.echo(f"{name:<18}{cost.params:>12,} params {cost.flops / 1e6:>10.2f} MFLOPs")
 
-    @group.command("results")
-    def results(
-        labels: Labels = PUBLIC_LABELS,
-        out_dir: Path = typer.Option(Path("model/results"), "--out-dir"),
-        artifacts_dir: Path | None = typer.Option(
-            Path("out/models"), "--artifacts-dir", help="Save every trained model here"
-        ),
-        models: list[str] = typer.Option([], "--model", help="Subset of models (repeatable)"),
-        splits: list[str] = typer.Option([], "--split", help="Subset of splits (repeatable)"),
-        max_per_class: MaxPerClass = 5000,
-        epochs: Epochs = 10,
-        seed: Seed = 0,
-        threads: Threads = None,
-    ) -> None:
-        """Train and test IoT-AMLHP, its ablations and baselines on random and by-flow splits."""
+    from amlhp.model.study_cli import register_studies
 
-        from amlhp.model.experiments import RESULT_MODELS, RESULT_SPLITS, run_results
-        from amlhp.model.train import TrainConfig
-        from amlhp.progress import console
-
-        out = console()
-        with _runs_progress(epochs, threads) as on_progress:
-            doc = run_results(
-                labels,
-                out_dir,
-                models=tuple(models) or RESULT_MODELS,
-                splits=tuple(splits) or RESULT_SPLITS,
-                max_per_class=max_per_class,
-                config=TrainConfig(epochs=epochs, seed=seed, threads=threads),
-                artifacts_dir=artifacts_dir,
-                on_event=lambda msg: out.log(msg),
-                on_progress=on_progress,
-            )
-        typer.echo((out_dir / "results.md").read_text())
-        typer.echo(f"{len(doc['rows'])} rows -> {out_dir}/results-<split>.json and results.md")
-
-    @group.command("masking-study")
-    def masking_study(
-        labels: Labels = PUBLIC_LABELS,
-        out_dir: Path = typer.Option(Path("model/results/masking"), "--out-dir"),
-        variants: list[str] = typer.Option(
-            [], "--variant", help="Subset of variants (repeatable; default: all)"
-        ),
-        split_kind: str = typer.Option("file", "--split", help="file (default) or flow"),
-        max_per_class: MaxPerClass = 4000,
-        epochs: Epochs = 5,
-        seed: Seed = 0,
-        threads: Threads = None,
-    ) -> None:
-        """Train one model per masking option, test on unseen capture files, pick the best."""
-
-        from amlhp.model.exceptions import ModelError
-        from amlhp.model.masking_study import MASK_VARIANTS, best_variant, run_masking_study
-        from amlhp.model.train import TrainConfig
-        from amlhp.progress import console
-
-        unknown = sorted(set(variants) - set(MASK_VARIANTS))
-        if unknown:
-            raise ModelError(f"unknown variant(s) {unknown}; valid: {', '.join(MASK_VARIANTS)}")
-        chosen = {k: v for k, v in MASK_VARIANTS.items() if not variants or k in variants}
-        out = console()
-        with _runs_progress(epochs, threads) as on_progress:
-            doc = run_masking_study(
-                labels,
-                out_dir,
-                variants=chosen,
-                split_kind=split_kind,
-                max_per_class=max_per_class,
-                config=TrainConfig(epochs=epochs, seed=seed, threads=threads),
-                on_event=lambda msg: out.log(msg),
-                on_progress=on_progress,
-            )
-        typer.echo((out_dir / "masking.md").read_text())
-        typer.echo(f"best: {best_variant(doc)} -> {out_dir}/masking.json and masking.md")
-
-    @group.command("cross-source")
-    def cross_source(
-        labels: Labels = Path("model/labels/all-sources.yaml"),
-        out_dir: Path = typer.Option(Path("model/results/cross-source"), "--out-dir"),
-        sources: list[str] = typer.Option(
-            [], "--source", help="Hold out only these sources (repeatable; default: every one)"
-        ),
-        mask: list[str] = typer.Option(
-            ["ip.src", "ip.dst", "path", "checksums"], "--mask", help="Header fields to zero"
-        ),
-        max_per_class: MaxPerClass = 3000,
-        max_test: int = typer.Option(5000, "--max-test-per-class", min=1),
-        max_benign: int | None = typer.Option(
-            None, "--max-benign", min=1, help="Training cap of benign classes (default: same)"
-        ),
-        epochs: Epochs = 5,
-        seed: Seed = 0,
-        threads: Threads = None,
-        random_split: bool = typer.Option(True, "--random/--no-random", help="Also 8:1:1"),
-    ) -> None:
-        """Leave one source out: train on the others, test on it; benign kept, attacks flagged."""
-        from amlhp.encoders.layout import expand_mask_fields
-        from amlhp.model.cross_source import run_cross_source
-        from amlhp.model.train import TrainConfig
-        from amlhp.progress import console
-
-        out = console()
-        with _runs_progress(epochs, threads) as on_progress:
-            run_cross_source(
-                labels,
-                out_dir,
-                mask_fields=expand_mask_fields(tuple(mask)),
-                max_per_class=max_per_class,
-                max_test_per_class=max_test,
-                max_benign=max_benign,
-                config=TrainConfig(epochs=epochs, seed=seed, threads=threads),
-                sources=sources or None,
-                with_random=random_split,
-                on_event=lambda msg: out.log(msg),
-                on_progress=on_progress,
-            )
-        typer.echo((out_dir / "cross-source.md").read_text())
-        typer.echo(f"-> {out_dir}/cross-source.json and cross-source.md")
-
+    register_studies(group)
     app.add_typer(group, name="model")
 
 

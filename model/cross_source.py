@@ -27,11 +27,28 @@ import numpy.typing as npt
 import torch
 
 from amlhp.encoders.layout import EncoderConfig
-from amlhp.model.dataset import LabelledPackets, Split, cap_per_class, load_labelled, split
+from amlhp.model.calibration import FoldPredictions, leave_one_fold_out, load_folds
+from amlhp.model.dataset import LabelledPackets, Split, cap_rows, load_labelled, split
+from amlhp.model.decision import (
+    BENIGN,
+    MALICIOUS,
+    UNCERTAIN,
+    DecisionPolicy,
+    benign_mask,
+    energy,
+    is_benign_class,
+    log_odds,
+)
 from amlhp.model.exceptions import DatasetError
 from amlhp.model.labels import load_labels
 from amlhp.model.registry import create_model, default_lr, model_kwargs
-from amlhp.model.train import ProgressFn, TrainConfig, model_inputs_for, predict, train_model
+from amlhp.model.train import (
+    ProgressFn,
+    TrainConfig,
+    logits_of,
+    model_inputs_for,
+    train_model,
+)
 
 IntArray = npt.NDArray[np.int64]
 EventFn = Callable[[str], None]
@@ -49,36 +66,6 @@ def source_of(path: str) -> str:
     return PurePath(path).parent.name or "unknown"
 
 
-def is_benign(name: str) -> bool:
-    """Benign classes are ``benign`` or start with it (``benign_iot``...); the rest attack."""
-    return name == "benign" or name.startswith("benign_")
-
-
-def _benign_mask(classes: list[str]) -> npt.NDArray[np.bool_]:
-    return np.array([is_benign(c) for c in classes], dtype=bool)
-
-
-def _draw(
-    rows: IntArray,
-    labels: IntArray,
-    cap: int,
-    seed: int,
-    benign: npt.NDArray[np.bool_] | None = None,
-    benign_cap: int | None = None,
-) -> IntArray:
-    """At most ``cap`` rows per class of ``rows`` (``benign_cap`` for benign classes)."""
-    if rows.size == 0:
-        return rows
-    if benign is None or benign_cap is None or benign_cap == cap:
-        return np.sort(rows[cap_per_class(labels[rows], cap, seed)])
-    is_b = benign[labels[rows]]
-    parts = [
-        _draw(rows[~is_b], labels, cap, seed),
-        _draw(rows[is_b], labels, benign_cap, seed),
-    ]
-    return np.sort(np.concatenate(parts))
-
-
 def _val_split(rows: IntArray, seed: int, share: float = 0.1) -> tuple[IntArray, IntArray]:
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(rows)
@@ -90,7 +77,7 @@ def binary_figures(
     labels: IntArray, pred: IntArray, classes: list[str]
 ) -> dict[str, float | int | None]:
     """Benign kept and attacks flagged, the way an operator counts them."""
-    benign = _benign_mask(classes)
+    benign = benign_mask(classes)
     true_benign = benign[labels]
     called_malicious = ~benign[pred]
     n_benign = int(true_benign.sum())
@@ -109,6 +96,15 @@ def binary_figures(
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class FoldOutput:
+    """A fold model's class predictions and logits on the held-out rows, and its val logits."""
+
+    pred: IntArray
+    logits: npt.NDArray[np.float32]
+    val_logits: npt.NDArray[np.float32]
+
+
 def _train(
     data: LabelledPackets,
     train_rows: IntArray,
@@ -116,15 +112,30 @@ def _train(
     test_rows: IntArray,
     config: TrainConfig,
     on_progress: ProgressFn | None,
-) -> IntArray:
-    """Train a fresh IoT-AMLHP on ``train_rows``; its predictions for ``test_rows``."""
+) -> FoldOutput:
+    """Train a fresh IoT-AMLHP on ``train_rows``; its logits for ``test_rows`` and ``val_rows``."""
     torch.manual_seed(config.seed)
     model = create_model("amlhp", **model_kwargs("amlhp", num_classes=len(data.classes)))
     parts = Split("cross-source", train_rows, val_rows, test_rows)
     train_model(model, data, parts, config, on_progress)
-    test = data.subset(test_rows)
-    pred, _ = predict(model, model_inputs_for(model, test), config.eval_batch_size)
-    return pred
+    size = config.eval_batch_size
+    test = logits_of(model, model_inputs_for(model, data.subset(test_rows)), size).numpy()
+    val = logits_of(model, model_inputs_for(model, data.subset(val_rows)), size).numpy()
+    return FoldOutput(test.argmax(axis=1).astype(np.int64), test, val)
+
+
+def fold_predictions(
+    source: str, out: FoldOutput, labels: IntArray, classes: list[str]
+) -> FoldPredictions:
+    """What the decision layer needs of a fold: log-odds, energies, truth, val energies."""
+    benign = benign_mask(classes)
+    return FoldPredictions(
+        source,
+        log_odds(out.logits, benign),
+        energy(out.logits),
+        ~benign[labels],
+        energy(out.val_logits),
+    )
 
 
 def run_cross_source(
@@ -153,7 +164,7 @@ def run_cross_source(
     config = dataclasses.replace(base, lr=base.lr or default_lr("amlhp"))
     spec = load_labels(labels_path)
     data = load_labelled(spec, EncoderConfig(mask_fields=mask_fields))
-    benign_classes = _benign_mask(data.classes)
+    benign_classes = benign_mask(data.classes)
     file_source = np.array([source_of(f) for f in data.files])
     row_source = file_source[data.file_ids]
     known = sorted(set(row_source.tolist()))
@@ -177,15 +188,17 @@ def run_cross_source(
     for source in wanted:
         inside = np.flatnonzero(row_source == source)
         outside = np.flatnonzero(row_source != source)
-        test_rows = _draw(inside, data.labels, max_test_per_class, config.seed)
-        pool = _draw(outside, data.labels, max_per_class, config.seed, benign_classes, max_benign)
+        test_rows = cap_rows(inside, data.labels, max_test_per_class, config.seed)
+        pool = cap_rows(
+            outside, data.labels, max_per_class, config.seed, benign_classes, max_benign
+        )
         train_rows, val_rows = _val_split(pool, config.seed)
         held_classes = sorted({data.classes[i] for i in np.unique(data.labels[inside])})
         trained_classes = {data.classes[i] for i in np.unique(data.labels[train_rows])}
-        attacks = [c for c in held_classes if not is_benign(c)]
+        attacks = [c for c in held_classes if not is_benign_class(c)]
         if on_event is not None:
             on_event(f"{source}: training on {train_rows.size} packets of the other sources")
-        pred = _train(
+        fold = _train(
             data,
             train_rows,
             val_rows,
@@ -193,7 +206,11 @@ def run_cross_source(
             config,
             on_progress(source) if on_progress else None,
         )
+        pred = fold.pred
         labels = data.labels[test_rows]
+        fold_predictions(source, fold, labels, data.classes).save(
+            out_dir / "folds" / f"{source}.npz"
+        )
         row = {
             "source": source,
             "kind": "benign"
@@ -208,11 +225,13 @@ def run_cross_source(
         }
         doc["rows"] = [r for r in doc["rows"] if r["source"] != source] + [row]
         doc["seconds"] = round(time.perf_counter() - started, 1)
+        if len(doc["rows"]) > 1:
+            doc["decision"] = decision_table(out_dir / "folds", [r["source"] for r in doc["rows"]])
         _write(doc, out_dir)
         if on_event is not None:
             on_event(f"{source}: {_row_summary(row)}")
     if with_random:
-        pool = _draw(
+        pool = cap_rows(
             np.arange(len(data)), data.labels, max_per_class, config.seed, benign_classes,
             max_benign,
         )  # fmt: skip
@@ -221,36 +240,70 @@ def run_cross_source(
         pred = _train(
             data, train_rows, val_rows, test_rows, config,
             on_progress("random") if on_progress else None,
-        )  # fmt: skip
+        ).pred  # fmt: skip
         doc["random_split"] = binary_figures(data.labels[test_rows], pred, data.classes)
         doc["seconds"] = round(time.perf_counter() - started, 1)
         _write(doc, out_dir)
     return doc
 
 
+def decision_table(folds_dir: Path, sources: list[str]) -> dict[str, Any]:
+    """Every fold of ``sources`` under a policy calibrated on the other folds only."""
+    folds = [f for f in load_folds(folds_dir) if f.source in set(sources)]
+    rows, policy = leave_one_fold_out(folds)
+    return {"rows": rows, "policy_all_folds": policy}
+
+
 def called_malicious(
     artifact: Any, data: LabelledPackets, batch_size: int = 2048
 ) -> dict[str, Any]:
-    """Per true class, the share of packets a model calls malicious (any non-benign class).
+    """Per true class, the share of packets decided malicious, uncertain and benign.
 
-    Unlike the multi-class report this works for classes the model never learnt: what it
-    says about an unseen kind of attack, or an unseen benign device, is the question.
+    Decisions are the artifact's own (:class:`~amlhp.model.decision.DecisionPolicy`:
+    calibrated score, band, out-of-distribution cut). Unlike the multi-class report this
+    works for classes the model never learnt: what it says about an unseen kind of attack,
+    or an unseen benign device, is the question. ``binary`` sums it up the way the goals
+    are stated (benign recall: benign packets decided benign).
     """
-    pred, _ = predict(artifact.model, model_inputs_for(artifact.model, data), batch_size)
-    model_benign = _benign_mask(list(artifact.classes))
-    flagged = ~model_benign[pred]
-    out: dict[str, Any] = {}
+    logits = logits_of(artifact.model, model_inputs_for(artifact.model, data), batch_size)
+    policy = DecisionPolicy.from_meta(artifact.meta.get("decision"))
+    decision = policy.assess(logits.numpy(), benign_mask(list(artifact.classes))).decision
+    classes: dict[str, Any] = {}
     for cls in np.unique(data.labels):
         rows = data.labels == cls
-        out[data.classes[cls]] = {
+        d = decision[rows]
+        classes[data.classes[cls]] = {
             "packets": int(rows.sum()),
-            "called_malicious": round(float(np.mean(flagged[rows])), 4),
+            "called_malicious": round(float(np.mean(d == MALICIOUS)), 4),
+            "uncertain": round(float(np.mean(d == UNCERTAIN)), 4),
+            "called_benign": round(float(np.mean(d == BENIGN)), 4),
         }
-    return out
+    truth_benign = benign_mask(data.classes)[data.labels]
+    return {"classes": classes, "binary": _binary_decisions(truth_benign, decision)}
+
+
+def _binary_decisions(truth_benign: npt.NDArray[np.bool_], decision: Any) -> dict[str, Any]:
+    def share(mask: Any, rows: Any) -> float | None:
+        return round(float(np.mean(mask[rows])), 4) if rows.any() else None
+
+    right = np.where(truth_benign, decision == BENIGN, decision == MALICIOUS)
+    decided = decision != UNCERTAIN
+    return {
+        "packets": int(decision.size),
+        "benign_packets": int(truth_benign.sum()),
+        "attack_packets": int((~truth_benign).sum()),
+        "accuracy": round(float(np.mean(right)), 4),  # an uncertain packet counts as wrong
+        "accuracy_of_decided": share(right, decided),
+        "uncertain": round(float(np.mean(~decided)), 4),
+        "benign_recall": share(decision == BENIGN, truth_benign),
+        "benign_not_malicious": share(decision != MALICIOUS, truth_benign),
+        "attack_called_malicious": share(decision == MALICIOUS, ~truth_benign),
+        "attack_flagged": share(decision != BENIGN, ~truth_benign),
+    }
 
 
 def _per_class_flagged(labels: IntArray, pred: IntArray, classes: list[str]) -> dict[str, Any]:
-    benign = _benign_mask(classes)
+    benign = benign_mask(classes)
     out: dict[str, Any] = {}
     for cls in np.unique(labels):
         rows = labels == cls
@@ -298,4 +351,32 @@ def cross_source_markdown(doc: dict[str, Any]) -> str:
             f"| *random 8:1:1 split of all sources* | mixed | {rnd['packets']:,} | "
             f"{_fmt(rnd['benign_not_malicious'])} | {_fmt(rnd['attack_flagged'])} | - |"
         )
+    if doc.get("decision"):
+        lines += ["", *decision_markdown(doc["decision"])]
     return "\n".join(lines) + "\n"
+
+
+def decision_markdown(table: dict[str, Any]) -> list[str]:
+    """The three-way decision per held-out source, calibrated on the other folds only."""
+    lines = [
+        "| held-out source | benign called malicious | benign uncertain | attacks called "
+        "malicious | attacks flagged (malicious or uncertain) | ECE | band (benign below, "
+        "malicious at) |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in table["rows"]:
+        flagged = None
+        if row.get("attack_called_malicious") is not None:
+            flagged = row["attack_called_malicious"] + row["attack_uncertain"]
+        band = row["policy"]
+        band_text = (
+            f"{band['benign_below']:.3f}, {band['malicious_at']:.3f}"
+            if "malicious_at" in band
+            else "not calibrated"
+        )
+        lines.append(
+            f"| {row['source']} | {_fmt(row.get('benign_called_malicious'))} | "
+            f"{_fmt(row.get('benign_uncertain'))} | {_fmt(row.get('attack_called_malicious'))} "
+            f"| {_fmt(flagged)} | {_fmt(row['ece'])} | {band_text} |"
+        )
+    return lines

@@ -182,6 +182,31 @@ def cap_per_class(labels: IntArray, cap: int, seed: int) -> IntArray:
     return np.sort(np.concatenate(keep))
 
 
+def cap_rows(
+    rows: IntArray,
+    labels: IntArray,
+    cap: int,
+    seed: int,
+    benign: npt.NDArray[np.bool_] | None = None,
+    benign_cap: int | None = None,
+) -> IntArray:
+    """Sorted ``rows`` keeping at most ``cap`` per class (``benign_cap`` for benign classes).
+
+    With one benign class among many attack classes, an equal cap makes benign a small
+    minority of what the network sees; ``benign`` marks the benign class ids.
+    """
+    if rows.size == 0:
+        return rows
+    if benign is None or benign_cap is None or benign_cap == cap:
+        return np.sort(rows[cap_per_class(labels[rows], cap, seed)])
+    is_b = benign[labels[rows]]
+    parts = [
+        cap_rows(rows[~is_b], labels, cap, seed),
+        cap_rows(rows[is_b], labels, benign_cap, seed),
+    ]
+    return np.sort(np.concatenate(parts))
+
+
 @dataclass(frozen=True)
 class Split:
     """Row indices of the three sides, and which classes could not be split."""

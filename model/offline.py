@@ -5,7 +5,8 @@ encoder settings (P, masked fields) and each batch through :meth:`Scorer.score_b
 same code the stream runs. One output row per input packet: the encoded record's identity,
 5-tuple, ``status`` and ``source_file`` columns (not the byte vectors), then ``label`` (the
 predicted class name, empty when the packet was not scored), ``class_id`` and ``score`` (its
-probability; both null when not scored).
+probability), ``malicious_score``, ``decision`` and ``ood_score`` (as in the stream's
+verdicts; all null when not scored).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from amlhp.encoders.capture import iter_encoded
+from amlhp.model.decision import DECISIONS
 from amlhp.model.scorer import Scorer
 
 _DROPPED = ("header", "payload")
@@ -37,11 +39,20 @@ def verdict_columns(batch: pa.RecordBatch, scorer: Scorer) -> pa.RecordBatch:
         pa.field("label", pa.string(), nullable=False),
         pa.field("class_id", pa.int16()),
         pa.field("score", pa.float32()),
+        pa.field("malicious_score", pa.float32()),
+        pa.field("decision", pa.string()),
+        pa.field("ood_score", pa.float32()),
+    ]
+    decisions = np.asarray([*DECISIONS, ""], dtype=object)[
+        np.where(scores.ok, scores.decision, len(DECISIONS))
     ]
     arrays += [
         pa.array(label.tolist(), pa.string()),
         pa.array(scores.class_ids, pa.int16(), mask=~scores.ok),
         pa.array(scores.scores, pa.float32(), mask=~scores.ok),
+        pa.array(scores.malicious_score, pa.float32(), mask=~scores.ok),
+        pa.array(decisions.tolist(), pa.string(), mask=~scores.ok),
+        pa.array(scores.ood_score, pa.float32(), mask=~scores.ok),
     ]
     meta = {b"model_version": scorer.version.encode(), b"schema": b"amlhp.offline_verdict"}
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=meta))
@@ -53,6 +64,7 @@ def score_captures(
     """Score every packet of the captures into ``out`` (Parquet); returns a summary."""
     started = time.perf_counter()
     labels: Counter[str] = Counter()
+    decisions: Counter[str] = Counter()
     packets = scored = 0
     writer: pq.ParquetWriter | None = None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +76,7 @@ def score_captures(
             writer.write_batch(verdicts)
             column = verdicts.column("label").to_pylist()
             labels.update(column)
+            decisions.update(d for d in verdicts.column("decision").to_pylist() if d)
             packets += verdicts.num_rows
             scored += sum(1 for v in column if v)
     finally:
@@ -83,6 +96,7 @@ def score_captures(
         "packets": packets,
         "scored": scored,
         "labels": dict(sorted(labels.items(), key=lambda kv: -kv[1])),
+        "decisions": {d: decisions.get(d, 0) for d in DECISIONS},
         "model": scorer.describe(),
         "seconds": round(time.perf_counter() - started, 3),
     }

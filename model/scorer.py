@@ -9,8 +9,10 @@ Backends, all computing the same network (the tests compare their argmax on real
   with PyTorch when it is built).
 
 ``predict`` takes the encoder's uint8 arrays (header (N, 128), payload (N, P)); baselines
-get their "first n packet bytes" rebuilt from the same arrays. ``score_batch`` takes an
-encoded Arrow batch and returns ids and probabilities for its ok rows only.
+get their "first n packet bytes" rebuilt from the same arrays. ``assess`` adds what the
+artifact's :class:`~amlhp.model.decision.DecisionPolicy` derives from the logits (the
+calibrated ``malicious_score``, the energy as OOD score, the three-way ``decision``).
+``score_batch`` takes an encoded Arrow batch and assesses its ok rows only.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torch import Tensor
 from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.layout import LAYOUT_VERSION, EncoderConfig
 from amlhp.model.artifact import Artifact, load_artifact
+from amlhp.model.decision import Assessment, DecisionPolicy, benign_mask
 from amlhp.model.exceptions import ScoringError
 from amlhp.model.network import AMLHPNet
 from amlhp.model.packet_bytes import packet_bytes
@@ -62,6 +65,10 @@ class Scores:
     probs: ProbArray
     ok: npt.NDArray[np.bool_]
     inference_ns: int
+    malicious_score: npt.NDArray[np.float32]
+    ood_score: npt.NDArray[np.float32]
+    #: decision codes (:data:`amlhp.model.decision.DECISIONS`), -1 where not scored
+    decision: npt.NDArray[np.int8]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -105,6 +112,8 @@ class Scorer:
             mask_fields=tuple(enc.get("mask_fields", ("ip.src", "ip.dst"))),
         )
         self.payload_bytes = self.encoder_config.payload_bytes
+        self.policy = DecisionPolicy.from_meta(meta.get("decision"))
+        self._benign = benign_mask(self._classes)
         self.device = resolve_device(device)
         model = artifact.model.eval()
         self.input_kind = str(meta.get("input_kind", "header_payload"))
@@ -155,33 +164,43 @@ class Scorer:
                 f"payload has {payload.shape[1]} bytes per packet, the model was trained on "
                 f"P={self.payload_bytes}"
             )
-        header = np.ascontiguousarray(header, dtype=np.uint8)
-        payload = np.ascontiguousarray(payload, dtype=np.uint8)
+        # writable: torch refuses to wrap read-only memory (Arrow buffers) without a warning
+        header = np.require(header, np.uint8, ("C", "W"))
+        payload = np.require(payload, np.uint8, ("C", "W"))
         if self.input_kind == "packet_bytes":
             return (packet_bytes(header, payload, self.input_bytes),)
         return header, payload
 
     @torch.inference_mode()
-    def predict(self, header: np.ndarray, payload: np.ndarray) -> tuple[IdArray, ProbArray]:
-        """Class ids (N,) and probabilities (N, K) for uint8 header/payload arrays."""
+    def logits(self, header: np.ndarray, payload: np.ndarray) -> ProbArray:
+        """Class logits (N, K) for uint8 header/payload arrays, in chunks."""
         inputs = self._inputs(header, payload)
         n = inputs[0].shape[0]
         if n == 0:
-            return np.zeros(0, np.int64), np.zeros((0, len(self._classes)), np.float32)
+            return np.zeros((0, len(self._classes)), np.float32)
         starts = range(0, n, self.chunk)
         if self._pool is not None and len(starts) > 1:
             outs = list(self._pool.map(lambda lo: self._chunk(inputs, lo), starts))
         else:
             outs = [self._chunk(inputs, lo) for lo in starts]
-        probs = torch.cat(outs) if len(outs) > 1 else outs[0]
-        ids = probs.argmax(dim=1)
-        return ids.cpu().numpy().astype(np.int64), probs.cpu().numpy()
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]
+        return out.cpu().numpy()
+
+    def predict(self, header: np.ndarray, payload: np.ndarray) -> tuple[IdArray, ProbArray]:
+        """Class ids (N,) and probabilities (N, K) for uint8 header/payload arrays."""
+        logits = torch.from_numpy(self.logits(header, payload))
+        probs = torch.softmax(logits, dim=1)
+        return probs.argmax(dim=1).numpy().astype(np.int64), probs.numpy()
+
+    def assess(self, header: np.ndarray, payload: np.ndarray) -> Assessment:
+        """Class, probabilities, calibrated malicious score, OOD score and decision."""
+        return self.policy.assess(self.logits(header, payload), self._benign)
 
     def _chunk(self, inputs: tuple[np.ndarray, ...], lo: int) -> Tensor:
-        """Softmax probabilities of rows ``lo:lo+chunk`` (one forward pass)."""
+        """Logits of rows ``lo:lo+chunk`` (one forward pass)."""
         with torch.inference_mode():
             xs = [torch.from_numpy(x[lo : lo + self.chunk]).to(self.device) for x in inputs]
-            return torch.softmax(self._forward(*xs).float(), dim=1)
+            return self._forward(*xs).float()
 
     def check_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Refuse encoded records written with another P, layout or masking."""
@@ -209,14 +228,21 @@ class Scorer:
         class_ids = np.full(n, -1, np.int16)
         scores = np.full(n, np.nan, np.float32)
         probs = np.full((n, k), np.nan, np.float32)
+        malicious = np.full(n, np.nan, np.float32)
+        ood = np.full(n, np.nan, np.float32)
+        decision = np.full(n, -1, np.int8)
         idx = np.flatnonzero(ok)
         started = time.perf_counter_ns()
         if idx.size:
-            ids, p = self.predict(header[idx], payload[idx])
-            class_ids[idx] = ids.astype(np.int16)
-            probs[idx] = p
-            scores[idx] = p[np.arange(idx.size), ids]
-        return Scores(class_ids, scores, probs, ok, time.perf_counter_ns() - started)
+            a = self.assess(header[idx], payload[idx])
+            class_ids[idx] = a.class_ids.astype(np.int16)
+            probs[idx] = a.probs
+            scores[idx] = a.probs[np.arange(idx.size), a.class_ids]
+            malicious[idx] = a.malicious_score
+            ood[idx] = a.ood_score
+            decision[idx] = a.decision
+        elapsed = time.perf_counter_ns() - started
+        return Scores(class_ids, scores, probs, ok, elapsed, malicious, ood, decision)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -228,6 +254,7 @@ class Scorer:
             "chunk": self.chunk,
             "workers": self.workers,
             "payload_bytes": self.payload_bytes,
+            "decision": self.policy.to_meta(),
         }
 
 

@@ -76,19 +76,23 @@ def model_inputs_for(model: nn.Module, data: LabelledPackets) -> tuple[Tensor, .
 
 
 @torch.inference_mode()
+def logits_of(model: nn.Module, inputs: tuple[Tensor, ...], batch_size: int = 2048) -> Tensor:
+    """Class logits (N, K) in batches, in eval mode, without gradients."""
+    was_training = model.training
+    model.eval()
+    n = inputs[0].shape[0]
+    out: list[Tensor] = []
+    for lo in range(0, n, batch_size):
+        out.append(model(*(x[lo : lo + batch_size] for x in inputs)).float())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
 def predict(
     model: nn.Module, inputs: tuple[Tensor, ...], batch_size: int = 2048
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Class ids and softmax probabilities, in batches, in eval mode."""
-    was_training = model.training
-    model.eval()
-    n = inputs[0].shape[0]
-    probs: list[Tensor] = []
-    for lo in range(0, n, batch_size):
-        logits = model(*(x[lo : lo + batch_size] for x in inputs))
-        probs.append(torch.softmax(logits.float(), dim=1))
-    model.train(was_training)
-    p = torch.cat(probs) if probs else torch.zeros(0, 0)
+    p = torch.softmax(logits_of(model, inputs, batch_size), dim=1)
     return p.argmax(dim=1).numpy().astype(np.int64), p.numpy().astype(np.float32)
 
 

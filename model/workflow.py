@@ -19,6 +19,7 @@ from torch import nn
 from amlhp.encoders.layout import DEFAULT_MASK_FIELDS, LAYOUT_VERSION, EncoderConfig
 from amlhp.model.artifact import Artifact, save_artifact
 from amlhp.model.dataset import LabelledPackets, Split, data_fingerprint, split
+from amlhp.model.decision import energy
 from amlhp.model.exceptions import DatasetError
 from amlhp.model.flops import FLOPS_CONVENTION, count_flops, model_cost
 from amlhp.model.labels import LabelSpec
@@ -28,6 +29,7 @@ from amlhp.model.train import (
     ProgressFn,
     TrainConfig,
     TrainResult,
+    logits_of,
     model_inputs_for,
     predict,
     train_model,
@@ -72,6 +74,9 @@ class Outcome:
     fingerprint: str
     max_per_class: int | None
     result_config: dict[str, Any]
+    #: energies of the validation packets (in distribution): the model's OOD reference
+    val_energy: np.ndarray | None = None
+    decision: dict[str, Any] | None = None
 
     def extra_meta(self, data: LabelledPackets, command: str) -> dict[str, Any]:
         cost = model_cost(self.model)
@@ -83,6 +88,12 @@ class Outcome:
             "flops_convention": FLOPS_CONVENTION,
             "flops_folded": count_flops(self.model, as_described=False),
             "metrics": {"split": self.split.kind, **self.report.summary()},
+            **({"decision": self.decision} if self.decision else {}),
+            **(
+                {"val_energy_quantiles": energy_quantiles(self.val_energy)}
+                if self.val_energy is not None and self.val_energy.size
+                else {}
+            ),
             "test_report": self.report.as_dict(),
             "training": {
                 "data_fingerprint": self.fingerprint,
@@ -130,6 +141,8 @@ def train_and_evaluate(
     test = data.subset(parts.test)
     pred, _ = predict(model, model_inputs_for(model, test), config.eval_batch_size)
     report = classification_report(test.labels, pred, data.classes)
+    val = data.subset(parts.val)
+    val_energy = energy(logits_of(model, model_inputs_for(model, val), config.eval_batch_size))
     outcome = Outcome(
         name=name,
         model=model,
@@ -141,8 +154,31 @@ def train_and_evaluate(
         fingerprint=data_fingerprint(spec, encoder, max_per_class, config.seed),
         max_per_class=max_per_class,
         result_config=config.as_dict(),
+        val_energy=val_energy,
     )
     return outcome
+
+
+def energy_quantiles(values: np.ndarray) -> dict[str, float]:
+    """A few quantiles of in-distribution energies, for the record (and drift checks)."""
+    return {f"q{q:g}": round(float(np.quantile(values, q)), 4) for q in (0.5, 0.99, 0.999)}
+
+
+def calibrate_outcome(outcome: Outcome, folds_dir: Path) -> dict[str, Any]:
+    """Attach the decision policy fitted on held-out-source folds, with this model's OOD cut.
+
+    Platt scaling and the band come from the folds of ``amlhp model cross-source`` (models
+    of the same recipe meeting networks they never saw); the energy cut from this model's
+    own validation packets (:func:`amlhp.model.calibration.for_model`).
+    """
+    from amlhp.model.calibration import fit_policy, for_model, load_folds
+
+    policy = for_model(fit_policy(load_folds(folds_dir)), outcome.val_energy)
+    outcome.decision = {
+        **policy.to_meta(),
+        "provenance": {**policy.provenance, "folds_dir": str(folds_dir)},
+    }
+    return outcome.decision
 
 
 def save_outcome(

@@ -56,12 +56,12 @@ class ModelHolder:
 
     def _load_verified(self) -> BatchScorer:
         scorer = self._loader(self.path)
-        ids, probs = scorer.predict(
+        smoke = scorer.assess(
             np.zeros((1, 128), np.uint8), np.zeros((1, _payload_len(scorer)), np.uint8)
         )
-        if ids.shape != (1,) or probs.shape != (1, len(scorer.classes)):
+        if smoke.class_ids.shape != (1,) or smoke.probs.shape != (1, len(scorer.classes)):
             raise ModelReloadError(f"{self.path}: smoke prediction has the wrong shape")
-        if not np.all(np.isfinite(probs)):
+        if not (np.all(np.isfinite(smoke.probs)) and np.isfinite(smoke.malicious_score).all()):
             raise ModelReloadError(f"{self.path}: smoke prediction is not finite")
         self.loaded += 1
         return scorer

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
+from amlhp.model.decision import DECISIONS, Assessment
 from amlhp.streams.deadletter import Origin, dead_message, dead_packets
 from amlhp.wire import ENCODED, RAW, BatchDecodeError, from_ipc, verdict_schema
 
@@ -33,8 +34,8 @@ class BatchScorer(Protocol):
     @property
     def classes(self) -> list[str]: ...
 
-    def predict(self, header: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class ids (N,) and class probabilities (N, K) for uint8 inputs."""
+    def assess(self, header: np.ndarray, payload: np.ndarray) -> Assessment:
+        """Class ids, probabilities, malicious score, OOD score and decision for uint8 inputs."""
         ...
 
 
@@ -117,16 +118,13 @@ def score_batches(
     table = pa.Table.from_batches(batches).combine_chunks()
     n = table.num_rows
     header, payload, _ = model_inputs(table)
-    class_ids = np.empty(n, dtype=np.int16)
-    probs = np.empty((n, len(scorer.classes)), dtype=np.float32)
     started = time.perf_counter_ns()
-    for lo in range(0, n, max_batch):
-        hi = min(n, lo + max_batch)
-        ids, p = scorer.predict(header[lo:hi], payload[lo:hi])
-        class_ids[lo:hi] = ids
-        probs[lo:hi] = p
+    parts = [
+        scorer.assess(header[lo : lo + max_batch], payload[lo : lo + max_batch])
+        for lo in range(0, n, max_batch)
+    ]
     inference_ns = time.perf_counter_ns() - started
-    verdicts = build_verdicts(table, class_ids, probs, scorer, inference_ns)
+    verdicts = build_verdicts(table, _concat(parts, len(scorer.classes)), scorer, inference_ns)
     if timings:
         sizes = [b.num_rows for b in batches]
         ingested = np.repeat([t[0] if t[0] is not None else -1 for t in timings], sizes)
@@ -142,16 +140,37 @@ def score_batches(
     return verdicts
 
 
+def _concat(parts: list[Assessment], k: int) -> Assessment:
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return Assessment(
+            np.zeros(0, np.int64),
+            np.zeros((0, k), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int8),
+        )
+    return Assessment(
+        np.concatenate([p.class_ids for p in parts]),
+        np.concatenate([p.probs for p in parts]),
+        np.concatenate([p.malicious_score for p in parts]),
+        np.concatenate([p.ood_score for p in parts]),
+        np.concatenate([p.decision for p in parts]),
+    )
+
+
 def build_verdicts(
     table: pa.Table,
-    class_ids: np.ndarray,
-    probs: np.ndarray,
+    assessment: Assessment,
     scorer: BatchScorer,
     inference_ns: int,
 ) -> pa.RecordBatch:
-    """Encoded rows + predictions -> one verdict batch in the verdict schema."""
+    """Encoded rows + the model's assessment -> one verdict batch in the verdict schema."""
     n = table.num_rows
     schema = verdict_schema()
+    class_ids = assessment.class_ids
+    probs = assessment.probs
     labels = np.asarray(scorer.classes, dtype=object)[class_ids] if n else np.array([], object)
     top = probs[np.arange(n), class_ids] if n else np.array([], np.float32)
     now = time.time_ns()
@@ -166,6 +185,9 @@ def build_verdicts(
     flat = pa.array(probs.reshape(-1).astype(np.float32), pa.float32())
     offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32), pa.int32())
     columns["probs"] = pa.ListArray.from_arrays(offsets, flat)
+    columns["malicious_score"] = pa.array(assessment.malicious_score, pa.float32())
+    columns["decision"] = pa.array(np.asarray(DECISIONS, dtype=object)[assessment.decision])
+    columns["ood_score"] = pa.array(assessment.ood_score, pa.float32())
     columns["model_version"] = pa.array([scorer.version] * n, pa.string())
     columns["scored_at_ns"] = pa.array(np.full(n, now, np.int64), pa.int64())
     per_packet = inference_ns // max(1, n)

@@ -100,7 +100,6 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
     app.amlhp_holder = holder
     metrics = process_metrics()  # served by `amlhp worker --metrics-port`
     install_faust_monitor(app, metrics)
-    metrics.set_benign_classes(getattr(holder.current, "benign_classes", None))
     metrics.sync_model(holder)
     explainer = None
     if options.explain is not None:

@@ -16,11 +16,10 @@ operator-chosen name, capped at :data:`MAX_GATEWAYS` distinct values per process
 rest folded into ``_other``), the model's class names, the encoder's reason codes and
 Kafka topic-partitions; never a packet's address or port.
 
-"Malicious" is every class that is not benign. The benign set comes from the serving
-model when it says so (a ``benign_classes`` attribute); otherwise a class is benign when
-its name starts with ``benign`` or ``mqtt_benign`` (the naming rule of
-``model/labels/public.yaml``). The verdict counter carries the answer as its
-``malicious`` label so that dashboards need no class-name regex.
+The verdict counter carries each verdict's ``decision`` (``malicious``, ``benign`` or
+``uncertain``, from the model's calibrated score and out-of-distribution test, see
+:mod:`amlhp.model.decision`) as a label, so that dashboards count what an operator acts
+on and need no class-name rule.
 """
 
 from __future__ import annotations
@@ -61,7 +60,6 @@ OTHER = "_other"
 MAX_GATEWAYS = 100
 MAX_CLASSES = 64
 MAX_REASONS = 32
-BENIGN_PREFIXES = ("benign", "mqtt_benign")
 
 #: Packets per batch: tap messages, worker micro-batches, sink flushes.
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 50000, 200000)
@@ -80,13 +78,6 @@ SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 EXPLAIN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: What became of a packet the explanation sampler picked (``outcome`` label values).
 EXPLAIN_OUTCOMES: tuple[str, ...] = ("emitted", "rate_limited", "queue_full", "failed")
-
-
-def is_benign(class_name: str, benign: Iterable[str] | None = None) -> bool:
-    """The module docstring's rule: the model's benign set if given, else the name prefix."""
-    if benign is not None:
-        return class_name in set(benign)
-    return class_name.startswith(BENIGN_PREFIXES)
 
 
 class BoundedLabel:
@@ -197,8 +188,8 @@ FAMILIES: tuple[MetricFamily, ...] = (
     ),
     MetricFamily(
         "verdicts", "counter", "amlhp_verdicts",
-        "Verdicts published, by gateway and predicted class",
-        ("gateway", "class", "malicious"),
+        "Verdicts published, by gateway, predicted class and decision",
+        ("gateway", "class", "decision"),
     ),
     MetricFamily(
         "score", "bulk", "amlhp_verdict_score",
@@ -275,7 +266,6 @@ class PipelineMetrics:
         self.gateway_label = BoundedLabel(MAX_GATEWAYS)
         self.class_label = BoundedLabel(MAX_CLASSES)
         self.reason_label = BoundedLabel(MAX_REASONS)
-        self.benign_classes: frozenset[str] | None = None
         self._model_version: str | None = None
         self._model_lock = threading.Lock()
         for family in FAMILIES:
@@ -309,9 +299,6 @@ class PipelineMetrics:
     def count_explanations(self, outcome: str, packets: int = 1) -> None:
         if packets:
             self.explanations.labels(STEP_SCORE, outcome).inc(packets)
-
-    def set_benign_classes(self, classes: Iterable[str] | None) -> None:
-        self.benign_classes = frozenset(classes) if classes is not None else None
 
     # -- updates, one call per batch ----------------------------------------------------
     def count_in(self, step: str, gateway: str | None, packets: int, nbytes: int) -> None:
@@ -408,13 +395,15 @@ class PipelineMetrics:
         table = verdicts if isinstance(verdicts, pa.Table) else pa.Table.from_batches([verdicts])
         gateways = table.column("gateway")
         labels = table.column("label")
-        pairs = pc.binary_join_element_wise(
-            pc.fill_null(gateways, "unknown"), pc.fill_null(labels, "unknown"), "\x1f"
+        keys = pc.binary_join_element_wise(
+            pc.fill_null(gateways, "unknown"),
+            pc.fill_null(labels, "unknown"),
+            pc.fill_null(table.column("decision"), "unknown"),
+            "\x1f",
         )
-        for key, count in _value_counts(pairs).items():
-            gw, _, cls = key.partition("\x1f")
-            malicious = "false" if is_benign(cls, self.benign_classes) else "true"
-            self.verdicts.labels(self.gateway(gw), self.class_label(cls), malicious).inc(count)
+        for key, count in _value_counts(keys).items():
+            gw, cls, decision = key.split("\x1f", 2)
+            self.verdicts.labels(self.gateway(gw), self.class_label(cls), decision).inc(count)
         scores = table.column("score").to_numpy(zero_copy_only=False)
         label_arr = labels.to_numpy(zero_copy_only=False)
         for cls in np.unique(label_arr.astype(str)):

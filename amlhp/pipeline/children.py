@@ -123,7 +123,13 @@ class StageProcess:
 
 
 def start_stage(name: str, args: list[str], log_dir: Path, env: dict[str, str]) -> StageProcess:
-    """Start ``amlhp <args>`` with ``env`` (from :func:`child_env`), output to ``<name>.log``."""
+    """Start ``amlhp <args>`` with ``env`` (from :func:`child_env`), output to ``<name>.log``.
+
+    ``PYTHONFAULTHANDLER`` is set so that a native crash (a signal inside librdkafka,
+    Arrow or torch) leaves the Python stack of every thread in the log, not only an exit
+    code: :meth:`StageProcess.check_alive` reports that tail.
+    """
+    env = {**env, "PYTHONFAULTHANDLER": "1"}
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     log.debug("starting %s: amlhp %s (log %s)", name, " ".join(args), log_path)

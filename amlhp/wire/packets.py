@@ -28,22 +28,26 @@ encoded), ``proto`` (uint8, null like the addresses), ``header`` (fixed_size_bin
 ``h``; null unless ok), ``payload`` (fixed_size_binary(P), ``d``; null unless ok), ``status``
 (string: ``ok`` or a reason code from :mod:`amlhp.encoders.reasons`).
 
-Verdicts, ``amlhp.verdict`` v1: the identity, 5-tuple and ``status`` columns of the encoded
+Verdicts, ``amlhp.verdict`` v2 (v1 lacked ``malicious_score``, ``decision`` and
+``ood_score``): the identity, 5-tuple and ``status`` columns of the encoded
 record, then
 
-=============  ==============  ====================================================
-column         type            meaning
-=============  ==============  ====================================================
-label          string          predicted class name (null when status is not ok)
-class_id       int16           predicted class index (null when not scored)
-score          float32         probability of the predicted class
-probs          list<float32>   probabilities of all classes, in class-id order (nullable)
-model_version  string          identity of the model that scored the packet
-ingested_at_ns int64           when the raw batch entered Kafka (null if unknown)
-encoded_at_ns  int64           when the packet was encoded (ns since epoch)
-scored_at_ns   int64           when the verdict was produced (ns since epoch)
-inference_ns   int64           model forward time of the packet's batch, in ns
-=============  ==============  ====================================================
+================  ==============  ====================================================
+column            type            meaning
+================  ==============  ====================================================
+label             string          predicted class name (null when status is not ok)
+class_id          int16           predicted class index (null when not scored)
+score             float32         probability of the predicted class
+probs             list<float32>   probabilities of all classes, in class-id order (nullable)
+malicious_score   float32         calibrated probability that the packet is malicious
+decision          string          ``malicious``, ``benign`` or ``uncertain``: what to act on
+ood_score         float32         energy of the logits: high is unlike the training data
+model_version     string          identity of the model that scored the packet
+ingested_at_ns    int64           when the raw batch entered Kafka (null if unknown)
+encoded_at_ns     int64           when the packet was encoded (ns since epoch)
+scored_at_ns      int64           when the verdict was produced (ns since epoch)
+inference_ns      int64           model forward time of the packet's batch, in ns
+================  ==============  ====================================================
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ RAW: Final = "amlhp.raw"
 ENCODED: Final = "amlhp.encoded"
 VERDICT: Final = "amlhp.verdict"
 #: the versions of these schemas that this code writes and reads (see the registry)
-RAW_VERSION, ENCODED_VERSION, VERDICT_VERSION = "1", "1", "1"
+RAW_VERSION, ENCODED_VERSION, VERDICT_VERSION = "1", "1", "2"
 
 IDENTITY_FIELDS: Final = (
     pa.field("gateway", pa.string(), nullable=False),
@@ -140,6 +144,9 @@ def verdict_schema() -> pa.Schema:
             pa.field("class_id", pa.int16()),
             pa.field("score", pa.float32()),
             pa.field("probs", pa.list_(pa.float32())),
+            pa.field("malicious_score", pa.float32()),
+            pa.field("decision", pa.string()),
+            pa.field("ood_score", pa.float32()),
             pa.field("model_version", pa.string()),
             pa.field("ingested_at_ns", pa.int64()),
             pa.field("encoded_at_ns", pa.int64()),

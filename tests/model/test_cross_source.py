@@ -11,10 +11,10 @@ import pytest
 from amlhp.model.cross_source import (
     binary_figures,
     cross_source_markdown,
-    is_benign,
     run_cross_source,
     source_of,
 )
+from amlhp.model.decision import is_benign_class as is_benign
 from amlhp.model.train import TrainConfig
 from tests.support.synth import Record, ethernet, ipv4, tcp, udp, write_pcap
 

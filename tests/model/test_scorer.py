@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 
+from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.model.artifact import Artifact
 from amlhp.model.dataset import LabelledPackets
+from amlhp.model.decision import (
+    UNCALIBRATED,
+    UNCERTAIN,
+    DecisionPolicy,
+    benign_mask,
+    energy,
+    log_odds,
+)
 from amlhp.model.exceptions import ScoringError
 from amlhp.model.scorer import Scorer
 from tests.support import synth
@@ -87,3 +99,40 @@ def test_cuda_matches_cpu(tiny_artifact: Artifact, synthetic_data: LabelledPacke
     cpu_ids, _ = Scorer(tiny_artifact, device="cpu").predict(header, payload)
     gpu_ids, _ = Scorer(tiny_artifact, device="cuda").predict(header, payload)
     assert np.array_equal(cpu_ids, gpu_ids)
+
+
+def _with_benign_and_policy(artifact: Artifact, policy: DecisionPolicy) -> Artifact:
+    """The tiny model with its first class called benign and a decision block."""
+    meta = copy.deepcopy(artifact.meta)
+    meta["classes"] = ["benign", *meta["classes"][1:]]
+    meta["decision"] = policy.to_meta()
+    return dataclasses.replace(artifact, meta=meta)
+
+
+def test_score_batch_applies_the_artifacts_decision_policy(tiny_artifact: Artifact) -> None:
+    frames = [
+        (1, synth.ethernet(synth.ipv4(synth.tcp(b"\x10\x0c\x00\x04MQTT", dport=1883), 6))),
+        (1, synth.ethernet(b"\x60" + bytes(50), ethertype=0x86DD)),  # not encoded
+        (1, synth.ethernet(synth.ipv4(synth.tcp(flags=0x02), 6))),
+        (1, synth.ethernet(synth.ipv4(synth.udp(b"x" * 40, sport=53), 17))),
+    ]
+    batch = encode_batch(synth.raw_batch(frames), EncoderConfig())
+    policy = DecisionPolicy(platt_a=0.5, platt_b=-0.25, benign_below=0.2, malicious_at=0.8)
+    scorer = Scorer(_with_benign_and_policy(tiny_artifact, policy), device="cpu")
+    assert scorer.policy == policy
+    scores = scorer.score_batch(batch)
+    assert scores.decision[1] == -1
+    assert np.isnan(scores.malicious_score[1])
+    assert np.isnan(scores.ood_score[1])
+    ok = np.flatnonzero(scores.ok)
+    header, payload, _ = model_inputs(batch)
+    logits = scorer.logits(header[ok], payload[ok])
+    z = log_odds(logits, benign_mask(scorer.classes))
+    assert np.allclose(scores.malicious_score[ok], policy.score(z), atol=1e-5)
+    assert np.allclose(scores.ood_score[ok], energy(logits), atol=1e-4)
+    assert scores.decision[ok].tolist() == policy.decide(policy.score(z), energy(logits)).tolist()
+    # everything is out of distribution below an impossible energy cut: all uncertain
+    strict = dataclasses.replace(policy, energy_max=-1e9)
+    unsure = Scorer(_with_benign_and_policy(tiny_artifact, strict), device="cpu")
+    assert set(unsure.score_batch(batch).decision[ok].tolist()) == {UNCERTAIN}
+    assert Scorer(tiny_artifact, device="cpu").policy is UNCALIBRATED

@@ -183,7 +183,7 @@ def test_explain_module_is_the_plain_torch_model_of_the_scorer(scorer: Scorer) -
         version = "x"
         classes: ClassVar[list[str]] = ["a"]
 
-        def predict(self, header: np.ndarray, payload: np.ndarray) -> Any:
+        def assess(self, header: np.ndarray, payload: np.ndarray) -> Any:
             raise AssertionError
 
     with pytest.raises(ExplainError):

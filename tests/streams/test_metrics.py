@@ -19,7 +19,6 @@ from amlhp.metrics.definitions import (
     OTHER,
     BoundedLabel,
     PipelineMetrics,
-    is_benign,
     process_metrics,
 )
 from amlhp.metrics.histogram import BulkHistogram
@@ -69,15 +68,6 @@ def test_bounded_label_folds_values_past_the_limit() -> None:
     assert label("b") == "b"
 
 
-def test_benign_rule_and_model_override() -> None:
-    assert is_benign("benign_iot")
-    assert is_benign("mqtt_benign")
-    assert not is_benign("mqtt_bruteforce")
-    assert not is_benign("dos_synflood")
-    assert is_benign("normal", ["normal"])
-    assert not is_benign("benign_iot", ["normal"])
-
-
 def test_record_verdicts_counts_per_class_gateway_and_latency() -> None:
     metrics = PipelineMetrics()
     table = synthetic_verdicts(2000, seed=11)
@@ -85,14 +75,16 @@ def test_record_verdicts_counts_per_class_gateway_and_latency() -> None:
     reg = metrics.registry
     labels = np.array(table.column("label").to_pylist())
     gateways = np.array(table.column("gateway").to_pylist())
+    decisions = np.array(table.column("decision").to_pylist())
+    assert len(set(decisions)) == 3  # the synthetic verdicts have all three
     for gw in set(gateways):
         for cls in set(labels):
-            n = int(((gateways == gw) & (labels == cls)).sum())
-            malicious = "false" if cls.startswith(("benign", "mqtt_benign")) else "true"
-            got = value(
-                reg, "amlhp_verdicts_total", gateway=gw, **{"class": cls}, malicious=malicious
-            )
-            assert got == n, (gw, cls)
+            for decision in set(decisions):
+                n = int(((gateways == gw) & (labels == cls) & (decisions == decision)).sum())
+                got = value(
+                    reg, "amlhp_verdicts_total", gateway=gw, **{"class": cls}, decision=decision
+                )
+                assert got == n, (gw, cls, decision)
         latency_count = value(reg, "amlhp_e2e_latency_seconds_count", step="score", gateway=gw)
         assert latency_count == int((gateways == gw).sum())
     lat = (

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Producer
 
-from amlhp.encoders.arrays import model_inputs
-from amlhp.encoders.capture import encode_captures
+from amlhp.model.offline import score_captures
 from amlhp.model.scorer import default_model_path, load_scorer
 from amlhp.pipeline.children import StageProcess
 from amlhp.pipeline.dataset import read_verdicts
@@ -37,17 +37,20 @@ def tap_file(settings: Settings, capture: Path, gateway: str, **kw: float) -> Ta
     return stats
 
 
-def offline_labels(capture: Path) -> list[str | None]:
-    """What the scorer says about each packet of the capture, without Kafka."""
-    scorer = load_scorer(default_model_path())
-    table = encode_captures([capture], scorer.encoder_config)  # the model's masking
-    header, payload, ok = model_inputs(table)
-    labels: list[str | None] = [None] * table.num_rows
-    idx = np.flatnonzero(ok)
-    ids, _ = scorer.predict(header[idx], payload[idx])
-    for i, c in zip(idx, ids, strict=True):
-        labels[int(i)] = scorer.classes[int(c)]
-    return labels
+def offline_verdicts(capture: Path, tmp_path: Path) -> dict[int, tuple[str, str, float]]:
+    """What ``amlhp score`` says of each scored packet: seq -> (label, decision, score)."""
+    out = tmp_path / "offline.parquet"
+    summary = score_captures([capture], out, load_scorer(default_model_path()))
+    table = pq.read_table(out).filter(pc.equal(pc.field("status"), "ok"))
+    assert summary["packets"] >= table.num_rows
+    rows = zip(
+        table.column("seq").to_pylist(),
+        table.column("label").to_pylist(),
+        table.column("decision").to_pylist(),
+        table.column("malicious_score").to_pylist(),
+        strict=True,
+    )
+    return {int(seq): (label, decision, score) for seq, label, decision, score in rows}
 
 
 def ready(settings: Settings, procs: list[StageProcess], workers: int = 1) -> None:
@@ -88,14 +91,28 @@ def test_one_tap_exact_accounting_and_offline_parity(
     assert ledger.verdicts > 0.9 * stats.packets
 
     verdicts = read_verdicts(out).sort_by("seq")
-    expected = offline_labels(demo_capture)
-    got = dict(
-        zip(verdicts.column("seq").to_pylist(), verdicts.column("label").to_pylist(), strict=True)
+    expected = offline_verdicts(demo_capture, tmp_path)
+    got = {
+        int(seq): (label, decision, score)
+        for seq, label, decision, score in zip(
+            verdicts.column("seq").to_pylist(),
+            verdicts.column("label").to_pylist(),
+            verdicts.column("decision").to_pylist(),
+            verdicts.column("malicious_score").to_pylist(),
+            strict=True,
+        )
+    }
+    assert set(got) == set(expected)  # the same packets scored (the rest: dead letters)
+    labels = [s for s in got if got[s][0] != expected[s][0]]
+    assert not labels, f"{len(labels)} streamed classes differ from `amlhp score`"
+    decisions = [s for s in got if got[s][1] != expected[s][1]]
+    assert not decisions, f"{len(decisions)} streamed decisions differ from `amlhp score`"
+    assert {d for _, d, _ in got.values()} <= {"malicious", "benign", "uncertain"}
+    scores = np.array([got[s][2] for s in sorted(got)])
+    assert np.allclose(scores, [expected[s][2] for s in sorted(got)], atol=1e-5)
+    assert sorted(set(range(stats.packets)) - set(got)) == sorted(
+        set(range(stats.packets)) - set(expected)
     )
-    mismatched = [s for s, label in got.items() if expected[s] != label]
-    assert not mismatched, f"{len(mismatched)} verdicts differ from offline scoring"
-    unscored = [s for s, label in enumerate(expected) if label is None]
-    assert sorted(set(range(stats.packets)) - set(got)) == unscored
 
 
 def test_two_workers_three_gateways(

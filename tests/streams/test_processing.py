@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 import pytest
 
 from amlhp.encoders.layout import EncoderConfig
+from amlhp.model.decision import UNCALIBRATED, Assessment
 from amlhp.streams import processing as proc
 from amlhp.streams.deadletter import INVALID_BATCH, Origin, reason_counts
 from amlhp.wire import DEAD_LETTER, VERDICT, from_ipc, raw_schema, to_ipc
@@ -34,6 +35,11 @@ class ProtocolScorer:
         probs[np.arange(len(ids)), ids] = 0.9
         probs[np.arange(len(ids)), 1 - ids] = 0.1
         return ids, probs
+
+    def assess(self, header: np.ndarray, payload: np.ndarray) -> Assessment:
+        """The same answer as a policy would give it: "tcp" is the attack class here."""
+        logits = np.log(self.predict(header, payload)[1])
+        return UNCALIBRATED.assess(logits, np.array([True, False]))
 
 
 def _frame(transport: dpkt.Packet, proto: int) -> bytes:
@@ -116,6 +122,9 @@ def test_score_keeps_identity_and_uses_one_model(mixed_frames: list[bytes]) -> N
     round_trip = from_ipc(to_ipc(parts["gw-a"]), VERDICT)
     assert round_trip.column("seq").to_pylist() == [0, 1, 3]
     assert round_trip.column("score").to_pylist() == pytest.approx([0.9] * 3)
+    # uncalibrated: the attack class's probability is the malicious score, cut at 0.5
+    assert round_trip.column("malicious_score").to_pylist() == pytest.approx([0.9, 0.1, 0.9])
+    assert round_trip.column("decision").to_pylist() == ["malicious", "benign", "malicious"]
 
 
 def test_row_chunks_cover_every_row_once(mixed_frames: list[bytes]) -> None:

@@ -51,6 +51,12 @@ def synthetic_verdicts(
     for name in gateways:
         mask = gw == name
         seqs[mask] = np.arange(int(mask.sum()), dtype=np.uint64)
+    # benign classes: names starting with "benign"; the rest share one attack score
+    attack = np.array([not str(c).startswith("benign") for c in classes])
+    malicious = probs[:, attack].sum(axis=1).astype(np.float32)
+    decisions = np.where(
+        malicious >= 0.8, "malicious", np.where(malicious < 0.3, "benign", "uncertain")
+    )
     schema = verdict_schema()
     columns: dict[str, pa.Array] = {
         "gateway": pa.array(gw, pa.string()),
@@ -68,6 +74,9 @@ def synthetic_verdicts(
         "class_id": pa.array(class_ids, pa.int16()),
         "score": pa.array(probs[np.arange(n), class_ids], pa.float32()),
         "probs": pa.array(list(probs), pa.list_(pa.float32())),
+        "malicious_score": pa.array(malicious, pa.float32()),
+        "decision": pa.array(decisions, pa.string()),
+        "ood_score": pa.array(rng.normal(-8.0, 1.0, n).astype(np.float32), pa.float32()),
         "model_version": pa.array([model_version] * n, pa.string()),
         "ingested_at_ns": pa.array(ts + latency_ns // 4, pa.int64()),
         "encoded_at_ns": pa.array(ts + latency_ns // 2, pa.int64()),

@@ -62,12 +62,13 @@ def verdict_batch() -> pa.RecordBatch:
 
 
 @pytest.mark.parametrize(
-    ("schema", "name"),
-    [(raw_schema(), RAW), (encoded_schema(64), ENCODED), (verdict_schema(), VERDICT)],
-)
-def test_schemas_carry_name_and_version(schema: pa.Schema, name: str) -> None:
+    ("schema", "name", "version"),
+    [(raw_schema(), RAW, b"1"), (encoded_schema(64), ENCODED, b"1"),
+     (verdict_schema(), VERDICT, b"2")],
+)  # fmt: skip
+def test_schemas_carry_name_and_version(schema: pa.Schema, name: str, version: bytes) -> None:
     assert schema.metadata[b"schema"] == name.encode()
-    assert schema.metadata[b"version"] == b"1"
+    assert schema.metadata[b"version"] == version
 
 
 def test_raw_columns() -> None:

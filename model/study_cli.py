@@ -1,0 +1,165 @@
+"""``amlhp model results|masking-study|cross-source|decision-table``: the studies.
+
+Each trains many models and writes a results folder under ``model/results``; every
+modelling choice of the default model is made by one of them (see docs/model.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from amlhp.model.cli import (
+    PUBLIC_LABELS,
+    Epochs,
+    Labels,
+    MaxPerClass,
+    Seed,
+    Threads,
+    _runs_progress,
+)
+
+
+def register_studies(group: typer.Typer) -> None:
+    """Add the study commands to the ``amlhp model`` group."""
+
+    @group.command("results")
+    def results(
+        labels: Labels = PUBLIC_LABELS,
+        out_dir: Path = typer.Option(Path("model/results"), "--out-dir"),
+        artifacts_dir: Path | None = typer.Option(
+            Path("out/models"), "--artifacts-dir", help="Save every trained model here"
+        ),
+        models: list[str] = typer.Option([], "--model", help="Subset of models (repeatable)"),
+        splits: list[str] = typer.Option([], "--split", help="Subset of splits (repeatable)"),
+        max_per_class: MaxPerClass = 5000,
+        epochs: Epochs = 10,
+        seed: Seed = 0,
+        threads: Threads = None,
+    ) -> None:
+        """Train and test IoT-AMLHP, its ablations and baselines on random and by-flow splits."""
+
+        from amlhp.model.experiments import RESULT_MODELS, RESULT_SPLITS, run_results
+        from amlhp.model.train import TrainConfig
+        from amlhp.progress import console
+
+        out = console()
+        with _runs_progress(epochs, threads) as on_progress:
+            doc = run_results(
+                labels,
+                out_dir,
+                models=tuple(models) or RESULT_MODELS,
+                splits=tuple(splits) or RESULT_SPLITS,
+                max_per_class=max_per_class,
+                config=TrainConfig(epochs=epochs, seed=seed, threads=threads),
+                artifacts_dir=artifacts_dir,
+                on_event=lambda msg: out.log(msg),
+                on_progress=on_progress,
+            )
+        typer.echo((out_dir / "results.md").read_text())
+        typer.echo(f"{len(doc['rows'])} rows -> {out_dir}/results-<split>.json and results.md")
+
+    @group.command("masking-study")
+    def masking_study(
+        labels: Labels = PUBLIC_LABELS,
+        out_dir: Path = typer.Option(Path("model/results/masking"), "--out-dir"),
+        variants: list[str] = typer.Option(
+            [], "--variant", help="Subset of variants (repeatable; default: all)"
+        ),
+        split_kind: str = typer.Option("file", "--split", help="file (default) or flow"),
+        max_per_class: MaxPerClass = 4000,
+        epochs: Epochs = 5,
+        seed: Seed = 0,
+        threads: Threads = None,
+    ) -> None:
+        """Train one model per masking option, test on unseen capture files, pick the best."""
+
+        from amlhp.model.exceptions import ModelError
+        from amlhp.model.masking_study import MASK_VARIANTS, best_variant, run_masking_study
+        from amlhp.model.train import TrainConfig
+        from amlhp.progress import console
+
+        unknown = sorted(set(variants) - set(MASK_VARIANTS))
+        if unknown:
+            raise ModelError(f"unknown variant(s) {unknown}; valid: {', '.join(MASK_VARIANTS)}")
+        chosen = {k: v for k, v in MASK_VARIANTS.items() if not variants or k in variants}
+        out = console()
+        with _runs_progress(epochs, threads) as on_progress:
+            doc = run_masking_study(
+                labels,
+                out_dir,
+                variants=chosen,
+                split_kind=split_kind,
+                max_per_class=max_per_class,
+                config=TrainConfig(epochs=epochs, seed=seed, threads=threads),
+                on_event=lambda msg: out.log(msg),
+                on_progress=on_progress,
+            )
+        typer.echo((out_dir / "masking.md").read_text())
+        typer.echo(f"best: {best_variant(doc)} -> {out_dir}/masking.json and masking.md")
+
+    @group.command("cross-source")
+    def cross_source(
+        labels: Labels = Path("model/labels/all-sources.yaml"),
+        out_dir: Path = typer.Option(Path("model/results/cross-source"), "--out-dir"),
+        sources: list[str] = typer.Option(
+            [], "--source", help="Hold out only these sources (repeatable; default: every one)"
+        ),
+        mask: list[str] = typer.Option(
+            ["ip.src", "ip.dst", "path", "checksums"], "--mask", help="Header fields to zero"
+        ),
+        max_per_class: MaxPerClass = 3000,
+        max_test: int = typer.Option(5000, "--max-test-per-class", min=1),
+        max_benign: int | None = typer.Option(
+            None, "--max-benign", min=1, help="Training cap of benign classes (default: same)"
+        ),
+        epochs: Epochs = 5,
+        seed: Seed = 0,
+        threads: Threads = None,
+        random_split: bool = typer.Option(True, "--random/--no-random", help="Also 8:1:1"),
+    ) -> None:
+        """Leave one source out: train on the others, test on it; benign kept, attacks flagged."""
+        from amlhp.encoders.layout import expand_mask_fields
+        from amlhp.model.cross_source import run_cross_source
+        from amlhp.model.train import TrainConfig
+        from amlhp.progress import console
+
+        out = console()
+        with _runs_progress(epochs, threads) as on_progress:
+            run_cross_source(
+                labels,
+                out_dir,
+                mask_fields=expand_mask_fields(tuple(mask)),
+                max_per_class=max_per_class,
+                max_test_per_class=max_test,
+                max_benign=max_benign,
+                config=TrainConfig(epochs=epochs, seed=seed, threads=threads),
+                sources=sources or None,
+                with_random=random_split,
+                on_event=lambda msg: out.log(msg),
+                on_progress=on_progress,
+            )
+        typer.echo((out_dir / "cross-source.md").read_text())
+        typer.echo(f"-> {out_dir}/cross-source.json and cross-source.md")
+
+    @group.command("decision-table")
+    def decision_table(
+        out_dir: Path = typer.Argument(..., help="A cross-source results folder (with folds/)"),
+    ) -> None:
+        """Re-fit the three-way decision table of a cross-source run from its saved folds.
+
+        Every fold is judged under a policy calibrated on the other folds only; the JSON
+        and Markdown tables are rewritten. No training: seconds.
+        """
+        import json
+
+        from amlhp.model.cross_source import cross_source_markdown
+        from amlhp.model.cross_source import decision_table as table_of
+
+        path = out_dir / "cross-source.json"
+        doc = json.loads(path.read_text())
+        doc["decision"] = table_of(out_dir / "folds", [r["source"] for r in doc["rows"]])
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+        (out_dir / "cross-source.md").write_text(cross_source_markdown(doc))
+        typer.echo((out_dir / "cross-source.md").read_text())
