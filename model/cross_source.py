@@ -146,6 +146,7 @@ def run_cross_source(
     max_per_class: int = 3000,
     max_test_per_class: int = 5000,
     max_benign: int | None = None,
+    balance_sources: bool = False,
     config: TrainConfig | None = None,
     sources: list[str] | None = None,
     with_random: bool = True,
@@ -158,7 +159,8 @@ def run_cross_source(
     the held-out source is tested on at most ``max_test_per_class`` packets per class.
     ``max_benign`` caps the benign classes' training packets apart (default: the same cap):
     with one benign class among many attack classes, equal caps make benign a small
-    minority of what the network sees.
+    minority of what the network sees. ``balance_sources`` shares each class's cap
+    equally among the training sources that hold it.
     """
     base = config or TrainConfig()
     config = dataclasses.replace(base, lr=base.lr or default_lr("amlhp"))
@@ -167,6 +169,7 @@ def run_cross_source(
     benign_classes = benign_mask(data.classes)
     file_source = np.array([source_of(f) for f in data.files])
     row_source = file_source[data.file_ids]
+    source_ids = np.unique(row_source, return_inverse=True)[1] if balance_sources else None
     known = sorted(set(row_source.tolist()))
     wanted = sources or known
     unknown = sorted(set(wanted) - set(known))
@@ -179,6 +182,7 @@ def run_cross_source(
         "max_per_class": max_per_class,
         "max_test_per_class": max_test_per_class,
         "max_benign": max_benign or max_per_class,
+        "balance_sources": balance_sources,
         "hyperparameters": config.as_dict(),
         "classes": data.classes,
         "rows": [],
@@ -190,8 +194,9 @@ def run_cross_source(
         outside = np.flatnonzero(row_source != source)
         test_rows = cap_rows(inside, data.labels, max_test_per_class, config.seed)
         pool = cap_rows(
-            outside, data.labels, max_per_class, config.seed, benign_classes, max_benign
-        )
+            outside, data.labels, max_per_class, config.seed, benign_classes, max_benign,
+            source_ids,
+        )  # fmt: skip
         train_rows, val_rows = _val_split(pool, config.seed)
         held_classes = sorted({data.classes[i] for i in np.unique(data.labels[inside])})
         trained_classes = {data.classes[i] for i in np.unique(data.labels[train_rows])}
@@ -233,7 +238,7 @@ def run_cross_source(
     if with_random:
         pool = cap_rows(
             np.arange(len(data)), data.labels, max_per_class, config.seed, benign_classes,
-            max_benign,
+            max_benign, source_ids,
         )  # fmt: skip
         parts = split(data.subset(pool), "random", seed=config.seed)
         train_rows, val_rows, test_rows = pool[parts.train], pool[parts.val], pool[parts.test]

@@ -189,22 +189,38 @@ def cap_rows(
     seed: int,
     benign: npt.NDArray[np.bool_] | None = None,
     benign_cap: int | None = None,
+    sources: IntArray | None = None,
 ) -> IntArray:
     """Sorted ``rows`` keeping at most ``cap`` per class (``benign_cap`` for benign classes).
 
     With one benign class among many attack classes, an equal cap makes benign a small
-    minority of what the network sees; ``benign`` marks the benign class ids.
+    minority of what the network sees; ``benign`` marks the benign class ids. With
+    ``sources`` (a source id per row of ``labels``) a class's cap is shared equally by the
+    sources that hold it, so that the largest capture does not decide what "benign" is.
     """
     if rows.size == 0:
         return rows
-    if benign is None or benign_cap is None or benign_cap == cap:
+    if benign is not None and benign_cap is not None and benign_cap != cap:
+        is_b = benign[labels[rows]]
+        parts = [
+            cap_rows(rows[~is_b], labels, cap, seed, sources=sources),
+            cap_rows(rows[is_b], labels, benign_cap, seed, sources=sources),
+        ]
+        return np.sort(np.concatenate(parts))
+    if sources is None:
         return np.sort(rows[cap_per_class(labels[rows], cap, seed)])
-    is_b = benign[labels[rows]]
-    parts = [
-        cap_rows(rows[~is_b], labels, cap, seed),
-        cap_rows(rows[is_b], labels, benign_cap, seed),
-    ]
-    return np.sort(np.concatenate(parts))
+    rng = np.random.default_rng(seed)
+    keep: list[IntArray] = []
+    for cls in np.unique(labels[rows]):
+        mine = rows[labels[rows] == cls]
+        held = np.unique(sources[mine])
+        share = -(-cap // held.size)
+        for src in held:
+            part = mine[sources[mine] == src]
+            if part.size > share:
+                part = rng.choice(part, size=share, replace=False)
+            keep.append(part)
+    return np.sort(np.concatenate(keep))
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,12 @@ def register_studies(group: typer.Typer) -> None:
         max_benign: int | None = typer.Option(
             None, "--max-benign", min=1, help="Training cap of benign classes (default: same)"
         ),
+        balance_sources: bool = typer.Option(
+            False, "--balance-sources", help="Share each class's cap equally among sources"
+        ),
+        augment: float = typer.Option(
+            0.0, "--augment", min=0.0, max=1.0, help="Fingerprint rewrite probability"
+        ),
         epochs: Epochs = 5,
         seed: Seed = 0,
         threads: Threads = None,
@@ -134,7 +140,8 @@ def register_studies(group: typer.Typer) -> None:
                 max_per_class=max_per_class,
                 max_test_per_class=max_test,
                 max_benign=max_benign,
-                config=TrainConfig(epochs=epochs, seed=seed, threads=threads),
+                balance_sources=balance_sources,
+                config=TrainConfig(epochs=epochs, seed=seed, threads=threads, augment=augment),
                 sources=sources or None,
                 with_random=random_split,
                 on_event=lambda msg: out.log(msg),

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from amlhp.model.augment import augment_batch
 from amlhp.model.dataset import LabelledPackets, Split
 from amlhp.model.metrics import classification_report
 from amlhp.model.packet_bytes import packet_bytes
@@ -50,6 +51,8 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     eval_batch_size: int = 2048
+    #: probability of each fingerprint rewrite per training packet (model/augment.py)
+    augment: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,7 +148,10 @@ def train_model(
         epoch_start = time.perf_counter()
         for step in range(steps):
             rows = order[step * config.batch_size : (step + 1) * config.batch_size]
-            logits = model(*(x[rows] for x in inputs))
+            batch = tuple(x[rows] for x in inputs)
+            if config.augment > 0 and len(batch) == 2:  # header + payload models only
+                batch = augment_batch(batch[0], batch[1], config.augment, generator)
+            logits = model(*batch)
             loss = F.cross_entropy(logits, labels[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
