@@ -151,6 +151,31 @@ class Assessment:
     def __len__(self) -> int:
         return int(self.class_ids.shape[0])
 
+    @classmethod
+    def empty(cls, k: int) -> Assessment:
+        return cls(
+            np.zeros(0, np.int64),
+            np.zeros((0, k), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int8),
+        )
+
+    @classmethod
+    def concat(cls, parts: list[Assessment], k: int) -> Assessment:
+        """The assessments of consecutive chunks as one (``k`` classes if there are none)."""
+        if not parts:
+            return cls.empty(k)
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            np.concatenate([p.class_ids for p in parts]),
+            np.concatenate([p.probs for p in parts]),
+            np.concatenate([p.malicious_score for p in parts]),
+            np.concatenate([p.ood_score for p in parts]),
+            np.concatenate([p.decision for p in parts]),
+        )
+
 
 @dataclass(frozen=True)
 class DecisionPolicy:
@@ -195,14 +220,7 @@ class DecisionPolicy:
         """The whole assessment of (N, K) class logits (``benign`` marks benign classes)."""
         x = np.asarray(logits, dtype=np.float64)
         if x.shape[0] == 0:
-            k = x.shape[1] if x.ndim == 2 else benign.size
-            return Assessment(
-                np.zeros(0, np.int64),
-                np.zeros((0, k), np.float32),
-                np.zeros(0, np.float32),
-                np.zeros(0, np.float32),
-                np.zeros(0, np.int8),
-            )
+            return Assessment.empty(x.shape[1] if x.ndim == 2 else benign.size)
         e = energy(x)
         probs = np.exp(x + e[:, None])
         score = self.score(log_odds(x, benign))

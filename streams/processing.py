@@ -124,7 +124,9 @@ def score_batches(
         for lo in range(0, n, max_batch)
     ]
     inference_ns = time.perf_counter_ns() - started
-    verdicts = build_verdicts(table, _concat(parts, len(scorer.classes)), scorer, inference_ns)
+    verdicts = build_verdicts(
+        table, Assessment.concat(parts, len(scorer.classes)), scorer, inference_ns
+    )
     if timings:
         sizes = [b.num_rows for b in batches]
         ingested = np.repeat([t[0] if t[0] is not None else -1 for t in timings], sizes)
@@ -138,26 +140,6 @@ def score_batches(
             idx_e, "encoded_at_ns", pa.array(encoded, pa.int64(), mask=encoded < 0)
         )
     return verdicts
-
-
-def _concat(parts: list[Assessment], k: int) -> Assessment:
-    if len(parts) == 1:
-        return parts[0]
-    if not parts:
-        return Assessment(
-            np.zeros(0, np.int64),
-            np.zeros((0, k), np.float32),
-            np.zeros(0, np.float32),
-            np.zeros(0, np.float32),
-            np.zeros(0, np.int8),
-        )
-    return Assessment(
-        np.concatenate([p.class_ids for p in parts]),
-        np.concatenate([p.probs for p in parts]),
-        np.concatenate([p.malicious_score for p in parts]),
-        np.concatenate([p.ood_score for p in parts]),
-        np.concatenate([p.decision for p in parts]),
-    )
 
 
 def build_verdicts(
