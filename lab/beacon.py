@@ -13,20 +13,14 @@ import argparse
 import base64
 import json
 import random
-import signal
 import subprocess
 import sys
 import time
-from types import FrameType
 
+from amlhp.lab.drivers import exit_on_sigterm
 from amlhp.lab.safety import check_argv, loopback_address
 
 USER_AGENT = "Mozilla/5.0 (compatible; MSIE 9.0; Windows NT 6.1; Trident/5.0)"
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    del frame
-    raise SystemExit(128 + signum)
 
 
 def _curl(argv: list[str], timeout_s: float) -> str:
@@ -71,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
     return run(args)
 
 

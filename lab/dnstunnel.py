@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from types import FrameType
 from typing import Any
 
+from amlhp.lab.drivers import exit_on_sigterm, stop
 from amlhp.lab.safety import check_argv, loopback_address
 
 CLIENT_NS, SERVER_NS = "amlhp-lab-dnsc", "amlhp-lab-dnss"
@@ -79,22 +78,6 @@ def tunnel_network(topology: Any) -> Iterator[list[str]]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    del frame
-    raise SystemExit(128 + signum)
-
-
 def run(args: argparse.Namespace) -> int:
     resolver = loopback_address(args.resolver)
     server = loopback_address(args.server)
@@ -139,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         return 0 if send.returncode in (0, 124) else 1
     finally:
         for proc in (sink, client, daemon):
-            _stop(proc)
+            stop(proc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="whole session, at most")
     p.add_argument("--linger", action="store_true", help="keep polling until --seconds")
     args = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
     return run(args)
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import random
-import signal
 import subprocess
 import sys
 import time
-from types import FrameType
 
+from amlhp.lab.drivers import exit_on_sigterm, stop
 from amlhp.lab.safety import check_argv, loopback_address
 
 COMMANDS = (
@@ -24,22 +23,6 @@ COMMANDS = (
     "cat /proc/cpuinfo | head -20", "df -h", "echo $PATH", "cat /etc/hostname",
     "ls /dev | head -30", "env | sort | head -20", "cat /proc/meminfo | head -5", "whoami",
 )  # fmt: skip
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    del frame
-    raise SystemExit(128 + signum)
-
-
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         return 1
     finally:
-        _stop(shell)
-        _stop(listener)
+        stop(shell)
+        stop(listener)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pace", type=float, default=1.0, help="scales the operator's pauses")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
     return run(args)
 
 
