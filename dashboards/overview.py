@@ -149,7 +149,8 @@ def verdict_mix() -> PanelBuilder:
 def _decision_share(decision: str) -> str:
     everything = q.sum_by(["gateway"], q.rate(q.sel(q.VERDICTS, q.GATEWAY)))
     chosen = q.sum_by(["gateway"], q.rate(q.sel(q.VERDICTS, q.GATEWAY, q.eq("decision", decision))))
-    return q.ratio(chosen, everything)
+    # a gateway without such verdicts shows 0, not "No data"
+    return q.ratio(q.or_zero(chosen, everything), everything)
 
 
 def malicious_share() -> PanelBuilder:

@@ -75,6 +75,11 @@ def max_by(labels: Iterable[str], expr: str) -> str:
     return f"max by ({', '.join(labels)}) ({expr})"
 
 
+def or_zero(expr: str, like: str) -> str:
+    """``expr``, or 0 for every series of ``like`` that ``expr`` lacks (no "No data")."""
+    return f"({expr}) or ({like}) * 0"
+
+
 def ratio(numerator: str, denominator: str) -> str:
     return f"({numerator}) / ({denominator})"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
 from amlhp.errors import AmlhpError
 from amlhp.pipeline.children import StageProcess, child_env, start_stage
@@ -220,9 +221,18 @@ def run_demo(
             "latency_ms": latency_ms(out_dir),
             "verdict_dataset": str(out_dir),
             "complete": ledger.complete,
+            "verdicts_by_decision": decision_counts(table),
         }
     )
     return summary
+
+
+def decision_counts(table: Any) -> dict[str, int]:
+    """Verdicts per decision (malicious, uncertain, benign), what an operator acts on."""
+    if table.num_rows == 0 or "decision" not in table.column_names:
+        return {}
+    counts = pc.value_counts(table.column("decision")).to_pylist()
+    return {str(c["values"]): int(c["counts"]) for c in counts}
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -246,6 +256,11 @@ def print_summary(summary: dict[str, Any]) -> None:
             "latency (capture -> verdict)",
             f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms",
         )
+    decisions = summary.get("verdicts_by_decision") or {}
+    table.add_row(
+        "decisions",
+        ", ".join(f"{d} {decisions.get(d, 0)}" for d in ("malicious", "uncertain", "benign")),
+    )
     table.add_row("verdict dataset", str(summary.get("verdict_dataset")))
     for name, url in (summary.get("metrics_endpoints") or {}).items():
         table.add_row(f"metrics of {name}", str(url))
