@@ -5,8 +5,9 @@ held-out source (:class:`FoldPredictions`: malicious log-odds, energy, truth) an
 energies of its own validation packets (in distribution). Pooled, those folds are a sample
 of "a model of this recipe meets a new network", which is what the calibration must fit:
 
-* :func:`fit_policy` fits Platt scaling and picks the band on a set of folds, each
-  (source, benign/attack) group weighted the same, so one large capture does not decide;
+* :func:`fit_policy` fits Platt scaling and picks the band on a set of folds, benign and
+  attack packets half each and every source the same within its half, so one large
+  capture does not decide;
 * :func:`leave_one_fold_out` reports each fold under a policy fitted on the *other* folds
   only, so the figures in the table are honest (no fold calibrates itself);
 * the policy shipped with the default model takes Platt and band from all folds and the
@@ -89,8 +90,14 @@ def load_folds(directory: Path) -> list[FoldPredictions]:
 
 
 def _pooled(folds: Sequence[FoldPredictions]) -> tuple[FloatArray, FloatArray, Any, FloatArray]:
-    """z, energy-over-own-cut, truth and group weights (each source x label group sums to 1)."""
+    """z, energy-over-own-cut, truth and weights.
+
+    Benign and malicious packets weigh half each, and within each half every source weighs
+    the same: the calibrated score is the probability at even odds, whatever the base rate
+    of attacks in the sources at hand, and no single large capture decides it.
+    """
     zs, over, ys, ws = [], [], [], []
+    groups = {label: sum(bool((f.malicious == label).any()) for f in folds) for label in (0, 1)}
     for fold in folds:
         cut = fold.energy_max()
         for label in (False, True):
@@ -101,14 +108,14 @@ def _pooled(folds: Sequence[FoldPredictions]) -> tuple[FloatArray, FloatArray, A
             zs.append(fold.z[rows])
             over.append(fold.energy[rows] - cut)
             ys.append(np.full(n, label))
-            ws.append(np.full(n, 1.0 / n))
+            ws.append(np.full(n, 1.0 / (n * groups[int(label)])))
     if not zs:
         raise ModelError("no fold predictions to calibrate on")
     return np.concatenate(zs), np.concatenate(over), np.concatenate(ys), np.concatenate(ws)
 
 
 def _share(mask: Any, weights: FloatArray, groups: Any) -> float:
-    """Mean over groups of the weighted share of ``mask`` (each group's weights sum to 1)."""
+    """Mean over the sources in ``groups`` of the share of ``mask`` (sources weigh the same)."""
     total = weights[groups].sum()
     return float((weights[groups] * mask[groups]).sum() / total) if total else 0.0
 
@@ -152,7 +159,7 @@ def fit_policy(
         benign_below=benign_below,
         provenance={
             "calibrated": True,
-            "method": "platt on held-out-source folds, groups weighted equally",
+            "method": "platt on held-out-source folds; benign/attack halves, sources equal",
             "folds": sorted(f.source for f in folds),
             "alarm_target": alarm_target,
             "benign_flag_budget": benign_flag_budget,
