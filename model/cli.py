@@ -64,20 +64,50 @@ def _load_labelled(spec: Any, encoder: Any, cap: int | None, seed: int) -> Any:
         )
 
 
-def _capped(spec: Any, encoder: Any, cap: int | None, benign_cap: int | None, seed: int) -> Any:
-    """The labelled packets, at most ``cap`` per attack class and ``benign_cap`` per benign."""
-    if benign_cap is None or cap is None:
-        return _load_labelled(spec, encoder, cap if benign_cap is None else None, seed)
+def _capped(
+    spec: Any,
+    encoder: Any,
+    cap: int | None,
+    benign_cap: int | None,
+    seed: int,
+    balance_sources: bool = False,
+) -> Any:
+    """The labelled packets, at most ``cap`` per attack class and ``benign_cap`` per benign
+    one; with ``balance_sources`` a class's cap is shared equally among its sources."""
+    if cap is None or (benign_cap is None and not balance_sources):
+        return _load_labelled(spec, encoder, cap, seed)
     import numpy as np
 
-    from amlhp.model.dataset import cap_rows
+    from amlhp.model.cross_source import source_of
+    from amlhp.model.dataset import cap_rows, data_fingerprint
     from amlhp.model.decision import benign_mask
 
-    data = _load_labelled(spec, encoder, max(cap, benign_cap), seed)
-    rows = cap_rows(
-        np.arange(len(data)), data.labels, cap, seed, benign_mask(data.classes), benign_cap
+    data = _load_labelled(
+        spec, encoder, None if balance_sources else max(cap, benign_cap or 0), seed
     )
-    return data.subset(rows)
+    sources = None
+    if balance_sources:
+        names = np.array([source_of(f) for f in data.files])
+        sources = np.unique(names, return_inverse=True)[1][data.file_ids]
+    rows = cap_rows(
+        np.arange(len(data)), data.labels, cap, seed, benign_mask(data.classes), benign_cap,
+        sources,
+    )  # fmt: skip
+    data = data.subset(rows)
+    data.fingerprint = data_fingerprint(
+        spec, encoder, cap, seed, sampling_of(benign_cap, balance_sources)
+    )
+    return data
+
+
+def sampling_of(benign_cap: int | None, balance_sources: bool) -> dict[str, Any] | None:
+    """The caps beyond ``--max-per-class`` as recorded in an artifact (None: none)."""
+    doc: dict[str, Any] = {}
+    if benign_cap is not None:
+        doc["max_benign"] = benign_cap
+    if balance_sources:
+        doc["balance_sources"] = True
+    return doc or None
 
 
 @contextmanager
@@ -134,6 +164,12 @@ def _register_train(app: typer.Typer) -> None:
         mask: list[str] = typer.Option(
             [], "--mask", help="Header field/group to zero (repeatable); default ip.src, ip.dst"
         ),
+        balance_sources: bool = typer.Option(
+            False, "--balance-sources", help="Share each class's cap equally among sources"
+        ),
+        augment: float = typer.Option(
+            0.0, "--augment", min=0.0, max=1.0, help="Fingerprint rewrite probability"
+        ),
         calibrate_on: Path | None = typer.Option(
             None,
             "--calibrate-on",
@@ -169,8 +205,10 @@ def _register_train(app: typer.Typer) -> None:
         probe = create_model(model, num_classes=len(spec.classes))
         mask_fields = tuple(mask) if mask else DEFAULT_MASK_FIELDS
         encoder = encoder_config_for(probe, EncoderConfig(mask_fields=mask_fields).mask_fields)
-        data = _capped(spec, encoder, max_per_class, max_benign, seed)
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
+        data = _capped(spec, encoder, max_per_class, max_benign, seed, balance_sources)
+        config = TrainConfig(
+            epochs=epochs, batch_size=batch_size, seed=seed, threads=threads, augment=augment
+        )
         with progress_bar() as progress:
             task = progress.add_task(f"train {model}", total=None, status="")
             outcome = train_and_evaluate(
@@ -182,6 +220,7 @@ def _register_train(app: typer.Typer) -> None:
                 max_per_class=max_per_class,
                 on_progress=_progress_fn(progress, task, epochs),
                 lr=lr,
+                sampling=sampling_of(max_benign, balance_sources),
             )
         if calibrate_on is not None:
             from amlhp.model.workflow import calibrate_outcome
@@ -259,13 +298,15 @@ def _register_evaluate(app: typer.Typer) -> None:
         meta = artifact.meta
         training = meta.get("training", {})
         cap = training.get("max_per_class") if side == "test" else None
+        benign_cap = training.get("max_benign") if side == "test" else None
+        balance = bool(training.get("balance_sources")) if side == "test" else False
         seed = int(training.get("hyperparameters", {}).get("seed", 0))
         spec = _label_spec(labels, captures)
         enc = meta["encoding"]
         config = EncoderConfig(
             payload_bytes=int(enc["payload_bytes"]), mask_fields=tuple(enc["mask_fields"])
         )
-        data = _load_labelled(spec, config, cap, seed)
+        data = _capped(spec, config, cap, benign_cap, seed, balance)
         rows = None
         if side == "test":
             if data.fingerprint != training.get("data_fingerprint"):

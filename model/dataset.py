@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -95,10 +95,18 @@ def _flow_hash(table: pa.Table, file_id: int) -> IntArray:
 
 
 def data_fingerprint(
-    spec: LabelSpec, config: EncoderConfig, max_per_class: int | None, seed: int
+    spec: LabelSpec,
+    config: EncoderConfig,
+    max_per_class: int | None,
+    seed: int,
+    sampling: dict[str, Any] | None = None,
 ) -> str:
-    """sha256 of what defines the training data: files' contents, labels, encoding, sampling."""
-    doc = {
+    """sha256 of what defines the training data: files' contents, labels, encoding, sampling.
+
+    ``sampling`` holds the caps beyond ``max_per_class`` (benign cap, sharing among
+    sources); it only enters the hash when set, so older fingerprints stay valid.
+    """
+    doc: dict[str, Any] = {
         "labels": spec.as_dict(),
         "file_sha256": {str(p): file_sha256(p) for p in sorted(spec.files)},
         "payload_bytes": config.payload_bytes,
@@ -107,6 +115,8 @@ def data_fingerprint(
         "max_per_class": max_per_class,
         "seed": seed,
     }
+    if sampling:
+        doc["sampling"] = sampling
     blob = json.dumps(doc, sort_keys=True).encode()
     return "sha256:" + hashlib.sha256(blob).hexdigest()
 

@@ -77,6 +77,8 @@ class Outcome:
     #: energies of the validation packets (in distribution): the model's OOD reference
     val_energy: np.ndarray | None = None
     decision: dict[str, Any] | None = None
+    #: caps beyond max_per_class (``max_benign``, ``balance_sources``), for the record
+    sampling: dict[str, Any] | None = None
 
     def extra_meta(self, data: LabelledPackets, command: str) -> dict[str, Any]:
         cost = model_cost(self.model)
@@ -99,6 +101,7 @@ class Outcome:
                 "data_fingerprint": self.fingerprint,
                 "split": self.split.summary(data),
                 "max_per_class": self.max_per_class,
+                **(self.sampling or {}),
                 "hyperparameters": self.result_config,
                 "best_epoch": self.result.best_epoch,
                 "history": self.result.history,
@@ -120,6 +123,7 @@ def train_and_evaluate(
     model_overrides: dict[str, Any] | None = None,
     on_progress: ProgressFn | None = None,
     lr: float | None = None,
+    sampling: dict[str, Any] | None = None,
 ) -> Outcome:
     """Split, train ``name`` with ``config.seed``, and score its test side.
 
@@ -151,10 +155,11 @@ def train_and_evaluate(
         result=result,
         report=report,
         encoder=encoder,
-        fingerprint=data_fingerprint(spec, encoder, max_per_class, config.seed),
+        fingerprint=data_fingerprint(spec, encoder, max_per_class, config.seed, sampling),
         max_per_class=max_per_class,
         result_config=config.as_dict(),
         val_energy=val_energy,
+        sampling=sampling,
     )
     return outcome
 
