@@ -196,20 +196,23 @@ def fold_figures(fold: FoldPredictions, policy: DecisionPolicy) -> dict[str, Any
         out[f"{name}_out_of_distribution"] = round(
             float(np.mean(own.out_of_distribution(fold.energy[rows]))), 4
         )
-    out["ece"] = round(expected_calibration_error(score, fold.malicious), 4)
     return out
 
 
 def leave_one_fold_out(
     folds: Sequence[FoldPredictions], **fit: Any
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Each fold under a policy fitted on the others, and the policy fitted on all.
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any]]:
+    """Each fold under a policy fitted on the others; the policy fitted on all; the ECE.
 
     Where the other folds lack benign or attack packets no policy can be fitted: that
     fold is reported under :data:`UNCALIBRATED` (raw probability, 0.5 cut), said so in
     its ``policy``; likewise the pooled policy is None when all folds together lack one.
+    The expected calibration error is that of the out-of-fold scores of all folds pooled
+    (weighted as in the fit), beside that of the raw malicious probability: a fold
+    holding one kind of packet has no calibration error of its own to speak of.
     """
     rows = []
+    scores: list[FloatArray] = []
     for i, fold in enumerate(folds):
         others = [f for j, f in enumerate(folds) if j != i]
         try:
@@ -217,12 +220,27 @@ def leave_one_fold_out(
             band: dict[str, Any] = _band(policy)
         except ModelError as exc:
             policy, band = UNCALIBRATED, {"calibrated": False, "why": str(exc)}
-        rows.append({**fold_figures(fold, policy), "policy": band})
+        figures = fold_figures(fold, policy)
+        scores.append(policy.score(fold.z))
+        rows.append({**figures, "policy": band})
     try:
         pooled: dict[str, Any] | None = fit_policy(folds, **fit).to_meta()
     except ModelError:
         pooled = None
-    return rows, pooled
+    return rows, pooled, _pooled_ece(folds, scores)
+
+
+def _pooled_ece(folds: Sequence[FoldPredictions], scores: list[FloatArray]) -> dict[str, Any]:
+    """ECE of out-of-fold scores and of the raw probability, rows in :func:`_pooled` order."""
+    z, _, y, w = _pooled(folds)
+    out_of_fold = np.concatenate(
+        [s[f.malicious == label] for f, s in zip(folds, scores, strict=True) for label in (0, 1)]
+    )
+    return {
+        "out_of_fold": round(expected_calibration_error(out_of_fold, y, weights=w), 4),
+        "raw": round(expected_calibration_error(sigmoid(z), y, weights=w), 4),
+        "weighting": "benign and attack halves, sources equal within each",
+    }
 
 
 def _band(policy: DecisionPolicy) -> dict[str, float]:

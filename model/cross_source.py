@@ -255,8 +255,8 @@ def run_cross_source(
 def decision_table(folds_dir: Path, sources: list[str]) -> dict[str, Any]:
     """Every fold of ``sources`` under a policy calibrated on the other folds only."""
     folds = [f for f in load_folds(folds_dir) if f.source in set(sources)]
-    rows, policy = leave_one_fold_out(folds)
-    return {"rows": rows, "policy_all_folds": policy}
+    rows, policy, ece = leave_one_fold_out(folds)
+    return {"rows": rows, "policy_all_folds": policy, "ece": ece}
 
 
 def called_malicious(
@@ -382,6 +382,15 @@ def decision_markdown(table: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {row['source']} | {_fmt(row.get('benign_called_malicious'))} | "
             f"{_fmt(row.get('benign_uncertain'))} | {_fmt(row.get('attack_called_malicious'))} "
-            f"| {_fmt(flagged)} | {_fmt(row['ece'])} | {band_text} |"
+            f"| {_fmt(flagged)} | {band_text} |"
         )
+    ece = table.get("ece")
+    if ece:
+        lines += [
+            "",
+            f"Expected calibration error of the malicious score, all folds pooled "
+            f"({ece['weighting']}): {ece['out_of_fold']:.3f} out of fold (each fold scored "
+            f"by a calibration fitted on the others), {ece['raw']:.3f} for the uncalibrated "
+            "probability.",
+        ]
     return lines

@@ -138,12 +138,13 @@ def test_policy_from_folds_meets_its_alarm_target_on_them(tmp_path: Path) -> Non
 
 def test_leave_one_fold_out_never_calibrates_a_fold_on_itself() -> None:
     folds = [_fold("a", 1, 3000, 3000, 0.0), _fold("b", 2, 3000, 3000, 3.0)]
-    rows, pooled = leave_one_fold_out(folds)
+    rows, pooled, ece = leave_one_fold_out(folds)
+    assert 0.0 <= ece["out_of_fold"] <= 1.0
     assert [r["source"] for r in rows] == ["a", "b"]
     # fold a is judged by b's calibration and vice versa: the bands differ from the pooled
     only_b = fit_policy([folds[1]])
     assert rows[0]["policy"]["malicious_at"] == only_b.malicious_at
     assert pooled is not None
     assert pooled["provenance"]["folds"] == ["a", "b"]
-    lone = leave_one_fold_out([_fold("x", 4, 100, 0, 0.0), _fold("y", 5, 100, 0, 0.0)])[0]
+    lone, _, _ = leave_one_fold_out([_fold("x", 4, 100, 0, 0.0), _fold("y", 5, 100, 0, 0.0)])
     assert lone[0]["policy"] == {"calibrated": False, "why": lone[0]["policy"]["why"]}
