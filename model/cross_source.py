@@ -365,9 +365,9 @@ def decision_markdown(table: dict[str, Any]) -> list[str]:
     """The three-way decision per held-out source, calibrated on the other folds only."""
     lines = [
         "| held-out source | benign called malicious | benign uncertain | attacks called "
-        "malicious | attacks flagged (malicious or uncertain) | ECE | band (benign below, "
+        "malicious | attacks flagged (malicious or uncertain) | band (benign below, "
         "malicious at) |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for row in table["rows"]:
         flagged = None
