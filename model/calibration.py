@@ -56,16 +56,20 @@ class FoldPredictions:
     energy: FloatArray
     malicious: npt.NDArray[np.bool_]
     val_energy: FloatArray
+    #: true class ids (of the run's class list), for per-class decision shares
+    labels: npt.NDArray[np.int64] | None = None
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            path,
-            z=self.z.astype(np.float32),
-            energy=self.energy.astype(np.float32),
-            malicious=self.malicious,
-            val_energy=self.val_energy.astype(np.float32),
-        )
+        arrays: dict[str, Any] = {
+            "z": self.z.astype(np.float32),
+            "energy": self.energy.astype(np.float32),
+            "malicious": self.malicious,
+            "val_energy": self.val_energy.astype(np.float32),
+        }
+        if self.labels is not None:
+            arrays["labels"] = self.labels.astype(np.int16)
+        np.savez_compressed(path, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> FoldPredictions:
@@ -76,6 +80,7 @@ class FoldPredictions:
                 doc["energy"].astype(np.float64),
                 doc["malicious"].astype(bool),
                 doc["val_energy"].astype(np.float64),
+                doc["labels"].astype(np.int64) if "labels" in doc.files else None,
             )
 
     def energy_max(self, quantile: float = ENERGY_QUANTILE) -> float:
@@ -178,8 +183,11 @@ def for_model(policy: DecisionPolicy, val_energy: FloatArray | None) -> Decision
     return replace(policy, energy_max=float(np.quantile(val_energy, ENERGY_QUANTILE)))
 
 
-def fold_figures(fold: FoldPredictions, policy: DecisionPolicy) -> dict[str, Any]:
-    """Decision shares on one fold under a policy fitted without it."""
+def fold_figures(
+    fold: FoldPredictions, policy: DecisionPolicy, classes: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Decision shares on one fold under a policy fitted without it (per class as well
+    when the fold has its labels and ``classes`` names them)."""
     own = for_model(policy, fold.val_energy)
     score = own.score(fold.z)
     decision = own.decide(score, fold.energy)
@@ -196,11 +204,22 @@ def fold_figures(fold: FoldPredictions, policy: DecisionPolicy) -> dict[str, Any
         out[f"{name}_out_of_distribution"] = round(
             float(np.mean(own.out_of_distribution(fold.energy[rows]))), 4
         )
+    if fold.labels is not None and classes is not None:
+        out["per_class"] = {
+            classes[c]: {
+                "packets": int((fold.labels == c).sum()),
+                "called_malicious": round(
+                    float(np.mean(decision[fold.labels == c] == MALICIOUS)), 4
+                ),
+                "uncertain": round(float(np.mean(decision[fold.labels == c] == UNCERTAIN)), 4),
+            }
+            for c in np.unique(fold.labels)
+        }
     return out
 
 
 def leave_one_fold_out(
-    folds: Sequence[FoldPredictions], **fit: Any
+    folds: Sequence[FoldPredictions], classes: Sequence[str] | None = None, **fit: Any
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any]]:
     """Each fold under a policy fitted on the others; the policy fitted on all; the ECE.
 
@@ -220,7 +239,7 @@ def leave_one_fold_out(
             band: dict[str, Any] = _band(policy)
         except ModelError as exc:
             policy, band = UNCALIBRATED, {"calibrated": False, "why": str(exc)}
-        figures = fold_figures(fold, policy)
+        figures = fold_figures(fold, policy, classes)
         scores.append(policy.score(fold.z))
         rows.append({**figures, "policy": band})
     try:

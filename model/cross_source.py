@@ -135,6 +135,7 @@ def fold_predictions(
         energy(out.logits),
         ~benign[labels],
         energy(out.val_logits),
+        labels,
     )
 
 
@@ -231,7 +232,9 @@ def run_cross_source(
         doc["rows"] = [r for r in doc["rows"] if r["source"] != source] + [row]
         doc["seconds"] = round(time.perf_counter() - started, 1)
         if len(doc["rows"]) > 1:
-            doc["decision"] = decision_table(out_dir / "folds", [r["source"] for r in doc["rows"]])
+            doc["decision"] = decision_table(
+                out_dir / "folds", [r["source"] for r in doc["rows"]], data.classes
+            )
         _write(doc, out_dir)
         if on_event is not None:
             on_event(f"{source}: {_row_summary(row)}")
@@ -252,10 +255,12 @@ def run_cross_source(
     return doc
 
 
-def decision_table(folds_dir: Path, sources: list[str]) -> dict[str, Any]:
+def decision_table(
+    folds_dir: Path, sources: list[str], classes: list[str] | None = None
+) -> dict[str, Any]:
     """Every fold of ``sources`` under a policy calibrated on the other folds only."""
     folds = [f for f in load_folds(folds_dir) if f.source in set(sources)]
-    rows, policy, ece = leave_one_fold_out(folds)
+    rows, policy, ece = leave_one_fold_out(folds, classes)
     return {"rows": rows, "policy_all_folds": policy, "ece": ece}
 
 

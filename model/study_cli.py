@@ -166,7 +166,8 @@ def register_studies(group: typer.Typer) -> None:
 
         path = out_dir / "cross-source.json"
         doc = json.loads(path.read_text())
-        doc["decision"] = table_of(out_dir / "folds", [r["source"] for r in doc["rows"]])
+        sources = [r["source"] for r in doc["rows"]]
+        doc["decision"] = table_of(out_dir / "folds", sources, doc.get("classes"))
         path.write_text(json.dumps(doc, indent=2) + "\n")
         (out_dir / "cross-source.md").write_text(cross_source_markdown(doc))
         typer.echo((out_dir / "cross-source.md").read_text())

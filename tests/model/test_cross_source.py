@@ -105,6 +105,11 @@ def test_a_tiny_run_holds_each_source_out_once_and_trains_without_it(tmp_path: P
         assert 0.0 <= row["benign_not_malicious"] <= 1.0
     assert 0.0 <= rows["beta"]["attack_flagged"] <= 1.0
     assert doc["random_split"]["packets"] > 0
+    # the three-way decision per fold, each judged by a calibration fitted without it
+    decided = {r["source"]: r for r in doc["decision"]["rows"]}
+    assert set(decided) == {"alpha", "beta"}
+    assert decided["beta"]["per_class"]["dos_synflood"]["packets"] == 150
+    assert (out / "folds" / "beta.npz").exists()
     written = json.loads((out / "cross-source.json").read_text())
     assert written["rows"] == doc["rows"]
     table = (out / "cross-source.md").read_text()
