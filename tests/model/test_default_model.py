@@ -10,6 +10,7 @@ import torch
 
 from amlhp.encoders.capture import encode_captures
 from amlhp.model.artifact import artifact_paths, load_artifact
+from amlhp.model.decision import DecisionPolicy
 from amlhp.model.scorer import default_model_path, load_scorer
 
 
@@ -21,7 +22,7 @@ def test_default_artifact_is_verified_and_small() -> None:
     meta = art.meta
     assert meta["architecture"] == "amlhp"
     assert sum(p.numel() for p in art.model.parameters()) == meta["params"] <= 25_000
-    assert len(meta["classes"]) == len(set(meta["classes"])) == 16  # lab + public classes
+    assert len(meta["classes"]) == len(set(meta["classes"])) == 30  # lab + public classes
     assert meta["payload_bytes"] == 64
     # The masking the cross-network study chose (docs/model.md): addresses, path, checksums.
     assert meta["encoding"]["mask_fields"] == [
@@ -36,6 +37,12 @@ def test_default_artifact_is_verified_and_small() -> None:
     assert meta["training"]["command"].startswith("amlhp train ")
     assert meta["training"]["data_fingerprint"].startswith("sha256:")
     assert meta["metrics"]["accuracy"] > 0.9
+    # calibrated on the held-out-source folds it names, with its own OOD cut
+    policy = DecisionPolicy.from_meta(meta["decision"])
+    assert policy.provenance["calibrated"] is True
+    assert len(policy.provenance["folds"]) >= 5
+    assert 0.0 < policy.benign_below <= policy.malicious_at < 1.0
+    assert policy.energy_max == pytest.approx(meta["val_energy_quantiles"]["q0.999"], abs=1e-3)
 
 
 # Captures whose packets all carry one label (MANIFEST.csv), and what the model must say
