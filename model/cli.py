@@ -370,7 +370,8 @@ def _register_score(app: typer.Typer) -> None:
         echo_result(
             summary,
             as_json=as_json,
-            headline=f"scored {summary['scored']} of {summary['packets']} packets -> {out}",
+            headline=f"scored {summary['scored']} of {summary['packets']} packets -> {out}\n"
+            + ", ".join(f"{d} {n}" for d, n in summary["decisions"].items()),
             counts={label or "(not scored)": n for label, n in summary["labels"].items()},
             width=26,
         )
