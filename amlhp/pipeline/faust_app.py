@@ -11,6 +11,7 @@ for the topics Faust creates. A worker passes its own app id and any ``overrides
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from amlhp.settings import Settings
@@ -51,6 +52,8 @@ def create_faust_app(settings: Settings, app_id: str, **overrides: Any) -> Any:
     """A Faust app with the pipeline's shared configuration (nothing runs until started)."""
     import faust
 
+    data_root = settings.under_home(Path("var") / "faust")
+    data_root.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     config: dict[str, Any] = {
         "broker": faust_broker_url(settings.bootstrap_servers),
         "broker_credentials": faust_credentials(settings),
@@ -58,6 +61,9 @@ def create_faust_app(settings: Settings, app_id: str, **overrides: Any) -> Any:
         "value_serializer": "raw",
         "key_serializer": "raw",
         "web_enabled": False,
+        # Faust makes a data folder even for memory stores; keep it under var/, not in the
+        # working directory (Faust's default "{conf.name}-data")
+        "datadir": str(data_root / "{conf.name}-data"),
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
         "topic_disable_leader": True,
