@@ -118,7 +118,7 @@ masking-study: setup
 
 # Leave one source out (docs/model.md): every source (the lab's full run and each public
 # collection) held out in turn, the default model's recipe trained on the others; needs
-# the lab data (make lab-data). About 35 minutes on two cores. Its folds/ calibrate the
+# the lab data (make lab-data). 2,909 s measured on two cores shared with other jobs. Its folds/ calibrate the
 # default model's malicious score and decision band.
 CROSS_SOURCE_ARGS := --labels model/labels/all-sources.yaml --max-per-class 2000 \
 	--max-benign 20000 --max-test-per-class 3000 --epochs 3 --threads 2
