@@ -71,6 +71,7 @@ def build_app() -> typer.Typer:
         )
         ctx.obj = AppContext(settings=settings)
 
+    from amlhp.alerts import cli as alerts_cli
     from amlhp.benchmarks import cli as bench_cli
     from amlhp.dashboards import cli as dashboards_cli
     from amlhp.encoders import cli as encoders_cli
@@ -91,6 +92,7 @@ def build_app() -> typer.Typer:
         bench_cli,
         lab_cli,
         flows_cli,
+        alerts_cli,
     ):
         module.register(app)
     return app

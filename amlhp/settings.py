@@ -67,6 +67,8 @@ class TopicNames(BaseModel):
     dead_letter: str = Field("amlhp.deadletter", description="env AMLHP_TOPIC_DEAD_LETTER")
     flow_verdicts: str = Field("amlhp.flows.verdicts", description="env AMLHP_TOPIC_FLOW_VERDICTS")
     explanations: str = Field("amlhp.explanations", description="env AMLHP_TOPIC_EXPLANATIONS")
+    alerts: str = Field("amlhp.alerts", description="env AMLHP_TOPIC_ALERTS")
+    alert_ticks: str = Field("amlhp.alerts.ticks", description="env AMLHP_TOPIC_ALERT_TICKS")
 
     def all(self) -> list[str]:
         return [
@@ -76,6 +78,8 @@ class TopicNames(BaseModel):
             self.dead_letter,
             self.flow_verdicts,
             self.explanations,
+            self.alerts,
+            self.alert_ticks,
         ]
 
 
@@ -102,6 +106,73 @@ class Settings(BaseSettings):
     topic_explanations: str = Field(
         "amlhp.explanations",
         description="env AMLHP_TOPIC_EXPLANATIONS: sampled per-packet explanations",
+    )
+    topic_alerts: str = Field(
+        "amlhp.alerts", description="env AMLHP_TOPIC_ALERTS: incidents (amlhp.alert v1)"
+    )
+    topic_alert_ticks: str = Field(
+        "amlhp.alerts.ticks",
+        description="env AMLHP_TOPIC_ALERT_TICKS: the alert stage's clock ticks, one per "
+        "partition and second, so that idle gateways' incidents close",
+    )
+    alert_window_s: float = Field(
+        10.0, gt=0, description="env AMLHP_ALERT_WINDOW_S: evidence window (event time)"
+    )
+    alert_quiet_s: float = Field(
+        60.0,
+        gt=0,
+        description="env AMLHP_ALERT_QUIET_S: an incident closes this long "
+        "(event time) after its last packet",
+    )
+    alert_update_s: float = Field(
+        30.0,
+        gt=0,
+        description="env AMLHP_ALERT_UPDATE_S: at most one update per incident "
+        "this often (event time)",
+    )
+    alert_idle_close_s: float = Field(
+        30.0,
+        gt=0,
+        description="env AMLHP_ALERT_IDLE_CLOSE_S: close a gateway's incidents "
+        "when none of its verdicts came for this long (wall clock, stream only)",
+    )
+    alert_min_packets: int = Field(
+        20,
+        ge=1,
+        description="env AMLHP_ALERT_MIN_PACKETS: malicious packets of one kind "
+        "a host needs in one window",
+    )
+    alert_min_score: float = Field(
+        0.84, ge=0, le=1, description="env AMLHP_ALERT_MIN_SCORE: their mean malicious_score"
+    )
+    alert_scan_min_targets: int = Field(
+        10,
+        ge=1,
+        description="env AMLHP_ALERT_SCAN_MIN_TARGETS: distinct (peer, port) "
+        "a scan reaches in one window",
+    )
+    alert_brute_min_attempts: int = Field(
+        5,
+        ge=1,
+        description="env AMLHP_ALERT_BRUTE_MIN_ATTEMPTS: connection attempts "
+        "(distinct client ports) of a brute force in one window",
+    )
+    alert_dos_min_pps: float = Field(
+        10.0,
+        gt=0,
+        description="env AMLHP_ALERT_DOS_MIN_PPS: malicious packets per second of a flood",
+    )
+    alert_target_min_sources: int = Field(
+        16,
+        ge=2,
+        description="env AMLHP_ALERT_TARGET_MIN_SOURCES: distinct sources that "
+        "make a host the target of a distributed attack in one window",
+    )
+    alert_explain_every: int = Field(
+        0,
+        ge=0,
+        description="env AMLHP_ALERT_EXPLAIN_EVERY: the workers' --explain-every, "
+        "to name an explained packet in each alert (0: none)",
     )
     partitions: int = Field(4, ge=1, description="env AMLHP_PARTITIONS: partitions per topic")
     replication_factor: int = Field(
@@ -155,6 +226,8 @@ class Settings(BaseSettings):
             dead_letter=self.topic_dead_letter,
             flow_verdicts=self.topic_flow_verdicts,
             explanations=self.topic_explanations,
+            alerts=self.topic_alerts,
+            alert_ticks=self.topic_alert_ticks,
         )
 
     def kafka_config(self, **extra: Any) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 It exists so that the demo's ports live with the demo rather than in the shared metrics
 layer: the demo serves the tap's metrics in its own process, hands the worker and sink
-the ports they serve on, and registers all three with the local Prometheus
+the ports they serve on, and registers all of them with the local Prometheus
 (``make prometheus-up``, which ``infra/prometheus-compose.yml`` also scrapes) when it runs.
 """
 
@@ -15,7 +15,7 @@ from amlhp.metrics.server import StageMetrics, start_stage_metrics
 
 #: Where `amlhp demo` serves each process's metrics (infra/prometheus-compose.yml scrapes
 #: these); a port already taken is replaced by a free one.
-DEMO_PORTS = {"tap": 9470, "worker": 9471, "sink": 9472}
+DEMO_PORTS = {"tap": 9470, "worker": 9471, "sink": 9472, "alerts": 9473}
 
 
 def port_or_free(preferred: int, host: str = "127.0.0.1") -> int:
@@ -66,7 +66,7 @@ class DemoMetrics:
 
 
 def start_demo_metrics(run_id: str, home: Path) -> DemoMetrics:
-    """Pick the demo's ports, serve the tap's metrics here, and register all three with
+    """Pick the demo's ports, serve the tap's metrics here, and register all of them with
     the local Prometheus of the home (``make prometheus-up``) when it runs."""
     from amlhp.infra import prometheus_server
     from amlhp.infra.paths import default_paths

@@ -42,6 +42,50 @@ def _start_metrics(process: str, port: int, **lag: Any) -> Any:
     return started
 
 
+def run_sink(
+    settings: Any,
+    sink_class: Any,
+    process: str,
+    out: Path,
+    *,
+    group: str | None,
+    roll_rows: int,
+    roll_seconds: float,
+    metrics_port: int,
+) -> None:
+    """Run a Parquet sink of the shared core (verdicts, alerts) until SIGTERM/SIGINT,
+    with its metrics and lag collector; prints its counters as one JSON line."""
+    from amlhp.pipeline.parquet_sink import SinkStats
+    from amlhp.pipeline.signals import install_stop_signals
+
+    stop = threading.Event()
+    install_stop_signals(stop)
+    served = _start_metrics(
+        process,
+        metrics_port,
+        settings=settings,
+        lag_group=group or f"{settings.consumer_group}-{sink_class.group_suffix}",
+        lag_topics=[getattr(settings, sink_class.topic_setting)],
+    )
+    sink = sink_class(
+        settings,
+        settings.under_home(out),
+        group_id=group,
+        roll_rows=roll_rows,
+        roll_seconds=roll_seconds,
+    )
+    with console().status(f"{process} starting") as status:
+
+        def progress(stats: SinkStats) -> None:
+            status.update(
+                f"{process}: {stats.rows} rows in {stats.files} files, {stats.messages} messages"
+            )
+
+        stats = sink.run(stop, on_progress=progress)
+    served.close()
+    typer.echo(json.dumps(stats.as_dict()))
+
+
 def register(app: typer.Typer) -> None:
     """Add the stage commands to the root app."""
 
@@ -231,36 +275,19 @@ def register(app: typer.Typer) -> None:
         metrics_port: int = _metrics_option(),
     ) -> None:
         """Write verdicts to a hive-partitioned Parquet dataset (exactly once per file)."""
-        from amlhp.pipeline.signals import install_stop_signals
-        from amlhp.streams.sink import ParquetSink, SinkStats
+        from amlhp.streams.sink import ParquetSink
 
-        stop = threading.Event()
-        install_stop_signals(stop)
         settings = _settings(ctx, "sink")
-        served = _start_metrics(
-            "sink",
-            metrics_port,
-            settings=settings,
-            lag_group=group or f"{settings.consumer_group}-sink",
-            lag_topics=[settings.topic_verdicts],
-        )
-        sink = ParquetSink(
+        run_sink(
             settings,
-            settings.under_home(out),
-            group_id=group,
+            ParquetSink,
+            "sink",
+            out,
+            group=group,
             roll_rows=roll_rows,
             roll_seconds=roll_seconds,
+            metrics_port=metrics_port,
         )
-        with console().status("sink starting") as status:
-
-            def progress(stats: SinkStats) -> None:
-                status.update(
-                    f"sink: {stats.rows} verdicts in {stats.files} files, {stats.messages} messages"
-                )
-
-            stats = sink.run(stop, on_progress=progress)
-        served.close()
-        typer.echo(json.dumps(stats.as_dict()))
 
     @app.command("demo-capture")
     def demo_capture_cmd(

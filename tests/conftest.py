@@ -127,6 +127,8 @@ def kafka_settings(kafka_bootstrap: str, kafka_names: KafkaNames) -> Settings:
             "topic_dead_letter": f"{p}.deadletter",
             "topic_flow_verdicts": f"{p}.flows.verdicts",
             "topic_explanations": f"{p}.explanations",
+            "topic_alerts": f"{p}.alerts",
+            "topic_alert_ticks": f"{p}.alerts.ticks",
             "consumer_group": kafka_names.group,
             "partitions": 2,
             "replication_factor": 1,

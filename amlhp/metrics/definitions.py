@@ -46,14 +46,20 @@ STEP_TAP = "tap"
 STEP_ENCODE = "encode"
 STEP_SCORE = "score"
 STEP_SINK = "sink"
+STEP_ALERTS = "alerts"
+STEP_ALERT_SINK = "alert_sink"
 #: The pipeline's steps in data-flow order: the values of every ``step`` label.
 STEPS: tuple[str, ...] = (STEP_TAP, STEP_ENCODE, STEP_SCORE, STEP_SINK)
+#: The steps after the verdicts: incidents (``amlhp alerts-stage``) and their dataset.
+ALERT_STEPS: tuple[str, ...] = (STEP_ALERTS, STEP_ALERT_SINK)
 
 #: Which steps each process kind runs (the ``amlhp`` command that starts it).
 PROCESS_STEPS: dict[str, tuple[str, ...]] = {
     "tap": (STEP_TAP,),
     "worker": (STEP_ENCODE, STEP_SCORE),
     "sink": (STEP_SINK,),
+    "alerts": (STEP_ALERTS,),
+    "alert-sink": (STEP_ALERT_SINK,),
 }
 
 OTHER = "_other"
@@ -234,6 +240,17 @@ FAMILIES: tuple[MetricFamily, ...] = (
         "Time to explain one sampled packet, off the scoring thread",
         (), EXPLAIN_BUCKETS,
     ),
+    MetricFamily(
+        "alerts", "counter", "amlhp_alerts",
+        "Alert rows the alert stage emitted, by gateway, kind and status "
+        "(opened: an incident was raised; updated; closed)",
+        ("gateway", "kind", "status"),
+    ),
+    MetricFamily(
+        "open_incidents", "gauge", "amlhp_open_incidents",
+        "Incidents open now in this alert process, by gateway and kind",
+        ("gateway", "kind"),
+    ),
 )  # fmt: skip
 
 
@@ -260,6 +277,8 @@ class PipelineMetrics:
     model_loads: Counter
     explanations: Counter
     explain_seconds: Histogram
+    alerts: Counter
+    open_incidents: Gauge
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -271,6 +290,7 @@ class PipelineMetrics:
         for family in FAMILIES:
             setattr(self, family.attr, family.build(self.registry))
         self._loads_seen = (0, 0)
+        self._open_labels: set[tuple[str, str]] = set()
 
     # -- label helpers -----------------------------------------------------------------
     def gateway(self, value: str | None) -> str:
@@ -288,8 +308,29 @@ class PipelineMetrics:
             if step == STEP_ENCODE:
                 for reason in reasons:
                     self.dead_letters.labels(step, self.reason_label(reason), "packet")
-            if step == STEP_SINK:
+            if step in (STEP_SINK, STEP_ALERTS, STEP_ALERT_SINK):
                 self.skipped_messages.labels(step, "invalid_batch")
+
+    def count_alerts(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Count emitted alert rows (one per incident revision)."""
+        counts: dict[tuple[str, str, str], int] = {}
+        for row in rows:
+            key = (self.gateway(row["gateway"]), str(row["kind"]), str(row["status"]))
+            counts[key] = counts.get(key, 0) + 1
+        for (gateway, kind, status), n in counts.items():
+            self.alerts.labels(gateway, kind, status).inc(n)
+
+    def set_open_incidents(self, open_by: Mapping[tuple[str, str], int]) -> None:
+        """Replace the open-incident gauge with ``(gateway, kind) -> count``; series of
+        pairs no longer open drop to 0 (they stay, so a graph shows the close)."""
+        seen = set()
+        for (gateway, kind), n in open_by.items():
+            label = (self.gateway(gateway), kind)
+            seen.add(label)
+            self.open_incidents.labels(*label).set(n)
+        for labels in list(self._open_labels - seen):
+            self.open_incidents.labels(*labels).set(0)
+        self._open_labels |= seen
 
     def init_explanations(self) -> None:
         """Zero series of every explanation outcome (only workers that explain have them)."""

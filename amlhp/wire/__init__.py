@@ -5,7 +5,7 @@ Kafka topic (or a dataset of its records) takes its schema from here, so that a 
 name, version and columns are written down once.
 
 * :mod:`~amlhp.wire.packets`: raw packets, encoded packets, packet verdicts.
-* :mod:`~amlhp.wire.records`: dead letters, flow verdicts, packet explanations.
+* :mod:`~amlhp.wire.records`: dead letters, flow verdicts, packet explanations, alerts.
 * :mod:`~amlhp.wire.registry`: name -> (version, expected schema): the schemas as data.
 * :mod:`~amlhp.wire.ipc`: :func:`to_ipc` and the validating :func:`from_ipc`.
 * :mod:`~amlhp.wire.exceptions`: :class:`BatchDecodeError`, the one error of a bad message.
@@ -31,12 +31,15 @@ from amlhp.wire.packets import (
     verdict_schema,
 )
 from amlhp.wire.records import (
+    ALERT,
+    ALERT_VERSION,
     DEAD_LETTER,
     DEAD_LETTER_VERSION,
     EXPLANATION,
     EXPLANATION_VERSION,
     FLOW_VERDICT,
     FLOW_VERDICT_VERSION,
+    alert_schema,
     attribution_fields,
     attribution_groups,
     dead_letter_schema,
@@ -46,6 +49,8 @@ from amlhp.wire.records import (
 from amlhp.wire.registry import REGISTRY, WireSchema, canonical_schema, check_schema, schema_name
 
 __all__ = [
+    "ALERT",
+    "ALERT_VERSION",
     "DEAD_LETTER",
     "DEAD_LETTER_VERSION",
     "DEFAULT_MASK_FIELDS",
@@ -64,6 +69,7 @@ __all__ = [
     "VERDICT_VERSION",
     "BatchDecodeError",
     "WireSchema",
+    "alert_schema",
     "attribution_fields",
     "attribution_groups",
     "canonical_schema",

@@ -64,6 +64,48 @@ samples          int32           permutations sampled (the estimate's precision)
 explained_at_ns  int64           when the explanation was made
 explain_ns       int64           how long it took
 ===============  ==============  ====================================================
+
+Alerts, ``amlhp.alert`` v1, one row per revision of an incident (see
+:mod:`amlhp.alerts`): an incident is raised (``status`` ``opened``), revised at most every
+update interval while evidence keeps coming (``updated``) and ``closed`` after a quiet
+period; every row carries the incident's whole state at that revision, so the latest row
+of an ``incident_id`` is the incident.
+
+================  ===============  ==================================================
+column            type             meaning
+================  ===============  ==================================================
+gateway           string           the gateway whose traffic raised the incident
+ts_ns             int64            event time of this revision (capture clock)
+incident_id       string           stable id: gateway, host, role, kind, first packet
+revision          int32            0 for ``opened``, then +1 per row
+status            string           ``opened``, ``updated`` or ``closed``
+reason            string           why this row: ``threshold``, ``update``, ``quiet``
+                                   (event time passed the quiet period), ``idle`` (no
+                                   verdicts of the gateway for a while, wall clock) or
+                                   ``end_of_input`` (offline)
+host              string           the host's real address (alerts are for operators)
+role              string           ``source`` (it sends the attack) or ``target``
+kind              string           ``scan``, ``brute_force``, ``dos``, ``c2``, ``exploit``
+first_seen_ns     int64            first packet counted in the incident
+last_seen_ns      int64            last packet counted so far
+opened_ns         int64            event time of the packet that raised the incident
+packets           int64            packets counted (decision ``malicious``)
+mean_score        float32          their mean ``malicious_score``
+classes           list<string>     attack classes, most packets first
+class_packets     list<int64>      ... and their packet counts
+top_peers         list<string>     peers (the other end), most packets first
+top_peer_packets  list<int64>      ... and their packet counts
+top_ports         list<uint16>     service ports, most packets first
+top_port_packets  list<int64>      ... and their packet counts
+distinct_peers    int32            peers seen (capped at the policy's tracking limit)
+distinct_ports    int32            service ports seen (capped likewise)
+sample_seqs       list<uint64>     a few packets' tap sequence numbers (same gateway),
+                                   for drill-down into the verdict dataset
+explanation_seq   uint64           a packet of the incident that the worker's
+                                   explanation sampler picks (null: none)
+model_version     string           the model whose verdicts raised it
+emitted_at_ns     int64            wall clock when the row was made
+================  ===============  ==================================================
 """
 
 from __future__ import annotations
@@ -77,11 +119,13 @@ import pyarrow.compute as pc
 from amlhp.wire.exceptions import BatchDecodeError
 from amlhp.wire.packets import metadata
 
+ALERT: Final = "amlhp.alert"
 DEAD_LETTER: Final = "amlhp.deadletter"
 FLOW_VERDICT: Final = "amlhp.flow_verdict"
 EXPLANATION: Final = "amlhp.explanation"
 #: the versions of these schemas that this code writes and reads (see the registry)
 DEAD_LETTER_VERSION, FLOW_VERDICT_VERSION, EXPLANATION_VERSION = "1", "1", "1"
+ALERT_VERSION: Final = "1"
 
 
 def dead_letter_schema() -> pa.Schema:
@@ -193,3 +237,39 @@ def check_explanation_rows(batch: pa.RecordBatch) -> None:
     lengths = pc.list_value_length(batch.column("attributions")).to_numpy(zero_copy_only=False)
     if fields and bool((lengths != len(fields)).any()):
         raise BatchDecodeError(f"{EXPLANATION} attributions do not match the named fields")
+
+
+def alert_schema() -> pa.Schema:
+    """``amlhp.alert`` v1: one row per incident revision (see the module docstring)."""
+    counts = pa.list_(pa.int64())
+    return pa.schema(
+        [
+            pa.field("gateway", pa.string(), nullable=False),
+            pa.field("ts_ns", pa.int64(), nullable=False),
+            pa.field("incident_id", pa.string(), nullable=False),
+            pa.field("revision", pa.int32(), nullable=False),
+            pa.field("status", pa.string(), nullable=False),
+            pa.field("reason", pa.string(), nullable=False),
+            pa.field("host", pa.string(), nullable=False),
+            pa.field("role", pa.string(), nullable=False),
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("first_seen_ns", pa.int64(), nullable=False),
+            pa.field("last_seen_ns", pa.int64(), nullable=False),
+            pa.field("opened_ns", pa.int64(), nullable=False),
+            pa.field("packets", pa.int64(), nullable=False),
+            pa.field("mean_score", pa.float32(), nullable=False),
+            pa.field("classes", pa.list_(pa.string())),
+            pa.field("class_packets", counts),
+            pa.field("top_peers", pa.list_(pa.string())),
+            pa.field("top_peer_packets", counts),
+            pa.field("top_ports", pa.list_(pa.uint16())),
+            pa.field("top_port_packets", counts),
+            pa.field("distinct_peers", pa.int32()),
+            pa.field("distinct_ports", pa.int32()),
+            pa.field("sample_seqs", pa.list_(pa.uint64())),
+            pa.field("explanation_seq", pa.uint64()),
+            pa.field("model_version", pa.string()),
+            pa.field("emitted_at_ns", pa.int64(), nullable=False),
+        ],
+        metadata=metadata(ALERT, ALERT_VERSION),
+    )

@@ -1,0 +1,65 @@
+"""Incidents as an operator reads them: one JSON object per incident, or a table.
+
+Shared by ``amlhp alerts`` (offline) and ``amlhp demo`` (the stream's incidents), so the
+two print the same fields the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+
+def iso(ns: int) -> str:
+    """ns since the epoch -> ISO 8601 UTC with milliseconds."""
+    moment = datetime.fromtimestamp(ns / 1e9, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def incident_json(row: dict[str, Any]) -> dict[str, Any]:
+    """The latest alert row of an incident -> the object ``amlhp alerts --json`` prints."""
+    return {
+        "incident_id": row["incident_id"],
+        "gateway": row["gateway"],
+        "host": row["host"],
+        "role": row["role"],
+        "kind": row["kind"],
+        "status": row["status"],
+        "first_seen": iso(row["first_seen_ns"]),
+        "last_seen": iso(row["last_seen_ns"]),
+        "opened": iso(row["opened_ns"]),
+        "packets": row["packets"],
+        "score": round(float(row["mean_score"]), 4),
+        "classes": dict(zip(row["classes"], row["class_packets"], strict=True)),
+        "top_peers": dict(zip(row["top_peers"], row["top_peer_packets"], strict=True)),
+        "top_ports": dict(
+            zip([str(p) for p in row["top_ports"]], row["top_port_packets"], strict=True)
+        ),
+        "sample_seqs": row["sample_seqs"],
+        "explanation_seq": row["explanation_seq"],
+        "model_version": row["model_version"],
+    }
+
+
+def print_incidents(incidents: list[dict[str, Any]], title: str = "incidents") -> None:
+    """A table of incidents on stderr (stdout keeps the JSON)."""
+    from rich.table import Table
+
+    from amlhp.progress import console
+
+    table = Table("gateway", "host", "role", "kind", "packets", "first seen", "last seen",
+                  "score", "classes", title=title)  # fmt: skip
+    for row in incidents:
+        classes = ", ".join(row["classes"][:3])
+        table.add_row(
+            row["gateway"],
+            row["host"],
+            row["role"],
+            row["kind"],
+            str(row["packets"]),
+            iso(row["first_seen_ns"]),
+            iso(row["last_seen_ns"]),
+            f"{row['mean_score']:.3f}",
+            classes,
+        )
+    console().print(table)

@@ -1,0 +1,162 @@
+"""The alert stage: a Faust app of its own from the verdict topic to ``amlhp.alerts``.
+
+Its own app (``amlhp alerts-stage``, group ``<consumer_group>-alerts``) rather than an
+agent in the packet worker, so that it scales, restarts and keeps state apart from
+scoring: a worker crash does not lose incidents and an alert restart does not pause
+scoring.
+
+* **State** lives in three Faust tables (changelog-backed; a restarted or re-assigned
+  process recovers them): ``alerts-gateways``, ``alerts-windows`` (per gateway, host and
+  role: the current tumbling window's evidence) and ``alerts-incidents`` (per gateway,
+  host, role and kind: open incidents). Faust's own windowed tables take the window from
+  each event's timestamp; an event here is a batch of packets with many capture times,
+  so the engine (:mod:`amlhp.alerts.engine`) puts the window in the value and expires it
+  itself when event time moves on. Every table write happens in the agent, in the event
+  of the verdict's partition, so each key's changelog partition is its gateway's.
+* **Clock ticks.** Incidents of a gateway that went silent must still close. Faust tables
+  cannot be written outside an event, so a timer sends one tick per second to each
+  partition of the ticks topic (co-partitioned with the verdicts) and the same agent,
+  reading both topics, closes the idle gateways of that partition (reason ``idle``).
+  A tick closes nothing until this process has read the partition's verdicts up to the
+  high-water mark (and not before ``idle_close_s`` after its first event there), so a
+  restart with a backlog does not close incidents early.
+* **Once.** The engine skips re-delivered verdicts by the gateway's sequence mark, so a
+  restart counts nothing twice; the incident ids are stable, and an incident is opened
+  once: its key is in the table from then on.
+* **Output.** Each batch of alert rows goes to the alert topic keyed by gateway as one
+  ``amlhp.alert`` v1 Arrow message; metrics count rows by kind and status and gauge the
+  open incidents.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from amlhp.alerts.engine import Engine, Store, alert_batch
+from amlhp.alerts.policy import AlertPolicy
+from amlhp.metrics.definitions import STEP_ALERTS, process_metrics
+from amlhp.metrics.faust_sensor import install_faust_monitor
+from amlhp.pipeline.faust_app import create_faust_app, run_faust_worker
+from amlhp.settings import Settings
+from amlhp.wire import VERDICT, BatchDecodeError, from_ipc, to_ipc
+
+log = logging.getLogger(__name__)
+TICK_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class AlertStageOptions:
+    """Tuning of one alert process."""
+
+    app_id: str | None = None
+
+
+def open_by_kind(engine: Engine) -> dict[tuple[str, str], int]:
+    """(gateway, kind) -> open incidents, from this process's incident table."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for key in list(engine.store.incidents.keys()):
+        gateway, _host, _role, kind = str(key).rsplit("|", 3)
+        counts[(gateway, kind)] += 1
+    return dict(counts)
+
+
+def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
+    """Build the alert app: tables, the agent over verdicts and ticks, the tick timer."""
+    app_id = options.app_id or f"{settings.consumer_group}-alerts"
+    app = create_faust_app(settings, app_id)
+    topics = settings.topics
+    source = app.topic(
+        topics.verdicts, topics.alert_ticks, value_serializer="raw", key_serializer="raw"
+    )
+    ticks = app.topic(topics.alert_ticks, value_serializer="raw", key_serializer="raw")
+    alerts = app.topic(topics.alerts, value_serializer="raw", key_serializer="raw")
+
+    def table(name: str) -> Any:
+        return app.Table(
+            f"alerts-{name}",
+            default=None,
+            partitions=settings.partitions,
+            key_serializer="json",
+            value_serializer="json",
+        )
+
+    store = Store(
+        gateways=table("gateways"), windows=table("windows"), incidents=table("incidents")
+    )
+    engine = Engine(AlertPolicy.from_settings(settings), store)
+    metrics = process_metrics()
+    install_faust_monitor(app, metrics)
+    app.amlhp_engine = engine
+
+    async def publish(rows: list[dict[str, Any]]) -> None:
+        by_gateway: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_gateway.setdefault(row["gateway"], []).append(row)
+        for gateway, part in by_gateway.items():
+            await alerts.send(key=gateway.encode(), value=to_ipc(alert_batch(part)))
+        metrics.count_alerts(rows)
+        metrics.set_open_incidents(open_by_kind(engine))
+
+    from faust.types import TP
+
+    first_event: dict[int, float] = {}
+    last_offset: dict[int, int] = {}
+
+    def caught_up(partition: int, now: float) -> bool:
+        """Idle closing only once this process has read the partition's backlog: a tick
+        right after a (re)start must not close incidents whose verdicts are still queued."""
+        if now - first_event.setdefault(partition, now) < engine.policy.idle_close_s:
+            return False
+        if partition not in last_offset:
+            return True
+        try:
+            highwater = app.consumer.highwater(TP(topics.verdicts, partition))
+        except Exception:  # noqa: BLE001 - partition not (yet) assigned: not caught up
+            return False
+        return highwater is None or last_offset[partition] + 1 >= highwater
+
+    @app.agent(source, name="alerts")
+    async def alert_agent(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            now = time.time()
+            first_event.setdefault(msg.partition, now)
+            if msg.topic == topics.alert_ticks:
+                rows = engine.idle(msg.partition, now) if caught_up(msg.partition, now) else []
+            else:
+                last_offset[msg.partition] = msg.offset
+                try:
+                    batch = from_ipc(event.value or b"", VERDICT)
+                except BatchDecodeError as exc:
+                    metrics.skipped_messages.labels(STEP_ALERTS, "invalid_batch").inc()
+                    log.error(
+                        "%s partition %d offset %d skipped: %s",
+                        msg.topic,
+                        msg.partition,
+                        msg.offset,
+                        exc,
+                    )
+                    continue
+                rows = engine.process(batch, partition=msg.partition)
+                metrics.count_batch_in(STEP_ALERTS, batch, len(event.value or b""))
+            if rows:
+                await publish(rows)
+
+    @app.timer(interval=TICK_INTERVAL_S)
+    async def tick() -> None:
+        now = str(time.time()).encode()
+        for partition in range(settings.partitions):
+            await ticks.send(value=now, partition=partition)
+
+    return app
+
+
+def run_alert_stage(settings: Settings, options: AlertStageOptions) -> None:
+    """Run the alert stage in the foreground until SIGTERM/SIGINT."""
+    app = create_alert_app(settings, options)
+    log.info("alert stage starting (app %s)", app.conf.id)
+    run_faust_worker(app)

@@ -1,0 +1,188 @@
+"""The alert stage's state, as plain records that round-trip through JSON.
+
+Three kinds of record, each under its own key so that the stream keeps them in Faust
+tables (changelog-backed: a restarted process gets them back) and the offline command in
+dictionaries, through the same code:
+
+* :class:`GatewayState` per gateway: the highest tap sequence number applied (so that a
+  re-delivered verdict is not counted twice), the current window, the partition and the
+  wall clock of its last verdict (for idle closing), and which hosts and incidents of the
+  gateway are live;
+* :class:`HostWindow` per (gateway, host, role): the current window's evidence;
+* :class:`Incident` per (gateway, host, role, kind): an open incident.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def bump(counts: dict[str, int], key: str, cap: int, by: int = 1) -> None:
+    """Count ``key``; a new key beyond ``cap`` distinct ones is not tracked (bounded state)."""
+    if key in counts:
+        counts[key] += by
+    elif len(counts) < cap:
+        counts[key] = by
+
+
+def top(counts: dict[str, int], n: int) -> list[tuple[str, int]]:
+    """The ``n`` largest counts, ties by key (deterministic)."""
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+
+@dataclass
+class Evidence:
+    """Malicious packets of one kind, summed: what an incident counts and reports."""
+
+    packets: int = 0
+    score_sum: float = 0.0
+    first_ns: int = 0
+    last_ns: int = 0
+    classes: dict[str, int] = field(default_factory=dict)
+    peers: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    samples: list[int] = field(default_factory=list)
+    explain_seq: int | None = None
+
+    @property
+    def mean_score(self) -> float:
+        return self.score_sum / self.packets if self.packets else 0.0
+
+    def add(
+        self,
+        ts_ns: int,
+        seq: int,
+        label: str,
+        score: float,
+        peer: str,
+        port: int,
+        *,
+        cap: int,
+        samples: int,
+        explain_every: int,
+    ) -> None:
+        if not self.packets:
+            self.first_ns = ts_ns
+        self.packets += 1
+        self.score_sum += score
+        self.last_ns = max(self.last_ns, ts_ns)
+        bump(self.classes, label, cap)
+        bump(self.peers, peer, cap)
+        if port >= 0:
+            bump(self.ports, str(port), cap)
+        if len(self.samples) < samples:
+            self.samples.append(seq)
+        if self.explain_seq is None and explain_every > 0 and seq % explain_every == 0:
+            self.explain_seq = seq
+
+    def copy(self) -> Evidence:
+        return Evidence.from_json(copy.deepcopy(self.to_json()))
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Evidence:
+        return cls(**data)
+
+
+@dataclass
+class HostWindow:
+    """A host's evidence in the current window, per kind, and its behaviour counts."""
+
+    window: int
+    kinds: dict[str, Evidence] = field(default_factory=dict)
+    #: distinct "peer port" pairs the host reached (scans)
+    targets: list[str] = field(default_factory=list)
+    #: distinct client ports the host used (connection attempts)
+    attempts: list[int] = field(default_factory=list)
+    #: distinct other ends (for the target role: sources of a distributed attack)
+    sources: list[str] = field(default_factory=list)
+    _sets: dict[str, set[Any]] = field(default_factory=dict, repr=False, compare=False)
+
+    def note(self, name: str, value: Any, cap: int) -> int:
+        """Add ``value`` to the distinct set ``name`` (bounded); returns its size."""
+        values: list[Any] = getattr(self, name)
+        seen = self._sets.get(name)
+        if seen is None:
+            seen = self._sets[name] = set(values)
+        if value not in seen and len(values) < cap:
+            seen.add(value)
+            values.append(value)
+        return len(values)
+
+    def dominant(self) -> str:
+        """The kind with the most packets in the window (ties: by name)."""
+        return min(self.kinds, key=lambda k: (-self.kinds[k].packets, k))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "kinds": {k: v.to_json() for k, v in self.kinds.items()},
+            "targets": self.targets,
+            "attempts": self.attempts,
+            "sources": self.sources,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HostWindow:
+        return cls(
+            window=int(data["window"]),
+            kinds={k: Evidence.from_json(v) for k, v in data["kinds"].items()},
+            targets=list(data["targets"]),
+            attempts=list(data["attempts"]),
+            sources=list(data["sources"]),
+        )
+
+
+@dataclass
+class Incident:
+    """An open incident: identity, counts so far, and what was last emitted."""
+
+    incident_id: str
+    gateway: str
+    host: str
+    role: str
+    kind: str
+    opened_ns: int
+    model_version: str
+    evidence: Evidence
+    revision: int = 0
+    last_emit_ns: int = 0
+    #: evidence came since the last emitted revision
+    dirty: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["evidence"] = self.evidence.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Incident:
+        values = dict(data)
+        values["evidence"] = Evidence.from_json(values["evidence"])
+        return cls(**values)
+
+
+@dataclass
+class GatewayState:
+    """Per gateway: dedupe mark, clocks, and the keys of its live windows and incidents."""
+
+    hwm: int = -1
+    window: int = -1
+    last_ts_ns: int = 0
+    wall_s: float = 0.0
+    partition: int = 0
+    hosts: list[str] = field(default_factory=list)
+    open: list[str] = field(default_factory=list)
+    #: "low high" address pair -> the address that sent its first packet
+    pairs: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GatewayState:
+        return cls(**data)
