@@ -46,6 +46,7 @@ from amlhp.wire import VERDICT, BatchDecodeError, from_ipc, to_ipc
 
 log = logging.getLogger(__name__)
 TICK_INTERVAL_S = 1.0
+TABLES = ("gateways", "windows", "incidents")
 
 
 @dataclass(frozen=True)
@@ -76,17 +77,10 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
     alerts = app.topic(topics.alerts, value_serializer="raw", key_serializer="raw")
 
     def table(name: str) -> Any:
-        return app.Table(
-            f"alerts-{name}",
-            default=None,
-            partitions=settings.partitions,
-            key_serializer="json",
-            value_serializer="json",
-        )
+        # Faust tables (de)serialise keys and values as JSON: str keys, dict values
+        return app.Table(f"alerts-{name}", default=None, partitions=settings.partitions)
 
-    store = Store(
-        gateways=table("gateways"), windows=table("windows"), incidents=table("incidents")
-    )
+    store = Store(*(table(name) for name in TABLES))
     engine = Engine(AlertPolicy.from_settings(settings), store)
     metrics = process_metrics()
     install_faust_monitor(app, metrics)
@@ -155,8 +149,28 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
     return app
 
 
+def ensure_changelogs(settings: Settings, app_id: str) -> None:
+    """Create the tables' changelog topics (compacted, the verdicts' partition count)
+    before the app starts, so that its consumer knows their partitions from the first
+    event: Faust checks the co-partitioning at the first table write and fails on a
+    changelog topic its metadata does not know yet."""
+    from amlhp.streams.topics import TopicSpec, admin_client, create_topics
+
+    specs = [
+        TopicSpec(
+            name=f"{app_id}-alerts-{name}-changelog",
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            config={"cleanup.policy": "compact"},
+        )
+        for name in TABLES
+    ]
+    create_topics(admin_client(settings.kafka_config()), specs)
+
+
 def run_alert_stage(settings: Settings, options: AlertStageOptions) -> None:
     """Run the alert stage in the foreground until SIGTERM/SIGINT."""
+    ensure_changelogs(settings, options.app_id or f"{settings.consumer_group}-alerts")
     app = create_alert_app(settings, options)
     log.info("alert stage starting (app %s)", app.conf.id)
     run_faust_worker(app)

@@ -101,7 +101,9 @@ def test_stream_incidents_equal_offline_and_survive_a_restart(
     assert len(keys) == len(set(keys)), "an alert row was emitted twice"
     opened = [r["incident_id"] for r in rows if r["status"] == "opened"]
     assert len(opened) == len(set(opened)) == len(incidents)
-    assert all(i["status"] == "closed" and i["reason"] == "idle" for i in incidents)
+    assert all(i["status"] == "closed" for i in incidents), [i["status"] for i in incidents]
+    assert {i["reason"] for i in incidents} <= {"quiet", "idle"}
+    assert any(i["reason"] == "idle" for i in incidents)  # the last ones close when idle
 
     offline = alerts_from_captures(
         [demo_capture],

@@ -1,0 +1,41 @@
+"""``amlhp alerts --json`` on the lab demo capture: the lab goal, through the real CLI."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from amlhp.alerts.evaluate import BENIGN_NET, scenarios
+from amlhp.alerts.policy import kind_of
+from amlhp.data import DEMO_CAPTURE
+
+REQUIRED = {"gateway", "host", "kind", "first_seen", "last_seen", "packets", "score"}
+
+
+def test_lab_demo_attackers_raise_incidents_and_benign_hosts_none(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "amlhp.cli", "alerts", str(DEMO_CAPTURE), "--json", "-g", "lab"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        check=True,
+    )
+    incidents = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert incidents, done.stderr[-2000:]
+    assert all(REQUIRED <= set(i) for i in incidents)
+    assert all(i["gateway"] == "lab" and i["packets"] > 0 for i in incidents)
+    assert not [i for i in incidents if ipaddress.ip_address(i["host"]) in BENIGN_NET]
+    covered = [
+        cls
+        for cls, address in scenarios(DEMO_CAPTURE.with_name("lab-demo.labels.yaml")).items()
+        if any(
+            i["kind"] == kind_of(cls) and (i["host"] == address or address in i["top_peers"])
+            for i in incidents
+        )
+    ]
+    assert len(covered) >= 20, covered  # of 22 scenarios (measured: 22, docs/alerts.md)
+    assert len(incidents) <= 25  # one per attacking host and kind, not one per packet
