@@ -94,9 +94,17 @@ def register(app: typer.Typer) -> None:
             help="True labels (Parquet/CSV: seq, label[, gateway]) for a confusion matrix",
         ),
         title: str | None = typer.Option(None, "--title", help="Page title"),
+        alerts: Path | None = typer.Option(
+            None,
+            "--alerts",
+            help="Alert dataset (the alerts sink's --out) for the incidents section; "
+            "default: the dataset's sibling folder 'alerts' when there is one",
+        ),
     ) -> None:
         """Render a self-contained HTML report (plots inline) of one run or a time range."""
         from amlhp.dashboards.report import write_report
 
-        summary = write_report(parquet_dir, out, since=since, until=until, truth=truth, title=title)
+        summary = write_report(
+            parquet_dir, out, since=since, until=until, truth=truth, title=title, alerts=alerts
+        )
         typer.echo(json.dumps(summary, sort_keys=True))

@@ -1,8 +1,9 @@
 """The Overview dashboard: is the pipeline keeping up, how fast, and what does it see?
 
 Totals since the processes started, throughput per step, consumer lag in records and in
-seconds, end-to-end latency, the verdict mix over time and the malicious share per
-gateway. One function per panel; :func:`overview` lays them out.
+seconds, the incidents the alerts stage has open, end-to-end latency, the verdict mix
+over time and the malicious share per gateway. One function per panel; :func:`overview`
+lays them out.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from amlhp.dashboards.panels import (
     bars_panel,
     row,
     stat_panel,
+    table_panel,
     timeseries_panel,
 )
 from amlhp.metrics.definitions import STEP_SCORE, STEP_SINK, STEP_TAP
@@ -215,6 +217,43 @@ def delivery_failures() -> PanelBuilder:
     )
 
 
+# -- incidents -----------------------------------------------------------------------
+def open_incidents() -> PanelBuilder:
+    return table_panel(
+        "Open incidents",
+        "Incidents open now, by gateway and kind (amlhp_open_incidents from the alerts "
+        "stage). The hosts are in the alerts topic, the alert dataset and `amlhp report`; "
+        "an incident closes after its quiet period.",
+        [
+            Query(
+                q.sum_by(["gateway", "kind"], q.sel(q.OPEN_INCIDENTS, q.GATEWAY)) + " > 0",
+                "{{gateway}} {{kind}}",
+                instant=True,
+            )
+        ],
+        width=HALF,
+    )
+
+
+def alerts_raised() -> PanelBuilder:
+    return timeseries_panel(
+        "Alerts raised over time",
+        "Incidents opened per interval by kind (amlhp_alerts_total, status=opened); "
+        "updates and closes of the same incidents are not counted here.",
+        [
+            Query(
+                q.sum_by(
+                    ["kind"],
+                    q.increase(q.sel(q.ALERTS, q.eq("status", "opened"), q.GATEWAY)),
+                ),
+                "{{kind}}",
+            )
+        ],
+        width=HALF,
+        stacked=True,
+    )
+
+
 def overview() -> Dashboard:
     """The dashboard ops teams keep open."""
     return new_dashboard(
@@ -232,6 +271,9 @@ def overview() -> Dashboard:
             bytes_per_step(),
             consumer_lag_records(),
             consumer_lag_seconds(),
+            row("Incidents"),
+            open_incidents(),
+            alerts_raised(),
             row("Latency and verdicts"),
             latency_quantiles(),
             verdict_mix(),

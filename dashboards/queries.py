@@ -38,6 +38,8 @@ SKIPPED = "amlhp_skipped_messages_total"
 DELIVERY_FAILURES = "amlhp_producer_delivery_failures_total"
 MODEL_INFO = "amlhp_model_info"
 MODEL_LOADS = "amlhp_model_loads_total"
+ALERTS = "amlhp_alerts_total"
+OPEN_INCIDENTS = "amlhp_open_incidents"
 LAG_RECORDS = "amlhp_consumer_lag_records"
 LAG_SECONDS = "amlhp_consumer_lag_seconds"
 # Faust's own sensor in the worker (faust.sensors.prometheus, prefix amlhp_faust).

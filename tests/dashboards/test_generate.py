@@ -67,6 +67,8 @@ def test_required_dashboards_panels_and_variables() -> None:
         "End-to-end latency (capture -> verdict)",
         "Verdict mix over time",
         "Malicious share per gateway",
+        "Open incidents",
+        "Alerts raised over time",
     } <= titles["amlhp-overview"]
     assert {
         "Inference time per batch",
@@ -114,6 +116,9 @@ def _exposed_names() -> set[str]:
     metrics.set_model_version("v")
     metrics.model_loads.labels("loaded").inc()
     metrics.delivery_failures.labels("tap")
+    alert = {"gateway": "g", "kind": "scan", "status": "opened"}
+    metrics.count_alerts([alert])
+    metrics.set_open_incidents({("g", "scan"): 1})
     text = generate_latest(metrics.registry).decode()
     names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
     from faust.sensors.prometheus import FaustMetrics
@@ -135,7 +140,7 @@ def test_every_query_names_only_metrics_the_pipeline_exposes() -> None:
             expr = re.sub(r'\{[^}]*\}|"[^"]*"|\[[^\]]*\]', "", query.expr)
             names = set(re.findall(r"[a-zA-Z_][a-zA-Z0-9_]*", expr)) - functions
             labels = {"step", "reason", "class", "gateway", "group", "topic", "partition"}
-            labels |= {"version", "result", "kind"}
+            labels |= {"version", "result", "kind", "status"}
             unknown = {n for n in names - labels if not re.fullmatch(r"e\d*", n)}
             assert unknown <= exposed, (query.panel, sorted(unknown - exposed))
 

@@ -140,3 +140,60 @@ def test_report_command(run_dir: tuple[Path, pa.Table], tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "no verdict dataset" in bad.stderr
+
+
+def _alert(incident: str, host: str, kind: str, revision: int, status: str, first_s: float,
+           last_s: float, packets: int) -> dict[str, object]:  # fmt: skip
+    """One ``amlhp.alert`` row as the alerts stage emits it (times after START_NS)."""
+    return {
+        "gateway": "gw-1", "ts_ns": START_NS + int(last_s * 1e9), "incident_id": incident,
+        "revision": revision, "status": status, "reason": "threshold", "host": host,
+        "role": "source", "kind": kind, "first_seen_ns": START_NS + int(first_s * 1e9),
+        "last_seen_ns": START_NS + int(last_s * 1e9), "opened_ns": START_NS + int(first_s * 1e9),
+        "packets": packets, "mean_score": 0.97, "classes": ["scan_tcp_syn"],
+        "class_packets": [packets], "top_peers": ["10.0.0.9"], "top_peer_packets": [packets],
+        "top_ports": [22, 80], "top_port_packets": [packets - 1, 1], "distinct_peers": 1,
+        "distinct_ports": 2, "sample_seqs": [11, 12], "explanation_seq": None,
+        "model_version": "m1", "emitted_at_ns": START_NS + int(last_s * 1e9),
+    }  # fmt: skip
+
+
+def test_incidents_section_shows_the_latest_revision_in_range(
+    run_dir: tuple[Path, pa.Table], tmp_path: Path
+) -> None:
+    from amlhp.alerts.engine import alert_batch
+    from amlhp.dashboards.report_incidents import incident_section
+
+    rows = [
+        _alert("a", "192.0.2.7", "scan", 0, "opened", 5, 10, 40),
+        _alert("a", "192.0.2.7", "scan", 1, "closed", 5, 25, 90),
+        _alert("b", "192.0.2.8", "brute_force", 0, "opened", 70, 80, 30),
+    ]
+    table = pa.Table.from_batches([alert_batch(rows)])
+    section = incident_section(table, tmp_path)
+    assert [(i["incident_id"], i["status"], i["packets"]) for i in section.incidents] == [
+        ("a", "closed", 90),
+        ("b", "opened", 30),
+    ]
+    assert section.summary() == "2: brute_force (1), scan (1); 1 still open"
+    later = incident_section(table, tmp_path, since_ns=START_NS + int(30e9))
+    assert [i["incident_id"] for i in later.incidents] == ["b"]
+    earlier = incident_section(table, tmp_path, until_ns=START_NS + int(30e9))
+    assert [i["incident_id"] for i in earlier.incidents] == ["a"]
+
+    root, _ = run_dir
+    write_dataset(table, root.parent / "alerts", topic="amlhp.alerts")
+    out = tmp_path / "report.html"
+    summary = write_report(root, out)  # the sibling alerts/ folder is found
+    page = out.read_text()
+    assert summary["incidents"] == 2
+    assert '<h2 id="incidents">' in page
+    assert page.count("<td>192.0.2.7</td>") == 1
+    assert "<td>192.0.2.8</td>" in page
+    assert "<td>90</td>" in page
+    assert "<td>40</td>" not in page
+    assert "2: brute_force (1), scan (1); 1 still open" in page
+    since = datetime.fromtimestamp(START_NS / 1e9 + 60, UTC)
+    assert write_report(root, out, since=since, alerts=root.parent / "alerts")["incidents"] == 1
+    with pytest.raises(DashboardsError, match="no alert dataset"):
+        write_report(root, out, alerts=tmp_path / "missing")

@@ -35,8 +35,10 @@ def stages(pipeline_settings: Settings, tmp_path: Path) -> Iterator[StageStarter
     """Start ``amlhp`` stage processes for this test; all are stopped at the end."""
     started: list[StageProcess] = []
 
-    def start(name: str, *args: str) -> StageProcess:
-        stage = start_stage(name, list(args), tmp_path / "logs", settings_env(pipeline_settings))
+    def start(name: str, *args: str, settings: Settings | None = None) -> StageProcess:
+        """``settings``: this stage's own (e.g. one alert setting changed), default the test's."""
+        env = settings_env(settings or pipeline_settings)
+        stage = start_stage(name, list(args), tmp_path / "logs", env)
         started.append(stage)
         return stage
 

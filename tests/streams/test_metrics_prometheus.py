@@ -1,11 +1,11 @@
 """The test that matters for the dashboards: real Prometheus scrapes a real pipeline.
 
 A private Prometheus (Debian's binary, started through ``amlhp.infra.prometheus_server``
-on a free port, so that no other test's series mix in) scrapes a worker, a sink and a tap
-process replaying the demo capture through the real broker. Every query of every panel
-of every generated dashboard is then evaluated through Prometheus's HTTP API, as Grafana
-would send it: each returns data, and the totals panels agree with the run's exact
-accounting (packets captured, verdicts per class, dead letters per reason).
+on a free port, so that no other test's series mix in) scrapes a worker, a sink, the
+alerts stage and a tap process replaying the demo capture through the real broker. Every
+query of every panel of every generated dashboard is then evaluated through Prometheus's
+HTTP API, as Grafana would send it: each returns data, and the totals panels agree with
+the run's exact accounting (packets captured, verdicts per class, dead letters per reason).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def test_every_panel_query_returns_data_and_totals_agree(
     prom = PromAPI(private_prometheus.url)
     run = uuid.uuid4().hex[:8]
     out = tmp_path / "verdicts"
-    ports = {"worker": free_port(), "sink": free_port(), "tap": free_port()}
+    ports = {name: free_port() for name in ("worker", "sink", "tap", "alerts")}
 
     def register(name: str) -> None:
         prometheus_server.register_target(
@@ -141,16 +141,21 @@ def test_every_panel_query_returns_data_and_totals_agree(
         "sink", "sink", "--out", str(out), "--roll-seconds", "1",
         "--metrics-port", str(ports["sink"]),
     )  # fmt: skip
-    register("worker")
-    register("sink")
+    # incidents stay open to the end (idle close far away): the open-incidents panel has data
+    alerts = stages(
+        "alerts", "alerts-stage", "--metrics-port", str(ports["alerts"]),
+        settings=pipeline_settings.model_copy(update={"alert_idle_close_s": 600.0}),
+    )  # fmt: skip
+    for name in ("worker", "sink", "alerts"):
+        register(name)
 
-    def both_up() -> bool | dict[str, float]:
-        for stage in (worker, sink):
+    def all_up() -> bool | dict[str, float]:
+        for stage in (worker, sink, alerts):
             stage.check_alive()
         up = by_label(prom.instant(f'up{{run="{run}"}}'), "source")
-        return up == {f"worker-{run}": 1.0, f"sink-{run}": 1.0} or up
+        return up == {f"{n}-{run}": 1.0 for n in ("worker", "sink", "alerts")} or up
 
-    wait_for("Prometheus to scrape the worker and the sink", both_up)
+    wait_for("Prometheus to scrape the worker, the sink and the alerts stage", all_up)
 
     producer = Producer({"bootstrap.servers": pipeline_settings.bootstrap_servers})
     for value in GARBAGE:
@@ -190,9 +195,11 @@ def test_every_panel_query_returns_data_and_totals_agree(
             "verdicts": prom.scalar("sum(amlhp_verdicts_total)"),
             "stored": prom.scalar('sum(amlhp_packets_out_total{step="sink"})'),
             "lag": prom.scalar("sum(amlhp_consumer_lag_records)"),
+            "opened": prom.scalar('sum(amlhp_alerts_total{status="opened"})'),
         }
         want = {"tap": packets, "verdicts": ledger.verdicts, "stored": ledger.verdicts, "lag": 0}
-        return state == want or state
+        opened = state.pop("opened")
+        return (state == want and bool(opened)) or {**state, "opened": opened}
 
     wait_for("Prometheus to scrape the final counts", scraped_final_counts)
     time.sleep(6)  # one more scrape, so every panel's last sample is the final one
@@ -251,6 +258,11 @@ def test_every_panel_query_returns_data_and_totals_agree(
     failures = by_label(instant_of("amlhp-data-quality", "Delivery failures (since start)"), "step")
     assert set(failures) == {"tap", "worker"}
     assert set(failures.values()) == {0.0}
+    open_now = instant_of("amlhp-overview", "Open incidents")
+    assert {r["metric"]["gateway"] for r in open_now} == {gateway}
+    # incidents quiet for alert_quiet_s of capture time may have closed already
+    raised = prom.instant('sum(amlhp_alerts_total{status="opened"})', at=end)
+    assert 1 <= sum(float(r["value"][1]) for r in open_now) <= float(raised[0]["value"][1])
     versions = by_label(instant_of("amlhp-model", "Serving model version"), "version")
     parquet_versions = set(read_verdicts(out).column("model_version").to_pylist())
     assert set(versions) == parquet_versions
@@ -265,7 +277,8 @@ def _check_final_lag(
         (query,) = [q for q in queries if q.panel == title]
         series = results[(query.dashboard, query.panel, query.ref_id)]
         topics = {s["metric"]["topic"] for s in series}
-        assert len(topics) == 3, topics  # raw + encoded (worker group), verdicts (sink group)
+        # raw + encoded (worker group), verdicts (sink and alerts groups)
+        assert len(topics) == 3, topics
         for s in series:
             last = float(s["values"][-1][1])
             assert last == 0, (title, s["metric"], last)
