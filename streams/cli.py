@@ -52,6 +52,9 @@ def _topics_list(ctx: typer.Context, show_all: bool, as_json: bool) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the root app (heavy imports stay inside commands)."""
+    from amlhp.streams import replay_cli
+
+    replay_cli.register(app)
     topics = typer.Typer(help="The pipeline's Kafka topics.", no_args_is_help=True)
     app.add_typer(topics, name="topics")
 

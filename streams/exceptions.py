@@ -18,3 +18,8 @@ class ModelReloadError(StreamsError):
 class ExplainError(StreamsError):
     """A sampled verdict cannot be explained (the serving model has no plain torch module
     taking header and payload, or the encoded rows do not match the verdicts)."""
+
+
+class ReplayError(StreamsError):
+    """A replay cannot run as asked (bad window, missing topic, retention, another run's
+    output in the folder); the message says what to change."""

@@ -56,6 +56,14 @@ def encode_message(
         raw = from_ipc(value or b"", RAW)
     except BatchDecodeError as exc:
         return EncodeResult(None, dead_message(origin, "encode", str(exc), value, gateway), 0)
+    return encode_raw(raw, origin, config)
+
+
+def encode_raw(
+    raw: pa.RecordBatch, origin: Origin, config: EncoderConfig, stage: str = "encode"
+) -> EncodeResult:
+    """A decoded raw batch -> (encoded ok rows, dead letters of ``stage``); the worker's
+    encode agent and the replay both encode through here."""
     encoded = encode_batch(raw, config)
     ok = pc.equal(encoded.column("status"), STATUS_OK)
     n_ok = pc.sum(ok).as_py() or 0
@@ -63,7 +71,7 @@ def encode_message(
     dead = None
     if n_ok < encoded.num_rows:
         bad = pc.invert(ok)
-        dead = dead_packets(encoded.filter(bad), raw.column("data").filter(bad), origin, "encode")
+        dead = dead_packets(encoded.filter(bad), raw.column("data").filter(bad), origin, stage)
     return EncodeResult(good, dead, raw.num_rows)
 
 

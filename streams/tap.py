@@ -6,7 +6,9 @@ transport headers plus the first P payload bytes, see
 the gateway. Packets are grouped into Arrow IPC batches bounded by count and by delay,
 keyed by gateway id, and sent with an idempotent producer (acks from all replicas).
 Every packet gets a per-gateway sequence number: together with the gateway id it is the
-packet's identity downstream, used for exact accounting and de-duplication.
+packet's identity downstream, used for exact accounting and de-duplication. A message's
+Kafka timestamp is the capture time of its newest packet (never later than now), so that
+``amlhp replay`` finds a capture-time window with Kafka's offsets-for-times.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pyarrow as pa
 
 from amlhp.encoders.prefix import needed_prefix
 from amlhp.metrics.definitions import STEP_TAP, process_metrics
-from amlhp.pipeline.kafka_io import producer_config
+from amlhp.pipeline.kafka_io import capture_timestamp_ms, producer_config
 from amlhp.settings import Settings
 from amlhp.streams.batching import SizeTimeBatcher
 from amlhp.streams.exceptions import TapError
@@ -320,6 +322,8 @@ class Tap:
         def delivered(err: Any, msg: Any) -> None:
             self._on_delivery(err, msg, n)
 
+        stamp_ms = capture_timestamp_ms(max(p.ts_ns for p in packets))
+
         while True:
             try:
                 self._producer.produce(
@@ -327,6 +331,7 @@ class Tap:
                     key=self.gateway.encode(),
                     value=value,
                     headers={"amlhp-packets": str(n).encode()},
+                    timestamp=stamp_ms,
                     on_delivery=delivered,
                 )
                 break

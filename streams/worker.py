@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.compute as pc
+
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.metrics.definitions import STEP_ENCODE, STEP_SCORE, process_metrics
 from amlhp.metrics.faust_sensor import install_faust_monitor
 from amlhp.pipeline.faust_app import create_faust_app, run_faust_worker
+from amlhp.pipeline.kafka_io import capture_timestamp_ms
 from amlhp.settings import Settings
 from amlhp.streams.deadletter import Origin
 from amlhp.streams.model_holder import Loader, ModelHolder
@@ -174,7 +177,12 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
             for gateway, by_gateway in split_by_gateway(verdicts):
                 for part in row_chunks(by_gateway, MAX_ROWS_PER_MESSAGE):
                     verdict_value = to_ipc(part)
-                    await verdict_topic.send(key=gateway.encode(), value=verdict_value)
+                    newest = int(pc.max(part.column("ts_ns")).as_py())
+                    await verdict_topic.send(
+                        key=gateway.encode(),
+                        value=verdict_value,
+                        timestamp=capture_timestamp_ms(newest) / 1000.0,
+                    )
                     metrics.count_out(STEP_SCORE, gateway, part.num_rows, len(verdict_value))
 
     @app.timer(interval=options.reload_interval_s)

@@ -9,6 +9,9 @@
   of the messages it holds. A flush writes all its files, then a manifest
   ``<root>/_manifests/<topic>-<partition>-<first>-<last>.json``; only files listed in a
   manifest are durable. Names starting with ``_`` or ``.`` are ignored by readers.
+* A writer that also keeps dead letters (``amlhp replay``) writes them to
+  ``<root>/_deadletters/part-<topic>-<partition>-<first>-<last>.parquet``, listed in the
+  same manifest as the verdict files of that flush.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 
 MANIFEST_DIR = "_manifests"
+DEADLETTER_DIR = "_deadletters"
 PARTITIONING = ds.partitioning(
     pa.schema([("date", pa.string()), ("gateway", pa.string())]), flavor="hive"
 )
@@ -79,7 +84,10 @@ def write_durably(path: Path, payload: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def write_manifest(root: Path, rng: OffsetRange, files: list[Path], rows: int) -> None:
+def write_manifest(
+    root: Path, rng: OffsetRange, files: list[Path], rows: int, **counts: int
+) -> None:
+    """Make one flush durable; ``counts`` are extra per-flush tallies (e.g. dead letters)."""
     body = {
         "topic": rng.topic,
         "partition": rng.partition,
@@ -87,6 +95,7 @@ def write_manifest(root: Path, rng: OffsetRange, files: list[Path], rows: int) -
         "last_offset": rng.last,
         "rows": rows,
         "files": sorted(str(f.relative_to(root)) for f in files),
+        **counts,
     }
     write_durably(root / MANIFEST_DIR / f"{rng.stem}.json", json.dumps(body).encode())
 
@@ -108,7 +117,8 @@ def remove_orphans(root: Path, topic: str, partition: int) -> list[Path]:
     """Delete data files of a partition that no manifest lists (an interrupted flush)."""
     durable = {r.stem for r in manifests(root, topic, partition)}
     removed = []
-    for path in root.glob("date=*/gateway=*/*"):
+    candidates = [*root.glob("date=*/gateway=*/*"), *root.glob(f"{DEADLETTER_DIR}/*")]
+    for path in candidates:
         name = path.name
         if name.startswith(".") and name.endswith(".tmp"):
             stem = name[len(".part-") : -len(".parquet.tmp")]
@@ -123,6 +133,14 @@ def remove_orphans(root: Path, topic: str, partition: int) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def manifest_bodies(root: Path) -> list[dict[str, Any]]:
+    """Every durable flush's manifest under ``root`` (any topic and partition)."""
+    mdir = root / MANIFEST_DIR
+    if not mdir.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(mdir.glob("*.json"))]
 
 
 def open_dataset(root: Path) -> ds.Dataset:

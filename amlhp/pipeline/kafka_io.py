@@ -29,6 +29,16 @@ def producer_config(settings: Settings, client_id: str, **extra: Any) -> dict[st
     return settings.kafka_config(**config)
 
 
+def capture_timestamp_ms(newest_capture_ns: int) -> int:
+    """Kafka timestamp of a message of packets (raw or verdicts): the capture time of its
+    newest packet, never later than now. Every packet of the message was captured at or
+    before it, which is what lets ``amlhp replay`` find a capture-time window with
+    offsets-for-times (see :mod:`amlhp.streams.replay_plan`)."""
+    import time
+
+    return min(newest_capture_ns, time.time_ns()) // 1_000_000
+
+
 def consumer_config(
     settings: Settings, group_id: str, client_id: str, **extra: Any
 ) -> dict[str, Any]:

@@ -95,6 +95,20 @@ def write_hive_partitions(
     return files
 
 
+def resume_after_durable(root: Path, topic: str, partition: int) -> tuple[int | None, list[Path]]:
+    """Make one partition's files consistent after a crash, before consuming it again.
+
+    Removes the data files no manifest lists (an interrupted flush) and returns the
+    offset after the last durable range (``None`` when nothing is durable) with the
+    removed files. The live sinks and the replay resume through here.
+    """
+    removed = dataset.remove_orphans(root, topic, partition)
+    for path in removed:
+        log.warning("removed file of an interrupted flush: %s", path)
+    durable = dataset.manifests(root, topic, partition)
+    return (durable[-1].last + 1 if durable else None), removed
+
+
 class PartitionedParquetSink:
     """Consumes a topic as a consumer group and writes the dataset under ``out_dir``.
 
@@ -163,21 +177,16 @@ class PartitionedParquetSink:
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         committed = {tp.partition: tp.offset for tp in committed_offsets(consumer, partitions)}
         for tp in partitions:
-            removed = dataset.remove_orphans(self.root, tp.topic, tp.partition)
+            resume, removed = resume_after_durable(self.root, tp.topic, tp.partition)
             self.stats.orphans_removed += len(removed)
-            for path in removed:
-                log.warning("removed file of an interrupted flush: %s", path)
-            durable = dataset.manifests(self.root, tp.topic, tp.partition)
-            if durable:
-                resume = durable[-1].last + 1
-                if committed.get(tp.partition, -1001) < resume:
-                    log.info(
-                        "%s partition %d: resuming after durable offset %d",
-                        tp.topic,
-                        tp.partition,
-                        resume - 1,
-                    )
-                    tp.offset = resume
+            if resume is not None and committed.get(tp.partition, -1001) < resume:
+                log.info(
+                    "%s partition %d: resuming after durable offset %d",
+                    tp.topic,
+                    tp.partition,
+                    resume - 1,
+                )
+                tp.offset = resume
             self._buffers[tp.partition] = PartitionBuffer()
         consumer.assign(partitions)
 
