@@ -354,6 +354,25 @@ def _register_suite(bench: typer.Typer) -> None:
         plot_scaleout(_write(doc, out_dir / "scaleout.json"), out_dir / "scaleout.png")
         typer.echo(scaleout_table(doc))
 
+    @bench.command("replay")
+    def replay(
+        ctx: typer.Context,
+        gateways: int = typer.Option(4, "--gateways", min=1, help="Copies of the demo capture"),
+        out_dir: OutDir = RESULTS_DIR,
+        work_dir: WorkDir = WORK_DIR,
+    ) -> None:
+        """amlhp replay's packets/s (1 and 2 processes) beside the live end-to-end rate."""
+        from amlhp.benchmarks.replay_bench import replay_table, run_replay_bench
+
+        doc = run_replay_bench(
+            settings_of(ctx),
+            work_dir=work_dir,
+            results_dir=out_dir,
+            gateways=gateways,
+            on_status=_status_printer(),
+        )
+        typer.echo(replay_table(_write(doc, out_dir / "replay.json")))
+
     @bench.command("all")
     def run_all_cmd(
         ctx: typer.Context,

@@ -1,9 +1,9 @@
 """``amlhp bench all`` / ``make bench``: every benchmark once, results and plots in one folder.
 
 Order matters on a small machine: the stage figures first (nothing else running), then
-the end-to-end loads, then scale-out. Each writes its JSON as soon as it is done, so an
-interrupted run keeps what it measured; ``results.md`` holds every table
-(:mod:`amlhp.benchmarks.report`) for the README.
+the end-to-end loads, the replay (beside the live rate just measured), then scale-out.
+Each writes its JSON as soon as it is done, so an interrupted run keeps what it measured;
+``results.md`` holds every table (:mod:`amlhp.benchmarks.report`) for the README.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from amlhp.benchmarks.e2e import E2EConfig, run_e2e
 from amlhp.benchmarks.pipeline_run import StatusFn
 from amlhp.benchmarks.pipeline_run import quiet as _quiet
 from amlhp.benchmarks.plots import plot_e2e, plot_scaleout
+from amlhp.benchmarks.replay_bench import replay_table, run_replay_bench
 from amlhp.benchmarks.report import e2e_table, scaleout_table, stages_table
 from amlhp.benchmarks.results import write_json
 from amlhp.benchmarks.scaleout import run_scaleout
@@ -46,6 +47,10 @@ def run_all(
     e2e = run_e2e(settings, cfg, work_dir=work_dir, on_status=on_status)
     written["e2e"] = str(write_json(e2e, out_dir / "e2e.json"))
     written["e2e_plots"] = [str(p) for p in plot_e2e(e2e, out_dir)]
+    on_status("== replay")
+    replay = run_replay_bench(settings, work_dir=work_dir, results_dir=out_dir,
+                              on_status=on_status)  # fmt: skip
+    written["replay"] = str(write_json(replay, out_dir / "replay.json"))
     on_status("== scale-out")
     scale = run_scaleout(
         settings,
@@ -61,6 +66,8 @@ def run_all(
         stages_table(stages),
         "\n## End to end\n",
         e2e_table(e2e),
+        "\n## Replay\n",
+        replay_table(replay),
         "\n## Scale-out\n",
         scaleout_table(scale),
         "",

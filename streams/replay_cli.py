@@ -58,10 +58,14 @@ def _reporter(as_json_lines: bool) -> Any:
 
 def _run_children(settings: Settings, out: Path, groups: list[list[int]], argv: list[str]) -> None:
     """One ``amlhp replay --partitions ...`` process per group; any failure is an error."""
+    import os
+
     from amlhp.pipeline.children import child_env
     from amlhp.streams.exceptions import ReplayError
 
-    env = child_env(settings)
+    # N scorers on this machine's cores, not N x all of them (torch's default)
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // len(groups)))
+    env = child_env(settings, {**os.environ, "OMP_NUM_THREADS": threads})
     procs = []
     for group in groups:
         cmd = [sys.executable, "-m", "amlhp.cli", *argv, "--partitions",
