@@ -182,6 +182,14 @@ class Settings(BaseSettings):
         7 * 24 * 3600 * 1000, ge=-1, description="env AMLHP_RETENTION_MS: topic retention"
     )
     consumer_group: str = Field("amlhp", description="env AMLHP_CONSUMER_GROUP")
+    session_timeout_s: float = Field(
+        10.0,
+        ge=6.0,
+        le=300.0,
+        description="env AMLHP_SESSION_TIMEOUT_S: consumer group session timeout of the "
+        "workers and sinks: how long a killed member's partitions wait before another "
+        "member takes them (heartbeats every third of it; the broker's minimum is 6 s)",
+    )
     payload_bytes: int = Field(64, ge=1, le=1500, description="env AMLHP_PAYLOAD_BYTES: P")
     grafana_token: SecretStr | None = Field(
         None,

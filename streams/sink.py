@@ -26,6 +26,9 @@ class ParquetSink(PartitionedParquetSink):
     topic_setting = "topic_verdicts"
     group_suffix = "sink"
     client_id = "amlhp-sink"
+    # a restarted or rebalanced worker publishes again what it had published after its
+    # last commit: (gateway, seq) identifies a packet, so those rows are dropped here
+    dedupe_on = ("gateway", "seq")
 
     def decode(self, value: bytes) -> pa.RecordBatch:
         return from_ipc(value, VERDICT)

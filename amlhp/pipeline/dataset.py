@@ -85,9 +85,10 @@ def write_durably(path: Path, payload: bytes) -> None:
 
 
 def write_manifest(
-    root: Path, rng: OffsetRange, files: list[Path], rows: int, **counts: int
+    root: Path, rng: OffsetRange, files: list[Path], rows: int, **extra: Any
 ) -> None:
-    """Make one flush durable; ``counts`` are extra per-flush tallies (e.g. dead letters)."""
+    """Make one flush durable; ``extra`` are per-flush tallies (dead letters) or state
+    (de-duplication marks) saved with it."""
     body = {
         "topic": rng.topic,
         "partition": rng.partition,
@@ -95,7 +96,7 @@ def write_manifest(
         "last_offset": rng.last,
         "rows": rows,
         "files": sorted(str(f.relative_to(root)) for f in files),
-        **counts,
+        **extra,
     }
     write_durably(root / MANIFEST_DIR / f"{rng.stem}.json", json.dumps(body).encode())
 
@@ -133,6 +134,11 @@ def remove_orphans(root: Path, topic: str, partition: int) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def read_manifest(root: Path, rng: OffsetRange) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads((root / MANIFEST_DIR / f"{rng.stem}.json").read_text())
+    return body
 
 
 def manifest_bodies(root: Path) -> list[dict[str, Any]]:

@@ -72,6 +72,10 @@ def create_faust_app(settings: Settings, app_id: str, **overrides: Any) -> Any:
         "consumer_max_fetch_size": 8_000_000,
         "consumer_auto_offset_reset": "earliest",
         "broker_commit_interval": 1.0,
+        # Faust's default session timeout is 60 s: a SIGKILLed worker's partitions would
+        # wait that long for another member (issue 17's recovery goal is 15 s)
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": settings.session_timeout_s / 3.0,
         "stream_wait_empty": False,
     }
     config.update(overrides)

@@ -51,7 +51,8 @@ def consumer_config(
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "fetch.message.max.bytes": 8_000_000,
-        "session.timeout.ms": 30_000,
+        "session.timeout.ms": int(settings.session_timeout_s * 1000),
+        "heartbeat.interval.ms": int(settings.session_timeout_s * 1000 / 3),
     }
     config.update(extra)
     return settings.kafka_config(**config)

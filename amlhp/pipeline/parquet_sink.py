@@ -12,7 +12,10 @@ them):
   (flush-then-commit: at-least-once Kafka delivery, exactly once into files);
 * on (re)assignment files that no manifest lists (an interrupted flush) are removed and,
   where the committed offset is behind the last durable range (a crash between manifest
-  and commit), consumption resumes after that range.
+  and commit), consumption resumes after that range;
+* a writer that names ``dedupe_on`` (key, order) drops re-delivered rows: the producer
+  side is at-least-once, and (gateway, seq) is the documented idempotency key
+  (:class:`HighWaterMarks`).
 
 So a crash at any point neither loses a record nor leaves a duplicate file. A message that
 does not decode is counted as a bad message with a reason and logged; its offset still
@@ -67,6 +70,7 @@ class SinkStats:
     flushes: int = 0
     bad_messages: int = 0
     orphans_removed: int = 0
+    duplicates_dropped: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -109,6 +113,42 @@ def resume_after_durable(root: Path, topic: str, partition: int) -> tuple[int | 
     return (durable[-1].last + 1 if durable else None), removed
 
 
+@dataclass
+class HighWaterMarks:
+    """Exactly once out of at-least-once delivery, for one partition of the topic.
+
+    Rows carry a key (``gateway``) and a per-key order (``seq``) that grows along the
+    partition: a worker that crashed or lost its partitions publishes again what it had
+    published after its last commit, so a row whose order is not above its key's mark
+    is a re-delivery and is dropped. The marks are saved in every flush's manifest and
+    reloaded on assignment, so they are exactly what is durable.
+    """
+
+    key: str
+    order: str
+    marks: dict[str, int] = field(default_factory=dict)
+
+    def keep_new(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
+        """``batch`` without its re-delivered rows, and how many were dropped."""
+        import pyarrow.compute as pc
+
+        keys = batch.column(self.key)
+        order = batch.column(self.order)
+        keep = None
+        for key in pc.unique(keys).to_pylist():
+            mine = pc.equal(keys, key)
+            mark = self.marks.get(str(key))
+            fresh = mine if mark is None else pc.and_(mine, pc.greater(order, mark))
+            top = pc.max(pc.filter(order, fresh)).as_py()
+            if top is not None:
+                self.marks[str(key)] = int(top)
+            keep = fresh if keep is None else pc.or_(keep, fresh)
+        if keep is None:
+            return batch, 0
+        kept = batch.filter(keep)
+        return kept, batch.num_rows - kept.num_rows
+
+
 class PartitionedParquetSink:
     """Consumes a topic as a consumer group and writes the dataset under ``out_dir``.
 
@@ -125,6 +165,8 @@ class PartitionedParquetSink:
     group_suffix: ClassVar[str] = "sink"
     #: the consumer's librdkafka ``client.id`` by default
     client_id: ClassVar[str] = "amlhp-parquet-sink"
+    #: (key column, order column) of :class:`HighWaterMarks` de-duplication, or None
+    dedupe_on: ClassVar[tuple[str, str] | None] = None
 
     def __init__(
         self,
@@ -149,6 +191,7 @@ class PartitionedParquetSink:
         self.compression = compression
         self.stats = SinkStats()
         self._buffers: dict[int, PartitionBuffer] = {}
+        self._marks: dict[int, HighWaterMarks] = {}
         group = group_id or f"{settings.consumer_group}-{self.group_suffix}"
         self._consumer = Consumer(
             consumer_config(settings, group_id=group, client_id=client_id or self.client_id)
@@ -188,7 +231,16 @@ class PartitionedParquetSink:
                 )
                 tp.offset = resume
             self._buffers[tp.partition] = PartitionBuffer()
+            if self.dedupe_on is not None:
+                self._marks[tp.partition] = self._durable_marks(tp.topic, tp.partition)
         consumer.assign(partitions)
+
+    def _durable_marks(self, topic: str, partition: int) -> HighWaterMarks:
+        assert self.dedupe_on is not None
+        key, order = self.dedupe_on
+        durable = dataset.manifests(self.root, topic, partition)
+        saved = dataset.read_manifest(self.root, durable[-1]).get("marks", {}) if durable else {}
+        return HighWaterMarks(key, order, {str(k): int(v) for k, v in saved.items()})
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         del consumer
@@ -218,9 +270,17 @@ class PartitionedParquetSink:
                 exc,
             )
             return
-        buf.batches.append(batch)
-        buf.rows += batch.num_rows
         self.on_batch(batch, len(value or b""))
+        marks = self._marks.get(partition)
+        if marks is not None:
+            batch, dropped = marks.keep_new(batch)
+            if dropped:
+                self.stats.duplicates_dropped += dropped
+                log.info("%s partition %d offset %d: %d re-delivered rows dropped",
+                         self.topic, partition, offset, dropped)  # fmt: skip
+        if batch.num_rows:
+            buf.batches.append(batch)
+            buf.rows += batch.num_rows
 
     def _due(self, buf: PartitionBuffer) -> bool:
         if buf.first is None:
@@ -239,7 +299,9 @@ class PartitionedParquetSink:
         if buf.batches:
             table = pa.Table.from_batches(buf.batches)
             files = self.write(table, rng)
-        dataset.write_manifest(self.root, rng, files, buf.rows)
+        marks = self._marks.get(partition)
+        extra = {} if marks is None else {"marks": dict(marks.marks)}
+        dataset.write_manifest(self.root, rng, files, buf.rows, **extra)
         self._consumer.commit(
             offsets=[TopicPartition(self.topic, partition, buf.last + 1)], asynchronous=False
         )

@@ -80,3 +80,33 @@ def test_sink_core_counts_bad_messages_and_resumes_after_durable_ranges(
     assert not orphan.exists()
     assert stats.messages == 0  # resumed after the durable ranges: nothing read twice
     assert dataset.read_verdicts(out).num_rows == 300
+
+
+@pytest.mark.kafka
+def test_re_delivered_verdicts_are_dropped_with_marks_that_survive_a_restart(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """A worker that restarts publishes again what came after its last commit: the sink
+    keeps one row per (gateway, seq), also across its own restart (marks in manifests)."""
+    settings = kafka_settings
+    ensure_pipeline_topics(settings)
+    table = synthetic_verdicts(400, gateways=("gw-1",)).sort_by("seq")
+    seqs = table.column("seq").to_pylist()
+    assert seqs == sorted(set(seqs))
+    first_part = [table.slice(0, 100), table.slice(50, 100)]  # rows 50-99 twice
+    produce_all(settings.kafka_config(), settings.topic_verdicts,
+                [(b"gw-1", to_ipc(b.to_batches()[0])) for b in first_part])  # fmt: skip
+    out = tmp_path / "verdicts"
+    group = f"{settings.consumer_group}-dedupe"
+    sink = ParquetSink(settings, out, group_id=group, roll_seconds=0.5)
+    stats = _run(sink, lambda _sink, s: s.messages >= 2)
+    assert (stats.rows, stats.duplicates_dropped) == (150, 50)
+
+    # after the restart the marks come from the manifests, not from memory
+    produce_all(settings.kafka_config(), settings.topic_verdicts,
+                [(b"gw-1", to_ipc(table.slice(100, 200).to_batches()[0]))])  # fmt: skip
+    again = ParquetSink(settings, out, group_id=group, roll_seconds=0.5)
+    stats = _run(again, lambda _sink, s: s.messages >= 1)
+    assert (stats.rows, stats.duplicates_dropped) == (150, 50)
+    stored = dataset.read_verdicts(out).column("seq").to_pylist()
+    assert sorted(stored) == seqs[:300]
