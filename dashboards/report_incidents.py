@@ -46,7 +46,7 @@ class IncidentSection:
         return f"{len(self.incidents):,}: {kinds}; {still_open} still open"
 
     def html(self) -> str:
-        from amlhp.alerts.incidents import iso
+        from amlhp.pipeline.incidents import iso
 
         head = "".join(f"<th>{c}</th>" for c in _COLUMNS)
         body = []
@@ -94,7 +94,7 @@ def incident_section(
     table: pa.Table, root: Path, since_ns: int | None = None, until_ns: int | None = None
 ) -> IncidentSection:
     """Alert rows (``amlhp.alert`` schema) -> the section for [since, until) (ns)."""
-    from amlhp.alerts.engine import latest
+    from amlhp.pipeline.incidents import latest
 
     incidents = latest(table.to_pylist() if table.num_rows else [])
     if since_ns is not None:

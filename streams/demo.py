@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from amlhp.alerts.collect import wait_incidents
-from amlhp.alerts.incidents import incident_json
 from amlhp.errors import AmlhpError
 from amlhp.pipeline.children import StageProcess, child_env, start_stage
 from amlhp.pipeline.dataset import read_verdicts
+from amlhp.pipeline.incident_dataset import wait_incidents
+from amlhp.pipeline.incidents import incident_json
 from amlhp.settings import Settings
 from amlhp.streams.accounting import Accounting, account_run
 from amlhp.streams.demo_metrics import start_demo_metrics

@@ -28,6 +28,7 @@ RANK = {
     "flows": 4,
     "lab": 4,
     "dashboards": 4,
+    "alerts": 5,  # downstream of the packet stage: its topics and sink runner
     "benchmarks": 5,  # measures the stages
     "cli": 6,  # assembles every stage's commands
 }

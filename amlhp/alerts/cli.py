@@ -28,10 +28,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The incidents the alert stage would raise on these captures (same code as the
         stream; thresholds from the AMLHP_ALERT_* settings)."""
-        from amlhp.alerts.incidents import incident_json, print_incidents
         from amlhp.alerts.offline import alerts_from_captures
         from amlhp.alerts.policy import AlertPolicy
         from amlhp.model.scorer import default_model_path, load_scorer
+        from amlhp.pipeline.incidents import incident_json, print_incidents
 
         settings = settings_of(ctx)
         scorer = load_scorer(model or default_model_path())

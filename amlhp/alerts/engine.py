@@ -400,13 +400,3 @@ def alert_row(inc: Incident, status: str, reason: str, ts_ns: int, top_n: int) -
 def alert_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
     """Alert rows -> one ``amlhp.alert`` v1 batch."""
     return pa.RecordBatch.from_pylist(rows, schema=alert_schema())
-
-
-def latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The incidents: the latest revision of each ``incident_id``, by first packet."""
-    last: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        prev = last.get(row["incident_id"])
-        if prev is None or row["revision"] >= prev["revision"]:
-            last[row["incident_id"]] = row
-    return sorted(last.values(), key=lambda r: (r["first_seen_ns"], r["gateway"], r["host"]))

@@ -17,11 +17,12 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from amlhp.alerts.engine import Engine, latest
+from amlhp.alerts.engine import Engine
 from amlhp.alerts.policy import AlertPolicy
 from amlhp.encoders.capture import expand_paths, iter_encoded
 from amlhp.model.offline import verdict_columns
 from amlhp.model.scorer import Scorer
+from amlhp.pipeline.incidents import latest
 
 
 @dataclass

@@ -9,8 +9,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from amlhp.alerts.engine import Engine, Store, alert_batch, latest
+from amlhp.alerts.engine import Engine, Store, alert_batch
 from amlhp.alerts.policy import AlertPolicy, kind_of
+from amlhp.pipeline.incidents import latest
 from amlhp.wire import ALERT, from_ipc, to_ipc, verdict_schema
 
 S = 1_000_000_000

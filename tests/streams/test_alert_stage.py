@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from amlhp.alerts.collect import alert_rows, wait_incidents
 from amlhp.alerts.offline import alerts_from_captures
 from amlhp.alerts.policy import AlertPolicy
 from amlhp.model.scorer import default_model_path, load_scorer
 from amlhp.pipeline.children import StageProcess, child_env, start_stage
+from amlhp.pipeline.incident_dataset import alert_rows, wait_incidents
 from amlhp.settings import Settings
 from amlhp.streams.demo import wait_accounted, wait_groups_ready
 from amlhp.streams.tap import Tap, pcap_packets, run_tap

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from amlhp.wire import (
+    ALERT,
     DEAD_LETTER,
     ENCODED,
     EXPLANATION,
@@ -22,6 +23,7 @@ from amlhp.wire import (
     REGISTRY,
     VERDICT,
     BatchDecodeError,
+    alert_schema,
     attribution_fields,
     attribution_groups,
     dead_letter_schema,
@@ -248,12 +250,13 @@ SCHEMAS: dict[str, pa.Schema] = {
     DEAD_LETTER: dead_letter_schema(),
     FLOW_VERDICT: flow_verdict_schema(GROUPS),
     EXPLANATION: explanation_schema(FIELDS),
+    ALERT: alert_schema(),
 }
 
 
 #: verdict v2 added malicious_score, decision and ood_score
 VERSIONS = {RAW: "1", ENCODED: "1", VERDICT: "2", DEAD_LETTER: "1", FLOW_VERDICT: "1",
-            EXPLANATION: "1"}  # fmt: skip
+            EXPLANATION: "1", ALERT: "1"}  # fmt: skip
 
 
 def test_registry_holds_every_schema_with_the_version_its_builder_writes() -> None:
@@ -268,6 +271,7 @@ def test_registry_holds_every_schema_with_the_version_its_builder_writes() -> No
 def test_schema_names_are_the_wire_names() -> None:
     """The names are on the wire and in datasets: renaming one breaks every reader."""
     assert sorted(SCHEMAS) == [
+        "amlhp.alert",
         "amlhp.deadletter",
         "amlhp.encoded",
         "amlhp.explanation",

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from amlhp.alerts.engine import latest
 from amlhp.pipeline.dataset import read_verdicts
+from amlhp.pipeline.incidents import latest
 
 
 class _Stage(Protocol):

@@ -1,7 +1,8 @@
 """Incidents as an operator reads them: one JSON object per incident, or a table.
 
-Shared by ``amlhp alerts`` (offline) and ``amlhp demo`` (the stream's incidents), so the
-two print the same fields the same way.
+Shared by ``amlhp alerts`` (offline), ``amlhp demo`` (the stream's incidents) and
+``amlhp report``, so they read and print the same fields the same way; it lives with the
+parts the stages share because those three are different stages.
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ def iso(ns: int) -> str:
     """ns since the epoch -> ISO 8601 UTC with milliseconds."""
     moment = datetime.fromtimestamp(ns / 1e9, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The incidents: the latest revision of each ``incident_id``, by first packet."""
+    last: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        prev = last.get(row["incident_id"])
+        if prev is None or row["revision"] >= prev["revision"]:
+            last[row["incident_id"]] = row
+    return sorted(last.values(), key=lambda r: (r["first_seen_ns"], r["gateway"], r["host"]))
 
 
 def incident_json(row: dict[str, Any]) -> dict[str, Any]:
