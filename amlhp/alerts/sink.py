@@ -21,8 +21,6 @@ class AlertSink(PartitionedParquetSink):
     topic_setting = "topic_alerts"
     group_suffix = "alerts-sink"
     client_id = "amlhp-alert-sink"
-    # a restarted alert stage emits revisions again: one row per (incident, revision)
-    dedupe_on = ("incident_id", "revision")
 
     def decode(self, value: bytes) -> pa.RecordBatch:
         return from_ipc(value, ALERT)
