@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -96,10 +97,6 @@ class _Buffer:
     outside: int = 0
     batches: list[pa.RecordBatch] = field(default_factory=list)
     dead: list[pa.RecordBatch] = field(default_factory=list)
-
-    @property
-    def rows(self) -> int:
-        return sum(b.num_rows for b in self.batches)
 
 
 class RateLimiter:
@@ -367,11 +364,8 @@ def finished_summary(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     body = {**manifest, "totals": totals, "status": "finished"}
     body["finished_at"] = iso_ns(time.time_ns())
     gateways = manifest["plan"]["window"]["gateways"]
-    if gateways:
-        found = set()
-        table = dataset.read_verdicts(out)
-        if table.num_rows:
-            found = {str(g) for g in pc.unique(table.column("gateway")).to_pylist()}
+    if gateways:  # the dataset's gateway=<id> folders: no need to read the files
+        found = {unquote(d.name.removeprefix("gateway=")) for d in out.glob("date=*/gateway=*")}
         body["gateways_without_packets"] = sorted(set(gateways) - found)
     return body
 

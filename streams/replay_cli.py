@@ -56,7 +56,7 @@ def _reporter(as_json_lines: bool) -> Any:
     return on_line, lambda: None
 
 
-def _run_children(settings: Settings, out: Path, groups: list[list[int]], argv: list[str]) -> None:
+def _run_children(settings: Settings, groups: list[list[int]], argv: list[str]) -> None:
     """One ``amlhp replay --partitions ...`` process per group; any failure is an error."""
     import os
 
@@ -74,7 +74,6 @@ def _run_children(settings: Settings, out: Path, groups: list[list[int]], argv: 
     failed = [p.args for p in procs if p.wait() != 0]
     if failed:
         raise ReplayError(f"{len(failed)} replay processes failed; run the command again")
-    del out
 
 
 def replay(
@@ -168,7 +167,7 @@ def replay(
     write_run_manifest(out, body)
     ids = [r.partition for r in plan.partitions if r.messages]
     if processes > 1 and len(ids) > 1:
-        _run_children(settings, out, split_partitions(ids, processes), argv)
+        _run_children(settings, split_partitions(ids, processes), argv)
     else:
         on_progress, done = _reporter(as_json or not sys.stderr.isatty())
         try:
