@@ -46,6 +46,8 @@ class Child:
     popen: subprocess.Popen[bytes]
     log_path: Path | None
     _log_file: IO[bytes] | None = field(default=None, repr=False)
+    #: started by :meth:`ProcessGroup.run`: its end is expected, never a death
+    bounded: bool = False
 
     @property
     def pid(self) -> int:
@@ -99,8 +101,12 @@ class ProcessGroup:
         log_path: Path | None = None,
         stdin_pipe: bool = False,
         cwd: Path | None = None,
+        bounded: bool = False,
     ) -> Child:
-        """Start a long-running process (a server, a capture, a sensor) in its own session."""
+        """Start a long-running process (a server, a capture, a sensor) in its own session.
+
+        ``bounded`` marks a tool run to its end (:meth:`run`): :meth:`exited` never reports it,
+        since between its exit and its caller's :meth:`stop` it is ended but not dead."""
         args = tuple(str(a) for a in argv)
         check_argv(args)
         if args and "/" not in args[0]:
@@ -128,7 +134,14 @@ class ProcessGroup:
                 raise MissingToolError(
                     f"{args[0]} is not installed (run `make lab-setup`)"
                 ) from exc
-            child = Child(name=name, argv=args, popen=popen, log_path=log_path, _log_file=log_file)
+            child = Child(
+                name=name,
+                argv=args,
+                popen=popen,
+                log_path=log_path,
+                _log_file=log_file,
+                bounded=bounded,
+            )
             self._children.append(child)
             self._save()
         log.debug("started %s (pid %d): %s", name, popen.pid, " ".join(args))
@@ -147,7 +160,7 @@ class ProcessGroup:
 
         Returns the exit status, or None when the time limit stopped it.
         """
-        child = self.start(name, argv, log_path=log_path, cwd=cwd)
+        child = self.start(name, argv, log_path=log_path, cwd=cwd, bounded=True)
         try:
             return child.popen.wait(timeout=max(timeout_s, 0.1))
         except subprocess.TimeoutExpired:
@@ -198,9 +211,10 @@ class ProcessGroup:
             return [c for c in self._children if c.running()]
 
     def exited(self) -> list[Child]:
-        """Long-running children that have already ended (a server that died)."""
+        """Long-running children that have already ended (a server that died); a bounded
+        run that just finished is not one."""
         with self._lock:
-            return [c for c in self._children if not c.running()]
+            return [c for c in self._children if not c.bounded and not c.running()]
 
     def __enter__(self) -> ProcessGroup:
         reap_stale(self.registry)

@@ -30,6 +30,7 @@ scoring.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -102,16 +103,25 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
 
     def caught_up(partition: int, now: float) -> bool:
         """Idle closing only once this process has read the partition's backlog: a tick
-        right after a (re)start must not close incidents whose verdicts are still queued."""
+        right after a (re)start must not close incidents whose verdicts are still queued.
+
+        Read up to the high-water mark means: the last verdict this process handled there,
+        or, before its first one, the group's committed offset (where it resumed), is the
+        partition's end; an end not yet known (no fetch answered) is not caught up."""
         if now - first_event.setdefault(partition, now) < engine.policy.idle_close_s:
             return False
-        if partition not in last_offset:
-            return True
+        tp = TP(topics.verdicts, partition)
         try:
-            highwater = app.consumer.highwater(TP(topics.verdicts, partition))
+            highwater = app.consumer.highwater(tp)
         except Exception:  # noqa: BLE001 - partition not (yet) assigned: not caught up
             return False
-        return highwater is None or last_offset[partition] + 1 >= highwater
+        if highwater is None:
+            return False
+        if partition in last_offset:
+            done = last_offset[partition] + 1
+        else:  # faust's record of the committed offset (the resume point at assignment)
+            done = app.consumer._committed_offset.get(tp) or 0
+        return bool(done >= highwater)
 
     @app.agent(source, name="alerts")
     async def alert_agent(stream: Any) -> None:
@@ -138,7 +148,9 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
                 rows = engine.process(batch, partition=msg.partition)
                 metrics.count_batch_in(STEP_ALERTS, batch, len(event.value or b""))
             if rows:
-                await publish(rows)
+                # the tables already hold this event's changes: a stop (SIGTERM cancels
+                # the agent) must not drop the rows between them and the alert topic
+                await asyncio.shield(publish(rows))
 
     @app.timer(interval=TICK_INTERVAL_S)
     async def tick() -> None:

@@ -52,6 +52,19 @@ def test_stop_all_ends_a_child_and_the_helpers_it_forked(tmp_path: Path) -> None
     assert json.loads((tmp_path / "registry.json").read_text()) == []
 
 
+def test_a_bounded_run_that_ends_is_not_a_dead_server(tmp_path: Path) -> None:
+    """A run's child, ended but not yet forgotten by its thread, is not reported as died."""
+    with ProcessGroup(tmp_path / "registry.json") as group:
+        server = group.start("server", ["sh", "-c", "exit 3"])
+        # a bounded run whose caller is slow to collect it: hold it between exit and stop
+        bounded = group.start("client", ["true"], bounded=True)
+        assert wait_for(lambda: not server.running() and not bounded.running())
+        assert [c.name for c in group.exited()] == ["server"]
+        group.stop(bounded)
+        group.stop(server)
+        assert group.exited() == []
+
+
 def test_a_tool_past_its_time_limit_is_stopped(tmp_path: Path) -> None:
     with ProcessGroup(tmp_path / "registry.json") as group:
         started = time.monotonic()

@@ -112,4 +112,30 @@ def test_stream_incidents_equal_offline_and_survive_a_restart(
         gateway="gw-1",
     ).incidents
     assert len(offline) >= 10  # the lab demo has 22 attack scenarios
-    assert _comparable(incidents) == _comparable(offline)
+    stream_view, offline_view = _comparable(incidents), _comparable(offline)
+    assert stream_view == offline_view, _difference(stream_view, offline_view, rows)
+
+
+def _difference(
+    stream: list[dict[str, Any]], offline: list[dict[str, Any]], rows: list[dict[str, Any]]
+) -> str:
+    """A short account of how the stream's incidents differ from the offline ones: the ids
+    on one side only (with their alert rows' history), the fields that differ on both."""
+    by_id = {r["incident_id"]: r for r in stream}
+    off_id = {r["incident_id"]: r for r in offline}
+    lines = []
+    for iid in sorted(by_id.keys() ^ off_id.keys()):
+        inc = by_id.get(iid) or off_id[iid]
+        side = "stream" if iid in by_id else "offline"
+        mine = [r for r in rows if r["incident_id"] == iid]
+        history = [(r["status"], r["reason"], r["packets"]) for r in mine]
+        lines.append(
+            f"only {side}: {iid} {inc['host']} {inc['role']} {inc['kind']} packets "
+            f"{inc['packets']} seen {inc['first_seen_ns']}..{inc['last_seen_ns']} {history}"
+        )
+    for iid in sorted(by_id.keys() & off_id.keys()):
+        a, b = by_id[iid], off_id[iid]
+        diff = {k: (str(a[k])[:80], str(b[k])[:80]) for k in a if a[k] != b[k]}
+        if diff:
+            lines.append(f"differs {iid} {a['host']} {a['kind']} (stream, offline): {diff}")
+    return "\n".join(lines)
