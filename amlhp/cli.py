@@ -73,6 +73,7 @@ def build_app() -> typer.Typer:
 
     from amlhp.alerts import cli as alerts_cli
     from amlhp.benchmarks import cli as bench_cli
+    from amlhp.chaos import cli as chaos_cli
     from amlhp.dashboards import cli as dashboards_cli
     from amlhp.encoders import cli as encoders_cli
     from amlhp.flows import cli as flows_cli
@@ -93,6 +94,7 @@ def build_app() -> typer.Typer:
         lab_cli,
         flows_cli,
         alerts_cli,
+        chaos_cli,
     ):
         module.register(app)
     return app

@@ -61,6 +61,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+import pyarrow as pa
+
 from amlhp.encoders.exceptions import EncoderConfigError
 
 # The wire's encoded schema needs these three; they are defined in the wire layer (which
@@ -178,6 +180,30 @@ class EncoderConfig:
                 f"got {self.payload_bytes!r}"
             )
         object.__setattr__(self, "mask_fields", expand_mask_fields(tuple(self.mask_fields)))
+
+    def mismatch(self, schema: pa.Schema) -> str | None:
+        """How records of ``schema`` were encoded differently from this config (another
+        layout, P or masking), or None when a model of this config may score them. Records
+        that say nothing of an aspect (older writers) are not refused for it."""
+        meta = schema.metadata or {}
+        layout = meta.get(b"layout_version")
+        if layout is not None and layout.decode() != LAYOUT_VERSION:
+            return f"records use encoding layout {layout.decode()!r}, expected {LAYOUT_VERSION!r}"
+        if "payload" in schema.names:
+            width = schema.field("payload").type
+            if pa.types.is_fixed_size_binary(width) and width.byte_width != self.payload_bytes:
+                return (
+                    f"records hold P={width.byte_width} payload bytes, "
+                    f"the model P={self.payload_bytes}"
+                )
+        masks = meta.get(b"mask_fields")
+        if masks is not None:
+            got = tuple(sorted(m for m in masks.decode().split(",") if m))
+            if got != tuple(sorted(self.mask_fields)):
+                return (
+                    f"records mask {list(got)}, the model was trained with {list(self.mask_fields)}"
+                )
+        return None
 
 
 #: The paper's configuration (P = 64, addresses masked); the default everywhere.

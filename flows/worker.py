@@ -44,7 +44,12 @@ from amlhp.flows.assembler import FlowAssembler, parse_raw
 from amlhp.flows.exceptions import FlowStateError
 from amlhp.flows.online import FlowScorer
 from amlhp.flows.record import FlowConfig, FlowKey, FlowState, parse_key
-from amlhp.pipeline.faust_app import create_faust_app, run_faust_worker
+from amlhp.pipeline.faust_app import (
+    create_faust_app,
+    hand_over_table_writes,
+    run_faust_worker,
+    run_to_end,
+)
 from amlhp.settings import Settings
 from amlhp.wire import RAW, BatchDecodeError, from_ipc, to_ipc
 
@@ -263,23 +268,25 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
         verdicts = runtime.score(closed) if closed else None
         return runtime.writes(closed, gateways), verdicts
 
+    async def handle(event: Any) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            raw = from_ipc(event.value or b"", RAW)
+        except BatchDecodeError as exc:
+            runtime.invalid_messages += 1
+            log.warning("raw message %s is not a batch: %s", event.message.offset, exc)
+            return
+        async with lock:
+            writes, verdicts = await loop.run_in_executor(pool, step, raw, event.message.partition)
+            apply(writes)
+        await hand_over_table_writes(app)
+        if verdicts is not None and verdicts.num_rows:
+            await publish(verdicts)
+
     @app.agent(raw_topic, name="flows")
     async def flows(stream: Any) -> None:
-        loop = asyncio.get_running_loop()
         async for event in stream.events():
-            try:
-                raw = from_ipc(event.value or b"", RAW)
-            except BatchDecodeError as exc:
-                runtime.invalid_messages += 1
-                log.warning("raw message %s is not a batch: %s", event.message.offset, exc)
-                continue
-            async with lock:
-                writes, verdicts = await loop.run_in_executor(
-                    pool, step, raw, event.message.partition
-                )
-                apply(writes)
-            if verdicts is not None and verdicts.num_rows:
-                await publish(verdicts)
+            await run_to_end(handle(event))  # Faust acks it even when a stop interrupts
 
     @app.timer(interval=options.tick_s)
     async def idle_close() -> None:

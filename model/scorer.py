@@ -204,20 +204,9 @@ class Scorer:
 
     def check_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Refuse encoded records written with another P, layout or masking."""
-        meta = batch.schema.metadata or {}
-        layout = meta.get(b"layout_version")
-        if layout is not None and layout.decode() != LAYOUT_VERSION:
-            raise ScoringError(
-                f"records use encoding layout {layout.decode()!r}, expected {LAYOUT_VERSION!r}"
-            )
-        masks = meta.get(b"mask_fields")
-        if masks is not None:
-            got = tuple(sorted(m for m in masks.decode().split(",") if m))
-            if got != tuple(sorted(self.encoder_config.mask_fields)):
-                raise ScoringError(
-                    f"records mask {list(got)}, the model was trained with "
-                    f"{list(self.encoder_config.mask_fields)}"
-                )
+        problem = self.encoder_config.mismatch(batch.schema)
+        if problem is not None:
+            raise ScoringError(problem)
 
     def score_batch(self, batch: pa.RecordBatch | pa.Table) -> Scores:
         """Scores of every row of an encoded batch (only ``ok`` rows reach the model)."""

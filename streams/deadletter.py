@@ -23,6 +23,8 @@ MAX_MESSAGE_BYTES_KEPT = 65_536
 
 #: Reason of a Kafka message that is not a valid batch (the whole message is dead).
 INVALID_BATCH = "invalid_batch"
+#: Reason of a packet encoded for another encoder configuration than the scoring model's.
+ENCODER_MISMATCH = "encoder_mismatch"
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,17 @@ def dead_message(
 
 
 def dead_packets(
-    rows: pa.RecordBatch, data: pa.Array | None, origin: Origin, stage: str
+    rows: pa.RecordBatch,
+    data: pa.Array | None,
+    origin: Origin,
+    stage: str,
+    *,
+    detail: str | None = None,
 ) -> pa.RecordBatch:
     """Dead letters for packets refused with a reason (``rows`` has a ``status`` column).
 
-    ``data`` holds the packets' captured (already truncated) bytes when available.
+    ``data`` holds the packets' captured (already truncated) bytes when available;
+    ``detail`` a sentence for every row.
     """
     n = rows.num_rows
     schema = dead_letter_schema()
@@ -81,7 +89,7 @@ def dead_packets(
             pa.array([origin.topic] * n, pa.string()),
             pa.array([origin.partition] * n, pa.int32()),
             pa.array([origin.offset] * n, pa.int64()),
-            pa.nulls(n, pa.string()),
+            pa.array([detail[:1000]] * n, pa.string()) if detail else pa.nulls(n, pa.string()),
             data if data is not None else pa.nulls(n, pa.binary()),
         ],
         schema=schema,

@@ -113,7 +113,18 @@ def register(app: typer.Typer) -> None:
         ),
         batch_size: int = typer.Option(500, "--batch-size", help="Max packets per message"),
         max_delay_ms: float = typer.Option(50.0, "--max-delay-ms", help="Max batching delay"),
-        start_seq: int = typer.Option(0, "--start-seq", help="First sequence number"),
+        start_seq: int | None = typer.Option(
+            None,
+            "--start-seq",
+            help="First sequence number (default: 0, or where the last run of this gateway "
+            "ended when a state folder is used)",
+        ),
+        state_dir: Path | None = typer.Option(
+            None,
+            "--state-dir",
+            help="Keep the gateway's sequence numbers across restarts in this folder "
+            "(default with -i: var/tap under the home; file replays: none)",
+        ),
         max_packets: int | None = typer.Option(None, "--max-packets", help="Stop after N (live)"),
         metrics_port: int = _metrics_option(),
         linger_s: float = typer.Option(
@@ -137,6 +148,7 @@ def register(app: typer.Typer) -> None:
             rate_packets,
             run_tap,
         )
+        from amlhp.streams.tap_seq import SeqState
 
         if bool(captures) == bool(interface):
             raise TapError("give capture files or --interface, not both and not neither")
@@ -148,12 +160,15 @@ def register(app: typer.Typer) -> None:
         stop = threading.Event()
         install_stop_signals(stop)
         served = _start_metrics("tap", metrics_port)
+        if state_dir is None and interface:
+            state_dir = Path("var/tap")
         tap = Tap(
             settings,
             gateway,
             batch_size=batch_size,
             max_delay_ms=max_delay_ms,
             start_seq=start_seq,
+            seq_state=SeqState(settings.under_home(state_dir), gateway) if state_dir else None,
         )
         out = console()
         counters = CaptureCounters()
@@ -182,7 +197,9 @@ def register(app: typer.Typer) -> None:
             started = time.time()
             stats = run_tap(tap, source, stop=stop, on_progress=progress)
             elapsed = time.time() - started
-        summary = {"gateway": gateway, "first_seq": start_seq, **stats.as_dict()}
+        summary = {"gateway": gateway, "first_seq": tap.seq_start.first, **stats.as_dict()}
+        if tap.seq_start.unsure is not None:
+            summary["unsure_seqs"] = list(tap.seq_start.unsure)
         if interface:
             summary["kernel_dropped"] = counters.kernel_dropped
         summary.update(

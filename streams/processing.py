@@ -7,6 +7,7 @@ without a broker.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,8 +20,10 @@ from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.model.decision import DECISIONS, Assessment
-from amlhp.streams.deadletter import Origin, dead_message, dead_packets
+from amlhp.streams.deadletter import ENCODER_MISMATCH, Origin, dead_message, dead_packets
 from amlhp.wire import ENCODED, RAW, BatchDecodeError, from_ipc, verdict_schema
+
+log = logging.getLogger(__name__)
 
 STATUS_OK = "ok"
 
@@ -98,17 +101,33 @@ class DecodedBatches:
     dead: list[pa.RecordBatch]
 
 
-def decode_encoded(messages: list[EncodedMessage]) -> DecodedBatches:
-    """Decode encoded-batch messages; an invalid one becomes a dead letter."""
+def decode_encoded(
+    messages: list[EncodedMessage], expected: EncoderConfig | None = None
+) -> DecodedBatches:
+    """Decode encoded-batch messages; an invalid one becomes a dead letter.
+
+    With ``expected`` (the encoder configuration of the model about to score), a batch
+    encoded otherwise (a hot reload changed P or the masking between the encode and the
+    score agents) is never scored by that model: its packets become dead letters with
+    reason ``encoder_mismatch``, each accounted by (gateway, seq)."""
     good: list[pa.RecordBatch] = []
     timings: list[tuple[int | None, int | None]] = []
     dead: list[pa.RecordBatch] = []
     for msg in messages:
         try:
-            good.append(from_ipc(msg.value or b"", ENCODED))
-            timings.append((msg.ingested_at_ns, msg.encoded_at_ns))
+            batch = from_ipc(msg.value or b"", ENCODED)
         except BatchDecodeError as exc:
             dead.append(dead_message(msg.origin, "score", str(exc), msg.value, msg.gateway))
+            continue
+        problem = expected.mismatch(batch.schema) if expected is not None else None
+        if problem is not None:
+            log.warning("%d packets dead-lettered: %s", batch.num_rows, problem)
+            status = pa.array([ENCODER_MISMATCH] * batch.num_rows, pa.string())
+            rows = batch.set_column(batch.schema.get_field_index("status"), "status", status)
+            dead.append(dead_packets(rows, None, msg.origin, "score", detail=problem))
+            continue
+        good.append(batch)
+        timings.append((msg.ingested_at_ns, msg.encoded_at_ns))
     return DecodedBatches(good, timings, dead)
 
 

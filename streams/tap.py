@@ -31,6 +31,7 @@ from amlhp.settings import Settings
 from amlhp.streams.batching import SizeTimeBatcher
 from amlhp.streams.exceptions import TapError
 from amlhp.streams.pacing import RatePacer
+from amlhp.streams.tap_seq import SeqStart, SeqState
 from amlhp.wire import raw_schema, to_ipc
 
 log = logging.getLogger(__name__)
@@ -241,9 +242,13 @@ class Tap:
         *,
         batch_size: int = 500,
         max_delay_ms: float = 50.0,
-        start_seq: int = 0,
+        start_seq: int | None = None,
         topic: str | None = None,
+        seq_state: SeqState | None = None,
     ) -> None:
+        """``seq_state``: keep the gateway's sequence across restarts
+        (:mod:`amlhp.streams.tap_seq`); ``start_seq`` then must not go back, and without it
+        the tap continues where the last run ended. Without a state, ``start_seq`` or 0."""
         from confluent_kafka import Producer
 
         if not gateway or len(gateway) > 128:
@@ -252,7 +257,24 @@ class Tap:
         self.topic = topic or settings.topic_raw
         self.payload_bytes = settings.payload_bytes
         self.stats = TapStats()
-        self._seq = start_seq
+        self._seq_state = seq_state
+        self.seq_start = (
+            seq_state.start(start_seq)
+            if seq_state is not None
+            else SeqStart(first=start_seq or 0, unsure=None, clean=True)
+        )
+        if self.seq_start.unsure is not None:
+            lo, hi = self.seq_start.unsure
+            log.warning(
+                "gateway %s: the previous tap was killed; it may have used seqs %d-%d "
+                "(a missing one there was never sent or was lost in the kill); "
+                "continuing at %d",
+                gateway,
+                lo,
+                hi - 1,
+                hi,
+            )
+        self._seq = self.seq_start.first
         self._schema = raw_schema()
         self._batcher: SizeTimeBatcher[Packet] = SizeTimeBatcher(batch_size, max_delay_ms / 1000.0)
         self._producer = Producer(producer_config(settings, client_id=f"amlhp-tap-{gateway}"))
@@ -297,6 +319,8 @@ class Tap:
     def _publish(self, packets: list[Packet]) -> None:
         n = len(packets)
         first = self._seq
+        if self._seq_state is not None:
+            self._seq_state.reserve(first, first + n)
         self._seq += n
         batch = pa.RecordBatch.from_arrays(
             [
@@ -347,6 +371,11 @@ class Tap:
             self._publish(rest)
         return int(self._producer.flush(timeout_s))
 
+    def close(self) -> None:
+        """Record a clean end: the next run of this gateway continues at :attr:`next_seq`."""
+        if self._seq_state is not None:
+            self._seq_state.close(self._seq)
+
 
 def run_tap(
     tap: Tap,
@@ -374,6 +403,7 @@ def run_tap(
         if left:
             tap.stats.failed_messages += left
             tap.stats.errors.append(f"{left} messages still undelivered at exit")
+        tap.close()
         if on_progress is not None:
             on_progress(tap.stats)
     return tap.stats

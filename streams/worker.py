@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.metrics.definitions import STEP_ENCODE, STEP_SCORE, process_metrics
 from amlhp.metrics.faust_sensor import install_faust_monitor
-from amlhp.pipeline.faust_app import create_faust_app, run_faust_worker
+from amlhp.pipeline.faust_app import create_faust_app, run_faust_worker, run_to_end
 from amlhp.pipeline.kafka_io import capture_timestamp_ms
 from amlhp.settings import Settings
 from amlhp.streams.deadletter import Origin
@@ -114,76 +114,83 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
         key = event.key
         return key.decode("utf-8", "replace") if isinstance(key, bytes) else None
 
+    async def encode_one(event: Any) -> None:
+        loop = asyncio.get_running_loop()
+        msg = event.message
+        origin = Origin(msg.topic, msg.partition, msg.offset)
+        result = await loop.run_in_executor(
+            encode_pool, encode_message, event.value, origin, encoder_config(), _key(event)
+        )
+        if result.encoded is not None:
+            ingested = int(msg.timestamp * 1e9) if msg.timestamp else time.time_ns()
+            headers = {
+                INGESTED_HEADER: str(ingested).encode(),
+                ENCODED_HEADER: str(time.time_ns()).encode(),
+            }
+            for part in row_chunks(result.encoded, MAX_ROWS_PER_MESSAGE):
+                encoded_value = to_ipc(part)
+                await encoded_topic.send(key=event.key, value=encoded_value, headers=headers)
+                metrics.count_out(STEP_ENCODE, _key(event), part.num_rows, len(encoded_value))
+        if result.dead is not None:
+            await dead_topic.send(key=event.key, value=to_ipc(result.dead))
+            metrics.count_dead_batch(STEP_ENCODE, result.dead)
+        metrics.count_in(STEP_ENCODE, _key(event), result.packets_in, len(event.value or b""))
+        metrics.observe_batch(STEP_ENCODE, result.packets_in)
+
     @app.agent(raw_topic, name="encode")
     async def encode(stream: Any) -> None:
-        loop = asyncio.get_running_loop()
         async for event in stream.events():
-            msg = event.message
-            origin = Origin(msg.topic, msg.partition, msg.offset)
-            result = await loop.run_in_executor(
-                encode_pool, encode_message, event.value, origin, encoder_config(), _key(event)
+            await run_to_end(encode_one(event))  # never acked half done
+
+    async def score_some(events: list[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        messages = [
+            EncodedMessage(
+                e.value,
+                Origin(e.message.topic, e.message.partition, e.message.offset),
+                _key(e),
+                _header_int(e, INGESTED_HEADER),
+                _header_int(e, ENCODED_HEADER),
             )
-            if result.encoded is not None:
-                ingested = int(msg.timestamp * 1e9) if msg.timestamp else time.time_ns()
-                headers = {
-                    INGESTED_HEADER: str(ingested).encode(),
-                    ENCODED_HEADER: str(time.time_ns()).encode(),
-                }
-                for part in row_chunks(result.encoded, MAX_ROWS_PER_MESSAGE):
-                    encoded_value = to_ipc(part)
-                    await encoded_topic.send(key=event.key, value=encoded_value, headers=headers)
-                    metrics.count_out(STEP_ENCODE, _key(event), part.num_rows, len(encoded_value))
-            if result.dead is not None:
-                await dead_topic.send(key=event.key, value=to_ipc(result.dead))
-                metrics.count_dead_batch(STEP_ENCODE, result.dead)
-            metrics.count_in(STEP_ENCODE, _key(event), result.packets_in, len(event.value or b""))
-            metrics.observe_batch(STEP_ENCODE, result.packets_in)
+            for e in events
+        ]
+        scorer = holder.current  # one version for the whole micro-batch
+        # records encoded for another model's P or masking are never scored by this one
+        decoded = decode_encoded(messages, getattr(scorer, "encoder_config", None))
+        for dead in decoded.dead:
+            await dead_topic.send(key=None, value=to_ipc(dead))
+            metrics.count_dead_batch(STEP_SCORE, dead)
+        metrics.count_score_input(messages, decoded.batches)
+        if not decoded.batches:
+            return
+        verdicts = await loop.run_in_executor(
+            score_pool,
+            score_batches,
+            decoded.batches,
+            scorer,
+            options.max_batch,
+            decoded.timings,
+        )
+        metrics.set_model_version(scorer.version)
+        metrics.record_verdicts(verdicts)
+        if explainer is not None:  # off this loop and off the scoring thread
+            explainer.offer(decoded.batches, verdicts, scorer, loop)
+        for gateway, by_gateway in split_by_gateway(verdicts):
+            for part in row_chunks(by_gateway, MAX_ROWS_PER_MESSAGE):
+                verdict_value = to_ipc(part)
+                newest = int(pc.max(part.column("ts_ns")).as_py())
+                await verdict_topic.send(
+                    key=gateway.encode(),
+                    value=verdict_value,
+                    timestamp=capture_timestamp_ms(newest) / 1000.0,
+                )
+                metrics.count_out(STEP_SCORE, gateway, part.num_rows, len(verdict_value))
 
     @app.agent(encoded_topic, name="score")
     async def score(stream: Any) -> None:
-        loop = asyncio.get_running_loop()
         within = options.max_delay_ms / 1000.0
         async for events in stream.take_events(max_messages, within=within):
-            messages = [
-                EncodedMessage(
-                    e.value,
-                    Origin(e.message.topic, e.message.partition, e.message.offset),
-                    _key(e),
-                    _header_int(e, INGESTED_HEADER),
-                    _header_int(e, ENCODED_HEADER),
-                )
-                for e in events
-            ]
-            decoded = decode_encoded(messages)
-            for dead in decoded.dead:
-                await dead_topic.send(key=None, value=to_ipc(dead))
-                metrics.count_dead_batch(STEP_SCORE, dead)
-            metrics.count_score_input(messages, decoded.batches)
-            if not decoded.batches:
-                continue
-            scorer = holder.current  # one version for the whole micro-batch
-            verdicts = await loop.run_in_executor(
-                score_pool,
-                score_batches,
-                decoded.batches,
-                scorer,
-                options.max_batch,
-                decoded.timings,
-            )
-            metrics.set_model_version(scorer.version)
-            metrics.record_verdicts(verdicts)
-            if explainer is not None:  # off this loop and off the scoring thread
-                explainer.offer(decoded.batches, verdicts, scorer, loop)
-            for gateway, by_gateway in split_by_gateway(verdicts):
-                for part in row_chunks(by_gateway, MAX_ROWS_PER_MESSAGE):
-                    verdict_value = to_ipc(part)
-                    newest = int(pc.max(part.column("ts_ns")).as_py())
-                    await verdict_topic.send(
-                        key=gateway.encode(),
-                        value=verdict_value,
-                        timestamp=capture_timestamp_ms(newest) / 1000.0,
-                    )
-                    metrics.count_out(STEP_SCORE, gateway, part.num_rows, len(verdict_value))
+            await run_to_end(score_some(list(events)))  # never acked half done
 
     @app.timer(interval=options.reload_interval_s)
     async def reload_model() -> None:

@@ -30,6 +30,7 @@ RANK = {
     "dashboards": 4,
     "alerts": 5,  # downstream of the packet stage: its topics and sink runner
     "benchmarks": 5,  # measures the stages
+    "chaos": 5,  # faults applied to the stages' processes
     "cli": 6,  # assembles every stage's commands
 }
 

@@ -30,7 +30,6 @@ scoring.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -41,7 +40,12 @@ from amlhp.alerts.engine import Engine, Store, alert_batch
 from amlhp.alerts.policy import AlertPolicy
 from amlhp.metrics.definitions import STEP_ALERTS, process_metrics
 from amlhp.metrics.faust_sensor import install_faust_monitor
-from amlhp.pipeline.faust_app import create_faust_app, run_faust_worker
+from amlhp.pipeline.faust_app import (
+    create_faust_app,
+    hand_over_table_writes,
+    run_faust_worker,
+    run_to_end,
+)
 from amlhp.settings import Settings
 from amlhp.wire import VERDICT, BatchDecodeError, from_ipc, to_ipc
 
@@ -123,34 +127,38 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
             done = app.consumer._committed_offset.get(tp) or 0
         return bool(done >= highwater)
 
+    async def handle(event: Any) -> None:
+        msg = event.message
+        now = time.time()
+        first_event.setdefault(msg.partition, now)
+        if msg.topic == topics.alert_ticks:
+            rows = engine.idle(msg.partition, now) if caught_up(msg.partition, now) else []
+        else:
+            last_offset[msg.partition] = msg.offset
+            try:
+                batch = from_ipc(event.value or b"", VERDICT)
+            except BatchDecodeError as exc:
+                metrics.skipped_messages.labels(STEP_ALERTS, "invalid_batch").inc()
+                log.error(
+                    "%s partition %d offset %d skipped: %s",
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    exc,
+                )
+                return
+            rows = engine.process(batch, partition=msg.partition)
+            metrics.count_batch_in(STEP_ALERTS, batch, len(event.value or b""))
+        await hand_over_table_writes(app)
+        if rows:
+            await publish(rows)
+
     @app.agent(source, name="alerts")
     async def alert_agent(stream: Any) -> None:
         async for event in stream.events():
-            msg = event.message
-            now = time.time()
-            first_event.setdefault(msg.partition, now)
-            if msg.topic == topics.alert_ticks:
-                rows = engine.idle(msg.partition, now) if caught_up(msg.partition, now) else []
-            else:
-                last_offset[msg.partition] = msg.offset
-                try:
-                    batch = from_ipc(event.value or b"", VERDICT)
-                except BatchDecodeError as exc:
-                    metrics.skipped_messages.labels(STEP_ALERTS, "invalid_batch").inc()
-                    log.error(
-                        "%s partition %d offset %d skipped: %s",
-                        msg.topic,
-                        msg.partition,
-                        msg.offset,
-                        exc,
-                    )
-                    continue
-                rows = engine.process(batch, partition=msg.partition)
-                metrics.count_batch_in(STEP_ALERTS, batch, len(event.value or b""))
-            if rows:
-                # the tables already hold this event's changes: a stop (SIGTERM cancels
-                # the agent) must not drop the rows between them and the alert topic
-                await asyncio.shield(publish(rows))
+            # the tables already hold an event's changes once it is processed: a stop
+            # must not leave its rows unpublished while Faust acks it
+            await run_to_end(handle(event))
 
     @app.timer(interval=TICK_INTERVAL_S)
     async def tick() -> None:

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from amlhp.pipeline import dataset
 from amlhp.pipeline.exceptions import SinkError
-from amlhp.pipeline.kafka_io import committed_offsets, consumer_config
+from amlhp.pipeline.kafka_io import consumer_config
 from amlhp.settings import Settings
 from amlhp.wire import BatchDecodeError
 
@@ -218,11 +218,17 @@ class PartitionedParquetSink:
 
     # -- rebalancing ------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        committed = {tp.partition: tp.offset for tp in committed_offsets(consumer, partitions)}
+        """Resume each partition after what the dataset holds durably.
+
+        The manifests, not the group's committed offset, say where: a flush commits only
+        after its manifest is written, so the committed offset is never past them, and a
+        partition without a manifest starts at the committed offset (librdkafka's default).
+        No broker call is made here: ``committed()`` inside the rebalance callback blocks
+        the callback while a fresh broker's group coordinator loads."""
         for tp in partitions:
             resume, removed = resume_after_durable(self.root, tp.topic, tp.partition)
             self.stats.orphans_removed += len(removed)
-            if resume is not None and committed.get(tp.partition, -1001) < resume:
+            if resume is not None:
                 log.info(
                     "%s partition %d: resuming after durable offset %d",
                     tp.topic,

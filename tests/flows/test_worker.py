@@ -123,7 +123,7 @@ def wait_committed(settings: Settings, group: str, worker: Proc, timeout_s: floa
     """Until the group has committed every raw partition up to its end."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from amlhp.pipeline.kafka_io import committed_offsets
+    from tests.support.kafka import committed_offsets
 
     c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group})
     try:

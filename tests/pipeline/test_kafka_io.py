@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from amlhp.pipeline.kafka_io import committed_offsets, consumer_config, producer_config
+from amlhp.pipeline.kafka_io import consumer_config, producer_config
 from amlhp.settings import Settings
 from amlhp.streams.topics import ensure_pipeline_topics
+from tests.support.kafka import committed_offsets
 
 
 @pytest.mark.kafka

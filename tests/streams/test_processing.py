@@ -11,7 +11,7 @@ import pytest
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.model.decision import UNCALIBRATED, Assessment
 from amlhp.streams import processing as proc
-from amlhp.streams.deadletter import INVALID_BATCH, Origin, reason_counts
+from amlhp.streams.deadletter import ENCODER_MISMATCH, INVALID_BATCH, Origin, reason_counts
 from amlhp.wire import DEAD_LETTER, VERDICT, from_ipc, raw_schema, to_ipc
 
 ORIGIN = Origin("amlhp.packets.raw", 2, 41)
@@ -125,6 +125,32 @@ def test_score_keeps_identity_and_uses_one_model(mixed_frames: list[bytes]) -> N
     # uncalibrated: the attack class's probability is the malicious score, cut at 0.5
     assert round_trip.column("malicious_score").to_pylist() == pytest.approx([0.9, 0.1, 0.9])
     assert round_trip.column("decision").to_pylist() == ["malicious", "benign", "malicious"]
+
+
+@pytest.mark.parametrize(
+    ("encoded_with", "scored_with", "says"),
+    [
+        (EncoderConfig(payload_bytes=64), EncoderConfig(payload_bytes=32), "P=64"),
+        (EncoderConfig(mask_fields=("ip.src", "ip.dst")), EncoderConfig(mask_fields=()), "mask"),
+    ],
+)
+def test_records_of_another_encoding_are_dead_letters_not_scored(
+    mixed_frames: list[bytes], encoded_with: EncoderConfig, scored_with: EncoderConfig, says: str
+) -> None:
+    """A hot reload between the encode and score agents: the new model never sees them."""
+    encoded = proc.encode_message(
+        to_ipc(_raw_batch("gw-a", mixed_frames, first_seq=10)), ORIGIN, encoded_with
+    ).encoded
+    assert encoded is not None
+    message = proc.EncodedMessage(to_ipc(encoded), ORIGIN, "gw-a")
+    assert proc.decode_encoded([message], encoded_with).batches  # its own model scores it
+    decoded = proc.decode_encoded([message], scored_with)
+    assert decoded.batches == []
+    [dead] = decoded.dead
+    dead = from_ipc(to_ipc(dead), DEAD_LETTER)
+    assert dead.column("seq").to_pylist() == [10, 11, 13]  # each packet accounted
+    assert reason_counts(dead) == {ENCODER_MISMATCH: 3}
+    assert says in dead.column("detail")[0].as_py()
 
 
 def test_row_chunks_cover_every_row_once(mixed_frames: list[bytes]) -> None:

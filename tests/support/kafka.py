@@ -153,3 +153,44 @@ def consume_exactly(
     finally:
         consumer.close()
     return out
+
+
+def committed_offsets(
+    consumer: Any, partitions: list[Any], timeout_s: float = 60.0, attempt_s: float = 10.0
+) -> list[Any]:
+    """The group's committed offsets, retried while the group coordinator moves.
+
+    Right after a group is created, or while a broker takes over its coordinator
+    partition, the broker answers ``NOT_COORDINATOR`` or
+    ``COORDINATOR_LOAD_IN_PROGRESS``: retriable, and not a reason to crash a rebalance
+    callback. Any other error, or still failing after ``timeout_s``, is raised.
+    """
+    import time
+
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return list(consumer.committed(partitions, timeout=attempt_s))
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = bool(getattr(err, "retriable", lambda: False)()) or _is_coordinator_error(
+                err
+            )
+            if not retriable or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _is_coordinator_error(err: Any) -> bool:
+    from confluent_kafka import KafkaError
+
+    code = err.code() if hasattr(err, "code") else None
+    return code in {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError._TIMED_OUT,
+        KafkaError.REQUEST_TIMED_OUT,
+    }

@@ -1,0 +1,7 @@
+"""Errors of the fault suite."""
+
+from amlhp.errors import AmlhpError
+
+
+class ChaosError(AmlhpError):
+    """A scenario could not run as planned (a stage would not start, the tap failed)."""

@@ -1,0 +1,254 @@
+"""One fault scenario on the real broker: a fixed-rate tap, stage processes, faults on a
+schedule, then the exact ledger.
+
+Each run gets topics and groups of its own (``chaos.<run id>.*``, removed at the end), so
+that it can run beside a live pipeline on the same cluster without touching it. The
+stages are the real ``amlhp`` commands in child processes, started with the run's
+settings (:func:`amlhp.pipeline.children.child_env`); a fault is a signal to one of them.
+At the end every (gateway, seq) the tap offered must be in the verdict dataset or the
+dead letters exactly once (:mod:`amlhp.streams.accounting`), and the dataset must hold no
+row twice. Recovery is measured after every fault that stops a stage's work: the seconds
+from the fault until the dataset's highest seq moves again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+
+from amlhp.chaos.exceptions import ChaosError
+from amlhp.pipeline.children import StageProcess, amlhp_command, child_env, start_stage
+from amlhp.pipeline.dataset import read_verdicts
+from amlhp.settings import Settings
+from amlhp.streams.accounting import Accounting
+from amlhp.streams.demo import wait_accounted, wait_groups_ready
+from amlhp.streams.topics import admin_client, ensure_pipeline_topics
+
+log = logging.getLogger(__name__)
+GATEWAY = "gw-chaos"
+TOPIC_FIELDS = ("raw", "encoded", "verdicts", "dead_letter", "flow_verdicts", "explanations",
+                "alerts", "alert_ticks")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the tap offers: ``rate`` packets/s for ``seconds`` (exactly rate x seconds)."""
+
+    rate: int = 1500
+    seconds: float = 30.0
+
+    @property
+    def packets(self) -> int:
+        return int(self.rate * self.seconds)
+
+
+@dataclass
+class ScenarioResult:
+    """One scenario's row of the table."""
+
+    name: str
+    packets: int
+    verdicts: int = 0
+    dead: int = 0
+    missing: int = 0
+    duplicate_rows: int = 0
+    recovery_s: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.missing == 0 and self.duplicate_rows == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.name,
+            "packets": self.packets,
+            "verdicts": self.verdicts,
+            "dead_letters": self.dead,
+            "missing": self.missing,
+            "duplicate_rows": self.duplicate_rows,
+            "recovery_s": self.recovery_s,
+            "passed": self.passed,
+            "error": self.error,
+        }
+
+
+def run_settings(base: Settings, run_id: str) -> Settings:
+    """``base`` with topics and consumer group of this run only."""
+    prefix = f"chaos.{run_id}"
+    update: dict[str, Any] = {f"topic_{name}": f"{prefix}.{name}" for name in TOPIC_FIELDS}
+    update["consumer_group"] = f"{prefix}.group"
+    return base.model_copy(update=update)
+
+
+class ChaosRun:
+    """The processes of one scenario, and the faults a scenario applies to them."""
+
+    def __init__(self, base: Settings, workdir: Path, load: Load, capture: Path) -> None:
+        self.run_id = uuid.uuid4().hex[:8]
+        self.settings = run_settings(base, self.run_id)
+        self.workdir = workdir / self.run_id
+        self.out = self.workdir / "verdicts"
+        self.load = load
+        self.capture = capture
+        self.env = child_env(self.settings, {**os.environ, "OMP_NUM_THREADS": "1"})
+        self.workers: list[StageProcess] = []
+        self.sink: StageProcess | None = None
+        self.retired: list[StageProcess] = []
+        self.recovery_s: list[float] = []
+        self._tap: subprocess.Popen[bytes] | None = None
+        self._started = 0.0
+        self._names = 0
+
+    # -- processes ---------------------------------------------------------------------
+    def _name(self, kind: str) -> str:
+        self._names += 1
+        return f"{kind}-{self._names}"
+
+    def start_worker(self) -> StageProcess:
+        stage = start_stage(self._name("worker"), ["worker"], self.workdir / "logs", self.env)
+        self.workers.append(stage)
+        return stage
+
+    def start_sink(self) -> StageProcess:
+        args = ["sink", "--out", str(self.out), "--roll-seconds", "0.5"]
+        self.sink = start_stage(self._name("sink"), args, self.workdir / "logs", self.env)
+        return self.sink
+
+    def live(self) -> list[StageProcess]:
+        return [*self.workers, *([self.sink] if self.sink is not None else [])]
+
+    def signal(self, stage: StageProcess, sig: signal.Signals) -> None:
+        """Send ``sig``; a stage that a SIGKILL or SIGTERM ended is retired from the run."""
+        stage.proc.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            stage.proc.wait(60)
+            self.retired.append(stage)
+            if stage in self.workers:
+                self.workers.remove(stage)
+            if stage is self.sink:
+                self.sink = None
+
+    # -- time and measurement --------------------------------------------------------------
+    def at(self, seconds: float) -> None:
+        """Sleep until ``seconds`` after the tap started."""
+        time.sleep(max(0.0, self._started + seconds - time.monotonic()))
+
+    def highest_seq(self) -> int:
+        try:
+            table = read_verdicts(self.out)
+        except (OSError, ValueError):  # a file being renamed in: try again next time
+            return -1
+        return int(pc.max(table.column("seq")).as_py()) if table.num_rows else -1
+
+    def measure_recovery(self, since: float, settle_s: float = 1.5, limit_s: float = 90.0) -> None:
+        """Seconds from ``since`` (a fault) until the dataset's highest seq moves again,
+        after ``settle_s`` for what was already in flight to land."""
+        time.sleep(settle_s)
+        before = self.highest_seq()
+        while self.highest_seq() <= before and time.monotonic() - since < limit_s:
+            time.sleep(0.25)
+        self.recovery_s.append(round(time.monotonic() - since, 1))
+
+    # -- the run -----------------------------------------------------------------------
+    def setup(self, workers: int = 1) -> None:
+        ensure_pipeline_topics(self.settings)
+        for _ in range(workers):
+            self.start_worker()
+        self.start_sink()
+        group = self.settings.consumer_group
+        wait_groups_ready(
+            self.settings, [group, f"{group}-sink"], self.live(), 180.0, {group: workers}
+        )
+
+    def start_tap(self) -> None:
+        argv = [*amlhp_command(), "tap", str(self.capture), "--gateway", GATEWAY,
+                "--rate", str(self.load.rate), "--duration", str(self.load.seconds)]  # fmt: skip
+        log_path = self.workdir / "logs" / "tap.log"
+        with log_path.open("wb") as fh:
+            self._tap = subprocess.Popen(argv, env=self.env, stdout=fh, stderr=subprocess.STDOUT)
+        self._started = time.monotonic()
+
+    def finish(self, timeout_s: float = 120.0) -> Accounting:
+        assert self._tap is not None
+        code = self._tap.wait(timeout=self.load.seconds + 120)
+        if code != 0:
+            raise ChaosError(f"the tap exited with {code}: see {self.workdir / 'logs' / 'tap.log'}")
+        expected = {GATEWAY: (0, self.load.packets)}
+        return wait_accounted(self.settings, self.out, expected, self.live(), timeout_s)
+
+    def close(self, keep: bool) -> None:
+        for stage in self.live():
+            stage.stop(timeout_s=20)
+        for stage in self.retired:
+            if stage.proc.poll() is None:  # a stopped (SIGSTOP) zombie
+                stage.proc.send_signal(signal.SIGCONT)
+                stage.stop(timeout_s=20)
+        if self._tap is not None and self._tap.poll() is None:
+            self._tap.kill()
+            self._tap.wait(10)
+        self._delete_topics()
+        if not keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _delete_topics(self) -> None:
+        admin = admin_client(self.settings.kafka_config())
+        names = [getattr(self.settings, f"topic_{name}") for name in TOPIC_FIELDS]
+        existing = set(admin.list_topics(timeout=10).topics)
+        doomed = [n for n in names if n in existing]
+        doomed += [t for t in existing if t.startswith(f"{self.settings.consumer_group}-")]
+        if doomed:
+            for future in admin.delete_topics(doomed, operation_timeout=30).values():
+                try:
+                    future.result(60)
+                except Exception as exc:  # noqa: BLE001 - left for the retention to remove
+                    log.warning("could not delete a chaos topic: %s", exc)
+
+
+Faults = Callable[[ChaosRun], None]
+
+
+def run_scenario(
+    name: str,
+    faults: Faults,
+    base: Settings,
+    workdir: Path,
+    load: Load,
+    capture: Path,
+    *,
+    workers: int = 1,
+    keep: bool = False,
+) -> ScenarioResult:
+    """Set up, start the tap, apply ``faults`` (which return once the last is applied),
+    then check the ledger exactly."""
+    run = ChaosRun(base, workdir, load, capture)
+    result = ScenarioResult(name=name, packets=load.packets)
+    try:
+        run.setup(workers=workers)
+        run.start_tap()
+        faults(run)
+        ledger = run.finish()
+        result.verdicts, result.dead = ledger.verdicts, ledger.dead_packets
+        result.missing = ledger.missing
+        # the dataset must hold each packet once; the dead-letter topic is at-least-once
+        result.duplicate_rows = ledger.verdict_rows - ledger.verdicts + ledger.both
+    except ChaosError as exc:
+        result.error = str(exc)
+    except Exception as exc:
+        log.exception("scenario %s failed", name)
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        result.recovery_s = run.recovery_s
+        run.close(keep=keep or not result.passed)
+    return result
