@@ -30,15 +30,19 @@ import pyarrow.compute as pc
 from amlhp.chaos.exceptions import ChaosError
 from amlhp.pipeline.children import StageProcess, amlhp_command, child_env, start_stage
 from amlhp.pipeline.dataset import read_verdicts
-from amlhp.settings import Settings
+from amlhp.settings import Settings, TopicNames
 from amlhp.streams.accounting import Accounting
 from amlhp.streams.demo import wait_accounted, wait_groups_ready
-from amlhp.streams.topics import admin_client, ensure_pipeline_topics
+from amlhp.streams.topics import (
+    TopicError,
+    admin_client,
+    delete_topics,
+    ensure_pipeline_topics,
+    list_topics,
+)
 
 log = logging.getLogger(__name__)
 GATEWAY = "gw-chaos"
-TOPIC_FIELDS = ("raw", "encoded", "verdicts", "dead_letter", "flow_verdicts", "explanations",
-                "alerts", "alert_ticks")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,9 @@ class ScenarioResult:
 def run_settings(base: Settings, run_id: str) -> Settings:
     """``base`` with topics and consumer group of this run only."""
     prefix = f"chaos.{run_id}"
-    update: dict[str, Any] = {f"topic_{name}": f"{prefix}.{name}" for name in TOPIC_FIELDS}
+    update: dict[str, Any] = {
+        f"topic_{name}": f"{prefix}.{name}" for name in TopicNames.model_fields
+    }
     update["consumer_group"] = f"{prefix}.group"
     return base.model_copy(update=update)
 
@@ -203,17 +209,15 @@ class ChaosRun:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _delete_topics(self) -> None:
+        """The run's topics and the changelog topics of its groups."""
         admin = admin_client(self.settings.kafka_config())
-        names = [getattr(self.settings, f"topic_{name}") for name in TOPIC_FIELDS]
-        existing = set(admin.list_topics(timeout=10).topics)
-        doomed = [n for n in names if n in existing]
-        doomed += [t for t in existing if t.startswith(f"{self.settings.consumer_group}-")]
-        if doomed:
-            for future in admin.delete_topics(doomed, operation_timeout=30).values():
-                try:
-                    future.result(60)
-                except Exception as exc:  # noqa: BLE001 - left for the retention to remove
-                    log.warning("could not delete a chaos topic: %s", exc)
+        groups = f"{self.settings.consumer_group}-"
+        try:
+            names = self.settings.topics.all()
+            names += [t.name for t in list_topics(admin) if t.name.startswith(groups)]
+            delete_topics(admin, names)
+        except TopicError as exc:  # left for the retention to remove
+            log.warning("could not delete the chaos topics: %s", exc)
 
 
 Faults = Callable[[ChaosRun], None]
