@@ -290,6 +290,26 @@ def down(
     return result
 
 
+def kill_node(layout: KafkaLayout, node_id: int, *, timeout: float = 10.0) -> int:
+    """SIGKILL one node (a crash, not a shutdown: no controlled leader hand-over, log
+    recovery on the next start) and wait until it is gone; return the pid it had."""
+    node = layout.node(node_id)
+    with process.file_lock(layout.lock_file):
+        pid = node_pid(node)
+        if pid is None:
+            raise InfraError(f"Kafka node {node_id} of {layout.name} is not running")
+        process.signal_pid(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        if process.wait_gone([pid], lambda _: node.marker, timeout):
+            raise InfraError(f"Kafka node {node_id} of {layout.name} survived SIGKILL")
+        # a dying JVM's /proc entry can vanish before the kernel closes its sockets
+        while any(process.port_open(layout.host, p) for p in (node.port, node.controller_port)):
+            if time.monotonic() > deadline:
+                raise InfraError(f"Kafka node {node_id}'s ports still answer after SIGKILL")
+            time.sleep(0.05)
+        return pid
+
+
 def restart_node(
     layout: KafkaLayout,
     node_id: int,
@@ -299,7 +319,17 @@ def restart_node(
 ) -> float:
     """Start one stopped node of a running layout and wait until all brokers answer again."""
     node = layout.node(node_id)
+    begin = time.monotonic()
     with process.file_lock(layout.lock_file):
         if node_pid(node) is None:
             start_node(layout, node, kafka_libs_ready(paths or default_paths()))
-        return wait_ready(layout, timeout=timeout)
+        # until a crashed node is fenced the metadata still lists it: wait for its port
+        while not process.port_open(layout.host, node.port):
+            if node_pid(node) is None or time.monotonic() - begin > timeout:
+                raise KafkaStartError(
+                    f"Kafka node {node_id} of {layout.name} did not come back; see "
+                    f"{node.logs_dir}:\n{process.log_tail(node.console_log)}"
+                )
+            time.sleep(0.2)
+        wait_ready(layout, timeout=max(1.0, timeout - (time.monotonic() - begin)))
+        return time.monotonic() - begin

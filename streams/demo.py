@@ -97,7 +97,9 @@ def wait_groups_ready(
     while pending:
         for stage in stages:
             stage.check_alive()
-        futures = admin.describe_consumer_groups(pending, request_timeout=10)
+        # A long request timeout: a reply that arrives after the request timed out locally
+        # trips an assertion in librdkafka (confluentinc/librdkafka#4605) and aborts us.
+        futures = admin.describe_consumer_groups(pending, request_timeout=60)
         still = []
         for group, future in futures.items():
             try:

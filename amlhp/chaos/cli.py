@@ -34,9 +34,9 @@ def register(app: typer.Typer) -> None:
         """Run fault scenarios (SIGKILL, rebalance, zombie, sink kill) against fixed-rate
         traffic on the configured broker, each on topics of its own, and check that the
         verdict dataset holds every packet exactly once."""
-        from amlhp.chaos.exceptions import ChaosError
-        from amlhp.chaos.run import Load, run_scenario
-        from amlhp.chaos.scenarios import SCENARIOS
+        from amlhp.chaos.exceptions import ChaosError, ScenarioSkipped
+        from amlhp.chaos.run import Load, ScenarioResult, run_scenario
+        from amlhp.chaos.scenarios import SCENARIOS, broker_target
         from amlhp.data import DEMO_CAPTURE
 
         if list_only:
@@ -51,26 +51,35 @@ def register(app: typer.Typer) -> None:
         results = []
         for name in scenario or list(SCENARIOS):
             item = SCENARIOS[name]
+            try:
+                target, layout = broker_target(item, settings)
+            except ScenarioSkipped as exc:
+                results.append(ScenarioResult(name, load.packets, skipped=str(exc)))
+                continue
             result = run_scenario(
                 name,
                 item.faults,
-                settings,
+                target,
                 settings.under_home(workdir),
                 load,
                 capture or DEMO_CAPTURE,
                 workers=item.workers,
                 keep=keep,
+                broker=layout,
             )
             results.append(result)
-            if as_json:
-                typer.echo(json.dumps(result.as_dict()))
-        if not as_json:
+        if as_json:
+            for r in results:
+                typer.echo(json.dumps(r.as_dict()))
+        else:
             typer.echo(
                 f"{'scenario':16} {'packets':>8} {'verdicts':>8} {'dead':>5} {'missing':>7} "
                 f"{'dup rows':>8}  recovery (s)  result"
             )
             for r in results:
                 verdict = "pass" if r.passed else f"FAIL {r.error or ''}".strip()
+                if r.skipped is not None:
+                    verdict = f"skipped: {r.skipped}"
                 typer.echo(
                     f"{r.name:16} {r.packets:>8} {r.verdicts:>8} {r.dead:>5} {r.missing:>7} "
                     f"{r.duplicate_rows:>8}  {','.join(map(str, r.recovery_s)) or '-':12}  "

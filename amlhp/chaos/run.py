@@ -28,6 +28,9 @@ from typing import Any
 import pyarrow.compute as pc
 
 from amlhp.chaos.exceptions import ChaosError
+from amlhp.infra import kafka_broker
+from amlhp.infra.kafka_config import KafkaLayout
+from amlhp.infra.paths import default_paths
 from amlhp.pipeline.children import StageProcess, amlhp_command, child_env, start_stage
 from amlhp.pipeline.dataset import read_verdicts
 from amlhp.settings import Settings, TopicNames
@@ -69,9 +72,12 @@ class ScenarioResult:
     duplicate_rows: int = 0
     recovery_s: list[float] = field(default_factory=list)
     error: str | None = None
+    skipped: str | None = None
 
     @property
     def passed(self) -> bool:
+        if self.skipped is not None:
+            return True
         return self.error is None and self.missing == 0 and self.duplicate_rows == 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -85,6 +91,7 @@ class ScenarioResult:
             "recovery_s": self.recovery_s,
             "passed": self.passed,
             "error": self.error,
+            "skipped": self.skipped,
         }
 
 
@@ -101,7 +108,15 @@ def run_settings(base: Settings, run_id: str) -> Settings:
 class ChaosRun:
     """The processes of one scenario, and the faults a scenario applies to them."""
 
-    def __init__(self, base: Settings, workdir: Path, load: Load, capture: Path) -> None:
+    def __init__(
+        self,
+        base: Settings,
+        workdir: Path,
+        load: Load,
+        capture: Path,
+        broker: KafkaLayout | None = None,
+    ) -> None:
+        self.broker = broker
         self.run_id = uuid.uuid4().hex[:8]
         self.settings = run_settings(base, self.run_id)
         self.workdir = workdir / self.run_id
@@ -146,6 +161,60 @@ class ChaosRun:
             if stage is self.sink:
                 self.sink = None
 
+    # -- the brokers (local layouts that amlhp runs) ----------------------------------------
+    def _layout(self) -> KafkaLayout:
+        if self.broker is None:
+            raise ChaosError("this scenario needs a local broker that amlhp runs")
+        return self.broker
+
+    def kill_broker(self, node_id: int) -> float:
+        """SIGKILL one broker node; return when (monotonic) it died."""
+        kafka_broker.kill_node(self._layout(), node_id)
+        log.info("chaos %s: SIGKILLed broker %d", self.run_id, node_id)
+        return time.monotonic()
+
+    def restart_broker(self, node_id: int) -> None:
+        """Start the node again and wait until every broker of the layout answers."""
+        waited = kafka_broker.restart_node(
+            self._layout(), node_id, paths=default_paths(self.settings.home)
+        )
+        log.info("chaos %s: broker %d back after %.1f s", self.run_id, node_id, waited)
+
+    def broker_ids(self) -> list[int]:
+        return self._layout().node_ids()
+
+    def wait_in_sync(self, timeout_s: float = 120.0) -> None:
+        """Wait until every replica of the run's topics and of the group offsets is in
+        sync again, so that the next kill is one failure, not two at once (with min ISR
+        2 of 3, two brokers down rightly stop every write)."""
+        admin = admin_client(self.settings.kafka_config())
+        names = [*self.settings.topics.all(), "__consumer_offsets"]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            topics = admin.list_topics(timeout=10).topics
+            behind = [
+                (name, part.id)
+                for name in names
+                if name in topics
+                for part in topics[name].partitions.values()
+                if len(part.isrs) < len(part.replicas)
+            ]
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise ChaosError(f"replicas not in sync after {timeout_s:.0f} s: {behind[:5]}")
+            time.sleep(0.5)
+
+    def leaders(self) -> dict[int, int]:
+        """Broker id -> how many partitions of the raw and encoded topics it leads."""
+        admin = admin_client(self.settings.kafka_config())
+        counts = {node.node_id: 0 for node in self._layout().nodes}
+        for name in (self.settings.topic_raw, self.settings.topic_encoded):
+            meta = admin.list_topics(name, timeout=10).topics[name]
+            for part in meta.partitions.values():
+                counts[part.leader] = counts.get(part.leader, 0) + 1
+        return counts
+
     # -- time and measurement --------------------------------------------------------------
     def at(self, seconds: float) -> None:
         """Sleep until ``seconds`` after the tap started."""
@@ -160,7 +229,13 @@ class ChaosRun:
 
     def measure_recovery(self, since: float, settle_s: float = 1.5, limit_s: float = 90.0) -> None:
         """Seconds from ``since`` (a fault) until the dataset's highest seq moves again,
-        after ``settle_s`` for what was already in flight to land."""
+        after ``settle_s`` for what was already in flight to land. A fault after the tap
+        ended would measure nothing: that is an error (the run is too short)."""
+        if self._tap is not None and self._tap.poll() is not None:
+            raise ChaosError(
+                f"the tap ended before a fault's recovery could be measured: the run of "
+                f"{self.load.seconds:.0f} s is too short for this scenario"
+            )
         time.sleep(settle_s)
         before = self.highest_seq()
         while self.highest_seq() <= before and time.monotonic() - since < limit_s:
@@ -233,10 +308,12 @@ def run_scenario(
     *,
     workers: int = 1,
     keep: bool = False,
+    broker: KafkaLayout | None = None,
 ) -> ScenarioResult:
     """Set up, start the tap, apply ``faults`` (which return once the last is applied),
-    then check the ledger exactly."""
-    run = ChaosRun(base, workdir, load, capture)
+    then check the ledger exactly. ``broker``: the local layout ``base`` points at, for
+    the scenarios that kill brokers."""
+    run = ChaosRun(base, workdir, load, capture, broker)
     result = ScenarioResult(name=name, packets=load.packets)
     try:
         run.setup(workers=workers)

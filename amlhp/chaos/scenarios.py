@@ -12,7 +12,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from amlhp.chaos.exceptions import ScenarioSkipped
 from amlhp.chaos.run import ChaosRun
+from amlhp.infra import kafka_broker
+from amlhp.infra.kafka_config import KafkaLayout, cluster_layout, single_layout
+from amlhp.infra.paths import default_paths
+from amlhp.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,9 @@ class Scenario:
     summary: str
     faults: Callable[[ChaosRun], None]
     workers: int = 1
+    #: the scenario kills brokers: it needs a local layout (``amlhp infra kafka up``) of
+    #: this many nodes (1: the single broker, 3: the cluster); 0: any broker will do
+    brokers: int = 0
 
 
 def _kill_workers(run: ChaosRun) -> None:
@@ -68,6 +76,34 @@ def _kill_sink(run: ChaosRun) -> None:
         run.measure_recovery(killed)
 
 
+def _restart_broker(run: ChaosRun) -> None:
+    """SIGKILL the single broker (a crash: log recovery on start) at a third of the run and
+    start it again at once; producers and consumers must ride it out."""
+    run.at(0.33 * run.load.seconds)
+    killed = run.kill_broker(run.broker_ids()[0])
+    run.restart_broker(run.broker_ids()[0])
+    run.measure_recovery(killed)
+
+
+def _cluster_brokers(run: ChaosRun) -> None:
+    """In the 3-broker cluster (RF 3, min ISR 2): SIGKILL the broker leading the most
+    partitions, and restart it only once verdicts flow again (the followers took over);
+    once every replica is in sync again, the same with the broker leading the fewest."""
+    run.at(0.15 * run.load.seconds)
+    counts = run.leaders()
+    leader = max(counts, key=lambda b: (counts[b], -b))
+    killed = run.kill_broker(leader)
+    run.measure_recovery(killed)
+    run.restart_broker(leader)
+    run.wait_in_sync()
+    run.at(0.6 * run.load.seconds)
+    counts = run.leaders()
+    follower = min(counts, key=lambda b: (counts[b], b))
+    killed = run.kill_broker(follower)
+    run.measure_recovery(killed)
+    run.restart_broker(follower)
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -80,5 +116,43 @@ SCENARIOS: dict[str, Scenario] = {
             workers=2,
         ),
         Scenario("sink-sigkill", "SIGKILL the sink twice mid-run, restarted at once", _kill_sink),
+        Scenario(
+            "broker-restart",
+            "SIGKILL the single broker mid-run, restarted at once",
+            _restart_broker,
+            brokers=1,
+        ),
+        Scenario(
+            "cluster-brokers",
+            "3 brokers: SIGKILL the leaders' broker, restart; then the one leading fewest",
+            _cluster_brokers,
+            brokers=3,
+        ),
     )
 }
+
+
+def broker_target(scenario: Scenario, settings: Settings) -> tuple[Settings, KafkaLayout | None]:
+    """The settings and local layout a scenario runs against.
+
+    Scenarios that kill brokers run on the local layout that amlhp runs (``amlhp infra
+    kafka up``, with ``--cluster`` for 3 nodes), whatever broker ``settings`` names: a
+    remote cluster is never SIGKILLed. Raises :class:`ScenarioSkipped` when it is not
+    running.
+    """
+    if scenario.brokers == 0:
+        return settings, None
+    paths = default_paths(settings.home)
+    layout = single_layout(paths) if scenario.brokers == 1 else cluster_layout(paths)
+    if len(layout.nodes) != scenario.brokers or any(
+        kafka_broker.node_pid(node) is None for node in layout.nodes
+    ):
+        flag = "" if scenario.brokers == 1 else " --cluster"
+        raise ScenarioSkipped(
+            f"needs the local {layout.name} layout running: amlhp infra kafka up{flag}"
+        )
+    update = {
+        "bootstrap_servers": layout.bootstrap_servers,
+        "replication_factor": layout.replication_factor,
+    }
+    return settings.model_copy(update=update), layout

@@ -2,10 +2,16 @@
 
 It exists because lag is the one pipeline metric no process can count itself: it is the
 distance between what a consumer group committed and what its topics hold, so it needs
-its own Kafka clients (an admin client and an assign-only reader that never joins the
-group nor commits). :class:`ConsumerLagCollector` computes it from the group's committed
-offsets and the partitions' offsets through the admin API, plus the timestamp of the
-oldest unprocessed message for the lag in seconds; a scrape only reads the last snapshot.
+its own Kafka client: an assign-only consumer that never joins the group nor commits.
+:class:`ConsumerLagCollector` computes it from the group's committed offsets and the
+partitions' watermarks, plus the timestamp of the oldest unprocessed message for the lag
+in seconds; a scrape only reads the last snapshot.
+
+No admin client: confluent-kafka-python resolves admin futures in librdkafka's
+background thread, and a garbage collection that runs there can destroy a client from
+its own thread and crash the process (a SIGSEGV in ``rdk:bg``; see
+confluentinc/confluent-kafka-python#2129). Every stage runs this collector, so it uses
+only synchronous consumer calls, which run in the calling thread.
 """
 
 from __future__ import annotations
@@ -86,21 +92,19 @@ class ConsumerLagCollector(Collector):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._admin: Any = None
         self._reader: Any = None
 
     # -- Kafka ---------------------------------------------------------------------------
-    def _clients(self) -> tuple[Any, Any]:
+    def _client(self) -> Any:
+        """The reader: the group's id (so ``committed()`` reads the group's offsets), but
+        assign-only with commits off, so it never joins the group nor moves its offsets."""
         from confluent_kafka import Consumer
-        from confluent_kafka.admin import AdminClient
 
-        if self._admin is None:
-            self._admin = AdminClient(self.settings.kafka_config(**{"client.id": "amlhp-lag"}))
         if self._reader is None:
             self._reader = Consumer(
                 self.settings.kafka_config(
                     **{
-                        "group.id": f"{self.group}.amlhp-lag-reader",
+                        "group.id": self.group,
                         "client.id": "amlhp-lag-reader",
                         "enable.auto.commit": False,
                         "enable.auto.offset.store": False,
@@ -109,15 +113,14 @@ class ConsumerLagCollector(Collector):
                     }
                 )
             )
-        return self._admin, self._reader
+        return self._reader
 
     def poll_once(self) -> list[PartitionLag]:
         """Read offsets and oldest-message timestamps now; store and return the snapshot."""
-        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-        from confluent_kafka.admin import OffsetSpec
+        from confluent_kafka import TopicPartition
 
-        admin, _ = self._clients()
-        meta = admin.list_topics(timeout=self.timeout_s)
+        reader = self._client()
+        meta = reader.list_topics(timeout=self.timeout_s)
         tps = [
             TopicPartition(topic, p)
             for topic in self.topics
@@ -127,34 +130,18 @@ class ConsumerLagCollector(Collector):
         if not tps:
             self._store([])
             return []
-        request = [ConsumerGroupTopicPartitions(self.group, tps)]
-        result = admin.list_consumer_group_offsets(request, request_timeout=self.timeout_s)
-        committed: dict[tuple[str, int], int | None] = {}
-        for tp in result[self.group].result(self.timeout_s).topic_partitions:
-            committed[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
-        lows = admin.list_offsets(
-            {tp: OffsetSpec.earliest() for tp in tps}, request_timeout=self.timeout_s
-        )
-        highs = admin.list_offsets(
-            {tp: OffsetSpec.latest() for tp in tps}, request_timeout=self.timeout_s
-        )
-        low_by = {
-            (tp.topic, tp.partition): f.result(self.timeout_s).offset for tp, f in lows.items()
+        committed = {
+            (tp.topic, tp.partition): tp.offset if tp.offset >= 0 else None
+            for tp in reader.committed(tps, timeout=self.timeout_s)
         }
-        high_by = {
-            (tp.topic, tp.partition): f.result(self.timeout_s).offset for tp, f in highs.items()
-        }
-        lags = [
-            PartitionLag(
-                self.group,
-                tp.topic,
-                tp.partition,
-                committed.get((tp.topic, tp.partition)),
-                low_by[(tp.topic, tp.partition)],
-                high_by[(tp.topic, tp.partition)],
-            )
-            for tp in tps
-        ]
+        lags = []
+        for tp in tps:
+            key = (tp.topic, tp.partition)
+            marks = reader.get_watermark_offsets(tp, timeout=self.timeout_s, cached=False)
+            if marks is None:
+                raise TimeoutError(f"no watermarks for {key} within {self.timeout_s} s")
+            low, high = marks
+            lags.append(PartitionLag(self.group, *key, committed.get(key), low, high))
         stamps = self._oldest_timestamps([lag for lag in lags if lag.records > 0])
         lags = [
             PartitionLag(
@@ -177,7 +164,7 @@ class ConsumerLagCollector(Collector):
 
         if not lagging:
             return {}
-        _, reader = self._clients()
+        reader = self._client()
         reader.assign([TopicPartition(lag.topic, lag.partition, lag.start) for lag in lagging])
         wanted = {(lag.topic, lag.partition) for lag in lagging}
         found: dict[tuple[str, int], int] = {}

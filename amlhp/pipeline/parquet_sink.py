@@ -17,7 +17,10 @@ them):
   side is at-least-once, and (gateway, seq) is the documented idempotency key
   (:class:`HighWaterMarks`).
 
-So a crash at any point neither loses a record nor leaves a duplicate file. A message that
+So a crash at any point neither loses a record nor leaves a duplicate file. Because the
+manifests, not the committed offsets, say where to resume, a commit that fails (the
+broker or its group coordinator away for a while) is not fatal: it is counted, logged and
+retried until it succeeds, while writing goes on. A message that
 does not decode is counted as a bad message with a reason and logged; its offset still
 moves on (it is covered by the next manifest), so one bad producer cannot stall the sink.
 """
@@ -71,6 +74,7 @@ class SinkStats:
     bad_messages: int = 0
     orphans_removed: int = 0
     duplicates_dropped: int = 0
+    commit_failures: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -192,6 +196,8 @@ class PartitionedParquetSink:
         self.stats = SinkStats()
         self._buffers: dict[int, PartitionBuffer] = {}
         self._marks: dict[int, HighWaterMarks] = {}
+        self._uncommitted: dict[int, int] = {}  # partition -> offset whose commit failed
+        self._commit_retry_at = 0.0
         group = group_id or f"{settings.consumer_group}-{self.group_suffix}"
         self._consumer = Consumer(
             consumer_config(settings, group_id=group, client_id=client_id or self.client_id)
@@ -253,6 +259,9 @@ class PartitionedParquetSink:
         for tp in partitions:
             self._flush(tp.partition)
             self._buffers.pop(tp.partition, None)
+        self._commit()
+        for tp in partitions:  # never commit for a partition another member now owns
+            self._uncommitted.pop(tp.partition, None)
 
     # -- buffering and flushing --------------------------------------------------------
     def _add(self, partition: int, offset: int, value: bytes | None) -> None:
@@ -294,8 +303,6 @@ class PartitionedParquetSink:
         return buf.rows >= self.roll_rows or time.monotonic() - buf.started >= self.roll_seconds
 
     def _flush(self, partition: int) -> None:
-        from confluent_kafka import TopicPartition
-
         buf = self._buffers.get(partition)
         if buf is None or buf.first is None or buf.last is None:
             return
@@ -308,15 +315,48 @@ class PartitionedParquetSink:
         marks = self._marks.get(partition)
         extra = {} if marks is None else {"marks": dict(marks.marks)}
         dataset.write_manifest(self.root, rng, files, buf.rows, **extra)
-        self._consumer.commit(
-            offsets=[TopicPartition(self.topic, partition, buf.last + 1)], asynchronous=False
-        )
+        self._uncommitted[partition] = buf.last + 1
+        self._commit()
         self.stats.rows += buf.rows
         self.stats.files += len(files)
         self.stats.flushes += 1
         if table is not None:
             self.on_stored(table, files)
         self._buffers[partition] = PartitionBuffer()
+
+    def _commit(self) -> None:
+        """Commit every durable offset not committed yet; on failure keep them for a retry.
+
+        A failed commit costs nothing but a longer re-read after a crash: the next owner
+        resumes after the manifests, and re-read rows are dropped or rewritten under the
+        same file names. A fatal error (the client cannot go on) is raised."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        if not self._uncommitted:
+            return
+        offsets = [TopicPartition(self.topic, p, o) for p, o in sorted(self._uncommitted.items())]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if error is not None and hasattr(error, "fatal") and error.fatal():
+                raise SinkError(f"{self.topic}: fatal Kafka error on commit: {error}") from exc
+            self.stats.commit_failures += 1
+            self._commit_retry_at = time.monotonic() + 1.0
+            log.warning("%s: commit of %d partition(s) failed, retried later: %s",
+                        self.topic, len(offsets), error)  # fmt: skip
+            return
+        self._uncommitted.clear()
+
+    def _close(self) -> None:
+        from confluent_kafka import KafkaException
+
+        try:
+            self._commit()
+            self._consumer.close()
+        except KafkaException as exc:  # the manifests hold the progress: say so and go
+            log.warning("%s: closing the consumer failed (%s); %d partition(s) resume from "
+                        "the manifests", self.topic, exc, len(self._uncommitted))  # fmt: skip
 
     # -- main loop ---------------------------------------------------------------------
     def run(
@@ -336,6 +376,8 @@ class PartitionedParquetSink:
                 for partition, buf in list(self._buffers.items()):
                     if self._due(buf):
                         self._flush(partition)
+                if self._uncommitted and time.monotonic() >= self._commit_retry_at:
+                    self._commit()
                 if on_progress is not None:
                     on_progress(self.stats)
             for partition in list(self._buffers):
@@ -343,5 +385,5 @@ class PartitionedParquetSink:
         except OSError as exc:
             raise SinkError(f"cannot write the dataset under {self.root}: {exc}") from exc
         finally:
-            self._consumer.close()
+            self._close()
         return self.stats

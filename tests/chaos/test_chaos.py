@@ -10,39 +10,77 @@ from pathlib import Path
 
 import pytest
 
-from amlhp.chaos.run import Load, run_scenario
+from amlhp.chaos.run import Load, ScenarioResult, run_scenario
 from amlhp.chaos.scenarios import SCENARIOS
 from amlhp.data import DEMO_CAPTURE
+from amlhp.infra.kafka_config import KafkaLayout
 from amlhp.settings import Settings
+from tests.support.kafka import KafkaHandle
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
 SHORT = Load(rate=1000, seconds=20.0)
+#: two broker kills, each waited out and the replicas back in sync before the next
+CLUSTER = Load(rate=1000, seconds=40.0)
+#: faults after which new verdicts must reach the dataset while the tap still runs
+MEASURED = {"worker-sigkill", "sink-sigkill", "zombie-worker", "broker-restart"}
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_scenario_keeps_the_dataset_exact(
-    name: str, kafka_settings: Settings, tmp_path: Path
-) -> None:
+def _run(
+    name: str, settings: Settings, tmp_path: Path, load: Load, broker: KafkaLayout | None = None
+) -> ScenarioResult:
     scenario = SCENARIOS[name]
-    settings = kafka_settings.model_copy(update={"partitions": 4})
     result = run_scenario(
         name,
         scenario.faults,
-        settings,
+        settings.model_copy(update={"partitions": 4}),
         tmp_path,
-        SHORT,
+        load,
         DEMO_CAPTURE,
         workers=scenario.workers,
         keep=True,
+        broker=broker,
     )
     print(f"{name}: {result.as_dict()}")
     assert result.error is None, result.error
     assert result.missing == 0, result.as_dict()
     assert result.duplicate_rows == 0, result.as_dict()
-    assert result.verdicts + result.dead == SHORT.packets
+    assert result.verdicts + result.dead == load.packets
     assert result.passed
-    if name in ("worker-sigkill", "sink-sigkill", "zombie-worker"):
+    if name in MEASURED:
         # each fault was followed by new verdicts in the dataset (nothing stalled)
         assert result.recovery_s
         assert all(s < 90 for s in result.recovery_s), result.recovery_s
+    return result
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in SCENARIOS.items() if s.brokers <= 1))
+def test_scenario_keeps_the_dataset_exact(
+    name: str,
+    kafka_settings: Settings,
+    kafka_broker_handle: KafkaHandle,
+    tmp_path: Path,
+) -> None:
+    broker = None
+    if SCENARIOS[name].brokers:
+        if kafka_broker_handle.external:
+            pytest.skip("the broker on 9092 is not one amlhp started: it is not ours to kill")
+        broker = kafka_broker_handle.layout
+    _run(name, kafka_settings, tmp_path, SHORT, broker)
+
+
+@pytest.mark.cluster
+def test_cluster_broker_kills_keep_the_dataset_exact(
+    kafka_settings: Settings, kafka_cluster: KafkaHandle, tmp_path: Path
+) -> None:
+    if kafka_cluster.external:
+        pytest.skip("the cluster on 19092-19094 is not one amlhp started: not ours to kill")
+    layout = kafka_cluster.layout
+    settings = kafka_settings.model_copy(
+        update={
+            "bootstrap_servers": layout.bootstrap_servers,
+            "replication_factor": layout.replication_factor,
+        }
+    )
+    result = _run("cluster-brokers", settings, tmp_path, CLUSTER, layout)
+    assert len(result.recovery_s) == 2  # the leaders' broker, then another one
