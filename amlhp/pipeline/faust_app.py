@@ -102,6 +102,51 @@ def drain_producer_buffers() -> None:
     setattr(ProducerBuffer, "_amlhp_draining", True)  # noqa: B010
 
 
+def refuse_commit_after_failed_send(app: Any) -> None:
+    """Make a failed send stop the worker before the offsets it came from are committed.
+
+    Faust records a failed delivery (the Kafka client gave up on a record: it was too
+    large, or the cluster refused it past the retries) only in its sensors and a log line,
+    and its next commit moves the source offset past the event anyway: the verdicts of
+    those packets would be lost without a trace. Here a sensor remembers the failure, and
+    the flush that Faust runs right before every commit raises ``ProducerSendError``
+    then; Faust crashes the worker on it, the offsets stay uncommitted, and the events are
+    processed again by whichever member takes the partitions over (the sinks drop the
+    re-delivered rows by (gateway, seq)). Failures are counted by the metrics sensor
+    (:func:`amlhp.metrics.faust_sensor.install_faust_monitor`)."""
+    import asyncio
+
+    from faust.exceptions import ProducerSendError
+    from faust.sensors import Sensor
+    from faust.transport.drivers.aiokafka import Producer
+
+    failures: list[BaseException] = []
+
+    class _FailedSends(Sensor):
+        def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+            failures.append(exc)
+
+    app.sensors.add(_FailedSends())
+    app.amlhp_failed_sends = failures
+    if getattr(Producer, "_amlhp_refusing", False):
+        return
+    flush_all = Producer.flush
+
+    async def flush(self: Any) -> None:
+        await flush_all(self)
+        await asyncio.sleep(0)  # the delivery callbacks of the last batch run first
+        failed = getattr(self.app, "amlhp_failed_sends", None)
+        if failed:
+            raise ProducerSendError(
+                f"{len(failed)} record(s) could not be delivered (first: {failed[0]!r}); "
+                "not committing their source offsets: the worker stops and the events are "
+                "processed again"
+            )
+
+    setattr(Producer, "flush", flush)  # noqa: B010
+    setattr(Producer, "_amlhp_refusing", True)  # noqa: B010
+
+
 async def run_to_end(work: Awaitable[T]) -> T:
     """Finish one event's (or micro-batch's) work even when a stop cancels the agent.
 
@@ -167,7 +212,9 @@ def create_faust_app(settings: Settings, app_id: str, **overrides: Any) -> Any:
         "stream_wait_empty": False,
     }
     config.update(overrides)
-    return faust.App(app_id, **config)
+    app = faust.App(app_id, **config)
+    refuse_commit_after_failed_send(app)
+    return app
 
 
 def run_faust_worker(app: Any) -> None:
