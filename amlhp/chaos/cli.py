@@ -66,6 +66,7 @@ def register(app: typer.Typer) -> None:
                 workers=item.workers,
                 keep=keep,
                 broker=layout,
+                prepare=item.prepare,
             )
             results.append(result)
         if as_json:
@@ -74,7 +75,7 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo(
                 f"{'scenario':16} {'packets':>8} {'verdicts':>8} {'dead':>5} {'missing':>7} "
-                f"{'dup rows':>8}  recovery (s)  result"
+                f"{'dup rows':>8} {'garbage':>7}  recovery (s)  result"
             )
             for r in results:
                 verdict = "pass" if r.passed else f"FAIL {r.error or ''}".strip()
@@ -82,7 +83,8 @@ def register(app: typer.Typer) -> None:
                     verdict = f"skipped: {r.skipped}"
                 typer.echo(
                     f"{r.name:16} {r.packets:>8} {r.verdicts:>8} {r.dead:>5} {r.missing:>7} "
-                    f"{r.duplicate_rows:>8}  {','.join(map(str, r.recovery_s)) or '-':12}  "
+                    f"{r.duplicate_rows:>8} {f'{r.dead_messages}/{r.garbage}':>7}  "
+                    f"{','.join(map(str, r.recovery_s)) or '-':12}  "
                     f"{verdict}"
                 )
         if not all(r.passed for r in results):

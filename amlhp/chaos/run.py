@@ -68,9 +68,12 @@ class ScenarioResult:
     packets: int
     verdicts: int = 0
     dead: int = 0
+    dead_messages: int = 0
+    garbage: int = 0
     missing: int = 0
     duplicate_rows: int = 0
     recovery_s: list[float] = field(default_factory=list)
+    dead_by_reason: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     skipped: str | None = None
 
@@ -86,9 +89,12 @@ class ScenarioResult:
             "packets": self.packets,
             "verdicts": self.verdicts,
             "dead_letters": self.dead,
+            "dead_messages": self.dead_messages,
+            "garbage_sent": self.garbage,
             "missing": self.missing,
             "duplicate_rows": self.duplicate_rows,
             "recovery_s": self.recovery_s,
+            "dead_by_reason": self.dead_by_reason,
             "passed": self.passed,
             "error": self.error,
             "skipped": self.skipped,
@@ -128,6 +134,7 @@ class ChaosRun:
         self.sink: StageProcess | None = None
         self.retired: list[StageProcess] = []
         self.recovery_s: list[float] = []
+        self.garbage_sent = 0
         self._tap: subprocess.Popen[bytes] | None = None
         self._started = 0.0
         self._names = 0
@@ -160,6 +167,18 @@ class ChaosRun:
                 self.workers.remove(stage)
             if stage is self.sink:
                 self.sink = None
+
+    def send_garbage(self, values: tuple[bytes, ...]) -> None:
+        """Write ``values`` straight to the raw topic (no tap): each must become one
+        message-level dead letter."""
+        from confluent_kafka import Producer
+
+        producer = Producer(self.settings.kafka_config(**{"client.id": "amlhp-chaos-garbage"}))
+        for value in values:
+            producer.produce(self.settings.topic_raw, key=b"gw-garbage", value=value)
+        if producer.flush(30):
+            raise ChaosError("garbage messages not delivered within 30 s")
+        self.garbage_sent += len(values)
 
     # -- the brokers (local layouts that amlhp runs) ----------------------------------------
     def _layout(self) -> KafkaLayout:
@@ -309,19 +328,30 @@ def run_scenario(
     workers: int = 1,
     keep: bool = False,
     broker: KafkaLayout | None = None,
+    prepare: Faults | None = None,
 ) -> ScenarioResult:
     """Set up, start the tap, apply ``faults`` (which return once the last is applied),
     then check the ledger exactly. ``broker``: the local layout ``base`` points at, for
-    the scenarios that kill brokers."""
+    the scenarios that kill brokers; ``prepare``: called before the tap starts (e.g. to
+    write the capture it replays)."""
     run = ChaosRun(base, workdir, load, capture, broker)
     result = ScenarioResult(name=name, packets=load.packets)
     try:
         run.setup(workers=workers)
+        if prepare is not None:
+            prepare(run)
         run.start_tap()
         faults(run)
         ledger = run.finish()
         result.verdicts, result.dead = ledger.verdicts, ledger.dead_packets
         result.missing = ledger.missing
+        result.dead_messages, result.garbage = ledger.dead_messages, run.garbage_sent
+        result.dead_by_reason = dict(ledger.dead_by_reason)
+        if ledger.dead_messages != run.garbage_sent:
+            result.error = (
+                f"{run.garbage_sent} garbage messages sent, "
+                f"{ledger.dead_messages} message dead letters"
+            )
         # the dataset must hold each packet once; the dead-letter topic is at-least-once
         result.duplicate_rows = ledger.verdict_rows - ledger.verdicts + ledger.both
     except ChaosError as exc:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from amlhp.chaos.exceptions import ScenarioSkipped
+from amlhp.chaos.fuzz import GARBAGE, write_fuzzed_capture
 from amlhp.chaos.run import ChaosRun
 from amlhp.infra import kafka_broker
 from amlhp.infra.kafka_config import KafkaLayout, cluster_layout, single_layout
@@ -29,6 +30,8 @@ class Scenario:
     #: the scenario kills brokers: it needs a local layout (``amlhp infra kafka up``) of
     #: this many nodes (1: the single broker, 3: the cluster); 0: any broker will do
     brokers: int = 0
+    #: called before the tap starts (e.g. to write the capture it replays)
+    prepare: Callable[[ChaosRun], None] | None = None
 
 
 def _kill_workers(run: ChaosRun) -> None:
@@ -76,6 +79,19 @@ def _kill_sink(run: ChaosRun) -> None:
         run.measure_recovery(killed)
 
 
+def _fuzzed_capture(run: ChaosRun) -> None:
+    """The tap replays ``Load.packets`` fuzzed frames (:mod:`amlhp.chaos.fuzz`)."""
+    run.capture = write_fuzzed_capture(run.capture, run.workdir / "fuzz.pcap", run.load.packets)
+
+
+def _garbage(run: ChaosRun) -> None:
+    """While the fuzzed frames flow, garbage messages go straight to the raw topic three
+    times; each must be one message-level dead letter, and no stage may crash."""
+    for share in (0.2, 0.5, 0.8):
+        run.at(share * run.load.seconds)
+        run.send_garbage(GARBAGE)
+
+
 def _restart_broker(run: ChaosRun) -> None:
     """SIGKILL the single broker (a crash: log recovery on start) at a third of the run and
     start it again at once; producers and consumers must ride it out."""
@@ -116,6 +132,12 @@ SCENARIOS: dict[str, Scenario] = {
             workers=2,
         ),
         Scenario("sink-sigkill", "SIGKILL the sink twice mid-run, restarted at once", _kill_sink),
+        Scenario(
+            "fuzz",
+            "fuzzed frames at the full rate, and garbage messages on the raw topic",
+            _garbage,
+            prepare=_fuzzed_capture,
+        ),
         Scenario(
             "broker-restart",
             "SIGKILL the single broker mid-run, restarted at once",

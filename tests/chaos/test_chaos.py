@@ -40,6 +40,7 @@ def _run(
         workers=scenario.workers,
         keep=True,
         broker=broker,
+        prepare=scenario.prepare,
     )
     print(f"{name}: {result.as_dict()}")
     assert result.error is None, result.error
