@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from amlhp.chaos.exceptions import ChaosError
+from amlhp.chaos.exceptions import ChaosError, ScenarioSkipped
 from amlhp.infra import kafka_broker
 from amlhp.infra.kafka_config import KafkaLayout
 from amlhp.infra.paths import default_paths
@@ -135,6 +135,7 @@ class ChaosRun:
         self.retired: list[StageProcess] = []
         self.recovery_s: list[float] = []
         self.garbage_sent = 0
+        self.small_disk: Path | None = None
         self._tap: subprocess.Popen[bytes] | None = None
         self._started = 0.0
         self._names = 0
@@ -179,6 +180,33 @@ class ChaosRun:
         if producer.flush(30):
             raise ChaosError("garbage messages not delivered within 30 s")
         self.garbage_sent += len(values)
+
+    # -- the sink's filesystem ----------------------------------------------------------
+    def mount_small_disk(self, size: str) -> None:
+        """A tmpfs of ``size`` (e.g. ``600k``) over the sink's dataset folder (needs root;
+        unmounted at the end of the run)."""
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            raise ScenarioSkipped("needs root and mount(8) for a small filesystem of its own")
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self._mount(["-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(self.out)])
+        except ChaosError as exc:  # e.g. a container without CAP_SYS_ADMIN
+            raise ScenarioSkipped(f"cannot make a small filesystem: {exc}") from exc
+        self.small_disk = self.out
+
+    def grow_disk(self, size: str) -> None:
+        assert self.small_disk is not None
+        self._mount(["-o", f"remount,size={size}", str(self.small_disk)])
+
+    def sink_saw_disk_full(self) -> bool:
+        logs = [*([self.sink] if self.sink is not None else []), *self.retired]
+        return any("no space left under" in s.log_path.read_text(errors="replace") for s in logs)
+
+    @staticmethod
+    def _mount(args: list[str]) -> None:
+        done = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ChaosError(f"mount {' '.join(args)} failed: {done.stderr.strip()}")
 
     # -- the brokers (local layouts that amlhp runs) ----------------------------------------
     def _layout(self) -> KafkaLayout:
@@ -299,6 +327,11 @@ class ChaosRun:
             self._tap.kill()
             self._tap.wait(10)
         self._delete_topics()
+        if self.small_disk is not None:
+            if keep:  # the dataset outlives its filesystem: copy it out first
+                shutil.copytree(self.small_disk, self.workdir / "verdicts-kept")
+            subprocess.run(["umount", str(self.small_disk)], check=False)
+            self.small_disk = None
         if not keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -354,6 +387,8 @@ def run_scenario(
             )
         # the dataset must hold each packet once; the dead-letter topic is at-least-once
         result.duplicate_rows = ledger.verdict_rows - ledger.verdicts + ledger.both
+    except ScenarioSkipped as exc:
+        result.skipped = str(exc)
     except ChaosError as exc:
         result.error = str(exc)
     except Exception as exc:

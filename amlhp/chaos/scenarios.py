@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from amlhp.chaos.exceptions import ScenarioSkipped
+from amlhp.chaos.exceptions import ChaosError, ScenarioSkipped
 from amlhp.chaos.fuzz import GARBAGE, write_fuzzed_capture
 from amlhp.chaos.run import ChaosRun
 from amlhp.infra import kafka_broker
@@ -92,6 +92,22 @@ def _garbage(run: ChaosRun) -> None:
         run.send_garbage(GARBAGE)
 
 
+def _small_disk(run: ChaosRun) -> None:
+    """The sink's dataset on a tmpfs of its own, a small part of what the run writes."""
+    run.mount_small_disk("600k")
+
+
+def _disk_full(run: ChaosRun) -> None:
+    """The sink's filesystem fills up; at 60 % of the run it is grown (space returns).
+    The sink must say so clearly, keep nothing half-written, and go on by itself."""
+    run.at(0.6 * run.load.seconds)
+    if not run.sink_saw_disk_full():
+        raise ChaosError("the sink's filesystem never filled: the run is too small")
+    grown = time.monotonic()
+    run.grow_disk("256m")
+    run.measure_recovery(grown)
+
+
 def _restart_broker(run: ChaosRun) -> None:
     """SIGKILL the single broker (a crash: log recovery on start) at a third of the run and
     start it again at once; producers and consumers must ride it out."""
@@ -137,6 +153,12 @@ SCENARIOS: dict[str, Scenario] = {
             "fuzzed frames at the full rate, and garbage messages on the raw topic",
             _garbage,
             prepare=_fuzzed_capture,
+        ),
+        Scenario(
+            "disk-full",
+            "the sink's filesystem fills up mid-run, then grows again",
+            _disk_full,
+            prepare=_small_disk,
         ),
         Scenario(
             "broker-restart",

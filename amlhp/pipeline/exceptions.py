@@ -16,5 +16,9 @@ class SinkError(PipelineError):
     """A Parquet sink cannot write its dataset or commit its offsets."""
 
 
+class DiskFullError(SinkError):
+    """A flush found no space for its files; nothing of it is kept as durable."""
+
+
 class ChildExitedError(PipelineError):
     """A child stage process ended while it was expected to keep running."""

@@ -20,13 +20,16 @@ them):
 So a crash at any point neither loses a record nor leaves a duplicate file. Because the
 manifests, not the committed offsets, say where to resume, a commit that fails (the
 broker or its group coordinator away for a while) is not fatal: it is counted, logged and
-retried until it succeeds, while writing goes on. A message that
+retried until it succeeds, while writing goes on. A flush that finds no space (ENOSPC)
+removes what it wrote, pauses consumption and is retried every ``DISK_RETRY_S`` until
+space returns; nothing is lost or kept half-written meanwhile. A message that
 does not decode is counted as a bad message with a reason and logged; its offset still
 moves on (it is covered by the next manifest), so one bad producer cannot stall the sink.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import threading
@@ -41,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from amlhp.pipeline import dataset
-from amlhp.pipeline.exceptions import SinkError
+from amlhp.pipeline.exceptions import DiskFullError, SinkError
 from amlhp.pipeline.kafka_io import consumer_config
 from amlhp.settings import Settings
 from amlhp.wire import BatchDecodeError
@@ -50,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: The reason a message that is not a batch of the sink's schema is skipped with.
 INVALID_BATCH = "invalid_batch"
+#: how often a flush that found no space is tried again
+DISK_RETRY_S = 2.0
 
 
 @dataclass
@@ -75,6 +80,7 @@ class SinkStats:
     orphans_removed: int = 0
     duplicates_dropped: int = 0
     commit_failures: int = 0
+    disk_full: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -198,6 +204,8 @@ class PartitionedParquetSink:
         self._marks: dict[int, HighWaterMarks] = {}
         self._uncommitted: dict[int, int] = {}  # partition -> offset whose commit failed
         self._commit_retry_at = 0.0
+        self._paused = False  # no space for a flush: consumption waits for it
+        self._flush_retry_at = 0.0
         group = group_id or f"{settings.consumer_group}-{self.group_suffix}"
         self._consumer = Consumer(
             consumer_config(settings, group_id=group, client_id=client_id or self.client_id)
@@ -257,7 +265,10 @@ class PartitionedParquetSink:
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         del consumer
         for tp in partitions:
-            self._flush(tp.partition)
+            try:
+                self._flush(tp.partition)
+            except DiskFullError as exc:  # not committed: the next owner reads them again
+                log.error("%s; partition revoked, its rows are left to the next owner", exc)
             self._buffers.pop(tp.partition, None)
         self._commit()
         for tp in partitions:  # never commit for a partition another member now owns
@@ -309,12 +320,22 @@ class PartitionedParquetSink:
         rng = dataset.OffsetRange(self.topic, partition, buf.first, buf.last)
         files: list[Path] = []
         table = None
-        if buf.batches:
-            table = pa.Table.from_batches(buf.batches)
-            files = self.write(table, rng)
         marks = self._marks.get(partition)
         extra = {} if marks is None else {"marks": dict(marks.marks)}
-        dataset.write_manifest(self.root, rng, files, buf.rows, **extra)
+        try:
+            if buf.batches:
+                table = pa.Table.from_batches(buf.batches)
+                files = self.write(table, rng)
+            dataset.write_manifest(self.root, rng, files, buf.rows, **extra)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # what this flush wrote is not durable: no manifest lists it, so it goes now
+            dataset.remove_orphans(self.root, self.topic, partition)
+            raise DiskFullError(
+                f"no space left under {self.root}: {buf.rows} rows of {self.topic} "
+                f"partition {partition} (offsets {buf.first}-{buf.last}) wait for it"
+            ) from exc
         self._uncommitted[partition] = buf.last + 1
         self._commit()
         self.stats.rows += buf.rows
@@ -323,6 +344,26 @@ class PartitionedParquetSink:
         if table is not None:
             self.on_stored(table, files)
         self._buffers[partition] = PartitionBuffer()
+
+    def _flush_due(self) -> None:
+        """Flush the due buffers. Without space, consumption pauses (the buffers must not
+        grow) and the flush is retried every ``DISK_RETRY_S``; it resumes once one works."""
+        try:
+            for partition, buf in list(self._buffers.items()):
+                if self._due(buf):
+                    self._flush(partition)
+        except DiskFullError as exc:
+            self.stats.disk_full += 1
+            self._flush_retry_at = time.monotonic() + DISK_RETRY_S
+            self._consumer.pause(self._consumer.assignment())  # again after a rebalance
+            if not self._paused:
+                self._paused = True
+                log.error("%s; consumption paused, retrying every %.0f s", exc, DISK_RETRY_S)
+            return
+        if self._paused:
+            self._consumer.resume(self._consumer.assignment())
+            self._paused = False
+            log.warning("%s: space again, consumption resumed", self.root)
 
     def _commit(self) -> None:
         """Commit every durable offset not committed yet; on failure keep them for a retry.
@@ -368,20 +409,23 @@ class PartitionedParquetSink:
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not stop.is_set():
+                # paused partitions return nothing, but the call keeps the member alive
                 for msg in self._consumer.consume(num_messages=500, timeout=0.2):
                     if msg.error() is not None:
                         log.warning("consumer error: %s", msg.error())
                         continue
                     self._add(msg.partition() or 0, msg.offset() or 0, msg.value())
-                for partition, buf in list(self._buffers.items()):
-                    if self._due(buf):
-                        self._flush(partition)
+                if time.monotonic() >= self._flush_retry_at:
+                    self._flush_due()
                 if self._uncommitted and time.monotonic() >= self._commit_retry_at:
                     self._commit()
                 if on_progress is not None:
                     on_progress(self.stats)
             for partition in list(self._buffers):
                 self._flush(partition)
+        except DiskFullError as exc:
+            raise SinkError(f"stopped with rows not durable ({exc}); they are read again "
+                            "at the next start") from exc  # fmt: skip
         except OSError as exc:
             raise SinkError(f"cannot write the dataset under {self.root}: {exc}") from exc
         finally:
