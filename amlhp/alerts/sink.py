@@ -16,9 +16,16 @@ from amlhp.wire import ALERT, from_ipc
 
 
 class AlertSink(PartitionedParquetSink):
-    """Consumes the alert topic (group ``<consumer_group>-alerts-sink``), writes the dataset."""
+    """Consumes the alert topic (group ``<consumer_group>-alerts-sink``), writes the dataset.
+
+    The alert stage is at-least-once: after a crash it handles again the verdicts after
+    its last commit and publishes the same alert rows again (same incident, same
+    revision: its tables are restored to that commit). An incident's rows all carry its
+    gateway as key, so they share a partition in revision order, and (``incident_id``,
+    ``revision``) is the idempotency key the shared core drops re-deliveries by."""
 
     topic_setting = "topic_alerts"
+    dedupe_on = ("incident_id", "revision")
     group_suffix = "alerts-sink"
     client_id = "amlhp-alert-sink"
 

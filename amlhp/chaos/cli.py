@@ -67,6 +67,7 @@ def register(app: typer.Typer) -> None:
                 keep=keep,
                 broker=layout,
                 prepare=item.prepare,
+                alerts=item.alerts,
             )
             results.append(result)
         if as_json:

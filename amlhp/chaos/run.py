@@ -33,6 +33,7 @@ from amlhp.infra.kafka_config import KafkaLayout
 from amlhp.infra.paths import default_paths
 from amlhp.pipeline.children import StageProcess, amlhp_command, child_env, start_stage
 from amlhp.pipeline.dataset import read_verdicts
+from amlhp.pipeline.incident_dataset import alert_rows, wait_incidents
 from amlhp.settings import Settings, TopicNames
 from amlhp.streams.accounting import Accounting
 from amlhp.streams.demo import wait_accounted, wait_groups_ready
@@ -132,6 +133,9 @@ class ChaosRun:
         self.env = child_env(self.settings, {**os.environ, "OMP_NUM_THREADS": "1"})
         self.workers: list[StageProcess] = []
         self.sink: StageProcess | None = None
+        self.alert_stage: StageProcess | None = None
+        self.alert_sink: StageProcess | None = None
+        self.alerts_out = self.workdir / "alerts"
         self.retired: list[StageProcess] = []
         self.recovery_s: list[float] = []
         self.garbage_sent = 0
@@ -155,8 +159,20 @@ class ChaosRun:
         self.sink = start_stage(self._name("sink"), args, self.workdir / "logs", self.env)
         return self.sink
 
+    def start_alerts(self) -> StageProcess:
+        args = ["alerts-stage", "--metrics-port", "-1"]
+        self.alert_stage = start_stage(self._name("alerts"), args, self.workdir / "logs", self.env)
+        return self.alert_stage
+
+    def start_alert_sink(self) -> StageProcess:
+        args = ["alerts-sink", "--out", str(self.alerts_out), "--roll-seconds", "0.5"]
+        log_dir = self.workdir / "logs"
+        self.alert_sink = start_stage(self._name("alert-sink"), args, log_dir, self.env)
+        return self.alert_sink
+
     def live(self) -> list[StageProcess]:
-        return [*self.workers, *([self.sink] if self.sink is not None else [])]
+        optional = (self.sink, self.alert_stage, self.alert_sink)
+        return [*self.workers, *(s for s in optional if s is not None)]
 
     def signal(self, stage: StageProcess, sig: signal.Signals) -> None:
         """Send ``sig``; a stage that a SIGKILL or SIGTERM ended is retired from the run."""
@@ -168,6 +184,8 @@ class ChaosRun:
                 self.workers.remove(stage)
             if stage is self.sink:
                 self.sink = None
+            if stage is self.alert_stage:
+                self.alert_stage = None
 
     def send_garbage(self, values: tuple[bytes, ...]) -> None:
         """Write ``values`` straight to the raw topic (no tap): each must become one
@@ -290,15 +308,42 @@ class ChaosRun:
         self.recovery_s.append(round(time.monotonic() - since, 1))
 
     # -- the run -----------------------------------------------------------------------
-    def setup(self, workers: int = 1) -> None:
+    def setup(self, workers: int = 1, alerts: bool = False) -> None:
         ensure_pipeline_topics(self.settings)
         for _ in range(workers):
             self.start_worker()
         self.start_sink()
         group = self.settings.consumer_group
-        wait_groups_ready(
-            self.settings, [group, f"{group}-sink"], self.live(), 180.0, {group: workers}
-        )
+        groups = [group, f"{group}-sink"]
+        if alerts:
+            self.start_alerts()
+            self.start_alert_sink()
+            groups += [f"{group}-alerts", f"{group}-alerts-sink"]
+        wait_groups_ready(self.settings, groups, self.live(), 180.0, {group: workers})
+
+    def check_alerts(self) -> str | None:
+        """Once the incidents settled: each (incident, revision) stored once, revisions
+        without a gap, one ``opened`` row per incident; returns what is wrong, if anything."""
+        idle = self.settings.alert_idle_close_s
+        wait_incidents(self.alerts_out, self.live(), settle_s=idle + 4, timeout_s=idle + 120)
+        rows = alert_rows(self.alerts_out)
+        if not rows:
+            return "no alert row was stored"
+        keys = [(r["incident_id"], r["revision"]) for r in rows]
+        if len(keys) != len(set(keys)):
+            return f"{len(keys) - len(set(keys))} alert rows stored twice"
+        revisions: dict[str, list[int]] = {}
+        for incident, revision in keys:
+            revisions.setdefault(incident, []).append(revision)
+        gaps = [
+            i for i, r in revisions.items() if sorted(r) != list(range(min(r), min(r) + len(r)))
+        ]
+        opened = [r["incident_id"] for r in rows if r["status"] == "opened"]
+        if gaps:
+            return f"alert rows missing in {len(gaps)} incidents: {gaps[:3]}"
+        if sorted(opened) != sorted(revisions):
+            return "not exactly one 'opened' row per incident"
+        return None
 
     def start_tap(self) -> None:
         argv = [*amlhp_command(), "tap", str(self.capture), "--gateway", GATEWAY,
@@ -362,15 +407,19 @@ def run_scenario(
     keep: bool = False,
     broker: KafkaLayout | None = None,
     prepare: Faults | None = None,
+    alerts: bool = False,
 ) -> ScenarioResult:
     """Set up, start the tap, apply ``faults`` (which return once the last is applied),
     then check the ledger exactly. ``broker``: the local layout ``base`` points at, for
     the scenarios that kill brokers; ``prepare``: called before the tap starts (e.g. to
-    write the capture it replays)."""
+    write the capture it replays); ``alerts``: run the alert stage and its sink too, and
+    check the alert dataset (idle incidents close after 5 s)."""
+    if alerts:
+        base = base.model_copy(update={"alert_idle_close_s": 5.0})
     run = ChaosRun(base, workdir, load, capture, broker)
     result = ScenarioResult(name=name, packets=load.packets)
     try:
-        run.setup(workers=workers)
+        run.setup(workers=workers, alerts=alerts)
         if prepare is not None:
             prepare(run)
         run.start_tap()
@@ -387,6 +436,8 @@ def run_scenario(
             )
         # the dataset must hold each packet once; the dead-letter topic is at-least-once
         result.duplicate_rows = ledger.verdict_rows - ledger.verdicts + ledger.both
+        if alerts and result.error is None:
+            result.error = run.check_alerts()
     except ScenarioSkipped as exc:
         result.skipped = str(exc)
     except ChaosError as exc:

@@ -32,6 +32,8 @@ class Scenario:
     brokers: int = 0
     #: called before the tap starts (e.g. to write the capture it replays)
     prepare: Callable[[ChaosRun], None] | None = None
+    #: the alert stage and its sink run too, and the alert dataset is checked
+    alerts: bool = False
 
 
 def _kill_workers(run: ChaosRun) -> None:
@@ -77,6 +79,15 @@ def _kill_sink(run: ChaosRun) -> None:
         killed = time.monotonic()
         run.start_sink()
         run.measure_recovery(killed)
+
+
+def _kill_alerts(run: ChaosRun) -> None:
+    """SIGKILL the alert stage twice while incidents are open, restarted at once."""
+    for share in (0.35, 0.7):
+        run.at(share * run.load.seconds)
+        assert run.alert_stage is not None
+        run.signal(run.alert_stage, signal.SIGKILL)
+        run.start_alerts()
 
 
 def _fuzzed_capture(run: ChaosRun) -> None:
@@ -148,6 +159,12 @@ SCENARIOS: dict[str, Scenario] = {
             workers=2,
         ),
         Scenario("sink-sigkill", "SIGKILL the sink twice mid-run, restarted at once", _kill_sink),
+        Scenario(
+            "alerts-sigkill",
+            "SIGKILL the alert stage twice mid-run, restarted at once",
+            _kill_alerts,
+            alerts=True,
+        ),
         Scenario(
             "fuzz",
             "fuzzed frames at the full rate, and garbage messages on the raw topic",

@@ -41,6 +41,7 @@ def _run(
         keep=True,
         broker=broker,
         prepare=scenario.prepare,
+        alerts=scenario.alerts,
     )
     print(f"{name}: {result.as_dict()}")
     if result.skipped is not None:
