@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -66,20 +67,17 @@ def _register_encode(bench: typer.Typer) -> None:
             reference_packets=reference_packets,
             payload_bytes=payload_bytes,
         )
-        if as_json:
-            typer.echo(json.dumps(result.as_dict(), indent=2))
-            return
-        runs = ", ".join(f"{pps:,.0f}" for pps in result.fast_runs_pps)
-        typer.echo(
+        _echo(
+            result.as_dict(),
+            as_json,
             f"fast encoder:      {result.fast_pps:>12,.0f} packets/s  (best of {result.repeat} "
-            f"runs over {result.packets:,} packets in batches of {result.batch_size}: {runs})"
-        )
-        typer.echo(
+            f"runs over {result.packets:,} packets in batches of {result.batch_size}: "
+            f"{_runs(result.fast_runs_pps)})",
             f"reference encoder: {result.reference_pps:>12,.0f} packets/s  "
-            f"({result.reference_packets:,} packets, one at a time)"
+            f"({result.reference_packets:,} packets, one at a time)",
+            f"speed-up:          {result.speedup:>12.1f}x",
+            f"machine:           {result.machine['cpu']}",
         )
-        typer.echo(f"speed-up:          {result.speedup:>12.1f}x")
-        typer.echo(f"machine:           {result.machine['cpu']}")
 
 
 def _register_score(bench: typer.Typer) -> None:
@@ -141,16 +139,9 @@ def _register_score(bench: typer.Typer) -> None:
                 out_json=out_dir / "fig10.json",
                 out_png=out_dir / "fig10.png",
             )
+            _echo_rows(doc, as_json, _fig10_line)
             if as_json:
-                typer.echo(json.dumps(doc, indent=2))
                 return
-            for row in doc["rows"]:
-                mem = row.get("peak_memory_mb")
-                typer.echo(
-                    f"batch {row['batch_size']:>6}: {row['packets_per_second']:>10,.0f} packets/s  "
-                    f"{row['ms_per_packet']:.4f} ms/packet"
-                    + (f"  peak memory {mem:.1f} MB" if mem is not None else "")
-                )
             typer.echo(f"packets/s at batch 100:  {pps_at(doc, 100) or 0:,.0f}")
             typer.echo(f"packets/s at batch 1000: {pps_at(doc, 1000) or 0:,.0f}")
             typer.echo(f"wrote {out_dir / 'fig10.json'} and {out_dir / 'fig10.png'}")
@@ -158,33 +149,29 @@ def _register_score(bench: typer.Typer) -> None:
             return
         if sweep:
             doc = size_sweep(batch_size=batch_size, repeat=repeat, threads=threads)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "size_sweep.json").write_text(json.dumps(doc, indent=2) + "\n")
-            if as_json:
-                typer.echo(json.dumps(doc, indent=2))
-                return
-            for row in doc["rows"]:
-                typer.echo(
+            _echo_rows(
+                _write(doc, out_dir / "size_sweep.json"),
+                as_json,
+                lambda row: (
                     f"channels {row['channels']:>3} tokens {row['attention_tokens']:>3} "
                     f"ffn {row['ffn_dim']:>3}: {row['params']:>7,} params "
                     f"{row['flops'] / 1e6:6.2f} MFLOPs "
                     f"{row['packets_per_second']:>10,.0f} packets/s"
-                )
+                ),
+            )
             return
         if compare:
             doc = compare_backends(
                 model=model, data=data or DEFAULT_DATA, repeat=repeat, min_packets=packets
             )
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "score_backends.json").write_text(json.dumps(doc, indent=2) + "\n")
-            if as_json:
-                typer.echo(json.dumps(doc, indent=2))
-                return
-            for row in doc["rows"]:
-                typer.echo(
+            _echo_rows(
+                _write(doc, out_dir / "score_backends.json"),
+                as_json,
+                lambda row: (
                     f"{row['backend']:<6} threads {row['threads']} batch {row['batch_size']:>5}: "
                     f"{row['packets_per_second']:>10,.0f} packets/s"
-                )
+                ),
+            )
             return
         result = run_score_bench(
             model=model,
@@ -198,16 +185,34 @@ def _register_score(bench: typer.Typer) -> None:
             workers=workers,
             chunk=chunk,
         )
-        if as_json:
-            typer.echo(json.dumps(result.as_dict(), indent=2))
-            return
-        runs = ", ".join(f"{pps:,.0f}" for pps in result.runs_pps)
-        typer.echo(
+        _echo(
+            result.as_dict(),
+            as_json,
             f"scorer: {result.packets_per_second:>12,.0f} packets/s at batch {result.batch_size} "
-            f"(best of {result.repeat}: {runs}; {result.backend} on {result.device}, "
-            f"{result.threads} threads, {result.workers} workers, chunks of {result.chunk})"
+            f"(best of {result.repeat}: {_runs(result.runs_pps)}; {result.backend} on "
+            f"{result.device}, {result.threads} threads, {result.workers} workers, "
+            f"chunks of {result.chunk})",
+            f"machine: {result.machine['cpu']}",
         )
-        typer.echo(f"machine: {result.machine['cpu']}")
+
+
+def _echo(doc: dict[str, Any], as_json: bool, *lines: str) -> None:
+    """Print a benchmark's result: ``doc`` as JSON with ``--json``, else the ``lines``."""
+    typer.echo(json.dumps(doc, indent=2) if as_json else "\n".join(lines))
+
+
+def _runs(runs_pps: Sequence[float]) -> str:
+    """Every run's packets/s, for the "best of N" line."""
+    return ", ".join(f"{pps:,.0f}" for pps in runs_pps)
+
+
+def _fig10_line(row: dict[str, Any]) -> str:
+    mem = row.get("peak_memory_mb")
+    return (
+        f"batch {row['batch_size']:>6}: {row['packets_per_second']:>10,.0f} packets/s  "
+        f"{row['ms_per_packet']:.4f} ms/packet"
+        + (f"  peak memory {mem:.1f} MB" if mem is not None else "")
+    )
 
 
 def _floats(text: str | None) -> tuple[float, ...]:
@@ -286,11 +291,7 @@ def _register_e2e(bench: typer.Typer) -> None:
             cfg = E2EConfig(seconds_per_rate=seconds, capacity_loops=capacity_loops, **overrides)
         doc = run_e2e(settings_of(ctx), cfg, work_dir=work_dir, on_status=_status_printer())
         plot_e2e(_write(doc, out_dir / "e2e.json"), out_dir)
-        if as_json:
-            typer.echo(json.dumps(doc, indent=2))
-        else:
-            typer.echo(e2e_table(doc))
-            typer.echo(f"wrote {out_dir / 'e2e.json'} and plots in {out_dir}")
+        _echo(doc, as_json, e2e_table(doc), f"wrote {out_dir / 'e2e.json'} and plots in {out_dir}")
 
 
 def _write(doc: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -299,6 +300,26 @@ def _write(doc: dict[str, Any], path: Path) -> dict[str, Any]:
 
     write_json(doc, path)
     return doc
+
+
+def _run_saved(
+    ctx: typer.Context, run: Callable[..., dict[str, Any]], path: Path, **options: Any
+) -> dict[str, Any]:
+    """Run a benchmark of the running pipeline with the status printer; save its JSON to ``path``.
+
+    The pipeline benchmarks all take the settings first and report progress through
+    ``on_status``; their result JSON is what the figures and tables are made from.
+    """
+    return _write(run(settings_of(ctx), on_status=_status_printer(), **options), path)
+
+
+def _echo_rows(doc: dict[str, Any], as_json: bool, line: Callable[[dict[str, Any]], str]) -> None:
+    """Print ``doc`` as JSON, or ``line`` of each of its rows."""
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    for row in doc["rows"]:
+        typer.echo(line(row))
 
 
 def _register_suite(bench: typer.Typer) -> None:
@@ -314,15 +335,16 @@ def _register_suite(bench: typer.Typer) -> None:
         from amlhp.benchmarks.report import stages_table
         from amlhp.benchmarks.stages import run_stages
 
-        doc = run_stages(
-            settings_of(ctx),
+        doc = _run_saved(
+            ctx,
+            run_stages,
+            out_dir / "stages.json",
             out_dir=out_dir,
             work_dir=work_dir,
             quick=quick,
             score_threads=score_threads,
-            on_status=_status_printer(),
         )
-        typer.echo(stages_table(_write(doc, out_dir / "stages.json")))
+        typer.echo(stages_table(doc))
 
     @bench.command("scaleout")
     def scaleout(
@@ -343,15 +365,16 @@ def _register_suite(bench: typer.Typer) -> None:
         from amlhp.benchmarks.report import scaleout_table
         from amlhp.benchmarks.scaleout import run_scaleout
 
-        doc = run_scaleout(
-            settings_of(ctx),
+        doc = _run_saved(
+            ctx,
+            run_scaleout,
+            out_dir / "scaleout.json",
             partitions=partitions,
             capacity_loops=1 if quick else capacity_loops,
             work_dir=work_dir,
             quick=quick,
-            on_status=_status_printer(),
         )
-        plot_scaleout(_write(doc, out_dir / "scaleout.json"), out_dir / "scaleout.png")
+        plot_scaleout(doc, out_dir / "scaleout.png")
         typer.echo(scaleout_table(doc))
 
     @bench.command("replay")
@@ -364,14 +387,15 @@ def _register_suite(bench: typer.Typer) -> None:
         """amlhp replay's packets/s (1 and 2 processes) beside the live end-to-end rate."""
         from amlhp.benchmarks.replay_bench import replay_table, run_replay_bench
 
-        doc = run_replay_bench(
-            settings_of(ctx),
+        doc = _run_saved(
+            ctx,
+            run_replay_bench,
+            out_dir / "replay.json",
             work_dir=work_dir,
             results_dir=out_dir,
             gateways=gateways,
-            on_status=_status_printer(),
         )
-        typer.echo(replay_table(_write(doc, out_dir / "replay.json")))
+        typer.echo(replay_table(doc))
 
     @bench.command("all")
     def run_all_cmd(

@@ -215,8 +215,14 @@ def offer(
         for name, proc in procs.items():
             profiles[name] = finish_profile(proc, profile_dir / f"{name}.txt")
         result["profile"] = profiles
+    return said_if_inexact(result, gateway, on_status)
+
+
+def said_if_inexact(result: dict[str, Any], who: str, on_status: StatusFn) -> dict[str, Any]:
+    """``result``, after a status line where its accounting is not exact (a lost,
+    duplicated or doubly-counted packet): the figures of such a run do not count."""
     if not result["accounting"]["exact"]:
-        on_status(f"{gateway}: accounting NOT exact: {result['accounting']}")
+        on_status(f"{who}: accounting NOT exact: {result['accounting']}")
     return result
 
 

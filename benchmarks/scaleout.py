@@ -20,7 +20,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from amlhp.benchmarks.e2e import E2EConfig, load_result
+from amlhp.benchmarks.e2e import E2EConfig, load_result, said_if_inexact
 from amlhp.benchmarks.exceptions import BenchmarksError
 from amlhp.benchmarks.machine import machine_facts
 from amlhp.benchmarks.pipeline_run import PipelineRun, StatusFn, combined_tap, pipeline
@@ -116,9 +116,7 @@ def _measure(
     }
     result["raw_messages_per_partition"] = offsets
     result["worker_partitions"] = assignment
-    if not result["accounting"]["exact"]:
-        on_status(f"scale-out: accounting NOT exact: {result['accounting']}")
-    return result
+    return said_if_inexact(result, "scale-out", on_status)
 
 
 def run_scaleout(

@@ -16,6 +16,7 @@ from amlhp.dashboards.panels import (
     bars_panel,
     heatmap_panel,
     row,
+    seconds_panel,
     table_panel,
     timeseries_panel,
 )
@@ -44,26 +45,19 @@ def model_loads() -> PanelBuilder:
 
 
 def inference_per_batch() -> PanelBuilder:
-    return timeseries_panel(
+    return seconds_panel(
         "Inference time per batch",
         "p50 and p99 of the model's time to score one micro-batch.",
-        [
-            Query(q.quantile(0.5, q.INFERENCE_BATCH), "p50"),
-            Query(q.quantile(0.99, q.INFERENCE_BATCH), "p99"),
-        ],
-        unit="s",
+        q.INFERENCE_BATCH,
     )
 
 
 def inference_per_packet() -> PanelBuilder:
-    return timeseries_panel(
+    return seconds_panel(
         "Inference time per packet",
         "Mean and p99 of batch inference time divided by batch size.",
-        [
-            Query(q.mean(q.INFERENCE_PACKET), "mean"),
-            Query(q.quantile(0.99, q.INFERENCE_PACKET), "p99"),
-        ],
-        unit="s",
+        q.INFERENCE_PACKET,
+        typical="mean",
     )
 
 

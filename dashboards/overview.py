@@ -18,6 +18,7 @@ from amlhp.dashboards.panels import (
     Query,
     bars_panel,
     row,
+    seconds_panel,
     stat_panel,
     table_panel,
     timeseries_panel,
@@ -125,15 +126,12 @@ def consumer_lag_seconds() -> PanelBuilder:
 
 
 def latency_quantiles() -> PanelBuilder:
-    step = q.eq("step", STEP_SCORE)
-    return timeseries_panel(
+    return seconds_panel(
         "End-to-end latency (capture -> verdict)",
         "p50 and p99 of the time from a packet's capture timestamp to its verdict.",
-        [
-            Query(q.quantile(0.5, q.LATENCY, step, q.GATEWAY), "p50"),
-            Query(q.quantile(0.99, q.LATENCY, step, q.GATEWAY), "p99"),
-        ],
-        unit="s",
+        q.LATENCY,
+        q.eq("step", STEP_SCORE),
+        q.GATEWAY,
     )
 
 

@@ -129,6 +129,24 @@ def timeseries_panel(
     return panel
 
 
+def seconds_panel(
+    title: str, description: str, histogram: str, *matchers: str, typical: str = "p50"
+) -> timeseries.Panel:
+    """A histogram of seconds over time: its typical value (``p50`` or ``mean``) and p99.
+
+    The typical line says how long things take; p99 shows the tail that a mean hides.
+    """
+    middle = (
+        q.mean(histogram, *matchers) if typical == "mean" else q.quantile(0.5, histogram, *matchers)
+    )
+    return timeseries_panel(
+        title,
+        description,
+        [Query(middle, typical), Query(q.quantile(0.99, histogram, *matchers), "p99")],
+        unit="s",
+    )
+
+
 def stat_panel(
     title: str, description: str, queries: list[Query], *, unit: str = "short", width: int = QUARTER
 ) -> stat.Panel:

@@ -35,34 +35,24 @@ import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
-from amlhp.flows.record import (
-    PACKETS_OFFSET,
-    PAD,
-    PAYLOAD_OFFSET,
-    ROW_LEN,
-    SLOT_BYTES,
-    SLOT_DEVICE_PORT,
-    SLOT_PACKETS,
-    SLOT_PRESENT,
-    SLOT_PROTO,
-    SLOT_REMOTE_IP,
-    SLOT_START,
-)
+from amlhp.flows import record
 
 GROUPS: Final = ("metadata", "addresses_ports", "packets", "payload", "context")
 
 
 def group_slots(name: str, rows: int) -> Tensor:
     """Boolean (rows, ROW_LEN) mask of the slots a group covers."""
-    mask = torch.zeros(rows, ROW_LEN, dtype=torch.bool)
+    mask = torch.zeros(rows, record.ROW_LEN, dtype=torch.bool)
     if name == "metadata":
-        mask[0, [SLOT_START, SLOT_PROTO, SLOT_BYTES, SLOT_PACKETS]] = True
+        mask[0, [record.SLOT_START, record.SLOT_PROTO, record.SLOT_BYTES, record.SLOT_PACKETS]] = (
+            True
+        )
     elif name == "addresses_ports":
-        mask[0, SLOT_REMOTE_IP : SLOT_DEVICE_PORT + 1] = True
+        mask[0, record.SLOT_REMOTE_IP : record.SLOT_DEVICE_PORT + 1] = True
     elif name == "packets":
-        mask[0, PACKETS_OFFSET:PAYLOAD_OFFSET] = True
+        mask[0, record.PACKETS_OFFSET : record.PAYLOAD_OFFSET] = True
     elif name == "payload":
-        mask[0, PAYLOAD_OFFSET:] = True
+        mask[0, record.PAYLOAD_OFFSET :] = True
     elif name == "context":
         mask[1:, :] = True
     else:
@@ -72,9 +62,9 @@ def group_slots(name: str, rows: int) -> Tensor:
 
 def absent_input(rows: int) -> Tensor:
     """The value every slot takes when its group is absent (padding, empty present slot)."""
-    out = torch.full((rows, ROW_LEN), PAD)
-    out[:, SLOT_PRESENT] = 0.0
-    out[0, SLOT_PRESENT] = 1.0  # the current flow's row is always there
+    out = torch.full((rows, record.ROW_LEN), record.PAD)
+    out[:, record.SLOT_PRESENT] = 0.0
+    out[0, record.SLOT_PRESENT] = 1.0  # the current flow's row is always there
     return out
 
 
@@ -109,13 +99,15 @@ def exact_shapley(
     )  # (2^G, G)
     # slots present in each coalition: union of the groups it holds, plus never-grouped slots
     grouped = masks.any(dim=0)
-    keep = (coalitions.float() @ masks.reshape(g, -1).float()).reshape(2**g, rows, ROW_LEN) > 0
+    keep = (coalitions.float() @ masks.reshape(g, -1).float()).reshape(
+        2**g, rows, record.ROW_LEN
+    ) > 0
     keep = keep | ~grouped
 
     def coalition_logits(chunk: Tensor) -> Tensor:
         n = chunk.shape[0]
         inputs = torch.where(keep.unsqueeze(0), chunk.unsqueeze(1), absent)  # (n, 2^G, R, L)
-        return model(inputs.reshape(n * 2**g, rows, ROW_LEN)).float()
+        return model(inputs.reshape(n * 2**g, rows, record.ROW_LEN)).float()
 
     return _shapley_by_chunks(x, g, temperature, batch_size, coalition_logits)
 
@@ -185,7 +177,7 @@ def _exact_shapley_rows(
     def coalition_logits(chunk: Tensor) -> Tensor:
         n = chunk.shape[0]
         row0 = torch.where(keep0.unsqueeze(0), chunk[:, :1], absent[0])  # (n, 16, L)
-        emb0, pres0 = model.embed_rows(row0.reshape(n * 16, 1, ROW_LEN), 0)  # type: ignore[operator]
+        emb0, pres0 = model.embed_rows(row0.reshape(n * 16, 1, record.ROW_LEN), 0)  # type: ignore[operator]
         emb0 = emb0.reshape(n, 16, -1, 1)
         pres0 = pres0.reshape(n, 16, 1)
         ctx_emb, ctx_present = model.embed_rows(chunk[:, 1:], 1)  # type: ignore[operator]
@@ -225,8 +217,8 @@ def captum_shapley(
     from captum.attr import ShapleyValues
 
     rows = x.shape[1]
-    feature_mask = torch.zeros(1, rows, ROW_LEN, dtype=torch.long)
-    grouped = torch.zeros(rows, ROW_LEN, dtype=torch.bool)
+    feature_mask = torch.zeros(1, rows, record.ROW_LEN, dtype=torch.long)
+    grouped = torch.zeros(rows, record.ROW_LEN, dtype=torch.bool)
     for i, name in enumerate(groups):
         m = group_slots(name, rows)
         feature_mask[0][m] = i

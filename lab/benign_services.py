@@ -36,7 +36,7 @@ from pathlib import Path
 
 from amlhp.lab.exceptions import ServiceError
 from amlhp.lab.procs import ProcessGroup
-from amlhp.lab.services import Endpoint
+from amlhp.lab.services import Endpoint, write_nginx_config
 from amlhp.lab.tools import tool_path
 from amlhp.lab.topology import Topology
 
@@ -305,34 +305,18 @@ class BenignServices:
             '"camera":{"version":"1.8.0","url":"/firmware/camera-fw-1.8.0.bin"}}\n'
         )
         manifest.chmod(0o644)
-        conf = d / "nginx.conf"
-        conf.write_text(
-            f"""worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 512; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/tmp-body;
-  proxy_temp_path {d}/tmp-proxy;
-  fastcgi_temp_path {d}/tmp-fastcgi;
-  uwsgi_temp_path {d}/tmp-uwsgi;
-  scgi_temp_path {d}/tmp-scgi;
-  types {{ application/json json; image/jpeg jpg; application/octet-stream bin; }}
-  default_type application/octet-stream;
-  keepalive_timeout 15;
-  server {{
-    listen {t.services}:{t.ports.https} ssl;
-    server_name lab.iot;
-    ssl_certificate {tls / "server.crt"};
-    ssl_certificate_key {tls / "server.key"};
-    ssl_protocols TLSv1.2 TLSv1.3;
-    root {www};
-  }}
-}}
-"""
+        return write_nginx_config(
+            d,
+            www,
+            listen=f"{t.services}:{t.ports.https} ssl",
+            types="application/json json; image/jpeg jpg; application/octet-stream bin;",
+            worker_connections=512,
+            server_extra=(
+                f"ssl_certificate {tls / 'server.crt'}",
+                f"ssl_certificate_key {tls / 'server.key'}",
+                "ssl_protocols TLSv1.2 TLSv1.3",
+            ),
         )
-        return conf
 
     def start(self, group: ProcessGroup, logs: Path) -> None:
         t = self.topology

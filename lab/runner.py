@@ -218,19 +218,12 @@ class LabRun:
         ]
 
     # -- one scenario -------------------------------------------------------------
-    def _scenario(
-        self,
-        scenario: Scenario,
-        status: ScenarioStatus,
-        group: ProcessGroup,
-        benign: BenignTraffic,
-        rng: random.Random,
-    ) -> dict[str, Any]:
-        with contextlib.ExitStack() as stack:
-            interfaces = (
-                stack.enter_context(scenario.network(self.topology)) if scenario.network else []
-            )
-            return self._capture(scenario, status, group, benign, rng, interfaces)
+    def _network(self, scenario: Scenario) -> contextlib.AbstractContextManager[list[str]]:
+        """The network ``scenario`` makes for itself while it runs (its interfaces; most
+        scenarios make none)."""
+        if scenario.network is None:
+            return contextlib.nullcontext([])
+        return scenario.network(self.topology)
 
     def _capture(
         self,
@@ -402,7 +395,9 @@ class LabRun:
                     benign.start()
                     time.sleep(1.0)  # let the devices connect before the first capture
                 for scenario, status in zip(self.scenarios, self.statuses, strict=True):
-                    files.append(self._scenario(scenario, status, group, benign, rng))
+                    with self._network(scenario) as interfaces:
+                        entry = self._capture(scenario, status, group, benign, rng, interfaces)
+                    files.append(entry)
                     dead = group.exited()
                     if dead:
                         names = ", ".join(c.name for c in dead)

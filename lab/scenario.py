@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -107,6 +108,21 @@ def services(t: Topology) -> IPv4Address:
 def time_limit(ctx: AttackContext, cap: float) -> float:
     """A run's time limit: at most ``cap`` seconds and what the scenario has left."""
     return max(1.0, min(cap, ctx.time_left_s))
+
+
+def run_seed(ctx: AttackContext) -> str:
+    """A driver's ``--seed``: another one for each run of each lab seed."""
+    return str(ctx.seed * 100 + ctx.iteration)
+
+
+def driver_run(module: str, seconds: float, *args: str) -> ToolRun:
+    """A run of one of the lab's own driver modules (``python -m amlhp.lab.<module>``).
+
+    The driver stops itself after ``--seconds``; the lab's time limit is 5 s later, so a
+    driver that overruns is stopped but one that cleans up in time is not.
+    """
+    argv = [sys.executable, "-m", f"amlhp.lab.{module}", *args, "--seconds", f"{seconds:.0f}"]
+    return ToolRun(argv, timeout_s=seconds + 5)
 
 
 def wordlists(ctx: AttackContext, attempts: int, name: str) -> tuple[Path, Path]:

@@ -54,6 +54,51 @@ def wait_tcp(address: IPv4Address, port: int, source: IPv4Address, timeout_s: fl
             time.sleep(0.1)
 
 
+def write_nginx_config(
+    d: Path,
+    www: Path,
+    *,
+    listen: str,
+    types: str,
+    worker_connections: int,
+    server_extra: Sequence[str] = (),
+) -> Path:
+    """Write ``d/nginx.conf`` for one lab nginx server serving ``www`` on ``listen``.
+
+    nginx's built-in pid, log and temp paths lie under /var; every one of them is set to
+    the server's own folder ``d`` so that no lab server writes outside the work dir. The
+    lab's plain HTTP server and the benign devices' HTTPS server share this frame and
+    differ only in their listener, MIME types, connection limit and ``server_extra``
+    directives (the TLS files).
+    """
+    extra = "".join(f"    {line};\n" for line in server_extra)
+    conf = d / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections {worker_connections}; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp-body;
+  proxy_temp_path {d}/tmp-proxy;
+  fastcgi_temp_path {d}/tmp-fastcgi;
+  uwsgi_temp_path {d}/tmp-uwsgi;
+  scgi_temp_path {d}/tmp-scgi;
+  types {{ {types} }}
+  default_type application/octet-stream;
+  keepalive_timeout 15;
+  server {{
+    listen {listen};
+    server_name lab.iot;
+{extra}    root {www};
+  }}
+}}
+"""
+    )
+    return conf
+
+
 def check_free(address: IPv4Address, port: int, kind: int) -> None:
     """Raise ServiceError when another program already holds ``address:port``."""
     with socket.socket(socket.AF_INET, kind) as sock:
@@ -216,31 +261,13 @@ class LabServices:
             '{"interval_s":5,"mqtt":"lab.iot","units":"metric","tz":"UTC"}\n'
         )
         (www / "firmware" / "version.txt").write_text("sensor-fw 2.4.1\n")
-        conf = d / "nginx.conf"
-        conf.write_text(
-            f"""worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/tmp-body;
-  proxy_temp_path {d}/tmp-proxy;
-  fastcgi_temp_path {d}/tmp-fastcgi;
-  uwsgi_temp_path {d}/tmp-uwsgi;
-  scgi_temp_path {d}/tmp-scgi;
-  types {{ text/html html; application/json json; text/plain txt; }}
-  default_type application/octet-stream;
-  keepalive_timeout 15;
-  server {{
-    listen {t.services}:{t.ports.http};
-    server_name lab.iot;
-    root {www};
-  }}
-}}
-"""
+        return write_nginx_config(
+            d,
+            www,
+            listen=f"{t.services}:{t.ports.http}",
+            types="text/html html; application/json json; text/plain txt;",
+            worker_connections=1024,
         )
-        return conf
 
     def _sshd_config(self) -> Path:
         t, d = self.topology, self._dir("sshd")

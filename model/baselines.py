@@ -17,15 +17,37 @@ from torch.nn import functional as F
 from amlhp.model.network import scale_bytes
 
 
-class DeepPacket(nn.Module):
+class _PacketBytesModel(nn.Module):
+    """What both baselines share: they read the first ``input_bytes`` bytes of the packet
+    (the registry's ``packet_bytes`` input kind) and end in one linear ``classifier`` over
+    the features of ``forward_features``."""
+
+    input_kind = "packet_bytes"
+    classifier: nn.Linear
+
+    def __init__(self, num_classes: int, input_bytes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.input_bytes = input_bytes
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        out: Tensor = self.classifier(features)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class DeepPacket(_PacketBytesModel):
     """Deep Packet's CNN (Lotfollahi et al., 2020): two 1-D convs, max pool, three FC layers.
 
     Published sizes: 1,500 input bytes, 200 filters of width 4 (stride 3) then of width 5
     (stride 1), max pooling by 2, fully connected layers of 200, 100 and 50 units, dropout
     0.05.
     """
-
-    input_kind = "packet_bytes"
 
     def __init__(
         self,
@@ -36,9 +58,7 @@ class DeepPacket(nn.Module):
         hidden: tuple[int, ...] = (200, 100, 50),
         dropout: float = 0.05,
     ) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.input_bytes = input_bytes
+        super().__init__(num_classes, input_bytes)
         self.conv1 = nn.Conv1d(1, channels, 4, stride=3)
         self.conv2 = nn.Conv1d(channels, channels, 5, stride=1)
         length = ((input_bytes - 4) // 3 + 1 - 4) // 2
@@ -57,22 +77,13 @@ class DeepPacket(nn.Module):
         out: Tensor = self.fc(y.flatten(1))
         return out
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        out: Tensor = self.classifier(features)
-        return out
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-class SAM(nn.Module):
+class SAM(_PacketBytesModel):
     """SAM (Xie et al., 2019): byte and position embeddings, self-attention, two 1-D convs.
 
     The paper takes the first 50 bytes of a packet; embedding size, heads and filter counts
     are our choices (64, 4 and 64/64 with widths 3 and 3).
     """
-
-    input_kind = "packet_bytes"
 
     def __init__(
         self,
@@ -84,9 +95,7 @@ class SAM(nn.Module):
         channels: int = 64,
         dropout: float = 0.1,
     ) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.input_bytes = input_bytes
+        super().__init__(num_classes, input_bytes)
         self.byte_embed = nn.Embedding(256, embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, input_bytes, embed_dim))
         nn.init.normal_(self.pos_embed, std=0.02)
@@ -106,10 +115,3 @@ class SAM(nn.Module):
         y = F.relu(self.conv2(y))
         out: Tensor = self.dropout(y.amax(dim=2))
         return out
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        out: Tensor = self.classifier(features)
-        return out
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))

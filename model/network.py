@@ -24,6 +24,7 @@ the CPU scorer can sustain; the README gives the measured trade-off against FLOP
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import torch
@@ -244,23 +245,16 @@ class AMLHPNet(nn.Module):
         if byte_encoding not in ("value", "bits"):
             raise ValueError(f"unknown byte_encoding {byte_encoding!r}: expected 'value' or 'bits'")
         self.byte_encoding: ByteEncoding = byte_encoding
-        in_channels = byte_channels(byte_encoding)
-        self.header = ModalityExtractor(
-            length=HEADER_BYTES,
-            kernel_sizes=HEADER_KERNELS,
+        # the two modalities get the same extractor; only their length and kernels differ
+        extractor = partial(
+            ModalityExtractor,
             channels=channels,
             tokens=tokens,
             feature_dim=feature_dim,
-            in_channels=in_channels,
+            in_channels=byte_channels(byte_encoding),
         )
-        self.payload = ModalityExtractor(
-            length=payload_bytes,
-            kernel_sizes=PAYLOAD_KERNELS,
-            channels=channels,
-            tokens=tokens,
-            feature_dim=feature_dim,
-            in_channels=in_channels,
-        )
+        self.header = extractor(length=HEADER_BYTES, kernel_sizes=HEADER_KERNELS)
+        self.payload = extractor(length=payload_bytes, kernel_sizes=PAYLOAD_KERNELS)
         self.fusion: nn.Module
         if fusion == "attention":
             layers = [

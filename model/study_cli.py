@@ -6,7 +6,9 @@ modelling choice of the default model is made by one of them (see docs/model.md)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -19,6 +21,35 @@ from amlhp.model.cli import (
     Threads,
     _runs_progress,
 )
+
+if TYPE_CHECKING:
+    from amlhp.model.train import TrainConfig
+
+
+def _run_study(
+    run: Callable[..., Any],
+    labels: Path,
+    out_dir: Path,
+    markdown: str,
+    config: TrainConfig,
+    **options: Any,
+) -> Any:
+    """Run one study (``run(labels, out_dir, ...)``): a progress bar per training run, its
+    events logged on the console; then print the Markdown table it wrote to ``out_dir``."""
+    from amlhp.progress import console
+
+    out = console()
+    with _runs_progress(config.epochs, config.threads) as on_progress:
+        doc = run(
+            labels,
+            out_dir,
+            config=config,
+            on_event=lambda msg: out.log(msg),
+            on_progress=on_progress,
+            **options,
+        )
+    typer.echo((out_dir / markdown).read_text())
+    return doc
 
 
 def register_studies(group: typer.Typer) -> None:
@@ -42,22 +73,18 @@ def register_studies(group: typer.Typer) -> None:
 
         from amlhp.model.experiments import RESULT_MODELS, RESULT_SPLITS, run_results
         from amlhp.model.train import TrainConfig
-        from amlhp.progress import console
 
-        out = console()
-        with _runs_progress(epochs, threads) as on_progress:
-            doc = run_results(
-                labels,
-                out_dir,
-                models=tuple(models) or RESULT_MODELS,
-                splits=tuple(splits) or RESULT_SPLITS,
-                max_per_class=max_per_class,
-                config=TrainConfig(epochs=epochs, seed=seed, threads=threads),
-                artifacts_dir=artifacts_dir,
-                on_event=lambda msg: out.log(msg),
-                on_progress=on_progress,
-            )
-        typer.echo((out_dir / "results.md").read_text())
+        doc = _run_study(
+            run_results,
+            labels,
+            out_dir,
+            "results.md",
+            TrainConfig(epochs=epochs, seed=seed, threads=threads),
+            models=tuple(models) or RESULT_MODELS,
+            splits=tuple(splits) or RESULT_SPLITS,
+            max_per_class=max_per_class,
+            artifacts_dir=artifacts_dir,
+        )
         typer.echo(f"{len(doc['rows'])} rows -> {out_dir}/results-<split>.json and results.md")
 
     @group.command("masking-study")
@@ -78,25 +105,20 @@ def register_studies(group: typer.Typer) -> None:
         from amlhp.model.exceptions import ModelError
         from amlhp.model.masking_study import MASK_VARIANTS, best_variant, run_masking_study
         from amlhp.model.train import TrainConfig
-        from amlhp.progress import console
 
         unknown = sorted(set(variants) - set(MASK_VARIANTS))
         if unknown:
             raise ModelError(f"unknown variant(s) {unknown}; valid: {', '.join(MASK_VARIANTS)}")
-        chosen = {k: v for k, v in MASK_VARIANTS.items() if not variants or k in variants}
-        out = console()
-        with _runs_progress(epochs, threads) as on_progress:
-            doc = run_masking_study(
-                labels,
-                out_dir,
-                variants=chosen,
-                split_kind=split_kind,
-                max_per_class=max_per_class,
-                config=TrainConfig(epochs=epochs, seed=seed, threads=threads),
-                on_event=lambda msg: out.log(msg),
-                on_progress=on_progress,
-            )
-        typer.echo((out_dir / "masking.md").read_text())
+        doc = _run_study(
+            run_masking_study,
+            labels,
+            out_dir,
+            "masking.md",
+            TrainConfig(epochs=epochs, seed=seed, threads=threads),
+            variants={k: v for k, v in MASK_VARIANTS.items() if not variants or k in variants},
+            split_kind=split_kind,
+            max_per_class=max_per_class,
+        )
         typer.echo(f"best: {best_variant(doc)} -> {out_dir}/masking.json and masking.md")
 
     @group.command("cross-source")
@@ -129,25 +151,21 @@ def register_studies(group: typer.Typer) -> None:
         from amlhp.encoders.layout import expand_mask_fields
         from amlhp.model.cross_source import run_cross_source
         from amlhp.model.train import TrainConfig
-        from amlhp.progress import console
 
-        out = console()
-        with _runs_progress(epochs, threads) as on_progress:
-            run_cross_source(
-                labels,
-                out_dir,
-                mask_fields=expand_mask_fields(tuple(mask)),
-                max_per_class=max_per_class,
-                max_test_per_class=max_test,
-                max_benign=max_benign,
-                balance_sources=balance_sources,
-                config=TrainConfig(epochs=epochs, seed=seed, threads=threads, augment=augment),
-                sources=sources or None,
-                with_random=random_split,
-                on_event=lambda msg: out.log(msg),
-                on_progress=on_progress,
-            )
-        typer.echo((out_dir / "cross-source.md").read_text())
+        _run_study(
+            run_cross_source,
+            labels,
+            out_dir,
+            "cross-source.md",
+            TrainConfig(epochs=epochs, seed=seed, threads=threads, augment=augment),
+            mask_fields=expand_mask_fields(tuple(mask)),
+            max_per_class=max_per_class,
+            max_test_per_class=max_test,
+            max_benign=max_benign,
+            balance_sources=balance_sources,
+            sources=sources or None,
+            with_random=random_split,
+        )
         typer.echo(f"-> {out_dir}/cross-source.json and cross-source.md")
 
     @group.command("decision-table")

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from amlhp.model.augment import augment_batch
 from amlhp.model.dataset import LabelledPackets, Split
-from amlhp.model.metrics import classification_report
+from amlhp.model.metrics import Report, classification_report
 from amlhp.model.packet_bytes import packet_bytes
 from amlhp.model.registry import input_bytes, input_kind
 
@@ -113,6 +113,54 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
+class BestEpoch:
+    """The history of a training run and the weights of its best epoch so far.
+
+    Both training loops (packets here, flows in :mod:`amlhp.flows.train`) keep the epoch
+    with the best validation macro F1, or the lowest training loss where there is no
+    validation side; an epoch whose loss is not finite is never kept, whatever its
+    garbage weights score. Created just before the first epoch: the run's time starts here.
+    """
+
+    def __init__(self, model: nn.Module, result: TrainResult, floor: float) -> None:
+        self.model, self.result, self.best = model, result, floor
+        self.state = copy.deepcopy(model.state_dict())
+        self.started = time.perf_counter()
+
+    def end_epoch(
+        self,
+        epoch: int,
+        loss_sum: float,
+        seen: int,
+        epoch_started: float,
+        validate: Callable[[], Report] | None,
+    ) -> None:
+        """Record one epoch; its seconds are the training steps', not the validation's."""
+        entry: dict[str, float] = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "seconds": time.perf_counter() - epoch_started,
+        }
+        score = -entry["train_loss"]
+        if validate is not None:
+            report = validate()
+            entry.update(val_accuracy=report.accuracy, val_macro_f1=report.macro_f1)
+            score = report.macro_f1
+        if not np.isfinite(entry["train_loss"]):
+            score = -np.inf
+        if score > self.best:
+            self.best = score
+            self.result.best_epoch = epoch
+            self.state = copy.deepcopy(self.model.state_dict())
+        self.result.history.append(entry)
+
+    def finish(self) -> None:
+        """Load the best epoch's weights, in eval mode, and note the run's seconds."""
+        self.model.load_state_dict(self.state)
+        self.model.eval()
+        self.result.seconds = time.perf_counter() - self.started
+
+
 def train_model(
     model: nn.Module,
     data: LabelledPackets,
@@ -137,9 +185,13 @@ def train_model(
         optimizer, lambda step: lr_factor(step, steps * config.epochs, config.warmup)
     )
     result = TrainResult()
-    best_f1 = -1.0
-    best_state = copy.deepcopy(model.state_dict())
-    started = time.perf_counter()
+
+    def validate() -> Report:
+        pred, _ = predict(model, val_inputs, config.eval_batch_size)
+        return classification_report(val_labels, pred, data.classes)
+
+    # -1.0, not -inf: without a validation side an epoch is kept only below a mean loss of 1
+    keeper = BestEpoch(model, result, floor=-1.0)
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = train_idx[torch.randperm(train_idx.numel(), generator=generator)]
@@ -163,26 +215,6 @@ def train_model(
             seen += rows.numel()
             if on_progress is not None:
                 on_progress(epoch, step + 1, steps, total / max(seen, 1))
-        entry: dict[str, float] = {
-            "epoch": epoch,
-            "train_loss": total / max(seen, 1),
-            "seconds": time.perf_counter() - epoch_start,
-        }
-        if val_labels.size:
-            pred, _ = predict(model, val_inputs, config.eval_batch_size)
-            report = classification_report(val_labels, pred, data.classes)
-            entry.update(val_accuracy=report.accuracy, val_macro_f1=report.macro_f1)
-            score = report.macro_f1
-        else:
-            score = -entry["train_loss"]
-        if not np.isfinite(entry["train_loss"]):
-            score = -np.inf
-        if score > best_f1:
-            best_f1 = score
-            result.best_epoch = epoch
-            best_state = copy.deepcopy(model.state_dict())
-        result.history.append(entry)
-    model.load_state_dict(best_state)
-    model.eval()
-    result.seconds = time.perf_counter() - started
+        keeper.end_epoch(epoch, total, seen, epoch_start, validate if val_labels.size else None)
+    keeper.finish()
     return result

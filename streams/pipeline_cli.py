@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ def _settings(ctx: typer.Context, stage: str):  # type: ignore[no-untyped-def]
     return settings
 
 
-def _metrics_option(default: int | None = 0) -> Any:
+def metrics_option(default: int | None = 0) -> Any:
+    """The ``--metrics-port`` option of every long-running stage command."""
     return typer.Option(
         default,
         "--metrics-port",
@@ -32,7 +34,7 @@ def _metrics_option(default: int | None = 0) -> Any:
     )
 
 
-def _start_metrics(process: str, port: int, **lag: Any) -> Any:
+def start_metrics(process: str, port: int, **lag: Any) -> Any:
     """Start this process's /metrics endpoint (and lag collector); say where on stderr."""
     from amlhp.metrics.server import start_stage_metrics
 
@@ -42,25 +44,52 @@ def _start_metrics(process: str, port: int, **lag: Any) -> Any:
     return started
 
 
-def run_sink(
-    settings: Any,
+def add_sink_command(
+    app: typer.Typer,
+    name: str,
+    process: str,
+    sink_class: Callable[[], Any],
+    *,
+    out: Path,
+    roll_rows: int,
+    metrics_port: int,
+    doc: str,
+) -> None:
+    """Add a command that runs a Parquet sink of the shared core (``amlhp sink`` for the
+    verdicts, ``amlhp alerts-sink`` for the alerts); they differ only in the sink class,
+    loaded by ``sink_class`` when the command runs, and in their defaults."""
+
+    @app.command(name, help=doc)
+    def sink_cmd(
+        ctx: typer.Context,
+        out: Path = typer.Option(out, "--out", help="Dataset root (relative: under the home)"),
+        roll_rows: int = typer.Option(roll_rows, "--roll-rows", help="Rows per file at most"),
+        roll_seconds: float = typer.Option(5.0, "--roll-seconds", help="Seconds per file at most"),
+        group: str | None = typer.Option(None, "--group", help="Consumer group"),
+        metrics_port: int = metrics_option(metrics_port),
+    ) -> None:
+        _run_sink(ctx, sink_class(), process, out, group, roll_rows, roll_seconds, metrics_port)
+
+
+def _run_sink(
+    ctx: typer.Context,
     sink_class: Any,
     process: str,
     out: Path,
-    *,
     group: str | None,
     roll_rows: int,
     roll_seconds: float,
     metrics_port: int,
 ) -> None:
-    """Run a Parquet sink of the shared core (verdicts, alerts) until SIGTERM/SIGINT,
-    with its metrics and lag collector; prints its counters as one JSON line."""
+    """Run a Parquet sink until SIGTERM/SIGINT, with its metrics and lag collector; prints
+    its counters as one JSON line."""
     from amlhp.pipeline.parquet_sink import SinkStats
     from amlhp.pipeline.signals import install_stop_signals
 
+    settings = _settings(ctx, process)
     stop = threading.Event()
     install_stop_signals(stop)
-    served = _start_metrics(
+    served = start_metrics(
         process,
         metrics_port,
         settings=settings,
@@ -126,7 +155,7 @@ def register(app: typer.Typer) -> None:
             "(default with -i: var/tap under the home; file replays: none)",
         ),
         max_packets: int | None = typer.Option(None, "--max-packets", help="Stop after N (live)"),
-        metrics_port: int = _metrics_option(),
+        metrics_port: int = metrics_option(),
         linger_s: float = typer.Option(
             0.0,
             "--linger",
@@ -159,7 +188,7 @@ def register(app: typer.Typer) -> None:
         settings = _settings(ctx, "tap")
         stop = threading.Event()
         install_stop_signals(stop)
-        served = _start_metrics("tap", metrics_port)
+        served = start_metrics("tap", metrics_port)
         if state_dir is None and interface:
             state_dir = Path("var/tap")
         tap = Tap(
@@ -250,7 +279,7 @@ def register(app: typer.Typer) -> None:
         explain_queue: int = typer.Option(
             16, "--explain-queue", min=1, help="Packets waiting for explanation (rest dropped)"
         ),
-        metrics_port: int = _metrics_option(),
+        metrics_port: int = metrics_option(),
     ) -> None:
         """Run the Faust encode + score worker (scale out by starting more)."""
         import torch
@@ -271,7 +300,7 @@ def register(app: typer.Typer) -> None:
             else None,
         )
         settings = _settings(ctx, "worker")
-        _start_metrics(
+        start_metrics(
             "worker",
             metrics_port,
             settings=settings,
@@ -280,31 +309,21 @@ def register(app: typer.Typer) -> None:
         )
         run_worker(settings, options, load_scorer)
 
-    @app.command("sink")
-    def sink_cmd(
-        ctx: typer.Context,
-        out: Path = typer.Option(
-            Path("out/verdicts"), "--out", help="Dataset root (relative: under the home)"
-        ),
-        roll_rows: int = typer.Option(200_000, "--roll-rows", help="Rows per file at most"),
-        roll_seconds: float = typer.Option(5.0, "--roll-seconds", help="Seconds per file at most"),
-        group: str | None = typer.Option(None, "--group", help="Consumer group"),
-        metrics_port: int = _metrics_option(),
-    ) -> None:
-        """Write verdicts to a hive-partitioned Parquet dataset (exactly once per file)."""
+    def verdict_sink() -> Any:
         from amlhp.streams.sink import ParquetSink
 
-        settings = _settings(ctx, "sink")
-        run_sink(
-            settings,
-            ParquetSink,
-            "sink",
-            out,
-            group=group,
-            roll_rows=roll_rows,
-            roll_seconds=roll_seconds,
-            metrics_port=metrics_port,
-        )
+        return ParquetSink
+
+    add_sink_command(
+        app,
+        "sink",
+        "sink",
+        verdict_sink,
+        out=Path("out/verdicts"),
+        roll_rows=200_000,
+        metrics_port=0,
+        doc="Write verdicts to a hive-partitioned Parquet dataset (exactly once per file).",
+    )
 
     @app.command("demo-capture")
     def demo_capture_cmd(

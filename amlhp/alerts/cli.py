@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from amlhp.context import settings_of
+from amlhp.streams.pipeline_cli import add_sink_command, metrics_option, start_metrics
 
 
 def register(app: typer.Typer) -> None:
@@ -53,57 +55,38 @@ def register(app: typer.Typer) -> None:
     def alerts_stage_cmd(
         ctx: typer.Context,
         app_id: str | None = typer.Option(None, "--app-id", help="Faust app id / group"),
-        metrics_port: int = typer.Option(
-            0, "--metrics-port", help="Serve metrics on 127.0.0.1:PORT (0: free port; -1: off)"
-        ),
+        metrics_port: int = metrics_option(),
     ) -> None:
         """Run the alert stage: verdicts -> incidents on the alert topic (Faust)."""
         from amlhp.alerts.stage import AlertStageOptions, run_alert_stage
-        from amlhp.metrics.server import start_stage_metrics
         from amlhp.pipeline.children import log_settings
 
         settings = settings_of(ctx)
         log_settings("alerts", settings)
-        group = app_id or f"{settings.consumer_group}-alerts"
-        started = start_stage_metrics(
+        start_metrics(
             "alerts",
-            None if metrics_port < 0 else metrics_port,
+            metrics_port,
             settings=settings,
-            lag_group=group,
+            lag_group=app_id or f"{settings.consumer_group}-alerts",
             lag_topics=[settings.topic_verdicts],
         )
-        if started.server is not None:
-            typer.echo(f"alerts: metrics on {started.server.url}", err=True)
         run_alert_stage(settings, AlertStageOptions(app_id=app_id))
 
-    @app.command("alerts-sink")
-    def alerts_sink_cmd(
-        ctx: typer.Context,
-        out: Path = typer.Option(
-            Path("out/alerts"), "--out", help="Dataset root (relative: under the home)"
-        ),
-        roll_rows: int = typer.Option(50_000, "--roll-rows", help="Rows per file at most"),
-        roll_seconds: float = typer.Option(5.0, "--roll-seconds", help="Seconds per file at most"),
-        group: str | None = typer.Option(None, "--group", help="Consumer group"),
-        metrics_port: int = typer.Option(-1, "--metrics-port", help="Metrics port (-1: off)"),
-    ) -> None:
-        """Write the alert topic to a hive-partitioned Parquet dataset (exactly once per file)."""
+    def alert_sink() -> Any:
         from amlhp.alerts.sink import AlertSink
-        from amlhp.pipeline.children import log_settings
-        from amlhp.streams.pipeline_cli import run_sink
 
-        settings = settings_of(ctx)
-        log_settings("alert-sink", settings)
-        run_sink(
-            settings,
-            AlertSink,
-            "alert-sink",
-            out,
-            group=group,
-            roll_rows=roll_rows,
-            roll_seconds=roll_seconds,
-            metrics_port=metrics_port,
-        )
+        return AlertSink
+
+    add_sink_command(
+        app,
+        "alerts-sink",
+        "alert-sink",
+        alert_sink,
+        out=Path("out/alerts"),
+        roll_rows=50_000,
+        metrics_port=-1,
+        doc="Write the alert topic to a hive-partitioned Parquet dataset (exactly once per file).",
+    )
 
     @app.command("alerts-evaluate")
     def alerts_evaluate_cmd(

@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import ipaddress
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,15 @@ def evaluate(scorer: Scorer, policy: AlertPolicy, demo: Path, public: Path | Non
     )
 
 
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table's lines: the header, its separator and one line a row."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(str(value) for value in row) + " |" for row in rows),
+    ]
+
+
 def markdown(result: Evaluation, policy: AlertPolicy) -> str:
     """The figures as the tables of docs/alerts.md."""
     lab = result.lab
@@ -218,32 +228,33 @@ def markdown(result: Evaluation, policy: AlertPolicy) -> str:
         f"incidents {lab['incidents']}; on benign hosts {len(lab['benign_host_incidents'])}; "
         f"matching no scenario {len(lab['unmatched_incidents'])}.",
         "",
-        "| class | address | kind | incidents |",
-        "|---|---|---|---|",
     ]
-    lines += [
-        f"| {r['class']} | {r['address']} | {r['kind']} | {r['incidents']} |"
-        for r in lab["scenarios"]
-    ]
+    lab_columns = ("class", "address", "kind", "incidents")
+    lines += _table(lab_columns, ([r[k] for k in lab_columns] for r in lab["scenarios"]))
     for item in lab["unmatched_incidents"]:
         lines.append(f"\nNo scenario: {item['host']} {item['kind']} ({item['packets']} packets, "
                      f"{', '.join(item['classes'][:3])}).")  # fmt: skip
-    lines += ["", "## Benign public captures (one gateway per file)", "",
-              "| source | files | packets | device-hours | incidents | per device-hour |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
-    lines += [
-        f"| {r['source']} | {r['files']} | {r['packets']} | {r['device_hours']} | "
-        f"{r['incidents']} | {r['per_device_hour']} |"
-        for r in result.benign
-    ]
-    lines += ["", "## Public attack captures (one gateway per file)", "",
-              "| file | packets | incidents | kinds | hosts | first attack packet -> alert (s) |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
-    lines += [
-        f"| {r['file']} | {r['packets']} | {r['incidents']} | {', '.join(r['kinds'])} | "
-        f"{', '.join(r['hosts'])} | {r['time_to_alert_s'] if r['detected'] else 'missed'} |"
-        for r in result.attacks
-    ]
+    lines += ["", "## Benign public captures (one gateway per file)", ""]
+    benign_columns = ("source", "files", "packets", "device_hours", "incidents", "per_device_hour")
+    lines += _table(
+        ("source", "files", "packets", "device-hours", "incidents", "per device-hour"),
+        ([r[k] for k in benign_columns] for r in result.benign),
+    )
+    lines += ["", "## Public attack captures (one gateway per file)", ""]
+    lines += _table(
+        ("file", "packets", "incidents", "kinds", "hosts", "first attack packet -> alert (s)"),
+        (
+            [
+                r["file"],
+                r["packets"],
+                r["incidents"],
+                ", ".join(r["kinds"]),
+                ", ".join(r["hosts"]),
+                r["time_to_alert_s"] if r["detected"] else "missed",
+            ]
+            for r in result.attacks
+        ),
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -7,69 +7,35 @@ function codes) and that the Modbus attack's writes and floods go to its dedicat
 
 from __future__ import annotations
 
-import socket
 import struct
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-import dpkt
 import pytest
 
-from amlhp.lab.exceptions import LabBusyError
 from amlhp.lab.topology import PORT_PRESETS, SENSOR_NET, Topology
 from amlhp.lab.verify import verify_run
-
-from .conftest import WORK_ROOT, require_lab
+from tests.support.lab import Segment, require_lab, run_lab, segments
 
 pytestmark = [pytest.mark.slow, pytest.mark.live]
 
 SENSORS = IPv4Network(SENSOR_NET)
 PORTS = "standard"
 T = Topology(ports=PORT_PRESETS[PORTS])
-SERVICES = str(T.services)
-VICTIM = str(T.modbus_victim)
+SERVICES = T.services
+VICTIM = T.modbus_victim
 READ_CODES = {1, 2, 3, 4}
 WRITE_CODES = {5, 6, 15, 16}
 
 
-@dataclass(frozen=True)
-class Packet:
-    src: str
-    dst: str
-    proto: str  # "tcp" or "udp"
-    sport: int
-    dport: int
-    payload: bytes
+def from_sensor(p: Segment) -> bool:
+    return p.src in SENSORS
 
 
-def packets(path: Path) -> Iterator[Packet]:
-    with path.open("rb") as fh:
-        for _, frame in dpkt.pcap.Reader(fh):
-            ip = dpkt.ethernet.Ethernet(frame).data
-            if not isinstance(ip, dpkt.ip.IP):
-                continue
-            l4 = ip.data
-            if isinstance(l4, dpkt.tcp.TCP | dpkt.udp.UDP):
-                yield Packet(
-                    socket.inet_ntoa(ip.src),
-                    socket.inet_ntoa(ip.dst),
-                    "tcp" if isinstance(l4, dpkt.tcp.TCP) else "udp",
-                    l4.sport,
-                    l4.dport,
-                    bytes(l4.data),
-                )
-
-
-def from_sensor(p: Packet) -> bool:
-    return IPv4Address(p.src) in SENSORS
-
-
-def to_sensor(p: Packet) -> bool:
-    return IPv4Address(p.dst) in SENSORS
+def to_sensor(p: Segment) -> bool:
+    return p.dst in SENSORS
 
 
 def _extended(value: int, data: bytes, offset: int) -> tuple[int, int]:
@@ -95,7 +61,7 @@ def coap_options(payload: bytes) -> set[int]:
     return found
 
 
-def modbus_codes(p: Packet) -> list[int]:
+def modbus_codes(p: Segment) -> list[int]:
     """Function codes of the Modbus/TCP messages in one segment (7-byte MBAP header each)."""
     codes, data = [], p.payload
     while len(data) >= 8:
@@ -109,17 +75,11 @@ def modbus_codes(p: Packet) -> list[int]:
 def device_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """Benign for its whole 20 s (a wanted count it cannot reach), then the Modbus attack."""
     require_lab()
-    from amlhp.lab.runner import LabRun, RunOptions
-
     out = tmp_path_factory.mktemp("lab-benign-devices")
-    workdir = WORK_ROOT / "benign-devices"
-    workdir.mkdir(parents=True, exist_ok=True)
-    workdir.chmod(0o755)
-    options = RunOptions(
-        out=out,
-        workdir=workdir,
+    manifest = run_lab(
+        out,
+        "benign-devices",
         scenarios=("benign", "modbus_attack"),
-        profile="ci",
         packets=300,
         benign_packets=1_000_000,
         time_limit_s=20,
@@ -127,21 +87,17 @@ def device_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
         ports=PORTS,
         command="pytest benign devices",
     )
-    try:
-        manifest = LabRun(options).run()
-    except LabBusyError as exc:
-        pytest.skip(f"another lab run is in progress: {exc}")
     return out, manifest
 
 
 @pytest.fixture(scope="module")
-def all_packets(device_run: tuple[Path, dict[str, Any]]) -> list[Packet]:
+def all_packets(device_run: tuple[Path, dict[str, Any]]) -> list[Segment]:
     out, manifest = device_run
-    return [p for entry in manifest["files"] for p in packets(out / entry["file"])]
+    return [p for entry in manifest["files"] for p in segments(out / entry["file"])]
 
 
-def test_tls_from_sensors_on_mqtts_and_https(all_packets: list[Packet]) -> None:
-    def tls_records(port: int) -> list[Packet]:
+def test_tls_from_sensors_on_mqtts_and_https(all_packets: list[Segment]) -> None:
+    def tls_records(port: int) -> list[Segment]:
         return [
             p
             for p in all_packets
@@ -164,14 +120,14 @@ def test_tls_from_sensors_on_mqtts_and_https(all_packets: list[Packet]) -> None:
     assert sum(len(p.payload) for p in served) > 50_000  # more than manifests: part of a snapshot
 
 
-def test_coap_observe_option_present(all_packets: list[Packet]) -> None:
+def test_coap_observe_option_present(all_packets: list[Segment]) -> None:
     coap = [p for p in all_packets if p.proto == "udp" and T.ports.coap in (p.sport, p.dport)]
     observing = [p for p in coap if 6 in coap_options(p.payload)]  # option 6: Observe
     assert any(from_sensor(p) for p in observing), "no observe registration from a sensor"
     assert sum(p.src == SERVICES for p in observing) >= 3, "no stream of notifications"
 
 
-def test_mdns_and_ssdp_chatter(all_packets: list[Packet]) -> None:
+def test_mdns_and_ssdp_chatter(all_packets: list[Segment]) -> None:
     mdns = [p for p in all_packets if p.proto == "udp" and p.dport == T.ports.mdns]
     assert any(from_sensor(p) and p.dst == SERVICES for p in mdns)
     answers = [p for p in all_packets if p.proto == "udp" and p.sport == T.ports.mdns]
@@ -181,7 +137,7 @@ def test_mdns_and_ssdp_chatter(all_packets: list[Packet]) -> None:
     assert starts & {b"M-SEARCH", b"NOTIFY"}, starts
 
 
-def test_modbus_poller_from_sensors(all_packets: list[Packet]) -> None:
+def test_modbus_poller_from_sensors(all_packets: list[Segment]) -> None:
     requests = [
         p
         for p in all_packets
@@ -197,14 +153,14 @@ def test_modbus_poller_from_sensors(all_packets: list[Packet]) -> None:
 def test_modbus_attack_writes_and_floods_the_victim(device_run: tuple[Path, Any]) -> None:
     out, manifest = device_run
     entry = next(e for e in manifest["files"] if e["scenario"] == "modbus_attack")
-    assert entry["marker"] == VICTIM
+    assert entry["marker"] == str(VICTIM)
     assert entry["classes"]["modbus_attack"] >= 300
     requests = [
         p
-        for p in packets(out / entry["file"])
+        for p in segments(out / entry["file"])
         if p.proto == "tcp" and p.dst == VICTIM and p.dport == T.ports.modbus and p.payload
     ]
-    assert {p.src for p in requests} == {str(T.kernel_source)}  # mbpoll binds no address
+    assert {p.src for p in requests} == {T.kernel_source}  # mbpoll binds no address
     codes = Counter(c for p in requests for c in modbus_codes(p))
     assert set(codes) & WRITE_CODES, codes
     assert sum(codes[c] for c in READ_CODES) >= 50, codes  # the flood

@@ -18,8 +18,9 @@ from amlhp.lab.exceptions import LabBusyError
 from amlhp.lab.procs import exclusive_lab
 from amlhp.lab.scenarios import SCENARIOS
 from amlhp.lab.verify import verify_run
+from tests.support.lab import reaped, require_lab
 
-from .conftest import default_sigint, require_lab
+from .conftest import default_sigint
 
 pytestmark = [pytest.mark.slow, pytest.mark.live]
 
@@ -93,7 +94,7 @@ def test_ctrl_c_during_a_run_stops_everything(lab_workdir: Path, tmp_path: Path)
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         preexec_fn=default_sigint,
     )  # fmt: skip
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 60
         while "tcpdump" not in (registry.read_text() if registry.exists() else ""):
             assert proc.poll() is None, proc.communicate()
@@ -102,10 +103,6 @@ def test_ctrl_c_during_a_run_stops_everything(lab_workdir: Path, tmp_path: Path)
         assert len(processes_mentioning(*LAB_NEEDLES)) >= 10  # servers, sensors, tcpdump
         os.kill(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 2, err
     assert "Ctrl-C" in err
     assert processes_mentioning(str(lab_workdir), *LAB_NEEDLES) == []

@@ -16,15 +16,13 @@ import pytest
 from confluent_kafka import Consumer
 
 from amlhp.encoders.readers import iter_packets
-from amlhp.lab.exceptions import LabBusyError
-from amlhp.lab.runner import LabRun, RunOptions, build_labeler
+from amlhp.lab.runner import build_labeler
 from amlhp.lab.topology import Topology
 from amlhp.pipeline.children import child_env
 from amlhp.settings import Settings
 from amlhp.streams.topics import ensure_pipeline_topics
 from amlhp.wire import RAW, from_ipc
-
-from .conftest import WORK_ROOT, require_lab
+from tests.support.lab import reaped, require_lab, run_lab
 
 pytestmark = [pytest.mark.slow, pytest.mark.live]
 
@@ -59,29 +57,22 @@ def test_amlhp_tap_on_lo_sees_the_lab_traffic(kafka_settings: Settings, tmp_path
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         start_new_session=True,
     )  # fmt: skip
-    try:
+    lab_out = tmp_path / "lab"
+    with reaped(tap):
         time.sleep(3.0)  # the tap is listening
         assert tap.poll() is None, tap.communicate()
-        options = RunOptions(
-            out=tmp_path / "lab",
-            workdir=WORK_ROOT / "tap-run",
+        manifest = run_lab(
+            lab_out,
+            "tap-run",
             scenarios=("benign", "syn_flood", "ssh_bruteforce"),
             packets=200,
             benign_packets=150,
             time_limit_s=20,
             seed=5,
         )
-        try:
-            manifest = LabRun(options).run()
-        except LabBusyError as exc:
-            pytest.skip(f"another lab run is in progress: {exc}")
         time.sleep(1.0)
         os.kill(tap.pid, signal.SIGTERM)
         out, err = tap.communicate(timeout=120)
-    finally:
-        if tap.poll() is None:
-            tap.kill()
-            tap.wait()
     stats = json.loads(out.strip().splitlines()[-1])
     assert stats["failed_packets"] == 0, err
     assert stats["kernel_dropped"] == 0, err  # the capture buffer holds download bursts
@@ -112,7 +103,7 @@ def test_amlhp_tap_on_lo_sees_the_lab_traffic(kafka_settings: Settings, tmp_path
     assert len(frames) == stats["delivered_packets"]
     tapped = by_label(frames)
     captured = by_label(
-        [p.data for f in manifest["files"] for p in iter_packets(options.out / f["file"])]
+        [p.data for f in manifest["files"] for p in iter_packets(lab_out / f["file"])]
     )
     for label in ("benign", "dos_synflood", "ssh_bruteforce"):
         assert sum(captured[label].values()) == manifest["classes"][label] > 0

@@ -19,11 +19,9 @@ import pytest
 from amlhp.lab.attack_services import C2_PORT, REVSHELL_PORT, TUNNEL_DOMAIN
 from amlhp.lab.botnet_scan import BOT_PORTS, HOST_END, NETNS
 from amlhp.lab.dnstunnel import CLIENT_NS, SERVER_NS
-from amlhp.lab.exceptions import LabBusyError
 from amlhp.lab.topology import Topology
 from amlhp.lab.verify import verify_run
-
-from .conftest import WORK_ROOT, require_lab
+from tests.support.lab import attacks_alone, require_lab
 
 pytestmark = [pytest.mark.slow, pytest.mark.live]
 
@@ -38,27 +36,8 @@ Run = tuple[Path, dict[str, Any]]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     require_lab()
-    from amlhp.lab.runner import LabRun, RunOptions
-
     out = tmp_path_factory.mktemp("lab-second-round")
-    workdir = WORK_ROOT / "second-round"
-    workdir.mkdir(parents=True, exist_ok=True)
-    options = RunOptions(
-        out=out,
-        workdir=workdir,
-        scenarios=NAMES,
-        profile="ci",
-        packets=250,
-        time_limit_s=15,
-        background=False,
-        seed=5,
-        command="pytest second round",
-    )
-    try:
-        manifest = LabRun(options).run()
-    except LabBusyError as exc:
-        pytest.skip(f"another lab run is in progress: {exc}")
-    return out, manifest
+    return out, attacks_alone(out, "second-round", NAMES, 250, "pytest second round")
 
 
 def packets(path: Path) -> Iterator[tuple[IPv4Address, IPv4Address, dpkt.ip.IP]]:

@@ -9,10 +9,8 @@ not only its packet counts.
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -21,11 +19,9 @@ from urllib.parse import unquote
 import dpkt
 import pytest
 
-from amlhp.lab.exceptions import LabBusyError
 from amlhp.lab.topology import Topology
 from amlhp.lab.verify import verify_run
-
-from .conftest import WORK_ROOT, require_lab
+from tests.support.lab import Segment, attacks_alone, require_lab, segments
 
 pytestmark = [pytest.mark.slow, pytest.mark.live]
 
@@ -36,40 +32,15 @@ KERNEL = IPv4Address("127.0.0.1")
 Run = tuple[Path, dict[str, Any]]
 
 
-@dataclass(frozen=True)
-class Segment:
-    ts: float
-    src: IPv4Address
-    dst: IPv4Address
-    sport: int
-    dport: int
-    flags: int
-    payload: bytes
-
-
-def segments(path: Path) -> Iterator[Segment]:
-    """The TCP segments of a capture (the lab captures on ``lo``: Ethernet frames)."""
-    with path.open("rb") as fh:
-        for ts, frame in dpkt.pcap.Reader(fh):
-            ip = dpkt.ethernet.Ethernet(frame).data
-            if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.tcp.TCP):
-                continue
-            tcp = ip.data
-            yield Segment(
-                float(ts),
-                IPv4Address(ip.src),
-                IPv4Address(ip.dst),
-                tcp.sport,
-                tcp.dport,
-                tcp.flags,
-                bytes(tcp.data),
-            )
+def tcp_segments(path: Path) -> Iterator[Segment]:
+    """The TCP segments of a capture."""
+    return (seg for seg in segments(path) if seg.proto == "tcp")
 
 
 def requests_to(path: Path, address: IPv4Address, port: int) -> list[str]:
     """Request lines (``GET /x HTTP/1.1``) sent to ``address:port``, URL-decoded."""
     lines = []
-    for seg in segments(path):
+    for seg in tcp_segments(path):
         if seg.dst == address and seg.dport == port and seg.payload[:5] in (b"GET /", b"POST "):
             first = seg.payload.split(b"\r\n", 1)[0].decode("latin-1")
             lines.append(unquote(unquote(first)))
@@ -79,7 +50,7 @@ def requests_to(path: Path, address: IPv4Address, port: int) -> list[str]:
 def answers_from(path: Path, address: IPv4Address, port: int) -> bytes:
     """Everything ``address:port`` sent back, concatenated."""
     return b"".join(
-        seg.payload for seg in segments(path) if seg.src == address and seg.sport == port
+        seg.payload for seg in tcp_segments(path) if seg.src == address and seg.sport == port
     )
 
 
@@ -87,31 +58,9 @@ def answers_from(path: Path, address: IPv4Address, port: int) -> bytes:
 def web_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     """A short lab run of the four web scenarios (no benign background)."""
     require_lab()
-    from amlhp.lab.runner import LabRun, RunOptions
-
     out = tmp_path_factory.mktemp("lab-web")
-    workdir = WORK_ROOT / "web-run"
-    workdir.mkdir(parents=True, exist_ok=True)
-    workdir.chmod(0o755)
-    options = RunOptions(
-        out=out,
-        workdir=workdir,
-        scenarios=WEB,
-        profile="ci",
-        packets=300,
-        time_limit_s=15,
-        background=False,
-        seed=5,
-        command="pytest web run",
-    )
-    for attempt in range(3):  # another lab run may hold the machine for a while
-        try:
-            return out, LabRun(options).run()
-        except LabBusyError as exc:
-            if attempt == 2:
-                pytest.skip(f"another lab run is in progress: {exc}")
-            time.sleep(30)
-    raise AssertionError("unreachable")
+    # three attempts: another lab run may hold the machine for a while
+    return out, attacks_alone(out, "web-run", WEB, 300, "pytest web run", attempts=3)
 
 
 def capture(run: Run, scenario: str) -> Path:
@@ -143,7 +92,7 @@ def test_every_packet_touches_the_marker(web_run: Run) -> None:
         "slow_dos": T.slowdos_victim,
     }
     for scenario, marker in markers.items():
-        pairs = Counter(frozenset((s.src, s.dst)) for s in segments(capture(web_run, scenario)))
+        pairs = Counter(frozenset((s.src, s.dst)) for s in tcp_segments(capture(web_run, scenario)))
         assert pairs, scenario
         assert all(marker in pair for pair in pairs), (scenario, pairs)
 
@@ -152,7 +101,7 @@ def test_sqlmap_sends_injection_payloads_and_gets_the_database(web_run: Run) -> 
     path = capture(web_run, "web_sqli")
     lines = requests_to(path, T.sqli_victim, T.ports.http)
     assert len(lines) >= 20
-    assert {seg.src for seg in segments(path) if seg.dst == T.sqli_victim} == {KERNEL}
+    assert {seg.src for seg in tcp_segments(path) if seg.dst == T.sqli_victim} == {KERNEL}
     text = "\n".join(lines).upper()
     assert "UNION ALL SELECT" in text
     assert re.search(r"\bAND \d+=\d+", text)
@@ -179,7 +128,7 @@ def test_curl_tries_traversal_and_injection_and_the_app_answers(web_run: Run) ->
     path = capture(web_run, "web_exploit")
     lines = requests_to(path, T.services, T.ports.webapp)
     assert len(lines) >= 30
-    sources = {s.src for s in segments(path) if s.dst == T.services}
+    sources = {s.src for s in tcp_segments(path) if s.dst == T.services}
     assert sources == {T.attacker(13)}
     traversal = [line for line in lines if "../" in line or "..\\/" in line]
     injection = [line for line in lines if "/diag.php?host=" in line]
@@ -197,7 +146,7 @@ def test_slowhttptest_holds_many_connections_open(web_run: Run) -> None:
     path = capture(web_run, "slow_dos")
     opened: dict[int, float] = {}
     closed: dict[int, float] = {}
-    for seg in segments(path):
+    for seg in tcp_segments(path):
         if seg.dst != T.slowdos_victim or seg.dport != T.ports.http:
             continue
         if seg.flags & dpkt.tcp.TH_SYN and not seg.flags & dpkt.tcp.TH_ACK:
@@ -210,7 +159,7 @@ def test_slowhttptest_holds_many_connections_open(web_run: Run) -> None:
     assert len(held) >= 20, (len(opened), len(held))
     # slowloris: requests whose header block never ends (only the probes' are complete),
     # continued a random header line at a time
-    sent = [s.payload for s in segments(path) if s.dst == T.slowdos_victim and s.payload]
+    sent = [s.payload for s in tcp_segments(path) if s.dst == T.slowdos_victim and s.payload]
     unfinished = [p for p in sent if p.startswith(b"GET /") and b"\r\n\r\n" not in p]
     assert len(unfinished) >= 20
     assert sum(p.startswith(b"X-") for p in sent) >= 20
