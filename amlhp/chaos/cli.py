@@ -54,14 +54,14 @@ def register(app: typer.Typer) -> None:
             try:
                 target, layout = broker_target(item, settings)
             except ScenarioSkipped as exc:
-                results.append(ScenarioResult(name, load.packets, skipped=str(exc)))
+                results.append(ScenarioResult(name, 0, skipped=str(exc)))
                 continue
             result = run_scenario(
                 name,
                 item.faults,
                 target,
                 settings.under_home(workdir),
-                load,
+                item.load_for(load),
                 capture or DEMO_CAPTURE,
                 workers=item.workers,
                 keep=keep,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from amlhp.chaos.exceptions import ChaosError, ScenarioSkipped
 from amlhp.chaos.fuzz import GARBAGE, write_fuzzed_capture
-from amlhp.chaos.run import ChaosRun
+from amlhp.chaos.run import ChaosRun, Load
 from amlhp.infra import kafka_broker
 from amlhp.infra.kafka_config import KafkaLayout, cluster_layout, single_layout
 from amlhp.infra.paths import default_paths
@@ -34,6 +34,12 @@ class Scenario:
     prepare: Callable[[ChaosRun], None] | None = None
     #: the alert stage and its sink run too, and the alert dataset is checked
     alerts: bool = False
+    #: a shorter run is lengthened to this (two broker kills, each waited out)
+    min_seconds: float = 0.0
+
+    def load_for(self, load: Load) -> Load:
+        """``load`` at its rate, for at least ``min_seconds``."""
+        return Load(load.rate, max(load.seconds, self.min_seconds))
 
 
 def _kill_workers(run: ChaosRun) -> None:
@@ -188,6 +194,7 @@ SCENARIOS: dict[str, Scenario] = {
             "3 brokers: SIGKILL the leaders' broker, restart; then the one leading fewest",
             _cluster_brokers,
             brokers=3,
+            min_seconds=40.0,
         ),
     )
 }

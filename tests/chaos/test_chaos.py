@@ -20,8 +20,6 @@ from tests.support.kafka import KafkaHandle
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
 SHORT = Load(rate=1000, seconds=20.0)
-#: two broker kills, each waited out and the replicas back in sync before the next
-CLUSTER = Load(rate=1000, seconds=40.0)
 #: faults after which new verdicts must reach the dataset while the tap still runs
 MEASURED = {"worker-sigkill", "sink-sigkill", "zombie-worker", "broker-restart", "disk-full"}
 
@@ -30,6 +28,7 @@ def _run(
     name: str, settings: Settings, tmp_path: Path, load: Load, broker: KafkaLayout | None = None
 ) -> ScenarioResult:
     scenario = SCENARIOS[name]
+    load = scenario.load_for(load)
     result = run_scenario(
         name,
         scenario.faults,
@@ -86,5 +85,5 @@ def test_cluster_broker_kills_keep_the_dataset_exact(
             "replication_factor": layout.replication_factor,
         }
     )
-    result = _run("cluster-brokers", settings, tmp_path, CLUSTER, layout)
+    result = _run("cluster-brokers", settings, tmp_path, SHORT, layout)
     assert len(result.recovery_s) == 2  # the leaders' broker, then another one
