@@ -71,16 +71,8 @@ class TopicNames(BaseModel):
     alert_ticks: str = Field("amlhp.alerts.ticks", description="env AMLHP_TOPIC_ALERT_TICKS")
 
     def all(self) -> list[str]:
-        return [
-            self.raw,
-            self.encoded,
-            self.verdicts,
-            self.dead_letter,
-            self.flow_verdicts,
-            self.explanations,
-            self.alerts,
-            self.alert_ticks,
-        ]
+        """Every topic name, in the order of the fields."""
+        return [getattr(self, name) for name in type(self).model_fields]
 
 
 class Settings(BaseSettings):
@@ -227,15 +219,9 @@ class Settings(BaseSettings):
 
     @property
     def topics(self) -> TopicNames:
-        return TopicNames(
-            raw=self.topic_raw,
-            encoded=self.topic_encoded,
-            verdicts=self.topic_verdicts,
-            dead_letter=self.topic_dead_letter,
-            flow_verdicts=self.topic_flow_verdicts,
-            explanations=self.topic_explanations,
-            alerts=self.topic_alerts,
-            alert_ticks=self.topic_alert_ticks,
+        """The ``topic_<name>`` settings as :class:`TopicNames` (one field each)."""
+        return TopicNames.model_validate(
+            {name: getattr(self, f"topic_{name}") for name in TopicNames.model_fields}
         )
 
     def kafka_config(self, **extra: Any) -> dict[str, Any]:

@@ -28,20 +28,11 @@ def plot_timeline(doc: dict[str, Any], path: Path) -> Path:
         series = load["series"]
         start = series["start"]
         xs = [start + s + 0.5 for s in range(len(series["verdicts_per_s"]))]
-        rate_ax.plot(
-            xs,
-            series["offered_per_s"],
-            color="tab:gray",
-            lw=1,
-            label="offered (tap)" if i == 0 else None,
-        )
-        rate_ax.plot(
-            xs,
-            series["verdicts_per_s"],
-            color="tab:blue",
-            lw=1.2,
-            label="verdicts" if i == 0 else None,
-        )
+        for key, color, width, label in (
+            ("offered_per_s", "tab:gray", 1.0, "offered (tap)"),
+            ("verdicts_per_s", "tab:blue", 1.2, "verdicts"),
+        ):
+            rate_ax.plot(xs, series[key], color=color, lw=width, label=label if i == 0 else None)
         end = start + load["load_seconds"]
         for ax in axes:
             ax.axvspan(start, end, color="tab:orange", alpha=0.08)

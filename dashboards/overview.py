@@ -153,26 +153,30 @@ def _decision_share(decision: str) -> str:
     return q.ratio(q.or_zero(chosen, everything), everything)
 
 
-def malicious_share() -> PanelBuilder:
+def _decision_share_panel(decision: str, description: str) -> PanelBuilder:
     return timeseries_panel(
-        "Malicious share per gateway",
-        "Share of each gateway's verdicts whose decision is malicious: the model's "
-        "calibrated malicious score above its threshold, on traffic like its training data.",
-        [Query(_decision_share("malicious"), "{{gateway}}")],
+        f"{decision.capitalize()} share per gateway",
+        description,
+        [Query(_decision_share(decision), "{{gateway}}")],
         unit="percentunit",
         max_value=1,
     )
 
 
+def malicious_share() -> PanelBuilder:
+    return _decision_share_panel(
+        "malicious",
+        "Share of each gateway's verdicts whose decision is malicious: the model's "
+        "calibrated malicious score above its threshold, on traffic like its training data.",
+    )
+
+
 def uncertain_share() -> PanelBuilder:
-    return timeseries_panel(
-        "Uncertain share per gateway",
+    return _decision_share_panel(
+        "uncertain",
         "Share of each gateway's verdicts the model is not sure of (a score between its "
         "benign and malicious thresholds, or traffic unlike its training data): a rising "
         "share means a new device or attack the model has not learnt.",
-        [Query(_decision_share("uncertain"), "{{gateway}}")],
-        unit="percentunit",
-        max_value=1,
     )
 
 

@@ -8,8 +8,10 @@ child politely, then for good.
 
 from __future__ import annotations
 
+import argparse
 import signal
 import subprocess
+from collections.abc import Callable
 from types import FrameType
 
 
@@ -21,6 +23,24 @@ def _exit(signum: int, frame: FrameType | None) -> None:
 def exit_on_sigterm() -> None:
     """SIGTERM raises ``SystemExit(143)`` in the main thread: cleanup code runs."""
     signal.signal(signal.SIGTERM, _exit)
+
+
+def driver_parser(doc: str | None, seconds: float) -> argparse.ArgumentParser:
+    """A driver's parser: its docstring's first line, ``--seconds`` (the whole session at
+    most) and ``--seed``; the driver adds its own options."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n", 1)[0])
+    p.add_argument("--seconds", type=float, default=seconds, help="whole session, at most")
+    p.add_argument("--seed", type=int, default=1)
+    return p
+
+
+def run_driver(
+    p: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], argv: list[str] | None
+) -> int:
+    """Parse, make SIGTERM clean up (:func:`exit_on_sigterm`), run the session."""
+    args = p.parse_args(argv)
+    exit_on_sigterm()
+    return run(args)
 
 
 def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 5.0) -> None:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from amlhp.lab.drivers import exit_on_sigterm, stop
+from amlhp.lab.drivers import driver_parser, run_driver, stop
 from amlhp.lab.safety import check_argv, loopback_address
 
 COMMANDS = (
@@ -72,17 +72,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p = driver_parser(__doc__, seconds=30.0)
     p.add_argument("--attacker", required=True)
     p.add_argument("--port", type=int, default=4444)
     p.add_argument("--implant", required=True)
     p.add_argument("--commands", type=int, default=10)
-    p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--pace", type=float, default=1.0, help="scales the operator's pauses")
-    p.add_argument("--seed", type=int, default=1)
-    args = p.parse_args(argv)
-    exit_on_sigterm()
-    return run(args)
+    return run_driver(p, run, argv)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ Two rule-less entries for the same file in different classes are an error.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -252,29 +253,36 @@ def _in_ports(
     return out
 
 
+def _sides(
+    src: Any,
+    dst: Any,
+    on_src: Any,
+    on_dst: Any,
+    on_either: Any,
+    test: Callable[[Any, Any], npt.NDArray[np.bool_]],
+) -> npt.NDArray[np.bool_] | bool:
+    """A rule's source, destination and either-side conditions on one kind of field
+    (addresses or ports); an empty condition is no condition."""
+    keep: npt.NDArray[np.bool_] | bool = True
+    if on_src:
+        keep = keep & test(src, on_src)
+    if on_dst:
+        keep = keep & test(dst, on_dst)
+    if on_either:
+        keep = keep & (test(src, on_either) | test(dst, on_either))
+    return keep
+
+
 def rule_mask(table: pa.Table, rule: Rule) -> npt.NDArray[np.bool_]:
     """Rows of an encoded table that match ``rule`` (packets without a field never match it)."""
     n = table.num_rows
     keep = np.ones(n, np.bool_)
-    if rule.src_ip or rule.ip:
-        src = _ip_values(table.column("src_ip"))
-    if rule.dst_ip or rule.ip:
-        dst = _ip_values(table.column("dst_ip"))
-    if rule.src_ip:
-        keep &= _in_networks(src, rule.src_ip)
-    if rule.dst_ip:
-        keep &= _in_networks(dst, rule.dst_ip)
-    if rule.ip:
-        keep &= _in_networks(src, rule.ip) | _in_networks(dst, rule.ip)
+    if rule.src_ip or rule.dst_ip or rule.ip:
+        src, dst = _ip_values(table.column("src_ip")), _ip_values(table.column("dst_ip"))
+        keep &= _sides(src, dst, rule.src_ip, rule.dst_ip, rule.ip, _in_networks)
     if rule.src_port or rule.dst_port or rule.port:
-        sport = _ints(table, "src_port")
-        dport = _ints(table, "dst_port")
-        if rule.src_port:
-            keep &= _in_ports(sport, rule.src_port)
-        if rule.dst_port:
-            keep &= _in_ports(dport, rule.dst_port)
-        if rule.port:
-            keep &= _in_ports(sport, rule.port) | _in_ports(dport, rule.port)
+        sport, dport = _ints(table, "src_port"), _ints(table, "dst_port")
+        keep &= _sides(sport, dport, rule.src_port, rule.dst_port, rule.port, _in_ports)
     if rule.proto is not None:
         proto = _ints(table, "proto")
         keep &= proto == rule.proto

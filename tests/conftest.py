@@ -51,6 +51,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(getattr(pytest.mark, marker))
 
 
+@pytest.fixture
+def one_torch_thread() -> None:
+    """Torch on one thread: the tests' timings and results do not depend on the cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def clean_amlhp_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AMLHP_* variable of the developer's shell may leak into the test."""
+    for name in list(os.environ):
+        if name.upper().startswith("AMLHP_"):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def public_data() -> Path:
     """``<repo>/../shared/data/public``: the real IoT captures (MANIFEST.csv, README.md)."""

@@ -20,14 +20,7 @@ from amlhp.settings import (
 SECRET = "hunter2-do-not-log"
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No AMLHP_* variable of the developer's shell may leak into these tests."""
-    import os
-
-    for name in list(os.environ):
-        if name.upper().startswith("AMLHP_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_amlhp_environment")
 
 
 def test_defaults_point_at_the_local_broker() -> None:

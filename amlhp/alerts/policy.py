@@ -23,7 +23,7 @@ they give; each is a setting (``AMLHP_ALERT_*``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Final
 
 from amlhp.settings import Settings
@@ -111,19 +111,14 @@ class AlertPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlertPolicy:
-        return cls(
-            window_s=settings.alert_window_s,
-            quiet_s=settings.alert_quiet_s,
-            update_s=settings.alert_update_s,
-            idle_close_s=settings.alert_idle_close_s,
-            min_packets=settings.alert_min_packets,
-            min_score=settings.alert_min_score,
-            scan_min_targets=settings.alert_scan_min_targets,
-            brute_min_attempts=settings.alert_brute_min_attempts,
-            dos_min_pps=settings.alert_dos_min_pps,
-            target_min_sources=settings.alert_target_min_sources,
-            explain_every=settings.alert_explain_every,
-        )
+        """Every field that has an ``alert_<field>`` setting takes it; the rest keep their
+        defaults (the settings name the knobs an operator tunes)."""
+        values = {
+            f.name: getattr(settings, f"alert_{f.name}")
+            for f in fields(cls)
+            if f"alert_{f.name}" in type(settings).model_fields
+        }
+        return cls(**values)
 
     def behaviour_passes(self, kind: str, targets: int, attempts: int, packets: int) -> bool:
         """The kind's own behaviour count over one window (True for kinds without one, and

@@ -25,8 +25,8 @@ REMOTE = "52.1.2.3"
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every flow test scores on one torch thread."""
 
 
 def tcp_frame(

@@ -13,9 +13,7 @@ from amlhp.model.registry import MODEL_NAMES, create_model
 SMALL = [n for n in MODEL_NAMES if n != "deeppacket"]  # the full Deep Packet is 10M params
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", SMALL)

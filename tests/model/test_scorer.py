@@ -27,10 +27,7 @@ from amlhp.model.exceptions import ScoringError
 from amlhp.model.scorer import Scorer
 from tests.support import synth
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_backends_agree_on_real_packets(

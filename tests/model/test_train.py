@@ -14,10 +14,7 @@ from amlhp.model.labels import LabelSpec, load_labels
 
 from .conftest import quick_train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("split_kind", ["random", "flow"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,7 @@ SECRET = "hunter2-do-not-log"
 TOKEN = "glsa_not_a_real_token"
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No AMLHP_* variable of the developer's shell may leak into these tests."""
-    for name in list(os.environ):
-        if name.upper().startswith("AMLHP_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_amlhp_environment")
 
 
 def parent_settings(home: Path) -> Settings:

@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-import torch
 from prometheus_client import CollectorRegistry
 
 from amlhp.data import DEMO_CAPTURE
@@ -41,10 +40,7 @@ from amlhp.wire import (
 )
 from tests.support.clock import ManualClock
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
