@@ -119,17 +119,17 @@ def run_replay_bench(
 def replay_table(doc: dict[str, Any]) -> str:
     """The markdown table of a ``kind == "replay"`` document."""
     from amlhp.benchmarks.report import _n, machine_line
+    from amlhp.markdown import markdown_table
 
-    rows = [
-        "| processes | torch threads each | packets | wall (s) | packets/s | exact |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in doc["runs"]:
-        rows.append(
-            f"| {r['processes']} | {r['torch_threads']} | {_n(r['packets'])} | "
-            f"{r['wall_s']:.1f} | {_n(r['packets_per_second'])} | "
-            f"{'yes' if r['exact'] else 'NO'} |"
-        )
+    header = ["processes", "torch threads each", "packets", "wall (s)", "packets/s", "exact"]
+    rows = markdown_table(
+        header,
+        (
+            [r["processes"], r["torch_threads"], _n(r["packets"]), f"{r['wall_s']:.1f}",
+             _n(r["packets_per_second"]), "yes" if r["exact"] else "NO"]
+            for r in doc["runs"]
+        ),
+    )  # fmt: skip
     goal = doc["goals"]["twice_live"]
     live = doc.get("live_sustained_packets_per_second")
     rows.append("")

@@ -47,6 +47,19 @@ IntArray = npt.NDArray[np.int64]
 RATIOS = (0.7, 0.15, 0.15)
 
 
+#: the dataset's arrays: field name -> key in the ``.npz`` file
+_ARRAYS: dict[str, str] = {
+    "head": "head",
+    "payload": "payload",
+    "start_ns": "start_ns",
+    "end_ns": "end_ns",
+    "label": "label",
+    "device": "device",
+    "file": "file_id",
+    "context": "context",
+}
+
+
 @dataclass
 class FlowDataset:
     """Closed flow records of some captures, with labels and context links."""
@@ -101,17 +114,9 @@ class FlowDataset:
             "stats": self.stats,
         }
         with open(path, "wb") as fh:
+            arrays = {key: getattr(self, name) for name, key in _ARRAYS.items()}
             np.savez_compressed(
-                fh,
-                head=self.head,
-                payload=self.payload,
-                start_ns=self.start_ns,
-                end_ns=self.end_ns,
-                label=self.label,
-                device=self.device,
-                file_id=self.file,
-                context=self.context,
-                meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+                fh, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8)
             )
 
     @classmethod
@@ -124,14 +129,7 @@ class FlowDataset:
             raise FlowDatasetError(f"{path} is not a flow dataset: {exc}") from exc
         cfg = meta["config"]
         return cls(
-            head=arrays["head"],
-            payload=arrays["payload"],
-            start_ns=arrays["start_ns"],
-            end_ns=arrays["end_ns"],
-            label=arrays["label"],
-            device=arrays["device"],
-            file=arrays["file_id"],
-            context=arrays["context"],
+            **{name: arrays[key] for name, key in _ARRAYS.items()},
             classes=list(meta["classes"]),
             files=list(meta["files"]),
             devices=list(meta["devices"]),

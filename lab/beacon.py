@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from amlhp.lab.drivers import driver_parser, run_driver
+from amlhp.lab.drivers import c2_parser, run_driver
 from amlhp.lab.safety import check_argv, loopback_address
 
 USER_AGENT = "Mozilla/5.0 (compatible; MSIE 9.0; Windows NT 6.1; Trident/5.0)"
@@ -56,10 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = driver_parser(__doc__, seconds=60.0)
-    p.add_argument("--server", required=True)
-    p.add_argument("--port", type=int, default=8081)
-    p.add_argument("--implant", required=True)
+    p = c2_parser(__doc__, seconds=60.0, peer="server", port=8081)
     p.add_argument("--beacons", type=int, default=20)
     p.add_argument("--interval", type=float, default=1.0, help="mean seconds between beacons")
     return run_driver(p, run, argv)

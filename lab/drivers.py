@@ -34,6 +34,16 @@ def driver_parser(doc: str | None, seconds: float) -> argparse.ArgumentParser:
     return p
 
 
+def c2_parser(doc: str | None, seconds: float, peer: str, port: int) -> argparse.ArgumentParser:
+    """A command-and-control driver's parser: :func:`driver_parser` plus the attacker's
+    side (``--<peer>`` address and ``--port``) and the ``--implant`` device."""
+    p = driver_parser(doc, seconds)
+    p.add_argument(f"--{peer}", required=True)
+    p.add_argument("--port", type=int, default=port)
+    p.add_argument("--implant", required=True)
+    return p
+
+
 def run_driver(
     p: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], argv: list[str] | None
 ) -> int:

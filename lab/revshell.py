@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from amlhp.lab.drivers import driver_parser, run_driver, stop
+from amlhp.lab.drivers import c2_parser, run_driver, stop
 from amlhp.lab.safety import check_argv, loopback_address
 
 COMMANDS = (
@@ -72,10 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = driver_parser(__doc__, seconds=30.0)
-    p.add_argument("--attacker", required=True)
-    p.add_argument("--port", type=int, default=4444)
-    p.add_argument("--implant", required=True)
+    p = c2_parser(__doc__, seconds=30.0, peer="attacker", port=4444)
     p.add_argument("--commands", type=int, default=10)
     p.add_argument("--pace", type=float, default=1.0, help="scales the operator's pauses")
     return run_driver(p, run, argv)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from amlhp.encoders.layout import EncoderConfig
+from amlhp.markdown import markdown_table
 from amlhp.model.dataset import load_labelled
 from amlhp.model.flops import FLOPS_CONVENTION, model_cost
 from amlhp.model.labels import load_labels
@@ -164,19 +165,21 @@ def collect_results(out_dir: Path) -> dict[str, Any]:
 
 def results_markdown(doc: dict[str, Any]) -> str:
     """The README table: one line per (model, split)."""
-    lines = [
-        "| model | split | accuracy | macro P | macro R | macro F1 | params | MFLOPs | size (KB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+
+    def sizes(row: dict[str, Any]) -> list[str]:
+        return [f"{row['params']:,}", f"{row['flops'] / 1e6:.2f}", f"{row['size_bytes'] / 1e3:.0f}"]
+
+    rows = [
+        [row["model"], row["split"], *(f"{row[k]:.4f}" for k in _QUALITY), *sizes(row)]
+        for row in doc["rows"]
     ]
-    for row in doc["rows"]:
-        lines.append(
-            f"| {row['model']} | {row['split']} | {row['accuracy']:.4f} | "
-            f"{row['macro_precision']:.4f} | {row['macro_recall']:.4f} | {row['macro_f1']:.4f} | "
-            f"{row['params']:,} | {row['flops'] / 1e6:.2f} | {row['size_bytes'] / 1e3:.0f} |"
-        )
-    for name, size in doc.get("reference_sizes", {}).items():
-        lines.append(
-            f"| {name} (published width, not trained) | - | - | - | - | - | "
-            f"{size['params']:,} | {size['flops'] / 1e6:.2f} | {size['size_bytes'] / 1e3:.0f} |"
-        )
-    return "\n".join(lines) + "\n"
+    rows += [
+        [f"{name} (published width, not trained)", "-", "-", "-", "-", "-", *sizes(size)]
+        for name, size in doc.get("reference_sizes", {}).items()
+    ]
+    header = ["model", "split", "accuracy", "macro P", "macro R", "macro F1", "params",
+              "MFLOPs", "size (KB)"]  # fmt: skip
+    return "\n".join(markdown_table(header, rows, right=range(2, 9))) + "\n"
+
+
+_QUALITY = ("accuracy", "macro_precision", "macro_recall", "macro_f1")

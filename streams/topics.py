@@ -166,18 +166,8 @@ def delete_topics(
         time.sleep(0.2)
 
 
-def ensure_pipeline_topics(
-    settings: Settings,
-    *,
-    partitions: int | None = None,
-    replication_factor: int | None = None,
-    retention_ms: int | None = None,
-) -> list[CreateResult]:
-    """Create the pipeline topics on the cluster the settings point at (idempotent)."""
-    specs = pipeline_topic_specs(
-        settings,
-        partitions=partitions,
-        replication_factor=replication_factor,
-        retention_ms=retention_ms,
-    )
+def ensure_pipeline_topics(settings: Settings, **overrides: int | None) -> list[CreateResult]:
+    """Create the pipeline topics on the cluster the settings point at (idempotent);
+    ``overrides``: the keywords of :func:`pipeline_topic_specs`."""
+    specs = pipeline_topic_specs(settings, **overrides)
     return create_topics(admin_client(settings.kafka_config()), specs)

@@ -15,7 +15,10 @@ from pathlib import Path
 import amlhp
 
 #: the shared base: settings, errors, the wire format, small helpers every layer may use
-BASE = {"__init__", "settings", "errors", "progress", "digest", "plots", "wire", "data", "context"}
+BASE = {
+    "__init__", "settings", "errors", "progress", "digest", "plots", "wire", "data", "context",
+    "markdown",
+}  # fmt: skip
 #: a layer may import layers of lower rank, and itself; never another group of its rank
 RANK = {
     "base": 0,

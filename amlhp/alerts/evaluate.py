@@ -21,7 +21,6 @@ import csv
 import dataclasses
 import ipaddress
 import json
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import yaml
 
 from amlhp.alerts.offline import OfflineAlerts, alerts_from_captures
 from amlhp.alerts.policy import AlertPolicy, kind_of
+from amlhp.markdown import markdown_table
 from amlhp.model.scorer import Scorer
 
 BENIGN_NET = ipaddress.ip_network("127.10.0.0/16")
@@ -202,15 +202,6 @@ def evaluate(scorer: Scorer, policy: AlertPolicy, demo: Path, public: Path | Non
     )
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    """A Markdown table's lines: the header, its separator and one line a row."""
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(str(value) for value in row) + " |" for row in rows),
-    ]
-
-
 def markdown(result: Evaluation, policy: AlertPolicy) -> str:
     """The figures as the tables of docs/alerts.md."""
     lab = result.lab
@@ -230,18 +221,18 @@ def markdown(result: Evaluation, policy: AlertPolicy) -> str:
         "",
     ]
     lab_columns = ("class", "address", "kind", "incidents")
-    lines += _table(lab_columns, ([r[k] for k in lab_columns] for r in lab["scenarios"]))
+    lines += markdown_table(lab_columns, ([r[k] for k in lab_columns] for r in lab["scenarios"]))
     for item in lab["unmatched_incidents"]:
         lines.append(f"\nNo scenario: {item['host']} {item['kind']} ({item['packets']} packets, "
                      f"{', '.join(item['classes'][:3])}).")  # fmt: skip
     lines += ["", "## Benign public captures (one gateway per file)", ""]
     benign_columns = ("source", "files", "packets", "device_hours", "incidents", "per_device_hour")
-    lines += _table(
+    lines += markdown_table(
         ("source", "files", "packets", "device-hours", "incidents", "per device-hour"),
         ([r[k] for k in benign_columns] for r in result.benign),
     )
     lines += ["", "## Public attack captures (one gateway per file)", ""]
-    lines += _table(
+    lines += markdown_table(
         ("file", "packets", "incidents", "kinds", "hosts", "first attack packet -> alert (s)"),
         (
             [
