@@ -120,6 +120,7 @@ def _register_score(bench: typer.Typer) -> None:
         """Packets/s of the scorer alone on encoded records (Arrow batch -> ids + probs)."""
         from amlhp.benchmarks.encode_bench import DEFAULT_DATA
         from amlhp.benchmarks.score_bench import (
+            ScorerChoice,
             compare_backends,
             pps_at,
             run_fig10,
@@ -127,15 +128,16 @@ def _register_score(bench: typer.Typer) -> None:
             size_sweep,
         )
 
+        choice = ScorerChoice(
+            model=model, backend=backend, device=device, threads=threads, chunk=chunk,
+            workers=workers,
+        )  # fmt: skip
         if fig10:
             doc = run_fig10(
-                model=model,
+                choice=choice,
                 data=data or DEFAULT_DATA,
                 repeat=repeat,
                 min_packets=packets,
-                backend=backend,
-                device=device,
-                threads=threads,
                 out_json=out_dir / "fig10.json",
                 out_png=out_dir / "fig10.png",
             )
@@ -174,16 +176,11 @@ def _register_score(bench: typer.Typer) -> None:
             )
             return
         result = run_score_bench(
-            model=model,
+            choice=choice,
             data=data or DEFAULT_DATA,
             batch_size=batch_size,
             repeat=repeat,
             min_packets=packets,
-            backend=backend,
-            device=device,
-            threads=threads,
-            workers=workers,
-            chunk=chunk,
         )
         _echo(
             result.as_dict(),

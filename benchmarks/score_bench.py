@@ -107,28 +107,45 @@ def time_scorer(
     return runs
 
 
+@dataclass(frozen=True)
+class ScorerChoice:
+    """Which scorer a benchmark times: the arguments of :func:`load_scorer` that the
+    worker uses too, and the torch threads, in one place for every benchmark."""
+
+    model: Path | None = None
+    backend: str = "auto"
+    device: str = "cpu"
+    threads: int | None = None
+    chunk: int | None = None
+    workers: int = 1
+
+    def load(self) -> Any:
+        import torch
+
+        from amlhp.model.scorer import DEFAULT_CHUNK, load_scorer
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        return load_scorer(
+            self.model,
+            backend=self.backend,
+            device=self.device,
+            chunk=self.chunk or DEFAULT_CHUNK,
+            workers=self.workers,
+        )
+
+
 def run_score_bench(
     *,
-    model: Path | None = None,
+    choice: ScorerChoice | None = None,
     data: Path = DEFAULT_DATA,
     batch_size: int = 1000,
     repeat: int = 5,
     min_packets: int = 20_000,
-    backend: str = "auto",
-    device: str = "cpu",
-    threads: int | None = None,
-    chunk: int | None = None,
-    workers: int = 1,
 ) -> ScoreBenchResult:
     import torch
 
-    from amlhp.model.scorer import DEFAULT_CHUNK, load_scorer
-
-    if threads:
-        torch.set_num_threads(threads)
-    scorer = load_scorer(
-        model, backend=backend, device=device, chunk=chunk or DEFAULT_CHUNK, workers=workers
-    )
+    scorer = (choice or ScorerChoice()).load()
     table = encoded_records(
         data,
         max(batch_size, min(min_packets, 20_000)),
@@ -184,26 +201,18 @@ def peak_tensor_memory_mb(scorer: Any, batch: pa.RecordBatch) -> float:
 
 def run_fig10(
     *,
-    model: Path | None = None,
+    choice: ScorerChoice | None = None,
     data: Path = DEFAULT_DATA,
     sizes: tuple[int, ...] = FIG10_SIZES,
     repeat: int = 3,
     min_packets: int = 20_000,
-    backend: str = "auto",
-    device: str = "cpu",
-    threads: int | None = None,
     out_json: Path | None = None,
     out_png: Path | None = None,
     with_memory: bool = True,
 ) -> dict[str, Any]:
     """Per-packet time and peak memory for each batch size (paper Fig. 10)."""
-    import torch
-
-    from amlhp.model.scorer import load_scorer
-
-    if threads:
-        torch.set_num_threads(threads)
-    scorer = load_scorer(model, backend=backend, device=device)
+    choice = choice or ScorerChoice()
+    scorer = choice.load()
     table = encoded_records(
         data, max(sizes), scorer.payload_bytes, scorer.encoder_config.mask_fields
     )
@@ -213,14 +222,7 @@ def run_fig10(
         # Small batches are slow per packet: fewer packets keep batch 1 under a minute.
         packets = min(min_packets, max(size, 2000 if size < 10 else min_packets))
         last = run_score_bench(
-            model=model,
-            data=data,
-            batch_size=size,
-            repeat=repeat,
-            min_packets=packets,
-            backend=backend,
-            device=device,
-            threads=threads,
+            choice=choice, data=data, batch_size=size, repeat=repeat, min_packets=packets
         )
         row: dict[str, Any] = {
             "batch_size": size,
@@ -345,14 +347,11 @@ def compare_backends(
         for backend in backends:
             for size in sizes:
                 r = run_score_bench(
-                    model=model,
+                    choice=ScorerChoice(model=model, backend=backend, threads=threads),
                     data=data,
                     batch_size=size,
                     repeat=repeat,
                     min_packets=min_packets,
-                    backend=backend,
-                    device="cpu",
-                    threads=threads,
                 )
                 machine = r.machine
                 rows.append(

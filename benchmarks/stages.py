@@ -149,7 +149,7 @@ def run_stages(
     on_status: StatusFn = _quiet,
 ) -> dict[str, Any]:
     """All four stage figures; Fig. 10 is also written as ``fig10.json`` / ``fig10.png``."""
-    from amlhp.benchmarks.score_bench import FIG10_SIZES, run_fig10
+    from amlhp.benchmarks.score_bench import FIG10_SIZES, ScorerChoice, run_fig10
     from amlhp.streams.topics import admin_client, delete_topics, ensure_pipeline_topics
 
     data = data or (DEFAULT_DATA if DEFAULT_DATA.is_dir() else capture.parent)
@@ -187,11 +187,11 @@ def run_stages(
     doc["encoder"] = {k: v for k, v in enc.as_dict().items() if k != "machine"}
     on_status(f"scorer by batch size (Fig. 10), {score_threads} thread(s)")
     doc["fig10"] = run_fig10(
+        choice=ScorerChoice(threads=score_threads),
         data=data,
         sizes=(1, 10, 100, 1000) if quick else FIG10_SIZES,
         repeat=1 if quick else 3,
         min_packets=1000 if quick else 20_000,
-        threads=score_threads,
         out_json=out_dir / "fig10.json",
         out_png=out_dir / "fig10.png",
     )

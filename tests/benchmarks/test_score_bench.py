@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from amlhp.benchmarks.score_bench import run_fig10, run_score_bench
+from amlhp.benchmarks.score_bench import ScorerChoice, run_fig10, run_score_bench
 from amlhp.cli import build_app
 from tests.support import synth
 
@@ -31,7 +31,8 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_run_score_bench(captures: Path) -> None:
     torch.set_num_threads(1)
-    result = run_score_bench(data=captures, batch_size=50, repeat=2, min_packets=200, threads=1)
+    one = ScorerChoice(threads=1)
+    result = run_score_bench(choice=one, data=captures, batch_size=50, repeat=2, min_packets=200)
     assert result.packets_per_second > 0
     assert len(result.runs_pps) == 2
     assert result.packets_per_second == max(result.runs_pps)
@@ -44,7 +45,7 @@ def test_fig10_writes_json_and_png(captures: Path, tmp_path: Path) -> None:
         sizes=(1, 10, 100),
         repeat=1,
         min_packets=100,
-        threads=1,
+        choice=ScorerChoice(threads=1),
         out_json=tmp_path / "fig10.json",
         out_png=tmp_path / "fig10.png",
     )
