@@ -76,7 +76,8 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo(
                 f"{'scenario':16} {'packets':>8} {'verdicts':>8} {'dead':>5} {'missing':>7} "
-                f"{'dup rows':>8} {'garbage':>7}  recovery (s)  result"
+                f"{'dup rows':>8} {'dup topic':>9} {'peak lag':>8} {'garbage':>7}  "
+                "recovery (s)  result"
             )
             for r in results:
                 verdict = "pass" if r.passed else f"FAIL {r.error or ''}".strip()
@@ -84,7 +85,8 @@ def register(app: typer.Typer) -> None:
                     verdict = f"skipped: {r.skipped}"
                 typer.echo(
                     f"{r.name:16} {r.packets:>8} {r.verdicts:>8} {r.dead:>5} {r.missing:>7} "
-                    f"{r.duplicate_rows:>8} {f'{r.dead_messages}/{r.garbage}':>7}  "
+                    f"{r.duplicate_rows:>8} {r.topic_duplicates:>9} {r.peak_lag:>8} "
+                    f"{f'{r.dead_messages}/{r.garbage}':>7}  "
                     f"{','.join(map(str, r.recovery_s)) or '-':12}  "
                     f"{verdict}"
                 )
