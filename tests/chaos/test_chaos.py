@@ -20,6 +20,9 @@ from tests.support.kafka import KafkaHandle
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
 SHORT = Load(rate=1000, seconds=20.0)
+#: the smallest session timeout brokers accept by default: recoveries (and the suite in
+#: `make test`) take 4 s less per kill than with the 10 s default, and nothing else changes
+SESSION_TIMEOUT_S = 6.0
 #: faults after which new verdicts must reach the dataset while the tap still runs
 MEASURED = {"worker-sigkill", "sink-sigkill", "zombie-worker", "broker-restart", "disk-full"}
 
@@ -32,7 +35,7 @@ def _run(
     result = run_scenario(
         name,
         scenario.faults,
-        settings.model_copy(update={"partitions": 4}),
+        settings.model_copy(update={"partitions": 4, "session_timeout_s": SESSION_TIMEOUT_S}),
         tmp_path,
         load,
         DEMO_CAPTURE,
