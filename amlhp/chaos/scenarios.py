@@ -111,7 +111,7 @@ def _garbage(run: ChaosRun) -> None:
 
 def _small_disk(run: ChaosRun) -> None:
     """The sink's dataset on a tmpfs of its own, a small part of what the run writes."""
-    run.mount_small_disk("600k")
+    run.mount_small_disk("400k")
 
 
 def _disk_full(run: ChaosRun) -> None:
@@ -156,7 +156,12 @@ def _cluster_brokers(run: ChaosRun) -> None:
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("worker-sigkill", "SIGKILL the worker 3 times, replaced at once", _kill_workers),
+        Scenario(
+            "worker-sigkill",
+            "SIGKILL the worker 3 times, replaced at once",
+            _kill_workers,
+            min_seconds=25.0,  # three recoveries of a session timeout each
+        ),
         Scenario("rebalance", "add, remove (SIGTERM) and add workers mid-run", _rebalance),
         Scenario(
             "zombie-worker",

@@ -139,23 +139,29 @@ class HighWaterMarks:
     marks: dict[str, int] = field(default_factory=dict)
 
     def keep_new(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
-        """``batch`` without its re-delivered rows, and how many were dropped."""
-        import pyarrow.compute as pc
+        """``batch`` without its re-delivered rows, and how many were dropped.
 
-        keys = batch.column(self.key)
-        order = batch.column(self.order)
-        keep = None
-        for key in pc.unique(keys).to_pylist():
-            mine = pc.equal(keys, key)
-            mark = self.marks.get(str(key))
-            fresh = mine if mark is None else pc.and_(mine, pc.greater(order, mark))
-            top = pc.max(pc.filter(order, fresh)).as_py()
-            if top is not None:
-                self.marks[str(key)] = int(top)
-            keep = fresh if keep is None else pc.or_(keep, fresh)
-        if keep is None:
+        A row is new when its order is above its key's mark and it is the first row of
+        the batch with that (key, order): a worker that lost and regained a partition
+        mid-micro-batch can score one message twice into a single batch."""
+        if batch.num_rows == 0:
             return batch, 0
-        kept = batch.filter(keep)
+        keys = np.asarray(batch.column(self.key).to_pylist(), dtype=object)
+        order = batch.column(self.order).to_numpy(zero_copy_only=False).astype(np.int64)
+        keep = np.zeros(batch.num_rows, dtype=bool)
+        for key in dict.fromkeys(keys.tolist()):
+            rows = np.flatnonzero(keys == key)
+            mark = self.marks.get(str(key))
+            if mark is not None:
+                rows = rows[order[rows] > mark]
+            if rows.size == 0:
+                continue
+            _, first = np.unique(order[rows], return_index=True)
+            keep[rows[first]] = True
+            self.marks[str(key)] = int(order[rows].max())
+        if keep.all():
+            return batch, 0
+        kept = batch.filter(pa.array(keep))
         return kept, batch.num_rows - kept.num_rows
 
 

@@ -19,7 +19,7 @@ from tests.support.kafka import KafkaHandle
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
-SHORT = Load(rate=1000, seconds=20.0)
+SHORT = Load(rate=1000, seconds=15.0)
 #: the smallest session timeout brokers accept by default: recoveries (and the suite in
 #: `make test`) take 4 s less per kill than with the 10 s default, and nothing else changes
 SESSION_TIMEOUT_S = 6.0
