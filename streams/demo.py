@@ -86,31 +86,26 @@ def wait_groups_ready(
 ) -> None:
     """Wait until each consumer group is stable with members (partitions assigned).
 
-    Without this, a demo's latency figures would include the worker's start-up time.
+    Without this, a demo's latency figures would include the worker's start-up time. The
+    groups are described in a child process (:mod:`amlhp.pipeline.group_probe`): the
+    admin call can abort the process that makes it.
     """
-    from confluent_kafka import ConsumerGroupState
-    from confluent_kafka.admin import AdminClient
+    from amlhp.pipeline.group_probe import probe_groups
 
-    admin = AdminClient(settings.kafka_config())
+    config = settings.kafka_config()
     deadline = time.monotonic() + timeout_s
     pending = list(groups)
     while pending:
         for stage in stages:
             stage.check_alive()
-        # A long request timeout: a reply that arrives after the request timed out locally
-        # trips an assertion in librdkafka (confluentinc/librdkafka#4605) and aborts us.
-        futures = admin.describe_consumer_groups(pending, request_timeout=60)
-        still = []
-        for group, future in futures.items():
-            try:
-                desc = future.result()
-            except Exception:  # noqa: BLE001 - not yet known to the coordinator: keep waiting
-                still.append(group)
-                continue
-            wanted = (min_members or {}).get(group, 1)
-            if desc.state != ConsumerGroupState.STABLE or len(desc.members) < wanted:
-                still.append(group)
-        pending = still
+        states = probe_groups(config, pending)
+        pending = [
+            group
+            for group in pending
+            if group not in states
+            or states[group][0] != "STABLE"
+            or states[group][1] < (min_members or {}).get(group, 1)
+        ]
         if pending:
             if time.monotonic() > deadline:
                 raise StreamsError(f"consumer groups not ready after {timeout_s}s: {pending}")
