@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 
 from amlhp.metrics.lag import ConsumerLagCollector
@@ -73,9 +74,14 @@ def _verdict_keys(settings: Settings, timeout_s: float = 30.0) -> Iterator[tuple
             if high > low:
                 ends[p] = high
         consumer.assign([TopicPartition(settings.topic_verdicts, p, 0) for p in ends])
+        deadline = time.monotonic() + timeout_s
         while ends:
-            msgs = consumer.consume(num_messages=500, timeout=timeout_s)
-            if not msgs:
+            # consume() waits for all of num_messages or the timeout: short calls, so that
+            # the tail of the topic (fewer than 500 messages) does not cost a whole timeout
+            msgs = consumer.consume(num_messages=500, timeout=0.5)
+            if msgs:
+                deadline = time.monotonic() + timeout_s
+            elif time.monotonic() > deadline:
                 raise TimeoutError(f"the verdict topic stopped short of {ends}")
             for msg in msgs:
                 if msg.error() is not None:

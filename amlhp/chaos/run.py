@@ -78,6 +78,8 @@ class ScenarioResult:
     peak_lag: int = 0
     recovery_s: list[float] = field(default_factory=list)
     dead_by_reason: dict[str, int] = field(default_factory=dict)
+    #: wall seconds of each phase (setup, tap, drain, checks, close): where a run's time goes
+    phase_s: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     skipped: str | None = None
 
@@ -101,6 +103,7 @@ class ScenarioResult:
             "peak_lag_records": self.peak_lag,
             "recovery_s": self.recovery_s,
             "dead_by_reason": self.dead_by_reason,
+            "phase_s": self.phase_s,
             "passed": self.passed,
             "error": self.error,
             "skipped": self.skipped,
@@ -426,14 +429,18 @@ def run_scenario(
     run = ChaosRun(base, workdir, load, capture, broker)
     result = ScenarioResult(name=name, packets=load.packets)
     lag: PeakLag | None = None
+    clock = _PhaseClock(result.phase_s)
     try:
         run.setup(workers=workers, alerts=alerts)
         if prepare is not None:
             prepare(run)
         lag = PeakLag(run.settings).start()
+        clock.lap("setup")
         run.start_tap()
         faults(run)
+        clock.lap("faults")
         ledger = run.finish()
+        clock.lap("drain")
         result.peak_lag = lag.stop()
         result.topic_duplicates = topic_duplicates(run.settings)
         result.verdicts, result.dead = ledger.verdicts, ledger.dead_packets
@@ -449,6 +456,7 @@ def run_scenario(
         result.duplicate_rows = ledger.verdict_rows - ledger.verdicts + ledger.both
         if alerts and result.error is None:
             result.error = run.check_alerts()
+        clock.lap("checks")
     except ScenarioSkipped as exc:
         result.skipped = str(exc)
     except ChaosError as exc:
@@ -460,5 +468,20 @@ def run_scenario(
         if lag is not None:
             lag.stop()
         result.recovery_s = run.recovery_s
+        clock.lap("checks")
         run.close(keep=keep or not result.passed)
+        clock.lap("close")
     return result
+
+
+class _PhaseClock:
+    """Adds the seconds since the previous lap to ``phases[name]``."""
+
+    def __init__(self, phases: dict[str, float]) -> None:
+        self.phases = phases
+        self.last = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.phases[name] = round(self.phases.get(name, 0.0) + now - self.last, 1)
+        self.last = now
