@@ -301,17 +301,10 @@ class FlowState:
             raise FlowStateError(f"not a flow state: {exc}") from exc
         if pos != len(data):
             raise FlowStateError(f"flow state has {len(data) - pos} trailing bytes")
+        # the fields in the order of the layout (:meth:`to_bytes`)
+        head_rows = [(int(a), int(b), int(c)) for a, b, c in head]
         return cls(
-            key=key,
-            start_ns=start,
-            last_ns=last,
-            total_bytes=nbytes,
-            packets=packets,
-            first_seq=first_seq,
-            last_seq=last_seq,
-            head=[(int(a), int(b), int(c)) for a, b, c in head],
-            payloads=payloads,
-            labels=labels,
+            key, start, last, nbytes, packets, first_seq, last_seq, head_rows, payloads, labels
         )
 
 

@@ -56,9 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = c2_parser(__doc__, seconds=60.0, peer="server", port=8081)
-    p.add_argument("--beacons", type=int, default=20)
-    p.add_argument("--interval", type=float, default=1.0, help="mean seconds between beacons")
+    pace = ("--interval", 1.0, "mean seconds between beacons")
+    p = c2_parser(__doc__, 60.0, "server", 8081, ("--beacons", 20), pace)
     return run_driver(p, run, argv)
 
 

@@ -76,8 +76,9 @@ def register(app: typer.Typer) -> None:
 
     @lab.command("run")
     def run_cmd(
+        ctx: typer.Context,
         out: Path = typer.Option(Path("var/lab/run"), "--out", "-o", help="Output folder"),
-        scenario: list[str] = typer.Option(
+        scenarios: list[str] = typer.Option(
             [], "--scenario", "-s", help="Scenario to run (repeatable; default: all)"
         ),
         profile: str = typer.Option("ci", "--profile", help="Budget preset: ci, demo or full"),
@@ -87,7 +88,7 @@ def register(app: typer.Typer) -> None:
         benign_packets: int | None = typer.Option(
             None, "--benign-packets", min=1, help="Packets wanted in the benign scenario"
         ),
-        duration: float | None = typer.Option(
+        time_limit_s: float | None = typer.Option(
             None, "--duration", min=1, help="Time limit of each scenario, seconds"
         ),
         seed: int = typer.Option(1, "--seed", help="Seed of timing, values and word lists"),
@@ -108,20 +109,10 @@ def register(app: typer.Typer) -> None:
         from amlhp.lab.runner import LabRun, RunOptions
         from amlhp.lab.status import StatusDisplay
 
-        options = RunOptions(
-            out=out,
-            workdir=workdir,
-            scenarios=tuple(scenario),
-            profile=profile,
-            packets=packets,
-            benign_packets=benign_packets,
-            time_limit_s=duration,
-            seed=seed,
-            background=background,
-            benign_rate=benign_rate,
-            ports=ports,
-            command=shlex.join(["amlhp", *sys.argv[1:]]),
-        )
+        # every option but --json is a field of RunOptions, under the same name
+        fields = {k: v for k, v in ctx.params.items() if k != "as_json"}
+        fields["scenarios"] = tuple(scenarios)
+        options = RunOptions(**fields, command=shlex.join(["amlhp", *sys.argv[1:]]))
         with StatusDisplay() as display:
             manifest = LabRun(options, on_status=display.update).run()
         _echo_manifest(manifest, out, as_json)

@@ -34,13 +34,24 @@ def driver_parser(doc: str | None, seconds: float) -> argparse.ArgumentParser:
     return p
 
 
-def c2_parser(doc: str | None, seconds: float, peer: str, port: int) -> argparse.ArgumentParser:
+def c2_parser(
+    doc: str | None,
+    seconds: float,
+    peer: str,
+    port: int,
+    count: tuple[str, int],
+    pace: tuple[str, float, str],
+) -> argparse.ArgumentParser:
     """A command-and-control driver's parser: :func:`driver_parser` plus the attacker's
-    side (``--<peer>`` address and ``--port``) and the ``--implant`` device."""
+    side (``--<peer>`` address and ``--port``), the ``--implant`` device, how many
+    exchanges (``count``: option and default) and their timing (``pace``: option, default,
+    help)."""
     p = driver_parser(doc, seconds)
     p.add_argument(f"--{peer}", required=True)
     p.add_argument("--port", type=int, default=port)
     p.add_argument("--implant", required=True)
+    p.add_argument(count[0], type=int, default=count[1])
+    p.add_argument(pace[0], type=float, default=pace[1], help=pace[2])
     return p
 
 

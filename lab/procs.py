@@ -134,14 +134,7 @@ class ProcessGroup:
                 raise MissingToolError(
                     f"{args[0]} is not installed (run `make lab-setup`)"
                 ) from exc
-            child = Child(
-                name=name,
-                argv=args,
-                popen=popen,
-                log_path=log_path,
-                _log_file=log_file,
-                bounded=bounded,
-            )
+            child = Child(name, args, popen, log_path, log_file, bounded)
             self._children.append(child)
             self._save()
         log.debug("started %s (pid %d): %s", name, popen.pid, " ".join(args))

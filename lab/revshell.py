@@ -72,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = c2_parser(__doc__, seconds=30.0, peer="attacker", port=4444)
-    p.add_argument("--commands", type=int, default=10)
-    p.add_argument("--pace", type=float, default=1.0, help="scales the operator's pauses")
-    return run_driver(p, run, argv)
+    pace = ("--pace", 1.0, "scales the operator's pauses")
+    return run_driver(
+        c2_parser(__doc__, 30.0, "attacker", 4444, ("--commands", 10), pace), run, argv
+    )
 
 
 if __name__ == "__main__":
