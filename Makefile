@@ -13,8 +13,9 @@ setup: $(STAMP) lab-setup browser-setup
 $(STAMP): pyproject.toml infra/kafka/pom.xml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,lab]'
+	$(BIN)/python -m pip install -q -e '.[dev,train,lab]'
 	$(BIN)/amlhp infra fetch
+	$(BIN)/amlhp model info --serving | tail -1
 	touch $(STAMP)
 
 lint: setup

@@ -92,7 +92,9 @@ def _register_score(bench: typer.Typer) -> None:
         batch_size: BatchSize = 1000,
         packets: int = typer.Option(20_000, "--packets", min=1, help="Packets scored per run"),
         repeat: Repeat = 5,
-        backend: str = typer.Option("auto", "--backend", help="auto, fast, torch or onnx"),
+        backend: str = typer.Option(
+            "auto", "--backend", help="auto, native, fast, torch, onnx or numpy"
+        ),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto"),
         threads: int | None = typer.Option(None, "--threads", min=1, help="torch/ORT threads"),
         workers: int = typer.Option(
@@ -109,7 +111,7 @@ def _register_score(bench: typer.Typer) -> None:
             False, "--fig10", help="Batch sizes 1..10,000: time and peak memory (paper Fig. 10)"
         ),
         compare: bool = typer.Option(
-            False, "--compare", help="Every backend x 1 and 2 threads at batch 100 and 1,000"
+            False, "--compare", help="Every backend x 1 and 2 threads at batch 1 to 10,000"
         ),
         sweep: bool = typer.Option(
             False, "--sweep", help="Model sizes vs params, FLOPs and packets/s (untrained)"
@@ -170,7 +172,7 @@ def _register_score(bench: typer.Typer) -> None:
                 _write(doc, out_dir / "score_backends.json"),
                 as_json,
                 lambda row: (
-                    f"{row['backend']:<6} threads {row['threads']} batch {row['batch_size']:>5}: "
+                    f"{row['backend']:<6} threads {row['threads']} batch {row['batch_size']:>6}: "
                     f"{row['packets_per_second']:>10,.0f} packets/s"
                 ),
             )

@@ -131,6 +131,24 @@ def stages_table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def backends_table(doc: dict[str, Any]) -> str:
+    """packets/s of each scorer backend (rows) at each batch size (columns), per thread
+    count: :func:`amlhp.benchmarks.score_bench.compare_backends`."""
+    rows = doc["rows"]
+    sizes = sorted({r["batch_size"] for r in rows})
+    keys = sorted({(r["threads"], r["backend"]) for r in rows})
+    pps = {(r["threads"], r["backend"], r["batch_size"]): r["packets_per_second"] for r in rows}
+    lines = [
+        "| backend | threads | " + " | ".join(f"batch {s:,}" for s in sizes) + " |",
+        "|---|---:|" + "---:|" * len(sizes),
+    ]
+    lines += [
+        f"| {b} | {t} | " + " | ".join(_n(pps.get((t, b, s))) for s in sizes) + " |"
+        for t, b in keys
+    ]
+    return "\n".join([*lines, "", machine_line(doc)])
+
+
 def scaleout_table(doc: dict[str, Any]) -> str:
     lines = [
         "| workers | partitions | capacity (packets/s) | latency p50 / p99 (ms) | exact |",

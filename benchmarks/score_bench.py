@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+import tracemalloc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import pyarrow.compute as pc
 
 from amlhp.benchmarks.encode_bench import DEFAULT_DATA, machine_info
 from amlhp.benchmarks.exceptions import BenchmarksError
+from amlhp.model.scorer import TORCH_FREE
 
 FIG10_SIZES: tuple[int, ...] = (1, 10, 100, 1000, 10000)
 #: The paper's Fig. 10 figures (RTX 3090 GPU), for the plot and the README.
@@ -118,13 +120,14 @@ class ScorerChoice:
     threads: int | None = None
     chunk: int | None = None
     workers: int = 1
+    isa: str = "auto"
 
     def load(self) -> Any:
-        import torch
+        from amlhp.model.scorer import DEFAULT_CHUNK, load_scorer, torch_installed
 
-        from amlhp.model.scorer import DEFAULT_CHUNK, load_scorer
+        if self.threads and torch_installed():
+            import torch
 
-        if self.threads:
             torch.set_num_threads(self.threads)
         return load_scorer(
             self.model,
@@ -132,6 +135,7 @@ class ScorerChoice:
             device=self.device,
             chunk=self.chunk or DEFAULT_CHUNK,
             workers=self.workers,
+            isa=self.isa,
         )
 
 
@@ -143,8 +147,6 @@ def run_score_bench(
     repeat: int = 5,
     min_packets: int = 20_000,
 ) -> ScoreBenchResult:
-    import torch
-
     scorer = (choice or ScorerChoice()).load()
     table = encoded_records(
         data,
@@ -163,7 +165,7 @@ def run_score_bench(
         repeat=repeat,
         backend=scorer.backend,
         device=str(scorer.device),
-        threads=torch.get_num_threads(),
+        threads=int(scorer.describe()["threads"]),
         chunk=scorer.chunk,
         model_version=scorer.version,
         machine=machine_info(),
@@ -176,13 +178,22 @@ def peak_tensor_memory_mb(scorer: Any, batch: pa.RecordBatch) -> float:
 
     CUDA: ``max_memory_allocated`` over the call. CPU: the torch profiler's per-operator
     allocations (``profile_memory``), replayed in start order; the running sum's maximum is
-    the peak of live tensor memory (numpy/Arrow buffers are not included).
+    the peak of live tensor memory (numpy/Arrow buffers are not included). The torch-free
+    backends (native, numpy): tracemalloc's peak, which numpy's arrays report to (the
+    native kernel's per-packet stack is not included).
     """
+    scorer.score_batch(batch)  # warm-up outside the measure
+    if scorer.backend in TORCH_FREE:
+        tracemalloc.start()
+        try:
+            scorer.score_batch(batch)
+            return tracemalloc.get_traced_memory()[1] / 2**20
+        finally:
+            tracemalloc.stop()
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    scorer.score_batch(batch)  # warm-up outside the measure
-    if scorer.device.type == "cuda":
+    if str(scorer.device).startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -244,8 +255,9 @@ def run_fig10(
         "chunk": last.chunk,
         "model_version": last.model_version,
         "machine": last.machine,
-        "memory_method": "peak live tensor memory while scoring one batch: torch profiler "
-        "allocations (CPU) / max_memory_allocated (CUDA)",
+        "memory_method": "peak live memory while scoring one batch: torch profiler "
+        "allocations (torch on CPU) / max_memory_allocated (CUDA) / tracemalloc (native, "
+        "numpy)",
         "rows": rows,
         "paper": {
             "ms_per_packet": PAPER_MS_PER_PACKET,
@@ -334,24 +346,33 @@ def compare_backends(
     *,
     model: Path | None = None,
     data: Path = DEFAULT_DATA,
-    sizes: tuple[int, ...] = (100, 1000),
-    backends: tuple[str, ...] = ("torch", "fast", "onnx"),
+    sizes: tuple[int, ...] = (1, 10, 100, 1000, 10_000),
+    backends: tuple[str, ...] = ("torch", "fast", "onnx", "numpy", "native"),
     thread_counts: tuple[int, ...] = (1, 2),
-    repeat: int = 5,
+    repeat: int = 3,
     min_packets: int = 20_000,
 ) -> dict[str, Any]:
-    """packets/s of every backend and thread count at the given batch sizes."""
+    """packets/s of every backend and thread count at the given batch sizes (batches of 1
+    and 10 are timed on fewer packets: 200 per packet of batch, so that torch's batch 1
+    takes seconds, not minutes)."""
     rows: list[dict[str, Any]] = []
     machine: dict[str, Any] = {}
     for threads in thread_counts:
         for backend in backends:
             for size in sizes:
+                # numpy and native have no intra-op threads: their threads score shares of
+                # a batch side by side (the worker's --score-threads)
+                choice = (
+                    ScorerChoice(model=model, backend=backend, threads=1, workers=threads)
+                    if backend in ("numpy", "native")
+                    else ScorerChoice(model=model, backend=backend, threads=threads)
+                )
                 r = run_score_bench(
-                    choice=ScorerChoice(model=model, backend=backend, threads=threads),
+                    choice=choice,
                     data=data,
                     batch_size=size,
                     repeat=repeat,
-                    min_packets=min_packets,
+                    min_packets=min(min_packets, 200 * size),
                 )
                 machine = r.machine
                 rows.append(

@@ -1,7 +1,8 @@
 """``amlhp bench all`` / ``make bench``: every benchmark once, results and plots in one folder.
 
-Order matters on a small machine: the stage figures first (nothing else running), then
-the end-to-end loads, the replay (beside the live rate just measured), then scale-out.
+Order matters on a small machine: the stage figures and every scorer backend first
+(nothing else running), then the end-to-end loads, the replay (beside the live rate just
+measured), then scale-out.
 Each writes its JSON as soon as it is done, so an interrupted run keeps what it measured;
 ``results.md`` holds every table (:mod:`amlhp.benchmarks.report`) for the README.
 """
@@ -17,9 +18,10 @@ from amlhp.benchmarks.pipeline_run import StatusFn
 from amlhp.benchmarks.pipeline_run import quiet as _quiet
 from amlhp.benchmarks.plots import plot_e2e, plot_scaleout
 from amlhp.benchmarks.replay_bench import replay_table, run_replay_bench
-from amlhp.benchmarks.report import e2e_table, scaleout_table, stages_table
+from amlhp.benchmarks.report import backends_table, e2e_table, scaleout_table, stages_table
 from amlhp.benchmarks.results import write_json
 from amlhp.benchmarks.scaleout import run_scaleout
+from amlhp.benchmarks.score_bench import compare_backends
 from amlhp.benchmarks.stages import run_stages
 from amlhp.settings import Settings
 
@@ -42,6 +44,9 @@ def run_all(
     )
     written["stages"] = str(write_json(stages, out_dir / "stages.json"))
     written["fig10"] = str(out_dir / "fig10.json")
+    on_status("== scorer backends")
+    backends = compare_backends(repeat=2 if quick else 3, min_packets=5000 if quick else 20_000)
+    written["backends"] = str(write_json(backends, out_dir / "score_backends.json"))
     on_status("== end to end")
     cfg = E2EConfig.quick_config() if quick else E2EConfig(seconds_per_rate=seconds_per_rate)
     e2e = run_e2e(settings, cfg, work_dir=work_dir, on_status=on_status)
@@ -64,6 +69,8 @@ def run_all(
     tables = [
         "## Stages\n",
         stages_table(stages),
+        "\n## Scorer backends\n",
+        backends_table(backends),
         "\n## End to end\n",
         e2e_table(e2e),
         "\n## Replay\n",

@@ -18,17 +18,19 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
+import numpy.typing as npt
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
-from torch import nn
 
 from amlhp import __version__
 from amlhp.digest import file_sha256
 from amlhp.model.exceptions import ArtifactError, UnknownModelError
-from amlhp.model.registry import create_model
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 FORMAT = "amlhp-model"
 FORMAT_VERSION = 1
@@ -37,12 +39,21 @@ _META_HASH_KEY = "amlhp_metadata_sha256"
 
 @dataclass(frozen=True)
 class Artifact:
-    """A loaded, verified artifact."""
+    """A loaded, verified artifact: its weights as numpy arrays, and the torch module
+    unless it was loaded without torch (``load_artifact(..., torch_module=False)``)."""
 
-    model: nn.Module
     meta: dict[str, Any]
     json_path: Path
     weights_path: Path
+    arrays: dict[str, npt.NDArray[Any]]
+    module: nn.Module | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        """The torch module (eval mode, CPU)."""
+        if self.module is None:
+            raise ArtifactError(f"{self.json_path}: loaded without torch, it has no module")
+        return self.module
 
     @property
     def classes(self) -> list[str]:
@@ -92,6 +103,8 @@ def save_artifact(
     ``encoding`` the encoder settings (``payload_bytes``, ``layout_version``,
     ``mask_fields``); ``extra`` anything else to record (counts, metrics, training).
     """
+    from safetensors.torch import save_file
+
     json_path, weights_path = artifact_paths(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
@@ -156,7 +169,7 @@ def verify_artifact(path: str | Path) -> dict[str, Any]:
             f"{str(meta['sha256'])[:16]}... (tampered or mismatched artifact)"
         )
     try:
-        with safe_open(str(weights_path), framework="pt") as fh:
+        with safe_open(str(weights_path), framework="numpy") as fh:
             stored = (fh.metadata() or {}).get(_META_HASH_KEY)
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"{weights_path}: not a readable safetensors file ({exc})") from exc
@@ -168,28 +181,47 @@ def verify_artifact(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_artifact(path: str | Path) -> Artifact:
-    """Verify and load an artifact; the model is returned in eval mode on CPU."""
+def load_artifact(path: str | Path, *, torch_module: bool = True) -> Artifact:
+    """Verify and load an artifact; the model is returned in eval mode on CPU.
+
+    ``torch_module=False`` reads the weights as numpy arrays only (no torch import): what
+    the ``numpy`` scorer backend of an install without torch serves from.
+    """
     json_path, weights_path = artifact_paths(path)
     meta = verify_artifact(json_path)
-    from safetensors.torch import load_file
+    from safetensors.numpy import load_file
 
-    tensors = load_file(str(weights_path), device="cpu")
-    try:
-        model = create_model(str(meta["architecture"]), **dict(meta["config"]))
-    except UnknownModelError as exc:
-        raise ArtifactError(f"{json_path}: {exc}") from exc
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ArtifactError(
-            f"{weights_path}: weights do not fit {meta['architecture']}: {first}"
-        ) from exc
+    arrays = load_file(str(weights_path))
+    found = Artifact(meta=meta, json_path=json_path, weights_path=weights_path, arrays=arrays)
+    if not torch_module:
+        return found
+    model = _torch_module(found)
     if int(getattr(model, "num_classes", len(meta["classes"]))) != len(meta["classes"]):
         raise ArtifactError(
             f"{json_path}: {len(meta['classes'])} class names for a model of "
             f"{getattr(model, 'num_classes', '?')} outputs"
         )
     model.eval()
-    return Artifact(model=model, meta=meta, json_path=json_path, weights_path=weights_path)
+    return Artifact(meta, json_path, weights_path, arrays, model)
+
+
+def _torch_module(artifact: Artifact) -> nn.Module:
+    """The registry's module for the artifact's architecture, with its weights."""
+    import torch
+
+    from amlhp.model.registry import create_model
+
+    meta = artifact.meta
+    try:
+        model = create_model(str(meta["architecture"]), **dict(meta["config"]))
+    except UnknownModelError as exc:
+        raise ArtifactError(f"{artifact.json_path}: {exc}") from exc
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in artifact.arrays.items()}
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ArtifactError(
+            f"{artifact.weights_path}: weights do not fit {meta['architecture']}: {first}"
+        ) from exc
+    return model

@@ -357,7 +357,9 @@ def _register_score(app: typer.Typer) -> None:
             None, "--model", help="Artifact [the committed default model]"
         ),
         batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Packets per batch"),
-        backend: str = typer.Option("auto", "--backend", help="auto, fast, torch or onnx"),
+        backend: str = typer.Option(
+            "auto", "--backend", help="auto, native, fast, torch, onnx or numpy"
+        ),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
         as_json: AsJson = False,
     ) -> None:
@@ -387,13 +389,19 @@ def _register_model_group(app: typer.Typer) -> None:
         path: Path = typer.Argument(
             None, metavar="[PATH]", help="Artifact [the committed default model]"
         ),
+        serving: bool = typer.Option(
+            False,
+            "--serving",
+            help="Also load it as the worker would (backend auto) and say how it is served: "
+            "builds the native kernel for this CPU into the home's .cache/native",
+        ),
         as_json: AsJson = False,
     ) -> None:
         """Verify an artifact (sha256, metadata, weights) and print what it is."""
         from amlhp.model.artifact import load_artifact
-        from amlhp.model.scorer import default_model_path
+        from amlhp.model.scorer import default_model_path, load_scorer, torch_installed
 
-        artifact = load_artifact(path or default_model_path())
+        artifact = load_artifact(path or default_model_path(), torch_module=torch_installed())
         meta = artifact.meta
         summary = {
             "path": str(artifact.json_path),
@@ -413,11 +421,16 @@ def _register_model_group(app: typer.Typer) -> None:
             "sha256": meta["sha256"],
             "verified": True,
         }
+        if serving:
+            served = load_scorer(artifact.json_path).describe()
+            summary["serving"] = {k: served[k] for k in ("backend", "isa", "device")}
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
             return
         for key, value in summary.items():
             text = ", ".join(map(str, value)) if isinstance(value, list) else value
+            if isinstance(value, dict) and key == "serving":
+                text = ", ".join(f"{k} {v}" for k, v in value.items())
             typer.echo(f"{key:<18}{text}")
 
     @group.command("list")

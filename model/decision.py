@@ -73,6 +73,12 @@ def energy(logits: npt.ArrayLike) -> FloatArray:
     return -_logsumexp(np.asarray(logits, dtype=np.float64))
 
 
+def softmax(logits: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """Class probabilities of (N, K) logits, computed in float64: ``exp(x - logsumexp(x))``."""
+    x = np.asarray(logits, dtype=np.float64)
+    return np.exp(x + energy(x)[:, None]).astype(np.float32)
+
+
 def sigmoid(x: FloatArray) -> FloatArray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 

@@ -1,13 +1,23 @@
 """The scorer: encoded packets in, class ids and probabilities out (stream and offline).
 
-Backends, all computing the same network (the tests compare their argmax on real packets):
+Backends, all computing the same network (the tests compare them on real packets):
 
-* ``fast`` (default on CPU for IoT-AMLHP): :class:`amlhp.model.reparam.FastAMLHP`, the
-  exact re-parameterisation, under ``torch.inference_mode``, in cache-sized chunks;
+* ``fast``:
+  :class:`amlhp.model.reparam.FastAMLHP`, the exact re-parameterisation, under
+  ``torch.inference_mode``, in cache-sized chunks;
 * ``torch``: the trained module as is (default on CUDA and for the baselines);
 * ``onnx``: the fast graph exported to ONNX and run by ONNX Runtime (checked for parity
-  with PyTorch when it is built).
+  with PyTorch when it is built);
+* ``numpy``: :class:`amlhp.model.numpy_net.NumpyAMLHP`, the same tables and layers in numpy
+  from the safetensors arrays, IoT-AMLHP models only;
+* ``native``: :class:`amlhp.model.native_net.NativeAMLHP`, a C kernel compiled on this
+  machine for its ISA (AVX-512, AVX2 or generic, chosen at run time) from the same tables:
+  the fastest on CPU, and what ``auto`` picks there for IoT-AMLHP. Where it cannot be built
+  (no C compiler) ``auto`` falls back to ``fast`` (torch installed) or ``numpy`` and logs
+  why.
 
+The torch backends live in :mod:`amlhp.model.torch_forward`, imported only when one is used;
+``numpy`` and ``native`` need no torch (``pip install amlhp`` without the ``train`` extra).
 ``predict`` takes the encoder's uint8 arrays (header (N, 128), payload (N, P)); baselines
 get their "first n packet bytes" rebuilt from the same arrays. ``assess`` adds what the
 artifact's :class:`~amlhp.model.decision.DecisionPolicy` derives from the logits (the
@@ -17,7 +27,9 @@ calibrated ``malicious_score``, the energy as OOD score, the three-way ``decisio
 
 from __future__ import annotations
 
-import copy
+import functools
+import importlib.util
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,21 +41,24 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import torch
-from torch import Tensor
 
 from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.layout import LAYOUT_VERSION, EncoderConfig
 from amlhp.model.artifact import Artifact, load_artifact
-from amlhp.model.decision import Assessment, DecisionPolicy, benign_mask
+from amlhp.model.decision import Assessment, DecisionPolicy, benign_mask, softmax
 from amlhp.model.exceptions import ScoringError
-from amlhp.model.network import AMLHPNet
 from amlhp.model.packet_bytes import packet_bytes
 
-BACKENDS: tuple[str, ...] = ("auto", "fast", "torch", "onnx")
+log = logging.getLogger(__name__)
+
+BACKENDS: tuple[str, ...] = ("auto", "native", "fast", "torch", "onnx", "numpy")
+#: backends that serve from the safetensors arrays, without torch
+TORCH_FREE: frozenset[str] = frozenset({"native", "numpy"})
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: Packets per forward pass on CPU: larger batches are cut so intermediates stay in cache.
 DEFAULT_CHUNK = 256
+#: Fewest packets a scoring thread is handed: below that a thread costs more than it saves.
+MIN_SHARE = 16
 #: package data (``amlhp.model`` ships ``artifacts/*``), found where the package is installed
 DEFAULT_ARTIFACT = Path(str(resources.files("amlhp.model").joinpath("artifacts", "amlhp-default")))
 
@@ -54,6 +69,57 @@ ProbArray = npt.NDArray[np.float32]
 def default_model_path() -> Path:
     """Stem of the committed default model (``.json`` + ``.safetensors`` beside it)."""
     return DEFAULT_ARTIFACT
+
+
+@functools.cache
+def torch_installed() -> bool:
+    """Whether torch can be imported (the ``train`` extra, or ``make setup``)."""
+    try:
+        return importlib.util.find_spec("torch") is not None and _import_torch()
+    except (ImportError, ValueError):
+        return False
+
+
+def _import_torch() -> bool:
+    import torch  # noqa: F401
+
+    return True
+
+
+def resolve_backend(backend: str, architecture: str, device: str) -> str:
+    """The backend asked for, checked; ``auto`` becomes ``native`` for IoT-AMLHP on the CPU
+    (the scorer falls back when it cannot be built) and ``torch`` otherwise."""
+    if backend not in BACKENDS:
+        raise ScoringError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if device not in DEVICES:
+        raise ScoringError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+    is_amlhp = architecture.startswith("amlhp")
+    if backend == "auto":
+        on_cuda = device == "cuda" or (device == "auto" and _cuda_available())
+        backend = "native" if is_amlhp and not on_cuda else "torch"
+    if backend in TORCH_FREE and device == "cuda":
+        raise ScoringError(f"the {backend} backend runs on the CPU only")
+    if backend != "torch" and not is_amlhp:
+        raise ScoringError(f"backend {backend!r} serves IoT-AMLHP models only, not {architecture}")
+    if backend not in TORCH_FREE and not torch_installed():
+        raise ScoringError(
+            f"backend {backend!r} needs torch: install amlhp[train], or use --backend native"
+            " or numpy"
+        )
+    return backend
+
+
+def fallback_backend() -> str:
+    """Where ``auto`` goes when the native kernel cannot be built here."""
+    return "fast" if torch_installed() else "numpy"
+
+
+def _cuda_available() -> bool:
+    if not torch_installed():
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 @dataclass(frozen=True)
@@ -71,16 +137,6 @@ class Scores:
     decision: npt.NDArray[np.int8]
 
 
-def resolve_device(device: str) -> torch.device:
-    if device not in DEVICES:
-        raise ScoringError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ScoringError("--device cuda, but no CUDA device is available")
-    return torch.device(device)
-
-
 class Scorer:
     """Scores packets with a verified artifact; satisfies the stream's ``BatchScorer``."""
 
@@ -92,11 +148,8 @@ class Scorer:
         device: str = "auto",
         chunk: int = DEFAULT_CHUNK,
         workers: int = 1,
+        isa: str = "auto",
     ) -> None:
-        if backend not in BACKENDS:
-            raise ScoringError(
-                f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}"
-            )
         self.artifact = artifact
         meta = artifact.meta
         self._classes = list(meta["classes"])
@@ -114,22 +167,45 @@ class Scorer:
         self.payload_bytes = self.encoder_config.payload_bytes
         self.policy = DecisionPolicy.from_meta(meta.get("decision"))
         self._benign = benign_mask(self._classes)
-        self.device = resolve_device(device)
-        model = artifact.model.eval()
         self.input_kind = str(meta.get("input_kind", "header_payload"))
         self.input_bytes = int(meta.get("input_bytes", 0))
-        is_amlhp = isinstance(model, AMLHPNet)
-        if backend == "auto":
-            backend = "fast" if is_amlhp and self.device.type == "cpu" else "torch"
-        if backend in ("fast", "onnx") and not is_amlhp:
-            raise ScoringError(
-                f"backend {backend!r} serves IoT-AMLHP models only, not {meta['architecture']}"
-            )
+        architecture = str(meta["architecture"])
+        asked = backend
+        backend = resolve_backend(backend, architecture, device)
+        self._forward: Callable[..., np.ndarray]
+        self._threads: Callable[[], int] = lambda: 1
+        self.device = "cpu"
+        self.isa: str | None = None
+        if backend == "native":
+            from amlhp.model.native_net import NativeAMLHP, NativeUnavailable
+
+            try:
+                native = NativeAMLHP(artifact.arrays, meta["config"], self.payload_bytes, isa=isa)
+            except NativeUnavailable as exc:
+                if asked != "auto":
+                    raise
+                backend = fallback_backend()
+                log.warning("native kernel unavailable (%s); scoring with %s", exc, backend)
+            else:
+                self._forward, self.isa = native, native.isa
+        if backend == "numpy":
+            from amlhp.model.numpy_net import NumpyAMLHP
+
+            self._forward = NumpyAMLHP(artifact.arrays, meta["config"], self.payload_bytes)
+        elif backend != "native":
+            from amlhp.model.torch_forward import TorchForward, resolve_device
+
+            if artifact.module is None:  # loaded for a torch-free backend that fell back
+                self.artifact = artifact = load_artifact(artifact.json_path)
+            on = resolve_device(device)
+            torch_forward = TorchForward(artifact.model, backend, on)
+            self._forward, self._threads = torch_forward, torch_forward.threads
+            self.device = str(on)
         self.backend = backend
-        self.chunk = chunk if self.device.type == "cpu" else 1 << 30
-        self.workers = workers if self.device.type == "cpu" else 1
+        on_cpu = self.device == "cpu"
+        self.chunk = chunk if on_cpu else 1 << 30
+        self.workers = workers if on_cpu else 1
         self._pool = ThreadPoolExecutor(workers) if self.workers > 1 else None
-        self._forward = self._build(model, backend)
 
     @property
     def classes(self) -> list[str]:
@@ -138,21 +214,6 @@ class Scorer:
     @property
     def version(self) -> str:
         return self._version
-
-    def _build(self, model: torch.nn.Module, backend: str) -> Callable[..., Tensor]:
-        if backend == "torch":
-            net = copy.deepcopy(model).to(self.device) if self.device.type != "cpu" else model
-            return lambda *xs: net(*xs)
-        from amlhp.model.reparam import FastAMLHP
-
-        assert isinstance(model, AMLHPNet)
-        fast = FastAMLHP(model).eval().to(self.device)
-        if backend == "fast":
-            return lambda *xs: fast(*xs)
-        from amlhp.model.onnx_export import OnnxRunner
-        from amlhp.model.reparam import export_friendly
-
-        return OnnxRunner(export_friendly(fast), self.payload_bytes)
 
     def _inputs(self, header: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, ...]:
         if header.ndim != 2 or header.shape[1] != 128:
@@ -171,36 +232,34 @@ class Scorer:
             return (packet_bytes(header, payload, self.input_bytes),)
         return header, payload
 
-    @torch.inference_mode()
     def logits(self, header: np.ndarray, payload: np.ndarray) -> ProbArray:
         """Class logits (N, K) for uint8 header/payload arrays, in chunks."""
         inputs = self._inputs(header, payload)
         n = inputs[0].shape[0]
         if n == 0:
             return np.zeros((0, len(self._classes)), np.float32)
-        starts = range(0, n, self.chunk)
+        size = self.chunk
+        if self._pool is not None:  # every thread gets a share of a small batch too
+            size = max(MIN_SHARE, min(size, -(-n // self.workers)))
+        starts = range(0, n, size)
         if self._pool is not None and len(starts) > 1:
-            outs = list(self._pool.map(lambda lo: self._chunk(inputs, lo), starts))
+            outs = list(self._pool.map(lambda lo: self._chunk(inputs, lo, size), starts))
         else:
-            outs = [self._chunk(inputs, lo) for lo in starts]
-        out = torch.cat(outs) if len(outs) > 1 else outs[0]
-        return out.cpu().numpy()
+            outs = [self._chunk(inputs, lo, size) for lo in starts]
+        return np.concatenate(outs) if len(outs) > 1 else outs[0]
 
     def predict(self, header: np.ndarray, payload: np.ndarray) -> tuple[IdArray, ProbArray]:
         """Class ids (N,) and probabilities (N, K) for uint8 header/payload arrays."""
-        logits = torch.from_numpy(self.logits(header, payload))
-        probs = torch.softmax(logits, dim=1)
-        return probs.argmax(dim=1).numpy().astype(np.int64), probs.numpy()
+        probs = softmax(self.logits(header, payload))
+        return probs.argmax(axis=1).astype(np.int64), probs
 
     def assess(self, header: np.ndarray, payload: np.ndarray) -> Assessment:
         """Class, probabilities, calibrated malicious score, OOD score and decision."""
         return self.policy.assess(self.logits(header, payload), self._benign)
 
-    def _chunk(self, inputs: tuple[np.ndarray, ...], lo: int) -> Tensor:
-        """Logits of rows ``lo:lo+chunk`` (one forward pass)."""
-        with torch.inference_mode():
-            xs = [torch.from_numpy(x[lo : lo + self.chunk]).to(self.device) for x in inputs]
-            return self._forward(*xs).float()
+    def _chunk(self, inputs: tuple[np.ndarray, ...], lo: int, size: int) -> np.ndarray:
+        """Logits of rows ``lo:lo+size`` (one forward pass)."""
+        return self._forward(*(x[lo : lo + size] for x in inputs))
 
     def check_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Refuse encoded records written with another P, layout or masking."""
@@ -238,8 +297,9 @@ class Scorer:
             "version": self._version,
             "architecture": self.artifact.meta["architecture"],
             "backend": self.backend,
-            "device": str(self.device),
-            "threads": torch.get_num_threads(),
+            "isa": self.isa,
+            "device": self.device,
+            "threads": self._threads(),
             "chunk": self.chunk,
             "workers": self.workers,
             "payload_bytes": self.payload_bytes,
@@ -254,17 +314,22 @@ def load_scorer(
     device: str = "auto",
     chunk: int = DEFAULT_CHUNK,
     workers: int = 1,
+    isa: str = "auto",
 ) -> Scorer:
     """Verify and load an artifact (the committed default when ``path`` is None).
 
-    ``workers`` > 1 scores the chunks of a large batch on that many threads (each op of a
-    chunk then runs on torch's intra-op threads too; set ``torch.set_num_threads(1)`` for
-    pure data parallelism).
+    ``workers`` > 1 scores the chunks of a large batch on that many threads: the native
+    kernel releases the GIL, so they run in parallel (torch backends also use torch's
+    intra-op threads; set ``torch.set_num_threads(1)`` for pure data parallelism). The
+    weights are loaded without importing torch unless a torch backend is asked for (or
+    ``auto`` has to fall back to one). ``isa`` forces a native kernel variant.
     """
+    torch_free = backend in TORCH_FREE or (backend == "auto" and not _cuda_available())
     return Scorer(
-        load_artifact(path or default_model_path()),
+        load_artifact(path or default_model_path(), torch_module=not torch_free),
         backend=backend,
         device=device,
         chunk=chunk,
         workers=workers,
+        isa=isa,
     )

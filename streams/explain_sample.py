@@ -31,6 +31,7 @@ read back with ``amlhp.wire.from_ipc(value, amlhp.wire.EXPLANATION)``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue
 import threading
@@ -38,6 +39,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,7 @@ import pyarrow as pa
 
 from amlhp.errors import AmlhpError
 from amlhp.metrics.definitions import PipelineMetrics
+from amlhp.model.artifact import Artifact, load_artifact
 from amlhp.streams.exceptions import ExplainError
 from amlhp.streams.processing import BatchScorer
 from amlhp.wire import attribution_fields, explanation_schema, to_ipc
@@ -139,18 +142,29 @@ def masked_fields(scorer: BatchScorer) -> tuple[str, ...]:
 def explain_module(scorer: BatchScorer) -> Any:
     """The plain torch module behind a scorer, taking (header, payload) byte tensors.
 
-    The fast scorer serves a re-parameterised copy; its artifact keeps the trained
-    module, which is what Captum needs (same function, same version).
+    The fast scorer serves a re-parameterised copy and the native and numpy ones serve
+    from the arrays alone; Captum needs the trained module (same function, same version),
+    which the artifact keeps or, when it was loaded without torch, is built once from the
+    same verified files.
     """
+    artifact = getattr(scorer, "artifact", None)
+    model = getattr(artifact, "module", None)
+    if model is None and isinstance(artifact, Artifact):
+        model = _trained_module(artifact.json_path, str(artifact.meta.get("sha256")))
     from torch import nn
 
-    model = getattr(getattr(scorer, "artifact", None), "model", None)
     if not isinstance(model, nn.Module):
         raise ExplainError(f"scorer {type(scorer).__name__} exposes no torch module to explain")
     kind = str(getattr(scorer, "input_kind", "header_payload"))
     if kind != "header_payload":
         raise ExplainError(f"model input {kind!r} has no header fields to explain")
     return model
+
+
+@functools.lru_cache(maxsize=2)
+def _trained_module(json_path: Path, sha256: str) -> Any:
+    """The torch module of an artifact (by path and weights digest: a reload is new)."""
+    return load_artifact(json_path).model
 
 
 class PacketExplainer:

@@ -263,6 +263,19 @@ def register(app: typer.Typer) -> None:
             "fastest where the worker shares its cores with the broker, taps or other "
             "workers: more threads then spin against each other",
         ),
+        backend: str = typer.Option(
+            "auto",
+            "--backend",
+            help="Scorer backend: auto (native: a C kernel built for this CPU; fast or numpy "
+            "where no C compiler works), native, fast, torch, onnx or numpy",
+        ),
+        score_threads: int = typer.Option(
+            0,
+            "--score-threads",
+            min=0,
+            help="Threads scoring the chunks of a micro-batch side by side (0: the cores "
+            "left after the encode agent, at least 1)",
+        ),
         explain_every: int = typer.Option(
             0,
             "--explain-every",
@@ -282,14 +295,19 @@ def register(app: typer.Typer) -> None:
         metrics_port: int = metrics_option(),
     ) -> None:
         """Run the Faust encode + score worker (scale out by starting more)."""
-        import torch
+        import functools
+        import os
 
-        from amlhp.model.scorer import default_model_path, load_scorer
+        from amlhp.model.scorer import default_model_path, load_scorer, torch_installed
         from amlhp.streams.explain_sample import ExplainConfig
         from amlhp.streams.worker import WorkerOptions, run_worker
 
-        if threads > 0:
+        if threads > 0 and torch_installed():
+            import torch
+
             torch.set_num_threads(threads)
+        workers = score_threads or max(1, (os.cpu_count() or 1) - 1)
+        loader = functools.partial(load_scorer, backend=backend, workers=workers)
         options = WorkerOptions(
             model_path=model or default_model_path(),
             max_batch=max_batch,
@@ -307,7 +325,7 @@ def register(app: typer.Typer) -> None:
             lag_group=app_id or settings.consumer_group,
             lag_topics=[settings.topic_raw, settings.topic_encoded],
         )
-        run_worker(settings, options, load_scorer)
+        run_worker(settings, options, loader)
 
     def verdict_sink() -> Any:
         from amlhp.streams.sink import ParquetSink

@@ -204,5 +204,10 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
 def run_worker(settings: Settings, options: WorkerOptions, loader: Loader) -> None:
     """Run a Faust worker in the foreground until SIGTERM/SIGINT."""
     app = create_app(settings, options, loader)
-    log.info("worker starting with model %s", app.amlhp_holder.current.version)
+    current = app.amlhp_holder.current
+    backend = getattr(current, "backend", "?")
+    isa = getattr(current, "isa", None)
+    workers = getattr(current, "workers", 1)
+    served = f"backend {backend}" + (f", {isa}" if isa else "") + f", {workers} scoring threads"
+    log.info("worker starting with model %s (%s)", current.version, served)
     run_faust_worker(app)

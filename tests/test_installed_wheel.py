@@ -1,4 +1,6 @@
-"""The project installed from its wheel (not editable) runs ``amlhp demo`` from elsewhere.
+"""The project installed from its wheel (not editable) runs ``amlhp demo`` from elsewhere,
+as a core install: torch cannot be imported there, and the worker serves with the native
+kernel, which it builds into the home's cache from the packaged C source.
 
 What only an editable checkout would hide: a module or a data file (demo capture, default
 model, Kafka pom) that is not in the wheel, a path built from the checkout, test helpers
@@ -6,6 +8,8 @@ shipped in the package. The wheel is built offline from a copy of the working tr
 installed into a fresh virtual environment that reuses the project environment's
 dependencies through a ``.pth`` line (nothing is downloaded). The ``.pth`` files of that
 site-packages are not processed, so the checkout's editable install cannot leak in.
+A ``torch`` package that raises on import is put first on the path: every stage of the
+demo must run without torch (``pip install amlhp`` without the ``train`` extra).
 """
 
 from __future__ import annotations
@@ -84,9 +88,13 @@ def test_the_wheel_runs_the_demo_from_another_folder(
     where = tmp_path / "elsewhere"  # cwd: neither the checkout nor the home
     where.mkdir()
     home = tmp_path / "home"
+    blocked = tmp_path / "no-torch" / "torch"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text('raise ImportError("a core install has no torch")\n')
     base = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     base.update(
         {
+            "PYTHONPATH": str(blocked.parent),
             "PATH": f"{env / 'bin'}{os.pathsep}{base.get('PATH', '')}",
             "PYTHONNOUSERSITE": "1",
             "OMP_NUM_THREADS": "1",
@@ -96,10 +104,13 @@ def test_the_wheel_runs_the_demo_from_another_folder(
 
     probe = (
         "import json, amlhp, amlhp.data as d, amlhp.model.scorer as s; "
-        "print(json.dumps([amlhp.__file__, str(d.DEMO_CAPTURE), str(s.DEFAULT_ARTIFACT)]))"
+        "print(json.dumps([amlhp.__file__, str(d.DEMO_CAPTURE), str(s.DEFAULT_ARTIFACT), "
+        "s.torch_installed()]))"
     )
     found = run([str(env / "bin" / "python"), "-c", probe], env=environ, cwd=where)
-    for path in json.loads(found.stdout):
+    *paths, has_torch = json.loads(found.stdout)
+    assert has_torch is False
+    for path in paths:
         assert Path(path).is_relative_to(env), path  # the wheel's files, not the checkout's
 
     done = run([str(env / "bin" / "amlhp"), "demo", "--timeout", "400"], env=environ, cwd=where)
@@ -109,6 +120,8 @@ def test_the_wheel_runs_the_demo_from_another_folder(
     assert summary["missing"] == summary["duplicates"] == 0
     assert Path(summary["capture"]).is_relative_to(env)  # the packaged demo capture
     assert Path(summary["verdict_dataset"]) == home / "out" / "verdicts"
-    assert (home / "var" / "demo" / "worker.log").is_file()
+    worker_log = (home / "var" / "demo" / "worker.log").read_text()
+    assert "(backend native, " in worker_log, worker_log[-2000:]
+    assert list((home / ".cache" / "native").glob("amlhp-*.so"))
     assert not (where / "out").exists()
     assert not (where / "var").exists()

@@ -9,7 +9,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from amlhp.benchmarks.score_bench import ScorerChoice, run_fig10, run_score_bench
+from amlhp.benchmarks.report import backends_table
+from amlhp.benchmarks.score_bench import (
+    ScorerChoice,
+    compare_backends,
+    run_fig10,
+    run_score_bench,
+)
 from amlhp.cli import build_app
 from tests.support import synth
 
@@ -36,7 +42,7 @@ def test_run_score_bench(captures: Path) -> None:
     assert result.packets_per_second > 0
     assert len(result.runs_pps) == 2
     assert result.packets_per_second == max(result.runs_pps)
-    assert result.backend == "fast"
+    assert result.backend == "native"
 
 
 def test_fig10_writes_json_and_png(captures: Path, tmp_path: Path) -> None:
@@ -77,3 +83,19 @@ def test_bench_score_cli_json(captures: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["packets_per_second"] > 0
+
+
+def test_compare_backends_times_each_backend_threads_and_size(captures: Path) -> None:
+    doc = compare_backends(data=captures, sizes=(1, 100), backends=("numpy", "native"),
+                           repeat=1, min_packets=100)  # fmt: skip
+    got = {(r["backend"], r["threads"], r["batch_size"]) for r in doc["rows"]}
+    assert got == {(b, t, s) for b in ("numpy", "native") for t in (1, 2) for s in (1, 100)}
+    assert all(r["packets_per_second"] > 0 for r in doc["rows"])
+    table = backends_table(doc).splitlines()
+    assert table[0] == "| backend | threads | batch 1 | batch 100 |"
+    assert [line.split("|")[1:3] for line in table[2:6]] == [
+        [" native ", " 1 "],
+        [" numpy ", " 1 "],
+        [" native ", " 2 "],
+        [" numpy ", " 2 "],
+    ]

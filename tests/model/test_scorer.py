@@ -35,7 +35,7 @@ def test_backends_agree_on_real_packets(
 ) -> None:
     header, payload = synthetic_data.header, synthetic_data.payload[:, :64]
     results = {}
-    for backend in ("torch", "fast", "onnx"):
+    for backend in ("torch", "fast", "onnx", "numpy", "native"):
         scorer = Scorer(tiny_artifact, backend=backend, device="cpu", chunk=97)
         ids, probs = scorer.predict(header, payload)
         assert ids.shape == (800,)
@@ -44,6 +44,8 @@ def test_backends_agree_on_real_packets(
         results[backend] = ids
     assert np.array_equal(results["torch"], results["fast"])
     assert np.array_equal(results["torch"], results["onnx"])
+    assert np.array_equal(results["torch"], results["numpy"])
+    assert np.array_equal(results["torch"], results["native"])
     accuracy = float(np.mean(results["fast"] == synthetic_data.labels))
     assert accuracy > 0.9
 

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+import torch
 from prometheus_client import CollectorRegistry
 
 from amlhp.data import DEMO_CAPTURE
@@ -172,8 +173,15 @@ def test_decode_refuses_other_batches_and_garbage(scorer: Scorer) -> None:
 
 
 def test_explain_module_is_the_plain_torch_model_of_the_scorer(scorer: Scorer) -> None:
-    assert scorer.backend == "fast"  # serves a re-parameterised copy ...
-    assert explain_module(scorer) is scorer.artifact.model  # ... and explains the trained one
+    assert scorer.backend == "native"  # serves from the arrays alone ...
+    assert scorer.artifact.module is None
+    module = explain_module(scorer)  # ... and explains the trained module of the same files
+    assert explain_module(scorer) is module  # built once
+    fast = load_scorer(default_model_path(), backend="fast", device="cpu")
+    assert explain_module(fast) is fast.artifact.model
+    assert module.state_dict().keys() == fast.artifact.model.state_dict().keys()
+    assert all(torch.equal(v, fast.artifact.model.state_dict()[k])
+               for k, v in module.state_dict().items())  # fmt: skip
 
     class NoModule:
         version = "x"
@@ -258,7 +266,7 @@ def test_explanations_match_their_verdicts(scorer: Scorer, encoded: list[pa.Reco
         assert np.abs(attr).sum() > 0
         i = position[row["seq"]]
         again, _ = explain_packets(
-            scorer.artifact.model,
+            explain_module(scorer),
             header[i : i + 1],
             payload[i : i + 1],
             samples=2,
