@@ -105,7 +105,10 @@ def _register_score(bench: typer.Typer) -> None:
             "--threads 1)",
         ),
         chunk: int | None = typer.Option(
-            None, "--chunk", min=1, help="Rows per forward pass [the scorer's default, 256]"
+            None,
+            "--chunk",
+            min=1,
+            help="Rows per forward pass [256 on the CPU; on CUDA the fixed device batch, 32,768]",
         ),
         fig10: bool = typer.Option(
             False, "--fig10", help="Batch sizes 1..10,000: time and peak memory (paper Fig. 10)"

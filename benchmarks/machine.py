@@ -14,6 +14,7 @@ import platform
 from typing import Any
 
 from amlhp.benchmarks.encode_bench import machine_info
+from amlhp.model.native_net import supported_isas
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -53,6 +54,8 @@ def machine_facts() -> dict[str, Any]:
             "faust_streaming": _version("faust-streaming"),
             "kafka_broker": _kafka_version(),
             "gpu": _gpu(),
+            # the native scorer kernels this CPU runs, best first (the first is served)
+            "native_isas": supported_isas(),
         }
     )
     try:

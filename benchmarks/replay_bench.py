@@ -87,7 +87,7 @@ def run_replay_bench(
             totals = summary["totals"]
             exact = totals["verdicts"] + totals["dead_letters"] == packets == totals["packets"]
             runs.append({
-                "processes": processes, "torch_threads": threads, "wall_s": round(wall, 2),
+                "processes": processes, "scoring_threads": threads, "wall_s": round(wall, 2),
                 "packets": totals["packets"], "verdicts": totals["verdicts"],
                 "dead_letters": totals["dead_letters"],
                 "packets_per_second": round(totals["packets"] / wall, 1), "exact": exact,
@@ -121,11 +121,11 @@ def replay_table(doc: dict[str, Any]) -> str:
     from amlhp.benchmarks.report import _n, machine_line
     from amlhp.markdown import markdown_table
 
-    header = ["processes", "torch threads each", "packets", "wall (s)", "packets/s", "exact"]
+    header = ["processes", "scoring threads each", "packets", "wall (s)", "packets/s", "exact"]
     rows = markdown_table(
         header,
         (
-            [r["processes"], r["torch_threads"], _n(r["packets"]), f"{r['wall_s']:.1f}",
+            [r["processes"], r["scoring_threads"], _n(r["packets"]), f"{r['wall_s']:.1f}",
              _n(r["packets_per_second"]), "yes" if r["exact"] else "NO"]
             for r in doc["runs"]
         ),

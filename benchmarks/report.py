@@ -26,6 +26,8 @@ def machine_line(doc: dict[str, Any]) -> str:
         f"Kafka {m.get('kafka_broker', '?')}",
         f"librdkafka {m.get('librdkafka', '?')}",
     ]
+    if m.get("native_isas"):
+        parts.insert(1, f"native kernel {m['native_isas'][0]}")
     if m.get("gpu"):
         parts.append(f"GPU {m['gpu']}")
     return "Machine: " + ", ".join(parts)

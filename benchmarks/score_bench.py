@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from amlhp.benchmarks.encode_bench import DEFAULT_DATA, machine_info
 from amlhp.benchmarks.exceptions import BenchmarksError
+from amlhp.benchmarks.machine import machine_facts
 from amlhp.model.scorer import TORCH_FREE
 
 FIG10_SIZES: tuple[int, ...] = (1, 10, 100, 1000, 10000)
@@ -123,7 +124,7 @@ class ScorerChoice:
     isa: str = "auto"
 
     def load(self) -> Any:
-        from amlhp.model.scorer import DEFAULT_CHUNK, load_scorer, torch_installed
+        from amlhp.model.scorer import load_scorer, torch_installed
 
         if self.threads and torch_installed():
             import torch
@@ -133,7 +134,7 @@ class ScorerChoice:
             self.model,
             backend=self.backend,
             device=self.device,
-            chunk=self.chunk or DEFAULT_CHUNK,
+            chunk=self.chunk,
             workers=self.workers,
             isa=self.isa,
         )
@@ -356,7 +357,6 @@ def compare_backends(
     and 10 are timed on fewer packets: 200 per packet of batch, so that torch's batch 1
     takes seconds, not minutes)."""
     rows: list[dict[str, Any]] = []
-    machine: dict[str, Any] = {}
     for threads in thread_counts:
         for backend in backends:
             for size in sizes:
@@ -374,7 +374,6 @@ def compare_backends(
                     repeat=repeat,
                     min_packets=min(min_packets, 200 * size),
                 )
-                machine = r.machine
                 rows.append(
                     {
                         "backend": backend,
@@ -384,7 +383,7 @@ def compare_backends(
                         "runs_pps": r.runs_pps,
                     }
                 )
-    return {"rows": rows, "machine": machine}
+    return {"rows": rows, "machine": machine_facts()}
 
 
 #: IoT-AMLHP sizes compared by ``--sweep``: ours, and wider token counts that approach the

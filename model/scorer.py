@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -146,10 +146,12 @@ class Scorer:
         *,
         backend: str = "auto",
         device: str = "auto",
-        chunk: int = DEFAULT_CHUNK,
+        chunk: int | None = None,
         workers: int = 1,
         isa: str = "auto",
     ) -> None:
+        """``chunk``: rows per forward pass, by default 256 on the CPU (cache-sized) and
+        32,768 on CUDA (the fixed batch of the pipelined forward)."""
         self.artifact = artifact
         meta = artifact.meta
         self._classes = list(meta["classes"])
@@ -198,12 +200,18 @@ class Scorer:
             if artifact.module is None:  # loaded for a torch-free backend that fell back
                 self.artifact = artifact = load_artifact(artifact.json_path)
             on = resolve_device(device)
-            torch_forward = TorchForward(artifact.model, backend, on)
+            widths = (self.input_bytes,) if self.input_kind == "packet_bytes" else (
+                128, self.payload_bytes)  # fmt: skip
+            torch_forward = TorchForward(
+                artifact.model, backend, on, widths=widths, classes=len(self._classes),
+                batch=chunk,
+            )  # fmt: skip
             self._forward, self._threads = torch_forward, torch_forward.threads
             self.device = str(on)
         self.backend = backend
         on_cpu = self.device == "cpu"
-        self.chunk = chunk if on_cpu else 1 << 30
+        # on CUDA the pipelined forward cuts the whole request into fixed batches itself
+        self.chunk = (chunk or DEFAULT_CHUNK) if on_cpu else 1 << 30
         self.workers = workers if on_cpu else 1
         self._pool = ThreadPoolExecutor(workers) if self.workers > 1 else None
 
@@ -307,15 +315,17 @@ class Scorer:
         }
 
 
-def load_scorer(
-    path: str | Path | None = None,
-    *,
-    backend: str = "auto",
-    device: str = "auto",
-    chunk: int = DEFAULT_CHUNK,
-    workers: int = 1,
-    isa: str = "auto",
-) -> Scorer:
+class ScorerOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`Scorer` that :func:`load_scorer` passes on."""
+
+    backend: str
+    device: str
+    chunk: int | None
+    workers: int
+    isa: str
+
+
+def load_scorer(path: str | Path | None = None, **options: Unpack[ScorerOptions]) -> Scorer:
     """Verify and load an artifact (the committed default when ``path`` is None).
 
     ``workers`` > 1 scores the chunks of a large batch on that many threads: the native
@@ -324,12 +334,7 @@ def load_scorer(
     weights are loaded without importing torch unless a torch backend is asked for (or
     ``auto`` has to fall back to one). ``isa`` forces a native kernel variant.
     """
+    backend = options.get("backend", "auto")
     torch_free = backend in TORCH_FREE or (backend == "auto" and not _cuda_available())
-    return Scorer(
-        load_artifact(path or default_model_path(), torch_module=not torch_free),
-        backend=backend,
-        device=device,
-        chunk=chunk,
-        workers=workers,
-        isa=isa,
-    )
+    artifact = load_artifact(path or default_model_path(), torch_module=not torch_free)
+    return Scorer(artifact, **options)

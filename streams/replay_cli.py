@@ -56,6 +56,15 @@ def _reporter(as_json_lines: bool) -> Any:
     return on_line, lambda: None
 
 
+def _scoring_threads() -> int:
+    """This process's share of the cores: ``OMP_NUM_THREADS`` as :func:`_run_children` sets
+    it for each of N processes, else every usable core (the native kernel's threads)."""
+    import os
+
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    return int(given) if given.isdigit() and int(given) > 0 else len(os.sched_getaffinity(0))
+
+
 def _run_children(settings: Settings, groups: list[list[int]], argv: list[str]) -> None:
     """One ``amlhp replay --partitions ...`` process per group; any failure is an error."""
     import os
@@ -119,7 +128,7 @@ def replay(
         from amlhp.model.scorer import default_model_path, load_scorer
 
         path = model or default_model_path()
-        scorer = load_scorer(path)
+        scorer = load_scorer(path, workers=_scoring_threads())
         model_info = {"path": str(path), "version": scorer.version,
                       "sha256": scorer.artifact.meta["sha256"]}  # fmt: skip
 

@@ -95,9 +95,14 @@ def test_empty_batch_and_bad_options(tiny_artifact: Artifact) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cuda_matches_cpu(tiny_artifact: Artifact, synthetic_data: LabelledPackets) -> None:
     header, payload = synthetic_data.header, synthetic_data.payload[:, :64]
-    cpu_ids, _ = Scorer(tiny_artifact, device="cpu").predict(header, payload)
+    cpu_ids, cpu_probs = Scorer(tiny_artifact, device="cpu").predict(header, payload)
     gpu_ids, _ = Scorer(tiny_artifact, device="cuda").predict(header, payload)
     assert np.array_equal(cpu_ids, gpu_ids)
+    # the pipelined path: fixed batches of 300 (the last one padded), two slots in turn
+    fast = Scorer(tiny_artifact, backend="fast", device="cuda", chunk=300)
+    fast_ids, fast_probs = fast.predict(header, payload)
+    assert np.array_equal(cpu_ids, fast_ids)
+    assert float(np.abs(fast_probs - cpu_probs).max()) < 1e-4
 
 
 def _with_benign_and_policy(artifact: Artifact, policy: DecisionPolicy) -> Artifact:
