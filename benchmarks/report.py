@@ -176,6 +176,8 @@ def render(doc: dict[str, Any]) -> str:
         return stages_table(doc)
     if kind == "scaleout":
         return scaleout_table(doc)
+    if kind == "score_backends":
+        return backends_table(doc)
     if kind == "replay":
         from amlhp.benchmarks.replay_bench import replay_table
 

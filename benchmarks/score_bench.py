@@ -383,7 +383,12 @@ def compare_backends(
                         "runs_pps": r.runs_pps,
                     }
                 )
-    return {"rows": rows, "machine": machine_facts()}
+    return {
+        "kind": "score_backends",
+        "what": "packets/s of every scorer backend by threads and batch size",
+        "rows": rows,
+        "machine": machine_facts(),
+    }
 
 
 #: IoT-AMLHP sizes compared by ``--sweep``: ours, and wider token counts that approach the

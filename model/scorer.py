@@ -2,10 +2,10 @@
 
 Backends, all computing the same network (the tests compare them on real packets):
 
-* ``fast``:
-  :class:`amlhp.model.reparam.FastAMLHP`, the exact re-parameterisation, under
+* ``fast``: :class:`amlhp.model.reparam.FastAMLHP`, the exact re-parameterisation, under
   ``torch.inference_mode``, in cache-sized chunks;
-* ``torch``: the trained module as is (default on CUDA and for the baselines);
+* ``torch``: the trained module as is (what ``auto`` picks on CUDA and for the baselines);
+  on CUDA ``fast`` and ``torch`` go through the pipelined fixed-batch forward;
 * ``onnx``: the fast graph exported to ONNX and run by ONNX Runtime (checked for parity
   with PyTorch when it is built);
 * ``numpy``: :class:`amlhp.model.numpy_net.NumpyAMLHP`, the same tables and layers in numpy

@@ -306,7 +306,7 @@ def register(app: typer.Typer) -> None:
             import torch
 
             torch.set_num_threads(threads)
-        workers = score_threads or max(1, (os.cpu_count() or 1) - 1)
+        workers = score_threads or max(1, len(os.sched_getaffinity(0)) - 1)
         loader = functools.partial(load_scorer, backend=backend, workers=workers)
         options = WorkerOptions(
             model_path=model or default_model_path(),

@@ -28,7 +28,7 @@ from amlhp.encoders.layout import EncoderConfig
 from amlhp.metrics.definitions import STEP_ENCODE, STEP_SCORE, process_metrics
 from amlhp.metrics.faust_sensor import install_faust_monitor
 from amlhp.pipeline.faust_app import create_faust_app, run_faust_worker, run_to_end
-from amlhp.pipeline.kafka_io import capture_timestamp_ms
+from amlhp.pipeline.kafka_io import PUBLISHED_HEADER, capture_timestamp_ms
 from amlhp.settings import Settings
 from amlhp.streams.deadletter import Origin
 from amlhp.streams.model_holder import Loader, ModelHolder
@@ -122,7 +122,8 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
             encode_pool, encode_message, event.value, origin, encoder_config(), _key(event)
         )
         if result.encoded is not None:
-            ingested = int(msg.timestamp * 1e9) if msg.timestamp else time.time_ns()
+            # entered Kafka: the tap's publish time; the message timestamp is capture time
+            ingested = _header_int(event, PUBLISHED_HEADER) or time.time_ns()
             headers = {
                 INGESTED_HEADER: str(ingested).encode(),
                 ENCODED_HEADER: str(time.time_ns()).encode(),

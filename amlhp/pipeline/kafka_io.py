@@ -29,6 +29,12 @@ def producer_config(settings: Settings, client_id: str, **extra: Any) -> dict[st
     return settings.kafka_config(**config)
 
 
+#: Kafka header of a raw message: when the tap handed it to its producer (wall clock, ns).
+#: The message's own timestamp is capture time (:func:`capture_timestamp_ms`), which for a
+#: replayed capture is days old, so ingestion latency is measured from this header.
+PUBLISHED_HEADER = "amlhp-published-at-ns"
+
+
 def capture_timestamp_ms(newest_capture_ns: int) -> int:
     """Kafka timestamp of a message of packets (raw or verdicts): the capture time of its
     newest packet, never later than now. Every packet of the message was captured at or

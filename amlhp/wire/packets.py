@@ -43,7 +43,7 @@ malicious_score   float32         calibrated probability that the packet is mali
 decision          string          ``malicious``, ``benign`` or ``uncertain``: what to act on
 ood_score         float32         energy of the logits: high is unlike the training data
 model_version     string          identity of the model that scored the packet
-ingested_at_ns    int64           when the raw batch entered Kafka (null if unknown)
+ingested_at_ns    int64           when the raw batch entered Kafka: the tap's publish time
 encoded_at_ns     int64           when the packet was encoded (ns since epoch)
 scored_at_ns      int64           when the verdict was produced (ns since epoch)
 inference_ns      int64           model forward time of the packet's batch, in ns

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from amlhp.benchmarks.report import backends_table
+from amlhp.benchmarks.report import backends_table, render
 from amlhp.benchmarks.score_bench import (
     ScorerChoice,
     compare_backends,
@@ -92,6 +92,7 @@ def test_compare_backends_times_each_backend_threads_and_size(captures: Path) ->
     assert got == {(b, t, s) for b in ("numpy", "native") for t in (1, 2) for s in (1, 100)}
     assert all(r["packets_per_second"] > 0 for r in doc["rows"])
     table = backends_table(doc).splitlines()
+    assert render(doc) == backends_table(doc)  # what `amlhp bench table` prints
     assert table[0] == "| backend | threads | batch 1 | batch 100 |"
     assert [line.split("|")[1:3] for line in table[2:6]] == [
         [" native ", " 1 "],

@@ -184,7 +184,11 @@ def test_flow_worker_resumes_a_flow_after_being_killed(
     settings = kafka_settings
     ensure_pipeline_topics(settings)
     env = settings_env(settings)
-    worker_args = ["flows", "worker", "--model", str(flow_model_dir), "--idle-close", "4"]
+    # Long enough that the first worker cannot close the flow idle before it is killed
+    # (wait_committed takes seconds on a loaded machine), which would split the record.
+    idle_close_s = 15.0
+    worker_args = ["flows", "worker", "--model", str(flow_model_dir), "--idle-close",
+                   str(idle_close_s)]  # fmt: skip
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
     first, second = halves(time.time_ns())
 
@@ -195,10 +199,12 @@ def test_flow_worker_resumes_a_flow_after_being_killed(
     worker = Proc(worker_args, tmp_path / "worker-1.log", env)
     procs.append(worker)
     send(first)
+    sent = time.monotonic()
     wait_committed(settings, f"{settings.consumer_group}-flows", worker)
     time.sleep(1.0)
     worker.alive()
     worker.stop(signal.SIGKILL)  # no goodbye: the table must come back from its changelog
+    assert time.monotonic() - sent < idle_close_s - 2, "the first worker may have closed it"
     send(second)
     out = tmp_path / "flow-verdicts"
     procs.append(Proc(worker_args, tmp_path / "worker-2.log", env))
