@@ -96,6 +96,9 @@ def _register_score(bench: typer.Typer) -> None:
             "auto", "--backend", help="auto, native, fast, torch, onnx or numpy"
         ),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto"),
+        isa: str = typer.Option(
+            "auto", "--isa", help="Native kernel variant: auto, avx512, avx2 or generic"
+        ),
         threads: int | None = typer.Option(None, "--threads", min=1, help="torch/ORT threads"),
         workers: int = typer.Option(
             1,
@@ -135,7 +138,7 @@ def _register_score(bench: typer.Typer) -> None:
 
         choice = ScorerChoice(
             model=model, backend=backend, device=device, threads=threads, chunk=chunk,
-            workers=workers,
+            workers=workers, isa=isa,
         )  # fmt: skip
         if fig10:
             doc = run_fig10(
@@ -191,7 +194,9 @@ def _register_score(bench: typer.Typer) -> None:
             result.as_dict(),
             as_json,
             f"scorer: {result.packets_per_second:>12,.0f} packets/s at batch {result.batch_size} "
-            f"(best of {result.repeat}: {_runs(result.runs_pps)}; {result.backend} on "
+            f"(best of {result.repeat}: {_runs(result.runs_pps)}; {result.backend}"
+            + (f" ({result.isa})" if result.isa else "")
+            + " on "
             f"{result.device}, {result.threads} threads, {result.workers} workers, "
             f"chunks of {result.chunk})",
             f"machine: {result.machine['cpu']}",

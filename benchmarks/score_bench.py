@@ -49,6 +49,8 @@ class ScoreBenchResult:
     model_version: str
     machine: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
+    #: the native kernel's variant (``None`` for the other backends)
+    isa: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,6 +173,7 @@ def run_score_bench(
         model_version=scorer.version,
         machine=machine_info(),
         workers=scorer.workers,
+        isa=scorer.isa,
     )
 
 
