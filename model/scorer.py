@@ -43,7 +43,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from amlhp.encoders.arrays import model_inputs
-from amlhp.encoders.layout import LAYOUT_VERSION, EncoderConfig
+from amlhp.encoders.layout import HEADER_LEN, LAYOUT_VERSION, EncoderConfig
 from amlhp.model.artifact import Artifact, load_artifact
 from amlhp.model.decision import Assessment, DecisionPolicy, benign_mask, softmax
 from amlhp.model.exceptions import ScoringError
@@ -200,8 +200,8 @@ class Scorer:
             if artifact.module is None:  # loaded for a torch-free backend that fell back
                 self.artifact = artifact = load_artifact(artifact.json_path)
             on = resolve_device(device)
-            widths = (self.input_bytes,) if self.input_kind == "packet_bytes" else (
-                128, self.payload_bytes)  # fmt: skip
+            raw_bytes = self.input_kind == "packet_bytes"
+            widths = (self.input_bytes,) if raw_bytes else (HEADER_LEN, self.payload_bytes)
             torch_forward = TorchForward(
                 artifact.model, backend, on, widths=widths, classes=len(self._classes),
                 batch=chunk,

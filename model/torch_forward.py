@@ -19,12 +19,10 @@ from amlhp.model.exceptions import ScoringError
 from amlhp.model.network import AMLHPNet
 from amlhp.model.pipelined_forward import DEFAULT_CUDA_BATCH, PipelinedForward
 
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-
 
 def resolve_device(device: str) -> torch.device:
-    if device not in DEVICES:
-        raise ScoringError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+    """The torch device for a device name that :func:`amlhp.model.scorer.resolve_backend`
+    has already checked against the scorer's ``DEVICES``."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
