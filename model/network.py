@@ -31,17 +31,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from amlhp.model.numpy_net import same_padding
+
 FusionKind = Literal["attention", "fc"]
 
 HEADER_BYTES = 128
 HEADER_KERNELS = (1, 2, 4)
 PAYLOAD_KERNELS = (2, 4, 8)
-
-
-def same_padding(kernel_size: int) -> tuple[int, int]:
-    """Left/right zero padding that keeps the length for any kernel size, even ones too."""
-    left = (kernel_size - 1) // 2
-    return left, kernel_size - 1 - left
 
 
 def scale_bytes(x: Tensor) -> Tensor:
