@@ -21,8 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from amlhp.encoders.capture import iter_encoded
+from amlhp.encoders.facts import packet_facts
 from amlhp.model.decision import DECISIONS
 from amlhp.model.scorer import Scorer
+from amlhp.wire.packets import FACT_FIELDS
 
 _DROPPED = ("header", "payload")
 
@@ -42,6 +44,7 @@ def verdict_columns(batch: pa.RecordBatch, scorer: Scorer) -> pa.RecordBatch:
         pa.field("malicious_score", pa.float32()),
         pa.field("decision", pa.string()),
         pa.field("ood_score", pa.float32()),
+        *FACT_FIELDS,
     ]
     decisions = np.asarray([*DECISIONS, ""], dtype=object)[
         np.where(scores.ok, scores.decision, len(DECISIONS))
@@ -54,6 +57,8 @@ def verdict_columns(batch: pa.RecordBatch, scorer: Scorer) -> pa.RecordBatch:
         pa.array(decisions.tolist(), pa.string(), mask=~scores.ok),
         pa.array(scores.ood_score, pa.float32(), mask=~scores.ok),
     ]
+    facts = packet_facts(batch)
+    arrays += [facts[f.name] for f in FACT_FIELDS]
     meta = {b"model_version": scorer.version.encode(), b"schema": b"amlhp.offline_verdict"}
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=meta))
 

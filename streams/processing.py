@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from amlhp.encoders.arrays import model_inputs
+from amlhp.encoders.facts import packet_facts
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.model.decision import DECISIONS, Assessment
@@ -197,6 +198,7 @@ def build_verdicts(
     columns["malicious_score"] = pa.array(assessment.malicious_score, pa.float32())
     columns["decision"] = pa.array(np.asarray(DECISIONS, dtype=object)[assessment.decision])
     columns["ood_score"] = pa.array(assessment.ood_score, pa.float32())
+    columns.update(packet_facts(table))
     columns["model_version"] = pa.array([scorer.version] * n, pa.string())
     columns["scored_at_ns"] = pa.array(np.full(n, now, np.int64), pa.int64())
     per_packet = inference_ns // max(1, n)

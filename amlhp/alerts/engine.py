@@ -18,85 +18,46 @@ same incidents from the same verdicts.
   boundary an incident that got packets is revised (``updated``) at most every
   ``update_s``; one without packets for ``quiet_s`` is ``closed``. :meth:`flush` closes
   the rest (end of input, or a gateway idle on the wall clock in the stream).
+* **Behaviour.** Every packet also updates the behaviour tallies of the host that started
+  its conversation (:mod:`amlhp.alerts.observe`, :mod:`amlhp.alerts.profile`). A host's
+  detectors (:mod:`amlhp.alerts.detectors`) run over its seconds tally when its packets in
+  the window reach 16, 32, 64, ... and at the window's end over all three scales; their
+  findings and the model's are fused (:mod:`amlhp.alerts.fusion`) into the kind to raise,
+  a score, severity, confidence and ATT&CK ids. Behaviour that keeps firing keeps its
+  incident open.
 * **Once.** A verdict whose ``seq`` is not above the gateway's mark is a re-delivery and
   is skipped (counted in :attr:`Engine.duplicates`).
+* **Atomic.** All state is one mapping (one Faust table in the stream) and a batch
+  writes its gateway record, which holds the mark, *after* every other record it
+  changed: the table's changelog is one partition per gateway, written in order, so a
+  stop between two writes leaves the mark behind the data, never ahead of it (the data
+  written past the mark are re-applied over themselves by key, so they come back equal).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from amlhp.alerts.policy import AlertPolicy, kind_of
-from amlhp.alerts.state import Evidence, GatewayState, HostWindow, Incident, top
-from amlhp.wire import alert_schema
+from amlhp.alerts import observe
+from amlhp.alerts.detectors import SCALES, Finding, run_detectors
+from amlhp.alerts.fusion import MODEL, Verdict, fuse
+from amlhp.alerts.kinds import kind_of
+from amlhp.alerts.policy import AlertPolicy
+from amlhp.alerts.profile import Profile
+from amlhp.alerts.record import alert_batch as alert_batch
+from amlhp.alerts.record import alert_row, incident_id
+from amlhp.alerts.state import Evidence, GatewayState, HostWindow, Incident
+from amlhp.alerts.store import GATEWAY, INCIDENT, PROFILE, WINDOW, Session, Store
 
 SOURCE, TARGET = "source", "target"
-Table = MutableMapping[str, Any]
-
-
-@dataclass
-class Store:
-    """Where the state lives: three mappings of JSON values (dicts, or Faust tables)."""
-
-    gateways: Table = field(default_factory=dict)
-    windows: Table = field(default_factory=dict)
-    incidents: Table = field(default_factory=dict)
-
-
-def incident_id(gateway: str, host: str, role: str, kind: str, first_ns: int) -> str:
-    """A stable id: the same incident has the same id in the stream and offline."""
-    text = f"{gateway}|{host}|{role}|{kind}|{first_ns}"
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-class _Session:
-    """The records one batch touches, loaded once and written back once (one changelog
-    record per key and batch, not per packet)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.gateways: dict[str, GatewayState] = {}
-        self.windows: dict[str, HostWindow | None] = {}
-        self.incidents: dict[str, Incident | None] = {}
-
-    def gateway(self, key: str) -> GatewayState:
-        if key not in self.gateways:
-            raw = self.store.gateways.get(key)
-            self.gateways[key] = GatewayState.from_json(raw) if raw else GatewayState()
-        return self.gateways[key]
-
-    def window(self, key: str) -> HostWindow | None:
-        if key not in self.windows:
-            raw = self.store.windows.get(key)
-            self.windows[key] = HostWindow.from_json(raw) if raw else None
-        return self.windows[key]
-
-    def incident(self, key: str) -> Incident | None:
-        if key not in self.incidents:
-            raw = self.store.incidents.get(key)
-            self.incidents[key] = Incident.from_json(raw) if raw else None
-        return self.incidents[key]
-
-    def commit(self) -> None:
-        for key, gw in self.gateways.items():
-            self.store.gateways[key] = gw.to_json()
-        for table, values in (
-            (self.store.windows, self.windows),
-            (self.store.incidents, self.incidents),
-        ):
-            for key, value in values.items():
-                if value is not None:
-                    table[key] = value.to_json()
-                elif key in table:
-                    del table[key]
+#: a host's detectors run when its packets in the window reach these counts
+TRIGGERS = frozenset(1 << k for k in range(4, 40))
 
 
 @dataclass(frozen=True)
@@ -113,6 +74,11 @@ class _Rows:
     dst: list[str | None]
     sport: list[int]
     dport: list[int]
+    proto: list[int]
+    flags: list[int]
+    icmp_type: list[int]
+    qname: list[str | None]
+    modbus_fc: list[int]
     model_version: list[str]
 
 
@@ -121,6 +87,12 @@ def _ints(column: pa.ChunkedArray | pa.Array, missing: int = -1) -> np.ndarray:
     return np.asarray(
         pc.fill_null(column.cast(pa.int64()), missing).to_numpy(zero_copy_only=False), np.int64
     )
+
+
+def _column(part: pa.Table, name: str, missing: int = -1) -> list[int]:
+    if name not in part.column_names:
+        return [missing] * part.num_rows
+    return _ints(part.column(name), missing).tolist()  # type: ignore[no-any-return]
 
 
 class Engine:
@@ -133,8 +105,15 @@ class Engine:
         self.store = store if store is not None else Store()
         self.model_version = model_version
         self.duplicates = 0
-        self._session: _Session | None = None
+        self._s: Session | None = None
         self._out: list[dict[str, Any]] = []
+        p = policy
+        self._observe = {
+            "cap": p.max_tracked,
+            "beacons": p.max_beacons,
+            "long_label": p.dns_long_label,
+            "min_entropy": p.dns_min_entropy,
+        }
 
     # -- entry points ------------------------------------------------------------------
     def process(
@@ -143,33 +122,34 @@ class Engine:
         """Apply one batch of verdicts; returns the alert rows it raised."""
         wall = time.time() if wall_s is None else wall_s
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-        self._session = _Session(self.store)
         self._out = []
-        try:
-            gateways = table.column("gateway").to_numpy(zero_copy_only=False).astype(str)
-            for gateway in dict.fromkeys(gateways.tolist()):
-                part = table.filter(pa.array(gateways == gateway))
-                self._gateway_rows(str(gateway), part, partition, wall)
-            self._session.commit()
-        finally:
-            self._session = None
+        gateways = table.column("gateway").to_numpy(zero_copy_only=False).astype(str)
+        for gateway in dict.fromkeys(gateways.tolist()):
+            part = table.filter(pa.array(gateways == gateway))
+            self._s = Session(self.store, str(gateway))
+            try:
+                if self._gateway_rows(str(gateway), part, partition, wall):
+                    self._s.commit()
+            finally:
+                self._s = None
         return self._out
 
     def flush(self, gateway: str, reason: str) -> list[dict[str, Any]]:
-        """Close every open incident of ``gateway`` and drop its windows."""
-        self._session = _Session(self.store)
+        """Judge every active host of ``gateway`` once more, then close its incidents."""
         self._out = []
+        self._s = Session(self.store, gateway)
         try:
-            self._flush_gateway(gateway, self._session.gateway(gateway), reason)
-            self._session.commit()
+            self._close_window(gateway, self._s.gw)
+            self._flush_gateway(self._s.gw, reason)
+            self._s.commit()
         finally:
-            self._session = None
+            self._s = None
         return self._out
 
     def flush_all(self, reason: str) -> list[dict[str, Any]]:
         """:meth:`flush` of every gateway (the offline command at end of input)."""
         out: list[dict[str, Any]] = []
-        for gateway in sorted(self.store.gateways.keys()):
+        for gateway in self.store.gateways():
             out += self.flush(gateway, reason)
         return out
 
@@ -177,9 +157,12 @@ class Engine:
         """Flush the gateways of ``partition`` with live state and no verdict for
         ``idle_close_s`` on the wall clock (the stream's clock ticks call this)."""
         out: list[dict[str, Any]] = []
-        for gateway, raw in list(self.store.gateways.items()):
-            gw = GatewayState.from_json(raw)
-            if gw.partition != partition or not (gw.open or gw.hosts):
+        for gateway in self.store.gateways():
+            raw = self.store.state.get(f"{GATEWAY}|{gateway}")
+            if raw is None:
+                continue
+            gw = GatewayState.from_json(raw["v"])
+            if gw.partition != partition or not (gw.open or gw.hosts or gw.active):
                 continue
             if wall_s - gw.wall_s >= self.policy.idle_close_s:
                 out += self.flush(gateway, "idle")
@@ -204,6 +187,7 @@ class Engine:
             else [self.model_version] * part.num_rows
         )
         score = pc.fill_null(part.column("malicious_score"), 0.0).to_numpy(zero_copy_only=False)
+        qname = part.column("dns_qname").to_pylist() if "dns_qname" in part.column_names else None
         return _Rows(
             seq=seq.tolist(),
             ts=ts.tolist(),
@@ -215,6 +199,11 @@ class Engine:
             dst=part.column("dst_ip").to_pylist(),
             sport=_ints(part.column("src_port")).tolist(),
             dport=_ints(part.column("dst_port")).tolist(),
+            proto=_column(part, "proto"),
+            flags=_column(part, "tcp_flags"),
+            icmp_type=_column(part, "icmp_type"),
+            qname=qname or [None] * part.num_rows,
+            modbus_fc=_column(part, "modbus_fc"),
             model_version=[v or self.model_version for v in versions],
         )
 
@@ -225,92 +214,226 @@ class Engine:
             evidence |= (decision == "uncertain") & (score >= self.policy.min_score)
         return evidence
 
-    def _gateway_rows(self, gateway: str, part: pa.Table, partition: int, wall: float) -> None:
-        assert self._session is not None
-        gw = self._session.gateway(gateway)
+    def _gateway_rows(self, gateway: str, part: pa.Table, partition: int, wall: float) -> bool:
+        assert self._s is not None
+        s, gw = self._s, self._s.gw
         gw.partition, gw.wall_s = partition, wall
         rows = self._rows(part, gw)
         if rows is None:
-            return
-        pairs, cap = gw.pairs, self.policy.max_pairs
+            return False
+        pairs, cap, known = gw.pairs, self.policy.max_pairs, gw.known
+        servers = set(gw.modbus_servers)
+        active = set(gw.active)
+        pkt = observe.Packet()
+        options = self._observe
         for i, window in enumerate(rows.window):
             if window > gw.window:
                 self._advance(gateway, gw, window)
+                active = set(gw.active)
             src, dst = rows.src[i], rows.dst[i]
             if src is None or dst is None:
                 continue
             pair = f"{src} {dst}" if src < dst else f"{dst} {src}"
             initiator = pairs.get(pair)
+            pkt.new_pair = initiator is None
             if initiator is None:
                 initiator = pairs[pair] = src
                 if len(pairs) > cap:  # forget the oldest pair (insertion order)
                     del pairs[next(iter(pairs))]
+            from_src = initiator == src
+            host, peer = (src, dst) if from_src else (dst, src)
+            pkt.ts, pkt.peer, pkt.proto = rows.ts[i], peer, rows.proto[i]
+            pkt.dport = rows.dport[i] if from_src else rows.sport[i]
+            pkt.flags, pkt.icmp_type = rows.flags[i], rows.icmp_type[i]
+            pkt.qname, pkt.modbus_fc = rows.qname[i], rows.modbus_fc[i]
+            prof = s.profile(host)
+            if from_src:
+                if pkt.modbus_fc >= 0 and pkt.dport == observe.MODBUS_PORT and dst not in servers:
+                    servers.add(dst)
+                    gw.modbus_servers = [*gw.modbus_servers, dst][-256:]
+                observe.outgoing(prof, pkt, field_device=src in servers, **options)
+                if observe.address_class(dst) != 2:
+                    target = s.profile(dst)
+                    observe.unsolicited(target, src, pkt, self.policy.max_tracked)
+                    self._seen(gw, known, active, dst, target, pkt.ts)
+            else:
+                observe.answer(prof, pkt)
+            self._seen(gw, known, active, host, prof, pkt.ts)
             if rows.malicious[i]:
-                self._add(gateway, gw, rows, i, initiator == src)
+                self._add(gateway, gw, rows, i, from_src, prof)
+            t = prof.seconds
+            if t.out + t.inn in TRIGGERS and t.out + t.inn > prof.evaluated_at:
+                prof.evaluated_at = t.out + t.inn
+                self._judge(gateway, gw, host, prof, ("seconds",), rows.ts[i])
         gw.hwm = rows.seq[-1]
         gw.last_ts_ns = max(gw.last_ts_ns, max(rows.ts))
+        return True
 
+    def _seen(
+        self, gw: GatewayState, known: dict[str, int], active: set[str], host: str,
+        prof: Profile, ts: int,
+    ) -> None:  # fmt: skip
+        prof.last_ns = ts
+        known.pop(host, None)  # to the end: most recently seen
+        known[host] = ts
+        if host not in active:
+            active.add(host)
+            gw.active.append(host)
+
+    # -- windows, judging, incidents ---------------------------------------------------
     def _advance(self, gateway: str, gw: GatewayState, window: int) -> None:
-        """Event time entered ``window``: revise or close open incidents, drop windows."""
-        assert self._session is not None
+        """Event time entered ``window``: judge the hosts of the closed one, revise or
+        close open incidents, drop the windows, evict idle hosts."""
+        assert self._s is not None
+        self._close_window(gateway, gw)
         start = window * self.policy.window_ns
         quiet, update = int(self.policy.quiet_s * 1e9), int(self.policy.update_s * 1e9)
         still = []
         for key in gw.open:
-            inc = self._session.incident(key)
+            inc = self._s.incident(key)
             if inc is None:
                 continue
             if inc.evidence.last_ns + quiet <= start:
                 self._emit(inc, "closed", "quiet", start)
-                self._session.incidents[key] = None
+                self._s.put(INCIDENT, key, None)
                 continue
             if inc.dirty and start - inc.last_emit_ns >= update:
                 self._emit(inc, "updated", "update", start)
             still.append(key)
         gw.open = still
         for key in gw.hosts:
-            self._session.windows[key] = None
+            self._s.put(WINDOW, key, None)
         gw.hosts = []
         gw.window = window
+        self._evict(gateway, gw, start)
 
-    def _flush_gateway(self, gateway: str, gw: GatewayState, reason: str) -> None:
-        assert self._session is not None
+    def _close_window(self, gateway: str, gw: GatewayState) -> None:
+        """Roll each active host's window into its minutes and hour tallies and judge it
+        at every scale."""
+        assert self._s is not None
+        p = self.policy
+        minutes = int(gw.window * p.window_s // p.minutes_s)
+        hour = int(gw.window * p.window_s // p.hour_s)
+        for host in gw.active:
+            prof = self._s.profile(host)
+            closed = prof.seconds
+            prof.roll_up(minutes, hour)
+            # event time of the judgement: the host's last packet of the window
+            self._judge(gateway, gw, host, prof, SCALES, closed.last_ns or prof.last_ns, closed)
+        gw.active = []
+
+    def _evict(self, gateway: str, gw: GatewayState, now_ns: int) -> None:
+        assert self._s is not None
+        horizon = now_ns - int(self.policy.hour_s * 1e9)
+        known = gw.known
+        while known:
+            host = next(iter(known))
+            if known[host] >= horizon and len(known) <= self.policy.max_hosts:
+                break
+            del known[host]
+            self._s.put(PROFILE, f"{gateway}|{host}", None)
+
+    def _judge(
+        self, gateway: str, gw: GatewayState, host: str, prof: Profile,
+        scales: tuple[str, ...], ts: int, seconds: Any = None,
+    ) -> None:  # fmt: skip
+        """Run the detectors of ``scales`` over the host's tallies and act on the fusion."""
+        findings: list[Finding] = []
+        for scale in scales:
+            tally = seconds if scale == "seconds" and seconds is not None else getattr(prof, scale)
+            findings += run_detectors(tally, scale, self.policy)
+        if not findings:
+            return
+        verdict = fuse(findings, self.policy)
+        if verdict.kind is None:
+            return
+        self._raise(gateway, gw, host, verdict, ts, prof)
+
+    def _raise(
+        self, gateway: str, gw: GatewayState, host: str, verdict: Verdict, ts: int,
+        prof: Profile,
+    ) -> None:  # fmt: skip
+        """Open the incident of the verdict's kind, or refresh the open one."""
+        assert self._s is not None
+        assert verdict.kind is not None
+        ikey = f"{gateway}|{host}|{SOURCE}|{verdict.kind}"
+        inc = self._s.incident(ikey) if ikey in gw.open else None
+        if inc is None:
+            window = self._s.window(f"{gateway}|{host}|{SOURCE}")
+            first = Evidence()
+            if window is not None:
+                for ev in window.kinds.values():
+                    first.merge(ev)
+            first.first_ns = min(first.first_ns or ts, _first_seen(prof, verdict) or ts)
+            first.last_ns = max(first.last_ns, ts)
+            inc = self._open(gateway, gw, host, SOURCE, verdict.kind, ts, first, verdict)
+            self._emit(inc, "opened", "threshold", ts, first_row=True)
+            return
+        inc.evidence.last_ns = max(inc.evidence.last_ns, ts)
+        if _note(inc, verdict):
+            inc.dirty = True
+
+    def _open(
+        self, gateway: str, gw: GatewayState, host: str, role: str, kind: str, ts: int,
+        evidence: Evidence, verdict: Verdict | None,
+    ) -> Incident:  # fmt: skip
+        assert self._s is not None
+        ikey = f"{gateway}|{host}|{role}|{kind}"
+        inc = Incident(
+            incident_id=incident_id(gateway, host, role, kind, evidence.first_ns),
+            gateway=gateway,
+            host=host,
+            role=role,
+            kind=kind,
+            opened_ns=ts,
+            model_version=self.model_version,
+            evidence=evidence,
+        )
+        if verdict is not None:
+            _note(inc, verdict)
+        self._s.put(INCIDENT, ikey, inc)
+        gw.open.append(ikey)
+        return inc
+
+    def _flush_gateway(self, gw: GatewayState, reason: str) -> None:
+        assert self._s is not None
         for key in gw.open:
-            inc = self._session.incident(key)
+            inc = self._s.incident(key)
             if inc is not None:
                 self._emit(inc, "closed", reason, max(gw.last_ts_ns, inc.evidence.last_ns))
-                self._session.incidents[key] = None
+                self._s.put(INCIDENT, key, None)
         for key in gw.hosts:
-            self._session.windows[key] = None
+            self._s.put(WINDOW, key, None)
         gw.open, gw.hosts = [], []
 
-    def _add(self, gateway: str, gw: GatewayState, rows: _Rows, i: int, from_src: bool) -> None:
+    # -- the model's evidence, per packet ---------------------------------------------
+    def _add(
+        self, gateway: str, gw: GatewayState, rows: _Rows, i: int, from_src: bool, prof: Profile
+    ) -> None:
         """Credit a malicious packet to its conversation's initiator and to the other end."""
         src, dst = str(rows.src[i]), str(rows.dst[i])
         host, peer = (src, dst) if from_src else (dst, src)
         service, client = (
             (rows.dport[i], rows.sport[i]) if from_src else (rows.sport[i], rows.dport[i])
         )
-        self._credit(gateway, gw, rows, i, (host, SOURCE, peer), service, client)
-        self._credit(gateway, gw, rows, i, (peer, TARGET, host), service, client)
+        tally = prof.seconds.evidence.setdefault(kind_of(rows.label[i]), [0, 0.0])
+        tally[0] += 1
+        tally[1] += rows.score[i]
+        self._credit(gateway, gw, rows, i, (host, SOURCE, peer), service, client, prof)
+        self._credit(gateway, gw, rows, i, (peer, TARGET, host), service, client, None)
 
     def _credit(
-        self,
-        gateway: str,
-        gw: GatewayState,
-        rows: _Rows,
-        i: int,
-        who: tuple[str, str, str],
-        service_port: int,
-        client_port: int,
-    ) -> None:
+        self, gateway: str, gw: GatewayState, rows: _Rows, i: int, who: tuple[str, str, str],
+        service_port: int, client_port: int, prof: Profile | None,
+    ) -> None:  # fmt: skip
         host, role, peer = who
-        assert self._session is not None
+        assert self._s is not None
         p = self.policy
         key = f"{gateway}|{host}|{role}"
-        hw = self._session.window(key)
+        hw = self._s.window(key)
         if hw is None:
-            hw = self._session.windows[key] = HostWindow(window=gw.window)
+            hw = HostWindow(window=gw.window)
+            self._s.put(WINDOW, key, hw)
             gw.hosts.append(key)
         label, kind = rows.label[i], kind_of(rows.label[i])
         packet = (rows.ts[i], rows.seq[i], label, rows.score[i], peer, service_port)
@@ -325,7 +448,7 @@ class Engine:
         )
         sources = hw.note("sources", peer, p.max_tracked)
         ikey = f"{key}|{kind}"
-        inc = self._session.incident(ikey) if ikey in gw.open else None
+        inc = self._s.incident(ikey) if ikey in gw.open else None
         if inc is not None:
             inc.evidence.add(*packet, **options)  # type: ignore[arg-type]
             inc.dirty = True
@@ -338,19 +461,26 @@ class Engine:
             or (role == TARGET and sources < p.target_min_sources)
         ):
             return
+        facts = {"packets": evidence.packets, "mean_score": round(evidence.mean_score, 3)}
+        model = Finding(MODEL, "seconds", kind, evidence.packets / p.min_packets, facts)
+        findings = [model]
+        if prof is not None:  # the behaviour of the same window names the kind
+            findings += run_detectors(prof.seconds, "seconds", p)
+        verdict = fuse(findings, p)
+        chosen = verdict.kind or kind
+        if f"{key}|{chosen}" in gw.open:  # behaviour named the kind of an open incident
+            inc = self._s.incident(f"{key}|{chosen}")
+            if inc is not None:
+                inc.evidence.add(*packet, **options)  # type: ignore[arg-type]
+                inc.dirty = True
+            return
         first = evidence.copy()
-        inc = Incident(
-            incident_id=incident_id(gateway, host, role, kind, first.first_ns),
-            gateway=gateway,
-            host=host,
-            role=role,
-            kind=kind,
-            opened_ns=rows.ts[i],
-            model_version=rows.model_version[i],
-            evidence=first,
-        )
-        self._session.incidents[ikey] = inc
-        gw.open.append(ikey)
+        if chosen != kind:
+            first = Evidence()
+            for ev in hw.kinds.values():
+                first.merge(ev)
+        inc = self._open(gateway, gw, host, role, chosen, rows.ts[i], first, verdict)
+        inc.model_version = rows.model_version[i]
         self._emit(inc, "opened", "threshold", rows.ts[i], first_row=True)
 
     def _emit(
@@ -362,41 +492,23 @@ class Engine:
         self._out.append(alert_row(inc, status, reason, ts_ns, self.policy.top_n))
 
 
-def alert_row(inc: Incident, status: str, reason: str, ts_ns: int, top_n: int) -> dict[str, Any]:
-    """One ``amlhp.alert`` row: the incident's whole state at this revision."""
-    ev = inc.evidence
-    classes = top(ev.classes, len(ev.classes))
-    peers, ports = top(ev.peers, top_n), top(ev.ports, top_n)
-    return {
-        "gateway": inc.gateway,
-        "ts_ns": ts_ns,
-        "incident_id": inc.incident_id,
-        "revision": inc.revision,
-        "status": status,
-        "reason": reason,
-        "host": inc.host,
-        "role": inc.role,
-        "kind": inc.kind,
-        "first_seen_ns": ev.first_ns,
-        "last_seen_ns": ev.last_ns,
-        "opened_ns": inc.opened_ns,
-        "packets": ev.packets,
-        "mean_score": ev.mean_score,
-        "classes": [c for c, _ in classes],
-        "class_packets": [n for _, n in classes],
-        "top_peers": [c for c, _ in peers],
-        "top_peer_packets": [n for _, n in peers],
-        "top_ports": [int(c) for c, _ in ports],
-        "top_port_packets": [n for _, n in ports],
-        "distinct_peers": len(ev.peers),
-        "distinct_ports": len(ev.ports),
-        "sample_seqs": list(ev.samples),
-        "explanation_seq": ev.explain_seq,
-        "model_version": inc.model_version,
-        "emitted_at_ns": time.time_ns(),
-    }
+def _first_seen(prof: Profile, verdict: Verdict) -> int:
+    """The start of the tallies behind a verdict (its widest scale's first packet)."""
+    scales = {f.scale for f in verdict.findings}
+    for scale in ("hour", "minutes", "seconds"):
+        if scale in scales and getattr(prof, scale).first_ns:
+            return int(getattr(prof, scale).first_ns)
+    return 0
 
 
-def alert_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
-    """Alert rows -> one ``amlhp.alert`` v1 batch."""
-    return pa.RecordBatch.from_pylist(rows, schema=alert_schema())
+def _note(inc: Incident, verdict: Verdict) -> bool:
+    """Keep a verdict's findings on the incident (strongest per detector and scale);
+    True when something grew."""
+    grew = verdict.score > inc.score + 1e-9
+    inc.score = max(inc.score, verdict.score)
+    for f in verdict.findings:
+        old = inc.findings.get(f.name)
+        if old is None or f.strength > old[1] + 1e-9:
+            inc.findings[f.name] = [f.kind, round(f.strength, 4), f.facts]
+            grew = True
+    return grew

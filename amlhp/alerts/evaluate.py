@@ -21,19 +21,22 @@ import csv
 import dataclasses
 import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import yaml
 
-from amlhp.alerts.offline import OfflineAlerts, alerts_from_captures
-from amlhp.alerts.policy import AlertPolicy, kind_of
+from amlhp.alerts.kinds import kind_of
+from amlhp.alerts.offline import OfflineAlerts, alerts_from_verdicts, scored_captures
+from amlhp.alerts.policy import AlertPolicy
 from amlhp.markdown import markdown_table
 from amlhp.model.scorer import Scorer
 
 BENIGN_NET = ipaddress.ip_network("127.10.0.0/16")
 BENIGN_SOURCES = ("iot_sentinel", "smarthome_madea", "smartplug_ssi", "ics_iti", "doh_benign")
+LABELS_FILE = "lab-demo.labels.yaml"
 ATTACK_FILES = (
     "scans_evilfingers",
     "stopddos",
@@ -109,30 +112,6 @@ def device_hours(files: list[Path]) -> float:
     return minutes / 60.0
 
 
-def benign_figures(public: Path, scorer: Scorer, policy: AlertPolicy) -> list[dict[str, Any]]:
-    """Per benign source: incidents, device-hours, incidents per device-hour."""
-    from amlhp.encoders.capture import expand_paths
-
-    rows = []
-    for source in BENIGN_SOURCES:
-        files = expand_paths([public / source])
-        run = alerts_from_captures(files, scorer, policy, per_file=True)
-        hours = device_hours(files)
-        n = len(run.incidents)
-        rows.append(
-            {
-                "source": source,
-                "files": len(files),
-                "packets": run.packets,
-                "device_hours": round(hours, 2),
-                "incidents": n,
-                "per_device_hour": round(n / hours, 3) if hours else None,
-                "examples": [_brief(i) for i in run.incidents[:3]],
-            }
-        )
-    return rows
-
-
 def _first_malicious_ns(pcap: Path) -> int | None:
     """The Modbus testbed's first packet labelled 1 in its CSV (1-based packet index)."""
     labelled = pcap.with_name(pcap.stem + "_labeled.csv")
@@ -154,30 +133,105 @@ def _first_malicious_ns(pcap: Path) -> int | None:
     return None
 
 
-def attack_figures(public: Path, scorer: Scorer, policy: AlertPolicy) -> list[dict[str, Any]]:
-    """Per public attack file: incidents raised, and first attack packet -> first alert."""
+@dataclass
+class Corpus:
+    """Every capture of the evaluation scored once (the verdicts do not depend on the
+    alert policy): per source, per file (one gateway each), its verdict batches."""
+
+    version: str
+    lab: list[pa.RecordBatch]
+    labels: Path
+    #: benign source -> file -> verdict batches; and the source's device-hours
+    benign: dict[str, dict[str, list[pa.RecordBatch]]] = field(default_factory=dict)
+    hours: dict[str, float] = field(default_factory=dict)
+    #: attack file (relative to the public folder) -> verdict batches; first attack ns
+    attacks: dict[str, list[pa.RecordBatch]] = field(default_factory=dict)
+    attack_start: dict[str, int | None] = field(default_factory=dict)
+
+    def sources(self) -> list[str]:
+        """Every source's name: the lab, the benign sources, the attack folders."""
+        return ["lab", *self.benign, *dict.fromkeys(attack_source(f) for f in self.attacks)]
+
+
+def attack_source(file: str) -> str:
+    return file.split("/", 1)[0]
+
+
+def load_corpus(scorer: Scorer, demo: Path, public: Path | None) -> Corpus:
+    """Score the lab demo capture and, where the folder exists, the public captures."""
     from amlhp.encoders.capture import expand_paths
 
-    rows = []
+    def scored(path: Path, gateway: str) -> list[pa.RecordBatch]:
+        return [b for _, batches in scored_captures([path], scorer, gateway=gateway)
+                for b in batches]  # fmt: skip
+
+    corpus = Corpus(scorer.version, scored(demo, "lab-demo"), demo.with_name(LABELS_FILE))
+    if public is None or not public.is_dir():
+        return corpus
+    for source in BENIGN_SOURCES:
+        files = expand_paths([public / source])
+        corpus.benign[source] = {str(f.relative_to(public)): scored(f, f.name) for f in files}
+        corpus.hours[source] = device_hours(files)
     for entry in ATTACK_FILES:
         for path in expand_paths([public / entry]):
-            run = alerts_from_captures([path], scorer, policy, per_file=True)
-            start = _first_malicious_ns(path)
-            if start is None:
-                start = run.spans.get(path.name, (0, 0))[0]
-            after = [i for i in run.incidents if i["opened_ns"] >= start]
-            first = min((i["opened_ns"] for i in after), default=None)
-            rows.append(
-                {
-                    "file": str(path.relative_to(public)),
-                    "packets": run.packets,
-                    "incidents": len(run.incidents),
-                    "kinds": sorted({i["kind"] for i in run.incidents}),
-                    "hosts": sorted({i["host"] for i in run.incidents})[:5],
-                    "detected": first is not None,
-                    "time_to_alert_s": round((first - start) / 1e9, 3) if first else None,
-                }
-            )
+            name = str(path.relative_to(public))
+            corpus.attacks[name] = scored(path, path.name)
+            corpus.attack_start[name] = _first_malicious_ns(path)
+    return corpus
+
+
+def _run(gateway: str, batches: list[pa.RecordBatch], policy: AlertPolicy, version: str) -> Any:
+    return alerts_from_verdicts([(gateway, batches)], policy, version)
+
+
+def benign_figures(corpus: Corpus, policy: AlertPolicy) -> list[dict[str, Any]]:
+    """Per benign source: incidents, device-hours, incidents per device-hour."""
+    rows = []
+    for source, files in corpus.benign.items():
+        incidents: list[dict[str, Any]] = []
+        packets = 0
+        for name, batches in files.items():
+            run = _run(Path(name).name, batches, policy, corpus.version)
+            incidents += run.incidents
+            packets += run.packets
+        hours = corpus.hours[source]
+        rows.append(
+            {
+                "source": source,
+                "files": len(files),
+                "packets": packets,
+                "device_hours": round(hours, 2),
+                "incidents": len(incidents),
+                "per_device_hour": round(len(incidents) / hours, 3) if hours else None,
+                "examples": [_brief(i) for i in incidents[:3]],
+            }
+        )
+    return rows
+
+
+def attack_figures(corpus: Corpus, policy: AlertPolicy) -> list[dict[str, Any]]:
+    """Per public attack file: incidents raised, and first attack packet -> first alert."""
+    rows = []
+    for name, batches in corpus.attacks.items():
+        run = _run(Path(name).name, batches, policy, corpus.version)
+        start = corpus.attack_start.get(name)
+        if start is None:
+            start = run.spans.get(Path(name).name, (0, 0))[0]
+        after = [i for i in run.incidents if i["opened_ns"] >= start]
+        first = min((i["opened_ns"] for i in after), default=None)
+        rows.append(
+            {
+                "file": name,
+                "source": attack_source(name),
+                "packets": run.packets,
+                "incidents": len(run.incidents),
+                "kinds": sorted({i["kind"] for i in run.incidents}),
+                "hosts": sorted({i["host"] for i in run.incidents})[:5],
+                "detectors": sorted({e["detector"] for i in after for e in i["evidence"]}),
+                "detected": first is not None,
+                "time_to_alert_s": round((first - start) / 1e9, 3) if first else None,
+            }
+        )
     return rows
 
 
@@ -191,15 +245,19 @@ class Evaluation:
         return {"lab": self.lab, "benign": self.benign, "attacks": self.attacks}
 
 
+def figures(corpus: Corpus, policy: AlertPolicy) -> Evaluation:
+    """All three figures of one policy over the scored corpus."""
+    lab_run = _run("lab-demo", corpus.lab, policy, corpus.version)
+    return Evaluation(
+        lab_figures(lab_run, corpus.labels),
+        benign_figures(corpus, policy),
+        attack_figures(corpus, policy),
+    )
+
+
 def evaluate(scorer: Scorer, policy: AlertPolicy, demo: Path, public: Path | None) -> Evaluation:
     """All three figures (the public ones only where the folder exists)."""
-    lab_run = alerts_from_captures([demo], scorer, policy, gateway="lab-demo")
-    lab = lab_figures(lab_run, demo.with_name("lab-demo.labels.yaml"))
-    if public is None or not public.is_dir():
-        return Evaluation(lab, [], [])
-    return Evaluation(
-        lab, benign_figures(public, scorer, policy), attack_figures(public, scorer, policy)
-    )
+    return figures(load_corpus(scorer, demo, public), policy)
 
 
 def markdown(result: Evaluation, policy: AlertPolicy) -> str:

@@ -10,11 +10,12 @@ share windows; otherwise the files are one gateway, as one tap replaying them wo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from amlhp.alerts.engine import Engine
@@ -49,13 +50,40 @@ def alerts_from_captures(
     batch_size: int = 1000,
 ) -> OfflineAlerts:
     """Score the captures and run the alert engine over the verdicts (module docstring)."""
+    return alerts_from_verdicts(
+        scored_captures(
+            captures, scorer, gateway=gateway, per_file=per_file, batch_size=batch_size
+        ),
+        policy,
+        scorer.version,
+    )
+
+
+def scored_captures(
+    captures: Iterable[str | Path],
+    scorer: Scorer,
+    *,
+    gateway: str = "offline",
+    per_file: bool = False,
+    batch_size: int = 1000,
+) -> Iterator[tuple[str, Iterator[pa.RecordBatch]]]:
+    """(gateway, its verdict batches) per gateway: the files one by one (``per_file``,
+    named after each file) or all as one gateway."""
     paths = expand_paths(captures)
     groups = [(p.name, [p]) for p in paths] if per_file else [(gateway, paths)]
-    engine = Engine(policy, model_version=scorer.version)
-    run = OfflineAlerts()
     for name, files in groups:
-        for batch in iter_encoded(files, scorer.encoder_config, name, batch_size=batch_size):
-            verdicts = verdict_columns(batch, scorer)
+        batches = iter_encoded(files, scorer.encoder_config, name, batch_size=batch_size)
+        yield name, (verdict_columns(batch, scorer) for batch in batches)
+
+
+def alerts_from_verdicts(
+    gateways: Iterable[tuple[str, Iterable[pa.RecordBatch]]], policy: AlertPolicy, version: str
+) -> OfflineAlerts:
+    """The engine over each gateway's verdicts, closing its incidents at their end."""
+    engine = Engine(policy, model_version=version)
+    run = OfflineAlerts()
+    for name, batches in gateways:
+        for verdicts in batches:
             run.packets += verdicts.num_rows
             if verdicts.num_rows:
                 span = pc.min_max(verdicts.column("ts_ns")).as_py()

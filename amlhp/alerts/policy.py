@@ -24,54 +24,9 @@ they give; each is a setting (``AMLHP_ALERT_*``).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Final
 
+from amlhp.alerts.kinds import BRUTE_FORCE, DOS, SCAN
 from amlhp.settings import Settings
-
-SCAN, BRUTE_FORCE, DOS, C2, EXPLOIT = "scan", "brute_force", "dos", "c2", "exploit"
-KINDS: Final = (SCAN, BRUTE_FORCE, DOS, C2, EXPLOIT)
-
-#: The kind of each attack class of the models (a class not listed is ``exploit``).
-KIND_OF_CLASS: Final[dict[str, str]] = {
-    **dict.fromkeys(
-        (
-            "tcp_portscan",
-            "udp_scan",
-            "os_scan",
-            "aggressive_scan",
-            "botnet_scan",
-            "stealth_scan",
-            "vuln_scan",
-        ),
-        SCAN,
-    ),
-    **dict.fromkeys(
-        ("ssh_bruteforce", "mqtt_bruteforce", "telnet_bruteforce", "web_dirbrute"), BRUTE_FORCE
-    ),
-    **dict.fromkeys(
-        (
-            "dos_synflood",
-            "dos_udpflood",
-            "dos_ackflood",
-            "dos_httpflood",
-            "slow_dos",
-            "mqtt_slowite_dos",
-            "mqtt_malaria_dos",
-            "mqtt_flood",
-            "ddos_reflection_synack",
-            "ddos_udp_amplification",
-        ),
-        DOS,
-    ),
-    **dict.fromkeys(
-        ("c2_reverse_shell", "c2_beacon", "dns_tunnel", "malware_download", "exfiltration"), C2
-    ),
-}
-
-
-def kind_of(label: str) -> str:
-    """The incident kind of an attack class."""
-    return KIND_OF_CLASS.get(label, EXPLOIT)
 
 
 @dataclass(frozen=True)
@@ -98,6 +53,56 @@ class AlertPolicy:
     count_uncertain: bool = True
     #: distinct peers / ports / behaviour keys kept per window or incident
     max_tracked: int = 1024
+    # -- host behaviour at three scales (amlhp.alerts.profile, amlhp.alerts.detectors);
+    # tuples are (seconds, minutes, hour) thresholds
+    minutes_s: float = 300.0
+    hour_s: float = 3600.0
+    #: distinct hosts / ports reached, with at least this share of probes failed
+    scan_hosts: tuple[float, ...] = (20.0, 25.0, 40.0)
+    scan_ports: tuple[float, ...] = (15.0, 15.0, 30.0)
+    scan_min_failed: float = 0.5
+    #: more probes per target than this is a flood at few targets, not a scan
+    scan_max_probes_per_target: float = 5.0
+    #: public destinations count this many times fewer than private ones (cloud peers)
+    scan_public_factor: float = 4.0
+    #: connection attempts to one login service of one host
+    brute_attempts: tuple[float, ...] = (10.0, 20.0, 30.0)
+    #: (MQTT is not one: IoT clients that connect per publish look like guessing)
+    login_ports: frozenset[int] = frozenset(
+        {21, 22, 23, 25, 110, 143, 445, 1433, 2222, 2323, 3306, 3389, 5432, 5900}
+    )
+    #: unanswered SYNs per second from a host; unsolicited packets per second at a host
+    flood_pps: float = 200.0
+    flood_recv_pps: float = 200.0
+    #: connection starts to one peer and port in the hour, their mean period and spread
+    beacon_min_starts: float = 60.0
+    beacon_max_period_s: float = 120.0
+    beacon_max_cv: float = 0.3
+    #: DNS queries with long names (and the mean entropy of their first labels)
+    dns_long_names: tuple[float, ...] = (10.0, 20.0, 60.0)
+    #: a long label: this many characters at this Shannon entropy (bits per character)
+    dns_long_label: int = 20
+    dns_min_entropy: float = 3.5
+    #: Modbus requests by a field device; exception replies (with this share of the
+    #: requests) to one requester; TCP connections a field device starts elsewhere
+    field_requests: tuple[float, ...] = (1.0, 1.0, 1.0)
+    modbus_exceptions: tuple[float, ...] = (10.0, 20.0, 40.0)
+    modbus_failed_share: float = 0.2
+    field_lateral: tuple[float, ...] = (1.0, 1.0, 2.0)
+    #: unsolicited SYN-ACKs received
+    reflection_synacks: tuple[float, ...] = (20.0, 50.0, 100.0)
+    #: the model's evidence of one kind at the minutes and hour scales, and its share of
+    #: the host's packets
+    model_packets: tuple[float, ...] = (20.0, 100.0, 200.0)
+    model_min_share: float = 0.5
+    #: fusion: each detector's weight, the model's support of a behaviour kind
+    weights: tuple[tuple[str, float], ...] = (("beaconing", 0.5),)
+    model_support: float = 0.5
+    support_from: float = 0.5
+    disabled_detectors: frozenset[str] = frozenset()
+    #: hosts whose profile a gateway keeps (least recently seen dropped first)
+    max_hosts: int = 4096
+    max_beacons: int = 8
     #: address pairs whose initiator a gateway remembers
     max_pairs: int = 4096
     #: peers and ports listed in an alert
@@ -108,6 +113,9 @@ class AlertPolicy:
     @property
     def window_ns(self) -> int:
         return int(self.window_s * 1e9)
+
+    def weight(self, detector: str) -> float:
+        return dict(self.weights).get(detector, 1.0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlertPolicy:

@@ -5,14 +5,17 @@ agent in the packet worker, so that it scales, restarts and keeps state apart fr
 scoring: a worker crash does not lose incidents and an alert restart does not pause
 scoring.
 
-* **State** lives in three Faust tables (changelog-backed; a restarted or re-assigned
-  process recovers them): ``alerts-gateways``, ``alerts-windows`` (per gateway, host and
-  role: the current tumbling window's evidence) and ``alerts-incidents`` (per gateway,
-  host, role and kind: open incidents). Faust's own windowed tables take the window from
-  each event's timestamp; an event here is a batch of packets with many capture times,
-  so the engine (:mod:`amlhp.alerts.engine`) puts the window in the value and expires it
+* **State** lives in one Faust table, ``alerts-state`` (changelog-backed; a restarted or
+  re-assigned process recovers it): per gateway its mark and clocks, per host its
+  behaviour at three time scales and its window's evidence, and the open incidents
+  (:mod:`amlhp.alerts.store`). Faust's own windowed tables take the window from each
+  event's timestamp; an event here is a batch of packets with many capture times, so the
+  engine (:mod:`amlhp.alerts.engine`) puts the windows in the values and expires them
   itself when event time moves on. Every table write happens in the agent, in the event
-  of the verdict's partition, so each key's changelog partition is its gateway's.
+  of the verdict's partition, so each key's changelog partition is its gateway's, and
+  one table means one changelog written in order: the engine writes a gateway's record
+  last, so a stop mid-event never leaves its mark ahead of its data
+  (:class:`~amlhp.alerts.store.Session`).
 * **Clock ticks.** Incidents of a gateway that went silent must still close. Faust tables
   cannot be written outside an event, so a timer sends one tick per second to each
   partition of the ticks topic (co-partitioned with the verdicts) and the same agent,
@@ -51,7 +54,7 @@ from amlhp.wire import VERDICT, BatchDecodeError, from_ipc, to_ipc
 
 log = logging.getLogger(__name__)
 TICK_INTERVAL_S = 1.0
-TABLES = ("gateways", "windows", "incidents")
+TABLES = ("state",)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class AlertStageOptions:
 def open_by_kind(engine: Engine) -> dict[tuple[str, str], int]:
     """(gateway, kind) -> open incidents, from this process's incident table."""
     counts: Counter[tuple[str, str]] = Counter()
-    for key in list(engine.store.incidents.keys()):
+    for key in engine.store.incidents():
         gateway, _host, _role, kind = str(key).rsplit("|", 3)
         counts[(gateway, kind)] += 1
     return dict(counts)
@@ -85,7 +88,7 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
         # Faust tables (de)serialise keys and values as JSON: str keys, dict values
         return app.Table(f"alerts-{name}", default=None, partitions=settings.partitions)
 
-    store = Store(*(table(name) for name in TABLES))
+    store = Store(table("state"))
     engine = Engine(AlertPolicy.from_settings(settings), store)
     metrics = process_metrics()
     install_faust_monitor(app, metrics)

@@ -1,14 +1,16 @@
 """The alert stage's state, as plain records that round-trip through JSON.
 
-Three kinds of record, each under its own key so that the stream keeps them in Faust
-tables (changelog-backed: a restarted process gets them back) and the offline command in
-dictionaries, through the same code:
+Four kinds of record, each under its own key of one table, so that the stream keeps them
+in one Faust table (changelog-backed: a restarted process gets them back) and the offline
+command in a dictionary, through the same code:
 
 * :class:`GatewayState` per gateway: the highest tap sequence number applied (so that a
   re-delivered verdict is not counted twice), the current window, the partition and the
-  wall clock of its last verdict (for idle closing), and which hosts and incidents of the
-  gateway are live;
-* :class:`HostWindow` per (gateway, host, role): the current window's evidence;
+  wall clock of its last verdict (for idle closing), which hosts and incidents of the
+  gateway are live, and the Modbus servers it has seen (field devices);
+* :class:`HostWindow` per (gateway, host, role): the current window's model evidence;
+* :class:`~amlhp.alerts.profile.Profile` per (gateway, host): its behaviour at three
+  time scales;
 * :class:`Incident` per (gateway, host, role, kind): an open incident.
 """
 
@@ -76,6 +78,22 @@ class Evidence:
             self.samples.append(seq)
         if self.explain_seq is None and explain_every > 0 and seq % explain_every == 0:
             self.explain_seq = seq
+
+    def merge(self, other: Evidence) -> None:
+        """Add ``other`` (evidence of another kind in the same window) into this one."""
+        if not other.packets:
+            return
+        self.first_ns = min(self.first_ns, other.first_ns) if self.packets else other.first_ns
+        self.last_ns = max(self.last_ns, other.last_ns)
+        self.packets += other.packets
+        self.score_sum += other.score_sum
+        for mine, theirs in ((self.classes, other.classes), (self.peers, other.peers),
+                             (self.ports, other.ports)):  # fmt: skip
+            for key, n in theirs.items():
+                mine[key] = mine.get(key, 0) + n
+        self.samples = sorted({*self.samples, *other.samples})[: max(len(self.samples), 5)]
+        if self.explain_seq is None:
+            self.explain_seq = other.explain_seq
 
     def copy(self) -> Evidence:
         return Evidence.from_json(copy.deepcopy(self.to_json()))
@@ -153,6 +171,10 @@ class Incident:
     last_emit_ns: int = 0
     #: evidence came since the last emitted revision
     dirty: bool = False
+    #: the highest fused score so far (severity, confidence)
+    score: float = 0.0
+    #: "detector@scale" -> [kind, strongest strength, its facts]: the incident's evidence
+    findings: dict[str, list[Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -179,6 +201,15 @@ class GatewayState:
     open: list[str] = field(default_factory=list)
     #: "low high" address pair -> the address that sent its first packet
     pairs: dict[str, str] = field(default_factory=dict)
+    #: hosts with a behaviour profile -> event time of their last packet (oldest first)
+    known: dict[str, int] = field(default_factory=dict)
+    #: hosts with packets in the current window (their profiles roll up at its end)
+    active: list[str] = field(default_factory=list)
+    #: addresses that answered Modbus/TCP requests (field devices), oldest first
+    modbus_servers: list[str] = field(default_factory=list)
+    #: commits of this gateway's state so far, and the keys the last one deleted
+    version: int = 0
+    deleted: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -35,6 +35,13 @@ def incident_json(row: dict[str, Any]) -> dict[str, Any]:
         "host": row["host"],
         "role": row["role"],
         "kind": row["kind"],
+        "severity": row["severity"],
+        "confidence": round(float(row["confidence"]), 4),
+        "techniques": row["techniques"],
+        "evidence": [
+            f"{e['detector']}@{e['scale']} ({e['kind']}, {e['strength']:.2f}): {e['facts']}"
+            for e in row["evidence"] or []
+        ],
         "status": row["status"],
         "first_seen": iso(row["first_seen_ns"]),
         "last_seen": iso(row["last_seen_ns"]),

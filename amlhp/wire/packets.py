@@ -28,9 +28,9 @@ encoded), ``proto`` (uint8, null like the addresses), ``header`` (fixed_size_bin
 ``h``; null unless ok), ``payload`` (fixed_size_binary(P), ``d``; null unless ok), ``status``
 (string: ``ok`` or a reason code from :mod:`amlhp.encoders.reasons`).
 
-Verdicts, ``amlhp.verdict`` v2 (v1 lacked ``malicious_score``, ``decision`` and
-``ood_score``): the identity, 5-tuple and ``status`` columns of the encoded
-record, then
+Verdicts, ``amlhp.verdict`` v3 (v1 lacked ``malicious_score``, ``decision`` and
+``ood_score``; v2 the four packet facts): the identity, 5-tuple and ``status`` columns of
+the encoded record, then
 
 ================  ==============  ====================================================
 column            type            meaning
@@ -42,6 +42,11 @@ probs             list<float32>   probabilities of all classes, in class-id orde
 malicious_score   float32         calibrated probability that the packet is malicious
 decision          string          ``malicious``, ``benign`` or ``uncertain``: what to act on
 ood_score         float32         energy of the logits: high is unlike the training data
+tcp_flags         uint8           TCP flags byte (null: not TCP)        } packet facts for
+payload_len       uint32          transport payload bytes               } the behaviour
+dns_qname         string          a DNS query's name (cut: ends "...")  } detectors, see
+modbus_fc         uint8           Modbus/TCP function code              } encoders.facts
+icmp_type         uint8           ICMP type (null: not ICMP)            }
 model_version     string          identity of the model that scored the packet
 ingested_at_ns    int64           when the raw batch entered Kafka: the tap's publish time
 encoded_at_ns     int64           when the packet was encoded (ns since epoch)
@@ -70,7 +75,7 @@ RAW: Final = "amlhp.raw"
 ENCODED: Final = "amlhp.encoded"
 VERDICT: Final = "amlhp.verdict"
 #: the versions of these schemas that this code writes and reads (see the registry)
-RAW_VERSION, ENCODED_VERSION, VERDICT_VERSION = "1", "1", "2"
+RAW_VERSION, ENCODED_VERSION, VERDICT_VERSION = "1", "1", "3"
 
 IDENTITY_FIELDS: Final = (
     pa.field("gateway", pa.string(), nullable=False),
@@ -87,6 +92,14 @@ FIVE_TUPLE_FIELDS: Final = (
     pa.field("proto", pa.uint8()),
 )
 STATUS_FIELD: Final = pa.field("status", pa.string(), nullable=False)
+#: what the behaviour detectors read of each packet (:mod:`amlhp.encoders.facts`)
+FACT_FIELDS: Final = (
+    pa.field("tcp_flags", pa.uint8()),
+    pa.field("payload_len", pa.uint32()),
+    pa.field("dns_qname", pa.string()),
+    pa.field("modbus_fc", pa.uint8()),
+    pa.field("icmp_type", pa.uint8()),
+)
 
 
 def metadata(name: str, version: str, **extra: str) -> dict[bytes, bytes]:
@@ -147,6 +160,7 @@ def verdict_schema() -> pa.Schema:
             pa.field("malicious_score", pa.float32()),
             pa.field("decision", pa.string()),
             pa.field("ood_score", pa.float32()),
+            *FACT_FIELDS,
             pa.field("model_version", pa.string()),
             pa.field("ingested_at_ns", pa.int64()),
             pa.field("encoded_at_ns", pa.int64()),

@@ -65,7 +65,8 @@ explained_at_ns  int64           when the explanation was made
 explain_ns       int64           how long it took
 ===============  ==============  ====================================================
 
-Alerts, ``amlhp.alert`` v1, one row per revision of an incident (see
+Alerts, ``amlhp.alert`` v2 (v1 lacked ``severity`` .. ``evidence``), one row per revision
+of an incident (see
 :mod:`amlhp.alerts`): an incident is raised (``status`` ``opened``), revised at most every
 update interval while evidence keeps coming (``updated``) and ``closed`` after a quiet
 period; every row carries the incident's whole state at that revision, so the latest row
@@ -85,7 +86,15 @@ reason            string           why this row: ``threshold``, ``update``, ``qu
                                    ``end_of_input`` (offline)
 host              string           the host's real address (alerts are for operators)
 role              string           ``source`` (it sends the attack) or ``target``
-kind              string           ``scan``, ``brute_force``, ``dos``, ``c2``, ``exploit``
+kind              string           ``scan``, ``brute_force``, ``dos``, ``c2``,
+                                   ``exfiltration``, ``exploit``, ``ics``
+severity          string           ``low``, ``medium``, ``high``, ``critical``
+confidence        float32          1 - exp(-score)
+score             float32          fused evidence score (1: one detector at threshold)
+techniques        list<string>     MITRE ATT&CK (and ATT&CK for ICS) technique ids
+evidence          list<struct>     per detector and scale: ``detector``, ``scale``
+                                   (seconds, minutes, hour), ``kind``, ``strength``
+                                   (measure / threshold), ``facts`` ("k=v ...")
 first_seen_ns     int64            first packet counted in the incident
 last_seen_ns      int64            last packet counted so far
 opened_ns         int64            event time of the packet that raised the incident
@@ -125,7 +134,7 @@ FLOW_VERDICT: Final = "amlhp.flow_verdict"
 EXPLANATION: Final = "amlhp.explanation"
 #: the versions of these schemas that this code writes and reads (see the registry)
 DEAD_LETTER_VERSION, FLOW_VERDICT_VERSION, EXPLANATION_VERSION = "1", "1", "1"
-ALERT_VERSION: Final = "1"
+ALERT_VERSION: Final = "2"
 
 
 def dead_letter_schema() -> pa.Schema:
@@ -239,8 +248,20 @@ def check_explanation_rows(batch: pa.RecordBatch) -> None:
         raise BatchDecodeError(f"{EXPLANATION} attributions do not match the named fields")
 
 
+#: one entry of an incident's evidence: a detector's strongest finding at one scale
+EVIDENCE: Final = pa.struct(
+    [
+        pa.field("detector", pa.string()),
+        pa.field("scale", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("strength", pa.float32()),
+        pa.field("facts", pa.string()),
+    ]
+)
+
+
 def alert_schema() -> pa.Schema:
-    """``amlhp.alert`` v1: one row per incident revision (see the module docstring)."""
+    """``amlhp.alert`` v2: one row per incident revision (see the module docstring)."""
     counts = pa.list_(pa.int64())
     return pa.schema(
         [
@@ -253,6 +274,11 @@ def alert_schema() -> pa.Schema:
             pa.field("host", pa.string(), nullable=False),
             pa.field("role", pa.string(), nullable=False),
             pa.field("kind", pa.string(), nullable=False),
+            pa.field("severity", pa.string(), nullable=False),
+            pa.field("confidence", pa.float32(), nullable=False),
+            pa.field("score", pa.float32(), nullable=False),
+            pa.field("techniques", pa.list_(pa.string())),
+            pa.field("evidence", pa.list_(EVIDENCE)),
             pa.field("first_seen_ns", pa.int64(), nullable=False),
             pa.field("last_seen_ns", pa.int64(), nullable=False),
             pa.field("opened_ns", pa.int64(), nullable=False),

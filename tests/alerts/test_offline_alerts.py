@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from amlhp.alerts.evaluate import BENIGN_NET, scenarios
-from amlhp.alerts.policy import kind_of
+from amlhp.alerts.kinds import kind_of
 from amlhp.data import DEMO_CAPTURE
 
 REQUIRED = {"gateway", "host", "kind", "first_seen", "last_seen", "packets", "score"}

@@ -254,9 +254,10 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
-#: verdict v2 added malicious_score, decision and ood_score
-VERSIONS = {RAW: "1", ENCODED: "1", VERDICT: "2", DEAD_LETTER: "1", FLOW_VERDICT: "1",
-            EXPLANATION: "1", ALERT: "1"}  # fmt: skip
+#: verdict v2 added malicious_score, decision and ood_score; v3 the packet facts of the
+#: behaviour detectors; alert v2 severity, confidence, score, techniques and evidence
+VERSIONS = {RAW: "1", ENCODED: "1", VERDICT: "3", DEAD_LETTER: "1", FLOW_VERDICT: "1",
+            EXPLANATION: "1", ALERT: "2"}  # fmt: skip
 
 
 def test_registry_holds_every_schema_with_the_version_its_builder_writes() -> None:
@@ -309,3 +310,24 @@ def test_columns_are_those_of_version_1() -> None:
     meta = explanation_schema(FIELDS).metadata
     assert meta[b"fields"] == b"ip.ttl,tcp.flags,payload"
     assert meta[b"target"] == b"probability of the verdict's class"
+
+
+def test_alert_v2_columns_and_an_old_version_refused() -> None:
+    """Alert v2 carries severity, confidence, score, ATT&CK ids and the evidence list;
+    a v1 batch is refused with a clear error (no reader guesses at missing columns)."""
+    names = alert_schema().names
+    assert names[9:14] == ["severity", "confidence", "score", "techniques", "evidence"]
+    evidence = alert_schema().field("evidence").type.value_type
+    assert [f.name for f in evidence] == ["detector", "scale", "kind", "strength", "facts"]
+    old = alert_schema().with_metadata({b"schema": b"amlhp.alert", b"version": b"1"})
+    with pytest.raises(BatchDecodeError, match="version '1' is not supported"):
+        from_ipc(to_ipc(pa.RecordBatch.from_pylist([], schema=old)), ALERT)
+
+
+def test_verdict_v3_carries_the_packet_facts() -> None:
+    names = verdict_schema().names
+    for name in ("tcp_flags", "payload_len", "dns_qname", "modbus_fc", "icmp_type"):
+        assert name in names
+    old = verdict_schema().with_metadata({b"schema": b"amlhp.verdict", b"version": b"2"})
+    with pytest.raises(BatchDecodeError, match="version '2' is not supported"):
+        from_ipc(to_ipc(pa.RecordBatch.from_pylist([], schema=old)), VERDICT)

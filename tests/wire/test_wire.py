@@ -64,7 +64,7 @@ def verdict_batch() -> pa.RecordBatch:
 @pytest.mark.parametrize(
     ("schema", "name", "version"),
     [(raw_schema(), RAW, b"1"), (encoded_schema(64), ENCODED, b"1"),
-     (verdict_schema(), VERDICT, b"2")],
+     (verdict_schema(), VERDICT, b"3")],
 )  # fmt: skip
 def test_schemas_carry_name_and_version(schema: pa.Schema, name: str, version: bytes) -> None:
     assert schema.metadata[b"schema"] == name.encode()

@@ -1,0 +1,84 @@
+"""Evidence fusion: the detectors' findings on one host -> a score per kind, the kind to
+raise, its severity, confidence and ATT&CK techniques.
+
+* **Score.** Per kind, the weighted sum of its findings' strengths (each capped at
+  :data:`~amlhp.alerts.detectors.MAX_STRENGTH`; a detector's weight is 1 unless the policy
+  says otherwise; a beacon alone is half a witness), taking each detector's strongest
+  scale. The model is one witness among several: its strongest finding of any kind adds
+  ``model_support`` x its strength to every behaviour kind that has a finding of its own,
+  so a slow guesser the model also calls malicious needs fewer attempts. Only behaviour
+  of some weight (``support_from``, half its threshold) gets that support, and a beacon
+  counts at most half: regular connections alone are what IoT devices do all day.
+* **Raise** at a score of 1: one detector at its threshold, or weaker ones together.
+* **Kind.** A behaviour kind that reaches 1 wins over the model's kinds (an FTP password
+  guesser is ``brute_force`` whatever class the model gave its packets); among the
+  reaching kinds, the highest score.
+* **Confidence** ``1 - exp(-score)``: 0.63 at the threshold, 0.95 at three times it.
+* **Severity** the kind's base level, one up at a score of
+  :data:`~amlhp.alerts.kinds.SEVERE_SCORE` (:func:`~amlhp.alerts.kinds.severity`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from amlhp.alerts.detectors import MAX_STRENGTH, Finding
+
+if TYPE_CHECKING:
+    from amlhp.alerts.policy import AlertPolicy
+
+MODEL = "model"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What fusion concludes for one host: the kind to raise (or none) and why."""
+
+    kind: str | None
+    score: float
+    findings: list[Finding]
+
+    @property
+    def confidence(self) -> float:
+        return confidence(self.score)
+
+
+def confidence(score: float) -> float:
+    return round(1.0 - math.exp(-score), 4)
+
+
+def strongest(findings: list[Finding]) -> dict[tuple[str, str], Finding]:
+    """(detector, kind) -> its strongest finding over the scales."""
+    best: dict[tuple[str, str], Finding] = {}
+    for f in findings:
+        key = (f.detector, f.kind)
+        if key not in best or f.strength > best[key].strength:
+            best[key] = f
+    return best
+
+
+def fuse(findings: list[Finding], policy: AlertPolicy) -> Verdict:
+    """The kind to raise for one host from its findings (see the module docstring)."""
+    best = strongest(findings)
+    scores: dict[str, float] = {}
+    behaviour: set[str] = set()
+    model_best = 0.0
+    for (detector, kind), f in best.items():
+        strength = min(f.strength, MAX_STRENGTH) * policy.weight(detector)
+        scores[kind] = scores.get(kind, 0.0) + strength
+        if detector == MODEL:
+            model_best = max(model_best, min(f.strength, MAX_STRENGTH))
+        elif strength >= policy.support_from:
+            behaviour.add(kind)
+    for kind in behaviour:
+        scores[kind] += policy.model_support * model_best
+    reaching = {k: s for k, s in scores.items() if s >= 1.0}
+    if not reaching:
+        top = max(scores.values(), default=0.0)
+        return Verdict(None, top, list(best.values()))
+    preferred = {k: s for k, s in reaching.items() if k in behaviour} or reaching
+    kind = min(preferred, key=lambda k: (-preferred[k], k))
+    used = [f for (d, k), f in best.items() if k == kind or d == MODEL]
+    return Verdict(kind, scores[kind], used)

@@ -1,0 +1,209 @@
+"""A host's behaviour at three time scales, in bounded state that round-trips through JSON.
+
+The behaviour detectors (:mod:`amlhp.alerts.detectors`) judge a host by what it did over
+seconds (floods), minutes (scans, brute force) and about an hour (low-and-slow guessing,
+slow scans, beacons). One :class:`Tally` per scale holds the counts they read:
+
+* the **seconds** tally is the gateway's current window (``window_s``, 10 s): every packet
+  the host starts or answers updates it, with exact (capped) sets of the peers and ports
+  it reached;
+* at each window boundary the window's tally is **rolled up** into the **minutes** tally
+  (``minutes_s``, 5 min, tumbling on event time) and the **hour** tally (``hour_s``), whose
+  distinct peers, ports and DNS names are HyperLogLog sketches (Apache DataSketches, lg_k
+  7: at most 104 bytes each, about 9% error), so that a host that reaches 50,000 addresses
+  in an hour costs what one that reaches 50 does.
+
+Packets are counted from the point of view of the host that *started* the conversation
+(the sender of the first packet seen between the two addresses): its own packets are
+``out``, its peers' answers are ``in``. A scanner's probes and the RSTs it gets back both
+land in the scanner's tally. Unsolicited packets a host *receives* (the sender started
+the conversation) are counted in its ``recv`` counts (floods and reflection aimed at it).
+
+The beacon statistics (per peer and port: connection starts, the mean and spread of the
+intervals between them, Welford's running sums) live in the hour tally only, capped at
+``max_beacons`` peers.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import datasketches as ds
+
+HLL_LG_K: Final = 7
+_HLL: Final = ds.tgt_hll_type.HLL_4
+COUNTS: Final = (
+    "out", "inn", "syn", "synack", "refused", "recv", "dns", "dns_long", "modbus_requests",
+    "modbus_writes", "modbus_diag", "modbus_exceptions", "field_requests", "field_lateral",
+    "recv_synack",
+)  # fmt: skip
+#: Modbus function codes that change a device (writes) or restart/diagnose it
+MODBUS_WRITES: Final = frozenset({5, 6, 15, 16, 22, 23})
+MODBUS_DIAGNOSTICS: Final = frozenset({8})
+
+
+def _bump(counts: dict[str, int], key: str, cap: int) -> None:
+    if key in counts:
+        counts[key] += 1
+    elif len(counts) < cap:
+        counts[key] = 1
+
+
+@dataclass
+class Tally:
+    """What a host did in one window of one scale (see the module docstring)."""
+
+    window: int = -1
+    out: int = 0  # packets the host sent in conversations it started
+    inn: int = 0  # packets it got back in them
+    syn: int = 0  # TCP connection attempts (SYN without ACK)
+    synack: int = 0  # ... answered (SYN-ACK back)
+    refused: int = 0  # ... refused (RST back) or unreachable (ICMP type 3 back)
+    recv: int = 0  # unsolicited packets received (the sender started the conversation)
+    first_ns: int = 0
+    last_ns: int = 0
+    #: "peer port" -> connection attempts, for brute force (capped)
+    services: dict[str, int] = field(default_factory=dict)
+    dns: int = 0  # DNS queries sent
+    dns_long: int = 0  # ... with a long (or cut) name or a long label
+    dns_entropy: float = 0.0  # sum over queries of the first label's Shannon entropy
+    #: DNS base domain -> queries (capped)
+    domains: dict[str, int] = field(default_factory=dict)
+    modbus_requests: int = 0  # Modbus/TCP requests the host sent
+    modbus_writes: int = 0  # ... of them writes
+    modbus_diag: int = 0  # ... diagnostics (FC 8: restart communications)
+    modbus_exceptions: int = 0  # exception replies it got
+    field_requests: int = 0  # requests sent by a host that is itself a Modbus server
+    field_lateral: int = 0  # TCP connections a Modbus server started, not to port 502
+    recv_synack: int = 0  # unsolicited SYN-ACKs received (reflection backscatter)
+    #: the model's evidence credited to the host: kind -> [packets, sum of scores]
+    evidence: dict[str, list[float]] = field(default_factory=dict)
+    #: exact distinct sets (seconds) or HLL sketches (minutes, hour): ``dsts`` peers
+    #: reached, ``lan`` ... of them private, ``ports`` service ports reached ("p<proto>"
+    #: without ports), ``names`` DNS names, ``senders`` of unsolicited packets
+    sets: dict[str, set[str]] = field(default_factory=dict)
+    sketches: dict[str, Any] = field(default_factory=dict)
+    #: "peer port" -> [starts, last_ns, mean_gap_ns, m2] (hour tally only)
+    beacons: dict[str, list[float]] = field(default_factory=dict)
+
+    def distinct(self, name: str) -> int:
+        """Distinct values of ``name``: exact for a set, the estimate for a sketch."""
+        if name in self.sets:
+            return len(self.sets[name])
+        sketch = self.sketches.get(name)
+        return round(sketch.get_estimate()) if sketch is not None else 0
+
+    def note(self, name: str, value: str, cap: int) -> None:
+        seen = self.sets.setdefault(name, set())
+        if len(seen) < cap:
+            seen.add(value)
+
+    def absorb(self, other: Tally) -> None:
+        """Add ``other`` (a closed seconds window) into this minutes or hour tally."""
+        for name in COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.dns_entropy += other.dns_entropy
+        if other.first_ns:
+            self.first_ns = min(self.first_ns or other.first_ns, other.first_ns)
+            self.last_ns = max(self.last_ns, other.last_ns)
+        for kind, (n, total) in other.evidence.items():
+            mine = self.evidence.setdefault(kind, [0, 0.0])
+            mine[0] += n
+            mine[1] += total
+        for key, n in other.services.items():
+            if key in self.services or len(self.services) < 32:
+                self.services[key] = self.services.get(key, 0) + n
+        for key, n in other.domains.items():
+            if key in self.domains or len(self.domains) < 16:
+                self.domains[key] = self.domains.get(key, 0) + n
+        for name, values in other.sets.items():
+            sketch = self.sketches.get(name)
+            if sketch is None:
+                sketch = self.sketches[name] = ds.hll_sketch(HLL_LG_K, _HLL)
+            for value in values:
+                sketch.update(value)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k not in ("sets", "sketches")}
+        data["sets"] = {k: sorted(v) for k, v in self.sets.items()}
+        data["sketches"] = {
+            k: base64.b64encode(v.serialize_compact()).decode() for k, v in self.sketches.items()
+        }
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Tally:
+        values = dict(data)
+        values["sets"] = {k: set(v) for k, v in data["sets"].items()}
+        values["sketches"] = {
+            k: ds.hll_sketch.deserialize(base64.b64decode(v)) for k, v in data["sketches"].items()
+        }
+        return cls(**values)
+
+
+@dataclass
+class Profile:
+    """One host's tallies: the current seconds window, the minutes and the hour."""
+
+    seconds: Tally = field(default_factory=Tally)
+    minutes: Tally = field(default_factory=Tally)
+    hour: Tally = field(default_factory=Tally)
+    #: event time of the host's last packet (idle hosts are evicted)
+    last_ns: int = 0
+    #: packets in the seconds window at the last evaluation (see Engine)
+    evaluated_at: int = 0
+
+    def roll_up(self, minutes_window: int, hour_window: int) -> None:
+        """Close the seconds window: add it to the minutes and hour tallies (each starts
+        afresh when event time entered a new window of its scale)."""
+        closed = self.seconds
+        for name, window in (("minutes", minutes_window), ("hour", hour_window)):
+            tally: Tally = getattr(self, name)
+            if tally.window != window:
+                beacons = tally.beacons if name == "hour" else {}
+                tally = Tally(window=window)
+                # a beacon's rhythm outlives the hour boundary: its running stats carry on
+                tally.beacons = {k: v for k, v in beacons.items() if v[0] > 1}
+                setattr(self, name, tally)
+            tally.absorb(closed)
+        self.seconds = Tally()
+        self.evaluated_at = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds.to_json(),
+            "minutes": self.minutes.to_json(),
+            "hour": self.hour.to_json(),
+            "last_ns": self.last_ns,
+            "evaluated_at": self.evaluated_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Profile:
+        return cls(
+            seconds=Tally.from_json(data["seconds"]),
+            minutes=Tally.from_json(data["minutes"]),
+            hour=Tally.from_json(data["hour"]),
+            last_ns=int(data["last_ns"]),
+            evaluated_at=int(data["evaluated_at"]),
+        )
+
+
+def beacon(beacons: dict[str, list[float]], key: str, ts_ns: int, cap: int) -> None:
+    """One connection start to ``key``: update its interval statistics (Welford)."""
+    stats = beacons.get(key)
+    if stats is None:
+        if len(beacons) < cap:
+            beacons[key] = [1, ts_ns, 0.0, 0.0]
+        return
+    starts, last, mean, m2 = stats
+    gap = ts_ns - last
+    if gap <= 0:
+        return
+    n = starts  # intervals after this one
+    delta = gap - mean
+    mean += delta / n
+    m2 += delta * (gap - mean)
+    stats[:] = [starts + 1, ts_ns, mean, m2]

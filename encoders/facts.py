@@ -1,0 +1,126 @@
+"""Facts of each packet that the behaviour detectors need, read from its encoded vectors.
+
+The alert stage judges hosts by behaviour as well as by the model's verdicts (unanswered
+connection attempts, DNS names, Modbus commands). Those facts are already in the aligned
+header ``h`` and the first P payload bytes ``d`` that every encoded record carries, so they
+are read here, once, from the same arrays the model scores, and travel on the verdict
+record (``amlhp.verdict`` v3): the stream's worker and ``amlhp alerts`` offline both call
+:func:`packet_facts`, so the detectors see the same values in both.
+
+* ``tcp_flags`` (uint8): the TCP flags byte; null unless the packet has a TCP header.
+* ``payload_len`` (uint32): transport payload bytes (IPv4 total length minus the IPv4 and
+  TCP/UDP headers); null where ``ip.len`` is masked or the packet has no vector.
+* ``dns_qname`` (string): the first question's name of a DNS query (UDP to port 53), as far
+  as the P payload bytes hold it; a name cut by P ends in ``"..."``; null otherwise.
+* ``modbus_fc`` (uint8): the Modbus/TCP function code of a request or reply on port 502
+  (the byte after the 7-byte MBAP header); null otherwise.
+* ``icmp_type`` (uint8): the ICMP type (the first byte after the IPv4 header, where the
+  payload vector of an ICMP packet starts); null unless ICMP.
+
+A field the model's encoder masks (``mask_fields`` in the encoded schema) reads as null,
+never as the zeros the mask wrote.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from amlhp.encoders.arrays import model_inputs
+from amlhp.encoders.layout import (
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    PAD_BYTE,
+    TCP_SLOT_OFFSET,
+    UDP_HEADER,
+    UDP_SLOT_OFFSET,
+)
+from amlhp.wire.packets import FACT_FIELDS
+
+DNS_PORT, MODBUS_PORT, IPPROTO_ICMP = 53, 502, 1
+DNS_HEADER, MBAP_HEADER = 12, 7
+TRUNCATED: Final = "..."
+
+
+def _masked(schema: pa.Schema) -> set[str]:
+    raw = (schema.metadata or {}).get(b"mask_fields", b"")
+    return set(raw.decode().split(",")) if raw else set()
+
+
+def dns_name(payload: bytes) -> str | None:
+    """The first question's name of a DNS message (labels joined by dots), ``None`` when
+    the bytes are not a query with a plain name; cut names end in ``"..."``."""
+    if len(payload) <= DNS_HEADER or payload[2] & 0x80:  # too short, or a response
+        return None
+    labels: list[str] = []
+    i = DNS_HEADER
+    while i < len(payload):
+        n = payload[i]
+        if n == 0:
+            return ".".join(labels) if labels else None
+        if n > 63:  # a compression pointer or reserved bits: not a plain question name
+            return None
+        label = payload[i + 1 : i + 1 + n]
+        labels.append(label.decode("ascii", "replace"))
+        if i + 1 + n > len(payload):
+            break
+        i += 1 + n
+    return ".".join(labels) + TRUNCATED if labels else None
+
+
+def _tcp_flags(header: npt.NDArray[np.uint8], tcp: npt.NDArray[np.bool_]) -> pa.Array:
+    flags = header[:, TCP_SLOT_OFFSET + 13]
+    return pa.array(flags, pa.uint8(), mask=~tcp)
+
+
+def _payload_len(
+    header: npt.NDArray[np.uint8], ok: npt.NDArray[np.bool_], tcp: npt.NDArray[np.bool_],
+    udp: npt.NDArray[np.bool_],
+) -> pa.Array:  # fmt: skip
+    total = header[:, 2].astype(np.int64) << 8 | header[:, 3]
+    ihl = (header[:, 0] & 0x0F).astype(np.int64) * 4
+    transport = np.where(tcp, (header[:, TCP_SLOT_OFFSET + 12] >> 4).astype(np.int64) * 4, 0)
+    transport = np.where(udp, UDP_HEADER, transport)
+    length = total - ihl - transport
+    return pa.array(np.maximum(length, 0), pa.uint32(), mask=~ok | (length < 0))
+
+
+def packet_facts(table: pa.Table | pa.RecordBatch) -> dict[str, pa.Array]:
+    """The :data:`FACT_FIELDS` columns of an encoded table (see the module docstring)."""
+    n = table.num_rows
+    if n == 0:
+        return {f.name: pa.nulls(0, f.type) for f in FACT_FIELDS}
+    header, payload, ok = model_inputs(table)
+    masked = _masked(table.schema)
+    proto = header[:, 9]
+    tcp = ok & (proto == IPPROTO_TCP) & (header[:, TCP_SLOT_OFFSET + 12] != PAD_BYTE)
+    udp_slot = header[:, UDP_SLOT_OFFSET : UDP_SLOT_OFFSET + UDP_HEADER]
+    udp = ok & (proto == IPPROTO_UDP) & ~tcp & (udp_slot != PAD_BYTE).any(axis=1)
+    out: dict[str, pa.Array] = {
+        "tcp_flags": _tcp_flags(header, tcp),
+        "payload_len": _payload_len(header, ok, tcp, udp),
+    }
+    if "tcp.offset" in masked:
+        out["tcp_flags"] = pa.nulls(n, pa.uint8())
+    if "ip.len" in masked or "tcp.offset" in masked:
+        out["payload_len"] = pa.nulls(n, pa.uint32())
+    dport = table.column("dst_port").to_numpy(zero_copy_only=False)
+    sport = table.column("src_port").to_numpy(zero_copy_only=False)
+    dport = np.nan_to_num(dport.astype(np.float64), nan=-1).astype(np.int64)
+    sport = np.nan_to_num(sport.astype(np.float64), nan=-1).astype(np.int64)
+    names: list[str | None] = [None] * n
+    for i in np.flatnonzero(udp & (dport == DNS_PORT)).tolist():
+        names[i] = dns_name(payload[i].tobytes())
+    out["dns_qname"] = pa.array(names, pa.string())
+    modbus = tcp & ((dport == MODBUS_PORT) | (sport == MODBUS_PORT)) & (payload.shape[1] > 7)
+    length = out["payload_len"].to_numpy(zero_copy_only=False)
+    modbus &= np.nan_to_num(length.astype(np.float64), nan=0) > MBAP_HEADER
+    fc = payload[:, MBAP_HEADER] if payload.shape[1] > MBAP_HEADER else np.zeros(n, np.uint8)
+    out["modbus_fc"] = pa.array(fc, pa.uint8(), mask=~modbus)
+    icmp = ok & (proto == IPPROTO_ICMP) & (payload.shape[1] > 0)
+    first = payload[:, 0] if payload.shape[1] else np.zeros(n, np.uint8)
+    out["icmp_type"] = pa.array(first, pa.uint8(), mask=~icmp)
+    return out
