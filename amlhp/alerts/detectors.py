@@ -17,17 +17,17 @@ one value per scale where the scale matters (``(seconds, minutes, hour)`` tuples
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from amlhp.alerts.kinds import BRUTE_FORCE, C2, DOS, ICS, SCAN
+from amlhp.alerts.policy import SCALES
 from amlhp.alerts.profile import Tally
 
 if TYPE_CHECKING:
     from amlhp.alerts.policy import AlertPolicy
 
-SCALES: Final = ("seconds", "minutes", "hour")
 #: strength beyond which one detector counts no more (fusion)
 MAX_STRENGTH: Final = 3.0
 
@@ -40,15 +40,11 @@ class Finding:
     scale: str
     kind: str
     strength: float
-    facts: dict[str, float] = field(default_factory=dict)
+    facts: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return f"{self.detector}@{self.scale}"
-
-
-def _at(values: tuple[float, ...], scale: str) -> float:
-    return values[SCALES.index(scale)]
 
 
 def _ratio(value: float, threshold: float) -> float:
@@ -62,12 +58,12 @@ def scan_fanout(t: Tally, scale: str, p: AlertPolicy) -> list[Finding]:
     probes = max(t.out, 1)
     unanswered = 1.0 - min(1.0, t.synack / t.syn) if t.syn else 0.0
     failed = max(unanswered, min(1.0, t.refused / probes))
-    if failed < p.scan_min_failed or t.out > p.scan_max_probes_per_target * max(ports, lan):
+    if failed < p.scan_min_failed or t.out > p.scan_max_probes_per_target * max(ports, hosts):
         return []
     strength = max(
-        _ratio(lan, _at(p.scan_hosts, scale)),
-        _ratio(hosts, p.scan_public_factor * _at(p.scan_hosts, scale)),
-        _ratio(ports, _at(p.scan_ports, scale)),
+        _ratio(lan, p.threshold("scan_hosts", scale)),
+        _ratio(hosts, p.scan_public_factor * p.threshold("scan_hosts", scale)),
+        _ratio(ports, p.threshold("scan_ports", scale)),
     )
     if strength <= 0:
         return []
@@ -85,7 +81,7 @@ def brute_force(t: Tally, scale: str, p: AlertPolicy) -> list[Finding]:
             best, attempts = key, n
     if not attempts:
         return []
-    strength = _ratio(attempts, _at(p.brute_attempts, scale))
+    strength = _ratio(attempts, p.threshold("brute_attempts", scale))
     facts = {"attempts": attempts, "port": int(best.rsplit(" ", 1)[1])}
     return [Finding("brute_force", scale, BRUTE_FORCE, strength, facts)]
 
@@ -100,14 +96,18 @@ def flood(t: Tally, scale: str, p: AlertPolicy) -> list[Finding]:
     unanswered = t.syn - t.synack
     if unanswered > 0:
         rate = unanswered / seconds
-        if rate >= p.flood_pps * 0.25:
+        if rate >= p.threshold("flood_pps") * 0.25:
             facts = {"syn_per_s": round(rate, 1), "syn": t.syn, "answered": t.synack}
-            out.append(Finding("syn_flood", scale, DOS, _ratio(rate, p.flood_pps), facts))
+            out.append(
+                Finding("syn_flood", scale, DOS, _ratio(rate, p.threshold("flood_pps")), facts)
+            )
     senders = t.distinct("senders")
     if t.recv and senders >= p.target_min_sources:
         rate = t.recv / seconds
         facts = {"recv_per_s": round(rate, 1), "senders": senders}
-        out.append(Finding("recv_flood", scale, DOS, _ratio(rate, p.flood_recv_pps), facts))
+        out.append(
+            Finding("recv_flood", scale, DOS, _ratio(rate, p.threshold("flood_recv_pps")), facts)
+        )
     return out
 
 
@@ -122,7 +122,7 @@ def beaconing(t: Tally, scale: str, p: AlertPolicy) -> list[Finding]:
         cv = math.sqrt(m2 / (gaps - 1)) / mean if gaps > 1 else 1.0
         if cv > p.beacon_max_cv:
             continue
-        strength = min(1.0, starts / p.beacon_min_starts)  # half a witness at most
+        strength = min(1.0, starts / p.threshold("beacon_min_starts"))  # half a witness at most
         if best is None or strength > best.strength:
             facts = {"starts": starts, "period_s": round(mean / 1e9, 2), "cv": round(cv, 3),
                      "port": int(key.rsplit(" ", 1)[1])}  # fmt: skip
@@ -139,7 +139,7 @@ def dns_tunnel(t: Tally, scale: str, p: AlertPolicy) -> list[Finding]:
     facts = {"queries": t.dns, "long_names": t.dns_long, "names": t.distinct("names"),
              "entropy": round(t.dns_entropy / t.dns, 2),
              "top_domain_queries": t.domains.get(domain, 0)}  # fmt: skip
-    strength = _ratio(t.dns_long, _at(p.dns_long_names, scale))
+    strength = _ratio(t.dns_long, p.threshold("dns_long_names", scale))
     return [Finding("dns_tunnel", scale, C2, strength, facts)]
 
 
@@ -152,18 +152,18 @@ def modbus_commands(t: Tally, scale: str, p: AlertPolicy) -> list[Finding]:
     out = []
     if t.field_requests:
         facts = {"requests": t.field_requests, "writes": t.modbus_writes}
-        strength = _ratio(t.field_requests, _at(p.field_requests, scale))
+        strength = _ratio(t.field_requests, p.threshold("field_requests", scale))
         out.append(Finding("modbus_field_command", scale, ICS, strength, facts))
     if t.modbus_diag:
         facts = {"diagnostics": t.modbus_diag}
         out.append(Finding("modbus_restart", scale, ICS, _ratio(t.modbus_diag, 1), facts))
     if t.modbus_requests and t.modbus_exceptions / t.modbus_requests >= p.modbus_failed_share:
         facts = {"requests": t.modbus_requests, "exceptions": t.modbus_exceptions}
-        strength = _ratio(t.modbus_exceptions, _at(p.modbus_exceptions, scale))
+        strength = _ratio(t.modbus_exceptions, p.threshold("modbus_exceptions", scale))
         out.append(Finding("modbus_recon", scale, ICS, strength, facts))
     if t.field_lateral:
         facts = {"connections": t.field_lateral}
-        strength = _ratio(t.field_lateral, _at(p.field_lateral, scale))
+        strength = _ratio(t.field_lateral, p.threshold("field_lateral", scale))
         out.append(Finding("field_lateral", scale, ICS, strength, facts))
     return out
 
@@ -174,7 +174,7 @@ def reflection(t: Tally, scale: str, p: AlertPolicy) -> list[Finding]:
     if not t.recv_synack:
         return []
     facts = {"synacks": t.recv_synack, "senders": t.distinct("senders")}
-    strength = _ratio(t.recv_synack, _at(p.reflection_synacks, scale))
+    strength = _ratio(t.recv_synack, p.threshold("reflection_synacks", scale))
     return [Finding("reflection", scale, DOS, strength, facts)]
 
 
@@ -190,7 +190,7 @@ def model_evidence(t: Tally, scale: str, p: AlertPolicy) -> list[Finding]:
         share = n / total
         if share < p.model_min_share:
             continue
-        strength = _ratio(n, _at(p.model_packets, scale))
+        strength = _ratio(n, p.threshold("model_packets", scale))
         facts = {"packets": n, "share": round(share, 3), "mean_score": round(score_sum / n, 3)}
         out.append(Finding("model", scale, kind, strength, facts))
     return out

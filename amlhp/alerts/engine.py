@@ -37,14 +37,12 @@ same incidents from the same verdicts.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from amlhp.alerts import observe
+from amlhp.alerts.columns import Rows, verdict_rows
 from amlhp.alerts.detectors import SCALES, Finding, run_detectors
 from amlhp.alerts.fusion import MODEL, Verdict, fuse
 from amlhp.alerts.kinds import kind_of
@@ -60,41 +58,6 @@ SOURCE, TARGET = "source", "target"
 TRIGGERS = frozenset(1 << k for k in range(4, 40))
 
 
-@dataclass(frozen=True)
-class _Rows:
-    """The columns of one gateway's new verdicts, in seq order, as Python lists."""
-
-    seq: list[int]
-    ts: list[int]
-    window: list[int]
-    malicious: list[bool]
-    label: list[str]
-    score: list[float]
-    src: list[str | None]
-    dst: list[str | None]
-    sport: list[int]
-    dport: list[int]
-    proto: list[int]
-    flags: list[int]
-    icmp_type: list[int]
-    qname: list[str | None]
-    modbus_fc: list[int]
-    model_version: list[str]
-
-
-def _ints(column: pa.ChunkedArray | pa.Array, missing: int = -1) -> np.ndarray:
-    """An integer column as int64, nulls as ``missing`` (unsigned columns included)."""
-    return np.asarray(
-        pc.fill_null(column.cast(pa.int64()), missing).to_numpy(zero_copy_only=False), np.int64
-    )
-
-
-def _column(part: pa.Table, name: str, missing: int = -1) -> list[int]:
-    if name not in part.column_names:
-        return [missing] * part.num_rows
-    return _ints(part.column(name), missing).tolist()  # type: ignore[no-any-return]
-
-
 class Engine:
     """Incident detection over verdict batches (see the module docstring)."""
 
@@ -108,7 +71,7 @@ class Engine:
         self._s: Session | None = None
         self._out: list[dict[str, Any]] = []
         p = policy
-        self._observe = {
+        self._observe: dict[str, Any] = {
             "cap": p.max_tracked,
             "beacons": p.max_beacons,
             "long_label": p.dns_long_label,
@@ -169,56 +132,12 @@ class Engine:
         return out
 
     # -- one gateway -------------------------------------------------------------------
-    def _rows(self, part: pa.Table, gw: GatewayState) -> _Rows | None:
-        part = part.sort_by("seq")
-        seq = _ints(part.column("seq"))
-        new = seq > gw.hwm
-        self.duplicates += int((~new).sum())
-        if not new.any():
-            return None
-        part = part.filter(pa.array(new))
-        seq = seq[new]
-        ts = _ints(part.column("ts_ns"), 0)
-        window = np.maximum.accumulate(np.maximum(ts // self.policy.window_ns, gw.window))
-        decision = part.column("decision").to_numpy(zero_copy_only=False)
-        versions = (
-            part.column("model_version").to_pylist()
-            if "model_version" in part.column_names
-            else [self.model_version] * part.num_rows
-        )
-        score = pc.fill_null(part.column("malicious_score"), 0.0).to_numpy(zero_copy_only=False)
-        qname = part.column("dns_qname").to_pylist() if "dns_qname" in part.column_names else None
-        return _Rows(
-            seq=seq.tolist(),
-            ts=ts.tolist(),
-            window=window.tolist(),
-            malicious=self._evidence(decision, score).tolist(),
-            label=[str(x) for x in part.column("label").to_pylist()],
-            score=score.astype(float).tolist(),
-            src=part.column("src_ip").to_pylist(),
-            dst=part.column("dst_ip").to_pylist(),
-            sport=_ints(part.column("src_port")).tolist(),
-            dport=_ints(part.column("dst_port")).tolist(),
-            proto=_column(part, "proto"),
-            flags=_column(part, "tcp_flags"),
-            icmp_type=_column(part, "icmp_type"),
-            qname=qname or [None] * part.num_rows,
-            modbus_fc=_column(part, "modbus_fc"),
-            model_version=[v or self.model_version for v in versions],
-        )
-
-    def _evidence(self, decision: np.ndarray, score: np.ndarray) -> np.ndarray:
-        """Which verdicts count as malicious evidence (see :mod:`amlhp.alerts.policy`)."""
-        evidence = decision == "malicious"
-        if self.policy.count_uncertain:
-            evidence |= (decision == "uncertain") & (score >= self.policy.min_score)
-        return evidence
-
     def _gateway_rows(self, gateway: str, part: pa.Table, partition: int, wall: float) -> bool:
         assert self._s is not None
         s, gw = self._s, self._s.gw
         gw.partition, gw.wall_s = partition, wall
-        rows = self._rows(part, gw)
+        rows, duplicates = verdict_rows(part, gw, self.policy, self.model_version)
+        self.duplicates += duplicates
         if rows is None:
             return False
         pairs, cap, known = gw.pairs, self.policy.max_pairs, gw.known
@@ -293,7 +212,14 @@ class Engine:
             inc = self._s.incident(key)
             if inc is None:
                 continue
-            if inc.evidence.last_ns + quiet <= start:
+            # behaviour judged over minutes or the hour may pause while its tallies start
+            # a new window: such an incident waits a minutes window before it is quiet
+            slow = any(
+                not name.endswith("@seconds") and not name.startswith(MODEL + "@")
+                for name in inc.findings
+            )
+            wait = max(quiet, int(self.policy.minutes_s * 1e9)) if slow else quiet
+            if inc.evidence.last_ns + wait <= start:
                 self._emit(inc, "closed", "quiet", start)
                 self._s.put(INCIDENT, key, None)
                 continue
@@ -345,9 +271,24 @@ class Engine:
         if not findings:
             return
         verdict = fuse(findings, self.policy)
-        if verdict.kind is None:
-            return
-        self._raise(gateway, gw, host, verdict, ts, prof)
+        if verdict.kind is not None:
+            self._raise(gateway, gw, host, verdict, ts, prof)
+        self._keep_alive(gateway, gw, host, findings, ts)
+
+    def _keep_alive(
+        self, gateway: str, gw: GatewayState, host: str, findings: list[Finding], ts: int
+    ) -> None:
+        """An open incident whose behaviour goes on at half its threshold or more is not
+        quiet, even when the evidence alone would not raise it again."""
+        assert self._s is not None
+        for f in findings:
+            key = f"{gateway}|{host}|{SOURCE}|{f.kind}"
+            if f.detector != MODEL and key in gw.open:
+                inc = self._s.incident(key)
+                if inc is not None and f.strength * self.policy.weight(f.detector) >= (
+                    self.policy.support_from
+                ):
+                    inc.evidence.last_ns = max(inc.evidence.last_ns, ts)
 
     def _raise(
         self, gateway: str, gw: GatewayState, host: str, verdict: Verdict, ts: int,
@@ -408,7 +349,7 @@ class Engine:
 
     # -- the model's evidence, per packet ---------------------------------------------
     def _add(
-        self, gateway: str, gw: GatewayState, rows: _Rows, i: int, from_src: bool, prof: Profile
+        self, gateway: str, gw: GatewayState, rows: Rows, i: int, from_src: bool, prof: Profile
     ) -> None:
         """Credit a malicious packet to its conversation's initiator and to the other end."""
         src, dst = str(rows.src[i]), str(rows.dst[i])
@@ -423,7 +364,7 @@ class Engine:
         self._credit(gateway, gw, rows, i, (peer, TARGET, host), service, client, None)
 
     def _credit(
-        self, gateway: str, gw: GatewayState, rows: _Rows, i: int, who: tuple[str, str, str],
+        self, gateway: str, gw: GatewayState, rows: Rows, i: int, who: tuple[str, str, str],
         service_port: int, client_port: int, prof: Profile | None,
     ) -> None:  # fmt: skip
         host, role, peer = who

@@ -18,9 +18,7 @@ stream's code) over three sets and reports:
 from __future__ import annotations
 
 import csv
-import dataclasses
 import ipaddress
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,6 @@ import yaml
 from amlhp.alerts.kinds import kind_of
 from amlhp.alerts.offline import OfflineAlerts, alerts_from_verdicts, scored_captures
 from amlhp.alerts.policy import AlertPolicy
-from amlhp.markdown import markdown_table
 from amlhp.model.scorer import Scorer
 
 BENIGN_NET = ipaddress.ip_network("127.10.0.0/16")
@@ -258,60 +255,3 @@ def figures(corpus: Corpus, policy: AlertPolicy) -> Evaluation:
 def evaluate(scorer: Scorer, policy: AlertPolicy, demo: Path, public: Path | None) -> Evaluation:
     """All three figures (the public ones only where the folder exists)."""
     return figures(load_corpus(scorer, demo, public), policy)
-
-
-def markdown(result: Evaluation, policy: AlertPolicy) -> str:
-    """The figures as the tables of docs/alerts.md."""
-    lab = result.lab
-    lines = [
-        "# Alert thresholds on the project's data",
-        "",
-        "Made by `amlhp alerts-evaluate` with the policy "
-        + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(policy).items())
-        + ".",
-        "",
-        "## Lab demo capture (one gateway)",
-        "",
-        f"Scenarios with an incident of their kind: {lab['scenarios_with_incident']} of "
-        f"{len(lab['scenarios'])} ({lab['scenarios_with_one_incident']} with exactly one); "
-        f"incidents {lab['incidents']}; on benign hosts {len(lab['benign_host_incidents'])}; "
-        f"matching no scenario {len(lab['unmatched_incidents'])}.",
-        "",
-    ]
-    lab_columns = ("class", "address", "kind", "incidents")
-    lines += markdown_table(lab_columns, ([r[k] for k in lab_columns] for r in lab["scenarios"]))
-    for item in lab["unmatched_incidents"]:
-        lines.append(f"\nNo scenario: {item['host']} {item['kind']} ({item['packets']} packets, "
-                     f"{', '.join(item['classes'][:3])}).")  # fmt: skip
-    lines += ["", "## Benign public captures (one gateway per file)", ""]
-    benign_columns = ("source", "files", "packets", "device_hours", "incidents", "per_device_hour")
-    lines += markdown_table(
-        ("source", "files", "packets", "device-hours", "incidents", "per device-hour"),
-        ([r[k] for k in benign_columns] for r in result.benign),
-    )
-    lines += ["", "## Public attack captures (one gateway per file)", ""]
-    lines += markdown_table(
-        ("file", "packets", "incidents", "kinds", "hosts", "first attack packet -> alert (s)"),
-        (
-            [
-                r["file"],
-                r["packets"],
-                r["incidents"],
-                ", ".join(r["kinds"]),
-                ", ".join(r["hosts"]),
-                r["time_to_alert_s"] if r["detected"] else "missed",
-            ]
-            for r in result.attacks
-        ),
-    )
-    return "\n".join(lines) + "\n"
-
-
-def write_results(result: Evaluation, policy: AlertPolicy, out: Path) -> list[Path]:
-    """``alerts.json`` and ``alerts.md`` under ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    data = {"policy": dataclasses.asdict(policy), **result.as_dict()}
-    paths = [out / "alerts.json", out / "alerts.md"]
-    paths[0].write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    paths[1].write_text(markdown(result, policy))
-    return paths

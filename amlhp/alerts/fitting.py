@@ -1,9 +1,12 @@
 """Thresholds fitted by leaving one source out, so that every published figure is measured
 on a source that did not tune them.
 
-The candidates are a small grid over the knobs that matter (:func:`candidates`): one
-factor on every behaviour threshold, the model's minimum share of a host's packets at
-the minutes and hour scales, and one factor on the model's packet counts there. For each
+The candidates are a small grid over the three knobs of
+:class:`~amlhp.alerts.policy.AlertPolicy` that matter (:func:`candidates`): one factor on
+every behaviour threshold (``behaviour_scale``), the model's minimum share of a host's
+packets at the minutes and hour scales (``model_min_share``), and one factor on the
+model's packet counts there (``model_packets_scale``). The grid is absolute, so a re-run
+chooses the same values whatever the current defaults. For each
 source S (the lab demo capture, each benign public source, each public attack folder),
 the candidate is chosen on *the other sources* only (:func:`choose`): among those clean
 there (at most ``max_fp_rate`` false incidents per device-hour on every other benign
@@ -31,12 +34,6 @@ import pyarrow.feather as feather
 from amlhp.alerts.evaluate import Corpus, Evaluation, figures
 from amlhp.alerts.policy import AlertPolicy
 
-#: behaviour thresholds scaled by the first knob (tuples: every scale)
-BEHAVIOUR_FIELDS = (
-    "scan_hosts", "scan_ports", "brute_attempts", "flood_pps", "flood_recv_pps",
-    "dns_long_names", "modbus_exceptions", "reflection_synacks", "beacon_min_starts",
-)  # fmt: skip
-
 
 @dataclass(frozen=True)
 class Candidate:
@@ -45,18 +42,12 @@ class Candidate:
     model_packets: float  # factor on the model's packet counts at minutes and hour
 
     def policy(self, base: AlertPolicy) -> AlertPolicy:
-        changes: dict[str, Any] = {}
-        for name in BEHAVIOUR_FIELDS:
-            value = getattr(base, name)
-            if isinstance(value, tuple):
-                changes[name] = tuple(v * self.behaviour for v in value)
-            else:
-                changes[name] = value * self.behaviour
-        changes["model_min_share"] = self.model_share
-        changes["model_packets"] = tuple(
-            v * (self.model_packets if i else 1.0) for i, v in enumerate(base.model_packets)
+        return dataclasses.replace(
+            base,
+            behaviour_scale=self.behaviour,
+            model_min_share=self.model_share,
+            model_packets_scale=self.model_packets,
         )
-        return dataclasses.replace(base, **changes)
 
     def sensitivity(self) -> tuple[float, ...]:
         """Sort key: the least sensitive candidate first."""
@@ -64,12 +55,10 @@ class Candidate:
 
 
 def candidates() -> list[Candidate]:
-    return [
-        Candidate(b, s, m)
-        for b, s, m in itertools.product(
-            (0.5, 0.75, 1.0, 1.5, 2.0), (0.3, 0.5, 0.7), (0.5, 1.0, 2.0)
-        )
-    ]
+    """45 candidates: behaviour thresholds x 0.5 .. 2; the model's minimum share 0.3,
+    0.5, 0.7; its packet counts x 0.5, 1, 2."""
+    grid = itertools.product((0.5, 0.75, 1.0, 1.5, 2.0), (0.3, 0.5, 0.7), (0.5, 1.0, 2.0))
+    return [Candidate(b, s, m) for b, s, m in grid]
 
 
 @dataclass(frozen=True)
@@ -114,6 +103,7 @@ class Fit:
     chosen: dict[str, Candidate]  # held-out source -> its fold's candidate
     overall: Candidate  # chosen on every source: the shipped defaults
     results: dict[Candidate, Evaluation]
+    max_fp_rate: float = 0.1
 
     def held_out_figures(self) -> Evaluation:
         """Each source's figures under its own fold's candidate."""
@@ -134,14 +124,39 @@ def _pick(
     return out
 
 
+_CORPUS: Corpus | None = None  # the corpus the forked workers read (not pickled)
+
+
+def _figures_of(job: tuple[Candidate, AlertPolicy]) -> tuple[Candidate, Evaluation]:
+    assert _CORPUS is not None
+    return job[0], figures(_CORPUS, job[0].policy(job[1]))
+
+
 def leave_one_source_out(
-    corpus: Corpus, base: AlertPolicy, max_fp_rate: float = 0.1, grid: list[Candidate] | None = None
+    corpus: Corpus,
+    base: AlertPolicy,
+    max_fp_rate: float = 0.1,
+    grid: list[Candidate] | None = None,
+    workers: int = 1,
 ) -> Fit:
-    """Run every candidate over the corpus and choose one per held-out source."""
-    results = {c: figures(corpus, c.policy(base)) for c in grid or candidates()}
+    """Run every candidate over the corpus (``workers`` forked processes) and choose one
+    per held-out source."""
+    global _CORPUS
+    jobs = [(c, base) for c in grid or candidates()]
+    _CORPUS = corpus
+    try:
+        if workers > 1:
+            import multiprocessing
+
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                results = dict(pool.map(_figures_of, jobs))
+        else:
+            results = dict(map(_figures_of, jobs))
+    finally:
+        _CORPUS = None
     table = {c: score_sources(r, max_fp_rate) for c, r in results.items()}
     chosen = {source: choose(table, source) for source in corpus.sources()}
-    return Fit(chosen, choose(table, None), results)
+    return Fit(chosen, choose(table, None), results, max_fp_rate)
 
 
 def save_corpus(corpus: Corpus, folder: Path) -> None:

@@ -10,9 +10,13 @@ raise, its severity, confidence and ATT&CK techniques.
   of some weight (``support_from``, half its threshold) gets that support, and a beacon
   counts at most half: regular connections alone are what IoT devices do all day.
 * **Raise** at a score of 1: one detector at its threshold, or weaker ones together.
-* **Kind.** A behaviour kind that reaches 1 wins over the model's kinds (an FTP password
-  guesser is ``brute_force`` whatever class the model gave its packets); among the
-  reaching kinds, the highest score.
+* **Kind.** A kind whose behaviour (with the model's support, without the model's own
+  finding of that kind) reaches 1 wins over the model's kinds: an FTP password guesser
+  is ``brute_force`` whatever class the model gave its packets, and its regular
+  connections do not make it ``c2``. Among those, the highest behaviour score. Where
+  only the model reaches 1, a behaviour at ``name_from`` (a quarter of its threshold)
+  still names the kind: the first seconds of a guesser are too few attempts to raise
+  anything by themselves, but enough to say what the model's packets are.
 * **Confidence** ``1 - exp(-score)``: 0.63 at the threshold, 0.95 at three times it.
 * **Severity** the kind's base level, one up at a score of
   :data:`~amlhp.alerts.kinds.SEVERE_SCORE` (:func:`~amlhp.alerts.kinds.severity`).
@@ -62,23 +66,30 @@ def strongest(findings: list[Finding]) -> dict[tuple[str, str], Finding]:
 def fuse(findings: list[Finding], policy: AlertPolicy) -> Verdict:
     """The kind to raise for one host from its findings (see the module docstring)."""
     best = strongest(findings)
-    scores: dict[str, float] = {}
-    behaviour: set[str] = set()
-    model_best = 0.0
+    behaviour: dict[str, float] = {}  # per kind: behaviour findings (+ the model's support)
+    model: dict[str, float] = {}  # per kind: the model's own finding
+    hints: dict[str, float] = {}  # per kind: its strongest behaviour, however weak
     for (detector, kind), f in best.items():
         strength = min(f.strength, MAX_STRENGTH) * policy.weight(detector)
-        scores[kind] = scores.get(kind, 0.0) + strength
         if detector == MODEL:
-            model_best = max(model_best, min(f.strength, MAX_STRENGTH))
-        elif strength >= policy.support_from:
-            behaviour.add(kind)
-    for kind in behaviour:
-        scores[kind] += policy.model_support * model_best
-    reaching = {k: s for k, s in scores.items() if s >= 1.0}
+            model[kind] = max(model.get(kind, 0.0), strength)
+            continue
+        hints[kind] = max(hints.get(kind, 0.0), strength)
+        if strength >= policy.support_from:
+            behaviour[kind] = behaviour.get(kind, 0.0) + strength
+    support = policy.model_support * max(model.values(), default=0.0)
+    behaviour = {k: s + support for k, s in behaviour.items()}
+    total = {k: behaviour.get(k, 0.0) + model.get(k, 0.0) for k in {*behaviour, *model}}
+    reaching = {k: s for k, s in total.items() if s >= 1.0}
     if not reaching:
-        top = max(scores.values(), default=0.0)
-        return Verdict(None, top, list(best.values()))
-    preferred = {k: s for k, s in reaching.items() if k in behaviour} or reaching
-    kind = min(preferred, key=lambda k: (-preferred[k], k))
+        return Verdict(None, max(total.values(), default=0.0), list(best.values()))
+    by_behaviour = {k: behaviour[k] for k in reaching if behaviour.get(k, 0.0) >= 1.0}
+    ranked = by_behaviour or reaching
+    kind = min(ranked, key=lambda k: (-ranked[k], k))
+    score = total[kind]
+    if not by_behaviour:  # the model raises it; weaker behaviour may still name its kind
+        named = {k: s for k, s in hints.items() if s >= policy.name_from}
+        if named:
+            kind = min(named, key=lambda k: (-named[k], k))
     used = [f for (d, k), f in best.items() if k == kind or d == MODEL]
-    return Verdict(kind, scores[kind], used)
+    return Verdict(kind, score, used)

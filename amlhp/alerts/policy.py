@@ -24,9 +24,19 @@ they give; each is a setting (``AMLHP_ALERT_*``).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Final
 
 from amlhp.alerts.kinds import BRUTE_FORCE, DOS, SCAN
 from amlhp.settings import Settings
+
+#: the time scales of host behaviour, in the order of the thresholds' tuples
+SCALES: Final = ("seconds", "minutes", "hour")
+#: the behaviour thresholds ``behaviour_scale`` multiplies (the knob fitted leaving one
+#: source out, :mod:`amlhp.alerts.fitting`)
+BEHAVIOUR_THRESHOLDS: Final = frozenset({
+    "scan_hosts", "scan_ports", "brute_attempts", "flood_pps", "flood_recv_pps",
+    "dns_long_names", "modbus_exceptions", "reflection_synacks", "beacon_min_starts",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -94,11 +104,17 @@ class AlertPolicy:
     #: the model's evidence of one kind at the minutes and hour scales, and its share of
     #: the host's packets
     model_packets: tuple[float, ...] = (20.0, 100.0, 200.0)
-    model_min_share: float = 0.5
+    # -- the three knobs fitted leaving one source out (model/results/alerts/alerts.md):
+    #: factor on every behaviour threshold above; the model's minimum share of a host's
+    #: packets; factor on the model's packet counts at the minutes and hour scales
+    behaviour_scale: float = 1.5
+    model_min_share: float = 0.7
+    model_packets_scale: float = 2.0
     #: fusion: each detector's weight, the model's support of a behaviour kind
     weights: tuple[tuple[str, float], ...] = (("beaconing", 0.5),)
     model_support: float = 0.5
     support_from: float = 0.5
+    name_from: float = 0.25
     disabled_detectors: frozenset[str] = frozenset()
     #: hosts whose profile a gateway keeps (least recently seen dropped first)
     max_hosts: int = 4096
@@ -116,6 +132,17 @@ class AlertPolicy:
 
     def weight(self, detector: str) -> float:
         return dict(self.weights).get(detector, 1.0)
+
+    def threshold(self, name: str, scale: str = "seconds") -> float:
+        """A detector's threshold at ``scale``, with the fitted factors applied."""
+        value = getattr(self, name)
+        if isinstance(value, tuple):
+            value = value[SCALES.index(scale)]
+        if name in BEHAVIOUR_THRESHOLDS:
+            value *= self.behaviour_scale
+        elif name == "model_packets" and scale != "seconds":
+            value *= self.model_packets_scale
+        return float(value)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlertPolicy:

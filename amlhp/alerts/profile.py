@@ -136,6 +136,10 @@ class Tally:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Tally:
         values = dict(data)
+        for name in ("services", "domains"):
+            values[name] = dict(data[name])
+        values["evidence"] = {k: list(v) for k, v in data["evidence"].items()}
+        values["beacons"] = {k: list(v) for k, v in data["beacons"].items()}
         values["sets"] = {k: set(v) for k, v in data["sets"].items()}
         values["sketches"] = {
             k: ds.hll_sketch.deserialize(base64.b64decode(v)) for k, v in data["sketches"].items()

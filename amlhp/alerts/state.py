@@ -2,7 +2,8 @@
 
 Four kinds of record, each under its own key of one table, so that the stream keeps them
 in one Faust table (changelog-backed: a restarted process gets them back) and the offline
-command in a dictionary, through the same code:
+command in a dictionary, through the same code (``from_json`` copies every container it
+is given: a stored value must stay what it was while the parsed object changes):
 
 * :class:`GatewayState` per gateway: the highest tap sequence number applied (so that a
   re-delivered verdict is not counted twice), the current window, the partition and the
@@ -65,8 +66,8 @@ class Evidence:
         samples: int,
         explain_every: int,
     ) -> None:
-        if not self.packets:
-            self.first_ns = ts_ns
+        if not self.first_ns or ts_ns < self.first_ns:
+            self.first_ns = ts_ns  # an incident raised by behaviour may start earlier
         self.packets += 1
         self.score_sum += score
         self.last_ns = max(self.last_ns, ts_ns)
@@ -103,7 +104,11 @@ class Evidence:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Evidence:
-        return cls(**data)
+        values = dict(data)
+        for name in ("classes", "peers", "ports"):
+            values[name] = dict(data[name])
+        values["samples"] = list(data["samples"])
+        return cls(**values)
 
 
 @dataclass
@@ -185,6 +190,9 @@ class Incident:
     def from_json(cls, data: dict[str, Any]) -> Incident:
         values = dict(data)
         values["evidence"] = Evidence.from_json(values["evidence"])
+        values["findings"] = {
+            k: [v[0], v[1], dict(v[2])] for k, v in data.get("findings", {}).items()
+        }
         return cls(**values)
 
 
@@ -216,4 +224,8 @@ class GatewayState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GatewayState:
-        return cls(**data)
+        values = dict(data)
+        for name in ("hosts", "open", "active", "modbus_servers", "deleted"):
+            values[name] = list(data.get(name, ()))
+        values["pairs"], values["known"] = dict(data["pairs"]), dict(data.get("known", {}))
+        return cls(**values)

@@ -85,17 +85,17 @@ class Session:
         return self.values[key]
 
     def window(self, key: str) -> HostWindow | None:
-        return self._get(f"{WINDOW}|{key}", HostWindow.from_json)  # type: ignore[no-any-return]
+        return self._get(f"{WINDOW}|{key}", HostWindow.from_json)
 
     def incident(self, key: str) -> Incident | None:
-        return self._get(f"{INCIDENT}|{key}", Incident.from_json)  # type: ignore[no-any-return]
+        return self._get(f"{INCIDENT}|{key}", Incident.from_json)
 
     def profile(self, host: str) -> Profile:
         key = f"{PROFILE}|{self.gateway}|{host}"
         prof = self._get(key, Profile.from_json)
         if prof is None:
             prof = self.values[key] = Profile()
-        return prof  # type: ignore[no-any-return]
+        return prof
 
     def put(self, prefix: str, key: str, value: Any) -> None:
         full = f"{prefix}|{key}"

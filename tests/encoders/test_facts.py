@@ -1,0 +1,85 @@
+"""The packet facts the behaviour detectors read, from hand-built packets through the fast
+encoder: TCP flags, payload length, DNS query names, Modbus function codes, ICMP types."""
+
+from __future__ import annotations
+
+import struct
+
+import pyarrow as pa
+
+from amlhp.encoders.facts import dns_name, packet_facts
+from amlhp.encoders.fast import encode_batch
+from amlhp.encoders.layout import EncoderConfig
+from amlhp.encoders.linktypes import ETHERNET
+from tests.support.synth import ethernet, icmp_echo, ipv4, raw_batch, tcp, udp
+
+
+def dns_query(name: str, qid: int = 0x1234, response: bool = False) -> bytes:
+    flags = 0x8180 if response else 0x0100
+    labels = b"".join(bytes([len(x)]) + x.encode() for x in name.split(".")) + b"\x00"
+    return struct.pack("!HHHHHH", qid, flags, 1, 0, 0, 0) + labels + b"\x00\x01\x00\x01"
+
+
+def modbus(fc: int, unit: int = 1) -> bytes:
+    pdu = bytes([fc]) + b"\x00\x01\x00\x01"
+    return struct.pack("!HHHB", 7, 0, len(pdu) + 1, unit) + pdu
+
+
+def facts(frames: list[bytes], config: EncoderConfig | None = None) -> dict[str, list[object]]:
+    raw = raw_batch([(ETHERNET, f) for f in frames])
+    encoded = encode_batch(raw, config) if config else encode_batch(raw)
+    return {k: v.to_pylist() for k, v in packet_facts(encoded).items()}
+
+
+def test_tcp_flags_and_payload_length() -> None:
+    syn = ethernet(ipv4(tcp(flags=0x02, dport=22), 6))
+    data = ethernet(ipv4(tcp(b"x" * 300, flags=0x18, options=b"\x01" * 12), 6))
+    got = facts([syn, data])
+    assert got["tcp_flags"] == [0x02, 0x18]
+    assert got["payload_len"] == [0, 300]
+
+
+def test_dns_query_names_whole_cut_and_responses() -> None:
+    short = ethernet(ipv4(udp(dns_query("a.example.com")), 17))
+    long_label = "q" * 60
+    long = ethernet(ipv4(udp(dns_query(f"{long_label}.t.example.org")), 17))
+    answer = ethernet(ipv4(udp(dns_query("a.example.com", response=True), dport=53), 17))
+    other_port = ethernet(ipv4(udp(dns_query("a.example.com"), dport=5353), 17))
+    got = facts([short, long, answer, other_port])["dns_qname"]
+    assert got[0] == "a.example.com"
+    # P = 64 payload bytes: 12 of header, then the name as far as it goes
+    cut = str(got[1])
+    assert cut.startswith("q" * 40)
+    assert cut.endswith("...")
+    assert got[2:] == [None, None]
+
+
+def test_dns_name_refuses_pointers_and_empty_names() -> None:
+    header = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0)
+    assert dns_name(header + b"\xc0\x0c") is None
+    assert dns_name(header + b"\x00") is None
+    assert dns_name(header[:8]) is None
+
+
+def test_modbus_function_codes_both_ways_and_icmp_types() -> None:
+    request = ethernet(ipv4(tcp(modbus(5), sport=40000, dport=502), 6))
+    exception = ethernet(ipv4(tcp(modbus(0x85), sport=502, dport=40000), 6))
+    not_modbus = ethernet(ipv4(tcp(modbus(5), sport=40000, dport=503), 6))
+    ping = ethernet(ipv4(icmp_echo(), 1))
+    got = facts([request, exception, not_modbus, ping])
+    assert got["modbus_fc"] == [5, 0x85, None, None]
+    assert got["icmp_type"] == [None, None, None, 8]
+    assert got["tcp_flags"][3] is None
+
+
+def test_masked_fields_read_as_null_not_zero() -> None:
+    frame = ethernet(ipv4(tcp(b"abc", flags=0x12), 6))
+    got = facts([frame], EncoderConfig(mask_fields=("tcp.offset", "ip.len")))
+    assert got["tcp_flags"] == [None]
+    assert got["payload_len"] == [None]
+
+
+def test_an_empty_batch_has_empty_columns() -> None:
+    raw = raw_batch([])
+    out = packet_facts(encode_batch(raw))
+    assert all(isinstance(v, pa.Array) and len(v) == 0 for v in out.values())
