@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         description="env AMLHP_TOPIC_EXPLANATIONS: sampled per-packet explanations",
     )
     topic_alerts: str = Field(
-        "amlhp.alerts", description="env AMLHP_TOPIC_ALERTS: incidents (amlhp.alert v1)"
+        "amlhp.alerts", description="env AMLHP_TOPIC_ALERTS: incidents (amlhp.alert v2)"
     )
     topic_alert_ticks: str = Field(
         "amlhp.alerts.ticks",
@@ -165,6 +165,31 @@ class Settings(BaseSettings):
         ge=0,
         description="env AMLHP_ALERT_EXPLAIN_EVERY: the workers' --explain-every, "
         "to name an explained packet in each alert (0: none)",
+    )
+    alert_minutes_s: float = Field(
+        300.0, gt=0, description="env AMLHP_ALERT_MINUTES_S: the minutes scale of host behaviour"
+    )
+    alert_hour_s: float = Field(
+        3600.0, gt=0, description="env AMLHP_ALERT_HOUR_S: the hour scale of host behaviour"
+    )
+    alert_behaviour_scale: float = Field(
+        1.5,
+        gt=0,
+        description="env AMLHP_ALERT_BEHAVIOUR_SCALE: factor on every behaviour detector's "
+        "thresholds (fitted leaving one source out; higher: fewer incidents)",
+    )
+    alert_model_min_share: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="env AMLHP_ALERT_MODEL_MIN_SHARE: the model's evidence must be this share "
+        "of a host's packets to count at the minutes and hour scales",
+    )
+    alert_model_packets_scale: float = Field(
+        2.0,
+        gt=0,
+        description="env AMLHP_ALERT_MODEL_PACKETS_SCALE: factor on the model's packet counts "
+        "at the minutes and hour scales",
     )
     partitions: int = Field(4, ge=1, description="env AMLHP_PARTITIONS: partitions per topic")
     replication_factor: int = Field(

@@ -84,7 +84,7 @@ def outgoing(
         service = f"{pkt.peer} {pkt.dport}"
         if service in t.services:
             t.services[service] += 1
-        elif len(t.services) < 32:
+        elif len(t.services) < 8:
             t.services[service] = 1
         beacon(prof.hour.beacons, service, pkt.ts, beacons)
         opens = True
@@ -150,5 +150,5 @@ def _dns(t: Tally, name: str, cap: int, long_label: int, min_entropy: float) -> 
     domain = base_domain(name)
     if domain in t.domains:
         t.domains[domain] += 1
-    elif len(t.domains) < 16:
+    elif len(t.domains) < 4:
         t.domains[domain] = 1

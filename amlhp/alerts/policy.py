@@ -118,7 +118,7 @@ class AlertPolicy:
     disabled_detectors: frozenset[str] = frozenset()
     #: hosts whose profile a gateway keeps (least recently seen dropped first)
     max_hosts: int = 4096
-    max_beacons: int = 8
+    max_beacons: int = 4
     #: address pairs whose initiator a gateway remembers
     max_pairs: int = 4096
     #: peers and ports listed in an alert

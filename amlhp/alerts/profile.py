@@ -9,9 +9,11 @@ slow scans, beacons). One :class:`Tally` per scale holds the counts they read:
   it reached;
 * at each window boundary the window's tally is **rolled up** into the **minutes** tally
   (``minutes_s``, 5 min, tumbling on event time) and the **hour** tally (``hour_s``), whose
-  distinct peers, ports and DNS names are HyperLogLog sketches (Apache DataSketches, lg_k
-  7: at most 104 bytes each, about 9% error), so that a host that reaches 50,000 addresses
-  in an hour costs what one that reaches 50 does.
+  distinct peers and ports are HyperLogLog sketches (Apache DataSketches, lg_k 6: at most
+  72 bytes each, about 8% error at 60 values, 13% beyond), so that a host that reaches
+  50,000 addresses in an hour costs what one that reaches 50 does. Within a window, sets
+  switch to a sketch past :data:`EXACT` values; the capped maps (services, DNS domains)
+  keep 8 and 4 keys, the beacon statistics ``max_beacons`` (4) peers.
 
 Packets are counted from the point of view of the host that *started* the conversation
 (the sender of the first packet seen between the two addresses): its own packets are
@@ -32,8 +34,13 @@ from typing import Any, Final
 
 import datasketches as ds
 
-HLL_LG_K: Final = 7
+HLL_LG_K: Final = 6
 _HLL: Final = ds.tgt_hll_type.HLL_4
+#: distinct values kept exactly in a window before a sketch takes over
+EXACT: Final = 32
+#: the distinct counts the minutes and hour tallies keep (``names`` and ``senders`` only
+#: matter within a window)
+ROLLED: Final = ("dsts", "lan", "ports")
 COUNTS: Final = (
     "out", "inn", "syn", "synack", "refused", "recv", "dns", "dns_long", "modbus_requests",
     "modbus_writes", "modbus_diag", "modbus_exceptions", "field_requests", "field_lateral",
@@ -96,9 +103,20 @@ class Tally:
         return round(sketch.get_estimate()) if sketch is not None else 0
 
     def note(self, name: str, value: str, cap: int) -> None:
-        seen = self.sets.setdefault(name, set())
-        if len(seen) < cap:
-            seen.add(value)
+        """Count ``value`` as distinct ``name``: exactly up to :data:`EXACT` values, then
+        in a sketch (a scanner's window costs what a quiet host's does)."""
+        seen = self.sets.get(name)
+        if seen is None:
+            sketch = self.sketches.get(name)
+            if sketch is not None:
+                sketch.update(value)
+                return
+            seen = self.sets[name] = set()
+        seen.add(value)
+        if len(seen) > min(cap, EXACT):
+            sketch = self.sketches[name] = ds.hll_sketch(HLL_LG_K, _HLL)
+            for item in self.sets.pop(name):
+                sketch.update(item)
 
     def absorb(self, other: Tally) -> None:
         """Add ``other`` (a closed seconds window) into this minutes or hour tally."""
@@ -112,37 +130,51 @@ class Tally:
             mine = self.evidence.setdefault(kind, [0, 0.0])
             mine[0] += n
             mine[1] += total
-        for key, n in other.services.items():
-            if key in self.services or len(self.services) < 32:
-                self.services[key] = self.services.get(key, 0) + n
-        for key, n in other.domains.items():
-            if key in self.domains or len(self.domains) < 16:
-                self.domains[key] = self.domains.get(key, 0) + n
-        for name, values in other.sets.items():
-            sketch = self.sketches.get(name)
-            if sketch is None:
-                sketch = self.sketches[name] = ds.hll_sketch(HLL_LG_K, _HLL)
-            for value in values:
-                sketch.update(value)
+        for counts, theirs, cap in ((self.services, other.services, 8),
+                                    (self.domains, other.domains, 4)):  # fmt: skip
+            for key, n in theirs.items():
+                if key in counts or len(counts) < cap:
+                    counts[key] = counts.get(key, 0) + n
+        for name in ROLLED:
+            values, sketch = other.sets.get(name), other.sketches.get(name)
+            if values is None and sketch is None:
+                continue
+            mine_sketch = self.sketches.get(name)
+            if mine_sketch is None:
+                mine_sketch = self.sketches[name] = ds.hll_sketch(HLL_LG_K, _HLL)
+            for value in values or ():
+                mine_sketch.update(value)
+            if sketch is not None:
+                union = ds.hll_union(HLL_LG_K)
+                union.update(mine_sketch)
+                union.update(sketch)
+                self.sketches[name] = union.get_result(_HLL)
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if k not in ("sets", "sketches")}
-        data["sets"] = {k: sorted(v) for k, v in self.sets.items()}
-        data["sketches"] = {
-            k: base64.b64encode(v.serialize_compact()).decode() for k, v in self.sketches.items()
-        }
+        """Only what differs from an empty tally (most hosts use few of the counts)."""
+        data = {k: v for k, v in self.__dict__.items()
+                if v and k not in ("sets", "sketches")}  # fmt: skip
+        data["window"] = self.window
+        if self.sets:
+            data["sets"] = {k: sorted(v) for k, v in self.sets.items()}
+        if self.sketches:
+            data["sketches"] = {
+                k: base64.b64encode(v.serialize_compact()).decode()
+                for k, v in self.sketches.items()
+            }
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Tally:
         values = dict(data)
         for name in ("services", "domains"):
-            values[name] = dict(data[name])
-        values["evidence"] = {k: list(v) for k, v in data["evidence"].items()}
-        values["beacons"] = {k: list(v) for k, v in data["beacons"].items()}
-        values["sets"] = {k: set(v) for k, v in data["sets"].items()}
+            values[name] = dict(data.get(name, {}))
+        values["evidence"] = {k: list(v) for k, v in data.get("evidence", {}).items()}
+        values["beacons"] = {k: list(v) for k, v in data.get("beacons", {}).items()}
+        values["sets"] = {k: set(v) for k, v in data.get("sets", {}).items()}
         values["sketches"] = {
-            k: ds.hll_sketch.deserialize(base64.b64decode(v)) for k, v in data["sketches"].items()
+            k: ds.hll_sketch.deserialize(base64.b64decode(v))
+            for k, v in data.get("sketches", {}).items()
         }
         return cls(**values)
 

@@ -177,3 +177,13 @@ def test_the_fitted_factors_scale_the_base_thresholds() -> None:
     assert shipped.threshold("model_packets", "seconds") == 20.0
     assert shipped.threshold("model_packets", "hour") == 200.0 * shipped.model_packets_scale
     assert shipped.threshold("field_requests", "minutes") == 1.0  # not a behaviour count
+
+
+def test_settings_defaults_are_the_policy_defaults() -> None:
+    """Every AMLHP_ALERT_* default equals the policy's, so the stream and a policy built
+    in code (the fit, the tests) judge alike."""
+    from amlhp.settings import Settings
+
+    assert AlertPolicy.from_settings(Settings()) == AlertPolicy()
+    tuned = Settings(alert_behaviour_scale=3.0)  # type: ignore[call-arg]
+    assert AlertPolicy.from_settings(tuned).threshold("scan_ports", "hour") == 90.0
