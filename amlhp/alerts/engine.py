@@ -68,6 +68,9 @@ class Engine:
         self.store = store if store is not None else Store()
         self.model_version = model_version
         self.duplicates = 0
+        #: the stream's order: rows out first, state after (see :meth:`process`)
+        self.defer_commit = False
+        self.pending: list[Session] = []
         self._s: Session | None = None
         self._out: list[dict[str, Any]] = []
         p = policy
@@ -82,7 +85,12 @@ class Engine:
     def process(
         self, batch: pa.RecordBatch | pa.Table, *, partition: int = 0, wall_s: float | None = None
     ) -> list[dict[str, Any]]:
-        """Apply one batch of verdicts; returns the alert rows it raised."""
+        """Apply one batch of verdicts; returns the alert rows it raised.
+
+        With ``defer_commit`` set, the state changes wait in :attr:`pending` until
+        :meth:`commit`: the stream publishes the rows first and writes the state after, so
+        that a stop between the two re-delivers the batch (the rows come again, with the
+        same ids and revisions) rather than keeping state whose rows were never sent."""
         wall = time.time() if wall_s is None else wall_s
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
         self._out = []
@@ -92,7 +100,7 @@ class Engine:
             self._s = Session(self.store, str(gateway))
             try:
                 if self._gateway_rows(str(gateway), part, partition, wall):
-                    self._s.commit()
+                    self._done(self._s)
             finally:
                 self._s = None
         return self._out
@@ -104,10 +112,23 @@ class Engine:
         try:
             self._close_window(gateway, self._s.gw)
             self._flush_gateway(self._s.gw, reason)
-            self._s.commit()
+            self._done(self._s)
         finally:
             self._s = None
         return self._out
+
+    def _done(self, session: Session) -> None:
+        if self.defer_commit:
+            self.pending.append(session)
+        else:
+            session.commit()
+
+    def commit(self) -> None:
+        """Write the state of the batches processed since the last commit (see
+        :meth:`process`)."""
+        for session in self.pending:
+            session.commit()
+        self.pending = []
 
     def flush_all(self, reason: str) -> list[dict[str, Any]]:
         """:meth:`flush` of every gateway (the offline command at end of input)."""
@@ -145,6 +166,7 @@ class Engine:
         active = set(gw.active)
         pkt = observe.Packet()
         options = self._observe
+        gw.model_version = rows.model_version[0]
         for i, window in enumerate(rows.window):
             if window > gw.window:
                 self._advance(gateway, gw, window)
@@ -327,7 +349,7 @@ class Engine:
             role=role,
             kind=kind,
             opened_ns=ts,
-            model_version=self.model_version,
+            model_version=gw.model_version or self.model_version,
             evidence=evidence,
         )
         if verdict is not None:

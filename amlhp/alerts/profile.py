@@ -115,7 +115,7 @@ class Tally:
         seen.add(value)
         if len(seen) > min(cap, EXACT):
             sketch = self.sketches[name] = ds.hll_sketch(HLL_LG_K, _HLL)
-            for item in self.sets.pop(name):
+            for item in sorted(self.sets.pop(name)):  # one order: the estimate depends on it
                 sketch.update(item)
 
     def absorb(self, other: Tally) -> None:
@@ -142,7 +142,7 @@ class Tally:
             mine_sketch = self.sketches.get(name)
             if mine_sketch is None:
                 mine_sketch = self.sketches[name] = ds.hll_sketch(HLL_LG_K, _HLL)
-            for value in values or ():
+            for value in sorted(values or ()):
                 mine_sketch.update(value)
             if sketch is not None:
                 union = ds.hll_union(HLL_LG_K)

@@ -27,8 +27,9 @@ scoring.
   restart counts nothing twice; the incident ids are stable, and an incident is opened
   once: its key is in the table from then on.
 * **Output.** Each batch of alert rows goes to the alert topic keyed by gateway as one
-  ``amlhp.alert`` v1 Arrow message; metrics count rows by kind and status and gauge the
-  open incidents.
+  ``amlhp.alert`` v2 Arrow message, and the event's state is written only once the broker
+  has it: rows are at least once (readers de-duplicate on incident and revision), never
+  lost. Metrics count rows by kind and status and gauge the open incidents.
 """
 
 from __future__ import annotations
@@ -90,18 +91,24 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
 
     store = Store(table("state"))
     engine = Engine(AlertPolicy.from_settings(settings), store)
+    engine.defer_commit = True
     metrics = process_metrics()
     install_faust_monitor(app, metrics)
     app.amlhp_engine = engine
 
     async def publish(rows: list[dict[str, Any]]) -> None:
+        """Send the rows and wait until the broker has them (before the state that says
+        they were raised is written: see ``handle``)."""
         by_gateway: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_gateway.setdefault(row["gateway"], []).append(row)
-        for gateway, part in by_gateway.items():
+        sent = [
             await alerts.send(key=gateway.encode(), value=to_ipc(alert_batch(part)))
+            for gateway, part in by_gateway.items()
+        ]
+        for delivery in sent:
+            await delivery
         metrics.count_alerts(rows)
-        metrics.set_open_incidents(open_by_kind(engine))
 
     from faust.types import TP
 
@@ -152,16 +159,28 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
                 return
             rows = engine.process(batch, partition=msg.partition)
             metrics.count_batch_in(STEP_ALERTS, batch, len(event.value or b""))
-        await hand_over_table_writes(app)
+        # rows out first, state after: a stop in between re-delivers the event, whose
+        # rows then come again (same ids and revisions); the reverse order would keep
+        # state whose rows were never sent
         if rows:
             await publish(rows)
+        engine.commit()
+        await hand_over_table_writes(app)
+        if rows:
+            metrics.set_open_incidents(open_by_kind(engine))
 
     @app.agent(source, name="alerts")
     async def alert_agent(stream: Any) -> None:
-        async for event in stream.events():
-            # the tables already hold an event's changes once it is processed: a stop
-            # must not leave its rows unpublished while Faust acks it
+        # Acks are manual: Faust acks an event in its iterator's ``finally`` even when a
+        # stop cancels the agent in the middle of it, and then commits its offset, so
+        # that an event whose state never reached the changelog would not come again
+        # (the lost updates of a SIGTERM mid-backlog). An event is acked once its rows
+        # are delivered and its state handed over; a stop before that re-delivers it, and
+        # the engine re-applies it exactly (amlhp.alerts.store).
+        manual = stream.noack()
+        async for event in manual.events():
             await run_to_end(handle(event))
+            await manual.ack(event)
 
     @app.timer(interval=TICK_INTERVAL_S)
     async def tick() -> None:

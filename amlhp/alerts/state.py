@@ -215,6 +215,8 @@ class GatewayState:
     active: list[str] = field(default_factory=list)
     #: addresses that answered Modbus/TCP requests (field devices), oldest first
     modbus_servers: list[str] = field(default_factory=list)
+    #: the model of the gateway's latest verdict (names incidents raised by behaviour)
+    model_version: str = ""
     #: commits of this gateway's state so far, and the keys the last one deleted
     version: int = 0
     deleted: list[str] = field(default_factory=list)

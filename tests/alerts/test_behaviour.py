@@ -148,3 +148,18 @@ def test_state_is_exact_when_a_stop_splits_a_commit() -> None:
     want = [{k: v for k, v in r.items() if k != "emitted_at_ns"} for r in unbroken()]
     assert strip == want
     assert strip  # the guessing raised its incident
+
+
+def test_sketched_counts_do_not_depend_on_batching() -> None:
+    """Past 32 distinct values a window's set becomes a sketch whose estimate depends on
+    the order of its updates: the batching (and the JSON round trips between batches)
+    must not change it, nor anything an incident reports."""
+    rows = []
+    for k in range(400):
+        rows.append({"ts": T0 + k * 50_000_000, "src": ATTACKER, "dst": f"192.168.{k % 3}.{k}",
+                     "sport": 33000, "dport": 1000 + k, "flags": SYN})  # fmt: skip
+    one = run(rows, chunk=1000)
+    many = run(rows, chunk=7)
+    strip = [{k: v for k, v in i.items() if k != "emitted_at_ns"} for i in one]
+    assert strip == [{k: v for k, v in i.items() if k != "emitted_at_ns"} for i in many]
+    assert strip

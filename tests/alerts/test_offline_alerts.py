@@ -39,3 +39,27 @@ def test_lab_demo_attackers_raise_incidents_and_benign_hosts_none(tmp_path: Path
     ]
     assert len(covered) >= 20, covered  # of 22 scenarios (measured: 22, docs/alerts.md)
     assert len(incidents) <= 25  # one per attacking host and kind, not one per packet
+
+
+def test_demo_incidents_do_not_depend_on_batching() -> None:
+    """Every field of every incident, evidence and sketched counts included, is the same
+    whatever the batches (the stream's micro-batches are not the offline ones)."""
+    import pyarrow as pa
+
+    from amlhp.alerts.offline import alerts_from_verdicts, scored_captures
+    from amlhp.alerts.policy import AlertPolicy
+    from amlhp.model.scorer import default_model_path, load_scorer
+
+    scorer = load_scorer(default_model_path())
+    batches = [b for _, part in scored_captures([DEMO_CAPTURE], scorer) for b in part]
+    table = pa.Table.from_batches(batches).combine_chunks()
+
+    def incidents(size: int) -> list[dict[str, object]]:
+        run = alerts_from_verdicts(
+            [("lab", table.to_batches(max_chunksize=size))], AlertPolicy(), scorer.version
+        )
+        return [{k: v for k, v in i.items() if k != "emitted_at_ns"} for i in run.incidents]
+
+    whole = incidents(1000)
+    assert len(whole) >= 15
+    assert incidents(300) == whole
