@@ -184,6 +184,6 @@ def test_settings_defaults_are_the_policy_defaults() -> None:
     in code (the fit, the tests) judge alike."""
     from amlhp.settings import Settings
 
-    assert AlertPolicy.from_settings(Settings()) == AlertPolicy()
-    tuned = Settings(alert_behaviour_scale=3.0)  # type: ignore[call-arg]
+    assert AlertPolicy.from_settings(Settings.model_validate({})) == AlertPolicy()
+    tuned = Settings.model_validate({"alert_behaviour_scale": 3.0})
     assert AlertPolicy.from_settings(tuned).threshold("scan_ports", "hour") == 90.0
