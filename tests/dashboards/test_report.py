@@ -148,7 +148,11 @@ def _alert(incident: str, host: str, kind: str, revision: int, status: str, firs
     return {
         "gateway": "gw-1", "ts_ns": START_NS + int(last_s * 1e9), "incident_id": incident,
         "revision": revision, "status": status, "reason": "threshold", "host": host,
-        "role": "source", "kind": kind, "first_seen_ns": START_NS + int(first_s * 1e9),
+        "role": "source", "kind": kind, "severity": "medium", "confidence": 0.8,
+        "score": 1.6, "techniques": ["T1046"],
+        "evidence": [{"detector": "scan_fanout", "scale": "minutes", "kind": kind,
+                      "strength": 1.6, "facts": "ports=40"}],
+        "first_seen_ns": START_NS + int(first_s * 1e9),
         "last_seen_ns": START_NS + int(last_s * 1e9), "opened_ns": START_NS + int(first_s * 1e9),
         "packets": packets, "mean_score": 0.97, "classes": ["scan_tcp_syn"],
         "class_packets": [packets], "top_peers": ["10.0.0.9"], "top_peer_packets": [packets],
