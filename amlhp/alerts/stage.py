@@ -25,7 +25,10 @@ scoring.
   restart with a backlog does not close incidents early.
 * **Once.** The engine skips re-delivered verdicts by the gateway's sequence mark, so a
   restart counts nothing twice; the incident ids are stable, and an incident is opened
-  once: its key is in the table from then on.
+  once: its key is in the table from then on. The mark needs the verdicts of a partition
+  in offset order, none skipped, which Faust does not promise when a stop, a rebalance or
+  a table recovery suspends its flow: :class:`~amlhp.pipeline.faust_app.InOrder` holds an
+  event past a hole and the stage seeks back to it.
 * **Output.** Each batch of alert rows goes to the alert topic keyed by gateway as one
   ``amlhp.alert`` v2 Arrow message, and the event's state is written only once the broker
   has it: rows are at least once (readers de-duplicate on incident and revision), never
@@ -45,8 +48,11 @@ from amlhp.alerts.policy import AlertPolicy
 from amlhp.metrics.definitions import STEP_ALERTS, process_metrics
 from amlhp.metrics.faust_sensor import install_faust_monitor
 from amlhp.pipeline.faust_app import (
+    InOrder,
+    committed_offset,
     create_faust_app,
     hand_over_table_writes,
+    partition_end,
     run_faust_worker,
     run_to_end,
 )
@@ -110,41 +116,47 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
             await delivery
         metrics.count_alerts(rows)
 
-    from faust.types import TP
-
     first_event: dict[int, float] = {}
-    last_offset: dict[int, int] = {}
+    in_order = InOrder(app, topics.verdicts)
 
     def caught_up(partition: int, now: float) -> bool:
         """Idle closing only once this process has read the partition's backlog: a tick
         right after a (re)start must not close incidents whose verdicts are still queued.
 
-        Read up to the high-water mark means: the last verdict this process handled there,
-        or, before its first one, the group's committed offset (where it resumed), is the
-        partition's end; an end not yet known (no fetch answered) is not caught up."""
+        Read up to the high-water mark means: the offset after the last verdict this
+        process handled there, or, before its first one, the group's committed offset
+        (where it resumed), is the partition's end; an end not yet known (no fetch
+        answered) is not caught up."""
         if now - first_event.setdefault(partition, now) < engine.policy.idle_close_s:
             return False
-        tp = TP(topics.verdicts, partition)
-        try:
-            highwater = app.consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - partition not (yet) assigned: not caught up
-            return False
+        highwater = partition_end(app, topics.verdicts, partition)
         if highwater is None:
             return False
-        if partition in last_offset:
-            done = last_offset[partition] + 1
-        else:  # faust's record of the committed offset (the resume point at assignment)
-            done = app.consumer._committed_offset.get(tp) or 0
-        return bool(done >= highwater)
+        done = in_order.next.get(partition)
+        if done is None:
+            done = committed_offset(app, topics.verdicts, partition) or 0
+        return done >= highwater
 
-    async def handle(event: Any) -> None:
+    async def handle(event: Any) -> bool:
+        """Apply one event; False when it must not be acked (it follows a hole)."""
         msg = event.message
         now = time.time()
         first_event.setdefault(msg.partition, now)
         if msg.topic == topics.alert_ticks:
+            await in_order.rewind(msg.partition, now)
             rows = engine.idle(msg.partition, now) if caught_up(msg.partition, now) else []
         else:
-            last_offset[msg.partition] = msg.offset
+            admitted, missing = in_order.admit(msg.partition, msg.offset, now)
+            if not admitted:
+                await in_order.rewind(msg.partition, now)
+                return False
+            if missing:
+                metrics.skipped_messages.labels(STEP_ALERTS, "offset_gap").inc(missing)
+                log.warning(
+                    "%s partition %d: offsets %d..%d never came (removed by retention?); "
+                    "going on from %d",
+                    msg.topic, msg.partition, msg.offset - missing, msg.offset - 1, msg.offset,
+                )  # fmt: skip
             try:
                 batch = from_ipc(event.value or b"", VERDICT)
             except BatchDecodeError as exc:
@@ -156,7 +168,7 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
                     msg.offset,
                     exc,
                 )
-                return
+                return True
             rows = engine.process(batch, partition=msg.partition)
             metrics.count_batch_in(STEP_ALERTS, batch, len(event.value or b""))
         # rows out first, state after: a stop in between re-delivers the event, whose
@@ -168,6 +180,7 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
         await hand_over_table_writes(app)
         if rows:
             metrics.set_open_incidents(open_by_kind(engine))
+        return True
 
     @app.agent(source, name="alerts")
     async def alert_agent(stream: Any) -> None:
@@ -176,11 +189,12 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
         # that an event whose state never reached the changelog would not come again
         # (the lost updates of a SIGTERM mid-backlog). An event is acked once its rows
         # are delivered and its state handed over; a stop before that re-delivers it, and
-        # the engine re-applies it exactly (amlhp.alerts.store).
+        # the engine re-applies it exactly (amlhp.alerts.store). An event past a hole in
+        # the partition's offsets is not handled nor acked: it comes again (InOrder).
         manual = stream.noack()
         async for event in manual.events():
-            await run_to_end(handle(event))
-            await manual.ack(event)
+            if await run_to_end(handle(event)):
+                await manual.ack(event)
 
     @app.timer(interval=TICK_INTERVAL_S)
     async def tick() -> None:

@@ -19,3 +19,37 @@ def test_app_takes_the_settings_and_the_overrides() -> None:
     assert app.conf.producer_acks == -1
     assert app.conf.broker_commit_interval == 2.5
     assert faust_credentials(settings) is None  # PLAINTEXT unless -X says otherwise
+
+
+def test_in_order_holds_events_past_a_hole_and_admits_redeliveries() -> None:
+    """The Faust internals InOrder reads (the consumer's committed offsets and its flow
+    flag) exist on a real, unstarted Faust consumer, and its rule: in order or at/below
+    the last handled is admitted, past a hole is held, a hole outlasting ``give_up_s``
+    with the flow running is reported as missing offsets."""
+    from faust.types import TP
+
+    from amlhp.pipeline.faust_app import InOrder, committed_offset
+
+    app = create_faust_app(Settings.model_validate({}), "amlhp-test-in-order")
+    assert committed_offset(app, "verdicts", 0) is None
+    guard = InOrder(app, "verdicts", give_up_s=30.0)
+    assert guard.admit(0, 5, now=0.0) == (True, 0)  # never committed: from anywhere
+    assert guard.admit(0, 6, now=0.0) == (True, 0)
+    assert guard.admit(0, 9, now=1.0) == (False, 0)  # 7 and 8 never came
+    assert guard.holes[0][0] == 7
+    assert guard.admit(0, 10, now=2.0) == (False, 0)
+    assert guard.admit(0, 7, now=3.0) == (True, 0)  # the seek back re-delivers 7
+    assert 0 not in guard.holes
+    assert guard.admit(0, 3, now=3.0) == (True, 0)  # a re-delivery: the agent de-duplicates
+    assert guard.next[0] == 4
+
+    app.consumer._committed_offset[TP("verdicts", 1)] = 40  # resumed there at assignment
+    assert committed_offset(app, "verdicts", 1) == 40
+    assert guard.admit(1, 40, now=0.0) == (True, 0)
+    assert guard.admit(1, 45, now=0.0) == (False, 0)
+    app.consumer.flow_active = True
+    assert guard.admit(1, 46, now=29.0) == (False, 0)
+    assert guard.admit(1, 47, now=31.0) == (True, 6)  # 41..46 gone: counted, not waited for
+    app.consumer.flow_active = False  # a stop or a rebalance: never give up
+    assert guard.admit(1, 60, now=100.0) == (False, 0)
+    assert guard.admit(1, 61, now=200.0) == (False, 0)
