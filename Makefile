@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.amlhp-installed
 
 .PHONY: setup test unit lint demo kafka-up kafka-down cluster-up cluster-down \
-        prometheus-up prometheus-down clean lab-setup lab-data lab-demo browser-setup
+        prometheus-up prometheus-down clean lab-setup lab-data lab-slow lab-demo browser-setup
 
 setup: $(STAMP) lab-setup browser-setup
 
@@ -90,6 +90,13 @@ browser-setup:
 lab-data: setup
 	$(BIN)/amlhp lab run --profile full --seed 1 -o var/lab/full --workdir var/lab/work-full
 	$(BIN)/amlhp lab verify var/lab/full
+	$(MAKE) lab-slow
+
+# The low-and-slow attacks at their real pace, side by side, and an hour of the benign
+# devices (about 62 minutes; part of lab-data).
+lab-slow: setup
+	$(BIN)/amlhp lab slow --seed 1 -o var/lab/slow --workdir var/lab/work-slow
+	$(BIN)/amlhp lab verify var/lab/slow
 
 lab-demo: setup
 	$(BIN)/amlhp lab run --profile demo --seed 2 -o var/lab/demo --workdir var/lab/work-demo

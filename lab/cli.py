@@ -117,6 +117,37 @@ def register(app: typer.Typer) -> None:
             manifest = LabRun(options, on_status=display.update).run()
         _echo_manifest(manifest, out, as_json)
 
+    @lab.command("slow")
+    def slow_cmd(
+        out: Path = typer.Option(Path("var/lab/slow"), "--out", "-o", help="Output folder"),
+        minutes: float = typer.Option(
+            20.0, "--minutes", min=0.1, help="Length of the guessing, scan and DNS scenarios"
+        ),
+        hour_minutes: float = typer.Option(
+            60.0, "--hour-minutes", min=0.1, help="Length of the beacon and benign scenarios"
+        ),
+        seed: int = typer.Option(1, "--seed", help="Seed of timing, values and word lists"),
+        workdir: Path = typer.Option(
+            Path("var/lab/work-slow"), "--workdir", help="Configs, logs, pids"
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON"),
+    ) -> None:
+        """Record the low-and-slow attacks at their real pace, side by side, beside the
+        benign devices (about an hour by default).
+
+        Writes SCENARIO.pcap files, labels.yaml and manifest.json into --out.
+        """
+        from amlhp.lab.runner import RunOptions
+        from amlhp.lab.slow import SlowLabRun
+        from amlhp.lab.status import StatusDisplay
+
+        options = RunOptions(out=out, workdir=workdir, scenarios=("benign",), seed=seed,
+                             command=shlex.join(["amlhp", *sys.argv[1:]]))  # fmt: skip
+        with StatusDisplay() as display:
+            run = SlowLabRun(options, minutes, hour_minutes, on_status=display.update)
+            manifest = run.run()
+        _echo_manifest(manifest, out, as_json)
+
     @lab.command("merge")
     def merge_cmd(
         run_dir: Path = typer.Argument(..., help="Folder written by `amlhp lab run`"),

@@ -333,6 +333,18 @@ class LabRun:
             merge_files([pcap, *(e.path for e in extras)], merged)
             merged.replace(pcap)
         dropped = [stats.dropped, *(e.dropped for e in extra_stats)]
+        return self._entry(scenario, status, pcap, dropped, started, interfaces)
+
+    def _entry(
+        self,
+        scenario: Scenario,
+        status: ScenarioStatus,
+        pcap: Path,
+        dropped: list[int | None],
+        started: float,
+        interfaces: list[str],
+    ) -> dict[str, Any]:
+        """The manifest's entry for ``scenario``'s finished capture (recounted from the file)."""
         final = self.labeler.count_file(pcap)
         status.own, status.benign, status.total = (
             final[scenario.label],
@@ -394,19 +406,26 @@ class LabRun:
                 if self.o.background:
                     benign.start()
                     time.sleep(1.0)  # let the devices connect before the first capture
-                for scenario, status in zip(self.scenarios, self.statuses, strict=True):
-                    with self._network(scenario) as interfaces:
-                        entry = self._capture(scenario, status, group, benign, rng, interfaces)
-                    files.append(entry)
-                    dead = group.exited()
-                    if dead:
-                        names = ", ".join(c.name for c in dead)
-                        raise LabError(f"lab processes died during {scenario.name}: {names}")
+                files = self._record(group, benign, rng)
             finally:
                 benign.stop()
                 group.stop_all()
                 services.stop()
         return self._write(files, started, dict(benign.stats))
+
+    def _record(
+        self, group: ProcessGroup, benign: BenignTraffic, rng: random.Random
+    ) -> list[dict[str, Any]]:
+        """Capture the scenarios one after the other, each into its own pcap."""
+        files = []
+        for scenario, status in zip(self.scenarios, self.statuses, strict=True):
+            with self._network(scenario) as interfaces:
+                files.append(self._capture(scenario, status, group, benign, rng, interfaces))
+            dead = group.exited()
+            if dead:
+                names = ", ".join(c.name for c in dead)
+                raise LabError(f"lab processes died during {scenario.name}: {names}")
+        return files
 
     def _write(
         self, files: list[dict[str, Any]], started: dt.datetime, activity: dict[str, int]

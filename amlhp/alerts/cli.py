@@ -134,6 +134,32 @@ def register(app: typer.Typer) -> None:
         written = write_results(fit, base, settings.under_home(out))
         typer.echo(json.dumps({"written": [str(p) for p in written]}))
 
+    @app.command("alerts-lab")
+    def alerts_lab_cmd(
+        ctx: typer.Context,
+        run_dir: Path = typer.Argument(..., help="A lab run folder (amlhp lab slow's output)"),
+        out: Path = typer.Option(
+            Path("model/results/alerts/lab-slow.json"), "--out", help="Result JSON"
+        ),
+        model: Path | None = typer.Option(
+            None, "--model", help="Model artifact (default: bundled)"
+        ),
+    ) -> None:
+        """Incidents on a recorded lab run: per scenario, an incident of its kind naming its
+        address and the time to it; benign hosts' incidents per device-hour."""
+        from amlhp.alerts.lab_run import lab_run_figures, lab_run_table
+        from amlhp.alerts.policy import AlertPolicy
+        from amlhp.model.scorer import default_model_path, load_scorer
+
+        settings = settings_of(ctx)
+        scorer = load_scorer(model or default_model_path())
+        doc = lab_run_figures(run_dir, scorer, AlertPolicy.from_settings(settings))
+        path = settings.under_home(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        path.with_suffix(".md").write_text(lab_run_table(doc) + "\n")
+        typer.echo(lab_run_table(doc))
+
 
 def _register_bench(bench: typer.Typer) -> None:
     @bench.command("alerts")

@@ -23,7 +23,9 @@ KIND_OF_CLASS: Final[dict[str, str]] = {
         SCAN,
     ),
     **dict.fromkeys(
-        ("ssh_bruteforce", "mqtt_bruteforce", "telnet_bruteforce", "web_dirbrute"), BRUTE_FORCE
+        ("ssh_bruteforce", "mqtt_bruteforce", "telnet_bruteforce", "ftp_bruteforce",
+         "web_dirbrute"),
+        BRUTE_FORCE,
     ),
     **dict.fromkeys(
         ("dos_synflood", "dos_udpflood", "dos_ackflood", "dos_httpflood", "slow_dos",
