@@ -8,14 +8,16 @@ import time, so ``amlhp --help`` stays fast.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from typing import Any
 
 import typer
 
 from amlhp import __version__
 from amlhp.context import AppContext
 from amlhp.errors import AmlhpError
-from amlhp.settings import load_settings
+from amlhp.settings import Settings, load_settings, unknown_env
 
 
 def _version(value: bool) -> None:
@@ -61,15 +63,12 @@ def build_app() -> typer.Typer:
             level=logging.DEBUG if verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        settings = load_settings(
-            {
-                "bootstrap_servers": bootstrap_servers,
-                "partitions": partitions,
-                "replication_factor": replication_factor,
-            },
-            rdkafka_flags=rdkafka,
-        )
-        ctx.obj = AppContext(settings=settings)
+        flags = {
+            "bootstrap_servers": bootstrap_servers,
+            "partitions": partitions,
+            "replication_factor": replication_factor,
+        }
+        ctx.obj = AppContext(lambda: _settings(flags, rdkafka))
 
     from amlhp.alerts import cli as alerts_cli
     from amlhp.benchmarks import cli as bench_cli
@@ -100,8 +99,33 @@ def build_app() -> typer.Typer:
     return app
 
 
+def _settings(flags: dict[str, Any], rdkafka: list[str]) -> Settings:
+    """The invocation's settings (built when a command first needs them), with a warning
+    for what would otherwise pass silently: a misspelt ``AMLHP_*`` variable, a home
+    folder that does not exist yet (it is created)."""
+    for name in unknown_env(os.environ):
+        typer.echo(f"warning: unknown environment variable {name}", err=True)
+    settings = load_settings(flags, rdkafka_flags=rdkafka)
+    if not settings.home.exists():
+        typer.echo(
+            f"warning: AMLHP_HOME {settings.home} does not exist (what writes there creates it)",
+            err=True,
+        )
+    return settings
+
+
+def _kafka_error(exc: BaseException) -> str | None:
+    """The one-line text of a Kafka client's error (a bad ``-X`` property, ...), else None."""
+    kafka = sys.modules.get("confluent_kafka")
+    if kafka is None or not isinstance(exc, kafka.KafkaException):
+        return None
+    error = exc.args[0] if exc.args else None
+    return f"Kafka: {error.str() if error is not None and hasattr(error, 'str') else exc}"
+
+
 def main() -> None:
-    """Console entry point: errors we raise on purpose become one line and exit code 2."""
+    """Console entry point: usage errors and errors we raise on purpose become one or two
+    lines and exit code 2, never a traceback."""
     app = build_app()
     try:
         # Without standalone mode click returns (not raises) the code of `typer.Exit(n)`.
@@ -111,16 +135,21 @@ def main() -> None:
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         sys.exit(130)
+    except typer.TyperException as exc:  # typer's own click: usage errors, bad values
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        command = getattr(getattr(exc, "ctx", None), "command_path", None)
+        if command:
+            typer.echo(f"Try '{command} --help' for help.", err=True)
+        sys.exit(2)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+        text = _kafka_error(exc)
+        if text is None:
+            raise
+        typer.echo(f"error: {text}", err=True)
+        sys.exit(2)
     if isinstance(code, int) and code != 0:
         sys.exit(code)
 

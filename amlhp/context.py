@@ -1,24 +1,34 @@
 """What the root ``amlhp`` command hands to its sub-commands, and the one way to read it.
 
-The root callback (:mod:`amlhp.cli`) builds the settings once from the environment and the
-global flags; every sub-command gets them with :func:`settings_of`, so no command reads the
-environment or builds settings of its own.
+The root callback (:mod:`amlhp.cli`) says how to build the settings from the environment
+and the global flags; the first sub-command that asks (:func:`settings_of`) builds them,
+once, so no command reads the environment or builds settings of its own. Built on first
+use, not in the callback: ``amlhp topics --help`` and commands that need no setting work
+whatever the environment holds, and a bad variable is reported by the command that reads it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import typer
 
 from amlhp.settings import Settings, load_settings
 
 
-@dataclass(frozen=True)
+@dataclass
 class AppContext:
-    """``ctx.obj`` of every sub-command."""
+    """``ctx.obj`` of every sub-command: the settings, built on first use."""
 
-    settings: Settings
+    load: Callable[[], Settings]
+    _settings: Settings | None = field(default=None, init=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = self.load()
+        return self._settings
 
 
 def settings_of(ctx: typer.Context) -> Settings:

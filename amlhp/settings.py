@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from amlhp.errors import ConfigError
@@ -323,5 +323,46 @@ def load_settings(
     values["rdkafka"] = rdkafka
     try:
         return Settings(**values)
-    except ValueError as exc:  # pydantic.ValidationError is a ValueError
-        raise ConfigError(str(exc)) from exc
+    except ValidationError as exc:
+        raise ConfigError(_invalid(exc, flagged=set(values) - {"rdkafka"})) from exc
+
+
+def _invalid(exc: ValidationError, flagged: set[str]) -> str:
+    """A pydantic error as the user wrote the setting: the variable (or the flag's setting),
+    what is wrong, and the value unless it is a secret."""
+    parts = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        where = f"--{field.replace('_', '-')}" if field in flagged else env_name(field)
+        shown = "" if field in SECRET_FIELDS else f" (got {error.get('input')!r})"
+        parts.append(f"{where}: {error['msg']}{shown}")
+    return "invalid setting " + "; ".join(parts)
+
+
+#: fields whose values are never echoed, not even in an error
+SECRET_FIELDS = frozenset({"grafana_token", "rdkafka"})
+#: variables with the prefix that are not settings: the test suite's own
+OTHER_ENV_PREFIXES = (RDKAFKA_ENV_PREFIX, "AMLHP_TEST_")
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a settings field."""
+    return ENV_PREFIX + field.upper()
+
+
+def unknown_env(environ: Mapping[str, str]) -> list[str]:
+    """``AMLHP_*`` variables that name no setting (a typo is otherwise silently ignored),
+    each with the closest known name when there is one."""
+    import difflib
+
+    known = [env_name(f) for f in Settings.model_fields if f != "rdkafka"]
+    out = []
+    for key in sorted(environ):
+        name = key.upper()
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        if name.startswith(OTHER_ENV_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        out.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    return out

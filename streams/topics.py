@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from amlhp.settings import Settings
 
 ADMIN_TIMEOUT_S = 30.0
+#: the first answer of a cluster (its metadata): an unreachable broker is reported after this
+METADATA_TIMEOUT_S = 10.0
+#: librdkafka error codes that mean no broker answered
+_UNREACHABLE = ("_TRANSPORT", "_TIMED_OUT", "_ALL_BROKERS_DOWN", "_RESOLVE")
 
 
 class TopicError(StreamsError):
@@ -73,7 +77,9 @@ def pipeline_topic_specs(
 def admin_client(kafka_config: Mapping[str, Any]) -> AdminClient:
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient(dict(kafka_config))
+    from amlhp.pipeline.kafka_io import with_logger
+
+    return AdminClient(with_logger(kafka_config))
 
 
 def create_topics(
@@ -123,9 +129,16 @@ def list_topics(
     from confluent_kafka import KafkaException
 
     try:
-        metadata = admin.list_topics(timeout=timeout)
+        metadata = admin.list_topics(timeout=min(timeout, METADATA_TIMEOUT_S))
     except KafkaException as exc:
-        raise TopicError(f"cannot list topics: {exc.args[0]}") from exc
+        error = exc.args[0]
+        if error.name() in _UNREACHABLE:
+            raise TopicError(
+                f"no Kafka broker answered within {min(timeout, METADATA_TIMEOUT_S):.0f} s "
+                f"({error.str()}): is it running (`amlhp infra kafka up`) and is "
+                "-b / AMLHP_BOOTSTRAP_SERVERS right?"
+            ) from exc
+        raise TopicError(f"cannot list topics: {error.str()}") from exc
     out = []
     for name, topic in metadata.topics.items():
         if name.startswith("__") and not include_internal:

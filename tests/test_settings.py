@@ -15,6 +15,7 @@ from amlhp.settings import (
     load_settings,
     parse_rdkafka_flags,
     rdkafka_from_env,
+    unknown_env,
 )
 
 SECRET = "hunter2-do-not-log"
@@ -51,12 +52,29 @@ def test_cli_overrides_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.replication_factor == 3  # flag absent (None): environment stands
 
 
-def test_invalid_values_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigError, match="partitions"):
+def test_invalid_values_are_config_errors_naming_the_flag_or_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(ConfigError, match=r"--partitions: .* \(got 0\)"):
         load_settings({"partitions": 0})
     monkeypatch.setenv("AMLHP_REPLICATION_FACTOR", "many")
-    with pytest.raises(ConfigError, match="replication_factor"):
+    with pytest.raises(ConfigError, match=r"AMLHP_REPLICATION_FACTOR: .* \(got 'many'\)"):
         load_settings()
+
+
+def test_unknown_variables_are_named_with_the_closest_setting() -> None:
+    environ = {
+        "AMLHP_PARTITONS": "3",
+        "AMLHP_PARTITIONS": "3",
+        "AMLHP_RDKAFKA_SOCKET_TIMEOUT_MS": "1",
+        "AMLHP_TEST_PROMETHEUS_URL": "x",
+        "AMLHP_NOTHING_LIKE_IT": "1",
+        "PATH": "/bin",
+    }
+    assert unknown_env(environ) == [
+        "AMLHP_NOTHING_LIKE_IT",
+        "AMLHP_PARTITONS (did you mean AMLHP_PARTITIONS?)",
+    ]
 
 
 def test_rdkafka_passthrough_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -100,17 +100,21 @@ class ConsumerLagCollector(Collector):
         assign-only with commits off, so it never joins the group nor moves its offsets."""
         from confluent_kafka import Consumer
 
+        from amlhp.pipeline.kafka_io import with_logger
+
         if self._reader is None:
             self._reader = Consumer(
-                self.settings.kafka_config(
-                    **{
-                        "group.id": self.group,
-                        "client.id": "amlhp-lag-reader",
-                        "enable.auto.commit": False,
-                        "enable.auto.offset.store": False,
-                        "auto.offset.reset": "earliest",
-                        "queued.max.messages.kbytes": 16384,
-                    }
+                with_logger(
+                    self.settings.kafka_config(
+                        **{
+                            "group.id": self.group,
+                            "client.id": "amlhp-lag-reader",
+                            "enable.auto.commit": False,
+                            "enable.auto.offset.store": False,
+                            "auto.offset.reset": "earliest",
+                            "queued.max.messages.kbytes": 16384,
+                        }
+                    )
                 )
             )
         return self._reader

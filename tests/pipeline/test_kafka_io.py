@@ -34,3 +34,26 @@ def test_committed_offsets_of_a_new_group_then_after_a_commit(kafka_settings: Se
         assert all(after[p] == OFFSET_INVALID for p in range(1, kafka_settings.partitions))
     finally:
         consumer.close()
+
+
+def test_librdkafka_repeats_are_held_back_and_counted() -> None:
+    """One failed connect per window, whatever its timings; the next says how many were held."""
+    import logging
+
+    from amlhp.pipeline.kafka_io import HoldRepeats
+
+    hold = HoldRepeats(window_s=0.2)
+
+    def record(text: str) -> logging.LogRecord:
+        return logging.LogRecord("amlhp.librdkafka", logging.ERROR, __file__, 1, text, None, None)
+
+    fail = "FAIL [rdkafka#producer-1] Connect to 127.0.0.1:1 failed (after {}ms)"
+    assert hold.filter(record(fail.format(0)))
+    assert not any(hold.filter(record(fail.format(n))) for n in range(1, 50))
+    assert hold.filter(record("another message"))
+    import time
+
+    time.sleep(0.25)
+    again = record(fail.format(7))
+    assert hold.filter(again)
+    assert "49 like it" in again.getMessage()
