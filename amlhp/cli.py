@@ -34,6 +34,8 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        # help text is Markdown: paragraphs reflow, and "[default model]" is not a style tag
+        rich_markup_mode="markdown",
     )
 
     @app.callback()
@@ -52,7 +54,7 @@ def build_app() -> typer.Typer:
             None, "--replication-factor", help="Replicas per topic [AMLHP_REPLICATION_FACTOR]"
         ),
         rdkafka: list[str] = typer.Option(
-            [], "-X", help="librdkafka property name=value (repeatable) [AMLHP_RDKAFKA_<NAME>]"
+            [], "-X", help="librdkafka property name=value (repeatable) [AMLHP_RDKAFKA_*]"
         ),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging"),
         version: bool = typer.Option(
@@ -69,6 +71,25 @@ def build_app() -> typer.Typer:
             "replication_factor": replication_factor,
         }
         ctx.obj = AppContext(lambda: _settings(flags, rdkafka))
+
+    @app.command("settings")
+    def settings_cmd(
+        ctx: typer.Context,
+        markdown: bool = typer.Option(
+            False, "--markdown", help="Print the table of every variable instead (docs/infra.md)"
+        ),
+    ) -> None:
+        """Print the effective settings as JSON (environment and flags applied, secrets
+        masked), or with --markdown every AMLHP_* variable with its default."""
+        import json
+
+        from amlhp.context import settings_of
+        from amlhp.settings import settings_table
+
+        if markdown:
+            typer.echo(settings_table())
+        else:
+            typer.echo(json.dumps(settings_of(ctx).redacted(), indent=1))
 
     from amlhp.alerts import cli as alerts_cli
     from amlhp.benchmarks import cli as bench_cli

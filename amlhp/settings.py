@@ -61,11 +61,25 @@ class TopicNames(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    raw: str = Field("amlhp.packets.raw", description="env AMLHP_TOPIC_RAW")
-    encoded: str = Field("amlhp.packets.encoded", description="env AMLHP_TOPIC_ENCODED")
-    verdicts: str = Field("amlhp.verdicts", description="env AMLHP_TOPIC_VERDICTS")
-    dead_letter: str = Field("amlhp.deadletter", description="env AMLHP_TOPIC_DEAD_LETTER")
-    flow_verdicts: str = Field("amlhp.flows.verdicts", description="env AMLHP_TOPIC_FLOW_VERDICTS")
+    raw: str = Field(
+        "amlhp.packets.raw", description="env AMLHP_TOPIC_RAW: raw packet batches from the taps"
+    )
+    encoded: str = Field(
+        "amlhp.packets.encoded",
+        description="env AMLHP_TOPIC_ENCODED: encoded records (two-stage workers only)",
+    )
+    verdicts: str = Field(
+        "amlhp.verdicts",
+        description="env AMLHP_TOPIC_VERDICTS: per-packet verdicts (amlhp.verdict v3)",
+    )
+    dead_letter: str = Field(
+        "amlhp.deadletter",
+        description="env AMLHP_TOPIC_DEAD_LETTER: refused packets and messages, with reason codes",
+    )
+    flow_verdicts: str = Field(
+        "amlhp.flows.verdicts",
+        description="env AMLHP_TOPIC_FLOW_VERDICTS: flow-level verdicts of the flow worker",
+    )
     explanations: str = Field("amlhp.explanations", description="env AMLHP_TOPIC_EXPLANATIONS")
     alerts: str = Field("amlhp.alerts", description="env AMLHP_TOPIC_ALERTS")
     alert_ticks: str = Field("amlhp.alerts.ticks", description="env AMLHP_TOPIC_ALERT_TICKS")
@@ -88,12 +102,24 @@ class Settings(BaseSettings):
     bootstrap_servers: str = Field(
         "127.0.0.1:9092", description="env AMLHP_BOOTSTRAP_SERVERS: Kafka bootstrap servers"
     )
-    topic_raw: str = Field("amlhp.packets.raw", description="env AMLHP_TOPIC_RAW")
-    topic_encoded: str = Field("amlhp.packets.encoded", description="env AMLHP_TOPIC_ENCODED")
-    topic_verdicts: str = Field("amlhp.verdicts", description="env AMLHP_TOPIC_VERDICTS")
-    topic_dead_letter: str = Field("amlhp.deadletter", description="env AMLHP_TOPIC_DEAD_LETTER")
+    topic_raw: str = Field(
+        "amlhp.packets.raw", description="env AMLHP_TOPIC_RAW: raw packet batches from the taps"
+    )
+    topic_encoded: str = Field(
+        "amlhp.packets.encoded",
+        description="env AMLHP_TOPIC_ENCODED: encoded records (two-stage workers only)",
+    )
+    topic_verdicts: str = Field(
+        "amlhp.verdicts",
+        description="env AMLHP_TOPIC_VERDICTS: per-packet verdicts (amlhp.verdict v3)",
+    )
+    topic_dead_letter: str = Field(
+        "amlhp.deadletter",
+        description="env AMLHP_TOPIC_DEAD_LETTER: refused packets and messages, with reason codes",
+    )
     topic_flow_verdicts: str = Field(
-        "amlhp.flows.verdicts", description="env AMLHP_TOPIC_FLOW_VERDICTS"
+        "amlhp.flows.verdicts",
+        description="env AMLHP_TOPIC_FLOW_VERDICTS: flow-level verdicts of the flow worker",
     )
     topic_explanations: str = Field(
         "amlhp.explanations",
@@ -198,7 +224,10 @@ class Settings(BaseSettings):
     retention_ms: int = Field(
         7 * 24 * 3600 * 1000, ge=-1, description="env AMLHP_RETENTION_MS: topic retention"
     )
-    consumer_group: str = Field("amlhp", description="env AMLHP_CONSUMER_GROUP")
+    consumer_group: str = Field(
+        "amlhp",
+        description="env AMLHP_CONSUMER_GROUP: consumer group of the workers (stages add a suffix)",
+    )
     session_timeout_s: float = Field(
         10.0,
         ge=6.0,
@@ -207,7 +236,9 @@ class Settings(BaseSettings):
         "workers and sinks: how long a killed member's partitions wait before another "
         "member takes them (heartbeats every third of it; the broker's minimum is 6 s)",
     )
-    payload_bytes: int = Field(64, ge=1, le=1500, description="env AMLHP_PAYLOAD_BYTES: P")
+    payload_bytes: int = Field(
+        64, ge=1, le=1500, description="env AMLHP_PAYLOAD_BYTES: P, payload bytes kept per packet"
+    )
     grafana_token: SecretStr | None = Field(
         None,
         description="env AMLHP_GRAFANA_TOKEN: Grafana service-account token for "
@@ -220,7 +251,7 @@ class Settings(BaseSettings):
     )
     rdkafka: Mapping[str, str | SecretStr] = Field(
         default_factory=dict,
-        description="env AMLHP_RDKAFKA_<NAME> and CLI -X name=value: librdkafka passthrough",
+        description="env AMLHP_RDKAFKA_<NAME>: any librdkafka property (also CLI -X name=value)",
     )
 
     @field_validator("home", mode="after")
@@ -270,6 +301,22 @@ class Settings(BaseSettings):
             for name, value in self.rdkafka.items()
         }
         return data
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting's variable, default and meaning (docs/infra.md
+    holds it; a test keeps the two equal)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        variable, _, meaning = (info.description or "").removeprefix("env ").partition(": ")
+        if info.default_factory is not None:
+            default = "the working directory" if name == "home" else "none"
+        elif info.default is None:
+            default = "unset"
+        else:
+            default = f"`{info.default}`"
+        lines.append(f"| `{variable}` | {default} | {meaning.replace('|', '/')} |")
+    return "\n".join(lines)
 
 
 def rdkafka_from_env(environ: Mapping[str, str]) -> dict[str, str]:

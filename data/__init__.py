@@ -17,7 +17,8 @@ def _demo_file(name: str) -> Path:
     return Path(str(resources.files(__name__).joinpath("demo", name)))
 
 
-#: The attack lab's capture that ``amlhp demo`` replays (all 11 lab classes; docs/lab.md);
+#: The attack lab's capture that ``amlhp demo`` replays (all 23 lab classes: 22 attacks and
+#: benign; docs/lab.md);
 #: its manifest is ``DEMO_CAPTURE.with_suffix(".manifest.json")``.
 DEMO_CAPTURE: Path = _demo_file("lab-demo.pcap")
 #: The older mix of the public captures that the benchmarks replay (see ``demo.json``).

@@ -86,7 +86,8 @@ def register(app: typer.Typer) -> None:
         capture: Path | None = typer.Option(
             None,
             "--capture",
-            help="Capture to replay (default: the bundled lab demo capture, all 11 lab classes)",
+            help="Capture to replay (default: the bundled lab demo capture, all 23 lab classes: "
+            "22 attacks and benign)",
         ),
         out: Path | None = typer.Option(
             None, "--out", help="Verdict dataset (default: out/verdicts in the home)"

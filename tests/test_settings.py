@@ -155,3 +155,15 @@ def test_relative_output_paths_are_under_the_home(tmp_path: Path) -> None:
     settings = Settings.model_validate({"home": str(tmp_path)})
     assert settings.under_home(Path("out/verdicts")) == tmp_path / "out" / "verdicts"
     assert settings.under_home(Path("/data/verdicts")) == Path("/data/verdicts")
+
+
+def test_the_docs_table_of_settings_is_the_settings_object() -> None:
+    """docs/infra.md's table of variables cannot go stale: regenerate it with
+    ``amlhp settings --markdown`` when a setting changes."""
+    from amlhp.settings import settings_table
+
+    text = (Path(__file__).parents[1] / "docs" / "infra.md").read_text()
+    begin, end = "<!-- settings:begin -->\n", "\n<!-- settings:end -->"
+    assert text[text.index(begin) + len(begin) : text.index(end)] == settings_table()
+    for name in Settings.model_fields:
+        assert f"`AMLHP_{name.upper()}" in settings_table()

@@ -17,7 +17,7 @@ Evidence is a packet the model called ``malicious``, or ``uncertain`` with a
 
 A per-packet classifier errs on single packets; a host that trips these thresholds over
 a whole window is what an operator should look at. The defaults were chosen on the
-project's data (``amlhp alerts evaluate``, docs/alerts.md) with the false-incident rate
+project's data (``amlhp alerts-evaluate``, docs/alerts.md) with the false-incident rate
 they give; each is a setting (``AMLHP_ALERT_*``).
 """
 
