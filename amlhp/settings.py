@@ -303,6 +303,12 @@ class Settings(BaseSettings):
         return data
 
 
+def user_cache_dir() -> Path:
+    """The user's cache folder for amlhp: ``$XDG_CACHE_HOME/amlhp``, else ``~/.cache/amlhp``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "amlhp"
+
+
 def settings_table() -> str:
     """The Markdown table of every setting's variable, default and meaning (docs/infra.md
     holds it; a test keeps the two equal)."""

@@ -4,8 +4,9 @@ Why: torch spends most of its time in attention over 8 heads of dimension 4, whe
 library is efficient; the kernel (``kernels/amlhp_kernel.c``, see its header for the
 layout) runs every op as vertical SIMD over the 32 tokens. It is compiled with the C
 compiler found here (``cc``/``gcc``, or ``$CC``), once per ISA and model size, into the
-home's ``.cache/native/`` (``make setup`` builds the default model's; otherwise the first
-use does, in about a second), and loaded with ctypes, which releases the GIL, so the
+user's cache folder, or the home's when ``AMLHP_HOME`` is set (:func:`default_cache_dir`;
+``make setup`` builds the default model's; otherwise the first use does, in about a
+second), and loaded with ctypes, which releases the GIL, so the
 scorer's ``workers`` threads run it in parallel.
 
 Run-time dispatch: ``avx512`` where the CPU has AVX-512 F/BW/VL/DQ, ``avx2`` (with FMA)
@@ -110,10 +111,16 @@ def compiler() -> str:
 
 
 def default_cache_dir() -> Path:
-    """``<home>/.cache/native``: the settings' home (``AMLHP_HOME``), like the Kafka jars."""
-    from amlhp.settings import load_settings
+    """Where built kernels are kept: ``<AMLHP_HOME>/.cache/native`` when a home is set,
+    else the user's cache folder (``$XDG_CACHE_HOME/amlhp/native``, by default
+    ``~/.cache/amlhp/native``), so that ``amlhp score`` run in any folder leaves nothing
+    there and reuses the kernels it built elsewhere."""
+    from amlhp.settings import load_settings, user_cache_dir
 
-    return load_settings().home / ".cache" / "native"
+    settings = load_settings()
+    if "home" in settings.model_fields_set:
+        return settings.home / ".cache" / "native"
+    return user_cache_dir() / "native"
 
 
 def build_library(sizes: Mapping[str, int], isa: str, cache_dir: Path) -> Path:

@@ -115,6 +115,13 @@ def fallback_backend() -> str:
 
 
 def _cuda_available() -> bool:
+    """Whether torch sees a GPU. Asked only where an NVIDIA driver is installed: importing
+    torch costs about 700 MB of memory and a second, which a CPU-only ``amlhp score``
+    that the native kernel serves must not pay."""
+    import shutil
+
+    if not Path("/proc/driver/nvidia/version").exists() and shutil.which("nvidia-smi") is None:
+        return False
     if not torch_installed():
         return False
     import torch

@@ -122,3 +122,40 @@ def test_default_model_info(tiny_artifact: Artifact) -> None:
     info = json.loads(proc.stdout)
     assert info["params"] <= 25_000
     assert len(info["classes"]) == 30  # the lab's second round + every public source
+
+
+def test_score_on_a_small_capture_stays_light_without_torch(tmp_path: Path) -> None:
+    """``amlhp score`` served by the native kernel never imports torch (about 700 MB): the
+    command itself, in a child process, reports its peak memory and its modules."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("peak memory is read from /proc (Linux)")
+    import json
+    import subprocess
+    import sys
+
+    import dpkt
+
+    from amlhp.data import DEMO_CAPTURE
+
+    small = tmp_path / "small.pcap"
+    with DEMO_CAPTURE.open("rb") as fh, small.open("wb") as out:
+        reader = dpkt.pcap.Reader(fh)
+        writer = dpkt.pcap.Writer(out, linktype=reader.datalink())
+        for _, (ts, frame) in zip(range(11), reader, strict=False):
+            writer.writepkt(frame, ts)
+    # VmHWM, not getrusage: ru_maxrss survives exec, so a child of this (torch-laden)
+    # pytest process would report the parent's peak
+    code = (
+        "import json, sys\n"
+        f"sys.argv = ['amlhp', 'score', {str(small)!r}, '--out', {str(tmp_path / 'v')!r}]\n"
+        "from amlhp.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+        "print(json.dumps({'rss_kb': int(hwm.split()[1]), 'torch': 'torch' in sys.modules}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["torch"] is False
+    assert got["rss_kb"] < 300 * 1024, got
