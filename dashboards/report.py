@@ -2,9 +2,10 @@
 
 For data engineers looking at a run afterwards. The page holds its plots as inline PNG
 (data URIs), so it can be mailed or archived as one file: verdict mix over time,
-malicious share per gateway, capture -> verdict latency distribution, top destinations
-per attack class, when true labels are known the confusion matrix, and when an alert
-dataset is there the incidents the alerts stage raised (:mod:`.report_incidents`).
+malicious share per gateway, the latency distribution (from the tap's publish time where
+the verdicts carry it), the top services per attack class, when true labels are known the
+confusion matrix, and when an alert dataset is there the incidents the alerts stage
+raised (:mod:`.report_incidents`).
 
 True labels come from ``--truth FILE`` (Parquet or CSV with ``seq``, ``label`` and
 optionally ``gateway`` columns, joined on (gateway, seq) or on seq alone), or from a
@@ -47,17 +48,31 @@ class Plot:
     title: str
     caption: str
     png: bytes
+    #: the figure's numbers as text (header row first), shown under it
+    rows: tuple[tuple[str, ...], ...] = ()
 
 
 def load_verdicts(
     root: Path, since: datetime | None = None, until: datetime | None = None
 ) -> pa.Table:
-    """The run's verdicts, optionally limited to capture times in [since, until)."""
+    """The run's verdicts (a sink's dataset folder, or the Parquet file of ``amlhp score``),
+    optionally limited to capture times in [since, until)."""
     from amlhp.pipeline.dataset import read_verdicts
 
-    if not root.is_dir():
+    if root.is_file():  # `amlhp score --out FILE`: one Parquet file of verdicts
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(root)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DashboardsError(f"{root} is not a Parquet file of verdicts: {exc}") from exc
+        missing = {"ts_ns", "label", "decision", "gateway"} - set(table.column_names)
+        if missing:
+            raise DashboardsError(f"{root} has no {', '.join(sorted(missing))} column")
+    elif root.is_dir():
+        table = read_verdicts(root)
+    else:
         raise DashboardsError(f"no verdict dataset at {root}")
-    table = read_verdicts(root)
     if table.num_rows == 0:
         raise DashboardsError(f"{root} holds no verdicts (no part-*.parquet under date=*/)")
     ts = table.column("ts_ns")
@@ -207,14 +222,31 @@ def malicious_share_plot(table: pa.Table) -> Plot:
     )
 
 
-def latency_plot(table: pa.Table) -> Plot:
-    lat = (
-        table.column("scored_at_ns").to_numpy(zero_copy_only=False).astype(np.int64)
-        - table.column("ts_ns").to_numpy(zero_copy_only=False).astype(np.int64)
-    ) / 1e6
-    lat = lat[np.isfinite(lat)]
+def latency(table: pa.Table) -> tuple[np.ndarray, str]:
+    """Per packet, milliseconds to its verdict, and from when: the tap's publish time
+    (``ingested_at_ns``) where the verdicts carry it, as the pipeline's do; capture time
+    otherwise (offline scoring). A replayed capture's capture times are days old, so
+    capture -> verdict would measure the capture's age, not the pipeline."""
+    scored = table.column("scored_at_ns").to_numpy(zero_copy_only=False).astype(np.float64)
+    since, name = table.column("ts_ns"), "capture"
+    if "ingested_at_ns" in table.column_names and table.column("ingested_at_ns").null_count < (
+        table.num_rows
+    ):
+        since, name = table.column("ingested_at_ns"), "tap publish"
+    start = np.array(since.to_pylist(), dtype=np.float64)  # None -> nan
+    ms = (scored - start) / 1e6
+    return ms[np.isfinite(ms)], name
+
+
+def latency_plot(table: pa.Table) -> Plot | None:
+    """None for verdicts scored offline (``amlhp score``: no verdict time)."""
+    if "scored_at_ns" not in table.column_names:
+        return None
+    lat, since = latency(table)
     fig = _figure()
     ax = fig.add_subplot()
+    if lat.size == 0:
+        lat = np.array([0.0])
     positive = np.clip(lat, 1e-3, None)
     bins = np.logspace(np.log10(positive.min()), np.log10(positive.max() * 1.01 + 1e-3), 50)
     ax.hist(positive, bins=[float(b) for b in bins], color="#2c7fb8")
@@ -222,15 +254,38 @@ def latency_plot(table: pa.Table) -> Plot:
     p50, p99 = (float(np.percentile(lat, p)) for p in (50, 99))
     for value, name, style in ((p50, "p50", "--"), (p99, "p99", ":")):
         ax.axvline(max(value, 1e-3), color="black", linestyle=style, label=f"{name} {value:.1f} ms")
-    ax.set_xlabel("capture -> verdict latency (ms, log scale)")
+    ax.set_xlabel(f"{since} -> verdict latency (ms, log scale)")
     ax.set_ylabel("packets")
     ax.legend()
     return Plot(
         "latency",
         "Latency distribution",
-        f"Capture timestamp to verdict, per packet: p50 {p50:.1f} ms, p99 {p99:.1f} ms.",
+        f"{since.capitalize()} time to verdict, per packet: p50 {p50:.1f} ms, p99 {p99:.1f} ms.",
         _png(fig),
+        (("measured from", "p50 (ms)", "p99 (ms)"), (since, f"{p50:.1f}", f"{p99:.1f}")),
     )
+
+
+def _port(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def service_sides(part: pa.Table) -> list[str]:
+    """Per packet, ``address:port`` of its service side: the end with the lower port (the
+    other is the client's ephemeral port), so a scan's replies count for the port they
+    answer for rather than as the scanner's own ports; ``address`` without a port for
+    portless protocols, ``(no IP)`` for non-IP frames."""
+    out = []
+    columns = ("src_ip", "src_port", "dst_ip", "dst_port")
+    for src, sport, dst, dport in zip(*(part.column(c).to_pylist() for c in columns), strict=True):
+        sport, dport = _port(sport), _port(dport)
+        if dst is None:
+            out.append("(no IP)")
+        elif sport is not None and dport is not None and sport < dport:
+            out.append(f"{src}:{sport}")
+        else:
+            out.append(f"{dst}:{dport}" if dport is not None else str(dst))
+    return out
 
 
 def top_destinations_plot(table: pa.Table) -> Plot | None:
@@ -241,28 +296,23 @@ def top_destinations_plot(table: pa.Table) -> Plot | None:
     cols = 2
     rows = (len(attack) + cols - 1) // cols
     fig = _figure(11.0, 2.4 * rows + 0.6)
+    listed: list[tuple[str, ...]] = [("class", "service", "packets")]
     for i, cls in enumerate(attack):
         part = table.filter(pc.equal(table.column("label"), cls))
-        ips = part.column("dst_ip").to_numpy(zero_copy_only=False)
-        ports = part.column("dst_port").to_numpy(zero_copy_only=False)
-        dest = np.array(
-            [
-                f"{ip}:{port}" if ip is not None else "(no IPv4)"
-                for ip, port in zip(ips, ports, strict=True)
-            ]
-        )
-        names, counts = np.unique(dest, return_counts=True)
+        names, counts = np.unique(np.array(service_sides(part)), return_counts=True)
         order = np.argsort(-counts, kind="stable")[:TOP_DESTINATIONS]
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.barh(names[order][::-1], counts[order][::-1], color="#d95f0e")
         ax.set_title(f"{cls} ({part.num_rows} packets)", fontsize="medium")
         ax.tick_params(axis="y", labelsize="small")
+        listed += [(cls, str(names[k]), f"{int(counts[k]):,}") for k in order]
     return Plot(
         "top-destinations",
-        "Top destinations per attack class",
-        f"The {TOP_DESTINATIONS} destination address:port pairs most often seen in packets "
-        "decided malicious, per predicted class.",
+        "Top services per attack class",
+        f"The {TOP_DESTINATIONS} address:port pairs most often on the service side (the end "
+        "with the lower port) of packets decided malicious, per predicted class.",
         _png(fig),
+        tuple(listed),
     )
 
 
@@ -306,7 +356,11 @@ def confusion_plot(table: pa.Table) -> Plot | None:
 def _summary(table: pa.Table, root: Path) -> list[tuple[str, str]]:
     ts = table.column("ts_ns").to_numpy(zero_copy_only=False).astype(np.int64)
     first, last = (datetime.fromtimestamp(x / 1e9, UTC) for x in (ts.min(), ts.max()))
-    versions = sorted({str(v) for v in table.column("model_version").to_pylist()})
+    versions = (
+        sorted({str(v) for v in table.column("model_version").to_pylist()})
+        if "model_version" in table.column_names
+        else ["not recorded (offline scoring)"]
+    )
     gateways = sorted({str(v) for v in table.column("gateway").to_pylist()})
     return [
         ("Dataset", str(root)),
@@ -353,8 +407,8 @@ def render_report(
     incidents: IncidentSection | None = None,
 ) -> tuple[str, list[Plot]]:
     """The HTML page and its plots (and the incidents section when given)."""
-    plots = [verdict_mix_plot(table), malicious_share_plot(table), latency_plot(table)]
-    for optional in (top_destinations_plot(table), confusion_plot(table)):
+    plots = [verdict_mix_plot(table), malicious_share_plot(table)]
+    for optional in (latency_plot(table), top_destinations_plot(table), confusion_plot(table)):
         if optional is not None:
             plots.append(optional)
     heading = title or f"amlhp run report: {root.name}"
@@ -368,7 +422,7 @@ def render_report(
         f'<h2 id="{p.key}">{html.escape(p.title)}</h2><figure>'
         f'<img class="plot" id="plot-{p.key}" alt="{html.escape(p.title)}" '
         f'src="data:image/png;base64,{base64.b64encode(p.png).decode()}">'
-        f"<figcaption>{html.escape(p.caption)}</figcaption></figure>"
+        f"<figcaption>{html.escape(p.caption)}</figcaption></figure>{_rows_table(p)}"
         for p in plots
     )
     section = incidents.html() if incidents is not None else ""
@@ -382,6 +436,18 @@ def render_report(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC.</small></p></body></html>\n"
     )
     return page, plots
+
+
+def _rows_table(plot: Plot) -> str:
+    """A plot's numbers as an HTML table (readable, searchable, checked by the tests)."""
+    if not plot.rows:
+        return ""
+    head, *body = plot.rows
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    lines = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body
+    )
+    return f'<table class="numbers" id="numbers-{plot.key}"><tr>{cells}</tr>{lines}</table>'
 
 
 def write_report(

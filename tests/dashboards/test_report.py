@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from amlhp.dashboards.exceptions import DashboardsError
 from amlhp.dashboards.report import load_verdicts, write_report
+from tests.support.browser import headless
 from tests.support.synthetic import synthetic_verdicts, write_dataset
 
 START_NS = 1_700_000_000 * 10**9
@@ -26,24 +26,6 @@ def run_dir(tmp_path: Path) -> tuple[Path, pa.Table]:
     root = tmp_path / "verdicts"
     write_dataset(table, root)
     return root, table
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("headless Chromium is not installed (Debian: `make browser-setup` as root)")
-
-
-def headless(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_report_is_self_contained_with_every_plot(

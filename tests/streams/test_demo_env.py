@@ -4,13 +4,15 @@ The demo's children build their settings from the environment that
 :func:`amlhp.pipeline.children.child_env` hands them; each logs its effective settings
 (secrets masked) at start, into the log file the demo keeps in ``<home>/var/demo``. A
 ``-X`` flag and an ``AMLHP_RDKAFKA_*`` variable of the parent must both show up there.
-Both properties are harmless on the PLAINTEXT test broker.
+Both properties are harmless on the PLAINTEXT test broker. The same run's dataset then
+gets ``amlhp report``, rendered in headless Chromium.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -26,17 +28,26 @@ from amlhp.settings import Settings
 pytestmark = pytest.mark.slow
 
 PACKETS = 600  # enough for every stage to do real work, few enough for two shared cores
+#: where the lab demo capture's stealth and OS scans are (half the packets come from there)
+SCANS_FROM = 4_000
 
 
-def head_of_capture(src: Path, dst: Path, packets: int) -> Path:
-    """The first ``packets`` records of a classic little-endian pcap, as a new pcap."""
+def head_of_capture(src: Path, dst: Path, packets: int, *, skip: int = 0) -> Path:
+    """The first ``packets`` records of a classic little-endian pcap, as a new pcap; with
+    ``skip``, half of them from the start and half from after the first ``skip`` records
+    (where the lab demo's scans and floods are)."""
     data = src.read_bytes()
     assert data[:4] == b"\xd4\xc3\xb2\xa1", "the demo capture is a little-endian pcap"
-    end = 24
-    for _ in range(packets):
-        (length,) = struct.unpack_from("<I", data, end + 8)
-        end += 16 + length
-    dst.write_bytes(data[:end])
+    offsets = [24]
+    while offsets[-1] < len(data):
+        (length,) = struct.unpack_from("<I", data, offsets[-1] + 8)
+        offsets.append(offsets[-1] + 16 + length)
+    if not skip:
+        dst.write_bytes(data[: offsets[packets]])
+        return dst
+    half = packets // 2
+    tail = packets - half
+    dst.write_bytes(data[: offsets[half]] + data[offsets[skip] : offsets[skip + tail]])
     return dst
 
 
@@ -51,14 +62,14 @@ def logged_settings(log: Path, stage: str) -> dict[str, Any]:
     raise AssertionError(f"{log} has no line with {marker!r}:\n{log.read_text()[-2000:]}")
 
 
-def test_x_flags_and_rdkafka_variables_reach_the_demos_worker_and_sink(
+def test_x_flags_reach_the_demos_stages_and_its_report_renders(
     kafka_settings: Settings, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
     settings = kafka_settings.model_copy(update={"home": home})
     env = child_env(settings, {**os.environ, "OMP_NUM_THREADS": "1"})
     env["AMLHP_RDKAFKA_STATISTICS_INTERVAL_MS"] = "600000"
-    capture = head_of_capture(DEMO_CAPTURE, tmp_path / "head.pcap", PACKETS)
+    capture = head_of_capture(DEMO_CAPTURE, tmp_path / "head.pcap", PACKETS, skip=SCANS_FROM)
     args = ["-X", "socket.keepalive.enable=true", "demo", "--capture", str(capture)]
     done = subprocess.run(
         [sys.executable, "-m", "amlhp.cli", *args, "--timeout", "240"],
@@ -77,3 +88,21 @@ def test_x_flags_and_rdkafka_variables_reach_the_demos_worker_and_sink(
         assert got["topic_raw"] == settings.topic_raw
         assert got["replication_factor"] == settings.replication_factor
         assert got["home"] == str(home)
+
+    # the report of the demo's dataset, rendered in headless Chromium: latency from the
+    # tap's publish time (a replayed capture's own timestamps are years old), and the
+    # services of the malicious packets as address:port with whole port numbers
+    from amlhp.dashboards.report import write_report
+    from tests.support.browser import dumped_dom, table_rows
+
+    report = tmp_path / "report.html"
+    write_report(home / "out" / "verdicts", report)
+    dom = dumped_dom(report.as_uri())
+    header, *latency = table_rows(dom, "numbers-latency")
+    assert header == ["measured from", "p50 (ms)", "p99 (ms)"]
+    assert latency[0][0] == "tap publish"
+    assert 0 < float(latency[0][1]) <= float(latency[0][2]) < 120_000, latency
+    _, *services = table_rows(dom, "numbers-top-destinations")
+    assert services, "the scans were decided malicious"
+    address = re.compile(r"127(\.\d{1,3}){3}(:\d{1,5})?")
+    assert all(address.fullmatch(row[1]) for row in services), services
