@@ -236,6 +236,11 @@ class Settings(BaseSettings):
         "workers and sinks: how long a killed member's partitions wait before another "
         "member takes them (heartbeats every third of it; the broker's minimum is 6 s)",
     )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="env AMLHP_METRICS_HOST: address the stages' /metrics endpoints listen "
+        "on (0.0.0.0: every interface, for a Prometheus on another machine)",
+    )
     payload_bytes: int = Field(
         64, ge=1, le=1500, description="env AMLHP_PAYLOAD_BYTES: P, payload bytes kept per packet"
     )

@@ -25,20 +25,28 @@ def _settings(ctx: typer.Context, stage: str):  # type: ignore[no-untyped-def]
 
 
 def metrics_option(default: int | None = 0) -> Any:
-    """The ``--metrics-port`` option of every long-running stage command."""
+    """The ``--metrics-port`` option of every long-running stage command (the same default,
+    a free port, everywhere: several stages of one kind can share a machine)."""
     return typer.Option(
         default,
         "--metrics-port",
-        help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: a free port, printed "
-        "on stderr; -1: off)",
+        help="Serve Prometheus metrics on AMLHP_METRICS_HOST:PORT/metrics (0: a free port, "
+        "printed on stderr; -1: off; docs/deploying.md lists fixed ports per stage)",
     )
 
 
-def start_metrics(process: str, port: int, **lag: Any) -> Any:
-    """Start this process's /metrics endpoint (and lag collector); say where on stderr."""
+def start_metrics(process: str, port: int, settings: Any, **lag: Any) -> Any:
+    """Start this process's /metrics endpoint on the settings' metrics host (and its lag
+    collector); say where on stderr."""
     from amlhp.metrics.server import start_stage_metrics
 
-    started = start_stage_metrics(process, None if port < 0 else port, **lag)
+    started = start_stage_metrics(
+        process,
+        None if port < 0 else port,
+        host=settings.metrics_host,
+        settings=settings,
+        **lag,
+    )
     if started.server is not None:
         typer.echo(f"{process}: metrics on {started.server.url}", err=True)
     return started
@@ -92,7 +100,7 @@ def _run_sink(
     served = start_metrics(
         process,
         metrics_port,
-        settings=settings,
+        settings,
         lag_group=group or f"{settings.consumer_group}-{sink_class.group_suffix}",
         lag_topics=[getattr(settings, sink_class.topic_setting)],
     )
@@ -188,7 +196,7 @@ def register(app: typer.Typer) -> None:
         settings = _settings(ctx, "tap")
         stop = threading.Event()
         install_stop_signals(stop)
-        served = start_metrics("tap", metrics_port)
+        served = start_metrics("tap", metrics_port, settings)
         if state_dir is None and interface:
             state_dir = Path("var/tap")
         tap = Tap(
@@ -321,7 +329,7 @@ def register(app: typer.Typer) -> None:
         start_metrics(
             "worker",
             metrics_port,
-            settings=settings,
+            settings,
             lag_group=app_id or settings.consumer_group,
             lag_topics=[settings.topic_raw, settings.topic_encoded],
         )

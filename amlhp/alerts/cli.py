@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         start_metrics(
             "alerts",
             metrics_port,
-            settings=settings,
+            settings,
             lag_group=app_id or f"{settings.consumer_group}-alerts",
             lag_topics=[settings.topic_verdicts],
         )
@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
         alert_sink,
         out=Path("out/alerts"),
         roll_rows=50_000,
-        metrics_port=-1,
+        metrics_port=0,
         doc="Write the alert topic to a hive-partitioned Parquet dataset (exactly once per file).",
     )
 

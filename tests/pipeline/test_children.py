@@ -54,6 +54,7 @@ def parent_settings(home: Path) -> Settings:
             "replication_factor": 3,
             "retention_ms": 3_600_000,
             "consumer_group": "site-group",
+            "metrics_host": "0.0.0.0",
             "payload_bytes": 32,
             "grafana_token": TOKEN,
             "home": home,

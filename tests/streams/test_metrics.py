@@ -252,3 +252,19 @@ def test_port_or_free_keeps_a_free_port_and_replaces_a_taken_one() -> None:
         other = port_or_free(taken)
         assert other != taken
         assert other > 0
+
+
+def test_stage_metrics_listen_on_the_settings_metrics_host() -> None:
+    """AMLHP_METRICS_HOST moves a stage's /metrics off the default loopback address (here
+    to another loopback address, so that nothing is exposed during the test)."""
+    from amlhp.streams.pipeline_cli import start_metrics
+
+    settings = Settings.model_validate({"metrics_host": "127.0.0.2"})
+    started = start_metrics("tap", 0, settings)
+    try:
+        assert started.server is not None
+        assert started.server.host == "127.0.0.2"
+        with urllib.request.urlopen(started.server.url, timeout=10) as page:
+            assert b"amlhp_" in page.read()
+    finally:
+        started.close()
