@@ -59,25 +59,36 @@ def incident_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+INCIDENT_COLUMNS = ("gateway", "host", "role", "kind", "severity", "packets", "first seen",
+                    "last seen", "score", "classes")  # fmt: skip
+
+
+def incident_cells(row: dict[str, Any]) -> list[str]:
+    """One incident as the table's text cells (hosts and times in full)."""
+    return [
+        row["gateway"], row["host"], row["role"], row["kind"], str(row.get("severity", "")),
+        str(row["packets"]), iso(row["first_seen_ns"]), iso(row["last_seen_ns"]),
+        f"{row['mean_score']:.3f}", ",".join(row["classes"][:3]),
+    ]  # fmt: skip
+
+
 def print_incidents(incidents: list[dict[str, Any]], title: str = "incidents") -> None:
-    """A table of incidents on stderr (stdout keeps the JSON)."""
+    """The incidents on stdout: a table on a terminal, tab-separated lines with a header
+    when piped (like ``tshark -T fields``: nothing truncated, one incident per line)."""
+    import sys
+
+    if not sys.stdout.isatty():
+        print("\t".join(c.replace(" ", "_") for c in INCIDENT_COLUMNS))
+        for row in incidents:
+            print("\t".join(incident_cells(row)))
+        return
+    from rich.console import Console
     from rich.table import Table
 
-    from amlhp.progress import console
-
-    table = Table("gateway", "host", "role", "kind", "packets", "first seen", "last seen",
-                  "score", "classes", title=title)  # fmt: skip
+    table = Table(title=title)
+    for name in INCIDENT_COLUMNS:
+        # hosts and times are never cut; the classes wrap
+        table.add_column(name, no_wrap=name != "classes", overflow="fold")
     for row in incidents:
-        classes = ", ".join(row["classes"][:3])
-        table.add_row(
-            row["gateway"],
-            row["host"],
-            row["role"],
-            row["kind"],
-            str(row["packets"]),
-            iso(row["first_seen_ns"]),
-            iso(row["last_seen_ns"]),
-            f"{row['mean_score']:.3f}",
-            classes,
-        )
-    console().print(table)
+        table.add_row(*incident_cells(row))
+    Console(width=max(160, Console().width)).print(table)

@@ -63,3 +63,21 @@ def test_demo_incidents_do_not_depend_on_batching() -> None:
     whole = incidents(1000)
     assert len(whole) >= 15
     assert incidents(300) == whole
+
+
+def test_piped_incident_table_is_whole_lines_then_a_json_summary(tmp_path: Path) -> None:
+    """Piped, ``amlhp alerts`` prints tab-separated incidents with full hosts and times."""
+    done = subprocess.run(
+        [sys.executable, "-m", "amlhp.cli", "alerts", str(DEMO_CAPTURE)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, check=True,
+    )  # fmt: skip
+    header, *rows, summary = done.stdout.splitlines()
+    columns = header.split("\t")
+    assert columns[:4] == ["gateway", "host", "role", "kind"]
+    assert rows
+    assert json.loads(summary)["incidents"] == len(rows)
+    for line in rows:
+        cells = dict(zip(columns, line.split("\t"), strict=True))
+        ipaddress.ip_address(cells["host"])  # whole, not cut
+        assert cells["first_seen"].endswith("Z")
+        assert len(cells["first_seen"]) == len("2026-12-02T00:59:28.952Z")
