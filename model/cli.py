@@ -369,14 +369,20 @@ def _register_score(app: typer.Typer) -> None:
 
         scorer = load_scorer(model_path or default_model_path(), backend=backend, device=device)
         summary = score_captures(captures, out, scorer, batch_size=batch_size)
+        skipped = ", ".join(f"{r} {n}" for r, n in summary["not_scored"].items())
         echo_result(
             summary,
             as_json=as_json,
             headline=f"scored {summary['scored']} of {summary['packets']} packets -> {out}\n"
-            + ", ".join(f"{d} {n}" for d, n in summary["decisions"].items()),
+            + ", ".join(f"{d} {n}" for d, n in summary["decisions"].items())
+            + (f"\nnot scored: {skipped}" if skipped else ""),
             counts={label or "(not scored)": n for label, n in summary["labels"].items()},
             width=26,
         )
+        if summary["scored"] == 0:
+            what = "no packet" if summary["packets"] == 0 else "no packet could be scored"
+            typer.echo(f"warning: {what} in {', '.join(map(str, captures))}", err=True)
+            raise typer.Exit(1)
 
 
 def _register_model_group(app: typer.Typer) -> None:

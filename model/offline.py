@@ -68,22 +68,33 @@ def score_captures(
 ) -> dict[str, Any]:
     """Score every packet of the captures into ``out`` (Parquet); returns a summary."""
     started = time.perf_counter()
+    from amlhp.progress import progress_bar
+
     labels: Counter[str] = Counter()
     decisions: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
     packets = scored = 0
     writer: pq.ParquetWriter | None = None
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        for batch in iter_encoded(captures, scorer.encoder_config, batch_size=batch_size):
-            verdicts = verdict_columns(batch, scorer)
-            if writer is None:
-                writer = pq.ParquetWriter(str(out), verdicts.schema)
-            writer.write_batch(verdicts)
-            column = verdicts.column("label").to_pylist()
-            labels.update(column)
-            decisions.update(d for d in verdicts.column("decision").to_pylist() if d)
-            packets += verdicts.num_rows
-            scored += sum(1 for v in column if v)
+        with progress_bar(transient=True) as progress:
+            task = progress.add_task("scoring", total=None)
+            for batch in iter_encoded(captures, scorer.encoder_config, batch_size=batch_size):
+                verdicts = verdict_columns(batch, scorer)
+                if writer is None:
+                    writer = pq.ParquetWriter(str(out), verdicts.schema)
+                writer.write_batch(verdicts)
+                column = verdicts.column("label").to_pylist()
+                labels.update(column)
+                decisions.update(d for d in verdicts.column("decision").to_pylist() if d)
+                statuses.update(
+                    s
+                    for s, v in zip(verdicts.column("status").to_pylist(), column, strict=True)
+                    if not v
+                )
+                packets += verdicts.num_rows
+                scored += sum(1 for v in column if v)
+                progress.update(task, advance=verdicts.num_rows)
     finally:
         if writer is not None:
             writer.close()
@@ -100,6 +111,8 @@ def score_captures(
         "out": str(out),
         "packets": packets,
         "scored": scored,
+        #: why the other packets were not scored (reason code -> packets)
+        "not_scored": dict(sorted(statuses.items(), key=lambda kv: -kv[1])),
         "labels": dict(sorted(labels.items(), key=lambda kv: -kv[1])),
         "decisions": {d: decisions.get(d, 0) for d in DECISIONS},
         "model": scorer.describe(),
