@@ -117,7 +117,33 @@ def build_app() -> typer.Typer:
         chaos_cli,
     ):
         module.register(app)
+    _group_by_audience(app)
     return app
+
+
+#: ``amlhp --help`` lists the commands in these panels, by who uses them
+PANELS: dict[str, tuple[str, ...]] = {
+    "Run the pipeline (operators)": (
+        "demo", "tap", "worker", "sink", "alerts-stage", "alerts-sink", "topics", "infra",
+        "settings", "dashboards", "flows",
+    ),
+    "Offline and history (data engineers, ops)": (
+        "score", "alerts", "report", "replay", "replay-diff", "encode", "explain",
+    ),
+    "Models, lab and measurements (developers)": (
+        "train", "evaluate", "model", "lab", "bench", "chaos", "alerts-evaluate", "alerts-lab",
+        "demo-capture",
+    ),
+}  # fmt: skip
+
+
+def _group_by_audience(app: typer.Typer) -> None:
+    """Put every top-level command and group into its :data:`PANELS` panel."""
+    panel_of = {name: panel for panel, names in PANELS.items() for name in names}
+    infos: list[Any] = [*app.registered_commands, *app.registered_groups]
+    for info in infos:
+        name = info.name or (info.callback.__name__ if info.callback else "")
+        info.rich_help_panel = panel_of.get(name, info.rich_help_panel)
 
 
 def _settings(flags: dict[str, Any], rdkafka: list[str]) -> Settings:

@@ -102,10 +102,11 @@ def _register_score(bench: typer.Typer) -> None:
         threads: int | None = typer.Option(None, "--threads", min=1, help="torch/ORT threads"),
         workers: int = typer.Option(
             1,
+            "--score-threads",
             "--workers",
             min=1,
-            help="Score a batch's chunks on this many threads (data parallel; use with "
-            "--threads 1)",
+            help="Score a batch's chunks on this many threads, as the worker's "
+            "--score-threads (data parallel; use with --threads 1)",
         ),
         chunk: int | None = typer.Option(
             None,

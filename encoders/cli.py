@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
             "default: ip.src, ip.dst as in the paper",
         ),
         no_mask: bool = typer.Option(False, "--no-mask", help="Zero no field at all"),
-        gateway: str = typer.Option("offline", "--gateway", help="Value of the gateway column"),
+        gateway: str = typer.Option(
+            "offline", "--gateway", "-g", help="Value of the gateway column"
+        ),
         batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Packets per batch"),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON"),
     ) -> None:

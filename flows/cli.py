@@ -288,7 +288,10 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         model: Path = typer.Option(DEFAULT_MODEL, "--model", help="Flow model artifact folder"),
         app_id: str | None = typer.Option(
-            None, "--app-id", help="Faust app id / group (default <group>-flows)"
+            None,
+            "--group",
+            "--app-id",
+            help="Consumer group, the Faust app id (default <group>-flows)",
         ),
         idle_close: float = typer.Option(
             10.0, "--idle-close", help="Close a gateway's flows after this long without packets"
@@ -309,7 +312,7 @@ def register(app: typer.Typer) -> None:
     def sink_cmd(
         ctx: typer.Context,
         out: Path = typer.Option(
-            Path("out/flow-verdicts"), "--out", help="Dataset root (relative: under the home)"
+            Path("out/flow-verdicts"), "--out", "-o", help="Dataset root (relative: under the home)"
         ),
         roll_seconds: float = typer.Option(5.0, "--roll-seconds"),
         group: str | None = typer.Option(None, "--group", help="Consumer group"),

@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
             "22 attacks and benign)",
         ),
         out: Path | None = typer.Option(
-            None, "--out", help="Verdict dataset (default: out/verdicts in the home)"
+            None, "--out", "-o", help="Verdict dataset (default: out/verdicts in the home)"
         ),
         model: Path | None = typer.Option(None, "--model", help="Model (default: bundled)"),
         timeout_s: float = typer.Option(600.0, "--timeout", help="Give up after (seconds)"),

@@ -70,10 +70,12 @@ def add_sink_command(
     @app.command(name, help=doc)
     def sink_cmd(
         ctx: typer.Context,
-        out: Path = typer.Option(out, "--out", help="Dataset root (relative: under the home)"),
+        out: Path = typer.Option(
+            out, "--out", "-o", help="Dataset root (relative: under the home)"
+        ),
         roll_rows: int = typer.Option(roll_rows, "--roll-rows", help="Rows per file at most"),
         roll_seconds: float = typer.Option(5.0, "--roll-seconds", help="Seconds per file at most"),
-        group: str | None = typer.Option(None, "--group", help="Consumer group"),
+        group: str | None = typer.Option(None, "--group", "--app-id", help="Consumer group"),
         metrics_port: int = metrics_option(metrics_port),
     ) -> None:
         _run_sink(ctx, sink_class(), process, out, group, roll_rows, roll_seconds, metrics_port)
@@ -260,9 +262,13 @@ def register(app: typer.Typer) -> None:
         model: Path | None = typer.Option(
             None, "--model", help="Model artifact to serve and watch (default: bundled)"
         ),
-        max_batch: int = typer.Option(1024, "--max-batch", help="Max packets per inference"),
+        max_batch: int = typer.Option(
+            1024, "--batch-size", "--max-batch", help="Max packets per inference"
+        ),
         max_delay_ms: float = typer.Option(20.0, "--max-delay-ms", help="Max batching delay"),
-        app_id: str | None = typer.Option(None, "--app-id", help="Faust app id / group"),
+        app_id: str | None = typer.Option(
+            None, "--group", "--app-id", help="Consumer group (the Faust app id)"
+        ),
         threads: int = typer.Option(
             1,
             "--threads",
@@ -356,7 +362,7 @@ def register(app: typer.Typer) -> None:
         public: Path = typer.Option(
             Path("../shared/data/public"), "--public", help="Folder of the public captures"
         ),
-        out: Path = typer.Option(Path("data/demo/demo.pcap"), "--out", help="pcap to write"),
+        out: Path = typer.Option(Path("data/demo/demo.pcap"), "--out", "-o", help="pcap to write"),
     ) -> None:
         """Rebuild the demo capture from the public captures (see data/demo/README.md)."""
         from amlhp.streams.demo_capture import build_demo_capture

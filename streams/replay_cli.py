@@ -200,7 +200,7 @@ def register(app: typer.Typer) -> None:
         end: str = typer.Option(..., "--to", help="Window end, exclusive (ISO, UTC)"),
         gateway: list[str] = typer.Option([], "--gateway", "-g", help="Only these gateways"),
         model: Path | None = typer.Option(None, "--model", help="Model (default: bundled)"),
-        out: Path = typer.Option(..., "--out", help="Dataset folder of this replay"),
+        out: Path = typer.Option(..., "--out", "-o", help="Dataset folder of this replay"),
         source: str = typer.Option(
             "raw", "--source", help="raw: re-score packets; verdicts: re-export verdicts"
         ),

@@ -61,7 +61,9 @@ def register(app: typer.Typer) -> None:
     @app.command("alerts-stage")
     def alerts_stage_cmd(
         ctx: typer.Context,
-        app_id: str | None = typer.Option(None, "--app-id", help="Faust app id / group"),
+        app_id: str | None = typer.Option(
+            None, "--group", "--app-id", help="Consumer group (the Faust app id)"
+        ),
         metrics_port: int = metrics_option(),
     ) -> None:
         """Run the alert stage: verdicts -> incidents on the alert topic (Faust)."""
@@ -102,7 +104,7 @@ def register(app: typer.Typer) -> None:
             Path("../shared/data/public"), "--public", help="Folder of the public captures"
         ),
         out: Path = typer.Option(
-            Path("model/results/alerts"), "--out", help="Folder of alerts.json and alerts.md"
+            Path("model/results/alerts"), "--out", "-o", help="Folder of alerts.json and alerts.md"
         ),
         model: Path | None = typer.Option(
             None, "--model", help="Model artifact (default: bundled)"
@@ -139,7 +141,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         run_dir: Path = typer.Argument(..., help="A lab run folder (amlhp lab slow's output)"),
         out: Path = typer.Option(
-            Path("model/results/alerts/lab-slow.json"), "--out", help="Result JSON"
+            Path("model/results/alerts/lab-slow.json"), "--out", "-o", help="Result JSON"
         ),
         model: Path | None = typer.Option(
             None, "--model", help="Model artifact (default: bundled)"
@@ -168,7 +170,7 @@ def _register_bench(bench: typer.Typer) -> None:
         copies: int = typer.Option(4, "--copies", min=1, help="Gateways replaying the demo"),
         batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Verdicts per batch"),
         out: Path = typer.Option(
-            Path("benchmarks/results/alerts.json"), "--out", help="Result JSON"
+            Path("benchmarks/results/alerts.json"), "--out", "-o", help="Result JSON"
         ),
     ) -> None:
         """The alert engine's verdicts/s on one core and its state per tracked host."""
