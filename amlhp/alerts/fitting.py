@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ import pyarrow.feather as feather
 
 from amlhp.alerts.evaluate import Corpus, Evaluation, figures
 from amlhp.alerts.policy import AlertPolicy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -177,11 +180,19 @@ def save_corpus(corpus: Corpus, folder: Path) -> None:
 
 
 def load_cached_corpus(folder: Path, version: str) -> Corpus | None:
-    """The corpus saved by :func:`save_corpus`, or ``None`` (absent, or another model)."""
+    """The corpus saved by :func:`save_corpus`, or ``None`` (absent, or another model, or
+    unreadable: a warning, and the caller scores the captures again)."""
     index_path = folder / "index.json"
     if not index_path.exists():
         return None
-    index = json.loads(index_path.read_text())
+    try:
+        return _read_corpus(folder, json.loads(index_path.read_text()), version)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # ArrowInvalid is a ValueError
+        log.warning("ignoring the unreadable corpus cache %s (%s); scoring again", folder, exc)
+        return None
+
+
+def _read_corpus(folder: Path, index: dict[str, Any], version: str) -> Corpus | None:
     if index["version"] != version:
         return None
     corpus = Corpus(version, [], Path(index["labels"]), hours=index["hours"],

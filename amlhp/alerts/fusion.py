@@ -44,12 +44,9 @@ class Verdict:
     score: float
     findings: list[Finding]
 
-    @property
-    def confidence(self) -> float:
-        return confidence(self.score)
-
 
 def confidence(score: float) -> float:
+    """An incident's confidence in [0, 1) from its fused score (1 - e^-score)."""
     return round(1.0 - math.exp(-score), 4)
 
 

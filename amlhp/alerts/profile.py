@@ -51,13 +51,6 @@ MODBUS_WRITES: Final = frozenset({5, 6, 15, 16, 22, 23})
 MODBUS_DIAGNOSTICS: Final = frozenset({8})
 
 
-def _bump(counts: dict[str, int], key: str, cap: int) -> None:
-    if key in counts:
-        counts[key] += 1
-    elif len(counts) < cap:
-        counts[key] = 1
-
-
 @dataclass
 class Tally:
     """What a host did in one window of one scale (see the module docstring)."""

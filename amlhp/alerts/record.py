@@ -7,9 +7,9 @@ import hashlib
 import time
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
+from amlhp.alerts.fusion import confidence
 from amlhp.alerts.kinds import severity, techniques
 from amlhp.alerts.state import Incident, top
 from amlhp.wire import alert_schema
@@ -44,7 +44,7 @@ def alert_row(inc: Incident, status: str, reason: str, ts_ns: int, top_n: int) -
         "role": inc.role,
         "kind": inc.kind,
         "severity": severity(inc.kind, score),
-        "confidence": round(1.0 - float(np.exp(-score)), 4),
+        "confidence": confidence(score),
         "score": round(score, 4),
         "techniques": techniques(inc.kind, detectors),
         "evidence": [
