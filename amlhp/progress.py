@@ -46,6 +46,7 @@ def echo_result(
     headline: str,
     counts: Mapping[str, int],
     width: int = 20,
+    err: bool = False,
 ) -> None:
     """A command's result on stdout: the whole ``doc`` as JSON, or a headline and a count
     table (class or reason -> packets), the shape every ``amlhp`` command prints."""
@@ -54,8 +55,8 @@ def echo_result(
     import typer
 
     if as_json:
-        typer.echo(json.dumps(doc, indent=2))
+        typer.echo(json.dumps(doc, indent=2), err=err)
         return
-    typer.echo(headline)
+    typer.echo(headline, err=err)
     for name, count in counts.items():
-        typer.echo(f"{name or '(none)':<{width}}{count:>10}")
+        typer.echo(f"{name or '(none)':<{width}}{count:>10}", err=err)

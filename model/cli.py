@@ -348,10 +348,14 @@ def _register_score(app: typer.Typer) -> None:
     @app.command("score")
     def score(
         captures: list[Path] = typer.Argument(
-            ..., metavar="PCAP", help="pcap/pcapng files or folders"
+            ..., metavar="PCAP", help="pcap/pcapng files or folders (-: standard input)"
         ),
         out: Path = typer.Option(
-            ..., "--out", "-o", help="Parquet file to write (one row per packet)"
+            ...,
+            "--out",
+            "-o",
+            help="Parquet file to write, one row per packet (-: standard output; the "
+            "summary then goes to standard error)",
         ),
         model_path: Path | None = typer.Option(
             None, "--model", help="Artifact [the committed default model]"
@@ -366,9 +370,11 @@ def _register_score(app: typer.Typer) -> None:
         """Score captures offline, without Kafka (same encoder and scorer as the stream)."""
         from amlhp.model.offline import score_captures
         from amlhp.model.scorer import default_model_path, load_scorer
+        from amlhp.stdio import captures_with_stdin, is_stdio
 
         scorer = load_scorer(model_path or default_model_path(), backend=backend, device=device)
-        summary = score_captures(captures, out, scorer, batch_size=batch_size)
+        with captures_with_stdin(captures) as paths:
+            summary = score_captures(paths, out, scorer, batch_size=batch_size)
         skipped = ", ".join(f"{r} {n}" for r, n in summary["not_scored"].items())
         echo_result(
             summary,
@@ -378,6 +384,7 @@ def _register_score(app: typer.Typer) -> None:
             + (f"\nnot scored: {skipped}" if skipped else ""),
             counts={label or "(not scored)": n for label, n in summary["labels"].items()},
             width=26,
+            err=is_stdio(out),
         )
         if summary["scored"] == 0:
             what = "no packet" if summary["packets"] == 0 else "no packet could be scored"

@@ -74,15 +74,18 @@ def score_captures(
     decisions: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
     packets = scored = 0
+    from amlhp.stdio import is_stdio, output_sink
+
     writer: pq.ParquetWriter | None = None
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if not is_stdio(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with progress_bar(transient=True) as progress:
             task = progress.add_task("scoring", total=None)
             for batch in iter_encoded(captures, scorer.encoder_config, batch_size=batch_size):
                 verdicts = verdict_columns(batch, scorer)
                 if writer is None:
-                    writer = pq.ParquetWriter(str(out), verdicts.schema)
+                    writer = pq.ParquetWriter(output_sink(out), verdicts.schema)
                 writer.write_batch(verdicts)
                 column = verdicts.column("label").to_pylist()
                 labels.update(column)
@@ -106,7 +109,7 @@ def score_captures(
                 pa.field("score", pa.float32()),
             ]
         )
-        pq.write_table(empty.empty_table(), str(out))
+        pq.write_table(empty.empty_table(), output_sink(out))
     return {
         "out": str(out),
         "packets": packets,

@@ -77,7 +77,7 @@ def pipeline_topic_specs(
 def admin_client(kafka_config: Mapping[str, Any]) -> AdminClient:
     from confluent_kafka.admin import AdminClient
 
-    from amlhp.pipeline.kafka_io import with_logger
+    from amlhp.kafka_log import with_logger
 
     return AdminClient(with_logger(kafka_config))
 

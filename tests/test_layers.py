@@ -17,7 +17,7 @@ import amlhp
 #: the shared base: settings, errors, the wire format, small helpers every layer may use
 BASE = {
     "__init__", "settings", "errors", "progress", "digest", "plots", "wire", "data", "context",
-    "markdown",
+    "markdown", "stdio", "kafka_log",
 }  # fmt: skip
 #: a layer may import layers of lower rank, and itself; never another group of its rank
 RANK = {

@@ -25,7 +25,9 @@ def register(app: typer.Typer) -> None:
     @app.command("alerts")
     def alerts_cmd(
         ctx: typer.Context,
-        captures: list[Path] = typer.Argument(..., help="pcap/pcapng files or folders"),
+        captures: list[Path] = typer.Argument(
+            ..., help="pcap/pcapng files or folders (-: standard input)"
+        ),
         model: Path | None = typer.Option(
             None, "--model", help="Model artifact (default: bundled)"
         ),
@@ -41,16 +43,18 @@ def register(app: typer.Typer) -> None:
         from amlhp.alerts.policy import AlertPolicy
         from amlhp.model.scorer import default_model_path, load_scorer
         from amlhp.pipeline.incidents import incident_json, print_incidents
+        from amlhp.stdio import captures_with_stdin
 
         settings = settings_of(ctx)
         scorer = load_scorer(model or default_model_path())
-        run = alerts_from_captures(
-            captures,
-            scorer,
-            AlertPolicy.from_settings(settings),
-            gateway=gateway,
-            per_file=per_file,
-        )
+        with captures_with_stdin(captures) as paths:
+            run = alerts_from_captures(
+                paths,
+                scorer,
+                AlertPolicy.from_settings(settings),
+                gateway=gateway,
+                per_file=per_file,
+            )
         if as_json:
             for row in run.incidents:
                 typer.echo(json.dumps(incident_json(row)))

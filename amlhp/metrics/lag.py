@@ -100,7 +100,7 @@ class ConsumerLagCollector(Collector):
         assign-only with commits off, so it never joins the group nor moves its offsets."""
         from confluent_kafka import Consumer
 
-        from amlhp.pipeline.kafka_io import with_logger
+        from amlhp.kafka_log import with_logger
 
         if self._reader is None:
             self._reader = Consumer(

@@ -176,3 +176,20 @@ def test_score_counts_what_it_did_not_score_and_fails_on_nothing(tmp_path: Path)
     nothing = _amlhp("score", str(tmp_path / "empty"), "--out", str(tmp_path / "e.parquet"))
     assert nothing.returncode == 1
     assert "warning: no packet in" in nothing.stderr
+
+
+def test_score_reads_stdin_and_writes_parquet_to_stdout(tmp_path: Path) -> None:
+    """``cat x.pcap | amlhp score - --out -``: Parquet on stdout, the summary on stderr."""
+    import io
+
+    from amlhp.data import DEMO_CAPTURE
+
+    head = DEMO_CAPTURE.read_bytes()[:200_000]  # a truncated last record is counted, not fatal
+    done = subprocess.run(
+        [sys.executable, "-m", "amlhp.cli", "score", "-", "--out", "-"],
+        input=head, capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    table = pq.read_table(io.BytesIO(done.stdout))
+    assert table.num_rows > 100
+    assert b"scored " in done.stderr

@@ -40,7 +40,7 @@ def test_librdkafka_repeats_are_held_back_and_counted() -> None:
     """One failed connect per window, whatever its timings; the next says how many were held."""
     import logging
 
-    from amlhp.pipeline.kafka_io import HoldRepeats
+    from amlhp.kafka_log import HoldRepeats
 
     hold = HoldRepeats(window_s=0.2)
 
