@@ -144,7 +144,7 @@ lab-results: setup
 # (2,000 packets per attack class, 20,000 benign, 3 epochs; addresses, TTL, IP ID and
 # checksums zeroed), calibrated on the folds of `make cross-source`.
 default-model: setup
-	$(BIN)/amlhp train --labels model/labels/all-sources.yaml --model amlhp --split random \
+	$(BIN)/amlhp train --labels model/labels/all-sources.yaml --arch amlhp --split random \
 		--max-per-class 2000 --max-benign 20000 --epochs 3 --seed 0 --threads 2 \
 		--mask ip.src --mask ip.dst --mask path --mask checksums \
 		--calibrate-on model/results/cross-source-default/folds \

@@ -144,9 +144,11 @@ def _register_train(app: typer.Typer) -> None:
         ),
         model: str = typer.Option(
             "amlhp",
+            "--arch",
             "--model",
             "-m",
-            help="amlhp, an ablation or a baseline (see `amlhp model list`)",
+            help="Architecture: amlhp, an ablation or a baseline (see `amlhp model list`); "
+            "elsewhere --model names an artifact",
         ),
         split_kind: str = typer.Option("random", "--split", help=_SPLIT_HELP),
         epochs: Epochs = 10,
