@@ -234,7 +234,6 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
     )
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-flows")
     lock = asyncio.Lock()
-    app.amlhp_flow_runtime = runtime
 
     def apply(writes: list[Write]) -> None:
         store = table.data

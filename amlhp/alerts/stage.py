@@ -100,7 +100,6 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
     engine.defer_commit = True
     metrics = process_metrics()
     install_faust_monitor(app, metrics)
-    app.amlhp_engine = engine
 
     async def publish(rows: list[dict[str, Any]]) -> None:
         """Send the rows and wait until the broker has them (before the state that says

@@ -16,6 +16,20 @@ the changelog records of the events before it were still queued, and a stop righ
 loses them: a restarted process resumes after the offset with tables that miss those
 events (seen as an alert incident short of its last packets). :func:`drain_producer_buffers`
 makes the flush wait until the buffer is empty and no record is being handed over.
+
+**Faust's private internals live here, and only here** (faust-streaming and aiokafka are
+pinned in ``pyproject.toml``; ``tests/pipeline/test_faust_internals.py`` pins the shape
+and behaviour each relies on, so an upgrade fails a test rather than a guarantee):
+
+* ``ProducerBuffer._send_pending`` and ``flush`` (patched: :func:`drain_producer_buffers`);
+* the aiokafka driver's ``Producer.flush``, awaited by Faust right before a commit
+  (patched: :func:`refuse_commit_after_failed_send`);
+* ``Consumer._committed_offset``, ``flow_active``, ``highwater`` and ``seek`` (read and
+  called: :func:`committed_offset`, :func:`partition_end`, :class:`InOrder`).
+
+No public API offers these: Faust has no "flush and wait for the hand-over", no hook
+between a failed send and the next commit, no committed-offset accessor, and no promise
+that a stream's events come without holes.
 """
 
 from __future__ import annotations

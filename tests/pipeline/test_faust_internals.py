@@ -1,0 +1,102 @@
+"""Every private part of faust-streaming (and its aiokafka driver) that
+:mod:`amlhp.pipeline.faust_app` relies on, pinned: its existence, its shape and the
+behaviour the patch or the read assumes. An upgrade that changes one fails here, not
+silently in the guarantees the fault suite proved. ``pyproject.toml`` pins the versions
+these tests pass on."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from types import SimpleNamespace
+from typing import Any
+
+from amlhp.pipeline.faust_app import create_faust_app, drain_producer_buffers
+from amlhp.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings.model_validate({})
+
+
+def test_the_buffer_hands_records_over_one_at_a_time_through_send_pending() -> None:
+    """drain_producer_buffers counts records in ``_send_pending``: Faust's buffer task must
+    take a record off its queue and then await ``self._send_pending`` (bound once, when
+    the task starts, so the class patch must come before any app starts)."""
+    from faust.transport.producer import ProducerBuffer
+
+    source = inspect.getsource(ProducerBuffer._handle_pending.fun)  # a mode ServiceTask
+    assert "send_pending = self._send_pending" in source
+    assert "msg = await get_pending()" in source
+    assert list(inspect.signature(ProducerBuffer.flush_atmost).parameters) == [
+        "self", "max_messages",
+    ]  # fmt: skip
+    assert isinstance(inspect.getattr_static(ProducerBuffer, "size"), property)
+
+
+def test_flush_waits_for_the_record_in_hand() -> None:
+    """Faust's own flush returns 0.1 s after the queue empties even while the last record
+    is still being handed over; the patched flush waits until it is."""
+    drain_producer_buffers()
+    done: list[str] = []
+
+    async def publish_message(fut: Any, wait: bool = False) -> None:
+        del fut, wait
+        await asyncio.sleep(0.3)  # a slow hand-over, longer than Faust's 0.1 s
+        done.append("handed over")
+
+    record = SimpleNamespace(message=SimpleNamespace(channel=SimpleNamespace(
+        publish_message=publish_message)))  # fmt: skip
+
+    async def run() -> None:
+        # the app inside the loop: Faust's services bind the loop they are made on
+        app = create_faust_app(_settings(), "amlhp-test-internals")
+        buffer = app.producer.buffer
+        await asyncio.wait_for(buffer.start(), 10)
+        try:
+            buffer.put(record)
+            await asyncio.sleep(0.01)  # the buffer task takes it: size 0, one in flight
+            await asyncio.wait_for(buffer.flush(), 10)
+            assert done == ["handed over"]
+        finally:
+            await asyncio.wait_for(buffer.stop(), 10)
+
+    asyncio.run(run())
+
+
+def test_faust_flushes_the_producer_right_before_it_commits() -> None:
+    """refuse_commit_after_failed_send raises from the driver's ``Producer.flush``, which
+    Faust awaits right before committing offsets (outside transactions)."""
+    from faust.sensors import Sensor
+    from faust.transport.consumer import Consumer
+    from faust.transport.drivers.aiokafka import Producer
+
+    source = inspect.getsource(Consumer._commit_offsets)
+    flush_at = source.index("await self.app.producer.flush()")
+    assert flush_at < source.index("did_commit = await self._commit(committable_offsets)")
+    assert inspect.iscoroutinefunction(Producer.flush)
+    assert list(inspect.signature(Sensor.on_send_error).parameters) == [
+        "self", "producer", "exc", "state",
+    ]  # fmt: skip
+
+
+def test_the_consumer_internals_in_order_reads() -> None:
+    """InOrder and partition_end read the committed offsets Faust keeps (set at assignment
+    and after each commit), the flow flag a stop or a rebalance clears, the high-water
+    mark, and seek back; and the fetch loop still records an abandoned delivery's offset
+    as read, the reason InOrder exists."""
+    from faust.transport.consumer import Consumer
+
+    app = create_faust_app(_settings(), "amlhp-test-internals-consumer")
+    consumer = app.consumer
+    assert consumer._committed_offset.get(("t", 0)) is None  # a defaultdict(None)
+    assert consumer.flow_active is True
+    consumer.stop_flow()
+    assert consumer.flow_active is False
+    assert list(inspect.signature(Consumer.seek).parameters) == ["self", "partition", "offset"]
+    assert callable(consumer.highwater)
+    drain = inspect.getsource(Consumer._drain_messages)
+    assert "callback(message), self.suspend_flow.wait()" in drain
+    assert drain.index("self.suspend_flow.wait()") < drain.index("set_read_offset(tp, offset)")
+    commit = inspect.getsource(Consumer._commit_offsets)
+    assert "self._committed_offset.update(committable_offsets)" in commit
