@@ -49,6 +49,7 @@ from amlhp.pipeline.faust_app import (
     hand_over_table_writes,
     run_faust_worker,
     run_to_end,
+    write_table,
 )
 from amlhp.settings import Settings
 from amlhp.wire import RAW, BatchDecodeError, from_ipc, to_ipc
@@ -236,14 +237,7 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
     lock = asyncio.Lock()
 
     def apply(writes: list[Write]) -> None:
-        store = table.data
-        for partition, key, value in writes:
-            if value is None:
-                store.pop(key, None)
-                table.send_changelog(partition, key, None, value_serializer="raw")
-            else:
-                store[key] = value
-                table.send_changelog(partition, key, value)
+        write_table(table, writes)
 
     async def publish(batch: pa.RecordBatch) -> None:
         for gateway in sorted(set(batch.column("gateway").to_pylist())):

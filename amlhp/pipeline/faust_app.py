@@ -25,7 +25,8 @@ and behaviour each relies on, so an upgrade fails a test rather than a guarantee
 * the aiokafka driver's ``Producer.flush``, awaited by Faust right before a commit
   (patched: :func:`refuse_commit_after_failed_send`);
 * ``Consumer._committed_offset``, ``flow_active``, ``highwater`` and ``seek`` (read and
-  called: :func:`committed_offset`, :func:`partition_end`, :class:`InOrder`).
+  called: :func:`committed_offset`, :func:`partition_end`, :class:`InOrder`);
+* a table's ``data`` (its local store) and ``send_changelog`` (:func:`write_table`).
 
 No public API offers these: Faust has no "flush and wait for the hand-over", no hook
 between a failed send and the next commit, no committed-offset accessor, and no promise
@@ -272,6 +273,21 @@ class InOrder:
 
         self.holes[partition] = (missing, since, now)
         await self.app.consumer.seek(TP(self.topic, partition), missing)
+
+
+def write_table(table: Any, writes: Any) -> None:
+    """Write ``(partition, key, value)`` records into a Faust table outside an event (a
+    value of ``None`` deletes the key): the local store and the changelog, on the given
+    partitions. Faust's ``table[key] = value`` needs the current event to know the
+    changelog partition; a clock tick has none."""
+    store = table.data
+    for partition, key, value in writes:
+        if value is None:
+            store.pop(key, None)
+            table.send_changelog(partition, key, None, value_serializer="raw")
+        else:
+            store[key] = value
+            table.send_changelog(partition, key, value)
 
 
 def create_faust_app(settings: Settings, app_id: str, **overrides: Any) -> Any:

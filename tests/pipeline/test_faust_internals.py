@@ -100,3 +100,26 @@ def test_the_consumer_internals_in_order_reads() -> None:
     assert drain.index("self.suspend_flow.wait()") < drain.index("set_read_offset(tp, offset)")
     commit = inspect.getsource(Consumer._commit_offsets)
     assert "self._committed_offset.update(committable_offsets)" in commit
+
+
+def test_write_table_writes_the_store_and_the_changelog_outside_an_event() -> None:
+    """A table's ``data`` is its local store and ``send_changelog`` queues a changelog
+    record for an explicit partition, with no current event: what write_table needs."""
+    from faust.tables.base import Collection
+
+    from amlhp.pipeline.faust_app import write_table
+
+    assert list(inspect.signature(Collection.send_changelog).parameters) == [
+        "self", "partition", "key", "value", "key_serializer", "value_serializer",
+    ]  # fmt: skip
+
+    async def run() -> None:
+        app = create_faust_app(_settings(), "amlhp-test-internals-table")
+        table = app.Table("t", default=None, key_type=bytes, value_type=bytes, partitions=2)
+        sent: list[tuple[int | None, bytes, bytes | None]] = []
+        table.send_changelog = lambda p, k, v, **kw: sent.append((p, k, v))
+        write_table(table, [(1, b"a", b"1"), (0, b"b", b"2"), (1, b"a", None)])
+        assert dict(table.data.items()) == {b"b": b"2"}
+        assert sent == [(1, b"a", b"1"), (0, b"b", b"2"), (1, b"a", None)]
+
+    asyncio.run(run())
