@@ -32,6 +32,13 @@ def register(app: typer.Typer) -> None:
             None, "--model", help="Model artifact (default: bundled)"
         ),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per incident"),
+        fmt: str | None = typer.Option(
+            None,
+            "--format",
+            "-f",
+            help="One record per incident line: json, ecs (Elastic Common Schema), eve "
+            "(Suricata EVE alert) or cef (ArcSight CEF, for syslog)",
+        ),
         gateway: str = typer.Option("offline", "--gateway", "-g", help="Gateway id of the input"),
         per_file: bool = typer.Option(
             False, "--per-file", help="Each file is its own gateway (named after the file)"
@@ -39,12 +46,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The incidents the alert stage would raise on these captures (same code as the
         stream; thresholds from the AMLHP_ALERT_* settings)."""
+        from amlhp.alerts.export import FORMATS, formatter
         from amlhp.alerts.offline import alerts_from_captures
         from amlhp.alerts.policy import AlertPolicy
         from amlhp.model.scorer import default_model_path, load_scorer
         from amlhp.pipeline.incidents import incident_json, print_incidents
         from amlhp.stdio import captures_with_stdin
 
+        if fmt is not None and fmt not in FORMATS:
+            raise typer.BadParameter(f"expected one of {', '.join(FORMATS)}", param_hint="--format")
+        line = formatter(fmt or "json") if (as_json or fmt) else None
         settings = settings_of(ctx)
         scorer = load_scorer(model or default_model_path())
         with captures_with_stdin(captures) as paths:
@@ -55,9 +66,9 @@ def register(app: typer.Typer) -> None:
                 gateway=gateway,
                 per_file=per_file,
             )
-        if as_json:
+        if line is not None:
             for row in run.incidents:
-                typer.echo(json.dumps(incident_json(row)))
+                typer.echo(line(incident_json(row)))
             return
         print_incidents(run.incidents, title=f"{len(run.incidents)} incidents")
         typer.echo(json.dumps({"packets": run.packets, "incidents": len(run.incidents)}))
