@@ -17,8 +17,11 @@ come from (raw messages are keyed by gateway, so a gateway lives on one partitio
 A restarted worker gets the table back from the changelog before it consumes; the
 ``seq`` watermark (written after the flow states it covers, on the same partition, so in
 order) makes re-delivered raw messages no-ops, so a flow that spans a restart is counted
-exactly once. Flow verdicts are at least once, with a deterministic ``flow_id`` to
-de-duplicate on.
+exactly once. That needs a partition's raw messages in offset order, none skipped, which
+Faust does not promise around a start, a stop or a rebalance: the agent admits them
+through :class:`~amlhp.pipeline.faust_app.InOrder` (an event past a hole is held, unacked,
+and the partition sought back to the hole). Flow verdicts are at least once, with a
+deterministic ``flow_id`` to de-duplicate on.
 
 Flows close when their lifetime has passed on the gateway's event clock (its latest packet
 time), or when the gateway has been silent for ``idle_close_s`` seconds of wall time (the
@@ -45,6 +48,7 @@ from amlhp.flows.exceptions import FlowStateError
 from amlhp.flows.online import FlowScorer
 from amlhp.flows.record import FlowConfig, FlowKey, FlowState, parse_key
 from amlhp.pipeline.faust_app import (
+    InOrder,
     create_faust_app,
     hand_over_table_writes,
     run_faust_worker,
@@ -276,13 +280,30 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
         if verdicts is not None and verdicts.num_rows:
             await publish(verdicts)
 
+    in_order = InOrder(app, settings.topic_raw)
+
     @app.agent(raw_topic, name="flows")
     async def flows(stream: Any) -> None:
-        async for event in stream.events():
-            await run_to_end(handle(event))  # Faust acks it even when a stop interrupts
+        # In offset order, none skipped (the gateways' seq watermarks would otherwise pass
+        # events Faust dropped: InOrder), acked by hand once handled: Faust acks an event
+        # in its iterator's ``finally`` even when a stop interrupts the agent.
+        manual = stream.noack()
+        async for event in manual.events():
+            msg, now = event.message, time.time()
+            admitted, missing = in_order.admit(msg.partition, msg.offset, now)
+            if not admitted:
+                await in_order.rewind(msg.partition, now)
+                continue
+            if missing:
+                log.warning("raw partition %d: offsets %d..%d never came (retention?)",
+                            msg.partition, msg.offset - missing, msg.offset - 1)  # fmt: skip
+            await run_to_end(handle(event))
+            await manual.ack(event)
 
     @app.timer(interval=options.tick_s)
     async def idle_close() -> None:
+        for partition in list(in_order.holes):  # held events may have been the last fetched
+            await in_order.rewind(partition, time.time())
         recovery = cast(Any, app.tables).recovery
         if app.rebalancing or not recovery.completed.is_set():
             return
