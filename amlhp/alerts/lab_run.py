@@ -1,12 +1,13 @@
 """How the incidents do on a recorded lab run: ``make lab-data``'s slow attacks.
 
-``amlhp alerts-lab var/lab/slow`` merges the run's captures in time order (one gateway, as
-a sensor would see them side by side), runs :func:`~amlhp.alerts.offline.alerts_from_captures`
-(the stream's code) over them with the configured thresholds, and reports per scenario of
-the manifest whether an incident of its class's kind names the scenario's address (as host
-or peer), which host it names, and the event time from the scenario's first packet to the
-incident; and the incidents of benign hosts (``127.10.0.0/16``) per device-hour of the
-benign capture. The thresholds were fitted on the lab demo and the public captures
+``amlhp alerts-lab var/lab/slow`` runs :func:`~amlhp.alerts.offline.alerts_from_captures`
+(the stream's code) with the configured thresholds over each of the run's captures as a
+gateway of its own, and reports per scenario of the manifest whether an incident of its
+class's kind names the scenario's address (as host or peer), which host it names, how
+long the scenario ran and the event time from its first packet to the incident; the
+incidents of benign hosts (``127.10.0.0/16``) per device-hour of the benign capture; and
+the incidents of all captures merged in time order as one gateway. The thresholds were
+fitted on the lab demo and the public captures
 (``amlhp alerts-evaluate``), never on this run: every figure is on a source they did not
 tune.
 """
@@ -40,8 +41,25 @@ def _names(incident: dict[str, Any], address: str) -> bool:
     return incident["host"] == address or address in incident["top_peers"]
 
 
+def _active_minutes(pcap: Path) -> float:
+    """Minutes from a capture's first packet to its last (how long the attack ran)."""
+    first = last = None
+    for batch in iter_encoded([pcap], gateway=pcap.name):
+        ts = batch.column("ts_ns")
+        if batch.num_rows:
+            first = first if first is not None else int(ts[0].as_py())
+            last = int(ts[-1].as_py())
+    return 0.0 if first is None or last is None else round((last - first) / 60e9, 1)
+
+
 def lab_run_figures(run_dir: Path, scorer: Scorer, policy: AlertPolicy) -> dict[str, Any]:
-    """The figures of one lab run folder (its ``manifest.json`` and captures)."""
+    """The figures of one lab run folder (its ``manifest.json`` and captures).
+
+    Each scenario is judged **on its own capture**, as its own gateway: the guessing tools
+    share the kernel's source address (127.0.0.1) and the DNS exfiltration and the beacon
+    the same compromised device, so on the merged captures one scenario's incident would
+    name another's address. The merged view (one gateway, as a sensor sees them side by
+    side) is reported too, as ``merged_incidents``."""
     from amlhp.lab.capture import merge_files
 
     try:
@@ -49,25 +67,28 @@ def lab_run_figures(run_dir: Path, scorer: Scorer, policy: AlertPolicy) -> dict[
     except (OSError, ValueError) as exc:
         raise AlertsError(f"{run_dir} is not a lab run folder: {exc}") from exc
     entries = manifest["files"]
+    files = [run_dir / e["file"] for e in entries]
+    own = alerts_from_captures(files, scorer, policy, per_file=True).incidents
     with tempfile.TemporaryDirectory() as tmp:
         merged = Path(tmp) / "merged.pcap"
-        merge_files([run_dir / e["file"] for e in entries], merged)
-        incidents = alerts_from_captures([merged], scorer, policy, gateway="lab").incidents
+        merge_files(files, merged)
+        together = alerts_from_captures([merged], scorer, policy, gateway="lab").incidents
     rows = []
     for entry in entries:
         if not entry.get("marker"):
             continue
         kind, address = kind_of(entry["label"]), entry["marker"]
         hits = sorted(
-            (i for i in incidents if i["kind"] == kind and _names(i, address)),
+            (i for i in own if i["gateway"] == entry["file"] and i["kind"] == kind
+             and _names(i, address)),
             key=lambda i: i["opened_ns"],
-        )
+        )  # fmt: skip
         start = first_packet_ns(run_dir / entry["file"])
         first = hits[0] if hits else None
         rows.append({
             "scenario": entry["scenario"], "label": entry["label"], "kind": kind,
             "address": address, "packets": entry["packets"],
-            "minutes": round(entry["elapsed_s"] / 60.0, 1), "incidents": len(hits),
+            "minutes": _active_minutes(run_dir / entry["file"]), "incidents": len(hits),
             "host": first["host"] if first else None,
             "detectors": sorted({e["detector"] for e in first["evidence"]}) if first else [],
             "time_to_alert_s": (
@@ -76,7 +97,7 @@ def lab_run_figures(run_dir: Path, scorer: Scorer, policy: AlertPolicy) -> dict[
         })  # fmt: skip
     benign_files = [run_dir / e["file"] for e in entries if not e.get("marker")]
     hours = device_hours(benign_files) if benign_files else 0.0
-    benign = [i for i in incidents if ipaddress.ip_address(i["host"]) in BENIGN_NET]
+    benign = [i for i in [*own, *together] if ipaddress.ip_address(i["host"]) in BENIGN_NET]
     return {
         "run": str(run_dir),
         "command": manifest.get("command", ""),
@@ -85,10 +106,12 @@ def lab_run_figures(run_dir: Path, scorer: Scorer, policy: AlertPolicy) -> dict[
         "detected": sum(1 for r in rows if r["incidents"]),
         "benign_device_hours": round(hours, 2),
         "benign_incidents": [
-            {k: i[k] for k in ("host", "kind", "packets", "top_peers")} for i in benign
+            {k: i[k] for k in ("gateway", "host", "kind", "packets", "top_peers")} for i in benign
         ],
         "false_per_device_hour": round(len(benign) / hours, 4) if hours else None,
-        "incidents": len(incidents),
+        "merged_incidents": [
+            {k: i[k] for k in ("host", "kind", "packets", "top_peers")} for i in together
+        ],
     }
 
 
@@ -106,7 +129,10 @@ def lab_run_table(doc: dict[str, Any]) -> str:
         )
     lines.append(
         f"\n{doc['detected']} of {len(doc['scenarios'])} scenarios raised an incident of their "
-        f"kind; benign hosts: {len(doc['benign_incidents'])} incidents in "
-        f"{doc['benign_device_hours']} device-hours."
+        f"kind, each judged on its own capture; benign hosts: {len(doc['benign_incidents'])} "
+        f"incidents in {doc['benign_device_hours']} device-hours. Merged (one gateway): "
+        f"{len(doc['merged_incidents'])} incidents, "
+        + ", ".join(f"{i['host']} {i['kind']}" for i in doc["merged_incidents"])
+        + "."
     )
     return "\n".join(lines)

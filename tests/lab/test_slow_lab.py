@@ -78,7 +78,10 @@ def test_a_short_slow_run_verifies_and_raises_incidents(tmp_path: Path) -> None:
     assert report.ok, report.lines()
     policy = AlertPolicy.from_settings(Settings.model_validate({}))
     doc = lab_run_figures(out, load_scorer(default_model_path()), policy)
+    assert [r["scenario"] for r in doc["scenarios"]] == [s.name for s in SLOW_SCENARIOS[1:]]
     found = {r["scenario"] for r in doc["scenarios"] if r["incidents"]}
-    guessing = {f"slow_{s}_guessing" for s in ("ssh", "ftp", "telnet", "mqtt")}
-    assert guessing | {"slow_scan"} <= found, doc["scenarios"]
+    assert "slow_scan" in found, doc["scenarios"]  # 200 probes in 30 s, on its own
+    # half a minute of guessing is too little on one service; the four guessers together
+    # (one source address, 127.0.0.1) are one brute force
+    assert ("127.0.0.1", "brute_force") in {(i["host"], i["kind"]) for i in doc["merged_incidents"]}
     assert doc["benign_incidents"] == []
