@@ -24,7 +24,7 @@ and behaviour each relies on, so an upgrade fails a test rather than a guarantee
 * ``ProducerBuffer._send_pending`` and ``flush`` (patched: :func:`drain_producer_buffers`);
 * the aiokafka driver's ``Producer.flush``, awaited by Faust right before a commit
   (patched: :func:`refuse_commit_after_failed_send`);
-* ``Consumer._committed_offset``, ``flow_active``, ``highwater`` and ``seek`` (read and
+* ``Consumer._committed_offset``, ``flow_active``, ``highwater`` and ``seek_wait`` (read and
   called: :func:`committed_offset`, :func:`partition_end`, :class:`InOrder`);
 * a table's ``data`` (its local store) and ``send_changelog`` (:func:`write_table`).
 
@@ -272,7 +272,9 @@ class InOrder:
         from faust.types import TP
 
         self.holes[partition] = (missing, since, now)
-        await self.app.consumer.seek(TP(self.topic, partition), missing)
+        # seek_wait runs the seek in the consumer's own thread: Consumer.seek calls aiokafka
+        # from this one, racing its fetcher (a KeyError in Fetcher.fetched_records)
+        await self.app.consumer.seek_wait({TP(self.topic, partition): missing})
 
 
 def write_table(table: Any, writes: Any) -> None:

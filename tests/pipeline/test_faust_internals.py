@@ -93,7 +93,17 @@ def test_the_consumer_internals_in_order_reads() -> None:
     assert consumer.flow_active is True
     consumer.stop_flow()
     assert consumer.flow_active is False
-    assert list(inspect.signature(Consumer.seek).parameters) == ["self", "partition", "offset"]
+    from faust.transport.consumer import ThreadDelegateConsumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    assert isinstance(consumer, ThreadDelegateConsumer)
+    assert list(inspect.signature(consumer.seek_wait).parameters) == ["partitions"]
+    # the seek runs in the consumer's thread, and the fetch loop reads again from there
+    seek = inspect.getsource(AIOKafkaConsumerThread.seek_wait)
+    assert "await self.call_thread(self._seek_wait" in seek
+    assert "self.consumer._read_offset[tp] = offset" in inspect.getsource(
+        AIOKafkaConsumerThread._seek_wait
+    )
     assert callable(consumer.highwater)
     drain = inspect.getsource(Consumer._drain_messages)
     assert "callback(message), self.suspend_flow.wait()" in drain
