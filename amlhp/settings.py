@@ -64,10 +64,6 @@ class TopicNames(BaseModel):
     raw: str = Field(
         "amlhp.packets.raw", description="env AMLHP_TOPIC_RAW: raw packet batches from the taps"
     )
-    encoded: str = Field(
-        "amlhp.packets.encoded",
-        description="env AMLHP_TOPIC_ENCODED: encoded records (two-stage workers only)",
-    )
     verdicts: str = Field(
         "amlhp.verdicts",
         description="env AMLHP_TOPIC_VERDICTS: per-packet verdicts (amlhp.verdict v3)",
@@ -104,10 +100,6 @@ class Settings(BaseSettings):
     )
     topic_raw: str = Field(
         "amlhp.packets.raw", description="env AMLHP_TOPIC_RAW: raw packet batches from the taps"
-    )
-    topic_encoded: str = Field(
-        "amlhp.packets.encoded",
-        description="env AMLHP_TOPIC_ENCODED: encoded records (two-stage workers only)",
     )
     topic_verdicts: str = Field(
         "amlhp.verdicts",

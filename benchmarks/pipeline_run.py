@@ -404,9 +404,7 @@ def pipeline(
         sampler = Sampler(
             settings,
             [
-                GroupWatch(
-                    "worker", settings.consumer_group, (settings.topic_raw, settings.topic_encoded)
-                ),
+                GroupWatch("worker", settings.consumer_group, (settings.topic_raw,)),
                 GroupWatch("sink", sink_group, (settings.topic_verdicts,)),
             ],
             processes,

@@ -289,21 +289,15 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
         # in its iterator's ``finally`` even when a stop interrupts the agent.
         manual = stream.noack()
         async for event in manual.events():
-            msg, now = event.message, time.time()
-            admitted, missing = in_order.admit(msg.partition, msg.offset, now)
+            admitted, _ = await in_order.gate(event)
             if not admitted:
-                await in_order.rewind(msg.partition, now)
                 continue
-            if missing:
-                log.warning("raw partition %d: offsets %d..%d never came (retention?)",
-                            msg.partition, msg.offset - missing, msg.offset - 1)  # fmt: skip
             await run_to_end(handle(event))
             await manual.ack(event)
 
     @app.timer(interval=options.tick_s)
     async def idle_close() -> None:
-        for partition in list(in_order.holes):  # held events may have been the last fetched
-            await in_order.rewind(partition, time.time())
+        await in_order.rewind_held()
         recovery = cast(Any, app.tables).recovery
         if app.rebalancing or not recovery.completed.is_set():
             return

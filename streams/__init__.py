@@ -1,1 +1,1 @@
-"""Pipeline stages on Kafka: sensor tap, Faust encode and score agents, Parquet sink."""
+"""Pipeline stages on Kafka: sensor tap, the Faust worker (decode, encode, score), Parquet sink."""

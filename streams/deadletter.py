@@ -23,8 +23,6 @@ MAX_MESSAGE_BYTES_KEPT = 65_536
 
 #: Reason of a Kafka message that is not a valid batch (the whole message is dead).
 INVALID_BATCH = "invalid_batch"
-#: Reason of a packet encoded for another encoder configuration than the scoring model's.
-ENCODER_MISMATCH = "encoder_mismatch"
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,7 @@ class PacketExplainer:
         try:
             picked, header, payload = _picked_rows(encoded, verdicts, idx)
         except (AmlhpError, pa.ArrowException, ValueError, KeyError, IndexError) as exc:
-            # never let an explanation problem reach the score agent: count it and go on
+            # never let an explanation problem reach the worker's agent: count it and go on
             self._failed(idx.size, exc)
             return 0
         queued = 0

@@ -1,6 +1,6 @@
 """The serving model, swapped atomically when a new artifact appears.
 
-The score agent reads :attr:`ModelHolder.current` once per micro-batch, so a batch is
+The worker reads :attr:`ModelHolder.current` once per micro-batch, so a batch is
 always scored by exactly one model version. :meth:`ModelHolder.check` (run off the event
 loop) watches the artifact's files; a new artifact is loaded and verified (sha256,
 metadata, a smoke prediction) before it replaces the old one. A broken artifact is

@@ -288,7 +288,7 @@ def register(app: typer.Typer) -> None:
             "--score-threads",
             min=0,
             help="Threads scoring the chunks of a micro-batch side by side (0: the cores "
-            "left after the encode agent, at least 1)",
+            "left after the event loop, at least 1)",
         ),
         explain_every: int = typer.Option(
             0,
@@ -337,7 +337,7 @@ def register(app: typer.Typer) -> None:
             metrics_port,
             settings,
             lag_group=app_id or settings.consumer_group,
-            lag_topics=[settings.topic_raw, settings.topic_encoded],
+            lag_topics=[settings.topic_raw],
         )
         run_worker(settings, options, loader)
 

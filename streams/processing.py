@@ -1,4 +1,4 @@
-"""What the Faust agents do to one message or one micro-batch, free of any Kafka I/O.
+"""What the worker's agent does to one micro-batch of raw messages, free of any Kafka I/O.
 
 Keeping the per-message work in plain functions makes the agents thin and lets the
 exact accounting (every packet in -> one verdict or one dead letter) be tested
@@ -7,7 +7,6 @@ without a broker.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,16 +20,14 @@ from amlhp.encoders.facts import packet_facts
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.model.decision import DECISIONS, Assessment
-from amlhp.streams.deadletter import ENCODER_MISMATCH, Origin, dead_message, dead_packets
-from amlhp.wire import ENCODED, RAW, BatchDecodeError, from_ipc, verdict_schema
-
-log = logging.getLogger(__name__)
+from amlhp.streams.deadletter import Origin, dead_message, dead_packets
+from amlhp.wire import RAW, BatchDecodeError, from_ipc, verdict_schema
 
 STATUS_OK = "ok"
 
 
 class BatchScorer(Protocol):
-    """What the score agent needs of a model: see :mod:`amlhp.model.scorer`."""
+    """What the worker needs of a model: see :mod:`amlhp.model.scorer`."""
 
     @property
     def version(self) -> str: ...
@@ -45,7 +42,7 @@ class BatchScorer(Protocol):
 
 @dataclass(frozen=True)
 class EncodeResult:
-    """The encode agent's output for one raw message."""
+    """What one raw message became: encoded ok rows and dead letters."""
 
     encoded: pa.RecordBatch | None
     dead: pa.RecordBatch | None
@@ -66,8 +63,8 @@ def encode_message(
 def encode_raw(
     raw: pa.RecordBatch, origin: Origin, config: EncoderConfig, stage: str = "encode"
 ) -> EncodeResult:
-    """A decoded raw batch -> (encoded ok rows, dead letters of ``stage``); the worker's
-    encode agent and the replay both encode through here."""
+    """A decoded raw batch -> (encoded ok rows, dead letters of ``stage``); the worker and
+    the replay both encode through here."""
     encoded = encode_batch(raw, config)
     ok = pc.equal(encoded.column("status"), STATUS_OK)
     n_ok = pc.sum(ok).as_py() or 0
@@ -80,56 +77,51 @@ def encode_raw(
 
 
 @dataclass(frozen=True)
-class EncodedMessage:
-    """One message of the encoded topic with its stage timestamps (from Kafka headers)."""
+class RawMessage:
+    """One message of the raw topic, as the worker's agent takes it."""
 
     value: bytes | None
     origin: Origin
     gateway: str | None = None
+    #: when the tap handed the message to Kafka (its header), None when absent
     ingested_at_ns: int | None = None
-    encoded_at_ns: int | None = None
 
 
 @dataclass(frozen=True)
-class DecodedBatches:
-    """Encoded messages of one micro-batch: the valid ones and dead letters for the rest.
+class MicroBatch:
+    """What one micro-batch of raw messages became: every packet in exactly one of
+    ``verdicts`` or ``dead`` (``packets_in`` counts them per message)."""
 
-    ``timings`` holds (ingested_at_ns, encoded_at_ns) for each valid batch.
-    """
-
-    batches: list[pa.RecordBatch]
-    timings: list[tuple[int | None, int | None]]
+    verdicts: pa.RecordBatch | None
     dead: list[pa.RecordBatch]
+    #: the encoded ok rows, in verdict row order (the sampled explainer reads them)
+    encoded: list[pa.RecordBatch]
+    packets_in: list[int]
 
 
-def decode_encoded(
-    messages: list[EncodedMessage], expected: EncoderConfig | None = None
-) -> DecodedBatches:
-    """Decode encoded-batch messages; an invalid one becomes a dead letter.
+def process_micro_batch(
+    messages: list[RawMessage], scorer: BatchScorer, max_batch: int, config: EncoderConfig
+) -> MicroBatch:
+    """Decode, encode and score a micro-batch of raw messages with ONE model.
 
-    With ``expected`` (the encoder configuration of the model about to score), a batch
-    encoded otherwise (a hot reload changed P or the masking between the encode and the
-    score agents) is never scored by that model: its packets become dead letters with
-    reason ``encoder_mismatch``, each accounted by (gateway, seq)."""
+    ``config`` is the encoder configuration of that same ``scorer`` (its P and masked
+    fields), chosen by the caller in the one place where both are known, so no packet is
+    ever scored by a model that was trained on another encoding, also across a hot reload.
+    Each verdict keeps its stage times: ingested (the tap's publish), encoded, scored."""
     good: list[pa.RecordBatch] = []
     timings: list[tuple[int | None, int | None]] = []
     dead: list[pa.RecordBatch] = []
+    packets_in: list[int] = []
     for msg in messages:
-        try:
-            batch = from_ipc(msg.value or b"", ENCODED)
-        except BatchDecodeError as exc:
-            dead.append(dead_message(msg.origin, "score", str(exc), msg.value, msg.gateway))
-            continue
-        problem = expected.mismatch(batch.schema) if expected is not None else None
-        if problem is not None:
-            log.warning("%d packets dead-lettered: %s", batch.num_rows, problem)
-            status = pa.array([ENCODER_MISMATCH] * batch.num_rows, pa.string())
-            rows = batch.set_column(batch.schema.get_field_index("status"), "status", status)
-            dead.append(dead_packets(rows, None, msg.origin, "score", detail=problem))
-            continue
-        good.append(batch)
-        timings.append((msg.ingested_at_ns, msg.encoded_at_ns))
-    return DecodedBatches(good, timings, dead)
+        result = encode_message(msg.value, msg.origin, config, msg.gateway)
+        packets_in.append(result.packets_in)
+        if result.dead is not None:
+            dead.append(result.dead)
+        if result.encoded is not None:
+            good.append(result.encoded)
+            timings.append((msg.ingested_at_ns, time.time_ns()))
+    verdicts = score_batches(good, scorer, max_batch, timings) if good else None
+    return MicroBatch(verdicts, dead, good, packets_in)
 
 
 def score_batches(

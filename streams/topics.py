@@ -60,7 +60,7 @@ def pipeline_topic_specs(
     replication_factor: int | None = None,
     retention_ms: int | None = None,
 ) -> list[TopicSpec]:
-    """The pipeline topics (raw, encoded, verdicts, dead letter, flow verdicts,
+    """The pipeline topics (raw, verdicts, dead letter, flow verdicts,
     explanations, alerts and the alert stage's ticks)."""
     retention = settings.retention_ms if retention_ms is None else retention_ms
     return [

@@ -138,7 +138,6 @@ def kafka_settings(kafka_bootstrap: str, kafka_names: KafkaNames) -> Settings:
         {
             "bootstrap_servers": kafka_bootstrap,
             "topic_raw": f"{p}.packets.raw",
-            "topic_encoded": f"{p}.packets.encoded",
             "topic_verdicts": f"{p}.verdicts",
             "topic_dead_letter": f"{p}.deadletter",
             "topic_flow_verdicts": f"{p}.flows.verdicts",

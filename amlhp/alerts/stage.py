@@ -145,17 +145,11 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
             await in_order.rewind(msg.partition, now)
             rows = engine.idle(msg.partition, now) if caught_up(msg.partition, now) else []
         else:
-            admitted, missing = in_order.admit(msg.partition, msg.offset, now)
+            admitted, missing = await in_order.gate(event)
             if not admitted:
-                await in_order.rewind(msg.partition, now)
                 return False
             if missing:
                 metrics.skipped_messages.labels(STEP_ALERTS, "offset_gap").inc(missing)
-                log.warning(
-                    "%s partition %d: offsets %d..%d never came (removed by retention?); "
-                    "going on from %d",
-                    msg.topic, msg.partition, msg.offset - missing, msg.offset - 1, msg.offset,
-                )  # fmt: skip
             try:
                 batch = from_ipc(event.value or b"", VERDICT)
             except BatchDecodeError as exc:

@@ -21,11 +21,11 @@ log = logging.getLogger(__name__)
 
 
 class PeakLag:
-    """Samples the worker group's lag (raw + encoded records) every ``interval_s`` in a
+    """Samples the worker group's lag (raw records) every ``interval_s`` in a
     thread; :attr:`peak` is the largest total seen."""
 
     def __init__(self, settings: Settings, interval_s: float = 1.0) -> None:
-        topics = [settings.topic_raw, settings.topic_encoded]
+        topics = [settings.topic_raw]
         self._collector = ConsumerLagCollector(settings, settings.consumer_group, topics)
         self._interval_s = interval_s
         self._stop = threading.Event()

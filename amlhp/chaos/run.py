@@ -279,10 +279,10 @@ class ChaosRun:
             time.sleep(0.5)
 
     def leaders(self) -> dict[int, int]:
-        """Broker id -> how many partitions of the raw and encoded topics it leads."""
+        """Broker id -> how many partitions of the raw topic it leads."""
         admin = admin_client(self.settings.kafka_config())
         counts = {node.node_id: 0 for node in self._layout().nodes}
-        for name in (self.settings.topic_raw, self.settings.topic_encoded):
+        for name in (self.settings.topic_raw,):
             meta = admin.list_topics(name, timeout=10).topics[name]
             for part in meta.partitions.values():
                 counts[part.leader] = counts.get(part.leader, 0) + 1

@@ -412,13 +412,10 @@ class PipelineMetrics:
             self.count_in(step, gw, n, 0)
         self.count_in(step, next(iter(counts), None), 0, nbytes)
 
-    def count_score_input(self, messages: Sequence[Any], batches: Sequence[Any]) -> None:
-        """The score step's input: message bytes by Kafka key, valid packets by gateway."""
-        for msg in messages:
-            self.count_in(STEP_SCORE, msg.gateway, 0, len(msg.value or b""))
-        for batch in batches:
-            for gw, n in _value_counts(batch.column("gateway")).items():
-                self.count_in(STEP_SCORE, gw, n, 0)
+    def count_score_input(self, encoded: pa.RecordBatch | pa.Table) -> None:
+        """The score step's input: the packets the encoder passed, by gateway."""
+        for gw, n in _value_counts(encoded.column("gateway")).items():
+            self.count_in(STEP_SCORE, gw, n, 0)
 
     def record_verdicts(self, verdicts: pa.RecordBatch | pa.Table) -> None:
         """Counts, score distribution, latency and inference time of one scored batch.

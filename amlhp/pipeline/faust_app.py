@@ -35,6 +35,7 @@ that a stream's events come without holes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ from typing import Any, TypeVar
 from amlhp.settings import Settings
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def faust_broker_url(bootstrap_servers: str) -> str:
@@ -275,6 +277,32 @@ class InOrder:
         # seek_wait runs the seek in the consumer's own thread: Consumer.seek calls aiokafka
         # from this one, racing its fetcher (a KeyError in Fetcher.fetched_records)
         await self.app.consumer.seek_wait({TP(self.topic, partition): missing})
+
+    async def gate(self, event: Any) -> tuple[bool, int]:
+        """:meth:`admit` an event, seeking back to the hole when it is held; a real hole
+        (given up on) is logged, and its size returned for the caller's metric."""
+        import time
+
+        msg, now = event.message, time.time()
+        admitted, missing = self.admit(msg.partition, msg.offset, now)
+        if not admitted:
+            await self.rewind(msg.partition, now)
+            return False, 0
+        if missing:
+            log.warning(
+                "%s partition %d: offsets %d..%d never came (removed by retention?); "
+                "going on from %d",
+                msg.topic, msg.partition, msg.offset - missing, msg.offset - 1, msg.offset,
+            )  # fmt: skip
+        return True, missing
+
+    async def rewind_held(self) -> None:
+        """Seek every partition with a hole back to it: the agent's clock calls this,
+        since the held events may have been the last ones fetched (no event follows)."""
+        import time
+
+        for partition in list(self.holes):
+            await self.rewind(partition, time.time())
 
 
 def write_table(table: Any, writes: Any) -> None:

@@ -26,7 +26,6 @@ def parent_settings(home: Path) -> Settings:
         {
             "bootstrap_servers": "kafka-1:9093,kafka-2:9093",
             "topic_raw": "site.raw",
-            "topic_encoded": "site.encoded",
             "topic_verdicts": "site.verdicts",
             "topic_dead_letter": "site.dead",
             "topic_flow_verdicts": "site.flows",

@@ -1,4 +1,4 @@
-"""The size-or-time batching rule used by the tap (and mirrored by the score agent)."""
+"""The size-or-time batching rule used by the tap (and mirrored by the worker's micro-batches)."""
 
 from __future__ import annotations
 

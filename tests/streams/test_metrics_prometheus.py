@@ -277,8 +277,8 @@ def _check_final_lag(
         (query,) = [q for q in queries if q.panel == title]
         series = results[(query.dashboard, query.panel, query.ref_id)]
         topics = {s["metric"]["topic"] for s in series}
-        # raw + encoded (worker group), verdicts (sink and alerts groups)
-        assert len(topics) == 3, topics
+        # raw (worker group), verdicts (sink and alerts groups)
+        assert len(topics) == 2, topics
         for s in series:
             last = float(s["values"][-1][1])
             assert last == 0, (title, s["metric"], last)

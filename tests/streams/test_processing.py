@@ -1,4 +1,4 @@
-"""Per-message work of the encode and score agents: exact accounting without a broker."""
+"""The worker's work on one micro-batch: exact accounting without a broker."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.model.decision import UNCALIBRATED, Assessment
 from amlhp.streams import processing as proc
-from amlhp.streams.deadletter import ENCODER_MISMATCH, INVALID_BATCH, Origin, reason_counts
+from amlhp.streams.deadletter import INVALID_BATCH, Origin, reason_counts
 from amlhp.wire import DEAD_LETTER, VERDICT, from_ipc, raw_schema, to_ipc
 
 ORIGIN = Origin("amlhp.packets.raw", 2, 41)
@@ -100,23 +101,28 @@ def test_garbage_message_becomes_one_dead_letter() -> None:
     assert result.dead.column("data").to_pylist() == [b"\x00garbage"]
 
 
-def test_score_keeps_identity_and_uses_one_model(mixed_frames: list[bytes]) -> None:
-    encoded = [
-        proc.encode_message(to_ipc(_raw_batch(gw, mixed_frames)), ORIGIN, EncoderConfig()).encoded
-        for gw in ("gw-a", "gw-b")
-    ]
+def test_micro_batch_accounts_every_packet_and_uses_one_model(mixed_frames: list[bytes]) -> None:
     messages = [
-        proc.EncodedMessage(to_ipc(b), ORIGIN, None, 5, 7) for b in encoded if b is not None
-    ] + [proc.EncodedMessage(b"not arrow", ORIGIN, "gw-c")]
-    decoded = proc.decode_encoded(messages)
-    assert len(decoded.dead) == 1
-    verdicts = proc.score_batches(
-        decoded.batches, ProtocolScorer(), max_batch=2, timings=decoded.timings
-    )
-    assert verdicts.num_rows == 6
+        proc.RawMessage(to_ipc(_raw_batch(gw, mixed_frames)), ORIGIN, gw, 5)
+        for gw in ("gw-a", "gw-b")
+    ] + [proc.RawMessage(b"not arrow", ORIGIN, "gw-c")]
+    done = proc.process_micro_batch(messages, ProtocolScorer(), 2, EncoderConfig())
+    assert done.packets_in == [5, 5, 0]
+    dead = pa.Table.from_batches([from_ipc(to_ipc(d), DEAD_LETTER) for d in done.dead])
+    assert dead.column("gateway").to_pylist() == ["gw-a"] * 2 + ["gw-b"] * 2 + ["gw-c"]
+    assert dead.column("seq").to_pylist() == [2, 4, 2, 4, None]  # four packets, one message
+    assert reason_counts(dead)[INVALID_BATCH] == 1
+    verdicts = done.verdicts
+    assert verdicts is not None
+    assert verdicts.num_rows == 6  # 10 packets in: 6 verdicts + 4 dead letters
     assert verdicts.column("label").to_pylist() == ["tcp", "other", "tcp"] * 2
     assert set(verdicts.column("model_version").to_pylist()) == {"test-1"}
-    assert pc.all(pc.equal(verdicts.column("encoded_at_ns"), 7)).as_py()
+    assert pc.all(pc.equal(verdicts.column("ingested_at_ns"), 5)).as_py()
+    encoded_at = verdicts.column("encoded_at_ns").to_numpy()
+    scored_at = verdicts.column("scored_at_ns").to_numpy()
+    assert (encoded_at > 5).all()
+    assert (scored_at >= encoded_at).all()
+    assert sum(b.num_rows for b in done.encoded) == verdicts.num_rows
     parts = dict(proc.split_by_gateway(verdicts))
     assert sorted(parts) == ["gw-a", "gw-b"]
     round_trip = from_ipc(to_ipc(parts["gw-a"]), VERDICT)
@@ -127,30 +133,37 @@ def test_score_keeps_identity_and_uses_one_model(mixed_frames: list[bytes]) -> N
     assert round_trip.column("decision").to_pylist() == ["malicious", "benign", "malicious"]
 
 
+class RecordingScorer(ProtocolScorer):
+    """Remembers the payload width and the header bytes it was given."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, np.ndarray]] = []
+
+    def predict(self, header: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.seen.append((payload.shape[1], header.copy()))
+        ids = np.zeros(len(header), np.int64)
+        return ids, np.tile(np.array([[0.9, 0.1]], np.float32), (len(header), 1))
+
+
 @pytest.mark.parametrize(
-    ("encoded_with", "scored_with", "says"),
-    [
-        (EncoderConfig(payload_bytes=64), EncoderConfig(payload_bytes=32), "P=64"),
-        (EncoderConfig(mask_fields=("ip.src", "ip.dst")), EncoderConfig(mask_fields=()), "mask"),
-    ],
+    "config", [EncoderConfig(payload_bytes=32), EncoderConfig(mask_fields=("ip.src", "ip.dst"))]
 )
-def test_records_of_another_encoding_are_dead_letters_not_scored(
-    mixed_frames: list[bytes], encoded_with: EncoderConfig, scored_with: EncoderConfig, says: str
+def test_the_model_sees_the_encoding_it_is_given(
+    mixed_frames: list[bytes], config: EncoderConfig
 ) -> None:
-    """A hot reload between the encode and score agents: the new model never sees them."""
-    encoded = proc.encode_message(
-        to_ipc(_raw_batch("gw-a", mixed_frames, first_seq=10)), ORIGIN, encoded_with
-    ).encoded
-    assert encoded is not None
-    message = proc.EncodedMessage(to_ipc(encoded), ORIGIN, "gw-a")
-    assert proc.decode_encoded([message], encoded_with).batches  # its own model scores it
-    decoded = proc.decode_encoded([message], scored_with)
-    assert decoded.batches == []
-    [dead] = decoded.dead
-    dead = from_ipc(to_ipc(dead), DEAD_LETTER)
-    assert dead.column("seq").to_pylist() == [10, 11, 13]  # each packet accounted
-    assert reason_counts(dead) == {ENCODER_MISMATCH: 3}
-    assert says in dead.column("detail")[0].as_py()
+    """The worker passes the scoring model's own encoder configuration: what the model
+    receives is encoded exactly so (P and masking), as ``amlhp encode`` would."""
+    raw = _raw_batch("gw-a", mixed_frames, first_seq=10)
+    scorer = RecordingScorer()
+    message = proc.RawMessage(to_ipc(raw), ORIGIN, "gw-a")
+    done = proc.process_micro_batch([message], scorer, 64, config)
+    assert done.verdicts is not None
+    assert done.verdicts.num_rows == 3
+    [(width, header)] = scorer.seen
+    assert width == config.payload_bytes
+    expected = proc.encode_raw(raw, ORIGIN, config).encoded
+    assert expected is not None
+    assert np.array_equal(header, model_inputs(pa.Table.from_batches([expected]))[0])
 
 
 def test_row_chunks_cover_every_row_once(mixed_frames: list[bytes]) -> None:
