@@ -266,6 +266,9 @@ def _register_e2e(bench: typer.Typer) -> None:
         worker_threads: int | None = typer.Option(
             None, "--worker-threads", min=0, help="Passed to `amlhp worker --threads`"
         ),
+        score_threads: int | None = typer.Option(
+            None, "--score-threads", min=1, help="Passed to `amlhp worker --score-threads`"
+        ),
         profile: bool = typer.Option(
             False, "--profile", help="py-spy profiles of worker, sink and tap at ~100% load"
         ),
@@ -287,8 +290,13 @@ def _register_e2e(bench: typer.Typer) -> None:
             "partitions": partitions,
             "profile": profile,
         }
+        worker_args: tuple[str, ...] = ()
         if worker_threads is not None:
-            overrides["worker_args"] = ("--threads", str(worker_threads))
+            worker_args += ("--threads", str(worker_threads))
+        if score_threads is not None:
+            worker_args += ("--score-threads", str(score_threads))
+        if worker_args:
+            overrides["worker_args"] = worker_args
         if capture is not None:
             overrides["capture"] = capture
         if quick:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from amlhp.settings import Settings
 from amlhp.streams.deadletter import Origin
 from amlhp.streams.model_holder import Loader, ModelHolder
 from amlhp.streams.processing import (
+    MicroBatch,
     RawMessage,
     process_micro_batch,
     row_chunks,
@@ -55,6 +57,8 @@ MAX_ROWS_PER_MESSAGE = 1000
 #: Tap messages hold up to a few hundred packets: a micro-batch of ``max_batch`` packets
 #: is about ``max_batch / PACKETS_PER_MESSAGE`` messages.
 PACKETS_PER_MESSAGE = 256
+#: micro-batches cut and waiting to be scored before the agent stops taking events
+QUEUED_BATCHES = 2
 
 
 def _header_int(event: Any, name: str) -> int | None:
@@ -68,6 +72,16 @@ def _header_int(event: Any, name: str) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A micro-batch ready to send: dead-letter values, and (gateway, value, newest
+    capture time, rows) per verdict message."""
+
+    done: MicroBatch
+    dead: list[bytes]
+    verdicts: list[tuple[str, bytes, int, int]]
 
 
 @dataclass(frozen=True)
@@ -122,52 +136,56 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
             _header_int(event, PUBLISHED_HEADER) or time.time_ns(),
         )
 
-    async def publish(messages: list[RawMessage]) -> None:
-        loop = asyncio.get_running_loop()
-        scorer = holder.current  # one version, and its encoding, for the whole micro-batch
-        config = encoder_config(scorer)
-        done = await loop.run_in_executor(
-            pool, process_micro_batch, messages, scorer, options.max_batch, config
-        )
+    def prepare(messages: list[RawMessage], scorer: Any) -> Outgoing:
+        """The whole micro-batch's work off the event loop (in the pool's thread): decode,
+        encode, score, count, and the messages to send, serialized."""
+        done = process_micro_batch(messages, scorer, options.max_batch, encoder_config(scorer))
         for msg, packets in zip(messages, done.packets_in, strict=True):
             metrics.count_in(STEP_ENCODE, msg.gateway, packets, len(msg.value or b""))
         metrics.observe_batch(STEP_ENCODE, sum(done.packets_in))
         for dead in done.dead:
-            await dead_topic.send(key=None, value=to_ipc(dead))
             metrics.count_dead_batch(STEP_ENCODE, dead)
+        out = Outgoing(done, [to_ipc(dead) for dead in done.dead], [])
         if done.verdicts is None:
-            return
-        verdicts = done.verdicts
-        metrics.count_score_input(verdicts)
+            return out
+        metrics.count_score_input(done.verdicts)
         metrics.set_model_version(scorer.version)
-        metrics.record_verdicts(verdicts)
-        if explainer is not None:  # off this loop and off the scoring thread
-            explainer.offer(done.encoded, verdicts, scorer, loop)
-        for gateway, by_gateway in split_by_gateway(verdicts):
+        metrics.record_verdicts(done.verdicts)
+        for gateway, by_gateway in split_by_gateway(done.verdicts):
             for part in row_chunks(by_gateway, MAX_ROWS_PER_MESSAGE):
-                value = to_ipc(part)
                 newest = int(pc.max(part.column("ts_ns")).as_py())
-                await verdict_topic.send(
-                    key=gateway.encode(),
-                    value=value,
-                    timestamp=capture_timestamp_ms(newest) / 1000.0,
-                )
-                metrics.count_out(STEP_SCORE, gateway, part.num_rows, len(value))
+                out.verdicts.append((gateway, to_ipc(part), newest, part.num_rows))
+        return out
 
+    async def publish(events: list[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        scorer = holder.current  # one version, and its encoding, for the whole micro-batch
+        out = await loop.run_in_executor(pool, prepare, [raw_message(e) for e in events], scorer)
+        for value in out.dead:
+            await dead_topic.send(key=None, value=value)
+        for gateway, value, newest, rows in out.verdicts:
+            await verdict_topic.send(
+                key=gateway.encode(), value=value, timestamp=capture_timestamp_ms(newest) / 1000.0
+            )
+            metrics.count_out(STEP_SCORE, gateway, rows, len(value))
+        verdicts = out.done.verdicts
+        if explainer is not None and verdicts is not None:  # off this loop and this thread
+            explainer.offer(out.done.encoded, verdicts, scorer, loop)
+
+    # The agent gathers micro-batches in offset order and cuts them into a queue that one
+    # task scores and publishes in that order, so that the next batch is gathered (and
+    # Faust fetches) while a thread scores this one. The timer that cuts a batch waiting
+    # too long never blocks; the agent waits while more than QUEUED_BATCHES wait.
+    cuts: deque[list[Any]] = deque()
+    cut_made, room = asyncio.Event(), asyncio.Event()
     pending: list[Any] = []  # admitted events of the micro-batch being gathered
     started = [0.0]  # when its first event came
-    flushing = asyncio.Lock()  # one micro-batch at a time, in the order they were gathered
     manual: list[Any] = []  # the agent's no-ack stream (acks are by hand)
 
-    async def flush() -> None:
-        async with flushing:
-            if not pending:
-                return
-            events = list(pending)
-            pending.clear()
-            await run_to_end(publish([raw_message(e) for e in events]))  # never half done
-            for event in events:
-                await manual[0].ack(event)
+    def cut() -> None:
+        cuts.append(list(pending))
+        pending.clear()
+        cut_made.set()
 
     @app.agent(raw_topic, name="score")
     async def score(stream: Any) -> None:
@@ -180,13 +198,29 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
                 started[0] = time.monotonic()
             pending.append(event)
             if len(pending) >= max_messages:
-                await flush()
+                cut()
+                while len(cuts) > QUEUED_BATCHES:
+                    room.clear()
+                    await room.wait()
+
+    @app.task
+    async def publisher() -> None:
+        while True:
+            while not cuts:
+                cut_made.clear()
+                await cut_made.wait()
+            events = cuts[0]
+            await run_to_end(publish(events))  # never acked half done
+            for event in events:
+                await manual[0].ack(event)
+            cuts.popleft()
+            room.set()
 
     @app.timer(interval=max(0.005, within_s / 2))
-    async def flush_due() -> None:
+    async def cut_due() -> None:
         await in_order.rewind_held()
         if pending and time.monotonic() - started[0] >= within_s:
-            await flush()
+            cut()
 
     @app.timer(interval=options.reload_interval_s)
     async def reload_model() -> None:
