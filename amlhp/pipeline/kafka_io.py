@@ -12,6 +12,12 @@ from typing import Any
 from amlhp.kafka_log import with_logger
 from amlhp.settings import Settings
 
+#: librdkafka's reconnect backoff grows to ``reconnect.backoff.max.ms`` (10 s by default)
+#: while a broker is down, so a client could wait up to 10 s more after the broker is
+#: back: seen as the sink resuming 11 s after a restarted broker answered. A second at
+#: most is still far from hammering a broker that is down.
+RECONNECT = {"reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1000}
+
 
 def producer_config(settings: Settings, client_id: str, **extra: Any) -> dict[str, Any]:
     """An idempotent, compressed producer: no loss and no duplicates on retries."""
@@ -25,6 +31,7 @@ def producer_config(settings: Settings, client_id: str, **extra: Any) -> dict[st
         "message.max.bytes": 8_000_000,
         "message.timeout.ms": 120_000,
         "retries": 2_147_483_647,
+        **RECONNECT,
     }
     config.update(extra)
     return with_logger(settings.kafka_config(**config))
@@ -60,6 +67,7 @@ def consumer_config(
         "fetch.message.max.bytes": 8_000_000,
         "session.timeout.ms": int(settings.session_timeout_s * 1000),
         "heartbeat.interval.ms": int(settings.session_timeout_s * 1000 / 3),
+        **RECONNECT,
     }
     config.update(extra)
     return with_logger(settings.kafka_config(**config))
