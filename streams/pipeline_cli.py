@@ -133,6 +133,13 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         captures: list[Path] = typer.Argument(None, help="pcap/pcapng files to replay"),
         gateway: str = typer.Option(..., "--gateway", "-g", help="Gateway id (Kafka key)"),
+        gateways: int = typer.Option(
+            1,
+            "--gateways",
+            min=1,
+            help="Publish as this many gateways <gateway>-<i>, each every N-th packet with "
+            "its own sequence numbers and batches (fleet benchmarks; file replays only)",
+        ),
         interface: str | None = typer.Option(None, "--interface", "-i", help="Live capture"),
         pace: float | None = typer.Option(
             None, "--pace", help="Replay at the original pace x this factor (default: max speed)"
@@ -179,6 +186,7 @@ def register(app: typer.Typer) -> None:
         from amlhp.streams.pacing import total_packets
         from amlhp.streams.tap import (
             CaptureCounters,
+            Publisher,
             Tap,
             TapStats,
             live_packets,
@@ -187,6 +195,7 @@ def register(app: typer.Typer) -> None:
             rate_packets,
             run_tap,
         )
+        from amlhp.streams.tap_fleet import FleetTap
         from amlhp.streams.tap_seq import SeqState
 
         if bool(captures) == bool(interface):
@@ -195,20 +204,31 @@ def register(app: typer.Typer) -> None:
             raise TapError("--rate (> 0) replays capture files; it excludes -i and --pace")
         if duration_s is not None and rate is None:
             raise TapError("--duration needs --rate")
+        if gateways > 1 and (interface or state_dir is not None or start_seq is not None):
+            raise TapError("--gateways replays capture files; it excludes -i, --state-dir "
+                           "and --start-seq")  # fmt: skip
         settings = _settings(ctx, "tap")
         stop = threading.Event()
         install_stop_signals(stop)
         served = start_metrics("tap", metrics_port, settings)
         if state_dir is None and interface:
             state_dir = Path("var/tap")
-        tap = Tap(
-            settings,
-            gateway,
-            batch_size=batch_size,
-            max_delay_ms=max_delay_ms,
-            start_seq=start_seq,
-            seq_state=SeqState(settings.under_home(state_dir), gateway) if state_dir else None,
-        )
+        tap: Publisher
+        if gateways > 1:
+            tap = FleetTap(
+                settings, gateway, gateways, batch_size=batch_size, max_delay_ms=max_delay_ms
+            )
+            first_seq = 0
+        else:
+            single = Tap(
+                settings,
+                gateway,
+                batch_size=batch_size,
+                max_delay_ms=max_delay_ms,
+                start_seq=start_seq,
+                seq_state=SeqState(settings.under_home(state_dir), gateway) if state_dir else None,
+            )
+            tap, first_seq = single, single.seq_start.first
         out = console()
         counters = CaptureCounters()
         if interface:
@@ -236,8 +256,10 @@ def register(app: typer.Typer) -> None:
             started = time.time()
             stats = run_tap(tap, source, stop=stop, on_progress=progress)
             elapsed = time.time() - started
-        summary = {"gateway": gateway, "first_seq": tap.seq_start.first, **stats.as_dict()}
-        if tap.seq_start.unsure is not None:
+        summary = {"gateway": gateway, "first_seq": first_seq, **stats.as_dict()}
+        if isinstance(tap, FleetTap):
+            summary.update(tap.summary())
+        elif tap.seq_start.unsure is not None:
             summary["unsure_seqs"] = list(tap.seq_start.unsure)
         if interface:
             summary["kernel_dropped"] = counters.kernel_dropped

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import pyarrow as pa
 
@@ -245,10 +245,12 @@ class Tap:
         start_seq: int | None = None,
         topic: str | None = None,
         seq_state: SeqState | None = None,
+        producer: Any = None,
     ) -> None:
         """``seq_state``: keep the gateway's sequence across restarts
         (:mod:`amlhp.streams.tap_seq`); ``start_seq`` then must not go back, and without it
-        the tap continues where the last run ended. Without a state, ``start_seq`` or 0."""
+        the tap continues where the last run ended. Without a state, ``start_seq`` or 0.
+        ``producer``: a Kafka producer shared with other taps of this process (a fleet)."""
         from confluent_kafka import Producer
 
         if not gateway or len(gateway) > 128:
@@ -277,7 +279,9 @@ class Tap:
         self._seq = self.seq_start.first
         self._schema = raw_schema()
         self._batcher: SizeTimeBatcher[Packet] = SizeTimeBatcher(batch_size, max_delay_ms / 1000.0)
-        self._producer = Producer(producer_config(settings, client_id=f"amlhp-tap-{gateway}"))
+        self._producer = producer or Producer(
+            producer_config(settings, client_id=f"amlhp-tap-{gateway}")
+        )
         # Prometheus (amlhp.metrics.definitions): updated per batch from the stats' deltas.
         self._metrics = process_metrics()
         self._reported = (0, 0)
@@ -311,10 +315,20 @@ class Tap:
 
     def tick(self) -> None:
         """Publish an overdue batch and serve delivery callbacks (call when idle)."""
+        self.publish_due()
+        self._producer.poll(0)
+
+    def publish_due(self) -> None:
+        """Publish the batch being gathered if it is overdue."""
         batch = self._batcher.poll()
         if batch:
             self._publish(batch)
-        self._producer.poll(0)
+
+    def publish_rest(self) -> None:
+        """Publish what is buffered, whatever its age."""
+        rest = self._batcher.drain()
+        if rest:
+            self._publish(rest)
 
     def _publish(self, packets: list[Packet]) -> None:
         n = len(packets)
@@ -369,9 +383,7 @@ class Tap:
 
     def flush(self, timeout_s: float = 120.0) -> int:
         """Publish what is buffered and wait for every delivery; returns messages left."""
-        rest = self._batcher.drain()
-        if rest:
-            self._publish(rest)
+        self.publish_rest()
         return int(self._producer.flush(timeout_s))
 
     def close(self) -> None:
@@ -380,8 +392,23 @@ class Tap:
             self._seq_state.close(self._seq)
 
 
+class Publisher(Protocol):
+    """What :func:`run_tap` drives: one gateway's :class:`Tap`, or a fleet of them."""
+
+    @property
+    def stats(self) -> TapStats: ...
+
+    def add(self, packet: Packet) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def flush(self, timeout_s: float = 120.0) -> int: ...
+
+    def close(self) -> None: ...
+
+
 def run_tap(
-    tap: Tap,
+    tap: Publisher,
     packets: Iterable[Packet | None],
     *,
     stop: threading.Event,
