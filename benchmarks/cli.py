@@ -413,6 +413,32 @@ def _register_suite(bench: typer.Typer) -> None:
         )
         typer.echo(replay_table(doc))
 
+    @bench.command("fleet")
+    def fleet(
+        ctx: typer.Context,
+        gateways: str = typer.Option(
+            "4,1000,10000", "--gateways", help="Fleet sizes, comma-separated"
+        ),
+        loops: int = typer.Option(2, "--loop", min=1, help="Passes over the demo capture"),
+        out_dir: OutDir = RESULTS_DIR,
+        work_dir: WorkDir = WORK_DIR,
+    ) -> None:
+        """Capacity, memory, manifests and series at N gateways (one tap --gateways N)."""
+        from amlhp.benchmarks.fleet import fleet_table, run_fleet
+        from amlhp.data import DEMO_CAPTURE
+
+        sizes = tuple(int(v) for v in _floats(gateways) or ())
+        doc = _run_saved(
+            ctx,
+            run_fleet,
+            out_dir / "fleet.json",
+            capture=DEMO_CAPTURE,
+            sizes=sizes,
+            loops=loops,
+            work_dir=work_dir,
+        )
+        typer.echo(fleet_table(doc))
+
     @bench.command("all")
     def run_all_cmd(
         ctx: typer.Context,

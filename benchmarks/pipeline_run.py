@@ -136,6 +136,7 @@ class PipelineRun:
         loops: int = 1,
         timeout_s: float = 900.0,
         on_start: Callable[[int], None] | None = None,
+        tap_args: Sequence[str] = (),
     ) -> list[TapRun]:
         """Run one ``amlhp tap`` per gateway, all at once, and wait for all of them.
 
@@ -145,7 +146,7 @@ class PipelineRun:
         """
         if not gateways or len(set(gateways)) != len(gateways):
             raise BenchmarksError(f"taps need distinct gateway ids, got {list(gateways)}")
-        args = ["--metrics-port", "-1"]
+        args = ["--metrics-port", "-1", *tap_args]
         if rate is not None:
             args += ["--rate", f"{rate:.3f}"]
         if duration_s is not None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from amlhp.pipeline.kafka_io import PACKETS_HEADER
 from amlhp.settings import Settings
 from amlhp.streams.exceptions import ReplayError
 
@@ -225,7 +226,7 @@ def _packets_per_message(consumer: Any, topic: str, rng: PartitionRange, timeout
     """The packet count the tap put in the header of the range's first message."""
     msg = _first_message(consumer, topic, rng.partition, rng.start, timeout_s)
     for key, value in msg.headers() or []:
-        if key == "amlhp-packets" and value:
+        if key == PACKETS_HEADER and value:
             try:
                 return max(1, int(value))
             except ValueError:

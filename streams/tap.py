@@ -26,7 +26,12 @@ import pyarrow as pa
 
 from amlhp.encoders.prefix import needed_prefix
 from amlhp.metrics.definitions import STEP_TAP, process_metrics
-from amlhp.pipeline.kafka_io import PUBLISHED_HEADER, capture_timestamp_ms, producer_config
+from amlhp.pipeline.kafka_io import (
+    PACKETS_HEADER,
+    PUBLISHED_HEADER,
+    capture_timestamp_ms,
+    producer_config,
+)
 from amlhp.settings import Settings
 from amlhp.streams.batching import SizeTimeBatcher
 from amlhp.streams.exceptions import TapError
@@ -369,7 +374,7 @@ class Tap:
                     key=self.gateway.encode(),
                     value=value,
                     headers={
-                        "amlhp-packets": str(n).encode(),
+                        PACKETS_HEADER: str(n).encode(),
                         PUBLISHED_HEADER: str(time.time_ns()).encode(),
                     },
                     timestamp=stamp_ms,

@@ -1,9 +1,9 @@
 """The Faust worker: one agent from the raw topic to verdicts and dead letters.
 
 The agent takes raw messages in offset order and gathers them into micro-batches, bounded
-by size (``max_batch`` packets, about) and by time (``max_delay_ms``, a Faust timer
-flushes a batch that waits longer). One call in a thread decodes, encodes and scores a
-micro-batch with one model version, chosen once for the batch, so the encoder
+by size (``max_batch`` packets, counted from the tap's header) and by time
+(``max_delay_ms``, a Faust timer flushes a batch that waits longer). One call in a thread
+decodes, encodes and scores a micro-batch with one model version, chosen once for the batch, so the encoder
 configuration (P, masked fields) is always that model's own, also across a hot reload.
 Verdicts are published keyed by gateway, dead letters beside them; another timer checks
 the model artifact and swaps in a new version atomically.
@@ -35,7 +35,7 @@ from amlhp.encoders.layout import EncoderConfig
 from amlhp.metrics.definitions import STEP_ENCODE, STEP_SCORE, process_metrics
 from amlhp.metrics.faust_sensor import install_faust_monitor
 from amlhp.pipeline.faust_app import InOrder, create_faust_app, run_faust_worker, run_to_end
-from amlhp.pipeline.kafka_io import PUBLISHED_HEADER, capture_timestamp_ms
+from amlhp.pipeline.kafka_io import PACKETS_HEADER, PUBLISHED_HEADER, capture_timestamp_ms
 from amlhp.settings import Settings
 from amlhp.streams.deadletter import Origin
 from amlhp.streams.model_holder import Loader, ModelHolder
@@ -54,9 +54,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: Rows per produced message: keeps every message far below Kafka's 1 MB default limit.
 MAX_ROWS_PER_MESSAGE = 1000
-#: Tap messages hold up to a few hundred packets: a micro-batch of ``max_batch`` packets
-#: is about ``max_batch / PACKETS_PER_MESSAGE`` messages.
-PACKETS_PER_MESSAGE = 256
+#: Messages in one micro-batch at most, whatever their packets: a fleet of quiet gateways
+#: sends messages of one packet each, and a batch is cut at ``max_batch`` packets first.
+MAX_MESSAGES = 1024
 #: micro-batches cut and waiting to be scored before the agent stops taking events
 QUEUED_BATCHES = 2
 
@@ -106,7 +106,6 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
     dead_topic = app.topic(topics.dead_letter, value_serializer="raw", key_serializer="raw")
     holder = ModelHolder(options.model_path, loader)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-score")
-    max_messages = max(1, -(-options.max_batch // PACKETS_PER_MESSAGE))
     within_s = options.max_delay_ms / 1000.0
     in_order = InOrder(app, topics.raw)
     metrics = process_metrics()  # served by `amlhp worker --metrics-port`
@@ -179,7 +178,7 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
     cuts: deque[list[Any]] = deque()
     cut_made, room = asyncio.Event(), asyncio.Event()
     pending: list[Any] = []  # admitted events of the micro-batch being gathered
-    started = [0.0]  # when its first event came
+    started = [0.0, 0]  # when its first event came, and its packets so far
     manual: list[Any] = []  # the agent's no-ack stream (acks are by hand)
 
     def cut() -> None:
@@ -195,9 +194,10 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
             if not admitted:
                 continue
             if not pending:
-                started[0] = time.monotonic()
+                started[:] = [time.monotonic(), 0]
             pending.append(event)
-            if len(pending) >= max_messages:
+            started[1] += _header_int(event, PACKETS_HEADER) or 1
+            if started[1] >= options.max_batch or len(pending) >= MAX_MESSAGES:
                 cut()
                 while len(cuts) > QUEUED_BATCHES:
                     room.clear()

@@ -41,6 +41,9 @@ def producer_config(settings: Settings, client_id: str, **extra: Any) -> dict[st
 #: The message's own timestamp is capture time (:func:`capture_timestamp_ms`), which for a
 #: replayed capture is days old, so ingestion latency is measured from this header.
 PUBLISHED_HEADER = "amlhp-published-at-ns"
+#: Kafka header of a raw message: how many packets its batch holds (the worker cuts its
+#: micro-batches by packets, and a replay plans by them, without decoding the batch).
+PACKETS_HEADER = "amlhp-packets"
 
 
 def capture_timestamp_ms(newest_capture_ns: int) -> int:

@@ -327,11 +327,14 @@ class PartitionedParquetSink:
         files: list[Path] = []
         table = None
         marks = self._marks.get(partition)
-        extra = {} if marks is None else {"marks": dict(marks.marks)}
+        extra: dict[str, Any] = {} if marks is None else {"marks": dict(marks.marks)}
+        started = time.monotonic()
         try:
             if buf.batches:
                 table = pa.Table.from_batches(buf.batches)
                 files = self.write(table, rng)
+            # how long the data files took: an operator's first look when flushes lag
+            extra["write_s"] = round(time.monotonic() - started, 4)
             dataset.write_manifest(self.root, rng, files, buf.rows, **extra)
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
