@@ -86,12 +86,20 @@ def _one_fleet(
         g: (0, n) for g, n in zip(gateways, fleet_packet_counts(tap.packets, size), strict=True)
     }
     deadline = time.monotonic() + timeout_s
-    while True:
+    while True:  # the dataset is read only once the groups caught up: reading it is work
         run.check_alive()
-        verdicts, dead = run.outputs(gateways)
-        ledger = account(verdicts, dead, expected)
-        run.on_status(f"{size} gateways: {ledger.verdicts + ledger.dead_packets} of {tap.packets}")
-        if ledger.complete or time.monotonic() > deadline:
+        sample = run.sampler.last()
+        caught_up = sample is not None and sample["t"] > tap.ended_at
+        if caught_up and sample is not None and sample.get("lag_records", 1) == 0:
+            verdicts, dead = run.outputs(gateways)
+            ledger = account(verdicts, dead, expected)
+            done = ledger.verdicts + ledger.dead_packets
+            run.on_status(f"{size} gateways: {done} of {tap.packets}")
+            if ledger.complete:
+                break
+        if time.monotonic() > deadline:
+            verdicts, dead = run.outputs(gateways)
+            ledger = account(verdicts, dead, expected)
             break
         time.sleep(2.0)
     scored = verdicts.column("scored_at_ns").to_numpy(zero_copy_only=False)

@@ -3,10 +3,10 @@
 The agent takes raw messages in offset order and gathers them into micro-batches, bounded
 by size (``max_batch`` packets, counted from the tap's header) and by time
 (``max_delay_ms``, a Faust timer flushes a batch that waits longer). One call in a thread
-decodes, encodes and scores a micro-batch with one model version, chosen once for the batch, so the encoder
-configuration (P, masked fields) is always that model's own, also across a hot reload.
-Verdicts are published keyed by gateway, dead letters beside them; another timer checks
-the model artifact and swaps in a new version atomically.
+decodes, encodes and scores a micro-batch with one model version, chosen once for the
+batch, so the encoder configuration (P, masked fields) is always that model's own, also
+across a hot reload. Verdicts are published keyed by gateway, dead letters beside them;
+another timer checks the model artifact and swaps in a new version atomically.
 
 Events are acked by hand, once their micro-batch is published: Faust acks an event in
 its iterator's ``finally`` even when a stop interrupts the agent, and a commit past work
