@@ -107,33 +107,55 @@ def process_micro_batch(
     ``config`` is the encoder configuration of that same ``scorer`` (its P and masked
     fields), chosen by the caller in the one place where both are known, so no packet is
     ever scored by a model that was trained on another encoding, also across a hot reload.
-    Each verdict keeps its stage times: ingested (the tap's publish), encoded, scored."""
-    good: list[pa.RecordBatch] = []
-    timings: list[tuple[int | None, int | None]] = []
+    Each verdict keeps its stage times: ingested (the tap's publish), encoded, scored.
+
+    The messages' packets are encoded in one call: a fleet of quiet gateways sends
+    messages of one packet each, and the encoder's cost is mostly per call."""
     dead: list[pa.RecordBatch] = []
+    raws: list[pa.RecordBatch] = []
+    sources: list[int] = []  # the message of each batch in ``raws``
     packets_in: list[int] = []
-    for msg in messages:
-        result = encode_message(msg.value, msg.origin, config, msg.gateway)
-        packets_in.append(result.packets_in)
-        if result.dead is not None:
-            dead.append(result.dead)
-        if result.encoded is not None:
-            good.append(result.encoded)
-            timings.append((msg.ingested_at_ns, time.time_ns()))
-    verdicts = score_batches(good, scorer, max_batch, timings) if good else None
-    return MicroBatch(verdicts, dead, good, packets_in)
+    for i, msg in enumerate(messages):
+        try:
+            raw = from_ipc(msg.value or b"", RAW)
+        except BatchDecodeError as exc:
+            dead.append(dead_message(msg.origin, "encode", str(exc), msg.value, msg.gateway))
+            packets_in.append(0)
+            continue
+        raws.append(raw)
+        sources.append(i)
+        packets_in.append(raw.num_rows)
+    if not sum(packets_in):
+        return MicroBatch(None, dead, [], packets_in)
+    raw = pa.concat_batches(raws)
+    of_message = np.repeat(sources, [r.num_rows for r in raws])
+    encoded = encode_batch(raw, config)
+    encoded_at = time.time_ns()
+    ok = pc.equal(encoded.column("status"), STATUS_OK).to_numpy(zero_copy_only=False)
+    for i in np.unique(of_message[~ok]).tolist():
+        bad = pa.array(~ok & (of_message == i))
+        rows, data = encoded.filter(bad), raw.column("data").filter(bad)
+        dead.append(dead_packets(rows, data, messages[i].origin, "encode"))
+    if not ok.any():
+        return MicroBatch(None, dead, [], packets_in)
+    good = encoded.filter(pa.array(ok))
+    ingested = np.array([m.ingested_at_ns or -1 for m in messages], np.int64)[of_message[ok]]
+    timings = (ingested, np.full(good.num_rows, encoded_at, np.int64))
+    verdicts = score_batches([good], scorer, max_batch, timings)
+    return MicroBatch(verdicts, dead, [good], packets_in)
 
 
 def score_batches(
     batches: list[pa.RecordBatch],
     scorer: BatchScorer,
     max_batch: int,
-    timings: list[tuple[int | None, int | None]] | None = None,
+    timings: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pa.RecordBatch:
     """Score encoded rows in chunks of at most ``max_batch`` packets with ONE model.
 
     The caller passes one scorer reference for the whole micro-batch, so a model swap
-    never splits a batch between two versions.
+    never splits a batch between two versions. ``timings``: per row, when the packet was
+    ingested and encoded (ns; -1 where unknown).
     """
     table = pa.Table.from_batches(batches).combine_chunks()
     n = table.num_rows
@@ -147,18 +169,10 @@ def score_batches(
     verdicts = build_verdicts(
         table, Assessment.concat(parts, len(scorer.classes)), scorer, inference_ns
     )
-    if timings:
-        sizes = [b.num_rows for b in batches]
-        ingested = np.repeat([t[0] if t[0] is not None else -1 for t in timings], sizes)
-        encoded = np.repeat([t[1] if t[1] is not None else -1 for t in timings], sizes)
-        idx_i = verdicts.schema.get_field_index("ingested_at_ns")
-        idx_e = verdicts.schema.get_field_index("encoded_at_ns")
-        verdicts = verdicts.set_column(
-            idx_i, "ingested_at_ns", pa.array(ingested, pa.int64(), mask=ingested < 0)
-        )
-        verdicts = verdicts.set_column(
-            idx_e, "encoded_at_ns", pa.array(encoded, pa.int64(), mask=encoded < 0)
-        )
+    if timings is not None:
+        for name, values in zip(("ingested_at_ns", "encoded_at_ns"), timings, strict=True):
+            column = pa.array(values, pa.int64(), mask=values < 0)
+            verdicts = verdicts.set_column(verdicts.schema.get_field_index(name), name, column)
     return verdicts
 
 

@@ -102,15 +102,17 @@ def test_garbage_message_becomes_one_dead_letter() -> None:
 
 
 def test_micro_batch_accounts_every_packet_and_uses_one_model(mixed_frames: list[bytes]) -> None:
+    origins = [Origin(ORIGIN.topic, ORIGIN.partition, offset) for offset in (41, 42, 43)]
     messages = [
-        proc.RawMessage(to_ipc(_raw_batch(gw, mixed_frames)), ORIGIN, gw, 5)
-        for gw in ("gw-a", "gw-b")
-    ] + [proc.RawMessage(b"not arrow", ORIGIN, "gw-c")]
+        proc.RawMessage(to_ipc(_raw_batch(gw, mixed_frames)), origin, gw, 5)
+        for gw, origin in zip(("gw-a", "gw-b"), origins, strict=False)
+    ] + [proc.RawMessage(b"not arrow", origins[2], "gw-c")]
     done = proc.process_micro_batch(messages, ProtocolScorer(), 2, EncoderConfig())
     assert done.packets_in == [5, 5, 0]
     dead = pa.Table.from_batches([from_ipc(to_ipc(d), DEAD_LETTER) for d in done.dead])
-    assert dead.column("gateway").to_pylist() == ["gw-a"] * 2 + ["gw-b"] * 2 + ["gw-c"]
-    assert dead.column("seq").to_pylist() == [2, 4, 2, 4, None]  # four packets, one message
+    assert dead.column("gateway").to_pylist() == ["gw-c"] + ["gw-a"] * 2 + ["gw-b"] * 2
+    assert dead.column("seq").to_pylist() == [None, 2, 4, 2, 4]  # one message, four packets
+    assert dead.column("origin_offset").to_pylist() == [43, 41, 41, 42, 42]  # each its own
     assert reason_counts(dead)[INVALID_BATCH] == 1
     verdicts = done.verdicts
     assert verdicts is not None
