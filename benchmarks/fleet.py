@@ -179,7 +179,7 @@ def fleet_table(doc: dict[str, Any]) -> str:
             f"| {r['gateways']:,} | {r['packets']:,} | {r['packets_per_message']} | "
             f"{r['capacity_pps'] or 0:,.0f} | {r.get('capacity_vs_first', '–')} | "
             f"{r['worker_peak_rss_mb']} / {r['sink_peak_rss_mb']} | "
-            f"{per.get('worker', '–')} / {per.get('sink', '–')} | "
+            f"{per.get('worker') or '–'} / {per.get('sink') or '–'} | "
             f"{sink.get('files_per_flush_max', '–')} | "
             f"{round(sink.get('manifest_bytes_max', 0) / 1024, 1)} | "
             f"{sink.get('write_s_median', '–')} / {sink.get('write_s_max', '–')} | "

@@ -182,6 +182,10 @@ def render(doc: dict[str, Any]) -> str:
         from amlhp.benchmarks.replay_bench import replay_table
 
         return replay_table(doc)
+    if kind == "fleet":
+        from amlhp.benchmarks.fleet import fleet_table
+
+        return fleet_table(doc)
     if "rows" in doc and "paper" in doc:  # fig10.json of `amlhp bench score --fig10`
         return stages_table({"fig10": doc, "machine": doc.get("machine", {})})
     from amlhp.benchmarks.exceptions import BenchmarksError

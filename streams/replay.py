@@ -25,9 +25,7 @@ import logging
 import shutil
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +49,6 @@ from amlhp.wire import RAW, VERDICT, BatchDecodeError, dead_letter_schema, from_
 log = logging.getLogger(__name__)
 
 RUN_MANIFEST = "_replay.json"
-#: buffers handed to the writer thread and not yet durable, at most
-IN_FLIGHT = 2
 STAGE = "replay"
 
 
@@ -209,8 +205,6 @@ class Replayer:
         if plan.source == "raw" and not isinstance(config, EncoderConfig):
             raise ReplayError("the model has no encoder configuration to encode with")
         self._encoder: EncoderConfig | None = config
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-replay-write")
-        self._writes: deque[Future[None]] = deque()
 
     # -- per message -------------------------------------------------------------------
     def _keep(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -254,28 +248,9 @@ class Replayer:
 
     # -- per flush ---------------------------------------------------------------------
     def _flush(self, partition: int) -> None:
-        """Hand the partition's buffer to the writer thread, and start a new one.
-
-        Scoring and writing a buffer (the kernel releases the GIL) overlap with reading and
-        encoding the next: one writer thread, so a partition's manifests stay in offset
-        order; at most ``IN_FLIGHT`` buffers wait, so memory stays bounded."""
         buf = self._buffers.get(partition)
         if buf is None or buf.first is None or buf.last is None:
             return
-        self._buffers[partition] = _Buffer()
-        while len(self._writes) >= IN_FLIGHT:
-            self._writes.popleft().result()
-        self._writes.append(self._writer.submit(self._write, partition, buf))
-
-    def _drain_writes(self) -> None:
-        """Wait until every handed-over buffer is durable (raises what a write raised)."""
-        while self._writes:
-            self._writes.popleft().result()
-
-    def _write(self, partition: int, buf: _Buffer) -> None:
-        """Score a buffer and write its files, then its manifest (in the writer thread)."""
-        assert buf.first is not None
-        assert buf.last is not None
         rng = dataset.OffsetRange(self.plan.topic, partition, buf.first, buf.last)
         files: list[Path] = []
         verdicts = 0
@@ -305,6 +280,7 @@ class Replayer:
         self.progress.verdicts += verdicts
         self.progress.dead_letters += dead
         self.progress.outside_window += buf.outside
+        self._buffers[partition] = _Buffer()
 
     # -- main loop ---------------------------------------------------------------------
     def _start_offsets(self) -> dict[int, int]:
@@ -373,14 +349,10 @@ class Replayer:
                     last_report = now
             for p in list(self._buffers):
                 self._flush(p)
-            self._drain_writes()
         except OSError as exc:
             raise ReplayError(f"cannot write the replay dataset under {self.out}: {exc}") from exc
         finally:
             consumer.close()
-            for pending in self._writes:  # after an error: let what was handed over end
-                pending.exception()
-            self._writer.shutdown()
         if on_progress is not None:
             on_progress(self.progress)
         return self.progress
