@@ -164,13 +164,20 @@ class FlowRuntime:
             closed.extend(self.assembler.expire(gateway))
         return closed, gateways
 
-    def idle(self, now: float | None = None) -> tuple[list[FlowState], set[str]]:
-        """Close every flow of gateways silent for ``idle_close_s``."""
+    def idle(
+        self, now: float | None = None, behind: Iterable[int] = ()
+    ) -> tuple[list[FlowState], set[str]]:
+        """Close every flow of gateways silent for ``idle_close_s``, except on partitions
+        ``behind`` (not read up to their end): a gateway's silence there may only be its
+        packets still queued, as after a restart."""
         now = time.monotonic() if now is None else now
         closed: list[FlowState] = []
         quiet = set()
+        skip = set(behind)
         open_gateways = {k.gateway for k in self.assembler.open}
         for gateway in open_gateways:
+            if self.partition_of.get(gateway) in skip:
+                continue
             if now - self.last_seen.get(gateway, now) >= self.idle_close_s:
                 closed.extend(self.assembler.close_all(gateway))
                 quiet.add(gateway)
@@ -256,12 +263,12 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
         verdicts = runtime.score(closed) if closed else None
         return runtime.writes(closed, gateways), verdicts
 
-    def tick() -> tuple[list[Write], pa.RecordBatch | None]:
+    def tick(behind: set[int]) -> tuple[list[Write], pa.RecordBatch | None]:
         items = list(table.data.items())
         for gateway, partition in known_gateways(items).items():
             if not runtime.loaded(gateway):
                 runtime.load(gateway, items, partition)
-        closed, gateways = runtime.idle()
+        closed, gateways = runtime.idle(behind=behind)
         verdicts = runtime.score(closed) if closed else None
         return runtime.writes(closed, gateways), verdicts
 
@@ -302,8 +309,9 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
         if app.rebalancing or not recovery.completed.is_set():
             return
         loop = asyncio.get_running_loop()
+        behind = in_order.behind()  # their gateways' packets may still be queued
         async with lock:
-            writes, verdicts = await loop.run_in_executor(pool, tick)
+            writes, verdicts = await loop.run_in_executor(pool, tick, behind)
             apply(writes)
         if verdicts is not None and verdicts.num_rows:
             await publish(verdicts)

@@ -42,38 +42,36 @@ class BatchScorer(Protocol):
 
 @dataclass(frozen=True)
 class EncodeResult:
-    """What one raw message became: encoded ok rows and dead letters."""
+    """What raw packets became: the encoded ok rows, and dead letters per origin."""
 
     encoded: pa.RecordBatch | None
-    dead: pa.RecordBatch | None
-    packets_in: int
-
-
-def encode_message(
-    value: bytes | None, origin: Origin, config: EncoderConfig, gateway: str | None = None
-) -> EncodeResult:
-    """Raw batch message -> (encoded ok rows, dead letters); never raises on bad input."""
-    try:
-        raw = from_ipc(value or b"", RAW)
-    except BatchDecodeError as exc:
-        return EncodeResult(None, dead_message(origin, "encode", str(exc), value, gateway), 0)
-    return encode_raw(raw, origin, config)
+    dead: list[pa.RecordBatch]
+    #: per packet of the input: encoded ok (and so in ``encoded``, in input order)
+    ok: np.ndarray
 
 
 def encode_raw(
-    raw: pa.RecordBatch, origin: Origin, config: EncoderConfig, stage: str = "encode"
+    raw: pa.RecordBatch,
+    origins: list[Origin],
+    config: EncoderConfig,
+    stage: str = "encode",
+    of_origin: np.ndarray | None = None,
 ) -> EncodeResult:
-    """A decoded raw batch -> (encoded ok rows, dead letters of ``stage``); the worker and
-    the replay both encode through here."""
+    """Encode decoded raw packets in ONE encoder call; the packets it refuses become dead
+    letters of ``stage``, each under its own message's origin (``of_origin``: per packet,
+    an index into ``origins``; all the first one when omitted). The worker and the
+    replay both encode through here."""
     encoded = encode_batch(raw, config)
-    ok = pc.equal(encoded.column("status"), STATUS_OK)
-    n_ok = pc.sum(ok).as_py() or 0
-    good = encoded.filter(ok) if n_ok else None
-    dead = None
-    if n_ok < encoded.num_rows:
-        bad = pc.invert(ok)
-        dead = dead_packets(encoded.filter(bad), raw.column("data").filter(bad), origin, stage)
-    return EncodeResult(good, dead, raw.num_rows)
+    ok = pc.equal(encoded.column("status"), STATUS_OK).to_numpy(zero_copy_only=False)
+    if of_origin is None:
+        of_origin = np.zeros(raw.num_rows, np.int64)
+    dead = []
+    for i in np.unique(of_origin[~ok]).tolist():
+        bad = pa.array(~ok & (of_origin == i))
+        rows, data = encoded.filter(bad), raw.column("data").filter(bad)
+        dead.append(dead_packets(rows, data, origins[i], stage))
+    good = encoded.filter(pa.array(ok)) if ok.any() else None
+    return EncodeResult(good, dead, ok)
 
 
 @dataclass(frozen=True)
@@ -97,6 +95,8 @@ class MicroBatch:
     #: the encoded ok rows, in verdict row order (the sampled explainer reads them)
     encoded: list[pa.RecordBatch]
     packets_in: list[int]
+    #: per verdict row: the raw partition its packet came from (where its verdict goes)
+    partitions: np.ndarray | None = None
 
 
 def process_micro_batch(
@@ -127,22 +127,19 @@ def process_micro_batch(
         packets_in.append(raw.num_rows)
     if not sum(packets_in):
         return MicroBatch(None, dead, [], packets_in)
-    raw = pa.concat_batches(raws)
     of_message = np.repeat(sources, [r.num_rows for r in raws])
-    encoded = encode_batch(raw, config)
+    origins = [m.origin for m in messages]
+    result = encode_raw(pa.concat_batches(raws), origins, config, of_origin=of_message)
     encoded_at = time.time_ns()
-    ok = pc.equal(encoded.column("status"), STATUS_OK).to_numpy(zero_copy_only=False)
-    for i in np.unique(of_message[~ok]).tolist():
-        bad = pa.array(~ok & (of_message == i))
-        rows, data = encoded.filter(bad), raw.column("data").filter(bad)
-        dead.append(dead_packets(rows, data, messages[i].origin, "encode"))
-    if not ok.any():
+    dead.extend(result.dead)
+    good = result.encoded
+    if good is None:
         return MicroBatch(None, dead, [], packets_in)
-    good = encoded.filter(pa.array(ok))
-    ingested = np.array([m.ingested_at_ns or -1 for m in messages], np.int64)[of_message[ok]]
-    timings = (ingested, np.full(good.num_rows, encoded_at, np.int64))
+    ingested = np.array([m.ingested_at_ns or -1 for m in messages], np.int64)
+    timings = (ingested[of_message[result.ok]], np.full(good.num_rows, encoded_at, np.int64))
     verdicts = score_batches([good], scorer, max_batch, timings)
-    return MicroBatch(verdicts, dead, [good], packets_in)
+    partitions = np.array([m.origin.partition for m in messages], np.int32)[of_message[result.ok]]
+    return MicroBatch(verdicts, dead, [good], packets_in, partitions)
 
 
 def score_batches(
@@ -218,14 +215,16 @@ def build_verdicts(
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def split_by_gateway(batch: pa.RecordBatch) -> list[tuple[str, pa.RecordBatch]]:
-    """Verdict batches are keyed by gateway on the topic: one sub-batch per gateway."""
-    gateways = batch.column("gateway")
-    out = []
-    for gw in pc.unique(gateways).to_pylist():
-        part = batch.filter(pc.equal(gateways, gw))
-        out.append((str(gw), part))
-    return out
+def split_by_partition(
+    batch: pa.RecordBatch, partitions: np.ndarray
+) -> list[tuple[int, pa.RecordBatch]]:
+    """Verdicts go to the partition of the verdict topic with the number of the raw
+    partition their packets came from: the tap keys raw messages by gateway, so each
+    gateway's verdicts stay on one partition, in order, and a micro-batch of a fleet's
+    quiet gateways leaves as one message per partition instead of one per gateway."""
+    return [
+        (int(p), batch.filter(pa.array(partitions == p))) for p in np.unique(partitions).tolist()
+    ]
 
 
 def row_chunks(batch: pa.RecordBatch, max_rows: int) -> list[pa.RecordBatch]:

@@ -221,8 +221,8 @@ class Replayer:
             buf.first = offset
         buf.last = offset
         buf.messages += 1
-        if self.gateways and key not in self.gateways:
-            return  # another gateway's message (the topic is keyed by gateway)
+        if self.gateways and key is not None and key not in self.gateways:
+            return  # another gateway's raw message (keyed by gateway; verdicts are not)
         origin = Origin(self.plan.topic, partition, offset)
         gateway = key.decode(errors="replace") if key else None
         try:
@@ -240,11 +240,10 @@ class Replayer:
             buf.batches.append(kept)
             return
         assert self._encoder is not None  # checked in __init__ for the raw source
-        result = encode_raw(kept, origin, self._encoder, stage=STAGE)
+        result = encode_raw(kept, [origin], self._encoder, stage=STAGE)
         if result.encoded is not None:
             buf.batches.append(result.encoded)
-        if result.dead is not None:
-            buf.dead.append(result.dead)
+        buf.dead.extend(result.dead)
 
     # -- per flush ---------------------------------------------------------------------
     def _flush(self, partition: int) -> None:

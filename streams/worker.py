@@ -5,7 +5,8 @@ by size (``max_batch`` packets, counted from the tap's header) and by time
 (``max_delay_ms``, a Faust timer flushes a batch that waits longer). One call in a thread
 decodes, encodes and scores a micro-batch with one model version, chosen once for the
 batch, so the encoder configuration (P, masked fields) is always that model's own, also
-across a hot reload. Verdicts are published keyed by gateway, dead letters beside them;
+across a hot reload. Verdicts go to the verdict partition numbered as the raw partition
+they came from (one message per partition and batch), dead letters beside them;
 another timer checks the model artifact and swaps in a new version atomically.
 
 Events are acked by hand, once their micro-batch is published: Faust acks an event in
@@ -25,7 +26,7 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,7 @@ from amlhp.streams.processing import (
     RawMessage,
     process_micro_batch,
     row_chunks,
-    split_by_gateway,
+    split_by_partition,
 )
 from amlhp.wire import to_ipc
 
@@ -61,27 +62,62 @@ MAX_MESSAGES = 1024
 QUEUED_BATCHES = 2
 
 
-def _header_int(event: Any, name: str) -> int | None:
-    """An integer Kafka header of an event (the tap's publish time), ``None`` when absent."""
+def raw_message(event: Any) -> tuple[RawMessage, int]:
+    """An event as the scoring step takes it, and its packets (the tap's header; 1 when
+    absent). The headers are read once, here."""
+    numbers: dict[str, int] = {}
     headers = event.message.headers or []
-    items = headers.items() if isinstance(headers, dict) else headers
-    for key, value in items:
-        if key == name and value:
+    for key, value in headers.items() if isinstance(headers, dict) else headers:
+        if key in (PACKETS_HEADER, PUBLISHED_HEADER) and value:
             try:
-                return int(value)
+                numbers[key] = int(value)
             except ValueError:
-                return None
-    return None
+                continue
+    msg, key = event.message, event.key
+    message = RawMessage(
+        event.value,
+        Origin(msg.topic, msg.partition, msg.offset),
+        key.decode("utf-8", "replace") if isinstance(key, bytes) else None,
+        # entered Kafka: the tap's publish time; the message timestamp is capture time
+        numbers.get(PUBLISHED_HEADER) or time.time_ns(),
+    )
+    return message, numbers.get(PACKETS_HEADER) or 1
+
+
+@dataclass
+class Gathering:
+    """The micro-batch the agent is gathering: its admitted events (acked by hand through
+    ``stream``, the agent's no-ack stream, once published) and their messages, since
+    when, and its packets so far."""
+
+    stream: Any = None
+    events: list[Any] = field(default_factory=list)
+    messages: list[RawMessage] = field(default_factory=list)
+    since: float = 0.0
+    packets: int = 0
+
+    def add(self, event: Any) -> None:
+        message, packets = raw_message(event)
+        if not self.events:
+            self.since = time.monotonic()
+        self.events.append(event)
+        self.messages.append(message)
+        self.packets += packets
+
+    def take(self) -> tuple[list[Any], list[RawMessage]]:
+        taken = self.events, self.messages
+        self.events, self.messages, self.packets = [], [], 0
+        return taken
 
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A micro-batch ready to send: dead-letter values, and (gateway, value, newest
-    capture time, rows) per verdict message."""
+    """A micro-batch ready to send: dead-letter values, and (partition, value, newest
+    capture time) per verdict message."""
 
     done: MicroBatch
     dead: list[bytes]
-    verdicts: list[tuple[str, bytes, int, int]]
+    verdicts: list[tuple[int, bytes, int]]
 
 
 @dataclass(frozen=True)
@@ -125,16 +161,6 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
             return config
         return EncoderConfig(payload_bytes=settings.payload_bytes)
 
-    def raw_message(event: Any) -> RawMessage:
-        msg, key = event.message, event.key
-        return RawMessage(
-            event.value,
-            Origin(msg.topic, msg.partition, msg.offset),
-            key.decode("utf-8", "replace") if isinstance(key, bytes) else None,
-            # entered Kafka: the tap's publish time; the message timestamp is capture time
-            _header_int(event, PUBLISHED_HEADER) or time.time_ns(),
-        )
-
     def prepare(messages: list[RawMessage], scorer: Any) -> Outgoing:
         """The whole micro-batch's work off the event loop (in the pool's thread): decode,
         encode, score, count, and the messages to send, serialized."""
@@ -150,23 +176,30 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
         metrics.count_score_input(done.verdicts)
         metrics.set_model_version(scorer.version)
         metrics.record_verdicts(done.verdicts)
-        for gateway, by_gateway in split_by_gateway(done.verdicts):
-            for part in row_chunks(by_gateway, MAX_ROWS_PER_MESSAGE):
+        assert done.partitions is not None  # set with the verdicts
+        for partition, rows in split_by_partition(done.verdicts, done.partitions):
+            for part in row_chunks(rows, MAX_ROWS_PER_MESSAGE):
+                value = to_ipc(part)
                 newest = int(pc.max(part.column("ts_ns")).as_py())
-                out.verdicts.append((gateway, to_ipc(part), newest, part.num_rows))
+                out.verdicts.append((partition, value, newest))
+                counts = pc.value_counts(part.column("gateway")).to_pylist()
+                for count in counts:  # bytes shared out by rows, for the per-gateway series
+                    n = count["counts"]
+                    metrics.count_out(
+                        STEP_SCORE, count["values"], n, len(value) * n // part.num_rows
+                    )
         return out
 
-    async def publish(events: list[Any]) -> None:
+    async def publish(messages: list[RawMessage]) -> None:
         loop = asyncio.get_running_loop()
         scorer = holder.current  # one version, and its encoding, for the whole micro-batch
-        out = await loop.run_in_executor(pool, prepare, [raw_message(e) for e in events], scorer)
+        out = await loop.run_in_executor(pool, prepare, messages, scorer)
         for value in out.dead:
             await dead_topic.send(key=None, value=value)
-        for gateway, value, newest, rows in out.verdicts:
+        for partition, value, newest in out.verdicts:
             await verdict_topic.send(
-                key=gateway.encode(), value=value, timestamp=capture_timestamp_ms(newest) / 1000.0
+                value=value, partition=partition, timestamp=capture_timestamp_ms(newest) / 1000.0
             )
-            metrics.count_out(STEP_SCORE, gateway, rows, len(value))
         verdicts = out.done.verdicts
         if explainer is not None and verdicts is not None:  # off this loop and this thread
             explainer.offer(out.done.encoded, verdicts, scorer, loop)
@@ -175,29 +208,23 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
     # task scores and publishes in that order, so that the next batch is gathered (and
     # Faust fetches) while a thread scores this one. The timer that cuts a batch waiting
     # too long never blocks; the agent waits while more than QUEUED_BATCHES wait.
-    cuts: deque[list[Any]] = deque()
+    cuts: deque[tuple[list[Any], list[RawMessage]]] = deque()
     cut_made, room = asyncio.Event(), asyncio.Event()
-    pending: list[Any] = []  # admitted events of the micro-batch being gathered
-    started = [0.0, 0]  # when its first event came, and its packets so far
-    manual: list[Any] = []  # the agent's no-ack stream (acks are by hand)
+    gathering = Gathering()
 
     def cut() -> None:
-        cuts.append(list(pending))
-        pending.clear()
+        cuts.append(gathering.take())
         cut_made.set()
 
     @app.agent(raw_topic, name="score")
     async def score(stream: Any) -> None:
-        manual[:] = [stream.noack()]
-        async for event in manual[0].events():
+        gathering.stream = stream.noack()
+        async for event in gathering.stream.events():
             admitted, _ = await in_order.gate(event)
             if not admitted:
                 continue
-            if not pending:
-                started[:] = [time.monotonic(), 0]
-            pending.append(event)
-            started[1] += _header_int(event, PACKETS_HEADER) or 1
-            if started[1] >= options.max_batch or len(pending) >= MAX_MESSAGES:
+            gathering.add(event)
+            if gathering.packets >= options.max_batch or len(gathering.events) >= MAX_MESSAGES:
                 cut()
                 while len(cuts) > QUEUED_BATCHES:
                     room.clear()
@@ -209,17 +236,17 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
             while not cuts:
                 cut_made.clear()
                 await cut_made.wait()
-            events = cuts[0]
-            await run_to_end(publish(events))  # never acked half done
+            events, messages = cuts[0]
+            await run_to_end(publish(messages))  # never acked half done
             for event in events:
-                await manual[0].ack(event)
+                await gathering.stream.ack(event)
             cuts.popleft()
             room.set()
 
     @app.timer(interval=max(0.005, within_s / 2))
     async def cut_due() -> None:
         await in_order.rewind_held()
-        if pending and time.monotonic() - started[0] >= within_s:
+        if gathering.events and time.monotonic() - gathering.since >= within_s:
             cut()
 
     @app.timer(interval=options.reload_interval_s)

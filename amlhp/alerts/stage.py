@@ -49,10 +49,8 @@ from amlhp.metrics.definitions import STEP_ALERTS, process_metrics
 from amlhp.metrics.faust_sensor import install_faust_monitor
 from amlhp.pipeline.faust_app import (
     InOrder,
-    committed_offset,
     create_faust_app,
     hand_over_table_writes,
-    partition_end,
     run_faust_worker,
     run_to_end,
 )
@@ -119,22 +117,12 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
     in_order = InOrder(app, topics.verdicts)
 
     def caught_up(partition: int, now: float) -> bool:
-        """Idle closing only once this process has read the partition's backlog: a tick
-        right after a (re)start must not close incidents whose verdicts are still queued.
-
-        Read up to the high-water mark means: the offset after the last verdict this
-        process handled there, or, before its first one, the group's committed offset
-        (where it resumed), is the partition's end; an end not yet known (no fetch
-        answered) is not caught up."""
+        """Idle closing only once this process has read the partition's backlog
+        (:meth:`InOrder.caught_up`), and had ``idle_close_s`` to do so: a tick right
+        after a (re)start must not close incidents whose verdicts are still queued."""
         if now - first_event.setdefault(partition, now) < engine.policy.idle_close_s:
             return False
-        highwater = partition_end(app, topics.verdicts, partition)
-        if highwater is None:
-            return False
-        done = in_order.next.get(partition)
-        if done is None:
-            done = committed_offset(app, topics.verdicts, partition) or 0
-        return done >= highwater
+        return in_order.caught_up(partition)
 
     async def handle(event: Any) -> bool:
         """Apply one event; False when it must not be acked (it follows a hole)."""
@@ -142,7 +130,7 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
         now = time.time()
         first_event.setdefault(msg.partition, now)
         if msg.topic == topics.alert_ticks:
-            await in_order.rewind(msg.partition, now)
+            await in_order.rewind_held()
             rows = engine.idle(msg.partition, now) if caught_up(msg.partition, now) else []
         else:
             admitted, missing = await in_order.gate(event)

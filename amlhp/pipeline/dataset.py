@@ -84,6 +84,57 @@ def write_durably(path: Path, payload: bytes) -> None:
     fsync_dir(path.parent)
 
 
+#: From this many files on, a flush makes them durable with two ``syncfs`` calls (data,
+#: then names) instead of two fsyncs each: a fleet's flush writes a file per gateway, and
+#: 1,768 files took 12.7 s one by one (issue 29)
+SYNCFS_FROM = 8
+
+
+def _syncfs(path: Path) -> bool:
+    """Flush the whole file system holding ``path`` (Linux ``syncfs``, which waits);
+    False where the C library has none, for the caller to fsync file by file."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "syncfs"):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+    return True
+
+
+def write_all_durably(root: Path, files: list[tuple[Path, bytes]]) -> None:
+    """:func:`write_durably` for the files of one flush under ``root``, as a whole: every
+    file under a hidden temporary name, the file system flushed, all renamed, flushed
+    again. A crash leaves temporaries or files no manifest lists yet, which
+    :func:`remove_orphans` removes, as with one file at a time."""
+    if len(files) < SYNCFS_FROM:
+        for path, payload in files:
+            write_durably(path, payload)
+        return
+    moves = []
+    for path, payload in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(payload)
+        moves.append((tmp, path))
+    if not _syncfs(root):
+        for tmp, path in moves:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+        return
+    for tmp, path in moves:
+        os.replace(tmp, path)
+    _syncfs(root)
+
+
 def write_manifest(
     root: Path, rng: OffsetRange, files: list[Path], rows: int, **extra: Any
 ) -> None:

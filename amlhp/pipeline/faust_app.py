@@ -238,14 +238,38 @@ class InOrder:
     most once a second; the agent calls it again on its clock ticks, since held events
     may be the last ones fetched). A hole that outlasts ``give_up_s`` while Faust's flow
     runs is a real one (records removed by retention before they were read): the event
-    is admitted, and the size of the hole returned for the caller to count and log."""
+    is admitted, and the size of the hole returned for the caller to count and log.
 
-    def __init__(self, app: Any, topic: str, *, give_up_s: float = 60.0) -> None:
-        self.app, self.topic, self.give_up_s = app, topic, give_up_s
+    A hole can also be at the end, with no event after it to show it: the delivery Faust
+    abandoned held a partition's last events (seen on the flow worker right after a table
+    recovery: its flows then closed idle without their second half). So the clock ticks
+    also look for a *stall*: a partition that is not :meth:`caught_up` and from which no
+    event came for ``stall_s`` while the flow runs is sought back to :meth:`position`.
+    A stall that is only a slow agent costs re-deliveries, which the agents de-duplicate."""
+
+    def __init__(
+        self, app: Any, topic: str, *, give_up_s: float = 60.0, stall_s: float = 5.0
+    ) -> None:
+        self.app, self.topic, self.give_up_s, self.stall_s = app, topic, give_up_s, stall_s
         #: per partition: the offset after the last event handled here
         self.next: dict[int, int] = {}
         #: per partition with a hole: (the offset missing, when first seen, last rewind)
         self.holes: dict[int, tuple[int, float, float]] = {}
+        #: per partition behind its end: since when no event came from it
+        self.quiet: dict[int, float] = {}
+
+    def position(self, partition: int) -> int | None:
+        """Where this process is in a partition: the offset after the last event handled
+        here, or before the first, the group's committed offset (where it resumed)."""
+        done = self.next.get(partition)
+        return committed_offset(self.app, self.topic, partition) if done is None else done
+
+    def caught_up(self, partition: int) -> bool:
+        """Whether this process handled the partition up to its high-water mark (an end
+        not yet known, no fetch answered, is not caught up): until then, silence from a
+        gateway there may only be its events still queued."""
+        end = partition_end(self.app, self.topic, partition)
+        return end is not None and (self.position(partition) or 0) >= end
 
     def admit(self, partition: int, offset: int, now: float) -> tuple[bool, int]:
         """(handle the event?, offsets known missing before it: 0 unless a real hole)."""
@@ -284,6 +308,7 @@ class InOrder:
         import time
 
         msg, now = event.message, time.time()
+        self.quiet.pop(msg.partition, None)
         admitted, missing = self.admit(msg.partition, msg.offset, now)
         if not admitted:
             await self.rewind(msg.partition, now)
@@ -296,13 +321,44 @@ class InOrder:
             )  # fmt: skip
         return True, missing
 
-    async def rewind_held(self) -> None:
-        """Seek every partition with a hole back to it: the agent's clock calls this,
-        since the held events may have been the last ones fetched (no event follows)."""
+    def behind(self) -> set[int]:
+        """The partitions of the topic assigned here that are not :meth:`caught_up`."""
+        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topic}
+        return {p for p in assigned if not self.caught_up(p)}
+
+    async def rewind_held(self, now: float | None = None) -> None:
+        """Seek every partition with a hole back to it, and every stalled one back to its
+        :meth:`position`: the agent's clock calls this, since the held events may have
+        been the last ones fetched (no event follows)."""
         import time
 
+        now = time.time() if now is None else now
         for partition in list(self.holes):
-            await self.rewind(partition, time.time())
+            await self.rewind(partition, now)
+        if self.app.rebalancing or not self.app.consumer.flow_active:
+            self.quiet.clear()  # a stop or a rebalance: Faust itself seeks afterwards
+            return
+        for tp in self.app.consumer.assignment():
+            if tp.topic == self.topic and tp.partition not in self.holes:
+                await self._unstall(tp.partition, now)
+
+    async def _unstall(self, partition: int, now: float) -> None:
+        position = self.position(partition)
+        if position is None or self.caught_up(partition):
+            self.quiet.pop(partition, None)
+            return
+        since = self.quiet.setdefault(partition, now)
+        if now - since < self.stall_s:
+            return
+        from faust.types import TP
+
+        self.quiet[partition] = now
+        log.warning(
+            "%s partition %d: nothing came from offset %d on for %.0f s although the "
+            "partition goes on; seeking back to it", self.topic, partition, position,
+            now - since,
+        )  # fmt: skip
+        await self.app.consumer.seek_wait({TP(self.topic, partition): position})
 
 
 def write_table(table: Any, writes: Any) -> None:

@@ -92,21 +92,28 @@ def write_hive_partitions(
     """Write ``table`` as one file per (UTC date of ``ts_ns``, ``gateway``), durably.
 
     ``gateway`` lives only in the path (hive style), so it is dropped from the files.
+    Rows are grouped by one stable sort (a fleet's flush has a file per gateway: one
+    filter per file over all rows would grow with their product), and the files are
+    made durable together (:func:`dataset.write_all_durably`).
     """
     ts = table.column("ts_ns").to_numpy(zero_copy_only=False).astype("datetime64[ns]")
     dates = np.datetime_as_string(ts, unit="D")
     gateways = table.column("gateway").to_numpy(zero_copy_only=False).astype(str)
     keys = np.char.add(np.char.add(dates, "|"), gateways)
-    data = table.drop_columns(["gateway"])
-    files = []
-    for key in np.unique(keys):
-        date, gateway = str(key).split("|", 1)
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    data = table.drop_columns(["gateway"]).take(pa.array(order))
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)]
+    out = []
+    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
+        date, gateway = str(keys[lo]).split("|", 1)
         sink = io.BytesIO()
-        pq.write_table(data.filter(pa.array(keys == key)), sink, compression=compression)
+        pq.write_table(data.slice(lo, hi - lo), sink, compression=compression)
         path = dataset.partition_dir(root, date, gateway) / dataset.data_file_name(rng)
-        dataset.write_durably(path, sink.getvalue())
-        files.append(path)
-    return files
+        out.append((path, sink.getvalue()))
+    dataset.write_all_durably(root, out)
+    return [path for path, _ in out]
 
 
 def resume_after_durable(root: Path, topic: str, partition: int) -> tuple[int | None, list[Path]]:

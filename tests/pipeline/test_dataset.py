@@ -50,3 +50,35 @@ def test_dataset_reads_back_with_hive_partitions(tmp_path: Path) -> None:
 
 def test_reading_an_empty_root_gives_an_empty_table(tmp_path: Path) -> None:
     assert dataset.read_verdicts(tmp_path / "missing").num_rows == 0
+
+
+def test_a_fleet_flush_writes_a_file_per_gateway_in_row_order(tmp_path: Path) -> None:
+    """Many gateways in one flush: one file per (date, gateway) with that gateway's rows
+    in arrival order, all renamed into place together (no temporaries left), and the
+    ones a crash left before the manifest are removed as orphans."""
+    from amlhp.pipeline.parquet_sink import write_hive_partitions
+
+    n = 60
+    gateways = [f"gw/{i % 20}" for i in range(n)]  # 20 gateways (>= SYNCFS_FROM), quoted
+    day = 1_796_000_000_000_000_000
+    table = pa.table(
+        {
+            "gateway": gateways,
+            "seq": pa.array(range(n), pa.uint64()),
+            "ts_ns": [day + (86_400 * 10**9 if i == n - 1 else 0) for i in range(n)],
+        }
+    )
+    rng = OffsetRange("amlhp.verdicts", 1, 0, 9)
+    files = write_hive_partitions(tmp_path, table, rng, "zstd")
+    assert len(files) == 21  # the last row is on the next day
+    assert len(files) >= dataset.SYNCFS_FROM
+    assert not list(tmp_path.rglob(".*.tmp"))
+    for path in files:
+        seqs = pq.read_table(path).column("seq").to_pylist()
+        assert seqs == sorted(seqs)
+        assert {s % 20 for s in seqs} == {int(path.parent.name.split("%2F")[1])}
+    assert sum(pq.read_metadata(p).num_rows for p in files) == n
+    removed = dataset.remove_orphans(tmp_path, "amlhp.verdicts", 1)  # no manifest: a crash
+    assert sorted(removed) == sorted(files)
+    dataset.write_all_durably(tmp_path, [(files[0], b"again")])  # below SYNCFS_FROM
+    assert files[0].read_bytes() == b"again"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from amlhp.pipeline.faust_app import create_faust_app, faust_broker_url, faust_credentials
 from amlhp.settings import Settings
 
@@ -53,3 +57,55 @@ def test_in_order_holds_events_past_a_hole_and_admits_redeliveries() -> None:
     app.consumer.flow_active = False  # a stop or a rebalance: never give up
     assert guard.admit(1, 60, now=100.0) == (False, 0)
     assert guard.admit(1, 61, now=200.0) == (False, 0)
+
+
+def test_in_order_seeks_back_a_partition_stalled_short_of_its_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hole at the end (Faust abandoned a partition's last events, and none follows)
+    shows no held event: a partition behind its high-water mark from which nothing came
+    for ``stall_s`` while the flow runs is sought back to where this process is in it;
+    one caught up, or one during a stop or a rebalance, is left alone."""
+    from faust.types import TP
+
+    from amlhp.pipeline.faust_app import InOrder
+
+    app = create_faust_app(Settings.model_validate({}), "amlhp-test-stall")
+    consumer = app.consumer
+    sought: list[dict[TP, int]] = []
+
+    async def seek_wait(offsets: dict[TP, int]) -> None:
+        sought.append(dict(offsets))
+
+    monkeypatch.setattr(consumer, "assignment", lambda: {TP("raw", 0), TP("other", 0)})
+    monkeypatch.setattr(consumer, "highwater", lambda tp: 10)
+    monkeypatch.setattr(consumer, "seek_wait", seek_wait)
+    consumer._committed_offset[TP("raw", 0)] = 4  # resumed there at assignment
+    consumer.flow_active = True
+    app.rebalancing = False
+    guard = InOrder(app, "raw", stall_s=5.0)
+    assert guard.position(0) == 4
+    assert not guard.caught_up(0)
+    assert guard.behind() == {0}
+
+    asyncio.run(guard.rewind_held(now=100.0))  # the clock starts: nothing came yet
+    asyncio.run(guard.rewind_held(now=104.0))
+    assert sought == []
+    asyncio.run(guard.rewind_held(now=105.0))
+    assert sought == [{TP("raw", 0): 4}]
+    asyncio.run(guard.rewind_held(now=107.0))  # not again before another stall_s
+    assert len(sought) == 1
+
+    for offset in range(4, 10):  # the re-delivered events, handled in order
+        assert guard.admit(0, offset, now=108.0) == (True, 0)
+    assert guard.caught_up(0)
+    assert guard.behind() == set()
+    asyncio.run(guard.rewind_held(now=200.0))
+    assert len(sought) == 1
+
+    monkeypatch.setattr(consumer, "highwater", lambda tp: 12)  # more came, not yet read
+    consumer.flow_active = False  # a stop: Faust seeks itself afterwards
+    asyncio.run(guard.rewind_held(now=300.0))
+    asyncio.run(guard.rewind_held(now=400.0))
+    assert len(sought) == 1
+    assert guard.quiet == {}

@@ -13,7 +13,7 @@ from amlhp.encoders.layout import EncoderConfig
 from amlhp.model.decision import UNCALIBRATED, Assessment
 from amlhp.streams import processing as proc
 from amlhp.streams.deadletter import INVALID_BATCH, Origin, reason_counts
-from amlhp.wire import DEAD_LETTER, VERDICT, from_ipc, raw_schema, to_ipc
+from amlhp.wire import DEAD_LETTER, RAW, VERDICT, from_ipc, raw_schema, to_ipc
 
 ORIGIN = Origin("amlhp.packets.raw", 2, 41)
 
@@ -77,14 +77,12 @@ def mixed_frames() -> list[bytes]:
 
 
 def test_every_packet_is_encoded_or_dead(mixed_frames: list[bytes]) -> None:
-    value = to_ipc(_raw_batch("gw-a", mixed_frames, first_seq=10))
-    result = proc.encode_message(value, ORIGIN, EncoderConfig())
-    assert result.packets_in == 5
+    raw = from_ipc(to_ipc(_raw_batch("gw-a", mixed_frames, first_seq=10)), RAW)
+    result = proc.encode_raw(raw, [ORIGIN], EncoderConfig())
     assert result.encoded is not None
-    assert result.dead is not None
-    assert result.encoded.num_rows + result.dead.num_rows == 5
+    assert result.ok.tolist() == [True, True, False, True, False]
     assert result.encoded.column("seq").to_pylist() == [10, 11, 13]
-    dead = from_ipc(to_ipc(result.dead), DEAD_LETTER)
+    [dead] = [from_ipc(to_ipc(d), DEAD_LETTER) for d in result.dead]
     assert dead.column("seq").to_pylist() == [12, 14]
     assert set(dead.column("origin_offset").to_pylist()) == {41}
     assert "ok" not in reason_counts(dead)
@@ -92,13 +90,14 @@ def test_every_packet_is_encoded_or_dead(mixed_frames: list[bytes]) -> None:
 
 
 def test_garbage_message_becomes_one_dead_letter() -> None:
-    result = proc.encode_message(b"\x00garbage", ORIGIN, EncoderConfig(), gateway="gw-x")
-    assert result.encoded is None
-    assert result.packets_in == 0
-    assert result.dead is not None
-    assert result.dead.column("reason").to_pylist() == [INVALID_BATCH]
-    assert result.dead.column("gateway").to_pylist() == ["gw-x"]
-    assert result.dead.column("data").to_pylist() == [b"\x00garbage"]
+    message = proc.RawMessage(b"\x00garbage", ORIGIN, "gw-x")
+    done = proc.process_micro_batch([message], ProtocolScorer(), 64, EncoderConfig())
+    assert done.verdicts is None
+    assert done.packets_in == [0]
+    [dead] = done.dead
+    assert dead.column("reason").to_pylist() == [INVALID_BATCH]
+    assert dead.column("gateway").to_pylist() == ["gw-x"]
+    assert dead.column("data").to_pylist() == [b"\x00garbage"]
 
 
 def test_micro_batch_accounts_every_packet_and_uses_one_model(mixed_frames: list[bytes]) -> None:
@@ -125,9 +124,13 @@ def test_micro_batch_accounts_every_packet_and_uses_one_model(mixed_frames: list
     assert (encoded_at > 5).all()
     assert (scored_at >= encoded_at).all()
     assert sum(b.num_rows for b in done.encoded) == verdicts.num_rows
-    parts = dict(proc.split_by_gateway(verdicts))
-    assert sorted(parts) == ["gw-a", "gw-b"]
-    round_trip = from_ipc(to_ipc(parts["gw-a"]), VERDICT)
+    assert done.partitions is not None
+    assert done.partitions.tolist() == [ORIGIN.partition] * 6  # where each row came from
+    moved = np.array([2, 2, 2, 5, 5, 5], np.int32)  # as if gw-b's messages were on 5
+    parts = dict(proc.split_by_partition(verdicts, moved))
+    assert sorted(parts) == [2, 5]
+    assert set(parts[5].column("gateway").to_pylist()) == {"gw-b"}
+    round_trip = from_ipc(to_ipc(parts[2]), VERDICT)
     assert round_trip.column("seq").to_pylist() == [0, 1, 3]
     assert round_trip.column("score").to_pylist() == pytest.approx([0.9] * 3)
     # uncalibrated: the attack class's probability is the malicious score, cut at 0.5
@@ -163,7 +166,7 @@ def test_the_model_sees_the_encoding_it_is_given(
     assert done.verdicts.num_rows == 3
     [(width, header)] = scorer.seen
     assert width == config.payload_bytes
-    expected = proc.encode_raw(raw, ORIGIN, config).encoded
+    expected = proc.encode_raw(raw, [ORIGIN], config).encoded
     assert expected is not None
     assert np.array_equal(header, model_inputs(pa.Table.from_batches([expected]))[0])
 
