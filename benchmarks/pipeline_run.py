@@ -199,11 +199,11 @@ class PipelineRun:
 
     def outputs(self, gateways: str | Sequence[str]) -> tuple[pa.Table, pa.Table]:
         """(verdicts, dead letters) of these gateways: what accounting and latency need."""
-        from amlhp.pipeline.dataset import open_dataset
+        from amlhp.pipeline.dataset import DATA_GLOB, open_dataset
 
         wanted = [gateways] if isinstance(gateways, str) else list(gateways)
         columns = ["gateway", "seq", "label", "ts_ns", "scored_at_ns"]
-        if any(self.verdict_dir.glob("date=*/gateway=*/*.parquet")):
+        if any(self.verdict_dir.glob(DATA_GLOB)):
             verdicts = open_dataset(self.verdict_dir).to_table(
                 columns=columns, filter=pc.field("gateway").isin(wanted)
             )

@@ -1,8 +1,8 @@
-"""Flow verdicts from Kafka to a hive-partitioned Parquet dataset, exactly once per file.
+"""Flow verdicts from Kafka to a date-partitioned Parquet dataset, exactly once per file.
 
 The layout and the durability protocol are the packet verdict dataset's, written once in
 :mod:`amlhp.pipeline.parquet_sink` (:mod:`amlhp.pipeline.dataset`):
-``<root>/date=YYYY-MM-DD/gateway=<id>/part-<topic>-<partition>-<first>-<last>.parquet``,
+``<root>/date=YYYY-MM-DD/part-<topic>-<partition>-<first>-<last>.parquet``,
 files first, then a manifest, then the offset commit; on assignment orphans of an
 interrupted flush are removed and consumption resumes after the last durable range. Only
 the decoding (the flow verdict schema) is this writer's.

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,7 +37,7 @@ import pyarrow.parquet as pq
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.pipeline import dataset
 from amlhp.pipeline.kafka_io import consumer_config
-from amlhp.pipeline.parquet_sink import resume_after_durable, write_hive_partitions
+from amlhp.pipeline.parquet_sink import resume_after_durable, write_date_partitions
 from amlhp.settings import Settings
 from amlhp.streams.deadletter import Origin, dead_message
 from amlhp.streams.exceptions import ReplayError
@@ -261,7 +260,7 @@ class Replayer:
             else:
                 table = pa.Table.from_batches(buf.batches)
             verdicts = table.num_rows
-            files += write_hive_partitions(self.out, table, rng, self.compression)
+            files += write_date_partitions(self.out, table, rng, self.compression)
         dead = 0
         if buf.dead:
             dead_table = pa.Table.from_batches(buf.dead, schema=dead_letter_schema())
@@ -363,8 +362,11 @@ def finished_summary(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     body = {**manifest, "totals": totals, "status": "finished"}
     body["finished_at"] = iso_ns(time.time_ns())
     gateways = manifest["plan"]["window"]["gateways"]
-    if gateways:  # the dataset's gateway=<id> folders: no need to read the files
-        found = {unquote(d.name.removeprefix("gateway=")) for d in out.glob("date=*/gateway=*")}
+    if gateways:  # the gateway column only
+        found = set()
+        if any(out.glob(dataset.DATA_GLOB)):
+            column = dataset.open_dataset(out).to_table(columns=["gateway"]).column("gateway")
+            found = {str(g) for g in pc.unique(column).to_pylist()}
         body["gateways_without_packets"] = sorted(set(gateways) - found)
     return body
 

@@ -29,7 +29,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -456,19 +455,21 @@ class PipelineMetrics:
         self.observe_batch(STEP_SCORE, n)
 
     def record_stored(self, table: pa.Table, files: Sequence[Path], now_ns: int) -> None:
-        """A sink flush: verdicts durably written, Parquet bytes per gateway, latency."""
+        """A sink flush: verdicts durably written, Parquet bytes per gateway (a file holds
+        many gateways: its bytes are shared out by rows), latency."""
         if table.num_rows == 0:
             return
-        for gw, count in _value_counts(table.column("gateway")).items():
-            self.packets_out.labels(STEP_SINK, self.gateway(gw)).inc(count)
+        size = 0
         for path in files:
-            name = path.parent.name
-            file_gw = unquote(name.split("=", 1)[1]) if name.startswith("gateway=") else None
             try:
-                size = path.stat().st_size
+                size += path.stat().st_size
             except OSError:
                 continue
-            self.bytes_out.labels(STEP_SINK, self.gateway(file_gw)).inc(size)
+        for gw, count in _value_counts(table.column("gateway")).items():
+            label = self.gateway(gw)
+            self.packets_out.labels(STEP_SINK, label).inc(count)
+            if size:
+                self.bytes_out.labels(STEP_SINK, label).inc(size * count / table.num_rows)
         stamps = np.full(table.num_rows, now_ns, dtype=np.int64)
         self._observe_latency(STEP_SINK, table, stamps)
         self.observe_batch(STEP_SINK, table.num_rows)

@@ -1,4 +1,4 @@
-"""The one Parquet sink core: record batches from a Kafka topic -> a hive-partitioned dataset.
+"""The one Parquet sink core: record batches from a Kafka topic -> a date-partitioned dataset.
 
 Every writer of a Parquet dataset from a topic (packet verdicts, flow verdicts, later
 alerts and replays) needs the same durability protocol, so it is written once here and a
@@ -86,34 +86,27 @@ class SinkStats:
         return dict(self.__dict__)
 
 
-def write_hive_partitions(
+def write_date_partitions(
     root: Path, table: pa.Table, rng: dataset.OffsetRange, compression: str
 ) -> list[Path]:
-    """Write ``table`` as one file per (UTC date of ``ts_ns``, ``gateway``), durably.
-
-    ``gateway`` lives only in the path (hive style), so it is dropped from the files.
-    Rows are grouped by one stable sort (a fleet's flush has a file per gateway: one
-    filter per file over all rows would grow with their product), and the files are
-    made durable together (:func:`dataset.write_all_durably`).
-    """
+    """Write ``table`` as one file per UTC date of ``ts_ns``, durably, its rows sorted by
+    gateway (a stable sort: each gateway's rows stay in arrival order)."""
     ts = table.column("ts_ns").to_numpy(zero_copy_only=False).astype("datetime64[ns]")
     dates = np.datetime_as_string(ts, unit="D")
     gateways = table.column("gateway").to_numpy(zero_copy_only=False).astype(str)
-    keys = np.char.add(np.char.add(dates, "|"), gateways)
-    order = np.argsort(keys, kind="stable")
-    keys = keys[order]
-    data = table.drop_columns(["gateway"]).take(pa.array(order))
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    ends = np.r_[starts[1:], len(keys)]
-    out = []
+    order = np.lexsort((gateways, dates))  # by date, then gateway; stable
+    dates = dates[order]
+    data = table.take(pa.array(order))
+    starts = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]])
+    ends = np.r_[starts[1:], len(dates)]
+    files = []
     for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
-        date, gateway = str(keys[lo]).split("|", 1)
         sink = io.BytesIO()
         pq.write_table(data.slice(lo, hi - lo), sink, compression=compression)
-        path = dataset.partition_dir(root, date, gateway) / dataset.data_file_name(rng)
-        out.append((path, sink.getvalue()))
-    dataset.write_all_durably(root, out)
-    return [path for path, _ in out]
+        path = dataset.date_dir(root, str(dates[lo])) / dataset.data_file_name(rng)
+        dataset.write_durably(path, sink.getvalue())
+        files.append(path)
+    return files
 
 
 def resume_after_durable(root: Path, topic: str, partition: int) -> tuple[int | None, list[Path]]:
@@ -231,8 +224,8 @@ class PartitionedParquetSink:
         raise NotImplementedError(f"{type(self).__name__} must say how it decodes a message")
 
     def write(self, table: pa.Table, rng: dataset.OffsetRange) -> list[Path]:
-        """Write one flush's rows durably; returns the files (default: by date, gateway)."""
-        return write_hive_partitions(self.root, table, rng, self.compression)
+        """Write one flush's rows durably; returns the files (default: one per date)."""
+        return write_date_partitions(self.root, table, rng, self.compression)
 
     def on_batch(self, batch: pa.RecordBatch, size: int) -> None:
         """Hook: a message of ``size`` bytes decoded into ``batch``."""

@@ -12,8 +12,14 @@ from amlhp.pipeline.dataset import OffsetRange
 
 
 def _write(root: Path, rng: OffsetRange, gateway: str, rows: int, manifest: bool) -> Path:
-    table = pa.table({"seq": pa.array(range(rows), pa.uint64()), "ts_ns": [0] * rows})
-    path = dataset.partition_dir(root, "2026-11-23", gateway) / dataset.data_file_name(rng)
+    table = pa.table(
+        {
+            "gateway": [gateway] * rows,
+            "seq": pa.array(range(rows), pa.uint64()),
+            "ts_ns": [0] * rows,
+        }
+    )
+    path = dataset.date_dir(root, "2026-11-23") / dataset.data_file_name(rng)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     dataset.write_durably(path, sink.getvalue().to_pybytes())
@@ -52,33 +58,39 @@ def test_reading_an_empty_root_gives_an_empty_table(tmp_path: Path) -> None:
     assert dataset.read_verdicts(tmp_path / "missing").num_rows == 0
 
 
-def test_a_fleet_flush_writes_a_file_per_gateway_in_row_order(tmp_path: Path) -> None:
-    """Many gateways in one flush: one file per (date, gateway) with that gateway's rows
-    in arrival order, all renamed into place together (no temporaries left), and the
-    ones a crash left before the manifest are removed as orphans."""
-    from amlhp.pipeline.parquet_sink import write_hive_partitions
+def test_a_fleet_flush_writes_one_file_per_date_sorted_by_gateway(tmp_path: Path) -> None:
+    """Many gateways in one flush: one file per date whatever their number, rows grouped
+    by gateway with each gateway's rows in arrival order (a reader filtering on gateway
+    skips row groups by their statistics), and what a crash left before the manifest is
+    removed as orphans."""
+    from amlhp.pipeline.parquet_sink import write_date_partitions
 
     n = 60
-    gateways = [f"gw/{i % 20}" for i in range(n)]  # 20 gateways (>= SYNCFS_FROM), quoted
     day = 1_796_000_000_000_000_000
     table = pa.table(
         {
-            "gateway": gateways,
+            "gateway": [f"gw/{i % 20:02d}" for i in range(n)],
             "seq": pa.array(range(n), pa.uint64()),
             "ts_ns": [day + (86_400 * 10**9 if i == n - 1 else 0) for i in range(n)],
         }
     )
     rng = OffsetRange("amlhp.verdicts", 1, 0, 9)
-    files = write_hive_partitions(tmp_path, table, rng, "zstd")
-    assert len(files) == 21  # the last row is on the next day
-    assert len(files) >= dataset.SYNCFS_FROM
-    assert not list(tmp_path.rglob(".*.tmp"))
-    for path in files:
-        seqs = pq.read_table(path).column("seq").to_pylist()
+    files = write_date_partitions(tmp_path, table, rng, "zstd")
+    assert [f.parent.name for f in files] == ["date=2026-11-30", "date=2026-12-01"]
+    first = pq.read_table(files[0])
+    gateways = first.column("gateway").to_pylist()
+    assert gateways == sorted(gateways)
+    assert len(set(gateways)) == 20
+    pairs = list(zip(gateways, first.column("seq").to_pylist(), strict=True))
+    for gw in set(gateways):
+        seqs = [s for g, s in pairs if g == gw]
         assert seqs == sorted(seqs)
-        assert {s % 20 for s in seqs} == {int(path.parent.name.split("%2F")[1])}
-    assert sum(pq.read_metadata(p).num_rows for p in files) == n
-    removed = dataset.remove_orphans(tmp_path, "amlhp.verdicts", 1)  # no manifest: a crash
+        assert {s % 20 for s in seqs} == {int(gw[3:])}
+    assert pq.read_table(files[1]).column("seq").to_pylist() == [n - 1]
+    dataset.write_manifest(tmp_path, rng, files, n)
+    back = dataset.read_verdicts(tmp_path)
+    assert back.num_rows == n
+    assert set(back.column("date").to_pylist()) == {"2026-11-30", "2026-12-01"}
+    (tmp_path / dataset.MANIFEST_DIR / f"{rng.stem}.json").unlink()  # as if a crash came first
+    removed = dataset.remove_orphans(tmp_path, "amlhp.verdicts", 1)
     assert sorted(removed) == sorted(files)
-    dataset.write_all_durably(tmp_path, [(files[0], b"again")])  # below SYNCFS_FROM
-    assert files[0].read_bytes() == b"again"

@@ -69,7 +69,7 @@ def test_sink_core_counts_bad_messages_and_resumes_after_durable_ranges(
 
     # An interrupted flush left a file no manifest lists; a fresh group has no offsets.
     last = max(ranges, key=lambda r: r.last)
-    orphan = dataset.partition_dir(out, "2023-11-14", "gw-1") / dataset.data_file_name(
+    orphan = dataset.date_dir(out, "2023-11-14") / dataset.data_file_name(
         dataset.OffsetRange(topic, last.partition, last.last + 1, last.last + 9)
     )
     dataset.write_durably(orphan, b"half a flush")

@@ -92,29 +92,11 @@ def synthetic_verdicts(
 
 
 def write_dataset(table: pa.Table, root: Path, topic: str = "synthetic.verdicts") -> list[Path]:
-    """Write ``table`` as the sink would (hive partitions, one manifest); return the files."""
-    import io
-
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
+    """Write ``table`` as the sink would (by date, one manifest); return the files."""
     from amlhp.pipeline import dataset
+    from amlhp.pipeline.parquet_sink import write_date_partitions
 
     rng = dataset.OffsetRange(topic, 0, 0, max(0, table.num_rows - 1))
-    dates = np.datetime_as_string(
-        table.column("ts_ns").to_numpy().astype("datetime64[ns]"), unit="D"
-    )
-    files = []
-    for date in sorted(set(dates)):
-        for gw in sorted(set(table.column("gateway").to_pylist())):
-            mask = pc.and_(pa.array(dates == date), pc.equal(table.column("gateway"), gw))
-            part = table.filter(mask).drop_columns(["gateway"])
-            if part.num_rows == 0:
-                continue
-            sink = io.BytesIO()
-            pq.write_table(part, sink)
-            path = dataset.partition_dir(root, str(date), gw) / dataset.data_file_name(rng)
-            dataset.write_durably(path, sink.getvalue())
-            files.append(path)
+    files = write_date_partitions(root, table, rng, "zstd")
     dataset.write_manifest(root, rng, files, table.num_rows)
     return files
