@@ -153,6 +153,18 @@ def test_wrong_schema_version() -> None:
         from_ipc(message, RAW)
 
 
+def test_a_schema_checked_once_is_not_trusted_for_another() -> None:
+    """The reader remembers the last schema it checked (every message carries one): a
+    message whose schema differs in anything, metadata included, is checked afresh."""
+    batch = synth.raw_batch(FRAMES)
+    assert from_ipc(to_ipc(batch), RAW).num_rows == len(FRAMES)
+    meta = dict(batch.schema.metadata)
+    meta[b"version"] = b"2"
+    with pytest.raises(BatchDecodeError, match="version '2' is not supported"):
+        from_ipc(to_ipc(batch.replace_schema_metadata(meta)), RAW)
+    assert from_ipc(to_ipc(batch), RAW).num_rows == len(FRAMES)
+
+
 def test_missing_metadata() -> None:
     message = to_ipc(synth.raw_batch(FRAMES).replace_schema_metadata(None))
     with pytest.raises(BatchDecodeError, match="got schema None"):
