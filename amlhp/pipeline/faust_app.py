@@ -257,6 +257,7 @@ class InOrder:
         self.holes: dict[int, tuple[int, float, float]] = {}
         #: per partition behind its end: since when no event came from it
         self.quiet: dict[int, float] = {}
+        self.stalls_checked = 0.0
 
     def position(self, partition: int) -> int | None:
         """Where this process is in a partition: the offset after the last event handled
@@ -338,6 +339,9 @@ class InOrder:
         if self.app.rebalancing or not self.app.consumer.flow_active:
             self.quiet.clear()  # a stop or a rebalance: Faust itself seeks afterwards
             return
+        if now - self.stalls_checked < 1.0:  # the worker's clock ticks every few ms
+            return
+        self.stalls_checked = now
         for tp in self.app.consumer.assignment():
             if tp.topic == self.topic and tp.partition not in self.holes:
                 await self._unstall(tp.partition, now)
