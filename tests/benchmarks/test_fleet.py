@@ -35,7 +35,8 @@ def test_fleet_runs_accounts_every_gateway_and_tabulates(
         )
         assert fleet["sink"]["flushes"] >= 1
         assert fleet["worker_series"] > 0
-    # thirty gateways of one tap: messages of fewer packets, more files per flush
+    # thirty gateways of one tap: messages of fewer packets, but no more files per flush
+    # (one per date, whatever the gateways)
     assert large["packets_per_message"] < small["packets_per_message"]
-    assert large["sink"]["files_per_flush_max"] > small["sink"]["files_per_flush_max"]
+    assert 1 <= large["sink"]["files_per_flush_max"] <= small["sink"]["files_per_flush_max"]
     assert "| 30 |" in result.output
