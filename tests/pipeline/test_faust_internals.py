@@ -110,6 +110,11 @@ def test_the_consumer_internals_in_order_reads() -> None:
     assert drain.index("self.suspend_flow.wait()") < drain.index("set_read_offset(tp, offset)")
     commit = inspect.getsource(Consumer._commit_offsets)
     assert "self._committed_offset.update(committable_offsets)" in commit
+    # InOrder's stall check: the partitions assigned here, and the app's rebalance flag
+    assert list(inspect.signature(consumer.assignment).parameters) == []
+    assert app.rebalancing is False
+    app.on_rebalance_start()
+    assert app.rebalancing is True
 
 
 def test_write_table_writes_the_store_and_the_changelog_outside_an_event() -> None:
