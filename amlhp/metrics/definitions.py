@@ -478,8 +478,13 @@ class PipelineMetrics:
         ts = table.column("ts_ns").to_numpy(zero_copy_only=False).astype(np.int64)
         latency = (at_ns.astype(np.int64) - ts) / 1e9
         gws = table.column("gateway").to_numpy(zero_copy_only=False).astype(str)
-        for gw in np.unique(gws):
-            self.latency.observe_many(latency[gws == gw], step, self.gateway(str(gw)))
+        # one pass per series (the gateway label is capped), not per gateway: a fleet's
+        # flush holds thousands of gateways, and a mask per gateway grows with rows x them
+        names, of_row = np.unique(gws, return_inverse=True)
+        labels, of_name = np.unique([self.gateway(str(g)) for g in names], return_inverse=True)
+        series = of_name[of_row]
+        for i, label in enumerate(labels.tolist()):
+            self.latency.observe_many(latency[series == i], step, label)
 
 
 @lru_cache(maxsize=1)

@@ -105,6 +105,28 @@ def test_record_verdicts_counts_per_class_gateway_and_latency() -> None:
     assert value(reg, "amlhp_batch_packets_count", step="score") == 1
 
 
+def test_latency_of_gateways_past_the_label_cap_folds_into_one_series() -> None:
+    """A flush of more gateways than the label cap: each latency lands in its gateway's
+    series or in the one ``_other`` series, none lost and none twice."""
+    metrics = PipelineMetrics()
+    metrics.gateway_label = BoundedLabel(1)
+    table = synthetic_verdicts(500, seed=3)
+    gateways = np.array(table.column("gateway").to_pylist())
+    assert len(set(gateways)) > 1
+    metrics.record_verdicts(table)
+    reg = metrics.registry
+    kept = [metrics.gateway(str(g)) for g in sorted(set(gateways))]
+    named = sorted({k for k in kept if k != OTHER})
+    assert len(named) == 1
+    counts = {
+        label: value(reg, "amlhp_e2e_latency_seconds_count", step="score", gateway=label)
+        for label in [*named, OTHER]
+    }
+    for label in named:
+        assert counts[label] == int((gateways == label).sum())
+    assert sum(counts.values()) == table.num_rows
+
+
 def test_dead_letters_are_counted_by_reason_and_kind() -> None:
     metrics = PipelineMetrics()
     rows = pa.RecordBatch.from_pydict(
