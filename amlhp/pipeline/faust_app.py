@@ -322,10 +322,13 @@ class InOrder:
             )  # fmt: skip
         return True, missing
 
+    def assigned(self) -> set[int]:
+        """The partitions of the topic assigned to this process."""
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topic}
+
     def behind(self) -> set[int]:
         """The partitions of the topic assigned here that are not :meth:`caught_up`."""
-        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topic}
-        return {p for p in assigned if not self.caught_up(p)}
+        return {p for p in self.assigned() if not self.caught_up(p)}
 
     async def rewind_held(self, now: float | None = None) -> None:
         """Seek every partition with a hole back to it, and every stalled one back to its
@@ -342,9 +345,8 @@ class InOrder:
         if now - self.stalls_checked < 1.0:  # the worker's clock ticks every few ms
             return
         self.stalls_checked = now
-        for tp in self.app.consumer.assignment():
-            if tp.topic == self.topic and tp.partition not in self.holes:
-                await self._unstall(tp.partition, now)
+        for partition in self.assigned() - set(self.holes):
+            await self._unstall(partition, now)
 
     async def _unstall(self, partition: int, now: float) -> None:
         position = self.position(partition)
