@@ -125,7 +125,7 @@ def build_app() -> typer.Typer:
 PANELS: dict[str, tuple[str, ...]] = {
     "Run the pipeline (operators)": (
         "demo", "tap", "worker", "sink", "alerts-stage", "alerts-sink", "topics", "infra",
-        "settings", "dashboards", "flows",
+        "settings", "dashboards", "flows", "devices",
     ),
     "Offline and history (data engineers, ops)": (
         "score", "alerts", "report", "replay", "replay-diff", "encode", "explain",

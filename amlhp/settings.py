@@ -76,6 +76,10 @@ class TopicNames(BaseModel):
         "amlhp.flows.verdicts",
         description="env AMLHP_TOPIC_FLOW_VERDICTS: flow-level verdicts of the flow worker",
     )
+    devices: str = Field(
+        "amlhp.devices",
+        description="env AMLHP_TOPIC_DEVICES: the device inventory (compacted, amlhp.device v1)",
+    )
     explanations: str = Field("amlhp.explanations", description="env AMLHP_TOPIC_EXPLANATIONS")
     alerts: str = Field("amlhp.alerts", description="env AMLHP_TOPIC_ALERTS")
     alert_ticks: str = Field("amlhp.alerts.ticks", description="env AMLHP_TOPIC_ALERT_TICKS")
@@ -113,12 +117,17 @@ class Settings(BaseSettings):
         "amlhp.flows.verdicts",
         description="env AMLHP_TOPIC_FLOW_VERDICTS: flow-level verdicts of the flow worker",
     )
+    topic_devices: str = Field(
+        "amlhp.devices",
+        description="env AMLHP_TOPIC_DEVICES: the device inventory of the flow worker "
+        "(compacted: the latest entry per gateway and host; amlhp.device v1)",
+    )
     topic_explanations: str = Field(
         "amlhp.explanations",
         description="env AMLHP_TOPIC_EXPLANATIONS: sampled per-packet explanations",
     )
     topic_alerts: str = Field(
-        "amlhp.alerts", description="env AMLHP_TOPIC_ALERTS: incidents (amlhp.alert v2)"
+        "amlhp.alerts", description="env AMLHP_TOPIC_ALERTS: incidents (amlhp.alert v3)"
     )
     topic_alert_ticks: str = Field(
         "amlhp.alerts.ticks",

@@ -256,6 +256,50 @@ def alerts_raised() -> PanelBuilder:
     )
 
 
+# -- flow context -------------------------------------------------------------------------
+def flow_verdicts_by_class() -> PanelBuilder:
+    return timeseries_panel(
+        "Flow verdicts by class",
+        "Flow records the flow worker scored per second, by the flow model's class and "
+        "decision (amlhp_flow_verdicts_total; accepted: confidence over the model's "
+        "threshold, uncertain: below it or attributions off the class's profile).",
+        [
+            Query(
+                q.sum_by(["class", "decision"], q.rate(q.sel(q.FLOW_VERDICTS, q.GATEWAY))),
+                "{{class}} ({{decision}})",
+            )
+        ],
+        width=HALF,
+        stacked=True,
+    )
+
+
+def device_inventory() -> PanelBuilder:
+    return table_panel(
+        "Device inventory",
+        "Hosts by device type, per gateway (amlhp_devices from the flow worker; unknown: "
+        "no class holds half of the host's flows). The hosts are in `amlhp devices`.",
+        [
+            Query(
+                q.sum_by(["gateway", "device_type"], q.sel(q.DEVICES, q.GATEWAY)) + " > 0",
+                "{{gateway}} {{device_type}}",
+                instant=True,
+            )
+        ],
+        width=QUARTER,
+    )
+
+
+def open_flows() -> PanelBuilder:
+    return stat_panel(
+        "Open flow records",
+        "Flow records the flow workers hold open (amlhp_open_flows): their state, in "
+        "the flow worker's table; it grows with active hosts, not with time.",
+        [Query(f"sum({q.OPEN_FLOWS})", "open flows", instant=True)],
+        width=QUARTER,
+    )
+
+
 def overview() -> Dashboard:
     """The dashboard ops teams keep open."""
     return new_dashboard(
@@ -276,6 +320,10 @@ def overview() -> Dashboard:
             row("Incidents"),
             open_incidents(),
             alerts_raised(),
+            row("Flow context: flow verdicts and devices"),
+            flow_verdicts_by_class(),
+            device_inventory(),
+            open_flows(),
             row("Latency and verdicts"),
             latency_quantiles(),
             verdict_mix(),

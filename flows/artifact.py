@@ -10,34 +10,73 @@ checked on load so a swapped or damaged file is refused rather than served.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from amlhp.digest import file_sha256
 from amlhp.flows.exceptions import FlowArtifactError
-from amlhp.flows.network import FlowCNN
+from amlhp.flows.numpy_net import NumpyFlowCNN
 from amlhp.flows.record import FlowConfig
 from amlhp.flows.refine import Refiner
+
+if TYPE_CHECKING:
+    from amlhp.flows.network import FlowCNN
 
 WEIGHTS: Final = "flow_model.safetensors"
 META: Final = "flow_model.json"
 FORMAT: Final = "amlhp-flow-model/1"
+#: the committed device identity model (package data, built by ``make flow-models``)
+DEFAULT_MODEL: Final = Path(str(resources.files("amlhp.flows").joinpath("artifacts", "devices")))
 
 
 @dataclass
 class FlowModel:
-    """A loaded flow model with what it needs to make trustworthy verdicts."""
+    """A flow model with what it needs to make trustworthy verdicts.
 
-    network: FlowCNN
+    ``network`` is the numpy network when loaded from an artifact (serving needs no
+    torch) and the torch network right after training; :meth:`numpy_network` and
+    :meth:`torch_network` give either from the same weights.
+    """
+
+    network: NumpyFlowCNN | FlowCNN
     classes: list[str]
     config: FlowConfig
     refiner: Refiner
     meta: dict[str, Any]
+    _other: Any = field(default=None, repr=False)
 
     @property
     def version(self) -> str:
         return str(self.meta.get("version", "unknown"))
+
+    def numpy_network(self) -> NumpyFlowCNN:
+        """What the worker and ``amlhp flows score`` run: the same path, no torch."""
+        if isinstance(self.network, NumpyFlowCNN):
+            return self.network
+        if self._other is None:
+            state = self.network.state_dict()
+            self._other = NumpyFlowCNN({k: v.detach().numpy() for k, v in state.items()})
+        return self._other
+
+    def torch_network(self) -> FlowCNN:
+        """The torch network (evaluation, Captum, FLOP counts); needs the train extra."""
+        if not isinstance(self.network, NumpyFlowCNN):
+            return self.network
+        if self._other is None:
+            import torch
+
+            from amlhp.flows.network import FlowCNN
+
+            net = FlowCNN(
+                num_classes=self.network.num_classes,
+                rows=int(self.meta["network"]["rows"]),
+                width=self.network.width,
+            )
+            net.load_state_dict({k: torch.from_numpy(v) for k, v in self.network.weights.items()})
+            self._other = net.eval()
+        return self._other
 
 
 def save_flow_model(
@@ -74,8 +113,11 @@ def save_flow_model(
 
 
 def load_flow_model(path: Path) -> FlowModel:
-    """Load and verify an artifact folder (or the path of its JSON or weights file)."""
-    from safetensors.torch import load_file
+    """Load and verify an artifact folder (or the path of its JSON or weights file).
+
+    Weights are read with ``safetensors.numpy``: no pickle, and no torch."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
 
     folder = path if path.is_dir() else path.parent
     meta_path, weights = folder / META, folder / WEIGHTS
@@ -89,14 +131,10 @@ def load_flow_model(path: Path) -> FlowModel:
         raise FlowArtifactError(f"{weights} is missing or does not match its sha256")
     cfg = meta["flow_config"]
     config = FlowConfig(tuple(cfg["local_nets"]), float(cfg["lifetime_s"]), int(cfg["context"]))
-    net = FlowCNN(
-        num_classes=len(meta["classes"]),
-        rows=int(meta["network"]["rows"]),
-        width=int(meta["network"]["width"]),
-    )
     try:
-        net.load_state_dict(load_file(str(weights)))
-    except (RuntimeError, ValueError) as exc:
-        raise FlowArtifactError(f"{weights} does not fit the network it describes: {exc}") from exc
-    net.eval()
+        net = NumpyFlowCNN(load_file(str(weights)))
+    except (SafetensorError, ValueError) as exc:
+        raise FlowArtifactError(f"{weights} cannot be read: {exc}") from exc
+    if net.num_classes != len(meta["classes"]) or net.width != int(meta["network"]["width"]):
+        raise FlowArtifactError(f"{weights} does not fit the network {meta_path} describes")
     return FlowModel(net, list(meta["classes"]), config, Refiner.from_dict(meta["refiner"]), meta)

@@ -13,10 +13,11 @@ from typing import Any
 import typer
 
 from amlhp.context import settings_of
+from amlhp.flows.artifact import DEFAULT_MODEL
+from amlhp.metrics.stage_cli import metrics_option, start_metrics
 from amlhp.progress import console, progress_bar
 
 DEFAULT_DATA = Path("out/flows/flows.npz")
-DEFAULT_MODEL = Path("out/flows/model")
 
 
 def _echo_json(doc: Any) -> None:
@@ -37,6 +38,7 @@ def _build(
     main_device_only: bool,
     out: Path,
     max_flows_per_class: int | None = None,
+    device_nets: list[str] | None = None,
 ) -> dict[str, Any]:
     from amlhp.encoders.capture import expand_paths
     from amlhp.flows.dataset import FileLabel, build_dataset, folder_classes, per_class_counts
@@ -83,6 +85,7 @@ def _build(
             classes,
             config,
             main_device_only=main_device_only,
+            device_nets=device_nets or (),
             max_flows_per_class=max_flows_per_class,
             on_file=on_file,
         )
@@ -104,6 +107,9 @@ def register(app: typer.Typer) -> None:
         no_args_is_help=True,
     )
     app.add_typer(flows, name="flows")
+    from amlhp.flows import inventory_cli
+
+    inventory_cli.register(app)
 
     @flows.command("build")
     def build_cmd(
@@ -125,20 +131,46 @@ def register(app: typer.Typer) -> None:
         max_flows_per_class: int | None = typer.Option(
             None, "--max-flows-per-class", help="At most this many flows per class per file"
         ),
+        device_net: list[str] = typer.Option(
+            [], "--device-net", help="Keep only the flows of devices in this subnet (repeatable)"
+        ),
         out: Path = typer.Option(DEFAULT_DATA, "--out", "-o", help="Flow dataset (.npz)"),
     ) -> None:
         """Assemble labelled flow records from captures into a flow dataset."""
         config = _flow_config(local_net, lifetime, context)
         doc = _build(
-            captures, labels, by_folder, config, main_device_only, out, max_flows_per_class
+            captures,
+            labels,
+            by_folder,
+            config,
+            main_device_only,
+            out,
+            max_flows_per_class,
+            device_net,
         )
         _echo_json(doc)
+
+    @flows.command("merge")
+    def merge_cmd(
+        parts: list[Path] = typer.Argument(..., help="Flow datasets from `flows build`"),
+        out: Path = typer.Option(DEFAULT_DATA, "--out", "-o", help="Merged flow dataset"),
+    ) -> None:
+        """Merge flow datasets built apart (classes united by name, contexts kept apart)."""
+        from amlhp.flows.dataset import FlowDataset, concat_datasets, per_class_counts
+
+        ds = concat_datasets([FlowDataset.load(p) for p in parts])
+        ds.save(out)
+        _echo_json({"out": str(out), "flows": len(ds), "per_class": per_class_counts(ds)})
 
     @flows.command("train")
     def train_cmd(
         data: Path = typer.Option(DEFAULT_DATA, "--data", help="Flow dataset from `flows build`"),
         out: Path = typer.Option(DEFAULT_MODEL, "--out", "-o", help="Artifact folder"),
-        split: str = typer.Option("file", "--split", help="file (by capture) or time"),
+        split: str = typer.Option(
+            "file",
+            "--split",
+            help="file (by capture), time, or mixed (file where a class has 3 captures, else time)",
+        ),
         epochs: int = typer.Option(12, "--epochs", min=1),
         max_per_class: int = typer.Option(600, "--max-per-class", min=1),
         lr: float = typer.Option(2e-3, "--lr"),
@@ -172,7 +204,7 @@ def register(app: typer.Typer) -> None:
             "data": {"path": str(data), "flows": len(ds), "split": split, "seed": seed},
             "training": {k: v for k, v in summary.items() if k != "split"},
         }
-        save_flow_model(out, model.network, model.classes, ds.config, model.refiner, extra)
+        save_flow_model(out, model.torch_network(), model.classes, ds.config, model.refiner, extra)
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         _echo_json(
             {
@@ -253,16 +285,20 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Option(DEFAULT_MODEL, "--model", help="Artifact folder"),
         out: Path = typer.Option(Path("out/flows/verdicts.parquet"), "--out", "-o"),
         explain: bool = typer.Option(False, "--explain", help="Add Shapley attributions"),
+        gateway: str | None = typer.Option(
+            None, "--gateway", "-g", help="Gateway id of every file (default: its path)"
+        ),
     ) -> None:
-        """Flow verdicts of captures, offline, in the flow verdict schema (Parquet)."""
+        """Flow verdicts of captures, offline, in the flow verdict schema (Parquet).
+
+        The flow worker's path without Kafka: the same assembler, scorer and device
+        context, each file from a fresh start (its open flows closed at its end)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         from amlhp.encoders.capture import expand_paths
-        from amlhp.encoders.readers import iter_raw_batches
         from amlhp.flows.artifact import load_flow_model
-        from amlhp.flows.assembler import FlowAssembler, iter_closed
-        from amlhp.flows.online import FlowScorer
+        from amlhp.flows.online import FlowScorer, score_capture
 
         fm = load_flow_model(model)
         scorer = FlowScorer(fm, explain_every=1 if explain else 0)
@@ -271,10 +307,8 @@ def register(app: typer.Typer) -> None:
         with progress_bar() as bar:
             task = bar.add_task("score", total=len(files), status="")
             for path in files:
-                assembler = FlowAssembler(fm.config)
-                closed = list(iter_closed(assembler, iter_raw_batches(path, gateway=str(path))))
-                batches.append(scorer.score(closed))
-                bar.update(task, advance=1, status=f"{path.name}: {len(closed)} flows")
+                batches.append(score_capture(path, scorer, gateway))
+                bar.update(task, advance=1, status=f"{path.name}: {batches[-1].num_rows} flows")
         table = pa.Table.from_batches([b for b in batches if b.num_rows], schema=scorer.schema)
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out)
@@ -297,16 +331,30 @@ def register(app: typer.Typer) -> None:
             10.0, "--idle-close", help="Close a gateway's flows after this long without packets"
         ),
         explain_every: int = typer.Option(
-            20, "--explain-every", help="Shapley attributions for every Nth flow (0: none)"
+            20,
+            "--explain-every",
+            help="Shapley attributions for about one flow in N, chosen by flow id (0: none)",
         ),
+        metrics_port: int = metrics_option(),
     ) -> None:
-        """Run the Faust flow worker: raw topic -> flow state table -> flow verdict topic."""
+        """Run the Faust flow worker: raw topic -> flow state table -> flow verdicts and
+        the device inventory."""
         from amlhp.flows.worker import FlowWorkerOptions, run_flow_worker
+        from amlhp.pipeline.children import log_settings
 
+        settings = settings_of(ctx)
+        log_settings("flows", settings)
+        start_metrics(
+            "flows",
+            metrics_port,
+            settings,
+            lag_group=app_id or f"{settings.consumer_group}-flows",
+            lag_topics=[settings.topic_raw],
+        )
         options = FlowWorkerOptions(
             model_path=model, app_id=app_id, idle_close_s=idle_close, explain_every=explain_every
         )
-        run_flow_worker(settings_of(ctx), options)
+        run_flow_worker(settings, options)
 
     @flows.command("sink")
     def sink_cmd(
@@ -319,11 +367,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write flow verdicts to a hive-partitioned Parquet dataset (exactly once per file)."""
         from amlhp.flows.sink import FlowVerdictSink
+        from amlhp.pipeline.children import log_settings
         from amlhp.pipeline.signals import install_stop_signals
 
         stop = threading.Event()
         install_stop_signals(stop)
         settings = settings_of(ctx)
+        log_settings("flow-sink", settings)
         sink = FlowVerdictSink(
             settings,
             settings.under_home(out),

@@ -18,6 +18,7 @@ captures that hold one class each and cannot be split by file.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -218,6 +219,7 @@ def build_dataset(
     config: FlowConfig,
     *,
     main_device_only: bool = False,
+    device_nets: Sequence[str] = (),
     max_flows_per_class: int | None = None,
     seed: int = 0,
     on_file: Callable[[Path], None] | None = None,
@@ -226,10 +228,13 @@ def build_dataset(
 
     ``labels[i]`` is either a class id for all of ``files[i]`` or a labeler of its packets.
     ``main_device_only`` keeps only the flows of each file's most active local address
-    (a capture made for one device). ``max_flows_per_class`` keeps at most that many
-    flows of each class per file, drawn uniformly (``seed``), so that floods of one-packet
-    flows do not swamp the data. Each file is its own gateway, so contexts never cross
-    captures (a context row may be a flow that was not drawn: it is simply not linked).
+    (a capture made for one device). ``device_nets`` keeps only the flows of devices in
+    these subnets: the labelled devices, when others are local too (a packet between two
+    local hosts makes a record for each, and its label names only one of them).
+    ``max_flows_per_class`` keeps at most that many flows of each class per file, drawn
+    uniformly (``seed``), so that floods of one-packet flows do not swamp the data. Each
+    file is its own gateway, so contexts never cross captures (a context row may be a flow
+    that was not drawn: it is simply not linked).
     """
     if len(files) != len(labels):
         raise FlowDatasetError("one label (class id or labeler) per file is needed")
@@ -238,6 +243,7 @@ def build_dataset(
     stats = AssemblerStats()
     dropped: Counter[str] = Counter()
     rng = np.random.default_rng(seed)
+    keep_nets = [ipaddress.ip_network(n) for n in device_nets]
     for file_id, (path, label) in enumerate(zip(files, labels, strict=True)):
         if on_file is not None:
             on_file(path)
@@ -256,7 +262,10 @@ def build_dataset(
         keep_device = main_device(flows) if main_device_only else None
         by_class: dict[int, list[FlowState]] = defaultdict(list)
         for flow in flows:
-            if keep_device is not None and flow.key.device_ip != keep_device:
+            if (keep_device is not None and flow.key.device_ip != keep_device) or (
+                keep_nets
+                and not any(ipaddress.ip_address(flow.key.device_ip) in n for n in keep_nets)
+            ):
                 dropped["other_device"] += 1
                 continue
             cls = flow.label()
@@ -305,6 +314,45 @@ def build_dataset(
     return ds
 
 
+def concat_datasets(parts: Sequence[FlowDataset]) -> FlowDataset:
+    """One dataset of several (sources built apart, e.g. IoT Sentinel by folder and the
+    lab by labels file): classes are united by name, files and devices kept apart, and
+    context links stay within their own part. The parts must share one flow config."""
+    if not parts:
+        raise FlowDatasetError("nothing to merge")
+    config = parts[0].config
+    if any(p.config != config for p in parts):
+        raise FlowDatasetError("the datasets were built with different flow configurations")
+    classes: list[str] = []
+    for part in parts:
+        classes.extend(c for c in part.classes if c not in classes)
+    fields: dict[str, list[np.ndarray]] = {name: [] for name in _ARRAYS}
+    files: list[str] = []
+    devices: list[str] = []
+    offset = 0
+    for part in parts:
+        remap = np.asarray([classes.index(c) for c in part.classes], np.int64)
+        fields["head"].append(part.head)
+        fields["payload"].append(part.payload)
+        fields["start_ns"].append(part.start_ns)
+        fields["end_ns"].append(part.end_ns)
+        fields["label"].append(remap[part.label])
+        fields["device"].append(part.device + len(devices))
+        fields["file"].append(part.file + len(files))
+        fields["context"].append(np.where(part.context >= 0, part.context + offset, -1))
+        files.extend(part.files)
+        devices.extend(part.devices)
+        offset += len(part)
+    return FlowDataset(
+        **{name: np.concatenate(arrays) for name, arrays in fields.items()},
+        classes=classes,
+        files=files,
+        devices=devices,
+        config=config,
+        stats={"merged": [p.stats for p in parts]},
+    )
+
+
 def _merge_stats(total: AssemblerStats, part: AssemblerStats) -> None:
     total.packets += part.packets
     total.used += part.used
@@ -333,23 +381,25 @@ class FlowSplit:
                 for c, name in enumerate(ds.classes)
             },
             "test_files": sorted({ds.files[f] for f in np.unique(ds.file[self.test])})
-            if self.kind == "file"
+            if self.kind in ("file", "mixed")
             else [],
         }
 
 
 def split_flows(ds: FlowDataset, kind: str = "file", seed: int = 0) -> FlowSplit:
-    """Train/validation/test flow indices by capture file or by time (see module doc)."""
-    if kind not in ("file", "time"):
-        raise FlowDatasetError(f"unknown split {kind!r}: expected 'file' or 'time'")
+    """Train/validation/test flow indices by capture file or by time (see module doc);
+    ``mixed`` splits by file the classes that have 3 files or more and by time the rest
+    (a merged dataset of many short captures and one long recording)."""
+    if kind not in ("file", "time", "mixed"):
+        raise FlowDatasetError(f"unknown split {kind!r}: expected 'file', 'time' or 'mixed'")
     rng = np.random.default_rng(seed)
     sides: list[list[IntArray]] = [[], [], []]
     for c in range(len(ds.classes)):
         rows = np.flatnonzero(ds.label == c)
         if rows.size == 0:
             continue
-        if kind == "file":
-            files = np.unique(ds.file[rows])
+        files = np.unique(ds.file[rows])
+        if kind == "file" or (kind == "mixed" and files.size >= 3):
             if files.size < 3:
                 raise FlowDatasetError(
                     f"class {ds.classes[c]!r} has {files.size} capture file(s): a file split "
@@ -404,6 +454,7 @@ __all__ = [
     "FlowDataset",
     "FlowSplit",
     "build_dataset",
+    "concat_datasets",
     "folder_classes",
     "link_context",
     "matrices",

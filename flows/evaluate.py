@@ -114,7 +114,7 @@ def evaluate_flow_model(
 ) -> tuple[dict[str, Any], dict[str, Report]]:
     """Before/after refinement figures and the strategy table on flows ``index``."""
     say = on_status or (lambda _msg: None)
-    net, refiner = model.network, model.refiner
+    net, refiner = model.torch_network(), model.refiner
     labels = ds.label[index]
     logits = predict_logits(net, ds, index)
     raw = softmax(logits)

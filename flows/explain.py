@@ -27,7 +27,7 @@ def explain_flow(
 ) -> dict[str, Any]:
     """Everything about one flow's verdict (flow ``index`` of ``ds``)."""
     x = torch.from_numpy(matrices(ds, np.asarray([index])))
-    net, refiner = model.network, model.refiner
+    net, refiner = model.torch_network(), model.refiner
     with torch.inference_mode():
         logits = net(x).float().numpy()
     raw = softmax(logits)[0]

@@ -136,7 +136,7 @@ class FlowCNN(nn.Module):
         self.blind = tuple(blind)
         mask = torch.zeros(rows, ROW_LEN, dtype=torch.bool)
         for name in self.blind:
-            mask |= group_slots(name, rows)
+            mask |= torch.from_numpy(group_slots(name, rows))
         self.register_buffer("blind_mask", mask, persistent=False)
         self.features = RowFeatures()
         self.meta = nn.Conv2d(META_LEN, 16, (1, 1))

@@ -12,21 +12,42 @@ device's earlier verdicts (see :mod:`amlhp.flows.refine`).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import MutableMapping, Sequence
+from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
-import torch
 
 from amlhp.flows.artifact import FlowModel
 from amlhp.flows.calibration import softmax
 from amlhp.flows.dataset import rows_of
-from amlhp.flows.record import ROW_LEN, FlowState, anonymise
+from amlhp.flows.numpy_net import NumpyFlowCNN
+from amlhp.flows.record import HEAD_LEN, ROW_LEN, SLOT_START, FlowState, anonymise, empty_row
 from amlhp.flows.shapley import GROUPS, exact_shapley
 from amlhp.wire import flow_verdict_schema
 
 History = MutableMapping[tuple[str, str], list[FlowState]]
+
+
+def score_capture(path: Path, scorer: FlowScorer, gateway: str | None = None) -> pa.RecordBatch:
+    """Flow verdicts of one capture file as one gateway (default: named by its path), the
+    offline twin of the flow worker: the same assembler, scorer and device context."""
+    from amlhp.encoders.readers import iter_raw_batches
+    from amlhp.flows.assembler import FlowAssembler, iter_closed
+
+    assembler = FlowAssembler(scorer.model.config)
+    name = str(path) if gateway is None else gateway
+    closed = sorted(
+        iter_closed(assembler, iter_raw_batches(path, gateway=name)),
+        key=lambda s: (s.start_ns, s.key.text()),
+    )
+    history: History = {}
+    chunk = 2048  # the scorer's matrices of one call stay small; the order is kept
+    parts = [scorer.score(closed[lo : lo + chunk], history) for lo in range(0, len(closed), chunk)]
+    return pa.concat_batches(parts) if parts else scorer.score([], history)
 
 
 class FlowScorer:
@@ -36,7 +57,35 @@ class FlowScorer:
         self.model = model
         self.explain_every = explain_every
         self.scored = 0
+        self._empty: npt.NDArray[np.float32] | None = None
         self.schema = flow_verdict_schema(GROUPS)
+
+    @property
+    def _empty_head(self) -> npt.NDArray[np.float32]:
+        return empty_row()[:HEAD_LEN]
+
+    def _empty_parts(self, net: NumpyFlowCNN) -> npt.NDArray[np.float32]:
+        if self._empty is None:
+            self._empty = net.row_parts(empty_row()[None])[0]
+        return self._empty
+
+    @staticmethod
+    def _parts_of(net: NumpyFlowCNN, flow: FlowState) -> npt.NDArray[np.float32]:
+        """A context flow's parts: kept since it was scored, or (after a restart, when
+        the history came from the table) computed again from its row."""
+        if flow.parts is None:
+            flow.parts = net.row_parts(flow.row()[None])[0]
+        parts: npt.NDArray[np.float32] = flow.parts
+        return parts
+
+    def explained(self, flow_id: str) -> bool:
+        """Whether a flow gets Shapley attributions: about one in ``explain_every``,
+        chosen by its id, so that the worker and the offline path explain the same flows
+        however their flows are batched."""
+        if self.explain_every <= 0:
+            return False
+        digest = hashlib.blake2b(flow_id.encode(), digest_size=4).digest()
+        return int.from_bytes(digest, "little") % self.explain_every == 0
 
     def score(self, closed: Sequence[FlowState], history: History | None = None) -> pa.RecordBatch:
         """Verdicts of ``closed`` (scored in start order); ``history`` maps a device to its
@@ -44,32 +93,45 @@ class FlowScorer:
         history = history if history is not None else {}
         depth = self.model.config.context
         rows = self.model.config.rows
+        net = self.model.numpy_network()
         flows = sorted(closed, key=lambda s: (s.start_ns, s.key.text()))
-        mats = np.empty((len(flows), rows, ROW_LEN), np.float32)
-        contexts = []
+        n = len(flows)
+        # Row 0 of each matrix is a new flow: its parts are computed here, once, and kept
+        # on the flow while it is context; context rows need only their head slots.
+        own = np.stack([f.row() for f in flows]) if n else np.zeros((0, ROW_LEN), np.float32)
+        for flow, part in zip(flows, net.row_parts(own), strict=True):
+            flow.parts = part
+        heads = np.tile(self._empty_head, (n, rows, 1))
+        parts = np.tile(self._empty_parts(net), (n, rows, 1))
+        contexts, matrices = [], []
         for i, flow in enumerate(flows):
-            before = history.get(flow.key.device, [])
-            contexts.append(min(len(before), depth))
-            mats[i] = rows_of([flow, *before[:depth]], rows)
+            before = history.get(flow.key.device, [])[:depth]
+            contexts.append(len(before))
+            heads[i, 0] = own[i, :HEAD_LEN]
+            parts[i, 0] = flow.parts
+            for r, prev in enumerate(before, start=1):
+                heads[i, r] = prev.head_vector()
+                heads[i, r, SLOT_START] = max(0, flow.start_ns - prev.start_ns) / 1e9
+                parts[i, r] = self._parts_of(net, prev)
+            if self.explained(flow.flow_id):
+                matrices.append((i, rows_of([flow, *before], rows)))
             history[flow.key.device] = [flow, *before][:depth]
         refiner = self.model.refiner
-        net = self.model.network
-        n = len(flows)
-        explain = np.zeros(n, np.bool_)
-        if self.explain_every > 0:
-            explain = (self.scored + np.arange(n)) % self.explain_every == 0
         self.scored += n
-        x = torch.from_numpy(mats)
-        with torch.inference_mode():
-            logits = net(x).float().numpy() if n else np.zeros((0, len(self.model.classes)))
+        logits = (
+            net.combine(*net.embed_heads(heads, parts))
+            if n
+            else np.zeros((0, len(self.model.classes)), np.float32)
+        )
         probs = softmax(logits, refiner.temperature) if n else np.zeros((0, 0), np.float32)
         pred = probs.argmax(axis=1) if n else np.zeros(0, np.int64)
         conf = probs[np.arange(n), pred] if n else np.zeros(0, np.float32)
         attributions: list[list[float] | None] = [None] * n
         consistent: list[bool | None] = [None] * n
-        idx = np.flatnonzero(explain)
+        idx = np.asarray([i for i, _ in matrices], np.int64)
         if idx.size:
-            phi, _ = exact_shapley(net, x[idx], temperature=refiner.temperature)
+            mats = np.stack([m for _, m in matrices])
+            phi, _ = exact_shapley(net, mats, temperature=refiner.temperature)
             ok = refiner.consistent(phi, pred[idx])
             for j, row in enumerate(idx.tolist()):
                 attributions[row] = [float(v) for v in phi[j, :, pred[row]]]

@@ -39,11 +39,12 @@ anonymised to 0.0.0.0 because they name the local network, not the service.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -119,8 +120,10 @@ class FlowConfig:
         return tuple(ipaddress.IPv4Network(n) for n in self.local_nets)
 
 
+@functools.lru_cache(maxsize=65536)
 def anonymise(remote_ip: str) -> str:
-    """Private remote addresses become 0.0.0.0; public ones are kept."""
+    """Private remote addresses become 0.0.0.0; public ones are kept (cached: a
+    gateway's flows meet the same few peers again and again)."""
     try:
         addr = ipaddress.IPv4Address(remote_ip)
     except ValueError:
@@ -166,6 +169,10 @@ class FlowState:
     #: payload bytes kept for the first packets (already cut to fit the buffer)
     payloads: list[bytes] = field(default_factory=list)
     labels: Counter[int] = field(default_factory=Counter)
+    #: the scorer's cache of this flow's offset-free branch outputs (see
+    #: :meth:`amlhp.flows.numpy_net.NumpyFlowCNN.row_parts`); never serialised
+    parts: Any = field(default=None, compare=False, repr=False)
+    _head: Any = field(default=None, compare=False, repr=False)
 
     @property
     def flow_id(self) -> str:
@@ -203,7 +210,12 @@ class FlowState:
 
     # -- the row --------------------------------------------------------------------
     def head_vector(self) -> FloatArray:
-        """Slots 0..40 of the row, with the start offset (slot 1) set to 0."""
+        """Slots 0..40 of the row, with the start offset (slot 1) set to 0 (a copy)."""
+        return self._head_slots().copy()
+
+    def _head_slots(self) -> FloatArray:
+        if self.parts is not None and self._head is not None:
+            return self._head  # closed and scored: it no longer changes
         out = np.full(HEAD_LEN, PAD, np.float32)
         out[SLOT_PRESENT] = 1.0
         out[SLOT_START] = 0.0
@@ -219,6 +231,7 @@ class FlowState:
             out[base] = offset_ns / 1e9
             out[base + 1] = size
             out[base + 2] = direction
+        self._head = out
         return out
 
     def payload_vector(self) -> Int16Array:

@@ -28,21 +28,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from itertools import combinations
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import torch
-from torch import Tensor, nn
 
 from amlhp.flows import record
+from amlhp.flows.calibration import softmax
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 GROUPS: Final = ("metadata", "addresses_ports", "packets", "payload", "context")
+F32 = npt.NDArray[np.float32]
 
 
-def group_slots(name: str, rows: int) -> Tensor:
+def group_slots(name: str, rows: int) -> npt.NDArray[np.bool_]:
     """Boolean (rows, ROW_LEN) mask of the slots a group covers."""
-    mask = torch.zeros(rows, record.ROW_LEN, dtype=torch.bool)
+    mask = np.zeros((rows, record.ROW_LEN), np.bool_)
     if name == "metadata":
         mask[0, [record.SLOT_START, record.SLOT_PROTO, record.SLOT_BYTES, record.SLOT_PACKETS]] = (
             True
@@ -60,9 +63,9 @@ def group_slots(name: str, rows: int) -> Tensor:
     return mask
 
 
-def absent_input(rows: int) -> Tensor:
+def absent_input(rows: int) -> F32:
     """The value every slot takes when its group is absent (padding, empty present slot)."""
-    out = torch.full((rows, record.ROW_LEN), record.PAD)
+    out = np.full((rows, record.ROW_LEN), record.PAD, np.float32)
     out[:, record.SLOT_PRESENT] = 0.0
     out[0, record.SLOT_PRESENT] = 1.0  # the current flow's row is always there
     return out
@@ -73,73 +76,118 @@ def _weights(g: int) -> dict[int, float]:
     return {s: math.factorial(s) * math.factorial(g - s - 1) / math.factorial(g) for s in range(g)}
 
 
-@torch.inference_mode()
+class RowModel(Protocol):
+    """A flow network in two halves over numpy arrays (the numpy network is one)."""
+
+    def embed_rows(self, x: F32, first_row: int = 0) -> tuple[F32, F32]: ...
+
+    def combine(self, rows: F32, present: F32) -> F32: ...
+
+
+class TorchRows:
+    """The torch FlowCNN seen as a :class:`RowModel` (training and evaluation use it)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net.eval()
+
+    def embed_rows(self, x: F32, first_row: int = 0) -> tuple[F32, F32]:
+        import torch
+
+        with torch.inference_mode():
+            emb, present = self.net.embed_rows(torch.from_numpy(x), first_row)  # type: ignore[operator]
+        return emb.float().numpy(), present.float().numpy()
+
+    def combine(self, rows: F32, present: F32) -> F32:
+        import torch
+
+        with torch.inference_mode():
+            out = self.net.combine(torch.from_numpy(rows), torch.from_numpy(present))  # type: ignore[operator]
+        return np.asarray(out.float().numpy(), np.float32)
+
+
+def _as_numpy(x: Any) -> F32:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(x, np.float32)
+
+
 def exact_shapley(
-    model: nn.Module,
-    x: Tensor,
+    model: Any,
+    x: Any,
     *,
     temperature: float = 1.0,
     groups: tuple[str, ...] = GROUPS,
     batch_size: int = 16,
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+) -> tuple[F32, F32]:
     """Exact group Shapley values of calibrated probabilities, for every class.
 
-    ``x``: (B, R, ROW_LEN). Returns (phi (B, G, K), probs (B, K)): ``phi[b, g, k]`` is group
-    g's contribution to the probability of class k for flow b.
+    ``model``: the numpy network, a torch FlowCNN, or any torch module over whole matrices
+    (the generic path, 32 full passes per flow). ``x``: (B, R, ROW_LEN), numpy or torch.
+    Returns (phi (B, G, K), probs (B, K)): ``phi[b, g, k]`` is group g's contribution to
+    the probability of class k for flow b.
     """
-    model.eval()
+    xs = _as_numpy(x)
     if groups == GROUPS and hasattr(model, "embed_rows") and hasattr(model, "combine"):
-        return _exact_shapley_rows(model, x, temperature, batch_size)
+        rows_model = TorchRows(model) if hasattr(model, "state_dict") else model
+        return _exact_shapley_rows(rows_model, xs, temperature, batch_size)
+    return _exact_shapley_generic(model, xs, temperature, groups, batch_size)
+
+
+def _exact_shapley_generic(
+    model: nn.Module, x: F32, temperature: float, groups: tuple[str, ...], batch_size: int
+) -> tuple[F32, F32]:
+    import torch
+
+    model.eval()
     rows = x.shape[1]
     g = len(groups)
-    masks = torch.stack([group_slots(name, rows) for name in groups])  # (G, R, L)
+    masks = np.stack([group_slots(name, rows) for name in groups])  # (G, R, L)
     absent = absent_input(rows)
-    coalitions = torch.tensor(
-        [[(c >> i) & 1 for i in range(g)] for c in range(2**g)], dtype=torch.bool
-    )  # (2^G, G)
+    coalitions = np.array([[(c >> i) & 1 for i in range(g)] for c in range(2**g)], np.float32)
     # slots present in each coalition: union of the groups it holds, plus never-grouped slots
-    grouped = masks.any(dim=0)
-    keep = (coalitions.float() @ masks.reshape(g, -1).float()).reshape(
+    grouped = masks.any(axis=0)
+    keep = (coalitions @ masks.reshape(g, -1).astype(np.float32)).reshape(
         2**g, rows, record.ROW_LEN
     ) > 0
     keep = keep | ~grouped
 
-    def coalition_logits(chunk: Tensor) -> Tensor:
+    def coalition_logits(chunk: F32) -> F32:
         n = chunk.shape[0]
-        inputs = torch.where(keep.unsqueeze(0), chunk.unsqueeze(1), absent)  # (n, 2^G, R, L)
-        return model(inputs.reshape(n * 2**g, rows, record.ROW_LEN)).float()
+        inputs = np.where(keep[None], chunk[:, None], absent)  # (n, 2^G, R, L)
+        with torch.inference_mode():
+            out = model(torch.from_numpy(inputs.reshape(n * 2**g, rows, record.ROW_LEN)))
+        return np.asarray(out.float().numpy(), np.float32)
 
     return _shapley_by_chunks(x, g, temperature, batch_size, coalition_logits)
 
 
 def _shapley_by_chunks(
-    x: Tensor,
+    x: F32,
     g: int,
     temperature: float,
     batch_size: int,
-    coalition_logits: Callable[[Tensor], Tensor],
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    coalition_logits: Callable[[F32], F32],
+) -> tuple[F32, F32]:
     """Shapley values and full-coalition probabilities, ``batch_size`` flows at a time.
 
     ``coalition_logits(chunk)`` gives the logits of every coalition of each flow of the
     chunk, (n * 2^G, K) in flow-major order; the two exact methods differ only there.
     """
     b = x.shape[0]
-    values: npt.NDArray[np.float32] | None = None
+    values: F32 | None = None
     for lo in range(0, b, batch_size):
         chunk = x[lo : lo + batch_size]
         n = chunk.shape[0]
-        logits = coalition_logits(chunk)
-        probs = torch.softmax(logits / temperature, dim=1).reshape(n, 2**g, -1)
+        probs = softmax(coalition_logits(chunk), temperature).reshape(n, 2**g, -1)
         if values is None:
             values = np.empty((b, 2**g, probs.shape[-1]), np.float32)
-        values[lo : lo + n] = probs.numpy()
+        values[lo : lo + n] = probs
     if values is None:
         raise ValueError("no flow to explain")
     return _shapley_from_values(values, g), values[:, 2**g - 1]
 
 
-def _shapley_from_values(values: npt.NDArray[np.float32], g: int) -> npt.NDArray[np.float32]:
+def _shapley_from_values(values: F32, g: int) -> F32:
     """phi (B, G, K) from coalition values (B, 2^G, K); bit i of a coalition = player i."""
     weights = _weights(g)
     phi = np.zeros((values.shape[0], g, values.shape[2]), np.float32)
@@ -153,8 +201,8 @@ def _shapley_from_values(values: npt.NDArray[np.float32], g: int) -> npt.NDArray
 
 
 def _exact_shapley_rows(
-    model: nn.Module, x: Tensor, temperature: float, batch_size: int
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    model: RowModel, x: F32, temperature: float, batch_size: int
+) -> tuple[F32, F32]:
     """The same exact values for the flow CNN, about 9x cheaper.
 
     Rows are embedded independently, so the 32 coalitions need only 16 embeddings of the
@@ -164,26 +212,26 @@ def _exact_shapley_rows(
     rows = x.shape[1]
     g = len(GROUPS)
     row_groups = GROUPS[:-1]  # the context group is last: bit g-1
-    masks0 = torch.stack([group_slots(name, rows)[0] for name in row_groups])  # (4, L)
+    masks0 = np.stack([group_slots(name, rows)[0] for name in row_groups])  # (4, L)
     absent = absent_input(rows)
-    subsets = torch.tensor(
+    subsets = np.array(
         [[(c >> i) & 1 for i in range(len(row_groups))] for c in range(2 ** len(row_groups))],
-        dtype=torch.bool,
+        np.float32,
     )
-    keep0 = (subsets.float() @ masks0.float()) > 0  # (16, L)
-    keep0 = keep0 | ~masks0.any(dim=0)
-    empty_emb, empty_present = model.embed_rows(absent[1:].unsqueeze(0), 1)  # type: ignore[operator]
+    keep0 = (subsets @ masks0.astype(np.float32)) > 0  # (16, L)
+    keep0 = keep0 | ~masks0.any(axis=0)
+    empty_emb, empty_present = model.embed_rows(absent[None, 1:], 1)
 
-    def coalition_logits(chunk: Tensor) -> Tensor:
+    def coalition_logits(chunk: F32) -> F32:
         n = chunk.shape[0]
-        row0 = torch.where(keep0.unsqueeze(0), chunk[:, :1], absent[0])  # (n, 16, L)
-        emb0, pres0 = model.embed_rows(row0.reshape(n * 16, 1, record.ROW_LEN), 0)  # type: ignore[operator]
+        row0 = np.where(keep0[None], chunk[:, :1], absent[0]).astype(np.float32)  # (n, 16, L)
+        emb0, pres0 = model.embed_rows(row0.reshape(n * 16, 1, record.ROW_LEN), 0)
         emb0 = emb0.reshape(n, 16, -1, 1)
         pres0 = pres0.reshape(n, 16, 1)
-        ctx_emb, ctx_present = model.embed_rows(chunk[:, 1:], 1)  # type: ignore[operator]
+        ctx_emb, ctx_present = model.embed_rows(np.ascontiguousarray(chunk[:, 1:]), 1)
         width = emb0.shape[2]
-        all_rows = torch.empty(n, 2**g, width, rows)
-        all_present = torch.empty(n, 2**g, rows)
+        all_rows = np.empty((n, 2**g, width, rows), np.float32)
+        all_present = np.empty((n, 2**g, rows), np.float32)
         for c in range(2**g):
             sub = c & 15
             all_rows[:, c, :, :1] = emb0[:, sub]
@@ -194,9 +242,9 @@ def _exact_shapley_rows(
             else:
                 all_rows[:, c, :, 1:] = empty_emb
                 all_present[:, c, 1:] = empty_present
-        return model.combine(  # type: ignore[operator]
+        return model.combine(
             all_rows.reshape(n * 2**g, width, rows), all_present.reshape(n * 2**g, rows)
-        ).float()
+        )
 
     return _shapley_by_chunks(x, g, temperature, batch_size, coalition_logits)
 
@@ -214,16 +262,17 @@ def captum_shapley(
     Slots outside every group get their own input value as baseline, so they are a null
     player and change nobody's value. Returns (G,) for ``x`` of shape (1, R, ROW_LEN).
     """
+    import torch
     from captum.attr import ShapleyValues
 
     rows = x.shape[1]
     feature_mask = torch.zeros(1, rows, record.ROW_LEN, dtype=torch.long)
     grouped = torch.zeros(rows, record.ROW_LEN, dtype=torch.bool)
     for i, name in enumerate(groups):
-        m = group_slots(name, rows)
+        m = torch.from_numpy(group_slots(name, rows))
         feature_mask[0][m] = i
         grouped |= m
-    baseline = torch.where(grouped, absent_input(rows), x[0]).unsqueeze(0)
+    baseline = torch.where(grouped, torch.from_numpy(absent_input(rows)), x[0]).unsqueeze(0)
     # ungrouped slots join group 0 with a baseline equal to their input: no effect
     model.eval()
 

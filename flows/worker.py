@@ -12,7 +12,13 @@ come from (raw messages are keyed by gateway, so a gateway lives on one partitio
 
 * ``f|<flow key>``: an open flow record (:meth:`FlowState.to_bytes`);
 * ``h|<gateway>|<device>``: the device's latest closed flows (the matrix context);
-* ``w|<gateway>``: partition, last applied tap ``seq`` and the gateway's event clock.
+* ``w|<gateway>``: partition, last applied tap ``seq`` and the gateway's event clock;
+* ``d|<gateway>|<host>``: the host's device inventory entry (:mod:`amlhp.flows.inventory`).
+
+Every changed inventory entry is also sent to the compacted topic ``amlhp.devices``
+(``amlhp.device`` v1, key ``<gateway>|<host>``), on the partition of the gateway's raw
+messages: co-partitioned with the verdicts, so the alert stage reads a gateway's devices
+on the partition it reads the gateway's verdicts from.
 
 A restarted worker gets the table back from the changelog before it consumes; the
 ``seq`` watermark (written after the flow states it covers, on the same partition, so in
@@ -45,8 +51,10 @@ import pyarrow as pa
 
 from amlhp.flows.assembler import FlowAssembler, parse_raw
 from amlhp.flows.exceptions import FlowStateError
+from amlhp.flows.inventory import DeviceKey, DeviceTally, fold, inventory_batch
 from amlhp.flows.online import FlowScorer
 from amlhp.flows.record import FlowConfig, FlowKey, FlowState, parse_key
+from amlhp.metrics.definitions import STEP_FLOWS, process_metrics
 from amlhp.pipeline.faust_app import (
     InOrder,
     create_faust_app,
@@ -82,6 +90,10 @@ def _history_key(gateway: str, device: str) -> bytes:
 
 def _watermark_key(gateway: str) -> bytes:
     return f"w|{gateway}".encode()
+
+
+def _device_key(gateway: str, host: str) -> bytes:
+    return f"d|{gateway}|{host}".encode()
 
 
 def encode_history(flows: list[FlowState]) -> bytes:
@@ -120,7 +132,8 @@ class FlowRuntime:
     history: dict[tuple[str, str], list[FlowState]] = field(default_factory=dict)
     partition_of: dict[str, int] = field(default_factory=dict)
     last_seen: dict[str, float] = field(default_factory=dict)
-    pending: list[Write] = field(default_factory=list)
+    devices: dict[DeviceKey, DeviceTally] = field(default_factory=dict)
+    touched: set[DeviceKey] = field(default_factory=set)
     invalid_messages: int = 0
 
     def __post_init__(self) -> None:
@@ -133,6 +146,7 @@ class FlowRuntime:
         """Take a gateway's durable state (table entries) into memory."""
         flow_prefix = f"f|{gateway}|".encode()
         hist_prefix = f"h|{gateway}|".encode()
+        device_prefix = f"d|{gateway}|".encode()
         wkey = _watermark_key(gateway)
         for key, value in items:
             if value is None:
@@ -145,6 +159,9 @@ class FlowRuntime:
                 flows = decode_history(value)
                 if flows and flows[0].key.gateway == gateway:
                     self.history[flows[0].key.device] = flows
+            elif key.startswith(device_prefix):
+                tally = DeviceTally.from_bytes(value)
+                self.devices[(tally.gateway, tally.host)] = tally
             elif key == wkey:
                 _, seq, clock = _WATERMARK.unpack(value)
                 self.assembler.watermark_seq[gateway] = seq
@@ -184,14 +201,36 @@ class FlowRuntime:
         return closed, quiet
 
     def score(self, closed: list[FlowState]) -> pa.RecordBatch:
-        return self.scorer.score(closed, self.history)
+        """Verdicts of closed flows; their hosts' inventory entries are updated."""
+        verdicts = self.scorer.score(closed, self.history)
+        self.touched |= fold(self.devices, verdicts)
+        return verdicts
+
+    def device_counts(self) -> dict[tuple[str, str], int]:
+        """Hosts per (gateway, device type) in this process's inventory (the gauge)."""
+        counts: dict[tuple[str, str], int] = {}
+        for tally in self.devices.values():
+            key = (tally.gateway, tally.identity()[0])
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def device_updates(self) -> list[tuple[int, pa.RecordBatch]]:
+        """The inventory entries changed since the last call, one batch per partition."""
+        by_partition: dict[int, list[dict[str, Any]]] = {}
+        version = self.scorer.model.version
+        for key in sorted(self.touched):
+            row = self.devices[key].record(version)
+            by_partition.setdefault(self.partition_of[key[0]], []).append(row)
+        self.touched.clear()
+        return [(p, inventory_batch(rows)) for p, rows in sorted(by_partition.items())]
 
     def writes(self, closed: list[FlowState], gateways: set[str]) -> list[Write]:
-        """Table writes for what changed: flows, device histories, then watermarks."""
+        """Table writes for what changed: flows, device histories, inventory entries, then
+        watermarks (call before :meth:`device_updates`, which forgets what changed)."""
         out: list[Write] = []
         changed, removed = self.assembler.take_changes()
-        for key in removed:
-            out.append((self.partition_of[key.gateway], _flow_key(key), None))
+        for gone in removed:
+            out.append((self.partition_of[gone.gateway], _flow_key(gone), None))
         for state in changed:
             out.append(
                 (self.partition_of[state.key.gateway], _flow_key(state.key), state.to_bytes())
@@ -205,6 +244,8 @@ class FlowRuntime:
                     encode_history(self.history[device]),
                 )
             )
+        for key in sorted(self.touched):
+            out.append((self.partition_of[key[0]], _device_key(*key), self.devices[key].to_bytes()))
         for gateway in sorted(gateways):
             value = _WATERMARK.pack(
                 self.partition_of[gateway],
@@ -244,33 +285,52 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
     runtime = FlowRuntime(
         model.config, FlowScorer(model, explain_every=options.explain_every), options.idle_close_s
     )
+    metrics = process_metrics()
+    metrics.set_model_version(model.version)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-flows")
     lock = asyncio.Lock()
 
-    def apply(writes: list[Write]) -> None:
-        write_table(table, writes)
+    devices_topic = app.topic(settings.topic_devices, value_serializer="raw", key_serializer="raw")
+    Step = tuple[list[Write], pa.RecordBatch | None, list[tuple[int, pa.RecordBatch]]]
 
-    async def publish(batch: pa.RecordBatch) -> None:
-        for gateway in sorted(set(batch.column("gateway").to_pylist())):
-            part = batch.filter(pa.compute.equal(batch.column("gateway"), gateway))
-            await verdict_topic.send(key=str(gateway).encode(), value=to_ipc(part))
+    async def publish(step: Step) -> None:
+        """Send a step's verdicts and inventory entries and wait until the broker has
+        them, before the table writes that say they were made (see ``handle``)."""
+        _, verdicts, devices = step
+        sent = []
+        if verdicts is not None and verdicts.num_rows:
+            for gateway in sorted(set(verdicts.column("gateway").to_pylist())):
+                part = verdicts.filter(pa.compute.equal(verdicts.column("gateway"), gateway))
+                sent.append(await verdict_topic.send(key=str(gateway).encode(), value=to_ipc(part)))
+        for partition, batch in devices:
+            for row in range(batch.num_rows):
+                one = batch.slice(row, 1)
+                key = f"{one.column('gateway')[0]}|{one.column('host')[0]}".encode()
+                sent.append(
+                    await devices_topic.send(key=key, value=to_ipc(one), partition=partition)
+                )
+        for delivery in sent:
+            await delivery
+        if verdicts is not None and verdicts.num_rows:
+            metrics.record_flow_verdicts(verdicts)
 
-    def step(raw: pa.RecordBatch, partition: int) -> tuple[list[Write], pa.RecordBatch | None]:
+    def scored(closed: list[FlowState], gateways: set[str]) -> Step:
+        verdicts = runtime.score(closed) if closed else None
+        writes = runtime.writes(closed, gateways)
+        return writes, verdicts, runtime.device_updates()
+
+    def step(raw: pa.RecordBatch, partition: int) -> Step:
         for gateway in {str(g) for g in raw.column("gateway").to_pylist()}:
             if not runtime.loaded(gateway):
                 runtime.load(gateway, list(table.data.items()), partition)
-        closed, gateways = runtime.ingest(raw, partition)
-        verdicts = runtime.score(closed) if closed else None
-        return runtime.writes(closed, gateways), verdicts
+        return scored(*runtime.ingest(raw, partition))
 
-    def tick(behind: set[int]) -> tuple[list[Write], pa.RecordBatch | None]:
+    def tick(behind: set[int]) -> Step:
         items = list(table.data.items())
         for gateway, partition in known_gateways(items).items():
             if not runtime.loaded(gateway):
                 runtime.load(gateway, items, partition)
-        closed, gateways = runtime.idle(behind=behind)
-        verdicts = runtime.score(closed) if closed else None
-        return runtime.writes(closed, gateways), verdicts
+        return scored(*runtime.idle(behind=behind))
 
     async def handle(event: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -280,12 +340,15 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
             runtime.invalid_messages += 1
             log.warning("raw message %s is not a batch: %s", event.message.offset, exc)
             return
+        metrics.count_batch_in(STEP_FLOWS, raw, len(event.value or b""))
         async with lock:
-            writes, verdicts = await loop.run_in_executor(pool, step, raw, event.message.partition)
-            apply(writes)
+            done = await loop.run_in_executor(pool, step, raw, event.message.partition)
+            # records out first, state after: a stop in between re-delivers the event
+            # and the same flows close again (same flow ids); the reverse order would
+            # keep state whose verdicts were never sent
+            await publish(done)
+            write_table(table, done[0])
         await hand_over_table_writes(app)
-        if verdicts is not None and verdicts.num_rows:
-            await publish(verdicts)
 
     in_order = InOrder(app, settings.topic_raw)
 
@@ -311,10 +374,11 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
         loop = asyncio.get_running_loop()
         behind = in_order.behind()  # their gateways' packets may still be queued
         async with lock:
-            writes, verdicts = await loop.run_in_executor(pool, tick, behind)
-            apply(writes)
-        if verdicts is not None and verdicts.num_rows:
-            await publish(verdicts)
+            done = await loop.run_in_executor(pool, tick, behind)
+            await publish(done)
+            write_table(table, done[0])
+            metrics.open_flows.set(len(runtime.assembler.open))
+            metrics.set_devices(runtime.device_counts())
 
     async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", set())
@@ -327,6 +391,9 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
                     runtime.last_seen.pop(gateway, None)
                     for device in [d for d in runtime.history if d[0] == gateway]:
                         del runtime.history[device]
+                    for host in [d for d in runtime.devices if d[0] == gateway]:
+                        del runtime.devices[host]
+                        runtime.touched.discard(host)
 
     cast(Any, app.on_partitions_revoked).connect(on_revoked)
 

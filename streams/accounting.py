@@ -7,7 +7,6 @@ consumer group). Duplicates are counted, never silently merged.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,60 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from amlhp.pipeline.dataset import read_verdicts
+from amlhp.pipeline.kafka_io import read_topic_batches
 from amlhp.settings import Settings
-from amlhp.wire import DEAD_LETTER, BatchDecodeError, dead_letter_schema, from_ipc
-
-
-def read_topic_batches(
-    settings: Settings,
-    topic: str,
-    decode: Callable[[bytes], pa.RecordBatch],
-    timeout_s: float = 30.0,
-) -> tuple[list[pa.RecordBatch], int]:
-    """All batches of a topic up to its current high watermarks; (batches, undecodable)."""
-    import time
-
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": "amlhp-accounting-reader",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "fetch.message.max.bytes": 8_000_000,
-            }
-        )
-    )
-    batches: list[pa.RecordBatch] = []
-    bad = 0
-    try:
-        meta = consumer.list_topics(topic, timeout=timeout_s)
-        parts = meta.topics[topic].partitions if topic in meta.topics else {}
-        ends: dict[int, int] = {}
-        for p in parts:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            if high > low:
-                ends[p] = high
-        if not ends:
-            return [], 0
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        deadline = time.monotonic() + timeout_s
-        remaining = dict(ends)
-        while remaining and time.monotonic() < deadline:
-            for msg in consumer.consume(500, timeout=0.5):
-                if msg.error() is not None:
-                    continue
-                p, offset = msg.partition() or 0, msg.offset() or 0
-                if offset + 1 >= remaining.get(p, 0):
-                    remaining.pop(p, None)
-                try:
-                    batches.append(decode(msg.value() or b""))
-                except BatchDecodeError:
-                    bad += 1
-    finally:
-        consumer.close()
-    return batches, bad
+from amlhp.wire import DEAD_LETTER, dead_letter_schema, from_ipc
 
 
 def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> pa.Table:

@@ -1,8 +1,10 @@
-"""The main job, end to end on one machine: broker, topics, worker, sink and tap.
+"""The main job, end to end on one machine: broker, topics, the stages and a tap.
 
-``amlhp demo`` replays the committed demo capture through the whole pipeline, waits
-until every packet is accounted for (verdict or dead letter), prints what happened and
-ends with one JSON object on stdout.
+``amlhp demo`` replays the committed demo capture through the whole pipeline (packet
+worker and sink, alert stage and sink, flow worker and sink), waits until every packet is
+accounted for (verdict or dead letter), the incidents are closed and the flows scored,
+prints what happened (verdicts, incidents, flow verdicts per class, the device inventory)
+and ends with one JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import pyarrow.compute as pc
 from amlhp.errors import AmlhpError
 from amlhp.pipeline.children import StageProcess, child_env, start_stage
 from amlhp.pipeline.dataset import read_verdicts
+from amlhp.pipeline.devices import read_inventory
 from amlhp.pipeline.incident_dataset import wait_incidents
-from amlhp.pipeline.incidents import incident_json
+from amlhp.pipeline.incidents import device_cell, incident_json
 from amlhp.settings import Settings
 from amlhp.streams.accounting import Accounting, account_run
 from amlhp.streams.demo_metrics import start_demo_metrics
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 
 #: The demo closes a gateway's incidents after this many idle seconds (not the default 30 s)
 DEMO_ALERT_IDLE_S = 8.0
+#: ... and its open flows after this many (not the default 10 s), so that the flow worker
+#: has named the hosts before their incidents close
+DEMO_FLOW_IDLE_S = 3.0
 
 
 def latency_ms(verdict_root: Path) -> dict[str, float]:
@@ -149,7 +155,8 @@ def run_demo(
     run_id = time.strftime("%Y%m%d%H%M%S")
     reset_topics(settings)
     alerts_dir = out_dir.parent / "alerts"
-    for folder in (out_dir, alerts_dir):
+    flows_dir = out_dir.parent / "flow-verdicts"
+    for folder in (out_dir, alerts_dir, flows_dir):
         if folder.exists():
             shutil.rmtree(folder)
     settings = settings.model_copy(update={"alert_idle_close_s": DEMO_ALERT_IDLE_S})
@@ -187,11 +194,16 @@ def run_demo(
         start_stage("alert-sink", ["alerts-sink", "--out", str(alerts_dir), "--group",
                                    f"amlhp-demo-alert-sink-{run_id}", "--roll-seconds", "1"],
                     work_dir, env),
+        start_stage("flows", ["flows", "worker", "--app-id", f"amlhp-demo-flows-{run_id}",
+                              "--idle-close", str(DEMO_FLOW_IDLE_S)], work_dir, env),
+        start_stage("flow-sink", ["flows", "sink", "--out", str(flows_dir), "--group",
+                                  f"amlhp-demo-flows-sink-{run_id}", "--roll-seconds", "1"],
+                    work_dir, env),
     ]  # fmt: skip
     try:
         if on_status is not None:
             on_status("demo: waiting for the worker and the sink to join their groups")
-        groups = ["", "-sink", "-alerts", "-alert-sink"]
+        groups = ["", "-sink", "-alerts", "-alert-sink", "-flows", "-flows-sink"]
         wait_groups_ready(settings, [f"amlhp-demo{g}-{run_id}" for g in groups], stages, 180.0)
         tap = Tap(settings, gateway)
         started = time.time()
@@ -222,6 +234,10 @@ def run_demo(
         incidents = wait_incidents(
             alerts_dir, stages, settle_s=DEMO_ALERT_IDLE_S + 4, timeout_s=DEMO_ALERT_IDLE_S + 60
         )
+        if on_status is not None:
+            on_status("demo: waiting for the flow worker to score the last flows")
+        flows = wait_settled(flows_dir, stages, settle_s=DEMO_FLOW_IDLE_S + 3, timeout_s=60.0)
+        inventory = read_inventory(settings)
     finally:
         for stage in stages:
             stage.stop()
@@ -245,9 +261,50 @@ def run_demo(
             "verdicts_by_decision": decision_counts(table),
             "alert_dataset": str(alerts_dir),
             "alerts": [incident_json(row) for row in incidents],
+            "flow_dataset": str(flows_dir),
+            "flow_verdicts": flows.num_rows,
+            "flow_verdicts_by_class": flow_counts(flows),
+            "devices": [device_json(row) for row in inventory.to_pylist()],
         }
     )
     return summary
+
+
+def wait_settled(
+    root: Path, stages: list[StageProcess], *, settle_s: float, timeout_s: float
+) -> Any:
+    """The dataset under ``root`` once its row count has not changed for ``settle_s``."""
+    deadline = time.monotonic() + timeout_s
+    seen, since = -1, time.monotonic()
+    while True:
+        for stage in stages:
+            stage.check_alive()
+        table = read_verdicts(root)
+        if table.num_rows != seen:
+            seen, since = table.num_rows, time.monotonic()
+        if time.monotonic() - since >= settle_s or time.monotonic() > deadline:
+            return table
+        time.sleep(0.5)
+
+
+def flow_counts(table: Any) -> dict[str, dict[str, int]]:
+    """Flow verdicts per class: how many, and how many the model was sure of."""
+    out: dict[str, dict[str, int]] = {}
+    if table.num_rows == 0:
+        return out
+    for label, uncertain in zip(
+        table.column("label").to_pylist(), table.column("uncertain").to_pylist(), strict=True
+    ):
+        entry = out.setdefault(str(label), {"flows": 0, "accepted": 0})
+        entry["flows"] += 1
+        entry["accepted"] += 0 if uncertain else 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["flows"]))
+
+
+def device_json(row: dict[str, Any]) -> dict[str, Any]:
+    """An inventory entry as the summary shows it."""
+    keys = ("gateway", "host", "device_type", "confidence", "flows", "accepted_flows")
+    return {k: row[k] for k in keys}
 
 
 def decision_counts(table: Any) -> dict[str, int]:
@@ -292,12 +349,24 @@ def print_summary(summary: dict[str, Any]) -> None:
     for name, n in sorted(summary["verdicts_by_class"].items(), key=lambda kv: -kv[1]):
         classes.add_row(name, str(n))
     out.print(classes)
-    alerts = Table("host", "role", "kind", "packets", "first seen", "last seen",
+    alerts = Table("host", "device", "role", "kind", "packets", "first seen", "last seen",
                    title=f"incidents ({len(summary.get('alerts') or [])})")  # fmt: skip
     for item in summary.get("alerts") or []:
-        alerts.add_row(item["host"], item["role"], item["kind"], str(item["packets"]),
-                       item["first_seen"], item["last_seen"])  # fmt: skip
+        alerts.add_row(item["host"], device_cell(item), item["role"], item["kind"],
+                       str(item["packets"]), item["first_seen"], item["last_seen"])  # fmt: skip
     out.print(alerts)
+    flows = Table("class", "flows", "accepted", title=f"flow verdicts per class "
+                  f"({summary.get('flow_verdicts', 0)} flows)")  # fmt: skip
+    for name, n in (summary.get("flow_verdicts_by_class") or {}).items():
+        flows.add_row(name, str(n["flows"]), str(n["accepted"]))
+    out.print(flows)
+    hosts = len(summary.get("devices") or [])
+    devices = Table("gateway", "host", "device type", "confidence", "flows", "accepted",
+                    title=f"device inventory ({hosts} hosts)")  # fmt: skip
+    for d in summary.get("devices") or []:
+        devices.add_row(d["gateway"], d["host"], d["device_type"], f"{d['confidence']:.2f}",
+                        str(d["flows"]), str(d["accepted_flows"]))  # fmt: skip
+    out.print(devices)
     reasons = Table("reason", "dead letters", title="dead letters per reason")
     for name, n in sorted(summary["dead_letters_by_reason"].items(), key=lambda kv: -kv[1]):
         reasons.add_row(name, str(n))

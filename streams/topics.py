@@ -60,15 +60,19 @@ def pipeline_topic_specs(
     replication_factor: int | None = None,
     retention_ms: int | None = None,
 ) -> list[TopicSpec]:
-    """The pipeline topics (raw, verdicts, dead letter, flow verdicts,
-    explanations, alerts and the alert stage's ticks)."""
+    """The pipeline topics (raw, verdicts, dead letter, flow verdicts, device inventory,
+    explanations, alerts and the alert stage's ticks). The device inventory is compacted
+    (the latest entry per host is the inventory, kept however old); the rest expire."""
     retention = settings.retention_ms if retention_ms is None else retention_ms
+    compacted = {settings.topic_devices}
     return [
         TopicSpec(
             name=name,
             partitions=partitions or settings.partitions,
             replication_factor=replication_factor or settings.replication_factor,
-            config={"retention.ms": str(retention)},
+            config={"cleanup.policy": "compact"}
+            if name in compacted
+            else {"retention.ms": str(retention)},
         )
         for name in settings.topics.all()
     ]

@@ -43,9 +43,19 @@ def register(app: typer.Typer) -> None:
         per_file: bool = typer.Option(
             False, "--per-file", help="Each file is its own gateway (named after the file)"
         ),
+        devices: bool = typer.Option(
+            True,
+            "--devices/--no-devices",
+            help="Name each incident's device from the flow model's inventory of the input",
+        ),
+        flow_model: Path | None = typer.Option(
+            None, "--flow-model", help="Flow model of the inventory (default: bundled)"
+        ),
     ) -> None:
         """The incidents the alert stage would raise on these captures (same code as the
-        stream; thresholds from the AMLHP_ALERT_* settings)."""
+        stream; thresholds from the AMLHP_ALERT_* settings). With the device inventory of
+        the whole input, as the stream's incidents have it once the flow worker has seen
+        their hosts' flows."""
         from amlhp.alerts.export import FORMATS, formatter
         from amlhp.alerts.offline import alerts_from_captures
         from amlhp.alerts.policy import AlertPolicy
@@ -59,12 +69,23 @@ def register(app: typer.Typer) -> None:
         settings = settings_of(ctx)
         scorer = load_scorer(model or default_model_path())
         with captures_with_stdin(captures) as paths:
+            known = None
+            if devices:
+                from amlhp.flows.artifact import DEFAULT_MODEL
+                from amlhp.flows.inventory_cli import inventory_from_captures
+                from amlhp.pipeline.devices import identities
+
+                inventory = inventory_from_captures(
+                    paths, flow_model or DEFAULT_MODEL, gateway, per_file=per_file
+                )
+                known = identities(inventory.to_pylist())
             run = alerts_from_captures(
                 paths,
                 scorer,
                 AlertPolicy.from_settings(settings),
                 gateway=gateway,
                 per_file=per_file,
+                devices=known,
             )
         if line is not None:
             for row in run.incidents:

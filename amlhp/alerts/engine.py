@@ -67,6 +67,9 @@ class Engine:
         self.policy = policy
         self.store = store if store is not None else Store()
         self.model_version = model_version
+        #: (gateway, host) -> (device type, confidence): the device inventory as last
+        #: read (:mod:`amlhp.pipeline.devices`); each row names its host's entry, if any
+        self.devices: dict[tuple[str, str], tuple[str, float]] = {}
         self.duplicates = 0
         #: the stream's order: rows out first, state after (see :meth:`process`)
         self.defer_commit = False
@@ -452,7 +455,8 @@ class Engine:
         if not first_row:
             inc.revision += 1
         inc.last_emit_ns, inc.dirty = ts_ns, False
-        self._out.append(alert_row(inc, status, reason, ts_ns, self.policy.top_n))
+        device = self.devices.get((inc.gateway, inc.host))
+        self._out.append(alert_row(inc, status, reason, ts_ns, self.policy.top_n, device))
 
 
 def _first_seen(prof: Profile, verdict: Verdict) -> int:

@@ -10,7 +10,7 @@ share windows; otherwise the files are one gateway, as one tap replaying them wo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,14 +48,17 @@ def alerts_from_captures(
     gateway: str = "offline",
     per_file: bool = False,
     batch_size: int = 1000,
+    devices: Mapping[tuple[str, str], tuple[str, float]] | None = None,
 ) -> OfflineAlerts:
-    """Score the captures and run the alert engine over the verdicts (module docstring)."""
+    """Score the captures and run the alert engine over the verdicts (module docstring);
+    ``devices`` is the device inventory the incidents name their hosts from."""
     return alerts_from_verdicts(
         scored_captures(
             captures, scorer, gateway=gateway, per_file=per_file, batch_size=batch_size
         ),
         policy,
         scorer.version,
+        devices,
     )
 
 
@@ -77,10 +80,14 @@ def scored_captures(
 
 
 def alerts_from_verdicts(
-    gateways: Iterable[tuple[str, Iterable[pa.RecordBatch]]], policy: AlertPolicy, version: str
+    gateways: Iterable[tuple[str, Iterable[pa.RecordBatch]]],
+    policy: AlertPolicy,
+    version: str,
+    devices: Mapping[tuple[str, str], tuple[str, float]] | None = None,
 ) -> OfflineAlerts:
     """The engine over each gateway's verdicts, closing its incidents at their end."""
     engine = Engine(policy, model_version=version)
+    engine.devices.update(devices or {})
     run = OfflineAlerts()
     for name, batches in gateways:
         for verdicts in batches:

@@ -1,4 +1,4 @@
-"""The alert record: an incident's whole state at one revision, as an ``amlhp.alert`` v2
+"""The alert record: an incident's whole state at one revision, as an ``amlhp.alert`` v3
 row (columns in :mod:`amlhp.wire.records`)."""
 
 from __future__ import annotations
@@ -25,8 +25,16 @@ def _facts(facts: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in facts.items())
 
 
-def alert_row(inc: Incident, status: str, reason: str, ts_ns: int, top_n: int) -> dict[str, Any]:
-    """One ``amlhp.alert`` row: the incident's whole state at this revision."""
+def alert_row(
+    inc: Incident,
+    status: str,
+    reason: str,
+    ts_ns: int,
+    top_n: int,
+    device: tuple[str, float] | None = None,
+) -> dict[str, Any]:
+    """One ``amlhp.alert`` row: the incident's whole state at this revision; ``device``
+    is the host's (device type, confidence) in the device inventory, when it has one."""
     ev = inc.evidence
     classes = top(ev.classes, len(ev.classes))
     peers, ports = top(ev.peers, top_n), top(ev.ports, top_n)
@@ -73,10 +81,12 @@ def alert_row(inc: Incident, status: str, reason: str, ts_ns: int, top_n: int) -
         "sample_seqs": list(ev.samples),
         "explanation_seq": ev.explain_seq,
         "model_version": inc.model_version,
+        "device_type": device[0] if device else None,
+        "device_confidence": device[1] if device else None,
         "emitted_at_ns": time.time_ns(),
     }
 
 
 def alert_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
-    """Alert rows -> one ``amlhp.alert`` v2 batch."""
+    """Alert rows -> one ``amlhp.alert`` v3 batch."""
     return pa.RecordBatch.from_pylist(rows, schema=alert_schema())

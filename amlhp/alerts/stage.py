@@ -29,8 +29,12 @@ scoring.
   in offset order, none skipped, which Faust does not promise when a stop, a rebalance or
   a table recovery suspends its flow: :class:`~amlhp.pipeline.faust_app.InOrder` holds an
   event past a hole and the stage seeks back to it.
+* **Devices.** Each row names its host's device type and confidence from the device
+  inventory of the flow worker (:mod:`amlhp.pipeline.devices`) as this process knows it
+  when the row is made: read from the compacted device topic at start, then followed by
+  the same agent. It is not state: a restart reads it again.
 * **Output.** Each batch of alert rows goes to the alert topic keyed by gateway as one
-  ``amlhp.alert`` v2 Arrow message, and the event's state is written only once the broker
+  ``amlhp.alert`` v3 Arrow message, and the event's state is written only once the broker
   has it: rows are at least once (readers de-duplicate on incident and revision), never
   lost. Metrics count rows by kind and status and gauge the open incidents.
 """
@@ -47,6 +51,7 @@ from amlhp.alerts.engine import Engine, Store, alert_batch
 from amlhp.alerts.policy import AlertPolicy
 from amlhp.metrics.definitions import STEP_ALERTS, process_metrics
 from amlhp.metrics.faust_sensor import install_faust_monitor
+from amlhp.pipeline.devices import identities, read_inventory
 from amlhp.pipeline.faust_app import (
     InOrder,
     create_faust_app,
@@ -55,7 +60,7 @@ from amlhp.pipeline.faust_app import (
     run_to_end,
 )
 from amlhp.settings import Settings
-from amlhp.wire import VERDICT, BatchDecodeError, from_ipc, to_ipc
+from amlhp.wire import DEVICE, VERDICT, BatchDecodeError, from_ipc, to_ipc
 
 log = logging.getLogger(__name__)
 TICK_INTERVAL_S = 1.0
@@ -84,7 +89,11 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
     app = create_faust_app(settings, app_id)
     topics = settings.topics
     source = app.topic(
-        topics.verdicts, topics.alert_ticks, value_serializer="raw", key_serializer="raw"
+        topics.verdicts,
+        topics.alert_ticks,
+        topics.devices,
+        value_serializer="raw",
+        key_serializer="raw",
     )
     ticks = app.topic(topics.alert_ticks, value_serializer="raw", key_serializer="raw")
     alerts = app.topic(topics.alerts, value_serializer="raw", key_serializer="raw")
@@ -96,6 +105,7 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
     store = Store(table("state"))
     engine = Engine(AlertPolicy.from_settings(settings), store)
     engine.defer_commit = True
+    engine.devices.update(identities(read_inventory(settings).to_pylist()))
     metrics = process_metrics()
     install_faust_monitor(app, metrics)
 
@@ -129,6 +139,13 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
         msg = event.message
         now = time.time()
         first_event.setdefault(msg.partition, now)
+        if msg.topic == topics.devices:
+            try:
+                engine.devices.update(identities(from_ipc(event.value or b"", DEVICE).to_pylist()))
+            except BatchDecodeError as exc:
+                metrics.skipped_messages.labels(STEP_ALERTS, "invalid_batch").inc()
+                log.error("device entry at offset %d skipped: %s", msg.offset, exc)
+            return True
         if msg.topic == topics.alert_ticks:
             await in_order.rewind_held()
             rows = engine.idle(msg.partition, now) if caught_up(msg.partition, now) else []

@@ -26,63 +26,46 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from amlhp.metrics.families import (  # noqa: F401 (re-exported)
+    _FLOW_DECISION,
+    _STEP_GW,
+    ALERT_STEPS,
+    BATCH_BUCKETS,
+    EXPLAIN_BUCKETS,
+    EXPLAIN_OUTCOMES,
+    FAMILIES,
+    INFERENCE_BATCH_BUCKETS,
+    INFERENCE_PACKET_BUCKETS,
+    LATENCY_BUCKETS,
+    MAX_CLASSES,
+    MAX_GATEWAYS,
+    MAX_REASONS,
+    OTHER,
+    PROCESS_STEPS,
+    SCORE_BUCKETS,
+    STEP_ALERT_SINK,
+    STEP_ALERTS,
+    STEP_ENCODE,
+    STEP_FLOWS,
+    STEP_SCORE,
+    STEP_SINK,
+    STEP_TAP,
+    STEPS,
+    Kind,
+    MetricFamily,
+)
 from amlhp.metrics.histogram import BulkHistogram
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pyarrow as pa
-
-
-STEP_TAP = "tap"
-STEP_ENCODE = "encode"
-STEP_SCORE = "score"
-STEP_SINK = "sink"
-STEP_ALERTS = "alerts"
-STEP_ALERT_SINK = "alert_sink"
-#: The pipeline's steps in data-flow order: the values of every ``step`` label.
-STEPS: tuple[str, ...] = (STEP_TAP, STEP_ENCODE, STEP_SCORE, STEP_SINK)
-#: The steps after the verdicts: incidents (``amlhp alerts-stage``) and their dataset.
-ALERT_STEPS: tuple[str, ...] = (STEP_ALERTS, STEP_ALERT_SINK)
-
-#: Which steps each process kind runs (the ``amlhp`` command that starts it).
-PROCESS_STEPS: dict[str, tuple[str, ...]] = {
-    "tap": (STEP_TAP,),
-    "worker": (STEP_ENCODE, STEP_SCORE),
-    "sink": (STEP_SINK,),
-    "alerts": (STEP_ALERTS,),
-    "alert-sink": (STEP_ALERT_SINK,),
-}
-
-OTHER = "_other"
-MAX_GATEWAYS = 100
-MAX_CLASSES = 64
-MAX_REASONS = 32
-
-#: Packets per batch: tap messages, worker micro-batches, sink flushes.
-BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 50000, 200000)
-#: Capture -> verdict / capture -> stored, seconds.
-LATENCY_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-)  # fmt: skip
-INFERENCE_BATCH_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-)  # fmt: skip
-INFERENCE_PACKET_BUCKETS = (
-    1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3,
-)  # fmt: skip
-SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
-#: Seconds to explain one sampled packet (Shapley value sampling, off the scoring thread).
-EXPLAIN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-#: What became of a packet the explanation sampler picked (``outcome`` label values).
-EXPLAIN_OUTCOMES: tuple[str, ...] = ("emitted", "rate_limited", "queue_full", "failed")
 
 
 class BoundedLabel:
@@ -118,141 +101,6 @@ def _value_counts(column: Any) -> dict[str, int]:
     return out
 
 
-Kind = Literal["counter", "gauge", "histogram", "bulk"]
-
-
-@dataclass(frozen=True)
-class MetricFamily:
-    """One metric family of :class:`PipelineMetrics`: the attribute that holds it, its
-    kind (``bulk``: a :class:`BulkHistogram`), Prometheus name, help text and labels."""
-
-    attr: str
-    kind: Kind
-    name: str
-    help: str
-    labels: tuple[str, ...] = ()
-    buckets: tuple[float, ...] = ()
-
-    def build(self, registry: CollectorRegistry) -> Any:
-        """The collector of this family, registered in ``registry``."""
-        if self.kind == "counter":
-            return Counter(self.name, self.help, self.labels, registry=registry)
-        if self.kind == "gauge":
-            return Gauge(self.name, self.help, self.labels, registry=registry)
-        if self.kind == "histogram":
-            return Histogram(
-                self.name, self.help, self.labels, buckets=self.buckets, registry=registry
-            )
-        return BulkHistogram(self.name, self.help, self.labels, self.buckets, registry=registry)
-
-
-_STEP_GW = ("step", "gateway")
-
-#: Every family of a process's registry, in exposition order.
-FAMILIES: tuple[MetricFamily, ...] = (
-    MetricFamily(
-        "packets_in", "counter", "amlhp_packets_in",
-        "Packets a step received (tap: captured), by step and gateway",
-        _STEP_GW,
-    ),
-    MetricFamily(
-        "packets_out", "counter", "amlhp_packets_out",
-        "Packets a step passed on (tap: delivered to Kafka; encode: encoded; "
-        "score: verdicts published; sink: verdicts durably written)",
-        _STEP_GW,
-    ),
-    MetricFamily(
-        "bytes_in", "counter", "amlhp_bytes_in",
-        "Bytes a step received (tap: captured frame bytes; others: Kafka message values)",
-        _STEP_GW,
-    ),
-    MetricFamily(
-        "bytes_out", "counter", "amlhp_bytes_out",
-        "Bytes a step passed on (Kafka message values; sink: Parquet bytes written)",
-        _STEP_GW,
-    ),
-    MetricFamily(
-        "batch_packets", "histogram", "amlhp_batch_packets",
-        "Packets per batch: tap messages, encode messages, score micro-batches, sink flushes",
-        ("step",), BATCH_BUCKETS,
-    ),
-    MetricFamily(
-        "inference_batch", "histogram", "amlhp_inference_batch_seconds",
-        "Model inference time per scored micro-batch",
-        (), INFERENCE_BATCH_BUCKETS,
-    ),
-    MetricFamily(
-        "inference_packet", "histogram", "amlhp_inference_packet_seconds",
-        "Model inference time per packet (batch time / batch size), one sample per batch",
-        (), INFERENCE_PACKET_BUCKETS,
-    ),
-    MetricFamily(
-        "latency", "bulk", "amlhp_e2e_latency_seconds",
-        "Capture timestamp -> verdict (step=score) or -> durably stored (step=sink)",
-        _STEP_GW, LATENCY_BUCKETS,
-    ),
-    MetricFamily(
-        "verdicts", "counter", "amlhp_verdicts",
-        "Verdicts published, by gateway, predicted class and decision",
-        ("gateway", "class", "decision"),
-    ),
-    MetricFamily(
-        "score", "bulk", "amlhp_verdict_score",
-        "Probability of the predicted class, by class",
-        ("class",), SCORE_BUCKETS,
-    ),
-    MetricFamily(
-        "dead_letters", "counter", "amlhp_dead_letters",
-        "Dead letters published, by step, reason code and kind "
-        "(packet: one packet refused; message: a whole Kafka message was not a batch)",
-        ("step", "reason", "kind"),
-    ),
-    MetricFamily(
-        "skipped_messages", "counter", "amlhp_skipped_messages",
-        "Kafka messages a step skipped without a dead letter (sink: not a verdict batch)",
-        ("step", "reason"),
-    ),
-    MetricFamily(
-        "delivery_failures", "counter", "amlhp_producer_delivery_failures",
-        "Kafka messages a producer failed to deliver",
-        ("step",),
-    ),
-    MetricFamily(
-        "model_info", "gauge", "amlhp_model_info",
-        "The serving model version (value 1 on the version that serves)",
-        ("version",),
-    ),
-    MetricFamily(
-        "model_loads", "counter", "amlhp_model_loads",
-        "Model artifacts loaded (the first one included) or refused by the reload watcher",
-        ("result",),
-    ),
-    MetricFamily(
-        "explanations", "counter", "amlhp_explanations",
-        "Packets the explanation sampler picked, by outcome (emitted: published to the "
-        "explanation topic; rate_limited / queue_full: dropped so that scoring never "
-        "waits; failed: the explanation or its delivery failed)",
-        ("step", "outcome"),
-    ),
-    MetricFamily(
-        "explain_seconds", "histogram", "amlhp_explanation_seconds",
-        "Time to explain one sampled packet, off the scoring thread",
-        (), EXPLAIN_BUCKETS,
-    ),
-    MetricFamily(
-        "alerts", "counter", "amlhp_alerts",
-        "Alert rows the alert stage emitted, by gateway, kind and status "
-        "(opened: an incident was raised; updated; closed)",
-        ("gateway", "kind", "status"),
-    ),
-    MetricFamily(
-        "open_incidents", "gauge", "amlhp_open_incidents",
-        "Incidents open now in this alert process, by gateway and kind",
-        ("gateway", "kind"),
-    ),
-)  # fmt: skip
-
-
 class PipelineMetrics:
     """The metrics of one process, in their own registry; see the module docstring.
 
@@ -278,6 +126,9 @@ class PipelineMetrics:
     explain_seconds: Histogram
     alerts: Counter
     open_incidents: Gauge
+    flow_verdicts: Counter
+    devices: Gauge
+    open_flows: Gauge
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -290,6 +141,7 @@ class PipelineMetrics:
             setattr(self, family.attr, family.build(self.registry))
         self._loads_seen = (0, 0)
         self._open_labels: set[tuple[str, str]] = set()
+        self._device_labels: set[tuple[str, str]] = set()
 
     # -- label helpers -----------------------------------------------------------------
     def gateway(self, value: str | None) -> str:
@@ -330,6 +182,27 @@ class PipelineMetrics:
         for labels in list(self._open_labels - seen):
             self.open_incidents.labels(*labels).set(0)
         self._open_labels |= seen
+
+    def record_flow_verdicts(self, verdicts: pa.RecordBatch) -> None:
+        """Count one batch of flow verdicts by gateway, class and decision."""
+        counts: dict[tuple[str, str, str], int] = {}
+        cols = verdicts.select(["gateway", "label", "uncertain"]).to_pydict()
+        for gateway, label, uncertain in zip(
+            cols["gateway"], cols["label"], cols["uncertain"], strict=True
+        ):
+            key = (self.gateway(gateway), self.class_label(label), _FLOW_DECISION[bool(uncertain)])
+            counts[key] = counts.get(key, 0) + 1
+        for labels, n in counts.items():
+            self.flow_verdicts.labels(*labels).inc(n)
+
+    def set_devices(self, by_type: Mapping[tuple[str, str], int]) -> None:
+        """The inventory gauge: ``(gateway, device type) -> hosts`` (absent pairs: 0)."""
+        for labels in self._device_labels - set(by_type):
+            self.devices.labels(*labels).set(0)
+        for (gateway, device_type), n in by_type.items():
+            labels = (self.gateway(gateway), self.class_label(device_type))
+            self.devices.labels(*labels).set(n)
+            self._device_labels.add(labels)
 
     def init_explanations(self) -> None:
         """Zero series of every explanation outcome (only workers that explain have them)."""

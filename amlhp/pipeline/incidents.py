@@ -56,17 +56,27 @@ def incident_json(row: dict[str, Any]) -> dict[str, Any]:
         "sample_seqs": row["sample_seqs"],
         "explanation_seq": row["explanation_seq"],
         "model_version": row["model_version"],
+        "device_type": row.get("device_type"),
+        "device_confidence": row.get("device_confidence"),
     }
 
 
-INCIDENT_COLUMNS = ("gateway", "host", "role", "kind", "severity", "packets", "first seen",
-                    "last seen", "score", "classes")  # fmt: skip
+INCIDENT_COLUMNS = ("gateway", "host", "device", "role", "kind", "severity", "packets",
+                    "first seen", "last seen", "score", "classes")  # fmt: skip
+
+
+def device_cell(row: dict[str, Any]) -> str:
+    """The host's device type and the inventory's confidence, ``?`` where not known."""
+    if row.get("device_type") is None:
+        return "?"
+    return f"{row['device_type']} ({float(row['device_confidence'] or 0):.2f})"
 
 
 def incident_cells(row: dict[str, Any]) -> list[str]:
     """One incident as the table's text cells (hosts and times in full)."""
     return [
-        row["gateway"], row["host"], row["role"], row["kind"], str(row.get("severity", "")),
+        row["gateway"], row["host"], device_cell(row), row["role"], row["kind"],
+        str(row.get("severity", "")),
         str(row["packets"]), iso(row["first_seen_ns"]), iso(row["last_seen_ns"]),
         f"{row['mean_score']:.3f}", ",".join(row["classes"][:3]),
     ]  # fmt: skip

@@ -7,10 +7,14 @@ depends on a message is durable.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import pyarrow as pa
 
 from amlhp.kafka_log import with_logger
 from amlhp.settings import Settings
+from amlhp.wire import BatchDecodeError
 
 #: librdkafka's reconnect backoff grows to ``reconnect.backoff.max.ms`` (10 s by default)
 #: while a broker is down, so a client could wait up to 10 s more after the broker is
@@ -74,3 +78,55 @@ def consumer_config(
     }
     config.update(extra)
     return with_logger(settings.kafka_config(**config))
+
+
+def read_topic_batches(
+    settings: Settings,
+    topic: str,
+    decode: Callable[[bytes], pa.RecordBatch],
+    timeout_s: float = 30.0,
+) -> tuple[list[pa.RecordBatch], int]:
+    """All batches of a topic up to its current high watermarks; (batches, undecodable)."""
+    import time
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": "amlhp-accounting-reader",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.message.max.bytes": 8_000_000,
+            }
+        )
+    )
+    batches: list[pa.RecordBatch] = []
+    bad = 0
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s)
+        parts = meta.topics[topic].partitions if topic in meta.topics else {}
+        ends: dict[int, int] = {}
+        for p in parts:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return [], 0
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + timeout_s
+        remaining = dict(ends)
+        while remaining and time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=0.5):
+                if msg.error() is not None:
+                    continue
+                p, offset = msg.partition() or 0, msg.offset() or 0
+                if offset + 1 >= remaining.get(p, 0):
+                    remaining.pop(p, None)
+                try:
+                    batches.append(decode(msg.value() or b""))
+                except BatchDecodeError:
+                    bad += 1
+    finally:
+        consumer.close()
+    return batches, bad

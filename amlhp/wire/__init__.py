@@ -5,7 +5,8 @@ Kafka topic (or a dataset of its records) takes its schema from here, so that a 
 name, version and columns are written down once.
 
 * :mod:`~amlhp.wire.packets`: raw packets, encoded packets, packet verdicts.
-* :mod:`~amlhp.wire.records`: dead letters, flow verdicts, packet explanations, alerts.
+* :mod:`~amlhp.wire.records`: dead letters, flow verdicts, packet explanations, alerts,
+  device inventory.
 * :mod:`~amlhp.wire.registry`: name -> (version, expected schema): the schemas as data.
 * :mod:`~amlhp.wire.ipc`: :func:`to_ipc` and the validating :func:`from_ipc`.
 * :mod:`~amlhp.wire.exceptions`: :class:`BatchDecodeError`, the one error of a bad message.
@@ -35,6 +36,8 @@ from amlhp.wire.records import (
     ALERT_VERSION,
     DEAD_LETTER,
     DEAD_LETTER_VERSION,
+    DEVICE,
+    DEVICE_VERSION,
     EXPLANATION,
     EXPLANATION_VERSION,
     FLOW_VERDICT,
@@ -43,6 +46,7 @@ from amlhp.wire.records import (
     attribution_fields,
     attribution_groups,
     dead_letter_schema,
+    device_schema,
     explanation_schema,
     flow_verdict_schema,
 )
@@ -54,6 +58,8 @@ __all__ = [
     "DEAD_LETTER",
     "DEAD_LETTER_VERSION",
     "DEFAULT_MASK_FIELDS",
+    "DEVICE",
+    "DEVICE_VERSION",
     "ENCODED",
     "ENCODED_VERSION",
     "EXPLANATION",
@@ -75,6 +81,7 @@ __all__ = [
     "canonical_schema",
     "check_schema",
     "dead_letter_schema",
+    "device_schema",
     "encoded_schema",
     "explanation_schema",
     "flow_verdict_schema",

@@ -65,7 +65,28 @@ explained_at_ns  int64           when the explanation was made
 explain_ns       int64           how long it took
 ===============  ==============  ====================================================
 
-Alerts, ``amlhp.alert`` v2 (v1 lacked ``severity`` .. ``evidence``), one row per revision
+Device inventory, ``amlhp.device`` v1, one row per update of a host's entry (the
+compacted topic ``amlhp.devices`` keeps the latest per ``gateway|host``; see
+:mod:`amlhp.flows.inventory`):
+
+=================  ==========  ==========================================================
+column             type        meaning
+=================  ==========  ==========================================================
+gateway            string      the gateway that sees the host
+host               string      the host's real address (inventories are for operators)
+device_type        string      the flow model's class of the host, or ``unknown``
+confidence         float32     share of the host's flows whose accepted verdict is it
+flows              int64       flow records of the host scored so far
+accepted_flows     int64       ... of which the flow model was sure (accepted verdicts)
+votes              list<str>   accepted classes, most flows first (``class=n``)
+first_seen_ns      int64       start of its first flow (capture clock)
+last_seen_ns       int64       last packet of its latest flow
+model_version      string      the flow model
+updated_at_ns      int64       wall clock of this update
+=================  ==========  ==========================================================
+
+Alerts, ``amlhp.alert`` v3 (v2 lacked ``device_type`` and ``device_confidence``; v1
+``severity`` .. ``evidence``), one row per revision
 of an incident (see
 :mod:`amlhp.alerts`): an incident is raised (``status`` ``opened``), revised at most every
 update interval while evidence keeps coming (``updated``) and ``closed`` after a quiet
@@ -113,6 +134,9 @@ sample_seqs       list<uint64>     a few packets' tap sequence numbers (same gat
 explanation_seq   uint64           a packet of the incident that the worker's
                                    explanation sampler picks (null: none)
 model_version     string           the model whose verdicts raised it
+device_type       string           the host's device type from the device inventory
+                                   when known at this revision (null: not known)
+device_confidence float32          ... and the inventory's confidence in it
 emitted_at_ns     int64            wall clock when the row was made
 ================  ===============  ==================================================
 """
@@ -129,12 +153,14 @@ from amlhp.wire.exceptions import BatchDecodeError
 from amlhp.wire.packets import metadata
 
 ALERT: Final = "amlhp.alert"
+DEVICE: Final = "amlhp.device"
+DEVICE_VERSION: Final = "1"
 DEAD_LETTER: Final = "amlhp.deadletter"
 FLOW_VERDICT: Final = "amlhp.flow_verdict"
 EXPLANATION: Final = "amlhp.explanation"
 #: the versions of these schemas that this code writes and reads (see the registry)
 DEAD_LETTER_VERSION, FLOW_VERDICT_VERSION, EXPLANATION_VERSION = "1", "1", "1"
-ALERT_VERSION: Final = "2"
+ALERT_VERSION: Final = "3"
 
 
 def dead_letter_schema() -> pa.Schema:
@@ -261,7 +287,7 @@ EVIDENCE: Final = pa.struct(
 
 
 def alert_schema() -> pa.Schema:
-    """``amlhp.alert`` v2: one row per incident revision (see the module docstring)."""
+    """``amlhp.alert`` v3: one row per incident revision (see the module docstring)."""
     counts = pa.list_(pa.int64())
     return pa.schema(
         [
@@ -295,7 +321,29 @@ def alert_schema() -> pa.Schema:
             pa.field("sample_seqs", pa.list_(pa.uint64())),
             pa.field("explanation_seq", pa.uint64()),
             pa.field("model_version", pa.string()),
+            pa.field("device_type", pa.string()),
+            pa.field("device_confidence", pa.float32()),
             pa.field("emitted_at_ns", pa.int64(), nullable=False),
         ],
         metadata=metadata(ALERT, ALERT_VERSION),
+    )
+
+
+def device_schema() -> pa.Schema:
+    """``amlhp.device`` v1: one row per device inventory update (module docstring)."""
+    return pa.schema(
+        [
+            pa.field("gateway", pa.string(), nullable=False),
+            pa.field("host", pa.string(), nullable=False),
+            pa.field("device_type", pa.string(), nullable=False),
+            pa.field("confidence", pa.float32(), nullable=False),
+            pa.field("flows", pa.int64(), nullable=False),
+            pa.field("accepted_flows", pa.int64(), nullable=False),
+            pa.field("votes", pa.list_(pa.string())),
+            pa.field("first_seen_ns", pa.int64(), nullable=False),
+            pa.field("last_seen_ns", pa.int64(), nullable=False),
+            pa.field("model_version", pa.string()),
+            pa.field("updated_at_ns", pa.int64(), nullable=False),
+        ],
+        metadata=metadata(DEVICE, DEVICE_VERSION),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,11 +74,13 @@ def test_piped_incident_table_is_whole_lines_then_a_json_summary(tmp_path: Path)
     )  # fmt: skip
     header, *rows, summary = done.stdout.splitlines()
     columns = header.split("\t")
-    assert columns[:4] == ["gateway", "host", "role", "kind"]
+    assert columns[:5] == ["gateway", "host", "device", "role", "kind"]
     assert rows
     assert json.loads(summary)["incidents"] == len(rows)
     for line in rows:
         cells = dict(zip(columns, line.split("\t"), strict=True))
         ipaddress.ip_address(cells["host"])  # whole, not cut
+        # the host's device type from the capture's own flows, with its confidence
+        assert re.fullmatch(r"[\w-]+ \(\d\.\d\d\)", cells["device"]), cells["device"]
         assert cells["first_seen"].endswith("Z")
         assert len(cells["first_seen"]) == len("2026-12-02T00:59:28.952Z")

@@ -119,6 +119,12 @@ def _exposed_names() -> set[str]:
     alert = {"gateway": "g", "kind": "scan", "status": "opened"}
     metrics.count_alerts([alert])
     metrics.set_open_incidents({("g", "scan"): 1})
+    import pyarrow as pa
+
+    flows = {"gateway": ["g", "g"], "label": ["HueBridge", "cam"], "uncertain": [False, True]}
+    metrics.record_flow_verdicts(pa.RecordBatch.from_pydict(flows))
+    metrics.set_devices({("g", "HueBridge"): 1})
+    metrics.open_flows.set(3)
     text = generate_latest(metrics.registry).decode()
     names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
     from faust.sensors.prometheus import FaustMetrics
@@ -140,7 +146,7 @@ def test_every_query_names_only_metrics_the_pipeline_exposes() -> None:
             expr = re.sub(r'\{[^}]*\}|"[^"]*"|\[[^\]]*\]', "", query.expr)
             names = set(re.findall(r"[a-zA-Z_][a-zA-Z0-9_]*", expr)) - functions
             labels = {"step", "reason", "class", "gateway", "group", "topic", "partition"}
-            labels |= {"version", "result", "kind", "status"}
+            labels |= {"version", "result", "kind", "status", "decision", "device_type"}
             unknown = {n for n in names - labels if not re.fullmatch(r"e\d*", n)}
             assert unknown <= exposed, (query.panel, sorted(unknown - exposed))
 

@@ -61,7 +61,9 @@ def test_efficiency_fast_path_generic_path_and_captum_agree() -> None:
     np.testing.assert_allclose(phi, slow, atol=1e-6)
     np.testing.assert_allclose(probs, slow_probs, atol=1e-6)
     with torch.inference_mode():
-        nothing = torch.softmax(net(absent_input(6).unsqueeze(0)) / 1.3, dim=1).numpy()[0]
+        nothing = torch.softmax(net(torch.from_numpy(absent_input(6))[None]) / 1.3, dim=1).numpy()[
+            0
+        ]
     # efficiency: the attributions sum to p(flow) - p(nothing), for every class
     np.testing.assert_allclose(phi.sum(axis=1), probs - nothing, atol=1e-5)
     target = int(probs[0].argmax())

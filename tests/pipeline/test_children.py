@@ -29,6 +29,7 @@ def parent_settings(home: Path) -> Settings:
             "topic_verdicts": "site.verdicts",
             "topic_dead_letter": "site.dead",
             "topic_flow_verdicts": "site.flows",
+            "topic_devices": "site.devices",
             "topic_explanations": "site.explanations",
             "topic_alerts": "site.alerts",
             "topic_alert_ticks": "site.alerts.ticks",

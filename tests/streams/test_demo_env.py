@@ -1,11 +1,15 @@
-"""``amlhp -X ... demo`` on the real broker: its worker and sink get every setting.
+"""``amlhp -X ... demo`` on the real broker: its stages get every setting, its flow
+verdicts, device inventory and incidents equal the offline commands', and its report
+renders.
 
 The demo's children build their settings from the environment that
 :func:`amlhp.pipeline.children.child_env` hands them; each logs its effective settings
 (secrets masked) at start, into the log file the demo keeps in ``<home>/var/demo``. A
 ``-X`` flag and an ``AMLHP_RDKAFKA_*`` variable of the parent must both show up there.
-Both properties are harmless on the PLAINTEXT test broker. The same run's dataset then
-gets ``amlhp report``, rendered in headless Chromium.
+Both properties are harmless on the PLAINTEXT test broker. The same run's flow dataset,
+device topic and incidents are checked against ``amlhp flows score``, ``amlhp devices``
+and ``amlhp alerts`` on the same capture (one run of the demo serves all, to spare the
+two shared cores), and its dataset gets ``amlhp report``, rendered in headless Chromium.
 """
 
 from __future__ import annotations
@@ -62,7 +66,60 @@ def logged_settings(log: Path, stage: str) -> dict[str, Any]:
     raise AssertionError(f"{log} has no line with {marker!r}:\n{log.read_text()[-2000:]}")
 
 
-def test_x_flags_reach_the_demos_stages_and_its_report_renders(
+#: what a flow verdict must agree on between the flow worker and ``amlhp flows score``
+FLOW_COLUMNS = ("flow_id", "device_ip", "remote_ip", "proto", "device_port", "remote_port",
+                "packets", "bytes", "first_seq", "last_seq", "context_flows", "label",
+                "uncertain", "consistent")  # fmt: skip
+INCIDENT_KEYS = ("incident_id", "host", "role", "kind", "packets", "device_type")
+
+
+def check_flows_equal_offline(summary: dict[str, Any], capture: Path, settings: Settings) -> None:
+    """The demo's flow dataset, device inventory and incidents against the offline
+    commands on the same capture, as the demo's one gateway."""
+    from amlhp.alerts.offline import alerts_from_captures
+    from amlhp.alerts.policy import AlertPolicy
+    from amlhp.flows.artifact import DEFAULT_MODEL, load_flow_model
+    from amlhp.flows.inventory_cli import inventory_from_captures
+    from amlhp.flows.online import FlowScorer, score_capture
+    from amlhp.model.scorer import default_model_path, load_scorer
+    from amlhp.pipeline.dataset import read_verdicts
+    from amlhp.pipeline.devices import identities
+
+    gateway = "demo-gw-1"
+    stream = read_verdicts(Path(summary["flow_dataset"])).to_pylist()
+    offline = score_capture(capture, FlowScorer(load_flow_model(DEFAULT_MODEL), explain_every=20),
+                            gateway).to_pylist()  # fmt: skip
+    assert offline, "the capture holds flows"
+    ids = [r["flow_id"] for r in stream]
+    assert len(ids) == len(set(ids)), "a flow verdict is in the dataset twice"
+    assert sorted(tuple(r[c] for c in FLOW_COLUMNS) for r in stream) == sorted(
+        tuple(r[c] for c in FLOW_COLUMNS) for r in offline
+    )
+    conf = {r["flow_id"]: r["confidence"] for r in offline}
+    assert all(abs(r["confidence"] - conf[r["flow_id"]]) < 1e-5 for r in stream)
+    assert sum(v["flows"] for v in summary["flow_verdicts_by_class"].values()) == len(stream)
+
+    inventory = inventory_from_captures([capture], DEFAULT_MODEL, gateway).to_pylist()
+    keys = ("gateway", "host", "device_type", "flows", "accepted_flows")
+    assert [tuple(d[k] for k in keys) for d in summary["devices"]] == [
+        tuple(d[k] for k in keys) for d in inventory
+    ]
+    assert any(d["device_type"].startswith("lab-") for d in inventory), inventory
+
+    known = identities(inventory)
+    run = alerts_from_captures([capture], load_scorer(default_model_path()),
+                               AlertPolicy.from_settings(settings), gateway=gateway,
+                               devices=known)  # fmt: skip
+    assert run.incidents, "the scans raise incidents"
+    # the flow worker names the hosts before the gateway's incidents close (idle), so
+    # the closed incidents name the devices the whole capture's inventory names
+    assert sorted(tuple(i[k] for k in INCIDENT_KEYS) for i in summary["alerts"]) == sorted(
+        tuple(i[k] for k in INCIDENT_KEYS) for i in run.incidents
+    )
+    assert all(i["device_type"] is not None for i in summary["alerts"])
+
+
+def test_x_flags_reach_the_demos_stages_and_its_flows_and_report_check_out(
     kafka_settings: Settings, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
@@ -81,7 +138,9 @@ def test_x_flags_reach_the_demos_stages_and_its_report_renders(
     assert summary["packets_in"] == PACKETS
     assert Path(summary["verdict_dataset"]) == home / "out" / "verdicts"  # under the home
 
-    for stage in ("worker", "sink"):
+    check_flows_equal_offline(summary, capture, settings)
+
+    for stage in ("worker", "sink", "flows"):
         got = logged_settings(home / "var" / "demo" / f"{stage}.log", stage)
         assert got["rdkafka"]["socket.keepalive.enable"] == "true", stage  # -X
         assert got["rdkafka"]["statistics.interval.ms"] == "600000", stage  # variable

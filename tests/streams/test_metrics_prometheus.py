@@ -128,7 +128,7 @@ def test_every_panel_query_returns_data_and_totals_agree(
     prom = PromAPI(private_prometheus.url)
     run = uuid.uuid4().hex[:8]
     out = tmp_path / "verdicts"
-    ports = {name: free_port() for name in ("worker", "sink", "tap", "alerts")}
+    ports = {name: free_port() for name in ("worker", "sink", "tap", "alerts", "flows")}
 
     def register(name: str) -> None:
         prometheus_server.register_target(
@@ -146,16 +146,21 @@ def test_every_panel_query_returns_data_and_totals_agree(
         "alerts", "alerts-stage", "--metrics-port", str(ports["alerts"]),
         settings=pipeline_settings.model_copy(update={"alert_idle_close_s": 600.0}),
     )  # fmt: skip
-    for name in ("worker", "sink", "alerts"):
+    # the flow worker: its flow verdicts and device inventory rows (idle close soon after
+    # the tap's last packet)
+    flows = stages("flows", "flows", "worker", "--metrics-port", str(ports["flows"]),
+                   "--idle-close", "3")  # fmt: skip
+    scraped = ("worker", "sink", "alerts", "flows")
+    for name in scraped:
         register(name)
 
     def all_up() -> bool | dict[str, float]:
-        for stage in (worker, sink, alerts):
+        for stage in (worker, sink, alerts, flows):
             stage.check_alive()
         up = by_label(prom.instant(f'up{{run="{run}"}}'), "source")
-        return up == {f"{n}-{run}": 1.0 for n in ("worker", "sink", "alerts")} or up
+        return up == {f"{n}-{run}": 1.0 for n in scraped} or up
 
-    wait_for("Prometheus to scrape the worker, the sink and the alerts stage", all_up)
+    wait_for("Prometheus to scrape the worker, the sink, the alerts stage and flows", all_up)
 
     producer = Producer({"bootstrap.servers": pipeline_settings.bootstrap_servers})
     for value in GARBAGE:
@@ -196,10 +201,12 @@ def test_every_panel_query_returns_data_and_totals_agree(
             "stored": prom.scalar('sum(amlhp_packets_out_total{step="sink"})'),
             "lag": prom.scalar("sum(amlhp_consumer_lag_records)"),
             "opened": prom.scalar('sum(amlhp_alerts_total{status="opened"})'),
+            "flows": prom.scalar("sum(amlhp_flow_verdicts_total)"),
+            "devices": prom.scalar("sum(amlhp_devices)"),
         }
         want = {"tap": packets, "verdicts": ledger.verdicts, "stored": ledger.verdicts, "lag": 0}
-        opened = state.pop("opened")
-        return (state == want and bool(opened)) or {**state, "opened": opened}
+        seen = {k: state.pop(k) for k in ("opened", "flows", "devices")}
+        return (state == want and all(seen.values())) or {**state, **seen}
 
     wait_for("Prometheus to scrape the final counts", scraped_final_counts)
     time.sleep(6)  # one more scrape, so every panel's last sample is the final one

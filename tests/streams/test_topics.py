@@ -31,11 +31,17 @@ def test_specs_follow_the_settings() -> None:
     assert [s.name for s in specs] == settings.topics.all()
     assert specs[0].name == "r"
     assert {(s.partitions, s.replication_factor) for s in specs} == {(6, 3)}
-    assert {s.config["retention.ms"] for s in specs} == {"1234"}
+    expiring = [s for s in specs if s.name != settings.topic_devices]
+    assert {s.config["retention.ms"] for s in expiring} == {"1234"}
+    # the device inventory is the latest entry per host, however old: compacted
+    (devices,) = [s for s in specs if s.name == settings.topic_devices]
+    assert devices.config == {"cleanup.policy": "compact"}
     custom = pipeline_topic_specs(settings, partitions=2, replication_factor=1, retention_ms=-1)
-    assert {(s.partitions, s.replication_factor, s.config["retention.ms"]) for s in custom} == {
-        (2, 1, "-1")
-    }
+    assert {
+        (s.partitions, s.replication_factor, s.config.get("retention.ms", "compact"))
+        for s in custom
+        if s.name != settings.topic_devices
+    } == {(2, 1, "-1")}
 
 
 @pytest.mark.kafka

@@ -16,6 +16,7 @@ import pytest
 from amlhp.wire import (
     ALERT,
     DEAD_LETTER,
+    DEVICE,
     ENCODED,
     EXPLANATION,
     FLOW_VERDICT,
@@ -27,6 +28,7 @@ from amlhp.wire import (
     attribution_fields,
     attribution_groups,
     dead_letter_schema,
+    device_schema,
     encoded_schema,
     explanation_schema,
     flow_verdict_schema,
@@ -126,8 +128,29 @@ def explanations() -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(rows, schema=explanation_schema(FIELDS))
 
 
+def devices() -> pa.RecordBatch:
+    rows = [
+        {
+            "gateway": "gw-1",
+            "host": f"10.0.0.{i}",
+            "device_type": "HueBridge" if i else "unknown",
+            "confidence": 0.75 if i else 0.0,
+            "flows": 8,
+            "accepted_flows": 6 if i else 0,
+            "votes": ["HueBridge=6"] if i else [],
+            "first_seen_ns": 5,
+            "last_seen_ns": 9,
+            "model_version": "flowcnn-1",
+            "updated_at_ns": 10,
+        }
+        for i in range(2)
+    ]
+    return pa.RecordBatch.from_pylist(rows, schema=device_schema())
+
+
 #: name -> a valid batch of that schema, and a column that must not hold nulls
 CASES: dict[str, tuple[Callable[[], pa.RecordBatch], str]] = {
+    DEVICE: (devices, "device_type"),
     DEAD_LETTER: (dead_letters, "reason"),
     FLOW_VERDICT: (flow_verdicts, "flow_id"),
     EXPLANATION: (explanations, "attributions"),
@@ -196,7 +219,7 @@ def mistyped(batch: pa.RecordBatch, column: str) -> pa.RecordBatch:
 def test_missing_or_mistyped_column_is_refused(name: str) -> None:
     make, required = CASES[name]
     batch = make()
-    ts = "origin_offset" if name == DEAD_LETTER else "ts_ns"
+    ts = {DEAD_LETTER: "origin_offset", DEVICE: "first_seen_ns"}.get(name, "ts_ns")
     for broken in (batch.drop_columns([required]), mistyped(batch, ts)):
         assert broken.schema.metadata == batch.schema.metadata
         with pytest.raises(BatchDecodeError, match="columns differ"):
@@ -251,13 +274,15 @@ SCHEMAS: dict[str, pa.Schema] = {
     FLOW_VERDICT: flow_verdict_schema(GROUPS),
     EXPLANATION: explanation_schema(FIELDS),
     ALERT: alert_schema(),
+    DEVICE: device_schema(),
 }
 
 
 #: verdict v2 added malicious_score, decision and ood_score; v3 the packet facts of the
-#: behaviour detectors; alert v2 severity, confidence, score, techniques and evidence
+#: behaviour detectors; alert v2 severity, confidence, score, techniques and evidence,
+#: v3 the host's device type and confidence
 VERSIONS = {RAW: "1", ENCODED: "1", VERDICT: "3", DEAD_LETTER: "1", FLOW_VERDICT: "1",
-            EXPLANATION: "1", ALERT: "2"}  # fmt: skip
+            EXPLANATION: "1", ALERT: "3", DEVICE: "1"}  # fmt: skip
 
 
 def test_registry_holds_every_schema_with_the_version_its_builder_writes() -> None:
@@ -274,6 +299,7 @@ def test_schema_names_are_the_wire_names() -> None:
     assert sorted(SCHEMAS) == [
         "amlhp.alert",
         "amlhp.deadletter",
+        "amlhp.device",
         "amlhp.encoded",
         "amlhp.explanation",
         "amlhp.flow_verdict",
