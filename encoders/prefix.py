@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import struct
 
+import pyarrow as pa
+
 from amlhp.encoders import linktypes as lt
 from amlhp.encoders.layout import (
     IP_SLOT_LEN,
@@ -110,3 +112,14 @@ def needed_prefix(linktype: int, data: bytes, payload_bytes: int) -> int:
         elif not more_fragments:
             return size
     return min(size, start + ihl4 + transport + payload_bytes)
+
+
+def tapped(raw: pa.RecordBatch, payload_bytes: int) -> pa.RecordBatch:
+    """A raw batch as a sensor tap with ``payload_bytes`` would have sent it: each frame
+    cut to :func:`needed_prefix` (frames already shorter are kept as they are). Offline
+    readers of captures use it so that they see what the stream sees."""
+    data = raw.column("data").to_pylist()
+    links = raw.column("linktype").to_pylist()
+    cut = [d[: needed_prefix(lt_, d, payload_bytes)] for d, lt_ in zip(data, links, strict=True)]
+    index = raw.schema.get_field_index("data")
+    return raw.set_column(index, raw.schema.field(index), pa.array(cut, pa.binary()))

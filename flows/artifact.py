@@ -100,11 +100,7 @@ def save_flow_model(
         "weights_sha256": digest,
         "classes": classes,
         "network": {"rows": network.rows, "width": network.row.out_channels},
-        "flow_config": {
-            "local_nets": list(config.local_nets),
-            "lifetime_s": config.lifetime_s,
-            "context": config.context,
-        },
+        "flow_config": config.as_dict(),
         "refiner": refiner.as_dict(),
         **(extra or {}),
     }
@@ -129,8 +125,7 @@ def load_flow_model(path: Path) -> FlowModel:
         raise FlowArtifactError(f"{meta_path} is not a {FORMAT} artifact")
     if not weights.is_file() or file_sha256(weights) != meta.get("weights_sha256"):
         raise FlowArtifactError(f"{weights} is missing or does not match its sha256")
-    cfg = meta["flow_config"]
-    config = FlowConfig(tuple(cfg["local_nets"]), float(cfg["lifetime_s"]), int(cfg["context"]))
+    config = FlowConfig.from_dict(meta["flow_config"])
     try:
         net = NumpyFlowCNN(load_file(str(weights)))
     except (SafetensorError, ValueError) as exc:

@@ -23,6 +23,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.fast import encode_batch
@@ -33,6 +34,7 @@ from amlhp.encoders.layout import (
     UDP_SLOT_OFFSET,
     EncoderConfig,
 )
+from amlhp.encoders.prefix import tapped
 from amlhp.flows.record import (
     DIRECTION_IN,
     DIRECTION_OUT,
@@ -90,7 +92,12 @@ def parse_raw(raw: pa.RecordBatch) -> ParsedPackets:
     # A total length smaller than the header (TCP segmentation offload): size from the wire.
     valid_len = ip_len >= ihl4
     size = np.where(valid_len, ip_len, wire)
-    payload_len = np.where(valid_len, np.clip(ip_len - ihl4 - l4, 0, payload.shape[1]), 0)
+    # Payload bytes the frame still holds: a tap keeps only the first P (the encoder pads
+    # the rest), so the bytes cut off (wire length - captured length) are not payload.
+    lengths = pc.binary_length(raw.column("data")).to_numpy(zero_copy_only=False)
+    captured = np.asarray(lengths, np.int64)[idx]
+    cut = np.maximum(wire - captured, 0)
+    payload_len = np.where(valid_len, np.clip(ip_len - ihl4 - l4 - cut, 0, payload.shape[1]), 0)
     return ParsedPackets(
         gateway=[str(g) for g in sel.column("gateway").to_pylist()],
         ts_ns=_ints(sel, "ts_ns"),
@@ -167,6 +174,13 @@ class FlowAssembler:
     def _touch(self, key: FlowKey) -> None:
         self.dirty.add(key)
         self.removed.discard(key)
+
+    def as_tapped(self, raw: pa.RecordBatch) -> pa.RecordBatch:
+        """``raw`` cut as the product's taps cut it (the config's payload bytes), so that
+        a flow record holds the same bytes offline and in the stream."""
+        if self.config.payload_bytes is None:
+            return raw
+        return tapped(raw, self.config.payload_bytes)
 
     def restore(self, state: FlowState) -> None:
         """Put back an open flow read from durable state (a restarted worker)."""
@@ -287,7 +301,7 @@ def iter_closed(
     label is then the most common label of its packets.
     """
     for raw in batches:
-        parsed = parse_raw(raw)
+        parsed = parse_raw(assembler.as_tapped(raw))
         labels = labeler(parsed.encoded)[parsed.row] if labeler is not None else None
         yield from assembler.add_parsed(parsed, labels)
         yield from assembler.expire()

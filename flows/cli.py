@@ -14,6 +14,7 @@ import typer
 
 from amlhp.context import settings_of
 from amlhp.flows.artifact import DEFAULT_MODEL
+from amlhp.flows.online import DEFAULT_EXPLAIN_EVERY
 from amlhp.metrics.stage_cli import metrics_option, start_metrics
 from amlhp.progress import console, progress_bar
 
@@ -24,10 +25,11 @@ def _echo_json(doc: Any) -> None:
     typer.echo(json.dumps(doc, sort_keys=True, default=str))
 
 
-def _flow_config(local_nets: list[str], lifetime: float, context: int) -> Any:
+def _flow_config(local_nets: list[str], lifetime: float, context: int, payload_bytes: int) -> Any:
     from amlhp.flows.record import DEFAULT_LOCAL_NETS, FlowConfig
 
-    return FlowConfig(tuple(local_nets) or DEFAULT_LOCAL_NETS, lifetime, context)
+    payload = payload_bytes if payload_bytes >= 0 else None
+    return FlowConfig(tuple(local_nets) or DEFAULT_LOCAL_NETS, lifetime, context, payload)
 
 
 def _build(
@@ -100,6 +102,28 @@ def _build(
     }
 
 
+def _register_bench(bench: typer.Typer) -> None:
+    @bench.command("flows")
+    def bench_flows_cmd(
+        capture: Path | None = typer.Argument(None, help="Capture (default: the demo's)"),
+        model: Path = typer.Option(DEFAULT_MODEL, "--model", help="Flow model artifact"),
+        batch_size: int = typer.Option(500, "--batch-size", min=1, help="Packets per message"),
+        repeat: int = typer.Option(2, "--repeat", min=1, help="Runs; the best one counts"),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Write the result (JSON) here"),
+    ) -> None:
+        """One flow worker's capacity (packets/s on one core, no Kafka) and its memory per
+        tracked device, on the raw messages a tap would publish."""
+        from amlhp.data import DEMO_CAPTURE
+        from amlhp.flows.bench import bench_flows, cpu_model
+
+        doc = bench_flows(capture or DEMO_CAPTURE, model, batch_size=batch_size, repeat=repeat)
+        doc["machine"] = cpu_model()
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(doc, indent=2, sort_keys=True))
+        _echo_json({k: v for k, v in doc.items() if k != "runs"})
+
+
 def register(app: typer.Typer) -> None:
     """Add ``amlhp flows ...`` and ``amlhp explain`` to the root app."""
     flows = typer.Typer(
@@ -110,6 +134,9 @@ def register(app: typer.Typer) -> None:
     from amlhp.flows import inventory_cli
 
     inventory_cli.register(app)
+    bench = next((g.typer_instance for g in app.registered_groups if g.name == "bench"), None)
+    if bench is not None:
+        _register_bench(bench)
 
     @flows.command("build")
     def build_cmd(
@@ -125,6 +152,12 @@ def register(app: typer.Typer) -> None:
         ),
         lifetime: float = typer.Option(60.0, "--lifetime", help="Flow record lifetime (s)"),
         context: int = typer.Option(5, "--context", help="Preceding flows per matrix"),
+        payload_bytes: int = typer.Option(
+            64,
+            "--payload-bytes",
+            help="Payload bytes per packet, as the product's taps keep them "
+            "(AMLHP_PAYLOAD_BYTES; -1: all, for studies of captures only)",
+        ),
         main_device_only: bool = typer.Option(
             False, "--main-device-only", help="Keep only each capture's most active device"
         ),
@@ -137,7 +170,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(DEFAULT_DATA, "--out", "-o", help="Flow dataset (.npz)"),
     ) -> None:
         """Assemble labelled flow records from captures into a flow dataset."""
-        config = _flow_config(local_net, lifetime, context)
+        config = _flow_config(local_net, lifetime, context, payload_bytes)
         doc = _build(
             captures,
             labels,
@@ -331,7 +364,7 @@ def register(app: typer.Typer) -> None:
             10.0, "--idle-close", help="Close a gateway's flows after this long without packets"
         ),
         explain_every: int = typer.Option(
-            20,
+            DEFAULT_EXPLAIN_EVERY,
             "--explain-every",
             help="Shapley attributions for about one flow in N, chosen by flow id (0: none)",
         ),
@@ -364,6 +397,7 @@ def register(app: typer.Typer) -> None:
         ),
         roll_seconds: float = typer.Option(5.0, "--roll-seconds"),
         group: str | None = typer.Option(None, "--group", help="Consumer group"),
+        metrics_port: int = metrics_option(),
     ) -> None:
         """Write flow verdicts to a hive-partitioned Parquet dataset (exactly once per file)."""
         from amlhp.flows.sink import FlowVerdictSink
@@ -374,10 +408,18 @@ def register(app: typer.Typer) -> None:
         install_stop_signals(stop)
         settings = settings_of(ctx)
         log_settings("flow-sink", settings)
+        group_id = group or f"{settings.consumer_group}-flows-sink"
+        start_metrics(
+            "flow-sink",
+            metrics_port,
+            settings,
+            lag_group=group_id,
+            lag_topics=[settings.topic_flow_verdicts],
+        )
         sink = FlowVerdictSink(
             settings,
             settings.under_home(out),
-            group_id=group or f"{settings.consumer_group}-flows-sink",
+            group_id=group_id,
             roll_seconds=roll_seconds,
         )
         with console().status("flow sink starting") as status:

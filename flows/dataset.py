@@ -107,11 +107,7 @@ class FlowDataset:
             "classes": self.classes,
             "files": self.files,
             "devices": self.devices,
-            "config": {
-                "local_nets": list(self.config.local_nets),
-                "lifetime_s": self.config.lifetime_s,
-                "context": self.config.context,
-            },
+            "config": self.config.as_dict(),
             "stats": self.stats,
         }
         with open(path, "wb") as fh:
@@ -128,13 +124,12 @@ class FlowDataset:
                 arrays = {k: z[k] for k in z.files if k != "meta"}
         except (OSError, KeyError, ValueError) as exc:
             raise FlowDatasetError(f"{path} is not a flow dataset: {exc}") from exc
-        cfg = meta["config"]
         return cls(
             **{name: arrays[key] for name, key in _ARRAYS.items()},
             classes=list(meta["classes"]),
             files=list(meta["files"]),
             devices=list(meta["devices"]),
-            config=FlowConfig(tuple(cfg["local_nets"]), cfg["lifetime_s"], cfg["context"]),
+            config=FlowConfig.from_dict(meta["config"]),
             stats=meta.get("stats", {}),
         )
 

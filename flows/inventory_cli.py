@@ -45,10 +45,12 @@ def inventory_from_captures(
     from amlhp.encoders.capture import expand_paths
     from amlhp.flows.artifact import load_flow_model
     from amlhp.flows.inventory import DeviceTally, fold, inventory_batch
-    from amlhp.flows.online import FlowScorer, score_capture
+    from amlhp.flows.online import DEFAULT_EXPLAIN_EVERY, FlowScorer, score_capture
 
     fm = load_flow_model(model)
-    scorer = FlowScorer(fm)
+    # explained flows whose attributions are off their class's profile are uncertain:
+    # explain the same flows as the worker does, so the votes are the same
+    scorer = FlowScorer(fm, explain_every=DEFAULT_EXPLAIN_EVERY)
     tallies: dict[tuple[str, str], DeviceTally] = {}
     for path in expand_paths(captures):
         fold(tallies, score_capture(path, scorer, path.name if per_file else gateway))

@@ -208,6 +208,8 @@ class NumpyFlowCNN:
         They do not depend on the row's start offset (slot 1, relative to the matrix's
         current flow), so a flow's parts serve every matrix it is a row of: the scorer
         computes them once per flow and keeps them while the flow is device context."""
+        if rows.shape[0] == 0:
+            return np.zeros((0, 48), np.float32)
         _, packets, _ = head_features(rows)
         p = _relu(_conv1d(packets, *self.conv["pk1"], pad=1))
         p = _relu(_conv1d(p, *self.conv["pk2"], pad=1)).max(axis=2)  # (N, 16)

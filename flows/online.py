@@ -30,6 +30,9 @@ from amlhp.flows.shapley import GROUPS, exact_shapley
 from amlhp.wire import flow_verdict_schema
 
 History = MutableMapping[tuple[str, str], list[FlowState]]
+#: the flow worker explains about one flow in this many (chosen by flow id); an offline
+#: path that must agree with it (the inventory of ``amlhp alerts``) uses the same
+DEFAULT_EXPLAIN_EVERY = 20
 
 
 def score_capture(path: Path, scorer: FlowScorer, gateway: str | None = None) -> pa.RecordBatch:

@@ -88,11 +88,14 @@ Int16Array = npt.NDArray[np.int16]
 
 @dataclass(frozen=True)
 class FlowConfig:
-    """How packets become flow records: local subnets, lifetime, context depth."""
+    """How packets become flow records: local subnets, lifetime, context depth, and the
+    payload bytes per packet a sensor tap keeps (``None``: all; the product's taps keep
+    ``AMLHP_PAYLOAD_BYTES``, so a model for the stream is built and scored with that)."""
 
     local_nets: tuple[str, ...] = DEFAULT_LOCAL_NETS
     lifetime_s: float = DEFAULT_LIFETIME_S
     context: int = DEFAULT_CONTEXT
+    payload_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not self.local_nets:
@@ -106,6 +109,26 @@ class FlowConfig:
             raise FlowConfigError(f"lifetime must be positive, got {self.lifetime_s}")
         if not 0 <= self.context <= 32:
             raise FlowConfigError(f"context must be 0..32 preceding flows, got {self.context}")
+        if self.payload_bytes is not None and self.payload_bytes < 0:
+            raise FlowConfigError(f"payload bytes must be >= 0, got {self.payload_bytes}")
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "local_nets": list(self.local_nets),
+            "lifetime_s": self.lifetime_s,
+            "context": self.context,
+            "payload_bytes": self.payload_bytes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> FlowConfig:
+        payload = d.get("payload_bytes")
+        return cls(
+            tuple(str(n) for n in d["local_nets"]),  # type: ignore[attr-defined]
+            float(d["lifetime_s"]),  # type: ignore[arg-type]
+            int(d["context"]),  # type: ignore[call-overload]
+            None if payload is None else int(payload),  # type: ignore[call-overload]
+        )
 
     @property
     def lifetime_ns(self) -> int:

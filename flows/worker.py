@@ -52,7 +52,7 @@ import pyarrow as pa
 from amlhp.flows.assembler import FlowAssembler, parse_raw
 from amlhp.flows.exceptions import FlowStateError
 from amlhp.flows.inventory import DeviceKey, DeviceTally, fold, inventory_batch
-from amlhp.flows.online import FlowScorer
+from amlhp.flows.online import DEFAULT_EXPLAIN_EVERY, FlowScorer
 from amlhp.flows.record import FlowConfig, FlowKey, FlowState, parse_key
 from amlhp.metrics.definitions import STEP_FLOWS, process_metrics
 from amlhp.pipeline.faust_app import (
@@ -68,6 +68,8 @@ from amlhp.wire import RAW, BatchDecodeError, from_ipc, to_ipc
 
 log = logging.getLogger(__name__)
 TABLE = "flowstate"
+#: flow verdicts per Kafka message (one is ~0.3 KB with its probabilities and attributions)
+MESSAGE_ROWS = 500
 _WATERMARK = struct.Struct("<iqq")
 
 
@@ -76,7 +78,7 @@ class FlowWorkerOptions:
     model_path: Path
     app_id: str | None = None
     idle_close_s: float = 10.0
-    explain_every: int = 20
+    explain_every: int = DEFAULT_EXPLAIN_EVERY
     tick_s: float = 1.0
 
 
@@ -171,7 +173,7 @@ class FlowRuntime:
 
     def ingest(self, raw: pa.RecordBatch, partition: int) -> tuple[list[FlowState], set[str]]:
         """Account one raw batch; returns the flows it closed and the gateways it touched."""
-        parsed = parse_raw(raw)
+        parsed = parse_raw(self.assembler.as_tapped(raw))
         closed = self.assembler.add_parsed(parsed)
         gateways = set(parsed.gateway) | {str(g) for g in raw.column("gateway").to_pylist()}
         now = time.monotonic()
@@ -285,8 +287,7 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
     runtime = FlowRuntime(
         model.config, FlowScorer(model, explain_every=options.explain_every), options.idle_close_s
     )
-    metrics = process_metrics()
-    metrics.set_model_version(model.version)
+    metrics = process_metrics()  # amlhp_model_info is the packet model's: not set here
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-flows")
     lock = asyncio.Lock()
 
@@ -301,7 +302,11 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
         if verdicts is not None and verdicts.num_rows:
             for gateway in sorted(set(verdicts.column("gateway").to_pylist())):
                 part = verdicts.filter(pa.compute.equal(verdicts.column("gateway"), gateway))
-                sent.append(await verdict_topic.send(key=str(gateway).encode(), value=to_ipc(part)))
+                # an idle close can end thousands of a gateway's flows at once: messages
+                # of at most MESSAGE_ROWS verdicts stay far below the broker's size limit
+                for lo in range(0, part.num_rows, MESSAGE_ROWS):
+                    chunk = to_ipc(part.slice(lo, MESSAGE_ROWS))
+                    sent.append(await verdict_topic.send(key=str(gateway).encode(), value=chunk))
         for partition, batch in devices:
             for row in range(batch.num_rows):
                 one = batch.slice(row, 1)
@@ -323,6 +328,7 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
         for gateway in {str(g) for g in raw.column("gateway").to_pylist()}:
             if not runtime.loaded(gateway):
                 runtime.load(gateway, list(table.data.items()), partition)
+                metrics.init_flow_verdicts(gateway, model.classes)
         return scored(*runtime.ingest(raw, partition))
 
     def tick(behind: set[int]) -> Step:

@@ -141,6 +141,7 @@ def kafka_settings(kafka_bootstrap: str, kafka_names: KafkaNames) -> Settings:
             "topic_verdicts": f"{p}.verdicts",
             "topic_dead_letter": f"{p}.deadletter",
             "topic_flow_verdicts": f"{p}.flows.verdicts",
+            "topic_devices": f"{p}.devices",
             "topic_explanations": f"{p}.explanations",
             "topic_alerts": f"{p}.alerts",
             "topic_alert_ticks": f"{p}.alerts.ticks",

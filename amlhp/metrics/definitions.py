@@ -195,6 +195,13 @@ class PipelineMetrics:
         for labels, n in counts.items():
             self.flow_verdicts.labels(*labels).inc(n)
 
+    def init_flow_verdicts(self, gateway: str, classes: Sequence[str]) -> None:
+        """Zero series of every class and decision for a gateway the flow worker meets, so
+        that a rate over its flows has data from the first verdicts on."""
+        for label in classes:
+            for decision in _FLOW_DECISION.values():
+                self.flow_verdicts.labels(self.gateway(gateway), self.class_label(label), decision)
+
     def set_devices(self, by_type: Mapping[tuple[str, str], int]) -> None:
         """The inventory gauge: ``(gateway, device type) -> hosts`` (absent pairs: 0)."""
         for labels in self._device_labels - set(by_type):

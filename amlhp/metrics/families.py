@@ -32,6 +32,7 @@ PROCESS_STEPS: dict[str, tuple[str, ...]] = {
     "alerts": (STEP_ALERTS,),
     "alert-sink": (STEP_ALERT_SINK,),
     "flows": (STEP_FLOWS,),
+    "flow-sink": (),  # its consumer lag only
 }
 
 OTHER = "_other"

@@ -80,15 +80,15 @@ def check_flows_equal_offline(summary: dict[str, Any], capture: Path, settings: 
     from amlhp.alerts.policy import AlertPolicy
     from amlhp.flows.artifact import DEFAULT_MODEL, load_flow_model
     from amlhp.flows.inventory_cli import inventory_from_captures
-    from amlhp.flows.online import FlowScorer, score_capture
+    from amlhp.flows.online import DEFAULT_EXPLAIN_EVERY, FlowScorer, score_capture
     from amlhp.model.scorer import default_model_path, load_scorer
     from amlhp.pipeline.dataset import read_verdicts
     from amlhp.pipeline.devices import identities
 
     gateway = "demo-gw-1"
     stream = read_verdicts(Path(summary["flow_dataset"])).to_pylist()
-    offline = score_capture(capture, FlowScorer(load_flow_model(DEFAULT_MODEL), explain_every=20),
-                            gateway).to_pylist()  # fmt: skip
+    scorer = FlowScorer(load_flow_model(DEFAULT_MODEL), explain_every=DEFAULT_EXPLAIN_EVERY)
+    offline = score_capture(capture, scorer, gateway).to_pylist()
     assert offline, "the capture holds flows"
     ids = [r["flow_id"] for r in stream]
     assert len(ids) == len(set(ids)), "a flow verdict is in the dataset twice"
