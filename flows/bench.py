@@ -46,34 +46,21 @@ def bench_flows(
         cut.as_tapped(raw) for raw in iter_raw_batches(capture, gateway, batch_size=batch_size)
     ]
     packets = sum(b.num_rows for b in batches)
+    held, devices = _memory(fm, batches, explain_every, gateway)
     runs: list[dict[str, Any]] = []
     for _ in range(repeat):
         runtime = FlowRuntime(fm.config, FlowScorer(fm, explain_every=explain_every), 10.0)
         runtime.load(gateway, [], 0)
         gc.collect()
-        tracemalloc.start()
-        flows = 0
         start = time.perf_counter()
-        for raw in batches:
-            flows += _step(runtime, raw)
-        held, _peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        closed, gateways = runtime.idle(now=float("inf"))
-        flows += len(closed)
-        if closed:
-            runtime.score(closed)
-            runtime.writes(closed, gateways)
-            runtime.device_updates()
+        flows = sum(_step(runtime, raw) for raw in batches) + _close(runtime)
         seconds = time.perf_counter() - start
-        devices = len(runtime.devices)
         runs.append(
             {
                 "seconds": round(seconds, 3),
                 "packets_per_s": round(packets / seconds, 1),
                 "flows": flows,
                 "flows_per_s": round(flows / seconds, 1),
-                "devices": devices,
-                "bytes_per_device": round(held / max(devices, 1)),
             }
         )
     best = max(runs, key=lambda r: r["packets_per_s"])
@@ -85,8 +72,40 @@ def bench_flows(
         "explain_every": explain_every,
         "payload_bytes": fm.config.payload_bytes,
         "runs": runs,
+        "devices": devices,
+        "bytes_per_device": round(held / max(devices, 1)),
         **best,
     }
+
+
+def _memory(
+    fm: Any, batches: list[pa.RecordBatch], explain_every: int, gateway: str
+) -> tuple[int, int]:
+    """(bytes the runtime holds before its last flows close, devices tracked), traced
+    (a run of its own: tracing slows Python down several times)."""
+    from amlhp.flows.online import FlowScorer
+    from amlhp.flows.worker import FlowRuntime
+
+    gc.collect()
+    tracemalloc.start()
+    runtime = FlowRuntime(fm.config, FlowScorer(fm, explain_every=explain_every), 10.0)
+    runtime.load(gateway, [], 0)
+    for raw in batches:
+        _step(runtime, raw)
+    gc.collect()
+    held, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return held, len(runtime.devices)
+
+
+def _close(runtime: Any) -> int:
+    """The end of the input: the gateway goes idle and its open flows close."""
+    closed, gateways = runtime.idle(now=float("inf"))
+    if closed:
+        runtime.score(closed)
+        runtime.writes(closed, gateways)
+        runtime.device_updates()
+    return len(closed)
 
 
 def cpu_model() -> str:
