@@ -1,4 +1,5 @@
-"""``amlhp flows ...`` (flow records, flow CNN, flow worker) and ``amlhp explain`` (packets).
+"""``amlhp flows ...`` (flow records, flow CNN, flow worker), ``amlhp devices`` and
+``amlhp bench flows``. (``amlhp explain`` is the alert stage's: it explains incidents too.)
 
 Heavy imports (torch, faust, pyarrow) happen inside the commands.
 """
@@ -125,7 +126,7 @@ def _register_bench(bench: typer.Typer) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``amlhp flows ...`` and ``amlhp explain`` to the root app."""
+    """Add ``amlhp flows ...``, ``amlhp devices`` and ``amlhp bench flows`` to the root app."""
     flows = typer.Typer(
         help="Flow context: flow records, the flow CNN, confidence and Shapley explanations.",
         no_args_is_help=True,
@@ -430,29 +431,3 @@ def register(app: typer.Typer) -> None:
                 ),
             )
         _echo_json(stats.as_dict())
-
-    @app.command("explain")
-    def packet_explain_cmd(
-        capture: Path = typer.Argument(..., help="A capture file"),
-        model: Path | None = typer.Option(
-            None, "--model", help="Packet model artifact (default: the bundled one)"
-        ),
-        max_packets: int = typer.Option(20, "--max-packets", help="Packets to explain"),
-        samples: int = typer.Option(
-            16, "--samples", help="Permutations per packet (Shapley value sampling)"
-        ),
-        png: Path | None = typer.Option(None, "--png", help="Picture of the first explanation"),
-        seed: int = typer.Option(0, "--seed"),
-    ) -> None:
-        """Per-packet explanations of IoT-AMLHP verdicts over named header fields + payload.
-
-        Prints one JSON line per explained packet: verdict, probability and the Shapley
-        value of each field the packet has (fields it lacks are padding and get exactly 0).
-        """
-        from amlhp.model.packet_explain import explain_capture, plot_packet_explanation
-
-        docs = explain_capture(capture, model, max_packets=max_packets, samples=samples, seed=seed)
-        for doc in docs:
-            typer.echo(json.dumps(doc))  # attributions stay ranked by magnitude
-        if png is not None and docs:
-            plot_packet_explanation(docs[0], png)

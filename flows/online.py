@@ -56,9 +56,17 @@ def score_capture(path: Path, scorer: FlowScorer, gateway: str | None = None) ->
 class FlowScorer:
     """Scores closed flows with their device context and keeps that context up to date."""
 
-    def __init__(self, model: FlowModel, *, explain_every: int = 0) -> None:
+    def __init__(
+        self,
+        model: FlowModel,
+        *,
+        explain_every: int = 0,
+        explain_ids: frozenset[str] | None = None,
+    ) -> None:
         self.model = model
         self.explain_every = explain_every
+        #: explain exactly these flows instead (``amlhp explain --incident``)
+        self.explain_ids = explain_ids
         self.scored = 0
         self._empty: npt.NDArray[np.float32] | None = None
         self.schema = flow_verdict_schema(GROUPS)
@@ -85,6 +93,8 @@ class FlowScorer:
         """Whether a flow gets Shapley attributions: about one in ``explain_every``,
         chosen by its id, so that the worker and the offline path explain the same flows
         however their flows are batched."""
+        if self.explain_ids is not None:
+            return flow_id in self.explain_ids
         if self.explain_every <= 0:
             return False
         digest = hashlib.blake2b(flow_id.encode(), digest_size=4).digest()

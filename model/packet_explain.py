@@ -17,6 +17,7 @@ exactly to p(x) - p(baseline)).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -131,8 +132,11 @@ def explain_capture(
     max_packets: int = 20,
     samples: int = 16,
     seed: int = 0,
+    seqs: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Explain the verdicts of the first ``max_packets`` encodable packets of a capture."""
+    """Explain the verdicts of the first ``max_packets`` encodable packets of a capture,
+    or of the packets ``seqs`` (their numbers in file order, as a tap from a fresh start
+    numbers them: an incident's ``sample_seqs``)."""
     from amlhp.encoders.arrays import model_inputs
     from amlhp.encoders.capture import encode_captures
     from amlhp.encoders.layout import EncoderConfig
@@ -147,7 +151,11 @@ def explain_capture(
     )
     table = encode_captures([capture], config)
     header, payload, ok = model_inputs(table)
-    idx = np.flatnonzero(ok)[:max_packets]
+    idx = np.flatnonzero(ok)
+    if seqs is not None:
+        wanted = np.isin(table.column("seq").to_numpy(zero_copy_only=False), list(seqs))
+        idx = idx[wanted[idx]]
+    idx = idx[:max_packets]
     attr, probs = explain_packets(
         artifact.model,
         header[idx],
