@@ -253,6 +253,30 @@ def register(app: typer.Typer) -> None:
             }
         )
 
+    @flows.command("fit-profiles")
+    def fit_profiles_cmd(
+        data: Path = typer.Option(DEFAULT_DATA, "--data", help="The model's flow dataset"),
+        model: Path = typer.Option(DEFAULT_MODEL, "--model", help="Artifact folder (updated)"),
+    ) -> None:
+        """Fit the hidden-layer class profiles on the validation split and store them in the
+        model's metadata (a flow out of its class's profile is uncertain); prints what the
+        product's decision keeps of the test split."""
+        from amlhp.flows.artifact import META, load_flow_model
+        from amlhp.flows.dataset import FlowDataset, split_flows
+        from amlhp.flows.hidden_profile import fit_and_measure
+
+        fm = load_flow_model(model)
+        ds = FlowDataset.load(data)
+        info = fm.meta.get("data", {})
+        sp = split_flows(ds, str(info.get("split", "file")), int(info.get("seed", 0)))
+        doc, figures = fit_and_measure(fm, ds, sp)
+        folder = model if model.is_dir() else model.parent
+        meta = json.loads((folder / META).read_text())
+        meta["hidden_profile"] = doc
+        meta["hidden_profile_test"] = figures
+        (folder / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        _echo_json(figures)
+
     @flows.command("evaluate")
     def evaluate_cmd(
         data: Path = typer.Option(DEFAULT_DATA, "--data", help="Flow dataset from `flows build`"),

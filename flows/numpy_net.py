@@ -243,6 +243,11 @@ class NumpyFlowCNN:
 
     def combine(self, rows: F32, present: F32) -> F32:
         """Inter-flow part and head: row embeddings (B, W, R) + present (B, R) -> logits."""
+        return self.head_out(self.summary(rows, present))
+
+    def summary(self, rows: F32, present: F32) -> F32:
+        """The (B, 64) hidden layer of the head: what the class is read from, and where
+        :mod:`amlhp.flows.hidden_profile` measures how far a flow is from its class's flows."""
         r = rows.shape[2]
         padded = np.pad(rows.transpose(0, 2, 1), ((0, 0), (1, 1), (0, 0)))  # (B, R + 2, W)
         mixed = self.inter_b + sum(
@@ -253,8 +258,11 @@ class NumpyFlowCNN:
         context = masked.max(axis=1)
         context = np.where(present.sum(axis=1, keepdims=True) > 0, context, 0.0)
         h = np.concatenate([rows[:, :, 0], context], axis=1).astype(np.float32)
-        h = _relu(h @ self.h0_w.T + self.h0_b)
-        out: F32 = (h @ self.h1_w.T + self.h1_b).astype(np.float32)
+        return _relu(h @ self.h0_w.T + self.h0_b)
+
+    def head_out(self, hidden: F32) -> F32:
+        """Logits (B, K) of the head's hidden layer (B, 64)."""
+        out: F32 = (hidden @ self.h1_w.T + self.h1_b).astype(np.float32)
         return out
 
     def __call__(self, x: F32, batch_size: int = 256) -> F32:

@@ -24,6 +24,7 @@ import pyarrow as pa
 from amlhp.flows.artifact import FlowModel
 from amlhp.flows.calibration import softmax
 from amlhp.flows.dataset import rows_of
+from amlhp.flows.hidden_profile import distance
 from amlhp.flows.numpy_net import NumpyFlowCNN
 from amlhp.flows.record import HEAD_LEN, ROW_LEN, SLOT_START, FlowState, anonymise, empty_row
 from amlhp.flows.shapley import GROUPS, exact_shapley
@@ -131,11 +132,12 @@ class FlowScorer:
             history[flow.key.device] = [flow, *before][:depth]
         refiner = self.model.refiner
         self.scored += n
-        logits = (
-            net.combine(*net.embed_heads(heads, parts))
+        hidden = (
+            net.summary(*net.embed_heads(heads, parts))
             if n
-            else np.zeros((0, len(self.model.classes)), np.float32)
+            else np.zeros((0, net.h0_b.shape[0]), np.float32)
         )
+        logits = net.head_out(hidden)
         probs = softmax(logits, refiner.temperature) if n else np.zeros((0, 0), np.float32)
         pred = probs.argmax(axis=1) if n else np.zeros(0, np.int64)
         conf = probs[np.arange(n), pred] if n else np.zeros(0, np.float32)
@@ -149,7 +151,13 @@ class FlowScorer:
             for j, row in enumerate(idx.tolist()):
                 attributions[row] = [float(v) for v in phi[j, :, pred[row]]]
                 consistent[row] = bool(ok[j])
-        uncertain = [bool(conf[i] < refiner.threshold or consistent[i] is False) for i in range(n)]
+        # out of its class's profile (flows/hidden_profile.py): unlike anything the class
+        # had, however confident the softmax is
+        profile = self.model.meta.get("hidden_profile")
+        far = distance(profile, hidden, pred) > 1.0 if profile and n else np.zeros(n, np.bool_)
+        uncertain = [
+            bool(conf[i] < refiner.threshold or consistent[i] is False or far[i]) for i in range(n)
+        ]
         classes = self.model.classes
         columns = {
             "gateway": [f.key.gateway for f in flows],
