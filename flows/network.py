@@ -32,13 +32,13 @@ the attribution sanity check needs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from amlhp.flows.numpy_net import LOG_BYTES, LOG_HOUR, LOG_MINUTE, LOG_PACKETS
 from amlhp.flows.record import (
     END_MARKER,
     FIRST_PACKETS,
@@ -60,11 +60,6 @@ from amlhp.flows.record import (
     START_MARKER,
 )
 
-_LOG_HOUR = math.log1p(3600.0)
-_LOG_MINUTE = math.log1p(60.0)
-_LOG_BYTES = math.log1p(1e7)
-_LOG_PACKETS = math.log1p(1e5)
-
 
 class RowFeatures(nn.Module):
     """Raw record slots to scaled feature tensors (no parameters)."""
@@ -79,7 +74,7 @@ class RowFeatures(nn.Module):
         meta = torch.stack(
             [
                 present,
-                torch.log1p(pos[..., SLOT_START]) / _LOG_HOUR,
+                torch.log1p(pos[..., SLOT_START]) / LOG_HOUR,
                 pos[..., SLOT_REMOTE_IP] / 255.0,
                 pos[..., SLOT_REMOTE_IP + 1] / 255.0,
                 pos[..., SLOT_REMOTE_IP + 2] / 255.0,
@@ -87,8 +82,8 @@ class RowFeatures(nn.Module):
                 pos[..., SLOT_REMOTE_PORT] / 65535.0,
                 pos[..., SLOT_DEVICE_PORT] / 65535.0,
                 pos[..., SLOT_PROTO] / 255.0,
-                torch.log1p(pos[..., SLOT_BYTES]) / _LOG_BYTES,
-                torch.log1p(pos[..., SLOT_PACKETS]) / _LOG_PACKETS,
+                torch.log1p(pos[..., SLOT_BYTES]) / LOG_BYTES,
+                torch.log1p(pos[..., SLOT_PACKETS]) / LOG_PACKETS,
             ],
             dim=1,
         )
@@ -99,7 +94,7 @@ class RowFeatures(nn.Module):
         has = (p[..., 1] >= 0).to(x.dtype)
         pp = p.clamp(min=0.0)
         packets = torch.stack(
-            [torch.log1p(pp[..., 0]) / _LOG_MINUTE, pp[..., 1] / 1500.0, pp[..., 2], has], dim=1
+            [torch.log1p(pp[..., 0]) / LOG_MINUTE, pp[..., 1] / 1500.0, pp[..., 2], has], dim=1
         )
         packets = packets * has.unsqueeze(1)
         b = x[..., PAYLOAD_OFFSET:]

@@ -47,10 +47,12 @@ from amlhp.flows.record import (
 
 F32 = npt.NDArray[np.float32]
 _ROW_CHUNK = 64
-_LOG_HOUR = math.log1p(3600.0)
-_LOG_MINUTE = math.log1p(60.0)
-_LOG_BYTES = math.log1p(1e7)
-_LOG_PACKETS = math.log1p(1e5)
+#: the fixed feature scaling (log for times and counts), shared with the torch network
+#: (:class:`amlhp.flows.network.RowFeatures`): the two must scale exactly alike
+LOG_HOUR = math.log1p(3600.0)
+LOG_MINUTE = math.log1p(60.0)
+LOG_BYTES = math.log1p(1e7)
+LOG_PACKETS = math.log1p(1e5)
 #: the weights a FlowCNN artifact holds (name -> dimensions), checked on load
 _SHAPES = {
     "meta.weight": 4,
@@ -112,7 +114,7 @@ def head_features(x: F32) -> tuple[F32, F32, F32]:
     meta = np.stack(
         [
             present,
-            np.log1p(pos[:, SLOT_START]) / _LOG_HOUR,
+            np.log1p(pos[:, SLOT_START]) / LOG_HOUR,
             pos[:, SLOT_REMOTE_IP] / 255.0,
             pos[:, SLOT_REMOTE_IP + 1] / 255.0,
             pos[:, SLOT_REMOTE_IP + 2] / 255.0,
@@ -120,8 +122,8 @@ def head_features(x: F32) -> tuple[F32, F32, F32]:
             pos[:, SLOT_REMOTE_PORT] / 65535.0,
             pos[:, SLOT_DEVICE_PORT] / 65535.0,
             pos[:, SLOT_PROTO] / 255.0,
-            np.log1p(pos[:, SLOT_BYTES]) / _LOG_BYTES,
-            np.log1p(pos[:, SLOT_PACKETS]) / _LOG_PACKETS,
+            np.log1p(pos[:, SLOT_BYTES]) / LOG_BYTES,
+            np.log1p(pos[:, SLOT_PACKETS]) / LOG_PACKETS,
         ],
         axis=1,
     ).astype(np.float32)
@@ -130,7 +132,7 @@ def head_features(x: F32) -> tuple[F32, F32, F32]:
     has = (p[..., 1] >= 0).astype(np.float32)
     pp = np.maximum(p, 0.0)
     packets = np.stack(
-        [np.log1p(pp[..., 0]) / _LOG_MINUTE, pp[..., 1] / 1500.0, pp[..., 2], has], axis=1
+        [np.log1p(pp[..., 0]) / LOG_MINUTE, pp[..., 1] / 1500.0, pp[..., 2], has], axis=1
     ).astype(np.float32)
     packets *= has[:, None, :]
     return meta, packets, present

@@ -68,7 +68,6 @@ class FlowScorer:
         self.explain_every = explain_every
         #: explain exactly these flows instead (``amlhp explain --incident``)
         self.explain_ids = explain_ids
-        self.scored = 0
         self._empty: npt.NDArray[np.float32] | None = None
         self.schema = flow_verdict_schema(GROUPS)
 
@@ -131,7 +130,6 @@ class FlowScorer:
                 matrices.append((i, rows_of([flow, *before], rows)))
             history[flow.key.device] = [flow, *before][:depth]
         refiner = self.model.refiner
-        self.scored += n
         hidden = (
             net.summary(*net.embed_heads(heads, parts))
             if n
