@@ -24,7 +24,7 @@ from amlhp.errors import AmlhpError
 from amlhp.pipeline.children import StageProcess, child_env, start_stage
 from amlhp.pipeline.dataset import read_verdicts
 from amlhp.pipeline.devices import read_inventory
-from amlhp.pipeline.incident_dataset import wait_incidents
+from amlhp.pipeline.incident_dataset import wait_incidents, wait_settled
 from amlhp.pipeline.incidents import device_cell, incident_json
 from amlhp.settings import Settings
 from amlhp.streams.accounting import Accounting, account_run
@@ -268,23 +268,6 @@ def run_demo(
         }
     )
     return summary
-
-
-def wait_settled(
-    root: Path, stages: list[StageProcess], *, settle_s: float, timeout_s: float
-) -> Any:
-    """The dataset under ``root`` once its row count has not changed for ``settle_s``."""
-    deadline = time.monotonic() + timeout_s
-    seen, since = -1, time.monotonic()
-    while True:
-        for stage in stages:
-            stage.check_alive()
-        table = read_verdicts(root)
-        if table.num_rows != seen:
-            seen, since = table.num_rows, time.monotonic()
-        if time.monotonic() - since >= settle_s or time.monotonic() > deadline:
-            return table
-        time.sleep(0.5)
 
 
 def flow_counts(table: Any) -> dict[str, dict[str, int]]:
