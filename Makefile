@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.amlhp-installed
 
 .PHONY: setup test unit lint demo kafka-up kafka-down cluster-up cluster-down \
-        prometheus-up prometheus-down clean lab-setup lab-data lab-slow lab-demo browser-setup
+        prometheus-up prometheus-down clean lab-setup lab-data lab-slow lab-demo browser-setup \
+        siem-setup
 
-setup: $(STAMP) lab-setup browser-setup
+setup: $(STAMP) lab-setup browser-setup siem-setup
 
 $(STAMP): pyproject.toml infra/kafka/pom.xml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -85,6 +86,19 @@ browser-setup:
 	elif [ "$$(id -u)" != 0 ]; then echo "browser-setup: run as root to install chromium"; \
 	else DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; fi
+
+# The receivers the SIEM tests deliver to and check with (Debian's rsyslog; tshark reads the
+# pcaps of `amlhp extract`); needs root. A no-op when installed; the tests skip with a
+# message where they are missing. The system rsyslog the package may start is stopped: the
+# tests run their own on local ports.
+siem-setup:
+	@if command -v rsyslogd >/dev/null && command -v tshark >/dev/null; then \
+	  echo "rsyslogd, tshark: installed"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "siem-setup: run as root to install rsyslog tshark"; \
+	else DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    rsyslog tshark && \
+	  (service rsyslog stop >/dev/null 2>&1 || true); fi
 
 # The lab's training data (git-ignored, ~640 MB, ~40 min) and the committed demo capture.
 lab-data: setup

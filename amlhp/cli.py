@@ -124,11 +124,12 @@ def build_app() -> typer.Typer:
 #: ``amlhp --help`` lists the commands in these panels, by who uses them
 PANELS: dict[str, tuple[str, ...]] = {
     "Run the pipeline (operators)": (
-        "demo", "tap", "worker", "sink", "alerts-stage", "alerts-sink", "topics", "infra",
+        "demo", "tap", "worker", "sink", "alerts-stage", "alerts-sink", "alerts-export",
+        "alerts-feedback", "topics", "infra",
         "settings", "dashboards", "flows", "devices",
     ),
     "Offline and history (data engineers, ops)": (
-        "score", "alerts", "report", "replay", "replay-diff", "encode", "explain",
+        "score", "alerts", "report", "replay", "replay-diff", "encode", "explain", "extract",
     ),
     "Models, lab and measurements (developers)": (
         "train", "evaluate", "model", "lab", "bench", "chaos", "alerts-evaluate", "alerts-lab",

@@ -83,6 +83,10 @@ class TopicNames(BaseModel):
     explanations: str = Field("amlhp.explanations", description="env AMLHP_TOPIC_EXPLANATIONS")
     alerts: str = Field("amlhp.alerts", description="env AMLHP_TOPIC_ALERTS")
     alert_ticks: str = Field("amlhp.alerts.ticks", description="env AMLHP_TOPIC_ALERT_TICKS")
+    feedback: str = Field(
+        "amlhp.feedback",
+        description="env AMLHP_TOPIC_FEEDBACK: analysts' verdicts on incidents (compacted)",
+    )
 
     def all(self) -> list[str]:
         """Every topic name, in the order of the fields."""
@@ -127,12 +131,17 @@ class Settings(BaseSettings):
         description="env AMLHP_TOPIC_EXPLANATIONS: sampled per-packet explanations",
     )
     topic_alerts: str = Field(
-        "amlhp.alerts", description="env AMLHP_TOPIC_ALERTS: incidents (amlhp.alert v3)"
+        "amlhp.alerts", description="env AMLHP_TOPIC_ALERTS: incidents (amlhp.alert v4)"
     )
     topic_alert_ticks: str = Field(
         "amlhp.alerts.ticks",
         description="env AMLHP_TOPIC_ALERT_TICKS: the alert stage's clock ticks, one per "
         "partition and second, so that idle gateways' incidents close",
+    )
+    topic_feedback: str = Field(
+        "amlhp.feedback",
+        description="env AMLHP_TOPIC_FEEDBACK: analysts' verdicts on incidents, `amlhp "
+        "alerts-feedback` (compacted: the latest per incident; amlhp.feedback v1)",
     )
     alert_window_s: float = Field(
         10.0, gt=0, description="env AMLHP_ALERT_WINDOW_S: evidence window (event time)"
@@ -218,6 +227,11 @@ class Settings(BaseSettings):
         description="env AMLHP_ALERT_MODEL_PACKETS_SCALE: factor on the model's packet counts "
         "at the minutes and hour scales",
     )
+    alert_suppressions: Path | None = Field(
+        None,
+        description="env AMLHP_ALERT_SUPPRESSIONS: the allow-list (YAML) of the alert stage and "
+        "`amlhp alerts`; reloaded when it changes (docs/alerts.md#suppression)",
+    )
     partitions: int = Field(4, ge=1, description="env AMLHP_PARTITIONS: partitions per topic")
     replication_factor: int = Field(
         1, ge=1, description="env AMLHP_REPLICATION_FACTOR: replicas per topic"
@@ -249,6 +263,11 @@ class Settings(BaseSettings):
         None,
         description="env AMLHP_GRAFANA_TOKEN: Grafana service-account token for "
         "`amlhp dashboards push` (never stored in the repository)",
+    )
+    export_webhook_token: SecretStr | None = Field(
+        None,
+        description="env AMLHP_EXPORT_WEBHOOK_TOKEN: bearer token `amlhp alerts export` sends "
+        "to an http(s) webhook (never logged)",
     )
     home: Path = Field(
         default_factory=default_home,

@@ -196,9 +196,15 @@ class FlowAssembler:
         seq: int,
         label: int = -1,
     ) -> FlowState | None:
-        """Account one packet-record; returns the flow it closed (lifetime over) if any."""
+        """Account one packet-record; returns the flow it closed (lifetime over) if any.
+        A packet whose ``seq`` the flow already holds is skipped: a worker stopped part
+        way through a step's state writes can have stored the flow with it but not the
+        gateway's watermark, and then does the step again."""
         closed = None
         state = self.open.get(key)
+        if state is not None and state.packets and seq <= state.last_seq:
+            self.stats.duplicates += 1
+            return None
         if state is not None and ts_ns - state.start_ns >= self.config.lifetime_ns:
             closed = self._close(key)
             state = None

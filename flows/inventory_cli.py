@@ -17,22 +17,41 @@ import typer
 from amlhp.context import settings_of
 
 
+def _inventory(tallies: Any, version: str) -> Any:
+    """Folded tallies as an inventory table (sorted by gateway and host)."""
+    import pyarrow as pa
+
+    from amlhp.flows.inventory import inventory_batch
+
+    rows = [tallies[k].record(version, now_ns=0) for k in sorted(tallies)]
+    return pa.Table.from_batches([inventory_batch(rows)])
+
+
 def inventory_from_verdicts(path: Path) -> Any:
-    """The inventory of flow verdicts read from Parquet (a file or a dataset folder)."""
+    """The inventory of flow verdicts read from Parquet (a file or a dataset folder);
+    :class:`~amlhp.flows.exceptions.FlowDatasetError` when there are none to read."""
     import pyarrow as pa
     import pyarrow.dataset as pads
 
-    from amlhp.flows.inventory import DeviceTally, fold, inventory_batch
+    from amlhp.flows.exceptions import FlowDatasetError
+    from amlhp.flows.inventory import DeviceTally, fold
 
-    table = pads.dataset(str(path), format="parquet").to_table()
+    if not path.exists():
+        raise FlowDatasetError(f"no flow verdicts at {path}")
+    try:
+        table = pads.dataset(str(path), format="parquet").to_table()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FlowDatasetError(f"{path} is not flow verdicts in Parquet: {exc}") from exc
+    needed = {"gateway", "device_ip", "label", "uncertain", "ts_ns", "end_ns", "model_version"}
+    missing = needed - set(table.column_names)
+    if missing:
+        raise FlowDatasetError(f"{path} is not flow verdicts: no {', '.join(sorted(missing))}")
     tallies: dict[tuple[str, str], DeviceTally] = {}
     versions: set[str] = set()
     for batch in table.to_batches():
         fold(tallies, batch)
         versions.update(str(v) for v in batch.column("model_version").to_pylist())
-    version = ",".join(sorted(versions))
-    rows = [tallies[k].record(version, now_ns=0) for k in sorted(tallies)]
-    return pa.Table.from_batches([inventory_batch(rows)])
+    return _inventory(tallies, ",".join(sorted(versions)))
 
 
 def inventory_from_captures(
@@ -40,11 +59,9 @@ def inventory_from_captures(
 ) -> Any:
     """The inventory the flow worker would build from these captures: each file scored as
     by ``amlhp flows score`` (as ``gateway``, or its own name with ``per_file``), folded."""
-    import pyarrow as pa
-
     from amlhp.encoders.capture import expand_paths
     from amlhp.flows.artifact import load_flow_model
-    from amlhp.flows.inventory import DeviceTally, fold, inventory_batch
+    from amlhp.flows.inventory import DeviceTally, fold
     from amlhp.flows.online import DEFAULT_EXPLAIN_EVERY, FlowScorer, score_capture
 
     fm = load_flow_model(model)
@@ -54,8 +71,7 @@ def inventory_from_captures(
     tallies: dict[tuple[str, str], DeviceTally] = {}
     for path in expand_paths(captures):
         fold(tallies, score_capture(path, scorer, path.name if per_file else gateway))
-    rows = [tallies[k].record(fm.version, now_ns=0) for k in sorted(tallies)]
-    return pa.Table.from_batches([inventory_batch(rows)])
+    return _inventory(tallies, fm.version)
 
 
 def register(app: typer.Typer) -> None:

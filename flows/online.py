@@ -1,6 +1,6 @@
 """Closed flows to flow verdicts (the flow worker's and ``amlhp flows score``'s one path).
 
-Flow verdicts are ``amlhp.flow_verdict`` v1, one row per closed flow record; the schema
+Flow verdicts are ``amlhp.flow_verdict`` v2, one row per closed flow record; the schema
 and its columns are :func:`amlhp.wire.flow_verdict_schema` (attribution groups:
 :data:`amlhp.flows.shapley.GROUPS`), read back with ``amlhp.wire.from_ipc(value,
 amlhp.wire.FLOW_VERDICT)``.
@@ -68,6 +68,9 @@ class FlowScorer:
         self.explain_every = explain_every
         #: explain exactly these flows instead (``amlhp explain --incident``)
         self.explain_ids = explain_ids
+        #: gateway -> how many verdicts it has had (the next ``flow_seq``); the flow
+        #: worker keeps it in its durable state
+        self.emitted: dict[str, int] = {}
         self._empty: npt.NDArray[np.float32] | None = None
         self.schema = flow_verdict_schema(GROUPS)
 
@@ -157,11 +160,17 @@ class FlowScorer:
             bool(conf[i] < refiner.threshold or consistent[i] is False or far[i]) for i in range(n)
         ]
         classes = self.model.classes
+        flow_seq = []
+        for f in flows:
+            seq = self.emitted.get(f.key.gateway, 0)
+            self.emitted[f.key.gateway] = seq + 1
+            flow_seq.append(seq)
         columns = {
             "gateway": [f.key.gateway for f in flows],
             "ts_ns": [f.start_ns for f in flows],
             "end_ns": [f.last_ns for f in flows],
             "flow_id": [f.flow_id for f in flows],
+            "flow_seq": flow_seq,
             "device_ip": [f.key.device_ip for f in flows],
             "remote_ip": [anonymise(f.key.remote_ip) for f in flows],
             "proto": [f.key.proto for f in flows],

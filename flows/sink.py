@@ -1,7 +1,8 @@
 """Flow verdicts from Kafka to a date-partitioned Parquet dataset, exactly once per file.
 
 The layout and the durability protocol are the packet verdict dataset's, written once in
-:mod:`amlhp.pipeline.parquet_sink` (:mod:`amlhp.pipeline.dataset`):
+:mod:`amlhp.pipeline.parquet_sink` (:mod:`amlhp.pipeline.dataset`), with the flow
+worker's re-published verdicts dropped by (gateway, flow_seq):
 ``<root>/date=YYYY-MM-DD/part-<topic>-<partition>-<first>-<last>.parquet``,
 files first, then a manifest, then the offset commit; on assignment orphans of an
 interrupted flush are removed and consumption resumes after the last durable range. Only
@@ -26,6 +27,9 @@ class FlowVerdictSink(PartitionedParquetSink):
     topic_setting = "topic_flow_verdicts"
     group_suffix = "flows-sink"
     client_id = "amlhp-flow-sink"
+    #: a restarted flow worker publishes again what it had published since its last
+    #: state write, under the same (gateway, flow_seq) (see amlhp.flows.worker)
+    dedupe_on = ("gateway", "flow_seq")
 
     def decode(self, value: bytes) -> pa.RecordBatch:
         return from_ipc(value, FLOW_VERDICT)

@@ -12,7 +12,8 @@ come from (raw messages are keyed by gateway, so a gateway lives on one partitio
 
 * ``f|<flow key>``: an open flow record (:meth:`FlowState.to_bytes`);
 * ``h|<gateway>|<device>``: the device's latest closed flows (the matrix context);
-* ``w|<gateway>``: partition, last applied tap ``seq`` and the gateway's event clock;
+* ``w|<gateway>``: partition, last applied tap ``seq``, the gateway's event clock and its
+  count of flow verdicts (the next ``flow_seq``);
 * ``d|<gateway>|<host>``: the host's device inventory entry (:mod:`amlhp.flows.inventory`).
 
 Every changed inventory entry is also sent to the compacted topic ``amlhp.devices``
@@ -26,8 +27,16 @@ order) makes re-delivered raw messages no-ops, so a flow that spans a restart is
 exactly once. That needs a partition's raw messages in offset order, none skipped, which
 Faust does not promise around a start, a stop or a rebalance: the agent admits them
 through :class:`~amlhp.pipeline.faust_app.InOrder` (an event past a hole is held, unacked,
-and the partition sought back to the hole). Flow verdicts are at least once, with a
-deterministic ``flow_id`` to de-duplicate on.
+and the partition sought back to the hole).
+
+Flow verdicts are at least once on the topic and exactly once in the dataset: a step
+publishes its verdicts before it writes the state that says they were made, so a worker
+killed in between does the step again from the state before it, on the same events in
+the same order, and publishes the same flows under the same ``flow_seq`` (the gateway's
+count of verdicts, kept in its watermark entry); the sink drops a (gateway, flow_seq)
+it has stored (:class:`~amlhp.pipeline.parquet_sink.HighWaterMarks`). Flows also
+ignore a packet whose ``seq`` they already hold, for a stop that left part of a step's
+writes in the changelog.
 
 Flows close when their lifetime has passed on the gateway's event clock (its latest packet
 time), or when the gateway has been silent for ``idle_close_s`` seconds of wall time (the
@@ -41,6 +50,7 @@ import asyncio
 import logging
 import struct
 import time
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -68,9 +78,13 @@ from amlhp.wire import RAW, BatchDecodeError, from_ipc, to_ipc
 
 log = logging.getLogger(__name__)
 TABLE = "flowstate"
+#: the reason of a packet with neither address in the flow model's local networks
+NO_LOCAL_ENDPOINT = "no_local_endpoint"
 #: flow verdicts per Kafka message (one is ~0.3 KB with its probabilities and attributions)
 MESSAGE_ROWS = 500
-_WATERMARK = struct.Struct("<iqq")
+_WATERMARK = struct.Struct("<iqqq")
+#: the watermark entry before flow_seq (a changelog written by an older worker)
+_WATERMARK_V1 = struct.Struct("<iqq")
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,8 @@ class FlowRuntime:
     devices: dict[DeviceKey, DeviceTally] = field(default_factory=dict)
     touched: set[DeviceKey] = field(default_factory=set)
     invalid_messages: int = 0
+    #: packets put in no flow since the last :meth:`take_unused`, by reason
+    unused: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.assembler = FlowAssembler(self.config)
@@ -165,16 +181,20 @@ class FlowRuntime:
                 tally = DeviceTally.from_bytes(value)
                 self.devices[(tally.gateway, tally.host)] = tally
             elif key == wkey:
-                _, seq, clock = _WATERMARK.unpack(value)
+                _, seq, clock, emitted = _unpack_watermark(value)
                 self.assembler.watermark_seq[gateway] = seq
                 self.assembler.clock_ns[gateway] = clock
+                self.scorer.emitted[gateway] = emitted
         self.partition_of[gateway] = partition
         self.last_seen[gateway] = time.monotonic()
 
     def ingest(self, raw: pa.RecordBatch, partition: int) -> tuple[list[FlowState], set[str]]:
         """Account one raw batch; returns the flows it closed and the gateways it touched."""
         parsed = parse_raw(self.assembler.as_tapped(raw))
+        outside = self.assembler.stats.no_local_endpoint
         closed = self.assembler.add_parsed(parsed)
+        self.unused.update(parsed.refused)
+        self.unused[NO_LOCAL_ENDPOINT] += self.assembler.stats.no_local_endpoint - outside
         gateways = set(parsed.gateway) | {str(g) for g in raw.column("gateway").to_pylist()}
         now = time.monotonic()
         for gateway in gateways:
@@ -182,6 +202,12 @@ class FlowRuntime:
             self.last_seen[gateway] = now
             closed.extend(self.assembler.expire(gateway))
         return closed, gateways
+
+    def take_unused(self) -> dict[str, int]:
+        """Packets put in no flow since the last call, by reason (then forgotten)."""
+        out = {k: v for k, v in self.unused.items() if v}
+        self.unused.clear()
+        return out
 
     def idle(
         self, now: float | None = None, behind: Iterable[int] = ()
@@ -253,9 +279,22 @@ class FlowRuntime:
                 self.partition_of[gateway],
                 self.assembler.watermark_seq.get(gateway, -1),
                 self.assembler.clock_ns.get(gateway, 0),
+                self.scorer.emitted.get(gateway, 0),
             )
             out.append((self.partition_of[gateway], _watermark_key(gateway), value))
         return out
+
+
+def _unpack_watermark(value: bytes) -> tuple[int, int, int, int]:
+    """(partition, seq, clock, flow verdicts so far) of a watermark entry, either layout."""
+    if len(value) == _WATERMARK_V1.size:
+        partition, seq, clock = _WATERMARK_V1.unpack(value)
+        return partition, seq, clock, 0
+    try:
+        partition, seq, clock, emitted = _WATERMARK.unpack(value)
+    except struct.error as exc:
+        raise FlowStateError(f"not a watermark entry ({len(value)} bytes): {exc}") from exc
+    return partition, seq, clock, emitted
 
 
 def known_gateways(items: Iterable[tuple[bytes, bytes]]) -> dict[str, int]:
@@ -263,7 +302,7 @@ def known_gateways(items: Iterable[tuple[bytes, bytes]]) -> dict[str, int]:
     out = {}
     for key, value in items:
         if key.startswith(b"w|") and value:
-            out[key[2:].decode()] = _WATERMARK.unpack(value)[0]
+            out[key[2:].decode()] = _unpack_watermark(value)[0]
     return out
 
 
@@ -329,7 +368,9 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
             if not runtime.loaded(gateway):
                 runtime.load(gateway, list(table.data.items()), partition)
                 metrics.init_flow_verdicts(gateway, model.classes)
-        return scored(*runtime.ingest(raw, partition))
+        done = scored(*runtime.ingest(raw, partition))
+        metrics.count_flow_unused(runtime.take_unused())
+        return done
 
     def tick(behind: set[int]) -> Step:
         items = list(table.data.items())
@@ -395,6 +436,7 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
                     runtime.assembler.drop_gateway(gateway)
                     runtime.partition_of.pop(gateway, None)
                     runtime.last_seen.pop(gateway, None)
+                    runtime.scorer.emitted.pop(gateway, None)
                     for device in [d for d in runtime.history if d[0] == gateway]:
                         del runtime.history[device]
                     for host in [d for d in runtime.devices if d[0] == gateway]:

@@ -35,9 +35,15 @@ class Origin:
 
 
 def dead_message(
-    origin: Origin, stage: str, detail: str, value: bytes | None, gateway: str | None
+    origin: Origin,
+    stage: str,
+    detail: str,
+    value: bytes | None,
+    gateway: str | None,
+    reason: str = INVALID_BATCH,
 ) -> pa.RecordBatch:
-    """A dead letter for a whole message that is not a valid batch."""
+    """A dead letter for a whole message: not a valid batch (the default ``reason``), or
+    one that a stage could not pass on (e.g. an export that its receiver refused)."""
     kept = (value or b"")[:MAX_MESSAGE_BYTES_KEPT]
     return pa.RecordBatch.from_pylist(
         [
@@ -47,7 +53,7 @@ def dead_message(
                 "ts_ns": None,
                 "wire_len": None,
                 "linktype": None,
-                "reason": INVALID_BATCH,
+                "reason": reason,
                 "stage": stage,
                 "origin_topic": origin.topic,
                 "origin_partition": origin.partition,

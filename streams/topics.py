@@ -61,10 +61,11 @@ def pipeline_topic_specs(
     retention_ms: int | None = None,
 ) -> list[TopicSpec]:
     """The pipeline topics (raw, verdicts, dead letter, flow verdicts, device inventory,
-    explanations, alerts and the alert stage's ticks). The device inventory is compacted
-    (the latest entry per host is the inventory, kept however old); the rest expire."""
+    explanations, alerts, the alert stage's ticks and analysts' feedback). The device
+    inventory and the feedback are compacted (the latest entry per host, or per incident,
+    is what counts, kept however old); the rest expire."""
     retention = settings.retention_ms if retention_ms is None else retention_ms
-    compacted = {settings.topic_devices}
+    compacted = {settings.topic_devices, settings.topic_feedback}
     return [
         TopicSpec(
             name=name,

@@ -145,6 +145,7 @@ def kafka_settings(kafka_bootstrap: str, kafka_names: KafkaNames) -> Settings:
             "topic_explanations": f"{p}.explanations",
             "topic_alerts": f"{p}.alerts",
             "topic_alert_ticks": f"{p}.alerts.ticks",
+            "topic_feedback": f"{p}.feedback",
             "consumer_group": kafka_names.group,
             "partitions": 2,
             "replication_factor": 1,

@@ -33,6 +33,8 @@ def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -
         (["-X", "foo.bar=baz", "topics", "list"], {}, 'No such configuration property: "foo.bar"'),
         (["topics", "list"], {"AMLHP_ALERT_MIN_SCORE": "abc"}, "AMLHP_ALERT_MIN_SCORE"),
         (["--partitions", "0", "topics", "list"], {}, "--partitions"),
+        (["devices", "--flow-verdicts", "no/such/dir"], {}, "no flow verdicts at no/such/dir"),
+        (["devices", "--flow-verdicts", "pyproject.toml"], {}, "is not flow verdicts in Parquet"),
     ],
     ids=[
         "missing-argument",
@@ -42,6 +44,8 @@ def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -
         "unknown-rdkafka-property",
         "bad-environment-value",
         "bad-flag-value",
+        "no-flow-verdicts",
+        "not-flow-verdicts",
     ],
 )
 def test_a_usage_error_is_one_short_message_and_exit_2(

@@ -30,7 +30,7 @@ def test_defaults_point_at_the_local_broker() -> None:
     assert settings.replication_factor == 1
     assert settings.rdkafka == {}
     assert settings.kafka_config() == {"bootstrap.servers": "127.0.0.1:9092"}
-    assert len(set(settings.topics.all())) == 8
+    assert len(set(settings.topics.all())) == 9
 
 
 def test_environment_uses_the_amlhp_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""``amlhp alerts`` (offline), ``alerts-stage``, ``alerts-sink``, ``alerts-evaluate`` and
+"""``amlhp alerts`` (offline), ``alerts-stage``, ``alerts-sink``, ``alerts-evaluate``
+(``alerts-export``, ``extract``: :mod:`amlhp.alerts.siem_cli`) and
 ``amlhp explain`` (packets, or the flows and packets behind an incident)."""
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ def register(app: typer.Typer) -> None:
     bench = next((g.typer_instance for g in app.registered_groups if g.name == "bench"), None)
     if bench is not None:
         _register_bench(bench)
+    from amlhp.alerts import siem_cli
+
+    siem_cli.register(app)
 
     @app.command("alerts")
     def alerts_cmd(
@@ -52,6 +56,12 @@ def register(app: typer.Typer) -> None:
         flow_model: Path | None = typer.Option(
             None, "--flow-model", help="Flow model of the inventory (default: bundled)"
         ),
+        suppress: Path | None = typer.Option(
+            None,
+            "--suppress",
+            help="Allow-list (YAML) marking the incidents it covers (default: "
+            "AMLHP_ALERT_SUPPRESSIONS)",
+        ),
     ) -> None:
         """The incidents the alert stage would raise on these captures (same code as the
         stream; thresholds from the AMLHP_ALERT_* settings). With the device inventory of
@@ -60,6 +70,7 @@ def register(app: typer.Typer) -> None:
         from amlhp.alerts.export import FORMATS, formatter
         from amlhp.alerts.offline import alerts_from_captures
         from amlhp.alerts.policy import AlertPolicy
+        from amlhp.alerts.suppression import Suppressions
         from amlhp.model.scorer import default_model_path, load_scorer
         from amlhp.pipeline.incidents import incident_json, print_incidents
         from amlhp.stdio import captures_with_stdin
@@ -68,6 +79,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"expected one of {', '.join(FORMATS)}", param_hint="--format")
         line = formatter(fmt or "json") if (as_json or fmt) else None
         settings = settings_of(ctx)
+        rules = Suppressions.load(suppress or settings.alert_suppressions)
         scorer = load_scorer(model or default_model_path())
         with captures_with_stdin(captures) as paths:
             known = None
@@ -87,13 +99,20 @@ def register(app: typer.Typer) -> None:
                 gateway=gateway,
                 per_file=per_file,
                 devices=known,
+                suppressions=rules,
             )
+        rules.report_unmatched()
         if line is not None:
             for row in run.incidents:
                 typer.echo(line(incident_json(row)))
             return
         print_incidents(run.incidents, title=f"{len(run.incidents)} incidents")
-        typer.echo(json.dumps({"packets": run.packets, "incidents": len(run.incidents)}))
+        summary: dict[str, Any] = {"packets": run.packets, "incidents": len(run.incidents)}
+        if rules.rules:
+            summary["suppressed"] = sum(1 for r in run.incidents if r.get("suppressed_by"))
+            summary["rule_rows"] = dict(rules.matched)
+            summary["rules_never_matched"] = rules.unmatched()
+        typer.echo(json.dumps(summary))
 
     @app.command("explain")
     def explain_cmd(

@@ -52,6 +52,8 @@ from amlhp.alerts.record import alert_batch as alert_batch
 from amlhp.alerts.record import alert_row, incident_id
 from amlhp.alerts.state import Evidence, GatewayState, HostWindow, Incident
 from amlhp.alerts.store import GATEWAY, INCIDENT, PROFILE, WINDOW, Session, Store
+from amlhp.alerts.suppression import Suppressions
+from amlhp.encoders.community_id import community_id
 
 SOURCE, TARGET = "source", "target"
 #: a host's detectors run when its packets in the window reach these counts
@@ -71,6 +73,8 @@ class Engine:
         #: read (:mod:`amlhp.pipeline.devices`); each row names its host's entry, if any
         self.devices: dict[tuple[str, str], tuple[str, float]] = {}
         self.duplicates = 0
+        #: the operator's allow-list: each row names the rule that covers it, if any
+        self.suppressions: Suppressions | None = None
         #: the stream's order: rows out first, state after (see :meth:`process`)
         self.defer_commit = False
         self.pending: list[Session] = []
@@ -103,7 +107,7 @@ class Engine:
             self._s = Session(self.store, str(gateway))
             try:
                 if self._gateway_rows(str(gateway), part, partition, wall):
-                    self._done(self._s)
+                    self.settle(self._s)
             finally:
                 self._s = None
         return self._out
@@ -115,12 +119,13 @@ class Engine:
         try:
             self._close_window(gateway, self._s.gw)
             self._flush_gateway(self._s.gw, reason)
-            self._done(self._s)
+            self.settle(self._s)
         finally:
             self._s = None
         return self._out
 
-    def _done(self, session: Session) -> None:
+    def settle(self, session: Session) -> None:
+        """A session's work is done: commit it now, or with :meth:`commit` (stream)."""
         if self.defer_commit:
             self.pending.append(session)
         else:
@@ -245,11 +250,11 @@ class Engine:
             )
             wait = max(quiet, int(self.policy.minutes_s * 1e9)) if slow else quiet
             if inc.evidence.last_ns + wait <= start:
-                self._emit(inc, "closed", "quiet", start)
+                self.emit(inc, "closed", "quiet", start)
                 self._s.put(INCIDENT, key, None)
                 continue
             if inc.dirty and start - inc.last_emit_ns >= update:
-                self._emit(inc, "updated", "update", start)
+                self.emit(inc, "updated", "update", start)
             still.append(key)
         gw.open = still
         for key in gw.hosts:
@@ -333,7 +338,7 @@ class Engine:
             first.first_ns = min(first.first_ns or ts, _first_seen(prof, verdict) or ts)
             first.last_ns = max(first.last_ns, ts)
             inc = self._open(gateway, gw, host, SOURCE, verdict.kind, ts, first, verdict)
-            self._emit(inc, "opened", "threshold", ts, first_row=True)
+            self.emit(inc, "opened", "threshold", ts, first_row=True)
             return
         inc.evidence.last_ns = max(inc.evidence.last_ns, ts)
         if _note(inc, verdict):
@@ -366,7 +371,7 @@ class Engine:
         for key in gw.open:
             inc = self._s.incident(key)
             if inc is not None:
-                self._emit(inc, "closed", reason, max(gw.last_ts_ns, inc.evidence.last_ns))
+                self.emit(inc, "closed", reason, max(gw.last_ts_ns, inc.evidence.last_ns))
                 self._s.put(INCIDENT, key, None)
         for key in gw.hosts:
             self._s.put(WINDOW, key, None)
@@ -403,7 +408,14 @@ class Engine:
             gw.hosts.append(key)
         label, kind = rows.label[i], kind_of(rows.label[i])
         packet = (rows.ts[i], rows.seq[i], label, rows.score[i], peer, service_port)
-        options = {"cap": p.max_tracked, "samples": p.samples, "explain_every": p.explain_every}
+        options = {
+            "cap": p.max_tracked,
+            "samples": p.samples,
+            "explain_every": p.explain_every,
+            "flow": lambda: community_id(
+                rows.proto[i], str(rows.src[i]), str(rows.dst[i]), rows.sport[i], rows.dport[i]
+            ),
+        }
         evidence = hw.kinds.setdefault(kind, Evidence())
         evidence.add(*packet, **options)  # type: ignore[arg-type]
         targets = hw.note("targets", f"{peer} {service_port}", p.max_tracked)
@@ -447,16 +459,21 @@ class Engine:
                 first.merge(ev)
         inc = self._open(gateway, gw, host, role, chosen, rows.ts[i], first, verdict)
         inc.model_version = rows.model_version[i]
-        self._emit(inc, "opened", "threshold", rows.ts[i], first_row=True)
+        self.emit(inc, "opened", "threshold", rows.ts[i], first_row=True)
 
-    def _emit(
+    def emit(
         self, inc: Incident, status: str, reason: str, ts_ns: int, first_row: bool = False
-    ) -> None:
+    ) -> dict[str, Any]:
+        """One revision of ``inc`` (added to the rows of the current call, and returned)."""
         if not first_row:
             inc.revision += 1
         inc.last_emit_ns, inc.dirty = ts_ns, False
         device = self.devices.get((inc.gateway, inc.host))
-        self._out.append(alert_row(inc, status, reason, ts_ns, self.policy.top_n, device))
+        row = alert_row(inc, status, reason, ts_ns, self.policy.top_n, device)
+        if self.suppressions is not None:
+            self.suppressions.mark(row)
+        self._out.append(row)
+        return row
 
 
 def _first_seen(prof: Profile, verdict: Verdict) -> int:

@@ -8,10 +8,12 @@ a live export of the alert topic write the same records:
   levels (21 low, 47 medium, 73 high, 99 critical), ``rule.name``, ``threat.technique.id``
   (MITRE ATT&CK), ``source``/``destination`` from the incident's role (an attacking host
   is the source; a target host the destination, its busiest peer the other side), and
-  the whole incident under ``amlhp``.
+  the whole incident under ``amlhp``; ``network.community_id`` the Community ID of the
+  first sample packet's flow (all of them are in ``amlhp.community_ids``).
 * **Suricata EVE** ``alert`` records: Suricata's timestamp format and severity (1 the
   highest), ``alert.signature_id`` stable per kind, ``alert.metadata`` with the ATT&CK
-  ids as Suricata rules carry them, so tools that read EVE take them as they are.
+  ids as Suricata rules carry them, and ``community_id`` as Suricata writes it, so tools
+  that read EVE take them as they are.
 * **CEF** (ArcSight Common Event Format, for syslog): severity 0-10, the header and the
   extension escaped as the format requires (``|`` and ``\\`` in the header; ``=``, ``\\``
   and line breaks in values).
@@ -94,6 +96,8 @@ def ecs(incident: dict[str, Any]) -> dict[str, Any]:
         doc["source"] = {"ip": src}
     if dst:
         doc["destination"] = {"ip": dst, **({"port": port} if port is not None else {})}
+    if flows := incident.get("community_ids"):
+        doc["network"] = {"community_id": flows[0]}
     return doc
 
 
@@ -133,6 +137,8 @@ def eve(incident: dict[str, Any]) -> dict[str, Any]:
         record["dest_ip"] = dst
     if port is not None:
         record["dest_port"] = port
+    if flows := incident.get("community_ids"):
+        record["community_id"] = flows[0]
     return record
 
 
@@ -169,6 +175,9 @@ def cef(incident: dict[str, Any]) -> str:
         ext["dst"] = dst
     if port is not None:
         ext["dpt"] = port
+    if flows := incident.get("community_ids"):
+        ext["cs3Label"] = "communityId"
+        ext["cs3"] = flows[0]
     header = [
         "CEF:0", "amlhp", "amlhp", __version__,
         str(SIGNATURE_BASE + (KINDS.index(kind) if kind in KINDS else 99)),

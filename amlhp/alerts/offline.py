@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from amlhp.alerts.engine import Engine
 from amlhp.alerts.policy import AlertPolicy
+from amlhp.alerts.suppression import Suppressions
 from amlhp.encoders.capture import expand_paths, iter_encoded
 from amlhp.model.offline import verdict_columns
 from amlhp.model.scorer import Scorer
@@ -49,9 +50,11 @@ def alerts_from_captures(
     per_file: bool = False,
     batch_size: int = 1000,
     devices: Mapping[tuple[str, str], tuple[str, float]] | None = None,
+    suppressions: Suppressions | None = None,
 ) -> OfflineAlerts:
     """Score the captures and run the alert engine over the verdicts (module docstring);
-    ``devices`` is the device inventory the incidents name their hosts from."""
+    ``devices`` is the device inventory the incidents name their hosts from,
+    ``suppressions`` the allow-list that marks them."""
     return alerts_from_verdicts(
         scored_captures(
             captures, scorer, gateway=gateway, per_file=per_file, batch_size=batch_size
@@ -59,6 +62,7 @@ def alerts_from_captures(
         policy,
         scorer.version,
         devices,
+        suppressions,
     )
 
 
@@ -84,10 +88,12 @@ def alerts_from_verdicts(
     policy: AlertPolicy,
     version: str,
     devices: Mapping[tuple[str, str], tuple[str, float]] | None = None,
+    suppressions: Suppressions | None = None,
 ) -> OfflineAlerts:
     """The engine over each gateway's verdicts, closing its incidents at their end."""
     engine = Engine(policy, model_version=version)
     engine.devices.update(devices or {})
+    engine.suppressions = suppressions
     run = OfflineAlerts()
     for name, batches in gateways:
         for verdicts in batches:

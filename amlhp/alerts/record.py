@@ -1,4 +1,4 @@
-"""The alert record: an incident's whole state at one revision, as an ``amlhp.alert`` v3
+"""The alert record: an incident's whole state at one revision, as an ``amlhp.alert`` v4
 row (columns in :mod:`amlhp.wire.records`)."""
 
 from __future__ import annotations
@@ -83,10 +83,15 @@ def alert_row(
         "model_version": inc.model_version,
         "device_type": device[0] if device else None,
         "device_confidence": device[1] if device else None,
+        "suppressed_by": None,
+        "feedback": inc.feedback,
+        "community_ids": list(
+            dict.fromkeys(ev.flows[str(s)] for s in ev.samples if str(s) in ev.flows)
+        ),
         "emitted_at_ns": time.time_ns(),
     }
 
 
 def alert_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
-    """Alert rows -> one ``amlhp.alert`` v3 batch."""
+    """Alert rows -> one ``amlhp.alert`` v4 batch."""
     return pa.RecordBatch.from_pylist(rows, schema=alert_schema())

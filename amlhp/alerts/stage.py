@@ -33,8 +33,15 @@ scoring.
   inventory of the flow worker (:mod:`amlhp.pipeline.devices`) as this process knows it
   when the row is made: read from the compacted device topic at start, then followed by
   the same agent. It is not state: a restart reads it again.
+* **Suppression.** Each row names the allow-list rule that covers it
+  (``AMLHP_ALERT_SUPPRESSIONS``, :mod:`amlhp.alerts.suppression`); the file is checked
+  on every clock tick and reloaded when it changed, without a restart.
+* **Feedback.** Analysts' verdicts (``amlhp alerts-feedback``, the compacted feedback
+  topic, read whole by every process) close or revise their incidents on the next tick
+  of the gateway's partition, and a false positive given with consent adds an
+  allow-list rule (:mod:`amlhp.alerts.feedback`).
 * **Output.** Each batch of alert rows goes to the alert topic keyed by gateway as one
-  ``amlhp.alert`` v3 Arrow message, and the event's state is written only once the broker
+  ``amlhp.alert`` v4 Arrow message, and the event's state is written only once the broker
   has it: rows are at least once (readers de-duplicate on incident and revision), never
   lost. Metrics count rows by kind and status and gauge the open incidents.
 """
@@ -48,7 +55,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from amlhp.alerts.engine import Engine, Store, alert_batch
+from amlhp.alerts.feedback import FeedbackReader, apply_feedback, suppression_rule
 from amlhp.alerts.policy import AlertPolicy
+from amlhp.alerts.suppression import Suppressions
 from amlhp.metrics.definitions import STEP_ALERTS, process_metrics
 from amlhp.metrics.faust_sensor import install_faust_monitor
 from amlhp.pipeline.devices import identities, read_inventory
@@ -106,7 +115,11 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
     engine = Engine(AlertPolicy.from_settings(settings), store)
     engine.defer_commit = True
     engine.devices.update(identities(read_inventory(settings).to_pylist()))
+    engine.suppressions = Suppressions.load(settings.alert_suppressions)
     metrics = process_metrics()
+    metrics.count_suppressed([], [r.id for r in engine.suppressions.rules])
+    feedback = FeedbackReader(settings)
+    verdicts_pending: dict[str, dict[str, Any]] = {}  # incident id -> its latest verdict
     install_faust_monitor(app, metrics)
 
     async def publish(rows: list[dict[str, Any]]) -> None:
@@ -122,6 +135,7 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
         for delivery in sent:
             await delivery
         metrics.count_alerts(rows)
+        metrics.count_suppressed(rows, ())
 
     first_event: dict[int, float] = {}
     in_order = InOrder(app, topics.verdicts)
@@ -148,6 +162,10 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
             return True
         if msg.topic == topics.alert_ticks:
             await in_order.rewind_held()
+            suppressions = engine.suppressions
+            if suppressions is not None and suppressions.reload_if_changed():
+                metrics.count_suppressed([], [r.id for r in suppressions.rules])
+            await apply_verdicts(msg.partition)
             rows = engine.idle(msg.partition, now) if caught_up(msg.partition, now) else []
         else:
             admitted, missing = await in_order.gate(event)
@@ -179,6 +197,25 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
         if rows:
             metrics.set_open_incidents(open_by_kind(engine))
         return True
+
+    async def apply_verdicts(partition: int) -> None:
+        """Analysts' verdicts on incidents of this partition's gateways (module docstring
+        of :mod:`amlhp.alerts.feedback`): published and committed on their own, before
+        the tick's idle closes, which read the state they change."""
+        for item in feedback.poll():
+            verdicts_pending[item["incident_id"]] = item
+            rule = suppression_rule(item)
+            allow = engine.suppressions
+            if rule is not None and allow is not None and allow.add(rule):
+                metrics.count_suppressed([], [rule.id])
+        if not verdicts_pending:
+            return
+        rows, done = apply_feedback(engine, partition, list(verdicts_pending.values()))
+        for incident in done:
+            verdicts_pending.pop(incident, None)
+        if rows:
+            await publish(rows)
+        engine.commit()
 
     @app.agent(source, name="alerts")
     async def alert_agent(stream: Any) -> None:

@@ -18,6 +18,7 @@ is given: a stored value must stay what it was while the parsed object changes):
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,8 @@ class Evidence:
     peers: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     samples: list[int] = field(default_factory=list)
+    #: the Community ID of each sample's flow (key: the sample's seq, as text)
+    flows: dict[str, str] = field(default_factory=dict)
     explain_seq: int | None = None
 
     @property
@@ -65,7 +68,10 @@ class Evidence:
         cap: int,
         samples: int,
         explain_every: int,
+        flow: Callable[[], str | None] | None = None,
     ) -> None:
+        """Count one malicious packet; ``flow`` gives its flow's Community ID, asked only
+        when the packet becomes a sample."""
         if not self.first_ns or ts_ns < self.first_ns:
             self.first_ns = ts_ns  # an incident raised by behaviour may start earlier
         self.packets += 1
@@ -77,6 +83,9 @@ class Evidence:
             bump(self.ports, str(port), cap)
         if len(self.samples) < samples:
             self.samples.append(seq)
+            cid = flow() if flow is not None else None
+            if cid is not None:
+                self.flows[str(seq)] = cid
         if self.explain_seq is None and explain_every > 0 and seq % explain_every == 0:
             self.explain_seq = seq
 
@@ -93,6 +102,8 @@ class Evidence:
             for key, n in theirs.items():
                 mine[key] = mine.get(key, 0) + n
         self.samples = sorted({*self.samples, *other.samples})[: max(len(self.samples), 5)]
+        known = {**other.flows, **self.flows}
+        self.flows = {str(s): known[str(s)] for s in self.samples if str(s) in known}
         if self.explain_seq is None:
             self.explain_seq = other.explain_seq
 
@@ -108,6 +119,7 @@ class Evidence:
         for name in ("classes", "peers", "ports"):
             values[name] = dict(data[name])
         values["samples"] = list(data["samples"])
+        values["flows"] = dict(data.get("flows") or {})  # state of an older stage: none
         return cls(**values)
 
 
@@ -180,6 +192,8 @@ class Incident:
     score: float = 0.0
     #: "detector@scale" -> [kind, strongest strength, its facts]: the incident's evidence
     findings: dict[str, list[Any]] = field(default_factory=dict)
+    #: an analyst's last verdict on it (``amlhp alerts-feedback``), if any
+    feedback: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)

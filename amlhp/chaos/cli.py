@@ -68,6 +68,7 @@ def register(app: typer.Typer) -> None:
                 broker=layout,
                 prepare=item.prepare,
                 alerts=item.alerts,
+                flows=item.flows,
             )
             results.append(result)
         if as_json:

@@ -27,6 +27,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
+from amlhp.chaos.datasets import check_alerts, check_flows, flow_topic_duplicates
 from amlhp.chaos.exceptions import ChaosError, ScenarioSkipped
 from amlhp.chaos.observe import PeakLag, topic_duplicates
 from amlhp.infra import kafka_broker
@@ -34,7 +35,6 @@ from amlhp.infra.kafka_config import KafkaLayout
 from amlhp.infra.paths import default_paths
 from amlhp.pipeline.children import StageProcess, amlhp_command, child_env, start_stage
 from amlhp.pipeline.dataset import read_verdicts
-from amlhp.pipeline.incident_dataset import alert_rows, wait_incidents
 from amlhp.settings import Settings, TopicNames
 from amlhp.streams.accounting import Accounting
 from amlhp.streams.demo import wait_accounted, wait_groups_ready
@@ -48,14 +48,18 @@ from amlhp.streams.topics import (
 
 log = logging.getLogger(__name__)
 GATEWAY = "gw-chaos"
+#: the flow worker closes a silent gateway's flows after this many seconds
+FLOW_IDLE_CLOSE_S = 3.0
 
 
 @dataclass(frozen=True)
 class Load:
-    """What the tap offers: ``rate`` packets/s for ``seconds`` (exactly rate x seconds)."""
+    """What the tap offers: ``rate`` packets/s for ``seconds`` (exactly rate x seconds),
+    stamped with the wall clock, or with the capture's own times (``keep_timestamps``)."""
 
     rate: int = 1500
     seconds: float = 30.0
+    keep_timestamps: bool = False
 
     @property
     def packets(self) -> int:
@@ -77,6 +81,10 @@ class ScenarioResult:
     topic_duplicates: int = 0
     peak_lag: int = 0
     recovery_s: list[float] = field(default_factory=list)
+    #: flow verdicts in the flow dataset (scenarios that run the flow worker), and those
+    #: the flow worker published twice (dropped by the flow sink)
+    flows: int = 0
+    flow_topic_duplicates: int = 0
     dead_by_reason: dict[str, int] = field(default_factory=dict)
     #: wall seconds of each phase (setup, tap, drain, checks, close): where a run's time goes
     phase_s: dict[str, float] = field(default_factory=dict)
@@ -102,6 +110,8 @@ class ScenarioResult:
             "topic_duplicates": self.topic_duplicates,
             "peak_lag_records": self.peak_lag,
             "recovery_s": self.recovery_s,
+            "flows": self.flows,
+            "flow_topic_duplicates": self.flow_topic_duplicates,
             "dead_by_reason": self.dead_by_reason,
             "phase_s": self.phase_s,
             "passed": self.passed,
@@ -144,6 +154,9 @@ class ChaosRun:
         self.alert_stage: StageProcess | None = None
         self.alert_sink: StageProcess | None = None
         self.alerts_out = self.workdir / "alerts"
+        self.flow_worker: StageProcess | None = None
+        self.flow_sink: StageProcess | None = None
+        self.flows_out = self.workdir / "flows"
         self.retired: list[StageProcess] = []
         self.recovery_s: list[float] = []
         self.garbage_sent = 0
@@ -178,8 +191,19 @@ class ChaosRun:
         self.alert_sink = start_stage(self._name("alert-sink"), args, log_dir, self.env)
         return self.alert_sink
 
+    def start_flows(self) -> StageProcess:
+        args = ["flows", "worker", "--idle-close", str(FLOW_IDLE_CLOSE_S)]
+        self.flow_worker = start_stage(self._name("flows"), args, self.workdir / "logs", self.env)
+        return self.flow_worker
+
+    def start_flow_sink(self) -> StageProcess:
+        args = ["flows", "sink", "--out", str(self.flows_out), "--roll-seconds", "0.5"]
+        log_dir = self.workdir / "logs"
+        self.flow_sink = start_stage(self._name("flow-sink"), args, log_dir, self.env)
+        return self.flow_sink
+
     def live(self) -> list[StageProcess]:
-        optional = (self.sink, self.alert_stage, self.alert_sink)
+        optional = (self.sink, self.alert_stage, self.alert_sink, self.flow_worker, self.flow_sink)
         return [*self.workers, *(s for s in optional if s is not None)]
 
     def signal(self, stage: StageProcess, sig: signal.Signals) -> None:
@@ -194,6 +218,8 @@ class ChaosRun:
                 self.sink = None
             if stage is self.alert_stage:
                 self.alert_stage = None
+            if stage is self.flow_worker:
+                self.flow_worker = None
 
     def send_garbage(self, values: tuple[bytes, ...]) -> None:
         """Write ``values`` straight to the raw topic (no tap): each must become one
@@ -318,7 +344,7 @@ class ChaosRun:
         self.recovery_s.append(round(time.monotonic() - since, 1))
 
     # -- the run -----------------------------------------------------------------------
-    def setup(self, workers: int = 1, alerts: bool = False) -> None:
+    def setup(self, workers: int = 1, alerts: bool = False, flows: bool = False) -> None:
         ensure_pipeline_topics(self.settings)
         for _ in range(workers):
             self.start_worker()
@@ -329,35 +355,16 @@ class ChaosRun:
             self.start_alerts()
             self.start_alert_sink()
             groups += [f"{group}-alerts", f"{group}-alerts-sink"]
+        if flows:
+            self.start_flows()
+            self.start_flow_sink()
+            groups += [f"{group}-flows", f"{group}-flows-sink"]
         wait_groups_ready(self.settings, groups, self.live(), 180.0, {group: workers})
-
-    def check_alerts(self) -> str | None:
-        """Once the incidents settled: each (incident, revision) stored once, revisions
-        without a gap, one ``opened`` row per incident; returns what is wrong, if anything."""
-        idle = self.settings.alert_idle_close_s
-        wait_incidents(self.alerts_out, self.live(), settle_s=idle + 4, timeout_s=idle + 120)
-        rows = alert_rows(self.alerts_out)
-        if not rows:
-            return "no alert row was stored"
-        keys = [(r["incident_id"], r["revision"]) for r in rows]
-        if len(keys) != len(set(keys)):
-            return f"{len(keys) - len(set(keys))} alert rows stored twice"
-        revisions: dict[str, list[int]] = {}
-        for incident, revision in keys:
-            revisions.setdefault(incident, []).append(revision)
-        gaps = [
-            i for i, r in revisions.items() if sorted(r) != list(range(min(r), min(r) + len(r)))
-        ]
-        opened = [r["incident_id"] for r in rows if r["status"] == "opened"]
-        if gaps:
-            return f"alert rows missing in {len(gaps)} incidents: {gaps[:3]}"
-        if sorted(opened) != sorted(revisions):
-            return "not exactly one 'opened' row per incident"
-        return None
 
     def start_tap(self) -> None:
         argv = [*amlhp_command(), "tap", str(self.capture), "--gateway", GATEWAY,
-                "--rate", str(self.load.rate), "--duration", str(self.load.seconds)]  # fmt: skip
+                "--rate", str(self.load.rate), "--duration", str(self.load.seconds),
+                *(["--keep-timestamps"] if self.load.keep_timestamps else [])]  # fmt: skip
         log_path = self.workdir / "logs" / "tap.log"
         with log_path.open("wb") as fh:
             self._tap = subprocess.Popen(argv, env=self.env, stdout=fh, stderr=subprocess.STDOUT)
@@ -418,12 +425,14 @@ def run_scenario(
     broker: KafkaLayout | None = None,
     prepare: Faults | None = None,
     alerts: bool = False,
+    flows: bool = False,
 ) -> ScenarioResult:
     """Set up, start the tap, apply ``faults`` (which return once the last is applied),
     then check the ledger exactly. ``broker``: the local layout ``base`` points at, for
     the scenarios that kill brokers; ``prepare``: called before the tap starts (e.g. to
     write the capture it replays); ``alerts``: run the alert stage and its sink too, and
-    check the alert dataset (idle incidents close after 5 s)."""
+    check the alert dataset (idle incidents close after 5 s); ``flows``: run the flow
+    worker and its sink too, and check the flow dataset against the raw topic's flows."""
     if alerts:
         base = base.model_copy(update={"alert_idle_close_s": 5.0})
     run = ChaosRun(base, workdir, load, capture, broker)
@@ -431,7 +440,7 @@ def run_scenario(
     lag: PeakLag | None = None
     clock = _PhaseClock(result.phase_s)
     try:
-        run.setup(workers=workers, alerts=alerts)
+        run.setup(workers=workers, alerts=alerts, flows=flows)
         if prepare is not None:
             prepare(run)
         lag = PeakLag(run.settings).start()
@@ -455,7 +464,13 @@ def run_scenario(
         # the dataset must hold each packet once; the dead-letter topic is at-least-once
         result.duplicate_rows = ledger.verdict_rows - ledger.verdicts + ledger.both
         if alerts and result.error is None:
-            result.error = run.check_alerts()
+            idle = run.settings.alert_idle_close_s
+            result.error = check_alerts(run.alerts_out, run.live(), idle)
+        if flows and result.error is None:
+            result.flows, result.error = check_flows(
+                run.flows_out, run.live(), run.settings, FLOW_IDLE_CLOSE_S
+            )
+            result.flow_topic_duplicates = flow_topic_duplicates(run.settings)
         clock.lap("checks")
     except ScenarioSkipped as exc:
         result.skipped = str(exc)

@@ -34,12 +34,17 @@ class Scenario:
     prepare: Callable[[ChaosRun], None] | None = None
     #: the alert stage and its sink run too, and the alert dataset is checked
     alerts: bool = False
+    #: the flow worker and its sink run too, and the flow dataset is checked
+    flows: bool = False
     #: a shorter run is lengthened to this (two broker kills, each waited out)
     min_seconds: float = 0.0
+    #: the tap keeps the capture's own packet times (the flows' event clock then moves
+    #: through the capture's minutes, and flows close by their lifetime mid-run)
+    keep_timestamps: bool = False
 
     def load_for(self, load: Load) -> Load:
         """``load`` at its rate, for at least ``min_seconds``."""
-        return Load(load.rate, max(load.seconds, self.min_seconds))
+        return Load(load.rate, max(load.seconds, self.min_seconds), self.keep_timestamps)
 
 
 def _kill_workers(run: ChaosRun) -> None:
@@ -94,6 +99,18 @@ def _kill_alerts(run: ChaosRun) -> None:
         assert run.alert_stage is not None
         run.signal(run.alert_stage, signal.SIGKILL)
         run.start_alerts()
+
+
+def _kill_flow_worker(run: ChaosRun) -> None:
+    """SIGKILL the flow worker twice while flows are open and others close (the tap keeps
+    the capture's times: its first 75 s hold more than a flow lifetime), restarted at
+    once: it takes its open flows back from the changelog and publishes again what it
+    had published since its last state write (the sink drops those by flow_seq)."""
+    for share in (0.5, 0.8):
+        run.at(share * run.load.seconds)
+        assert run.flow_worker is not None
+        run.signal(run.flow_worker, signal.SIGKILL)
+        run.start_flows()
 
 
 def _fuzzed_capture(run: ChaosRun) -> None:
@@ -175,6 +192,13 @@ SCENARIOS: dict[str, Scenario] = {
             "SIGKILL the alert stage twice mid-run, restarted at once",
             _kill_alerts,
             alerts=True,
+        ),
+        Scenario(
+            "flow-worker-sigkill",
+            "SIGKILL the flow worker twice mid-run, restarted at once",
+            _kill_flow_worker,
+            flows=True,
+            keep_timestamps=True,
         ),
         Scenario(
             "fuzz",

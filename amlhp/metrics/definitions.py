@@ -128,7 +128,9 @@ class PipelineMetrics:
     open_incidents: Gauge
     flow_verdicts: Counter
     devices: Gauge
+    flow_packets_unused: Counter
     open_flows: Gauge
+    suppressed: Counter
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -171,6 +173,14 @@ class PipelineMetrics:
         for (gateway, kind, status), n in counts.items():
             self.alerts.labels(gateway, kind, status).inc(n)
 
+    def count_suppressed(self, rows: Sequence[Mapping[str, Any]], rules: Iterable[str]) -> None:
+        """Count alert rows by the rule that covers them; zero series for ``rules``."""
+        for rule in rules:
+            self.suppressed.labels(self.reason_label(rule))
+        for row in rows:
+            if row.get("suppressed_by"):
+                self.suppressed.labels(self.reason_label(str(row["suppressed_by"]))).inc()
+
     def set_open_incidents(self, open_by: Mapping[tuple[str, str], int]) -> None:
         """Replace the open-incident gauge with ``(gateway, kind) -> count``; series of
         pairs no longer open drop to 0 (they stay, so a graph shows the close)."""
@@ -194,6 +204,12 @@ class PipelineMetrics:
             counts[key] = counts.get(key, 0) + 1
         for labels, n in counts.items():
             self.flow_verdicts.labels(*labels).inc(n)
+
+    def count_flow_unused(self, by_reason: Mapping[str, int]) -> None:
+        """Packets the flow worker put in no flow, by reason."""
+        for reason, n in by_reason.items():
+            if n:
+                self.flow_packets_unused.labels(self.reason_label(reason)).inc(n)
 
     def init_flow_verdicts(self, gateway: str, classes: Sequence[str]) -> None:
         """Zero series of every class and decision for a gateway the flow worker meets, so

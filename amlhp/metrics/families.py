@@ -189,6 +189,12 @@ FAMILIES: tuple[MetricFamily, ...] = (
         ("gateway", "kind", "status"),
     ),
     MetricFamily(
+        "suppressed", "counter", "amlhp_suppressed",
+        "Alert rows an allow-list rule covers (kept, marked suppressed_by), by rule id; "
+        "every loaded rule has a series, so a rule that never matches shows 0",
+        ("rule",),
+    ),
+    MetricFamily(
         "open_incidents", "gauge", "amlhp_open_incidents",
         "Incidents open now in this alert process, by gateway and kind",
         ("gateway", "kind"),
@@ -203,6 +209,13 @@ FAMILIES: tuple[MetricFamily, ...] = (
         "devices", "gauge", "amlhp_devices",
         "Hosts in this flow worker's device inventory, by gateway and device type",
         ("gateway", "device_type"),
+    ),
+    MetricFamily(
+        "flow_packets_unused", "counter", "amlhp_flow_packets_unused",
+        "Packets the flow worker put in no flow, by reason (the encoder's reason codes, "
+        "as dead letters of the packet worker; no_local_endpoint: neither address in the "
+        "flow model's local networks)",
+        ("reason",),
     ),
     MetricFamily(
         "open_flows", "gauge", "amlhp_open_flows",

@@ -8,6 +8,7 @@ the alert stage names each incident's device from them. Both read it here, so th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,7 +16,9 @@ import pyarrow as pa
 
 from amlhp.pipeline.kafka_io import read_topic_batches
 from amlhp.settings import Settings
-from amlhp.wire import DEVICE, device_schema, from_ipc
+from amlhp.wire import DEVICE, DEVICE_VERSION, device_schema, from_ipc
+
+log = logging.getLogger(__name__)
 
 #: what an incident carries of its host's entry: (device type, confidence)
 Identity = tuple[str, float]
@@ -33,9 +36,12 @@ def latest_entries(batches: Iterable[pa.RecordBatch]) -> pa.Table:
 
 def read_inventory(settings: Settings, timeout_s: float = 30.0) -> pa.Table:
     """The inventory on the device topic now (read to its end, no consumer group)."""
-    batches, _bad = read_topic_batches(
+    batches, bad = read_topic_batches(
         settings, settings.topic_devices, lambda value: from_ipc(value, DEVICE), timeout_s
     )
+    if bad:  # another writer's messages, or a newer schema: said, not silently skipped
+        log.warning("%d messages on %s are not amlhp.device v%s rows: skipped",
+                    bad, settings.topic_devices, DEVICE_VERSION)  # fmt: skip
     return latest_entries(batches)
 
 

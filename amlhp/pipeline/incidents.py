@@ -58,6 +58,9 @@ def incident_json(row: dict[str, Any]) -> dict[str, Any]:
         "model_version": row["model_version"],
         "device_type": row.get("device_type"),
         "device_confidence": row.get("device_confidence"),
+        "community_ids": list(row.get("community_ids") or []),
+        "suppressed_by": row.get("suppressed_by"),
+        "feedback": row.get("feedback"),
     }
 
 
@@ -76,7 +79,7 @@ def incident_cells(row: dict[str, Any]) -> list[str]:
     """One incident as the table's text cells (hosts and times in full)."""
     return [
         row["gateway"], row["host"], device_cell(row), row["role"], row["kind"],
-        str(row.get("severity", "")),
+        str(row.get("severity", "")) + (" (suppressed)" if row.get("suppressed_by") else ""),
         str(row["packets"]), iso(row["first_seen_ns"]), iso(row["last_seen_ns"]),
         f"{row['mean_score']:.3f}", ",".join(row["classes"][:3]),
     ]  # fmt: skip

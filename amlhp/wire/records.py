@@ -85,8 +85,9 @@ model_version      string      the flow model
 updated_at_ns      int64       wall clock of this update
 =================  ==========  ==========================================================
 
-Alerts, ``amlhp.alert`` v3 (v2 lacked ``device_type`` and ``device_confidence``; v1
-``severity`` .. ``evidence``), one row per revision
+Alerts, ``amlhp.alert`` v4 (v3 lacked ``suppressed_by``, ``community_ids`` and ``feedback``; v2
+``device_type`` and ``device_confidence``; v1 ``severity`` .. ``evidence``), one row per
+revision
 of an incident (see
 :mod:`amlhp.alerts`): an incident is raised (``status`` ``opened``), revised at most every
 update interval while evidence keeps coming (``updated``) and ``closed`` after a quiet
@@ -137,6 +138,12 @@ model_version     string           the model whose verdicts raised it
 device_type       string           the host's device type from the device inventory
                                    when known at this revision (null: not known)
 device_confidence float32          ... and the inventory's confidence in it
+suppressed_by     string           the allow-list rule that covers the incident (null:
+                                   none; :mod:`amlhp.alerts.suppression`)
+community_ids     list<string>     Community ID flow hashes of the sample packets'
+                                   flows, to find them in Zeek or Suricata logs
+feedback          string           an analyst's last verdict on it: ``ack``,
+                                   ``confirmed`` or ``false_positive`` (null: none)
 emitted_at_ns     int64            wall clock when the row was made
 ================  ===============  ==================================================
 """
@@ -155,12 +162,16 @@ from amlhp.wire.packets import metadata
 ALERT: Final = "amlhp.alert"
 DEVICE: Final = "amlhp.device"
 DEVICE_VERSION: Final = "1"
+FEEDBACK: Final = "amlhp.feedback"
+FEEDBACK_VERSION: Final = "1"
+#: an analyst's verdicts on an incident (``amlhp alerts-feedback``)
+FEEDBACK_VERDICTS: Final = ("ack", "confirmed", "false_positive")
 DEAD_LETTER: Final = "amlhp.deadletter"
 FLOW_VERDICT: Final = "amlhp.flow_verdict"
 EXPLANATION: Final = "amlhp.explanation"
 #: the versions of these schemas that this code writes and reads (see the registry)
-DEAD_LETTER_VERSION, FLOW_VERDICT_VERSION, EXPLANATION_VERSION = "1", "1", "1"
-ALERT_VERSION: Final = "3"
+DEAD_LETTER_VERSION, FLOW_VERDICT_VERSION, EXPLANATION_VERSION = "1", "2", "1"
+ALERT_VERSION: Final = "4"
 
 
 def dead_letter_schema() -> pa.Schema:
@@ -185,13 +196,18 @@ def dead_letter_schema() -> pa.Schema:
 
 
 def flow_verdict_schema(groups: Sequence[str]) -> pa.Schema:
-    """``amlhp.flow_verdict`` v1; ``groups`` name the entries of ``attributions``."""
+    """``amlhp.flow_verdict`` v2; ``groups`` name the entries of ``attributions``.
+
+    v2 added ``flow_seq``: the gateway's count of flow verdicts before this one, which
+    grows along the gateway's partition of the topic, so that a sink drops what a
+    restarted flow worker publishes again (the idempotency key is (gateway, flow_seq))."""
     return pa.schema(
         [
             pa.field("gateway", pa.string(), nullable=False),
             pa.field("ts_ns", pa.int64(), nullable=False),
             pa.field("end_ns", pa.int64(), nullable=False),
             pa.field("flow_id", pa.string(), nullable=False),
+            pa.field("flow_seq", pa.uint64(), nullable=False),
             pa.field("device_ip", pa.string()),
             pa.field("remote_ip", pa.string()),
             pa.field("proto", pa.uint8()),
@@ -287,7 +303,7 @@ EVIDENCE: Final = pa.struct(
 
 
 def alert_schema() -> pa.Schema:
-    """``amlhp.alert`` v3: one row per incident revision (see the module docstring)."""
+    """``amlhp.alert`` v4: one row per incident revision (see the module docstring)."""
     counts = pa.list_(pa.int64())
     return pa.schema(
         [
@@ -323,6 +339,9 @@ def alert_schema() -> pa.Schema:
             pa.field("model_version", pa.string()),
             pa.field("device_type", pa.string()),
             pa.field("device_confidence", pa.float32()),
+            pa.field("suppressed_by", pa.string()),
+            pa.field("community_ids", pa.list_(pa.string())),
+            pa.field("feedback", pa.string()),
             pa.field("emitted_at_ns", pa.int64(), nullable=False),
         ],
         metadata=metadata(ALERT, ALERT_VERSION),
@@ -346,4 +365,28 @@ def device_schema() -> pa.Schema:
             pa.field("updated_at_ns", pa.int64(), nullable=False),
         ],
         metadata=metadata(DEVICE, DEVICE_VERSION),
+    )
+
+
+def feedback_schema() -> pa.Schema:
+    """``amlhp.feedback`` v1: an analyst's verdict on an incident (compacted topic
+    ``amlhp.feedback``, key: the incident id), with what the alert stage needs to find the
+    incident and the span ``amlhp train --feedback`` replays."""
+    return pa.schema(
+        [
+            pa.field("incident_id", pa.string(), nullable=False),
+            pa.field("gateway", pa.string(), nullable=False),
+            pa.field("host", pa.string(), nullable=False),
+            pa.field("role", pa.string(), nullable=False),
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("classes", pa.list_(pa.string())),
+            pa.field("first_seen_ns", pa.int64(), nullable=False),
+            pa.field("last_seen_ns", pa.int64(), nullable=False),
+            pa.field("verdict", pa.string(), nullable=False),
+            pa.field("note", pa.string()),
+            pa.field("analyst", pa.string()),
+            pa.field("suppress_days", pa.float32()),
+            pa.field("at_ns", pa.int64(), nullable=False),
+        ],
+        metadata=metadata(FEEDBACK, FEEDBACK_VERSION),
     )

@@ -42,6 +42,7 @@ REGISTRY: Final[dict[str, WireSchema]] = {
     packets.VERDICT: WireSchema(packets.VERDICT_VERSION, lambda _: packets.verdict_schema()),
     records.ALERT: WireSchema(records.ALERT_VERSION, lambda _: records.alert_schema()),
     records.DEVICE: WireSchema(records.DEVICE_VERSION, lambda _: records.device_schema()),
+    records.FEEDBACK: WireSchema(records.FEEDBACK_VERSION, lambda _: records.feedback_schema()),
     records.DEAD_LETTER: WireSchema(
         records.DEAD_LETTER_VERSION, lambda _: records.dead_letter_schema()
     ),

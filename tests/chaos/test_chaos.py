@@ -44,6 +44,7 @@ def _run(
         broker=broker,
         prepare=scenario.prepare,
         alerts=scenario.alerts,
+        flows=scenario.flows,
     )
     print(f"{name}: {result.as_dict()}")
     if result.skipped is not None:

@@ -96,6 +96,20 @@ def _committed_share(settings: Settings, group: str) -> tuple[int, int]:
         consumer.close()
 
 
+def _open_incident(settings: Settings) -> dict[str, Any]:
+    """An incident the alert topic shows open now (it will be closed idle, later)."""
+    from amlhp.pipeline.incidents import latest
+    from amlhp.pipeline.kafka_io import read_topic_batches
+    from amlhp.wire import ALERT, from_ipc
+
+    batches, _ = read_topic_batches(settings, settings.topic_alerts, lambda v: from_ipc(v, ALERT))
+    still = [
+        r for r in latest([r for b in batches for r in b.to_pylist()]) if r["status"] != "closed"
+    ]
+    assert still, "every incident closed before the last stage: nothing to suppress"
+    return still[0]
+
+
 def test_stream_incidents_equal_offline_through_restarts_mid_backlog(
     alert_settings: Settings, demo_capture: Path, tmp_path: Path
 ) -> None:
@@ -138,8 +152,23 @@ def test_stream_incidents_equal_offline_through_restarts_mid_backlog(
             stage.proc.wait(60)
             procs.remove(stage)
             stops.append((signal.Signals(sig).name, *_committed_share(settings, f"{group}-alerts")))
-        procs.append(_start(settings, tmp_path, "alerts-last", "alerts-stage", "--metrics-port",
-                            "-1"))  # fmt: skip
+        # the last one runs with an allow-list file that does not exist yet; written once
+        # the stage runs, its rule must mark the rows made from then on (the closes)
+        allow = tmp_path / "allow.yaml"
+        last = _start(settings.model_copy(update={"alert_suppressions": allow}), tmp_path,
+                      "alerts-last", "alerts-stage", "--metrics-port", "-1")  # fmt: skip
+        procs.append(last)
+        deadline = time.monotonic() + 60
+        while "does not exist (yet)" not in last.log_path.read_text(errors="replace"):
+            last.check_alive()
+            assert time.monotonic() < deadline, "the stage never read its allow-list"
+            time.sleep(0.1)
+        target = _open_incident(settings)
+        allow.write_text(
+            "rules:\n  - {id: under-test, reason: test, "
+            f"gateway: {target['gateway']}, host: {target['host']}, kind: {target['kind']}}}\n"
+        )
+        written_ns = time.time_ns()
         incidents = wait_incidents(alerts_dir, procs, settle_s=IDLE_S + 4, timeout_s=240)
     finally:
         for proc in procs:
@@ -153,6 +182,15 @@ def test_stream_incidents_equal_offline_through_restarts_mid_backlog(
     opened = [r["incident_id"] for r in rows if r["status"] == "opened"]
     assert len(opened) == len(set(opened)) == len(incidents)
     assert all(i["status"] == "closed" for i in incidents), [i["status"] for i in incidents]
+    # rows made before the rule file was written are not marked; those made a tick after
+    # it are, where the rule covers them: reloaded without a restart, marked, not dropped
+    assert not any(r["suppressed_by"] for r in rows if r["emitted_at_ns"] < written_ns)
+    later = [r for r in rows if r["emitted_at_ns"] > written_ns + 2e9]
+    scope = (target["gateway"], target["host"], target["kind"])
+    covered = [r for r in later if (r["gateway"], r["host"], r["kind"]) == scope]
+    assert covered, "no row of the covered incident came after the rule"
+    assert all(r["suppressed_by"] == "under-test" for r in covered)
+    assert not any(r["suppressed_by"] for r in later if r not in covered)
 
     scorer = load_scorer(default_model_path())
     policy = AlertPolicy.from_settings(settings)

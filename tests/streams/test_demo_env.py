@@ -98,6 +98,47 @@ def check_flows_equal_offline(summary: dict[str, Any], capture: Path, settings: 
     assert all(i["device_type"] is not None for i in summary["alerts"])
 
 
+def tshark_count(pcap: Path, display_filter: str = "") -> int:
+    """Packets Wireshark's tshark reads from ``pcap`` (matching the filter)."""
+    import shutil
+
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        pytest.skip("tshark is not installed (Debian's tshark package: make setup)")
+    args = [tshark, "-n", "-r", str(pcap), "-T", "fields", "-e", "frame.number"]
+    done = subprocess.run([*args, *(["-Y", display_filter] if display_filter else [])],
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return len(done.stdout.split())
+
+
+def check_extract(settings: Settings, capture: Path, env: dict[str, str], out: Path) -> None:
+    """``amlhp extract --incident`` of the demo's incidents: pcaps that tshark reads, with
+    the packets tshark itself finds in the capture for the incident's host and span."""
+    from amlhp.pipeline.incidents import latest
+    from amlhp.pipeline.kafka_io import read_topic_batches
+    from amlhp.wire import ALERT, from_ipc
+
+    batches, _ = read_topic_batches(settings, settings.topic_alerts, lambda v: from_ipc(v, ALERT))
+    incidents = sorted(latest([r for b in batches for r in b.to_pylist()]),
+                       key=lambda i: -i["packets"])[:3]  # fmt: skip
+    assert incidents
+    for inc in incidents:
+        pcap = out / f"{inc['incident_id']}.pcap"
+        done = subprocess.run(
+            [sys.executable, "-m", "amlhp.cli", "extract", "--incident", inc["incident_id"],
+             "-o", str(pcap)], capture_output=True, text=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        stats = json.loads(done.stdout.strip().splitlines()[-1])
+        first, last = inc["first_seen_ns"] / 1e9, inc["last_seen_ns"] / 1e9
+        span = f"frame.time_epoch >= {first - 5e-7:.7f} && frame.time_epoch <= {last + 5e-7:.7f}"
+        expected = tshark_count(capture, f"ip.addr == {inc['host']} && {span}")
+        assert stats["packets"] == expected >= inc["packets"] > 0, (stats, expected, inc)
+        assert tshark_count(pcap) == expected
+        assert 0 < stats["snaplen"] < 1500  # cut at the tap: headers and P payload bytes
+
+
 def test_x_flags_reach_the_demos_stages_and_its_flows_and_report_check_out(
     kafka_settings: Settings, tmp_path: Path
 ) -> None:
@@ -118,6 +159,7 @@ def test_x_flags_reach_the_demos_stages_and_its_flows_and_report_check_out(
     assert Path(summary["verdict_dataset"]) == home / "out" / "verdicts"  # under the home
 
     check_flows_equal_offline(summary, capture, settings)
+    check_extract(settings, capture, env, tmp_path / "extracts")
 
     for stage in ("worker", "sink", "flows"):
         got = logged_settings(home / "var" / "demo" / f"{stage}.log", stage)

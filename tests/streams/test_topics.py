@@ -31,16 +31,18 @@ def test_specs_follow_the_settings() -> None:
     assert [s.name for s in specs] == settings.topics.all()
     assert specs[0].name == "r"
     assert {(s.partitions, s.replication_factor) for s in specs} == {(6, 3)}
-    expiring = [s for s in specs if s.name != settings.topic_devices]
+    compacted = {settings.topic_devices, settings.topic_feedback}
+    expiring = [s for s in specs if s.name not in compacted]
     assert {s.config["retention.ms"] for s in expiring} == {"1234"}
-    # the device inventory is the latest entry per host, however old: compacted
-    (devices,) = [s for s in specs if s.name == settings.topic_devices]
-    assert devices.config == {"cleanup.policy": "compact"}
+    # the device inventory is the latest entry per host, the feedback the latest verdict
+    # per incident, however old: compacted
+    kept = [s for s in specs if s.name in compacted]
+    assert [s.config for s in kept] == [{"cleanup.policy": "compact"}] * 2
     custom = pipeline_topic_specs(settings, partitions=2, replication_factor=1, retention_ms=-1)
     assert {
         (s.partitions, s.replication_factor, s.config.get("retention.ms", "compact"))
         for s in custom
-        if s.name != settings.topic_devices
+        if s.name not in compacted
     } == {(2, 1, "-1")}
 
 

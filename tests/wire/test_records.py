@@ -19,6 +19,7 @@ from amlhp.wire import (
     DEVICE,
     ENCODED,
     EXPLANATION,
+    FEEDBACK,
     FLOW_VERDICT,
     RAW,
     REGISTRY,
@@ -31,6 +32,7 @@ from amlhp.wire import (
     device_schema,
     encoded_schema,
     explanation_schema,
+    feedback_schema,
     flow_verdict_schema,
     from_ipc,
     raw_schema,
@@ -84,6 +86,7 @@ def flow_verdicts() -> pa.RecordBatch:
             "ts_ns": 10 + i,
             "end_ns": 20 + i,
             "flow_id": f"gw-1|10.0.0.2|x|6|1883|5000{i}|{10 + i}",
+            "flow_seq": i,
             "device_ip": "10.0.0.2",
             "remote_ip": "x",
             "proto": 6,
@@ -148,9 +151,20 @@ def devices() -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(rows, schema=device_schema())
 
 
+def feedback() -> pa.RecordBatch:
+    row = {
+        "incident_id": "7fef8e00783595d5", "gateway": "gw-1", "host": "10.0.0.66",
+        "role": "source", "kind": "scan", "classes": ["tcp_portscan"], "first_seen_ns": 5,
+        "last_seen_ns": 9, "verdict": "false_positive", "note": "the printer's sweep",
+        "analyst": "alice", "suppress_days": 30.0, "at_ns": 10,
+    }  # fmt: skip
+    return pa.RecordBatch.from_pylist([row], schema=feedback_schema())
+
+
 #: name -> a valid batch of that schema, and a column that must not hold nulls
 CASES: dict[str, tuple[Callable[[], pa.RecordBatch], str]] = {
     DEVICE: (devices, "device_type"),
+    FEEDBACK: (feedback, "verdict"),
     DEAD_LETTER: (dead_letters, "reason"),
     FLOW_VERDICT: (flow_verdicts, "flow_id"),
     EXPLANATION: (explanations, "attributions"),
@@ -204,8 +218,8 @@ def test_other_schema_name_is_refused(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_other_version_is_refused(name: str) -> None:
     make, _ = CASES[name]
-    with pytest.raises(BatchDecodeError, match="version '2' is not supported"):
-        from_ipc(to_ipc(with_metadata(make(), version=b"2")), name)
+    with pytest.raises(BatchDecodeError, match="version '99' is not supported"):
+        from_ipc(to_ipc(with_metadata(make(), version=b"99")), name)
 
 
 def mistyped(batch: pa.RecordBatch, column: str) -> pa.RecordBatch:
@@ -219,7 +233,9 @@ def mistyped(batch: pa.RecordBatch, column: str) -> pa.RecordBatch:
 def test_missing_or_mistyped_column_is_refused(name: str) -> None:
     make, required = CASES[name]
     batch = make()
-    ts = {DEAD_LETTER: "origin_offset", DEVICE: "first_seen_ns"}.get(name, "ts_ns")
+    ts = {DEAD_LETTER: "origin_offset", DEVICE: "first_seen_ns", FEEDBACK: "at_ns"}.get(
+        name, "ts_ns"
+    )
     for broken in (batch.drop_columns([required]), mistyped(batch, ts)):
         assert broken.schema.metadata == batch.schema.metadata
         with pytest.raises(BatchDecodeError, match="columns differ"):
@@ -275,14 +291,16 @@ SCHEMAS: dict[str, pa.Schema] = {
     EXPLANATION: explanation_schema(FIELDS),
     ALERT: alert_schema(),
     DEVICE: device_schema(),
+    FEEDBACK: feedback_schema(),
 }
 
 
 #: verdict v2 added malicious_score, decision and ood_score; v3 the packet facts of the
 #: behaviour detectors; alert v2 severity, confidence, score, techniques and evidence,
-#: v3 the host's device type and confidence
-VERSIONS = {RAW: "1", ENCODED: "1", VERDICT: "3", DEAD_LETTER: "1", FLOW_VERDICT: "1",
-            EXPLANATION: "1", ALERT: "3", DEVICE: "1"}  # fmt: skip
+#: v3 the host's device type and confidence, v4 suppressed_by, community_ids and feedback;
+#: flow verdict v2 flow_seq (the sink's de-dup key)
+VERSIONS = {RAW: "1", ENCODED: "1", VERDICT: "3", DEAD_LETTER: "1", FLOW_VERDICT: "2",
+            EXPLANATION: "1", ALERT: "4", DEVICE: "1", FEEDBACK: "1"}  # fmt: skip
 
 
 def test_registry_holds_every_schema_with_the_version_its_builder_writes() -> None:
@@ -302,6 +320,7 @@ def test_schema_names_are_the_wire_names() -> None:
         "amlhp.device",
         "amlhp.encoded",
         "amlhp.explanation",
+        "amlhp.feedback",
         "amlhp.flow_verdict",
         "amlhp.raw",
         "amlhp.verdict",
@@ -321,11 +340,12 @@ def test_columns_are_those_of_version_1() -> None:
     ]  # fmt: skip
     assert columns(flow_verdict_schema(GROUPS)) == [
         "gateway:string!", "ts_ns:int64!", "end_ns:int64!", "flow_id:string!",
-        "device_ip:string", "remote_ip:string", "proto:uint8", "device_port:uint16",
-        "remote_port:uint16", "packets:int64", "bytes:int64", "first_seq:uint64",
-        "last_seq:uint64", "context_flows:int8", "label:string", "class_id:int16",
-        "confidence:float", "uncertain:bool", "consistent:bool", "probs:list<item: float>",
-        "attributions:list<item: float>", "model_version:string", "scored_at_ns:int64",
+        "flow_seq:uint64!", "device_ip:string", "remote_ip:string", "proto:uint8",
+        "device_port:uint16", "remote_port:uint16", "packets:int64", "bytes:int64",
+        "first_seq:uint64", "last_seq:uint64", "context_flows:int8", "label:string",
+        "class_id:int16", "confidence:float", "uncertain:bool", "consistent:bool",
+        "probs:list<item: float>", "attributions:list<item: float>", "model_version:string",
+        "scored_at_ns:int64",
     ]  # fmt: skip
     assert flow_verdict_schema(GROUPS).metadata[b"attribution_groups"] == ",".join(GROUPS).encode()
     assert columns(explanation_schema(FIELDS)) == [
