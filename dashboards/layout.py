@@ -7,6 +7,8 @@ panel (``viewPanel=N``) stay stable when the JSON is regenerated.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import dashboard as models
@@ -18,10 +20,14 @@ TAGS = ["amlhp", "iot", "kafka"]
 
 
 def new_dashboard(
-    uid: str, title: str, description: str, items: list[PanelBuilder | db.Row]
+    uid: str,
+    title: str,
+    description: str,
+    items: list[PanelBuilder | db.Row],
+    annotations: Sequence[db.AnnotationQuery] = (),
 ) -> models.Dashboard:
     """Lay ``items`` out left to right, top to bottom (a row starts a new line) and number
-    them in that order."""
+    them in that order; ``annotations`` mark events on the time-series panels."""
     dashboard = (
         db.Dashboard(title)
         .uid(uid)
@@ -36,6 +42,8 @@ def new_dashboard(
         .with_variable(gateway_variable())
         .with_variable(class_variable())
     )
+    for query in annotations:
+        dashboard = dashboard.annotation(query)
     for item in items:
         if isinstance(item, db.Row):
             dashboard = dashboard.with_row(item)

@@ -13,9 +13,11 @@ from grafana_foundation_sdk.models.dashboard import Dashboard
 from amlhp.dashboards import queries as q
 from amlhp.dashboards.layout import PanelBuilder, new_dashboard
 from amlhp.dashboards.panels import (
+    FULL,
     HALF,
     QUARTER,
     Query,
+    annotation,
     bars_panel,
     row,
     seconds_panel,
@@ -23,7 +25,7 @@ from amlhp.dashboards.panels import (
     table_panel,
     timeseries_panel,
 )
-from amlhp.metrics.definitions import STEP_SCORE, STEP_SINK, STEP_TAP
+from amlhp.metrics.definitions import STEP_ENCODE, STEP_SCORE, STEP_SINK, STEP_TAP
 
 UID = "amlhp-overview"
 
@@ -256,6 +258,56 @@ def alerts_raised() -> PanelBuilder:
     )
 
 
+def suppressed_incidents() -> PanelBuilder:
+    return timeseries_panel(
+        "Suppressed alert rows by rule",
+        "Alert rows an allow-list rule covers (amlhp_suppressed_total by rule): kept in the "
+        "alert topic and dataset, marked suppressed_by, not exported. A rule that stays at "
+        "0 never matches: review it (docs/alerts.md#suppression).",
+        [Query(q.sum_by(["rule"], q.increase(q.SUPPRESSED)), "{{rule}}")],
+        width=HALF,
+        stacked=True,
+    )
+
+
+def gateway_health() -> PanelBuilder:
+    tap = q.eq("step", STEP_TAP)
+    received, encoded = (
+        q.sum_by(
+            ["gateway"],
+            q.increase(q.sel(q.PACKETS_IN, q.eq("step", step), q.GATEWAY), q.RANGE_WINDOW),
+        )
+        for step in (STEP_ENCODE, STEP_SCORE)
+    )
+    return table_panel(
+        "Gateway health",
+        "Per gateway: seconds since its tap last published packets (over a few minutes: the "
+        "tap or its capture stopped; the AmlhpGatewaySilent rule fires at 15), packets/s "
+        "at the tap, and the share of its packets in the time range that became dead "
+        "letters (refused by the encoder: not IPv4, broken).",
+        [
+            Query(
+                f"time() - {q.max_by(['gateway'], q.sel(q.LAST_SEEN, tap, q.GATEWAY))}",
+                "silent (s)",
+                instant=True,
+            ),
+            Query(
+                q.sum_by(["gateway"], q.rate(q.sel(q.PACKETS_IN, tap, q.GATEWAY))),
+                "packets/s",
+                instant=True,
+            ),
+            Query(
+                # dead letters carry no gateway: a gateway's are the packets its encode step
+                # received that never reached the score step, over the dashboard's range
+                f"1 - {encoded} / {received}",
+                "dead-letter share",
+                instant=True,
+            ),
+        ],
+        width=FULL,
+    )
+
+
 # -- flow context -------------------------------------------------------------------------
 def flow_verdicts_by_class() -> PanelBuilder:
     return timeseries_panel(
@@ -305,8 +357,15 @@ def overview() -> Dashboard:
     return new_dashboard(
         UID,
         "amlhp / Overview",
-        "Throughput, lag, latency and verdicts of the amlhp streaming pipeline.",
+        "Incidents first, then gateway health, throughput, lag, latency and verdicts of "
+        "the amlhp streaming pipeline. Annotations mark opened incidents and model reloads.",
         [
+            row("Incidents"),
+            open_incidents(),
+            alerts_raised(),
+            suppressed_incidents(),
+            row("Gateways"),
+            gateway_health(),
             row("Totals since the processes started"),
             packets_captured_total(),
             verdicts_total(),
@@ -317,9 +376,6 @@ def overview() -> Dashboard:
             bytes_per_step(),
             consumer_lag_records(),
             consumer_lag_seconds(),
-            row("Incidents"),
-            open_incidents(),
-            alerts_raised(),
             row("Flow context: flow verdicts and devices"),
             flow_verdicts_by_class(),
             device_inventory(),
@@ -332,5 +388,19 @@ def overview() -> Dashboard:
             verdicts_by_class(),
             delivery_failures(),
             faust_internals(),
+        ],
+        [
+            annotation(
+                "Incidents opened",
+                q.sum_by(["kind"], q.increase(q.sel(q.ALERTS, q.eq("status", "opened")), "1m"))
+                + " > 0",
+                "red",
+            ),
+            annotation(
+                "Model reloads",
+                q.sum_by([], q.increase(q.sel(q.MODEL_LOADS, q.eq("result", "loaded")), "1m"))
+                + " > 0",
+                "blue",
+            ),
         ],
     )

@@ -208,6 +208,18 @@ def row(title: str) -> db.Row:
     return db.Row(title)
 
 
+def annotation(name: str, expr: str, color: str) -> db.AnnotationQuery:
+    """Marks on every time-series panel where ``expr`` (a Prometheus query) is non-zero."""
+    return (
+        db.AnnotationQuery()
+        .name(name)
+        .datasource(DATASOURCE)
+        .expr(expr)
+        .enable(True)
+        .icon_color(color)
+    )
+
+
 # -- template variables ---------------------------------------------------------------
 def datasource_variable() -> db.DatasourceVariable:
     """Any Prometheus data source; the provisioned / pushed one is selected by default."""

@@ -43,6 +43,8 @@ OPEN_INCIDENTS = "amlhp_open_incidents"
 FLOW_VERDICTS = "amlhp_flow_verdicts_total"
 DEVICES = "amlhp_devices"
 OPEN_FLOWS = "amlhp_open_flows"
+LAST_SEEN = "amlhp_gateway_last_seen_timestamp_seconds"
+SUPPRESSED = "amlhp_suppressed_total"
 LAG_RECORDS = "amlhp_consumer_lag_records"
 LAG_SECONDS = "amlhp_consumer_lag_seconds"
 # Faust's own sensor in the worker (faust.sensors.prometheus, prefix amlhp_faust).

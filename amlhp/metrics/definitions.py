@@ -130,6 +130,7 @@ class PipelineMetrics:
     devices: Gauge
     flow_packets_unused: Counter
     open_flows: Gauge
+    last_seen: Gauge
     suppressed: Counter
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -239,6 +240,8 @@ class PipelineMetrics:
     # -- updates, one call per batch ----------------------------------------------------
     def count_in(self, step: str, gateway: str | None, packets: int, nbytes: int) -> None:
         self._count(self.packets_in, self.bytes_in, step, gateway, packets, nbytes)
+        if packets and gateway is not None:
+            self.last_seen.labels(step, self.gateway(gateway)).set_to_current_time()
 
     def count_out(self, step: str, gateway: str | None, packets: int, nbytes: int) -> None:
         self._count(self.packets_out, self.bytes_out, step, gateway, packets, nbytes)

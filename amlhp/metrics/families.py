@@ -99,6 +99,12 @@ FAMILIES: tuple[MetricFamily, ...] = (
         _STEP_GW,
     ),
     MetricFamily(
+        "last_seen", "gauge", "amlhp_gateway_last_seen_timestamp_seconds",
+        "Wall-clock time (Unix seconds) this process last received packets of the gateway, "
+        "by step: time() minus it is how long a gateway has been silent",
+        ("step", "gateway"),
+    ),
+    MetricFamily(
         "packets_out", "counter", "amlhp_packets_out",
         "Packets a step passed on (tap: delivered to Kafka; encode: encoded; "
         "score: verdicts published; sink: verdicts durably written)",

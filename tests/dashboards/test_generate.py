@@ -69,7 +69,16 @@ def test_required_dashboards_panels_and_variables() -> None:
         "Malicious share per gateway",
         "Open incidents",
         "Alerts raised over time",
+        "Suppressed alert rows by rule",
+        "Gateway health",
     } <= titles["amlhp-overview"]
+    overview = dashboards["overview.json"]
+    # incidents first: the first row of the ops team's dashboard
+    first_row = next(p for p in overview["panels"] if p["type"] == "row")
+    assert first_row["title"] == "Incidents"
+    marks = {a["name"]: a["expr"] for a in overview["annotations"]["list"]}
+    assert 'status="opened"' in marks["Incidents opened"]
+    assert 'result="loaded"' in marks["Model reloads"]
     assert {
         "Inference time per batch",
         "Inference time per packet",
@@ -125,6 +134,7 @@ def _exposed_names() -> set[str]:
     metrics.record_flow_verdicts(pa.RecordBatch.from_pydict(flows))
     metrics.set_devices({("g", "HueBridge"): 1})
     metrics.open_flows.set(3)
+    metrics.count_suppressed([{"suppressed_by": "printer"}], ["printer"])
     text = generate_latest(metrics.registry).decode()
     names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
     from faust.sensors.prometheus import FaustMetrics
@@ -140,13 +150,14 @@ def _exposed_names() -> set[str]:
 
 def test_every_query_names_only_metrics_the_pipeline_exposes() -> None:
     exposed = _exposed_names()
-    functions = {"sum", "by", "rate", "increase", "histogram_quantile", "max", "le", "on", "or"}
+    functions = {"sum", "by", "rate", "increase", "histogram_quantile", "max", "le", "on", "or",
+                 "time"}  # fmt: skip
     for d in load_generated().values():
         for query in panel_queries(d):
             expr = re.sub(r'\{[^}]*\}|"[^"]*"|\[[^\]]*\]', "", query.expr)
             names = set(re.findall(r"[a-zA-Z_][a-zA-Z0-9_]*", expr)) - functions
             labels = {"step", "reason", "class", "gateway", "group", "topic", "partition"}
-            labels |= {"version", "result", "kind", "status", "decision", "device_type"}
+            labels |= {"version", "result", "kind", "status", "decision", "device_type", "rule"}
             unknown = {n for n in names - labels if not re.fullmatch(r"e\d*", n)}
             assert unknown <= exposed, (query.panel, sorted(unknown - exposed))
 

@@ -141,10 +141,15 @@ def test_every_panel_query_returns_data_and_totals_agree(
         "sink", "sink", "--out", str(out), "--roll-seconds", "1",
         "--metrics-port", str(ports["sink"]),
     )  # fmt: skip
-    # incidents stay open to the end (idle close far away): the open-incidents panel has data
+    # incidents stay open to the end (idle close far away): the open-incidents panel has
+    # data; an allow-list rule that never matches has its series at 0 (the suppression
+    # panel shows it)
+    allow = tmp_path / "allow.yaml"
+    allow.write_text("rules:\n  - {id: never, reason: test, host: 192.0.2.1}\n")
+    alert_settings = {"alert_idle_close_s": 600.0, "alert_suppressions": allow}
     alerts = stages(
         "alerts", "alerts-stage", "--metrics-port", str(ports["alerts"]),
-        settings=pipeline_settings.model_copy(update={"alert_idle_close_s": 600.0}),
+        settings=pipeline_settings.model_copy(update=alert_settings),
     )  # fmt: skip
     # the flow worker: its flow verdicts and device inventory rows (idle close soon after
     # the tap's last packet)
