@@ -133,6 +133,7 @@ PANELS: dict[str, tuple[str, ...]] = {
     ),
     "Models, lab and measurements (developers)": (
         "train", "evaluate", "model", "lab", "bench", "chaos", "alerts-evaluate", "alerts-lab",
+        "alerts-feedback-data",
         "demo-capture",
     ),
 }  # fmt: skip

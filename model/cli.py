@@ -172,6 +172,12 @@ def _register_train(app: typer.Typer) -> None:
         augment: float = typer.Option(
             0.0, "--augment", min=0.0, max=1.0, help="Fingerprint rewrite probability"
         ),
+        feedback: Path | None = typer.Option(
+            None,
+            "--feedback",
+            help="Add analysts' verdicts: the folder of `amlhp alerts-feedback-data` (its "
+            "labels.yaml: false positives as benign, confirmed incidents as their class)",
+        ),
         calibrate_on: Path | None = typer.Option(
             None,
             "--calibrate-on",
@@ -204,6 +210,10 @@ def _register_train(app: typer.Typer) -> None:
         if threads:
             torch.set_num_threads(threads)
         spec = _label_spec(labels, captures)
+        if feedback is not None:
+            from amlhp.model.labels import load_labels, merge_labels
+
+            spec = merge_labels(spec, load_labels(feedback / "labels.yaml"))
         probe = create_model(model, num_classes=len(spec.classes))
         mask_fields = tuple(mask) if mask else DEFAULT_MASK_FIELDS
         encoder = encoder_config_for(probe, EncoderConfig(mask_fields=mask_fields).mask_fields)
@@ -236,6 +246,9 @@ def _register_train(app: typer.Typer) -> None:
             "model": model,
             "split": split_kind,
             "packets": len(data),
+            "packets_per_class": {
+                name: int((data.labels == i).sum()) for i, name in enumerate(data.classes)
+            },
             "test_packets": int(outcome.split.test.size),
             **outcome.report.summary(),
             "params": meta["params"],

@@ -326,3 +326,19 @@ def restrict_to(spec: LabelSpec, captures: list[Path]) -> LabelSpec:
     if not kept:
         raise LabelsError("none of the given captures is named by the labels file")
     return LabelSpec(classes=spec.classes, files=kept, source=spec.source)
+
+
+def merge_labels(spec: LabelSpec, more: LabelSpec) -> LabelSpec:
+    """``spec`` with the files of ``more`` added, classes united by name (new names at the
+    end, so ``spec``'s class ids stay): how ``amlhp train --feedback`` adds the labelled
+    packets of analysts' verdicts to a labels file."""
+    classes = list(spec.classes)
+    for name in more.classes:
+        if name not in classes:
+            classes.append(name)
+    files = {path: list(entries) for path, entries in spec.files.items()}
+    for path, entries in more.files.items():
+        if path in files:
+            raise LabelsError(f"{path} is in both labels files")
+        files[path] = [FileEntry(classes.index(more.classes[e.class_id]), e.rules) for e in entries]
+    return LabelSpec(classes=classes, files=files, source=spec.source + "\n---\n" + more.source)

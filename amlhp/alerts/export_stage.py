@@ -24,6 +24,7 @@ from typing import Any
 
 from amlhp.alerts.delivery import DeliveryStats, Output, Record, RetryPolicy, deliver
 from amlhp.alerts.export import formatter
+from amlhp.metrics.definitions import process_metrics
 from amlhp.pipeline.incidents import incident_json
 from amlhp.pipeline.kafka_io import consumer_config
 from amlhp.settings import Settings
@@ -95,6 +96,9 @@ class AlertExport:
             settings.kafka_config(**{"client.id": "amlhp-export-dead", "enable.idempotence": True})
         )
         self.stats = ExportStats()
+        self.metrics = process_metrics()
+        for result in ("delivered", "retried", "dead_lettered", "skipped"):
+            self.metrics.exported.labels(result)
         self._assigned: set[int] = set()
         self._at_end: set[int] = set()
 
@@ -124,6 +128,13 @@ class AlertExport:
             self.consumer.close()
             self.output.close()
         return self.stats
+
+    def _count(self, before: DeliveryStats, skipped: int) -> None:
+        now = self.stats.delivery
+        self.metrics.exported.labels("delivered").inc(now.delivered - before.delivered)
+        self.metrics.exported.labels("retried").inc(now.retries - before.retries)
+        self.metrics.exported.labels("dead_lettered").inc(now.dead - before.dead)
+        self.metrics.exported.labels("skipped").inc(skipped)
 
     def _handle(self, messages: list[Any]) -> None:
         from confluent_kafka import KafkaError
@@ -161,9 +172,10 @@ class AlertExport:
             self.stats.skipped += len(rows) - len(wanted)
             records = records_of(wanted, self.options.fmt)
             gateways = {r.key: row["gateway"] for r, row in zip(records, wanted, strict=True)}
-            for record, reason in deliver(
-                self.output, records, self.options.policy, self.stats.delivery
-            ):
+            before = DeliveryStats(**asdict(self.stats.delivery))
+            failed = deliver(self.output, records, self.options.policy, self.stats.delivery)
+            self._count(before, len(rows) - len(wanted))
+            for record, reason in failed:
                 log.error("incident %s dead-lettered: %s", record.key, reason)
                 dead.append(
                     dead_message(

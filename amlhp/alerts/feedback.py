@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from amlhp.alerts.engine import Engine
@@ -157,6 +158,64 @@ def apply_feedback(
     return rows, done
 
 
+def latest_verdicts(settings: Settings, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """The latest verdict per incident on the feedback topic (what compaction keeps)."""
+    from amlhp.pipeline.kafka_io import read_topic_batches
+
+    batches, _ = read_topic_batches(
+        settings, settings.topic_feedback, lambda v: from_ipc(v, FEEDBACK), timeout_s
+    )
+    last: dict[str, dict[str, Any]] = {}
+    for row in (r for b in batches for r in b.to_pylist()):
+        last[row["incident_id"]] = row
+    return [last[k] for k in sorted(last)]
+
+
+def training_data(
+    settings: Settings, out: Path, benign_class: str = "benign_iot"
+) -> dict[str, Any]:
+    """The packets behind analysts' verdicts, replayed from the raw topic into ``out``:
+    one pcap per incident (:func:`amlhp.alerts.extract.extract`: the host's packets in
+    the incident's span) and ``labels.yaml`` for ``amlhp train --feedback``: a false
+    positive's packets as ``benign_class``, a confirmed incident's as its most common
+    attack class. Acknowledged-only incidents are not labels and are left out."""
+    import yaml
+
+    from amlhp.alerts.extract import Selection, extract
+
+    out.mkdir(parents=True, exist_ok=True)
+    classes: dict[str, list[str]] = {}
+    packets: dict[str, int] = {}
+    used = []
+    for item in latest_verdicts(settings):
+        if item["verdict"] == FALSE_POSITIVE:
+            label = benign_class
+        elif item["verdict"] == "confirmed" and item["classes"]:
+            label = str(item["classes"][0])
+        else:
+            continue
+        selection = Selection(item["gateway"], item["host"], item["first_seen_ns"],
+                              item["last_seen_ns"])  # fmt: skip
+        name = f"{item['incident_id']}.pcap"
+        stats = extract(settings, selection, out / name)
+        if not stats.packets:
+            log.warning("incident %s: no packet left on the raw topic (retention?)",
+                        item["incident_id"])  # fmt: skip
+            (out / name).unlink()
+            continue
+        classes.setdefault(label, []).append(name)
+        packets[label] = packets.get(label, 0) + stats.packets
+        used.append(item["incident_id"])
+    doc = {"classes": classes}
+    header = (
+        "# Analysts' verdicts as labelled packets (amlhp alerts-feedback-data): false positives\n"
+        f"# as {benign_class}, confirmed incidents as their class. Incidents: {', '.join(used)}\n"
+    )
+    if classes:
+        (out / "labels.yaml").write_text(header + yaml.safe_dump(doc, sort_keys=True))
+    return {"out": str(out), "incidents": len(used), "packets": packets}
+
+
 class FeedbackReader:
     """Follows the whole feedback topic without a consumer group (every alert process
     reads all of it); :meth:`poll` returns the rows that came since the last call."""
@@ -198,6 +257,8 @@ __all__ = [
     "apply_feedback",
     "feedback_row",
     "find_incident",
+    "latest_verdicts",
     "publish_feedback",
     "suppression_rule",
+    "training_data",
 ]

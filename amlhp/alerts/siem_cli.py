@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from amlhp.context import settings_of
+from amlhp.metrics.stage_cli import metrics_option, start_metrics
 
 
 def register(app: typer.Typer) -> None:
@@ -52,6 +53,7 @@ def register(app: typer.Typer) -> None:
         until_end: bool = typer.Option(
             False, "--until-end", help="Stop at the end of the topic (a batch run) and print stats"
         ),
+        metrics_port: int = metrics_option(),
     ) -> None:
         """Export incidents from the alert topic to a SIEM (at least once, offsets committed
         after delivery; what cannot be delivered goes to the dead-letter topic)."""
@@ -76,9 +78,12 @@ def register(app: typer.Typer) -> None:
             until_end=until_end,
             include_suppressed=include_suppressed,
         )
+        export = AlertExport(settings, output, options)
+        start_metrics("alerts-export", metrics_port, settings, lag_group=export.group,
+                      lag_topics=[settings.topic_alerts])  # fmt: skip
         stop = threading.Event()
         install_stop_signals(stop)
-        stats = AlertExport(settings, output, options).run(stop)
+        stats = export.run(stop)
         typer.echo(json.dumps({"to": output.name, **stats.as_dict()}), err=True)
 
     @app.command("alerts-feedback")
@@ -116,6 +121,23 @@ def register(app: typer.Typer) -> None:
         )
         publish_feedback(settings, row)
         typer.echo(json.dumps({"topic": settings.topic_feedback, **row}))
+
+    @app.command("alerts-feedback-data")
+    def feedback_data_cmd(
+        ctx: typer.Context,
+        out: Path = typer.Option(..., "--out", "-o", help="Folder for the pcaps and labels.yaml"),
+        benign_class: str = typer.Option(
+            "benign_iot", "--benign-class", help="The class false positives' packets get"
+        ),
+    ) -> None:
+        """The packets behind analysts' verdicts, from the raw topic, labelled for the next
+        model: `amlhp train --labels ... --feedback OUT`."""
+        from amlhp.alerts.feedback import training_data
+
+        summary = training_data(settings_of(ctx), out, benign_class)
+        if not summary["incidents"]:
+            typer.echo("no false positive or confirmed incident with packets left", err=True)
+        typer.echo(json.dumps(summary))
 
     @app.command("extract")
     def extract_cmd(

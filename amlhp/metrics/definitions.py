@@ -132,6 +132,7 @@ class PipelineMetrics:
     open_flows: Gauge
     last_seen: Gauge
     suppressed: Counter
+    exported: Counter
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()

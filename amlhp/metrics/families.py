@@ -33,6 +33,7 @@ PROCESS_STEPS: dict[str, tuple[str, ...]] = {
     "alert-sink": (STEP_ALERT_SINK,),
     "flows": (STEP_FLOWS,),
     "flow-sink": (),  # its consumer lag only
+    "alerts-export": (),  # its deliveries (amlhp_exported_total) and consumer lag
 }
 
 OTHER = "_other"
@@ -199,6 +200,13 @@ FAMILIES: tuple[MetricFamily, ...] = (
         "Alert rows an allow-list rule covers (kept, marked suppressed_by), by rule id; "
         "every loaded rule has a series, so a rule that never matches shows 0",
         ("rule",),
+    ),
+    MetricFamily(
+        "exported", "counter", "amlhp_exported",
+        "Alert rows `amlhp alerts-export` handled, by result (delivered; retried: one "
+        "failed try; dead_lettered: refused or failing after the retries; skipped: "
+        "filtered by status or suppressed)",
+        ("result",),
     ),
     MetricFamily(
         "open_incidents", "gauge", "amlhp_open_incidents",

@@ -12,6 +12,7 @@ from amlhp.model.exceptions import LabelsError
 from amlhp.model.labels import (
     assign_labels,
     load_labels,
+    merge_labels,
     parse_labels,
     parse_rule,
     restrict_to,
@@ -78,6 +79,22 @@ def test_first_matching_class_wins_and_unmatched_are_dropped(
     )
     entries = spec.files[(tmp_path / "mixed.pcap").resolve()]
     assert assign_labels(mixed, entries).tolist() == [0, -1, 1, 2]
+
+
+def test_merged_labels_unite_classes_by_name_and_keep_ids(tmp_path: Path) -> None:
+    for name in ("a.pcap", "b.pcap", "c.pcap"):
+        _mixed_capture(tmp_path / name)
+    base = parse_labels("classes:\n  benign: [a.pcap]\n  scan: [b.pcap]\n", tmp_path)
+    more = parse_labels("classes:\n  dos: [c.pcap]\n  benign: [{path: c.pcap, where: "
+                        "[{proto: udp}]}]\n", tmp_path)  # fmt: skip
+    merged = merge_labels(base, more)
+    assert merged.classes == ["benign", "scan", "dos"]
+    claims = merged.files[tmp_path / "c.pcap"]
+    assert [merged.classes[c.class_id] for c in claims] == ["dos", "benign"]
+    assert claims[1].rules is not None
+    assert merged.files[tmp_path / "a.pcap"][0].class_id == 0
+    with pytest.raises(LabelsError, match="in both labels files"):
+        merge_labels(merged, base)
 
 
 def test_globs_base_and_exclude(tmp_path: Path) -> None:
