@@ -27,10 +27,9 @@ import numpy as np
 import pyarrow as pa
 
 from amlhp.alerts.exceptions import AlertsError
-from amlhp.pipeline.incidents import latest
-from amlhp.pipeline.kafka_io import read_topic_batches
+from amlhp.pipeline.incidents import find_incident
 from amlhp.settings import Settings
-from amlhp.wire import ALERT, RAW, BatchDecodeError, from_ipc
+from amlhp.wire import RAW, BatchDecodeError, from_ipc
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +63,7 @@ class ExtractStats:
 
 def incident_selection(settings: Settings, incident: str, timeout_s: float = 30.0) -> Selection:
     """The gateway, host and span of an incident's latest revision on the alert topic."""
-    batches, _ = read_topic_batches(
-        settings, settings.topic_alerts, lambda v: from_ipc(v, ALERT), timeout_s
-    )
-    rows = [r for b in batches for r in b.to_pylist() if r["incident_id"] == incident]
-    if not rows:
-        raise AlertsError(f"incident {incident!r} is not on {settings.topic_alerts}")
-    row = latest(rows)[0]
+    row = find_incident(settings, incident, timeout_s)
     return Selection(row["gateway"], row["host"], row["first_seen_ns"], row["last_seen_ns"])
 
 

@@ -37,25 +37,11 @@ from amlhp.alerts.exceptions import AlertsError
 from amlhp.alerts.state import GatewayState
 from amlhp.alerts.store import GATEWAY, INCIDENT, Session
 from amlhp.alerts.suppression import Rule
-from amlhp.pipeline.incidents import latest
 from amlhp.settings import Settings
-from amlhp.wire import ALERT, FEEDBACK, FEEDBACK_VERDICTS, feedback_schema, from_ipc, to_ipc
+from amlhp.wire import FEEDBACK, FEEDBACK_VERDICTS, feedback_schema, from_ipc, to_ipc
 
 log = logging.getLogger(__name__)
 FALSE_POSITIVE = "false_positive"
-
-
-def find_incident(settings: Settings, incident: str, timeout_s: float = 30.0) -> dict[str, Any]:
-    """The latest revision of an incident on the alert topic."""
-    from amlhp.pipeline.kafka_io import read_topic_batches
-
-    batches, _ = read_topic_batches(
-        settings, settings.topic_alerts, lambda v: from_ipc(v, ALERT), timeout_s
-    )
-    rows = [r for b in batches for r in b.to_pylist() if r["incident_id"] == incident]
-    if not rows:
-        raise AlertsError(f"incident {incident!r} is not on {settings.topic_alerts}")
-    return latest(rows)[0]
 
 
 def feedback_row(
@@ -256,7 +242,6 @@ __all__ = [
     "FeedbackReader",
     "apply_feedback",
     "feedback_row",
-    "find_incident",
     "latest_verdicts",
     "publish_feedback",
     "suppression_rule",

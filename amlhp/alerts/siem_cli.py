@@ -104,7 +104,8 @@ def register(app: typer.Typer) -> None:
         ack and confirm revise it, false-positive closes it (amlhp.feedback topic)."""
         import getpass
 
-        from amlhp.alerts.feedback import feedback_row, find_incident, publish_feedback
+        from amlhp.alerts.feedback import feedback_row, publish_feedback
+        from amlhp.pipeline.incidents import find_incident
 
         words = {"ack": "ack", "confirm": "confirmed", "false-positive": "false_positive"}
         if verdict not in words:
