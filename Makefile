@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.amlhp-installed
 
-.PHONY: setup test unit lint demo kafka-up kafka-down cluster-up cluster-down \
+.PHONY: setup test test-long unit lint demo kafka-up kafka-down cluster-up cluster-down \
         prometheus-up prometheus-down clean lab-setup lab-data lab-slow lab-demo browser-setup \
         siem-setup
 
@@ -25,7 +25,11 @@ lint: setup
 	$(BIN)/mypy amlhp tests
 
 test: setup lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not long"
+
+# The tests too long for `make test` (a short real run of the slow lab, ~75 s).
+test-long: setup
+	$(BIN)/python -m pytest -m long
 
 unit: setup
 	$(BIN)/python -m pytest -m "not kafka and not cluster and not prometheus"

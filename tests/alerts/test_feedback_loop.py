@@ -49,7 +49,7 @@ def test_verdicts_become_labelled_packets_for_the_next_model(
 
     settings = kafka_settings
     ensure_pipeline_topics(settings)
-    capture = head_of_capture(DEMO_CAPTURE, tmp_path / "head.pcap", 1500, skip=SCANS_FROM)
+    capture = head_of_capture(DEMO_CAPTURE, tmp_path / "head.pcap", 3000, skip=SCANS_FROM)
     stop = threading.Event()
     packets = pcap_packets([capture], stop=stop, keep_timestamps=True)
     assert run_tap(Tap(settings, GATEWAY, batch_size=300), packets, stop=stop).failed_packets == 0
@@ -65,7 +65,6 @@ def test_verdicts_become_labelled_packets_for_the_next_model(
     wrong, right = incidents[0], incidents[1]
     _amlhp(settings, "alerts-feedback", "false-positive", wrong["incident_id"], "--note", "test")
     _amlhp(settings, "alerts-feedback", "confirm", right["incident_id"])
-    _amlhp(settings, "alerts-feedback", "ack", incidents[-1]["incident_id"])  # not a label
 
     data = _amlhp(settings, "alerts-feedback-data", "-o", str(tmp_path / "fb"))
     assert data["incidents"] == 2
@@ -89,4 +88,4 @@ def test_verdicts_become_labelled_packets_for_the_next_model(
     counts = summary["packets_per_class"]
     assert set(counts) == {"benign_iot", attack}
     assert counts[attack] == data["packets"][attack]
-    assert counts["benign_iot"] == 1500 + data["packets"]["benign_iot"]
+    assert counts["benign_iot"] == 3000 + data["packets"]["benign_iot"]

@@ -53,6 +53,7 @@ def test_slow_scenarios_have_distinct_loopback_markers_and_known_kinds() -> None
 
 
 @pytest.mark.slow
+@pytest.mark.long  # 75 s of the 30 min make test allows: `make test-long`
 def test_a_short_slow_run_verifies_and_raises_incidents(tmp_path: Path) -> None:
     """Half a minute of each attack beside the benign devices, all at once."""
     from amlhp.alerts.lab_run import lab_run_figures
