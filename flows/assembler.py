@@ -14,6 +14,7 @@ packet time), so a quiet flow is closed as soon as its gateway's clock moves on.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -150,6 +151,13 @@ class FlowAssembler:
         self.removed: set[FlowKey] = set()
         self._nets = config.networks()
         self._local_cache: dict[str, bool] = {}
+        #: per gateway, (start, key) of its open flows in start order, so that
+        #: :meth:`expire` pops the due ones instead of scanning every open flow (entries of
+        #: flows closed meanwhile are stale and skipped)
+        self._due: dict[str, list[tuple[int, FlowKey]]] = {}
+
+    def _track(self, state: FlowState) -> None:
+        heapq.heappush(self._due.setdefault(state.key.gateway, []), (state.start_ns, state.key))
 
     def is_local(self, ip: str) -> bool:
         hit = self._local_cache.get(ip)
@@ -185,6 +193,7 @@ class FlowAssembler:
     def restore(self, state: FlowState) -> None:
         """Put back an open flow read from durable state (a restarted worker)."""
         self.open[state.key] = state
+        self._track(state)
 
     def add_packet(
         self,
@@ -211,6 +220,7 @@ class FlowAssembler:
         if state is None:
             state = FlowState(key=key, start_ns=ts_ns, last_ns=ts_ns)
             self.open[key] = state
+            self._track(state)
         state.add(ts_ns, size, direction, payload, seq, label)
         self._touch(key)
         self.stats.records += 1
@@ -258,18 +268,24 @@ class FlowAssembler:
     def expire(self, gateway: str | None = None, now_ns: int | None = None) -> list[FlowState]:
         """Close flows whose lifetime has passed at ``now_ns`` (default: each gateway's
         latest packet time), for one gateway or all; oldest first."""
-        due = []
-        for key, state in self.open.items():
-            if gateway is not None and key.gateway != gateway:
+        closed = []
+        for gw in [gateway] if gateway is not None else list(self._due):
+            heap = self._due.get(gw)
+            clock = now_ns if now_ns is not None else self.clock_ns.get(gw)
+            if not heap or clock is None:
                 continue
-            clock = now_ns if now_ns is not None else self.clock_ns.get(key.gateway)
-            if clock is not None and clock - state.start_ns >= self.config.lifetime_ns:
-                due.append(key)
-        return sorted((self._close(k) for k in due), key=_order)
+            while heap and clock - heap[0][0] >= self.config.lifetime_ns:
+                start, key = heapq.heappop(heap)
+                state = self.open.get(key)
+                if state is not None and state.start_ns == start:
+                    closed.append(self._close(key))
+        return sorted(closed, key=_order)
 
     def close_all(self, gateway: str | None = None) -> list[FlowState]:
         """Close every open flow (end of a capture, or an idle gateway); oldest first."""
         keys = [k for k in self.open if gateway is None or k.gateway == gateway]
+        for gw in [gateway] if gateway is not None else list(self._due):
+            self._due.pop(gw, None)
         return sorted((self._close(k) for k in keys), key=_order)
 
     def take_changes(self) -> tuple[list[FlowState], list[FlowKey]]:
@@ -285,6 +301,7 @@ class FlowAssembler:
         for key in [k for k in self.open if k.gateway == gateway]:
             del self.open[key]
             self.dirty.discard(key)
+        self._due.pop(gateway, None)
         self.watermark_seq.pop(gateway, None)
         self.clock_ns.pop(gateway, None)
 

@@ -104,6 +104,21 @@ def payload_features(slots: F32) -> F32:
     return _PAYLOAD_TABLE[_payload_codes(slots)]
 
 
+def payload_prefix(slots: F32) -> int:
+    """How many leading payload slots decide the payload branch's output for these rows.
+
+    The branch (see :meth:`NumpyFlowCNN._payload`) has no padding of its own and ends in a
+    max over positions; its second convolution's window ``q`` reads slots
+    ``[32 q, 32 q + 84)``, so every window past the rows' last non-padding slot reads only
+    padding and gives the same output. Computing up to the first such window gives the
+    same maximum: with the taps' 64 payload bytes a flow fills at most 660 of the 3,000
+    slots, and the branch then reads 756."""
+    used = np.flatnonzero((slots != PAD).any(axis=0))
+    last = int(used[-1]) if used.size else -1
+    first_padded = (last + 32) // 32
+    return min(PAYLOAD_SLOTS, 32 * first_padded + 84)
+
+
 def head_features(x: F32) -> tuple[F32, F32, F32]:
     """(N, ROW_LEN) rows -> meta (N, 11), packets (N, 4, 10), present (N,): the torch
     network's :class:`~amlhp.flows.network.RowFeatures` before the payload."""
@@ -215,10 +230,10 @@ class NumpyFlowCNN:
         _, packets, _ = head_features(rows)
         p = _relu(_conv1d(packets, *self.conv["pk1"], pad=1))
         p = _relu(_conv1d(p, *self.conv["pk2"], pad=1)).max(axis=2)  # (N, 16)
-        d = [  # a few rows at a time: the intermediates stay in cache
-            self._payload(payload_features(rows[lo : lo + _ROW_CHUNK, PAYLOAD_OFFSET:]))
-            for lo in range(0, rows.shape[0], _ROW_CHUNK)
-        ]
+        d = []
+        for lo in range(0, rows.shape[0], _ROW_CHUNK):  # the intermediates stay in cache
+            slots = rows[lo : lo + _ROW_CHUNK, PAYLOAD_OFFSET:]
+            d.append(self._payload(payload_features(slots[:, : payload_prefix(slots)])))
         payload = np.concatenate(d) if d else np.zeros((0, 32), np.float32)
         return np.concatenate([p, payload], axis=1)
 

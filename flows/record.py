@@ -44,7 +44,7 @@ import ipaddress
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -154,9 +154,9 @@ def anonymise(remote_ip: str) -> str:
     return "0.0.0.0" if addr.is_private else remote_ip
 
 
-@dataclass(frozen=True)
-class FlowKey:
-    """A flow seen from one device: gateway (capture), device side first."""
+class FlowKey(NamedTuple):
+    """A flow seen from one device: gateway (capture), device side first. A named tuple:
+    the assembler hashes one per packet, and a tuple's hash is the cheap one."""
 
     gateway: str
     device_ip: str

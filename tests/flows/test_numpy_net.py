@@ -38,6 +38,29 @@ def test_numpy_logits_equal_torch_on_real_flow_matrices(seed: int) -> None:
     assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
 
 
+@pytest.mark.parametrize("last", [-1, 0, 31, 32, 63, 659, 2911, 2912, 2999])
+def test_the_payload_branch_reads_only_the_slots_that_decide_it(last: int) -> None:
+    """Rows whose payload ends at slot ``last`` (padding after it): the branch over the
+    prefix it reads gives what it gives over all 3,000 slots."""
+    from amlhp.flows.numpy_net import payload_features, payload_prefix
+    from amlhp.flows.record import PAYLOAD_OFFSET, PAYLOAD_SLOTS
+
+    net = numpy_twin(small_model(num_classes=5, seed=0))
+    rows = flow_matrices().numpy()[:, 0].copy()
+    rng = np.random.default_rng(last + 2)
+    slots = rows[:, PAYLOAD_OFFSET:]
+    slots[:] = -1.0
+    slots[:, : last + 1] = rng.integers(0, 256, size=(slots.shape[0], last + 1))
+    if last >= 0:
+        slots[:, last] = -8.0  # an END marker as the last used slot
+    prefix = payload_prefix(slots)
+    assert prefix % 4 == 0
+    assert prefix > last
+    assert (prefix < PAYLOAD_SLOTS) == (last < 2912)  # window 91 (the last) reads 2912-2995
+    full = net._payload(payload_features(slots))
+    assert np.abs(net.row_parts(rows)[:, 16:] - full).max() < 1e-5
+
+
 def test_numpy_shapley_equals_torch_shapley() -> None:
     net = small_model(num_classes=4, seed=2)
     x = flow_matrices()
