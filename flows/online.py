@@ -186,9 +186,17 @@ class FlowScorer:
             "confidence": [float(c) for c in conf],
             "uncertain": uncertain,
             "consistent": consistent,
-            "probs": [[float(v) for v in p] for p in probs],
+            "probs": _float_lists(probs),
             "attributions": attributions,
             "model_version": [self.model.version] * n,
             "scored_at_ns": [time.time_ns()] * n,
         }
         return pa.RecordBatch.from_pydict(columns, schema=self.schema)
+
+
+def _float_lists(values: npt.NDArray[np.float32]) -> pa.Array:
+    """(N, K) floats as a list<float32> column, without a Python list per row."""
+    n, k = values.shape if values.ndim == 2 else (0, 0)
+    offsets = pa.array(np.arange(0, n * k + 1, max(k, 1))[: n + 1], pa.int32())
+    flat = pa.array(np.ascontiguousarray(values, np.float32).reshape(-1), pa.float32())
+    return pa.ListArray.from_arrays(offsets, flat, type=pa.list_(pa.float32()))

@@ -204,6 +204,8 @@ class FlowState:
 
     @property
     def used_slots(self) -> int:
+        """Payload slots taken: each kept payload and its two markers (at most ten: summed
+        only while the first packets are still coming)."""
         return sum(len(p) + 2 for p in self.payloads)
 
     def add(
@@ -220,7 +222,7 @@ class FlowState:
             self.labels[label] += 1
         if len(self.head) < FIRST_PACKETS:
             self.head.append((max(0, ts_ns - self.start_ns), size, direction))
-            room = PAYLOAD_SLOTS - self.used_slots
+            room = PAYLOAD_SLOTS - (self.used_slots if self.payloads else 0)
             if room >= 2:
                 self.payloads.append(bytes(payload[: room - 2]))
 
