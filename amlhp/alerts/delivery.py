@@ -5,8 +5,10 @@ time (:class:`Record`) and either takes it, fails for now (:class:`DeliveryFaile
 receiver is away or busy) or refuses it for good (:class:`DeliveryRejected`: a 4xx
 answer, a record too long for a datagram). :func:`deliver` retries what failed for now
 with exponential backoff, in order, up to ``max_attempts``; a record refused or still
-failing after that is returned with its reason, for the caller to dead-letter. Nothing
-is dropped without a reason.
+failing after that is returned with its reason, for the caller to dead-letter. Once one
+record used up its tries (the receiver is down), the next ones get one try each until one
+passes, so an outage costs a batch one record's retries, not every record's. Nothing is
+dropped without a reason.
 
 * **syslog** (RFC 5424): ``<PRI>1 TIMESTAMP HOSTNAME amlhp PROCID incident - MSG``, the
   priority from the incident's severity (critical 2, high 3, medium 4, low 5) and the
@@ -18,12 +20,15 @@ is dropped without a reason.
   confirmed: use TCP where a record must not be lost.
 * **webhook**: one HTTP POST per record (``application/json``, CEF as ``text/plain``),
   an optional bearer token (``AMLHP_EXPORT_WEBHOOK_TOKEN``, never logged); 2xx is
-  delivered, 5xx, 408, 429 and connection errors are retried, other answers refused.
+  delivered, 5xx, 408, 429 and connection errors are retried, other answers refused,
+  redirects included (following one would turn the POST into a GET and could carry the
+  token to another host).
 * **file**: one line per record, rotated at ``max_bytes`` into ``NAME.1`` ... ``NAME.N``.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import select
@@ -36,7 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from amlhp.alerts.exceptions import AlertsError
@@ -110,6 +115,7 @@ def deliver(
     """Send ``records`` in order; returns those that could not be delivered, with why."""
     stats = stats if stats is not None else DeliveryStats()
     dead: list[tuple[Record, str]] = []
+    down = False  # a record just used up its tries: the next get one each until one passes
     for record in records:
         attempt = 1
         while True:
@@ -119,9 +125,10 @@ def deliver(
                 dead.append((record, f"rejected by {output.name}: {exc}"))
                 break
             except DeliveryFailed as exc:
-                if attempt >= policy.max_attempts:
+                if attempt >= (1 if down else policy.max_attempts):
                     reason = f"{output.name} failed {attempt} times, last: {exc}"
                     dead.append((record, reason))
+                    down = True
                     break
                 wait = policy.wait_s(attempt)
                 log.warning("%s: %s not delivered (%s); try %d in %.1f s",
@@ -131,6 +138,7 @@ def deliver(
                 sleep(wait)
             else:
                 stats.delivered += 1
+                down = False
                 break
     stats.dead += len(dead)
     return dead
@@ -156,11 +164,13 @@ class FileOutput:
         self.max_bytes = max_bytes
         self.backups = backups
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = path.open("a", encoding="utf-8")
+        self._fh = path.open("ab")
 
     def send(self, record: Record) -> None:
-        data = record.line + "\n"
+        data = (record.line + "\n").encode()
         try:
+            if self._fh.closed:  # a rotation failed half-way: append where we are
+                self._fh = self.path.open("ab")
             if self._fh.tell() and self._fh.tell() + len(data) > self.max_bytes:
                 self._rotate()
             self._fh.write(data)
@@ -178,7 +188,7 @@ class FileOutput:
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         else:
             self.path.unlink()
-        self._fh = self.path.open("a", encoding="utf-8")
+        self._fh = self.path.open("ab")
 
     def close(self) -> None:
         self._fh.close()
@@ -265,8 +275,12 @@ class WebhookOutput:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise AlertsError(f"webhook URL {url!r}: expected http(s)://host[:port]/path")
-        # the name goes into logs and dead letters: never the query (it may hold a key)
-        self.name = f"webhook {parts.scheme}://{parts.netloc}{parts.path}"
+        # the name goes into logs and dead letters: never the query nor user:password
+        port = f":{parts.port}" if parts.port else ""
+        self.name = f"webhook {parts.scheme}://{parts.hostname}{port}{parts.path}"
+        # a redirect would turn the POST into a GET (body lost, "delivered") and carry the
+        # token elsewhere: refused, so a 3xx is an answer that rejects the record
+        self._opener = urllib.request.build_opener(_NoRedirect)
         self.url = url
         self.timeout_s = timeout_s
         self._token = token
@@ -280,16 +294,22 @@ class WebhookOutput:
         if self._token:
             request.add_header("Authorization", f"Bearer {self._token}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
+            with self._opener.open(request, timeout=self.timeout_s) as answer:
                 answer.read()
         except urllib.error.HTTPError as exc:
+            exc.close()
             if exc.code in RETRY_STATUS:
                 raise DeliveryFailed(f"HTTP {exc.code}") from exc
             raise DeliveryRejected(f"HTTP {exc.code}") from exc
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise DeliveryFailed(str(getattr(exc, "reason", exc))) from exc
 
     def close(self) -> None:
+        return None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 

@@ -470,8 +470,8 @@ class Engine:
         inc.last_emit_ns, inc.dirty = ts_ns, False
         device = self.devices.get((inc.gateway, inc.host))
         row = alert_row(inc, status, reason, ts_ns, self.policy.top_n, device)
-        if self.suppressions is not None:
-            self.suppressions.mark(row)
+        if self.suppressions is not None:  # a covered incident stays covered (Incident)
+            inc.suppressed_by = self.suppressions.mark(row)["suppressed_by"]
         self._out.append(row)
         return row
 

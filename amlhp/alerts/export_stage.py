@@ -10,7 +10,9 @@ every format let a receiver drop a repeat). A record its receiver refused, or th
 failed after the retries, goes to the dead-letter topic (``amlhp.deadletter``, reason
 ``export_failed``, stage ``export``, its origin offset and the record itself): never lost
 silently. Rows an allow-list rule covers (``suppressed_by``) are not exported unless
-asked (``--include-suppressed``): they stay in the alert topic and dataset. Several
+asked (``--include-suppressed``): they stay in the alert topic and dataset. A covered
+incident's ``closed`` row is exported all the same: a rule added while the incident was
+open (or a false positive's) must not leave it open forever in a SIEM that saw it open. Several
 exports (one per SIEM) run side by side under different groups.
 """
 
@@ -61,6 +63,14 @@ class ExportOptions:
     include_suppressed: bool = False
 
 
+def exported(row: dict[str, Any], options: ExportOptions) -> bool:
+    """Whether an alert row goes out: its status is asked for, and it is not suppressed
+    (unless asked), a suppressed incident's close excepted (module docstring)."""
+    if row["status"] not in options.statuses:
+        return False
+    return options.include_suppressed or not row.get("suppressed_by") or row["status"] == "closed"
+
+
 def records_of(rows: Iterable[dict[str, Any]], fmt: str) -> list[Record]:
     """Alert rows -> formatted records (key ``<incident id>:<revision>``)."""
     line = formatter(fmt)
@@ -90,7 +100,8 @@ class AlertExport:
         self.options = options
         formatter(options.fmt)  # an unknown format fails here, not at the first incident
         self.group = options.group or f"{settings.consumer_group}-export"
-        extra = {"enable.partition.eof": options.until_end}
+        # a receiver that is down can hold one poll's records for minutes (retries)
+        extra = {"enable.partition.eof": options.until_end, "max.poll.interval.ms": 1_800_000}
         self.consumer = Consumer(consumer_config(settings, self.group, "amlhp-export", **extra))
         self.producer = Producer(
             settings.kafka_config(**{"client.id": "amlhp-export-dead", "enable.idempotence": True})
@@ -162,12 +173,7 @@ class AlertExport:
                 dead.append(dead_message(origin, STAGE, str(exc), msg.value(), None))
                 continue
             rows = batch.to_pylist()
-            wanted = [
-                r
-                for r in rows
-                if r["status"] in self.options.statuses
-                and (self.options.include_suppressed or not r.get("suppressed_by"))
-            ]
+            wanted = [r for r in rows if exported(r, self.options)]
             self.stats.rows += len(rows)
             self.stats.skipped += len(rows) - len(wanted)
             records = records_of(wanted, self.options.fmt)
@@ -192,9 +198,14 @@ class AlertExport:
         if dead and self.producer.flush(30):
             raise RuntimeError("dead letters not delivered within 30 s: offsets not committed")
         if done:
-            for msg in done:
-                self.consumer.store_offsets(message=msg)
-            self.consumer.commit(asynchronous=False)
+            from confluent_kafka import KafkaException
+
+            try:
+                for msg in done:
+                    self.consumer.store_offsets(message=msg)
+                self.consumer.commit(asynchronous=False)
+            except KafkaException as exc:  # a rebalance: the records come again (at least once)
+                log.warning("offsets not committed, the records will be exported again: %s", exc)
 
 
-__all__ = ["EXPORT_FAILED", "AlertExport", "ExportOptions", "ExportStats", "records_of"]
+__all__ = ["EXPORT_FAILED", "AlertExport", "ExportOptions", "ExportStats", "exported", "records_of"]

@@ -83,7 +83,7 @@ def alert_row(
         "model_version": inc.model_version,
         "device_type": device[0] if device else None,
         "device_confidence": device[1] if device else None,
-        "suppressed_by": None,
+        "suppressed_by": inc.suppressed_by,
         "feedback": inc.feedback,
         "community_ids": list(
             dict.fromkeys(ev.flows[str(s)] for s in ev.samples if str(s) in ev.flows)

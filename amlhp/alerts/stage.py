@@ -202,20 +202,23 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
         """Analysts' verdicts on incidents of this partition's gateways (module docstring
         of :mod:`amlhp.alerts.feedback`): published and committed on their own, before
         the tick's idle closes, which read the state they change."""
+        rules = []
         for item in feedback.poll():
             verdicts_pending[item["incident_id"]] = item
-            rule = suppression_rule(item)
-            allow = engine.suppressions
+            rules.append(suppression_rule(item))
+        # only once the partition's backlog is read: an incident's state may still be on
+        # its way back after a restart
+        if verdicts_pending and in_order.caught_up(partition):
+            rows, done = apply_feedback(engine, partition, list(verdicts_pending.values()))
+            for incident in done:
+                verdicts_pending.pop(incident, None)
+            if rows:
+                await publish(rows)
+            engine.commit()
+        allow = engine.suppressions  # after: the false positive's own close is not covered
+        for rule in rules:
             if rule is not None and allow is not None and allow.add(rule):
                 metrics.count_suppressed([], [rule.id])
-        if not verdicts_pending:
-            return
-        rows, done = apply_feedback(engine, partition, list(verdicts_pending.values()))
-        for incident in done:
-            verdicts_pending.pop(incident, None)
-        if rows:
-            await publish(rows)
-        engine.commit()
 
     @app.agent(source, name="alerts")
     async def alert_agent(stream: Any) -> None:

@@ -194,6 +194,9 @@ class Incident:
     findings: dict[str, list[Any]] = field(default_factory=dict)
     #: an analyst's last verdict on it (``amlhp alerts-feedback``), if any
     feedback: str | None = None
+    #: the allow-list rule that first covered it: its later rows stay marked, even once
+    #: the rule expired or was removed (an incident is suppressed or not, not in pieces)
+    suppressed_by: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)

@@ -200,7 +200,12 @@ class Suppressions:
         return None
 
     def mark(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Set the row's ``suppressed_by`` (the first matching rule's id, or None)."""
+        """Set the row's ``suppressed_by``: the first matching rule's id, or None. A row
+        that already names a rule (its incident was covered before) keeps it, whether
+        that rule still matches or not: an incident is suppressed whole."""
+        if row.get("suppressed_by"):
+            self.matched[row["suppressed_by"]] += 1
+            return row
         rule = self.rule_for(row) if self.rules or self.extra else None
         row["suppressed_by"] = None if rule is None else rule.id
         if rule is not None:

@@ -145,3 +145,72 @@ def test_a_file_output_rotates(tmp_path: Path) -> None:
 def test_a_bad_target_is_a_clear_error(target: str, says: str) -> None:
     with pytest.raises(AlertsError, match=says.replace("+", r"\+").replace("?", r"\?")):
         open_output(target)
+
+
+def test_a_webhook_redirect_is_refused_not_followed() -> None:
+    """Following it would POST nothing (a GET) and carry the token elsewhere."""
+    import http.server
+
+    got: list[str] = []
+
+    class Moved(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(self.command)
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST
+
+        def log_message(self, format: str, *args: object) -> None:
+            del format, args
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Moved)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        dead = deliver(open_output(url, token="t"), records(1), FAST)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got == ["POST"]
+    assert dead[0][1].endswith("HTTP 302")
+
+
+def test_a_broken_http_answer_is_a_failure_not_a_crash() -> None:
+    """A server that promises 10 bytes and closes after 2: retried, then dead-lettered."""
+    import socket
+
+    stats = DeliveryStats()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(FAST.max_attempts):
+            conn, _ = listener.accept()
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok")
+            conn.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        dead = deliver(open_output(f"http://127.0.0.1:{port}/x"), records(1), FAST, stats)
+    finally:
+        server.join(10)
+        listener.close()
+    assert len(dead) == 1
+    assert stats.retries == FAST.max_attempts - 1
+
+
+def test_after_a_record_used_up_its_tries_the_next_get_one_each() -> None:
+    from tests.support.receivers import free_port
+
+    stats = DeliveryStats()
+    dead = deliver(open_output(f"syslog+tcp://127.0.0.1:{free_port()}"), records(4), FAST, stats)
+    assert len(dead) == 4
+    assert stats.retries == FAST.max_attempts - 1  # the first record's only
+    assert [reason.split(" failed ")[1][:7] for _, reason in dead] == ["3 times"] + ["1 times"] * 3

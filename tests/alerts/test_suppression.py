@@ -120,3 +120,18 @@ def test_the_file_is_reloaded_when_it_changes_and_a_broken_one_refused(tmp_path:
     path.write_text("rules: [")
     with pytest.raises(AlertsError):  # at start a broken file stops the stage
         Suppressions.load(path)
+
+
+def test_a_covered_incident_stays_covered_and_its_close_is_exported() -> None:
+    from amlhp.alerts.export_stage import ExportOptions, exported
+
+    engine = Engine(AlertPolicy(), model_version="m1")
+    engine.suppressions = rules(f"rules:\n  - {{id: r1, reason: x, host: {SCANNER}}}\n")
+    opened = engine.process(verdicts(port_scan()), wall_s=0.0)
+    engine.suppressions = Suppressions(None)  # the rule is gone (removed, or expired)
+    closed = engine.flush_all("end")
+    assert [r["suppressed_by"] for r in opened + closed] == ["r1"] * len(opened + closed)
+    options = ExportOptions()
+    assert not any(exported(r, options) for r in opened)
+    assert [r["status"] for r in closed if exported(r, options)] == ["closed"]
+    assert all(exported(r, ExportOptions(include_suppressed=True)) for r in opened)
