@@ -77,6 +77,7 @@ def test_scenario_keeps_the_dataset_exact(
 
 
 @pytest.mark.cluster
+@pytest.mark.long  # 50-80 s of the 30 min make test allows: `make test-long`
 def test_cluster_broker_kills_keep_the_dataset_exact(
     kafka_settings: Settings, kafka_cluster: KafkaHandle, tmp_path: Path
 ) -> None:
