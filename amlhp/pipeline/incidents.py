@@ -27,20 +27,26 @@ def latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(last.values(), key=lambda r: (r["first_seen_ns"], r["gateway"], r["host"]))
 
 
-def find_incident(settings: Any, incident: str, timeout_s: float = 30.0) -> dict[str, Any]:
-    """The latest revision of an incident on the alert topic (read to its current end);
-    :class:`~amlhp.pipeline.exceptions.PipelineError` when it is not there."""
-    from amlhp.pipeline.exceptions import PipelineError
+def topic_incidents(settings: Any, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Every incident on the alert topic (read to its current end): its latest revision."""
     from amlhp.pipeline.kafka_io import read_topic_batches
     from amlhp.wire import ALERT, from_ipc
 
     batches, _ = read_topic_batches(
         settings, settings.topic_alerts, lambda v: from_ipc(v, ALERT), timeout_s
     )
-    rows = [r for b in batches for r in b.to_pylist() if r["incident_id"] == incident]
-    if not rows:
+    return latest([r for b in batches for r in b.to_pylist()])
+
+
+def find_incident(settings: Any, incident: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """The latest revision of an incident on the alert topic;
+    :class:`~amlhp.pipeline.exceptions.PipelineError` when it is not there."""
+    from amlhp.pipeline.exceptions import PipelineError
+
+    found = [r for r in topic_incidents(settings, timeout_s) if r["incident_id"] == incident]
+    if not found:
         raise PipelineError(f"incident {incident!r} is not on {settings.topic_alerts}")
-    return latest(rows)[0]
+    return found[0]
 
 
 def incident_json(row: dict[str, Any]) -> dict[str, Any]:

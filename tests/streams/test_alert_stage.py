@@ -98,14 +98,9 @@ def _committed_share(settings: Settings, group: str) -> tuple[int, int]:
 
 def _open_incident(settings: Settings) -> dict[str, Any]:
     """An incident the alert topic shows open now (it will be closed idle, later)."""
-    from amlhp.pipeline.incidents import latest
-    from amlhp.pipeline.kafka_io import read_topic_batches
-    from amlhp.wire import ALERT, from_ipc
+    from amlhp.pipeline.incidents import topic_incidents
 
-    batches, _ = read_topic_batches(settings, settings.topic_alerts, lambda v: from_ipc(v, ALERT))
-    still = [
-        r for r in latest([r for b in batches for r in b.to_pylist()]) if r["status"] != "closed"
-    ]
+    still = [r for r in topic_incidents(settings) if r["status"] != "closed"]
     assert still, "every incident closed before the last stage: nothing to suppress"
     return still[0]
 

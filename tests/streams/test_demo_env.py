@@ -115,13 +115,9 @@ def tshark_count(pcap: Path, display_filter: str = "") -> int:
 def check_extract(settings: Settings, capture: Path, env: dict[str, str], out: Path) -> None:
     """``amlhp extract --incident`` of the demo's incidents: pcaps that tshark reads, with
     the packets tshark itself finds in the capture for the incident's host and span."""
-    from amlhp.pipeline.incidents import latest
-    from amlhp.pipeline.kafka_io import read_topic_batches
-    from amlhp.wire import ALERT, from_ipc
+    from amlhp.pipeline.incidents import topic_incidents
 
-    batches, _ = read_topic_batches(settings, settings.topic_alerts, lambda v: from_ipc(v, ALERT))
-    incidents = sorted(latest([r for b in batches for r in b.to_pylist()]),
-                       key=lambda i: -i["packets"])[:3]  # fmt: skip
+    incidents = sorted(topic_incidents(settings), key=lambda i: -i["packets"])[:3]
     assert incidents
     for inc in incidents:
         pcap = out / f"{inc['incident_id']}.pcap"
