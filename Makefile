@@ -180,6 +180,7 @@ default-model: setup
 SENTINEL := ../shared/data/public/iot_sentinel/captures_IoT_Sentinel/captures_IoT-Sentinel
 FLOW_NETS := --local-net 10.0.0.0/8 --local-net 172.16.0.0/12 --local-net 192.168.0.0/16 \
 	--local-net 127.0.0.0/8
+FLOW_ATTACK_ARGS := --epochs 8 --max-per-class 2000 --seed 0 --threads 2
 flow-models: setup
 	$(BIN)/amlhp flows build $(SENTINEL) --by-folder --main-device-only $(FLOW_NETS) \
 		-o out/flows/sentinel.npz
@@ -193,6 +194,13 @@ flow-models: setup
 	$(BIN)/amlhp flows evaluate --data out/flows/devices.npz --model flows/artifacts/devices \
 		--threads 2 -o out/flows/devices-eval
 	cp out/flows/devices-eval/results.json docs/flows/devices-results.json
+	$(BIN)/amlhp flows build var/lab/slow ../shared/data/public \
+		--labels model/labels/flow-attacks.yaml $(FLOW_NETS) --max-flows-per-class 3000 \
+		-o out/flows/attacks.npz
+	$(BIN)/amlhp flows loso --data out/flows/attacks.npz $(FLOW_ATTACK_ARGS) \
+		-o docs/flows/attacks-loso.json
+	$(BIN)/amlhp flows train --data out/flows/attacks.npz -o flows/artifacts/attacks \
+		--split mixed $(FLOW_ATTACK_ARGS)
 
 bench-score: setup
 	$(BIN)/amlhp bench score --fig10 --threads 2 --out-dir benchmarks/results

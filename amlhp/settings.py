@@ -227,6 +227,19 @@ class Settings(BaseSettings):
         description="env AMLHP_ALERT_MODEL_PACKETS_SCALE: factor on the model's packet counts "
         "at the minutes and hour scales",
     )
+    alert_flow_min_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="env AMLHP_ALERT_FLOW_MIN_SHARE: the attack flow model's alarmed flows "
+        "must be this share of the flows a host started to count",
+    )
+    alert_flow_wait_s: float = Field(
+        0.0,
+        ge=0,
+        description="env AMLHP_ALERT_FLOW_WAIT_S: seconds the alert stage waits for the flow "
+        "worker's clock to pass a verdict batch (0: flows applied as they come)",
+    )
     alert_suppressions: Path | None = Field(
         None,
         description="env AMLHP_ALERT_SUPPRESSIONS: the allow-list (YAML) of the alert stage and "

@@ -321,7 +321,19 @@ def flow_verdicts_by_class() -> PanelBuilder:
                 "{{class}} ({{decision}})",
             )
         ],
-        width=HALF,
+        width=QUARTER,
+        stacked=True,
+    )
+
+
+def flow_alarms_by_kind() -> PanelBuilder:
+    return timeseries_panel(
+        "Flow alarms by kind",
+        "Flow records per second that raised the attack flow model's alarm, by kind "
+        "(amlhp_flow_alarms_total): evidence the alert stage fuses with the packets' "
+        "(docs/alerts.md, flow evidence); alone they open no incident.",
+        [Query(q.sum_by(["kind"], q.rate(q.sel(q.FLOW_ALARMS, q.GATEWAY))), "{{kind}}")],
+        width=QUARTER,
         stacked=True,
     )
 
@@ -378,6 +390,7 @@ def overview() -> Dashboard:
             consumer_lag_seconds(),
             row("Flow context: flow verdicts and devices"),
             flow_verdicts_by_class(),
+            flow_alarms_by_kind(),
             device_inventory(),
             open_flows(),
             row("Latency and verdicts"),

@@ -29,6 +29,8 @@ META: Final = "flow_model.json"
 FORMAT: Final = "amlhp-flow-model/1"
 #: the committed device identity model (package data, built by ``make flow-models``)
 DEFAULT_MODEL: Final = Path(str(resources.files("amlhp.flows").joinpath("artifacts", "devices")))
+#: the committed attack flow model (same recipe; classes: benign + the incident kinds)
+ATTACK_MODEL: Final = Path(str(resources.files("amlhp.flows").joinpath("artifacts", "attacks")))
 
 
 @dataclass
@@ -50,6 +52,13 @@ class FlowModel:
     @property
     def version(self) -> str:
         return str(self.meta.get("version", "unknown"))
+
+    @property
+    def alarm(self) -> float | None:
+        """An attack model's alarm threshold on ``1 - P(benign)`` (:mod:`amlhp.flows.
+        attacks`); None for a model of devices."""
+        value = self.meta.get("alarm")
+        return None if value is None else float(value)
 
     def numpy_network(self) -> NumpyFlowCNN:
         """What the worker and ``amlhp flows score`` run: the same path, no torch."""
@@ -133,3 +142,18 @@ def load_flow_model(path: Path) -> FlowModel:
     if net.num_classes != len(meta["classes"]) or net.width != int(meta["network"]["width"]):
         raise FlowArtifactError(f"{weights} does not fit the network {meta_path} describes")
     return FlowModel(net, list(meta["classes"]), config, Refiner.from_dict(meta["refiner"]), meta)
+
+
+def load_attack_model(option: str | None) -> FlowModel | None:
+    """The attack model a command runs beside the device model: ``None`` (the option not
+    given) is the committed one where the install has it, ``"none"`` none, else the
+    artifact at that path (which must hold an attack model)."""
+    if option is not None and option.lower() == "none":
+        return None
+    path = ATTACK_MODEL if option is None else Path(option)
+    if option is None and not (path / META).is_file():
+        return None
+    model = load_flow_model(path)
+    if model.alarm is None:
+        raise FlowArtifactError(f"{path} is a flow model without an alarm: not an attack model")
+    return model

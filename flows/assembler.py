@@ -265,6 +265,21 @@ class FlowAssembler:
                     closed.append(done)
         return closed
 
+    def see(self, raw: pa.RecordBatch) -> None:
+        """Move each gateway's clock to the latest packet time of ``raw``, packets no flow
+        uses included, so that the flow worker's clock is the packet verdicts' clock."""
+        if raw.num_rows == 0:
+            return
+        gateways = raw.column("gateway")
+        names = pc.unique(gateways).to_pylist()
+        for gateway in names:
+            ts = raw.column("ts_ns")
+            if len(names) > 1:
+                ts = pc.filter(ts, pc.equal(gateways, gateway))
+            latest = int(pc.max(ts).as_py())
+            if latest > self.clock_ns.get(gateway, latest - 1):
+                self.clock_ns[gateway] = latest
+
     def expire(self, gateway: str | None = None, now_ns: int | None = None) -> list[FlowState]:
         """Close flows whose lifetime has passed at ``now_ns`` (default: each gateway's
         latest packet time), for one gateway or all; oldest first."""
@@ -327,5 +342,6 @@ def iter_closed(
         parsed = parse_raw(assembler.as_tapped(raw))
         labels = labeler(parsed.encoded)[parsed.row] if labeler is not None else None
         yield from assembler.add_parsed(parsed, labels)
+        assembler.see(raw)
         yield from assembler.expire()
     yield from assembler.close_all()

@@ -31,25 +31,30 @@ def bench_flows(
     repeat: int = 2,
     explain_every: int | None = None,
     gateway: str = "bench-gw",
+    attack_model: str | None = None,
 ) -> dict[str, Any]:
-    """Best of ``repeat`` runs of the flow runtime over ``capture`` (module docstring)."""
+    """Best of ``repeat`` runs of the flow runtime over ``capture`` (module docstring),
+    with the attack model beside the device model as the worker runs it
+    (``attack_model``: as its ``--attack-model``)."""
     from amlhp.encoders.readers import iter_raw_batches
-    from amlhp.flows.artifact import load_flow_model
+    from amlhp.flows.artifact import load_attack_model, load_flow_model
     from amlhp.flows.assembler import FlowAssembler
     from amlhp.flows.online import DEFAULT_EXPLAIN_EVERY, FlowScorer
     from amlhp.flows.worker import FlowRuntime
 
     explain_every = DEFAULT_EXPLAIN_EVERY if explain_every is None else explain_every
     fm = load_flow_model(model)
+    attack = load_attack_model(attack_model)
     cut = FlowAssembler(fm.config)
     batches = [
         cut.as_tapped(raw) for raw in iter_raw_batches(capture, gateway, batch_size=batch_size)
     ]
     packets = sum(b.num_rows for b in batches)
-    held, devices = _memory(fm, batches, explain_every, gateway)
+    held, devices = _memory(fm, attack, batches, explain_every, gateway)
     runs: list[dict[str, Any]] = []
     for _ in range(repeat):
-        runtime = FlowRuntime(fm.config, FlowScorer(fm, explain_every=explain_every), 10.0)
+        scorer = FlowScorer(fm, attack=attack, explain_every=explain_every)
+        runtime = FlowRuntime(fm.config, scorer, 10.0)
         runtime.load(gateway, [], 0)
         gc.collect()
         start = time.perf_counter()
@@ -67,6 +72,7 @@ def bench_flows(
     return {
         "capture": str(capture),
         "model": fm.version,
+        "attack_model": attack.version if attack is not None else None,
         "packets": packets,
         "batch_size": batch_size,
         "explain_every": explain_every,
@@ -79,7 +85,7 @@ def bench_flows(
 
 
 def _memory(
-    fm: Any, batches: list[pa.RecordBatch], explain_every: int, gateway: str
+    fm: Any, attack: Any, batches: list[pa.RecordBatch], explain_every: int, gateway: str
 ) -> tuple[int, int]:
     """(bytes the runtime holds before its last flows close, devices tracked), traced
     (a run of its own: tracing slows Python down several times)."""
@@ -88,7 +94,8 @@ def _memory(
 
     gc.collect()
     tracemalloc.start()
-    runtime = FlowRuntime(fm.config, FlowScorer(fm, explain_every=explain_every), 10.0)
+    scorer = FlowScorer(fm, attack=attack, explain_every=explain_every)
+    runtime = FlowRuntime(fm.config, scorer, 10.0)
     runtime.load(gateway, [], 0)
     for raw in batches:
         _step(runtime, raw)

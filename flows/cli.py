@@ -22,7 +22,14 @@ from amlhp.progress import console, progress_bar
 DEFAULT_DATA = Path("out/flows/flows.npz")
 
 
-def _echo_json(doc: Any) -> None:
+ATTACK_OPTION = typer.Option(
+    None,
+    "--attack-model",
+    help="Attack flow model beside the device model (default: the committed one; none: off)",
+)
+
+
+def echo_json(doc: Any) -> None:
     typer.echo(json.dumps(doc, sort_keys=True, default=str))
 
 
@@ -111,18 +118,25 @@ def _register_bench(bench: typer.Typer) -> None:
         batch_size: int = typer.Option(500, "--batch-size", min=1, help="Packets per message"),
         repeat: int = typer.Option(2, "--repeat", min=1, help="Runs; the best one counts"),
         out: Path | None = typer.Option(None, "--out", "-o", help="Write the result (JSON) here"),
+        attack_model: str | None = ATTACK_OPTION,
     ) -> None:
         """One flow worker's capacity (packets/s on one core, no Kafka) and its memory per
         tracked device, on the raw messages a tap would publish."""
         from amlhp.data import DEMO_CAPTURE
         from amlhp.flows.bench import bench_flows, cpu_model
 
-        doc = bench_flows(capture or DEMO_CAPTURE, model, batch_size=batch_size, repeat=repeat)
+        doc = bench_flows(
+            capture or DEMO_CAPTURE,
+            model,
+            batch_size=batch_size,
+            repeat=repeat,
+            attack_model=attack_model,
+        )
         doc["machine"] = cpu_model()
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(doc, indent=2, sort_keys=True))
-        _echo_json({k: v for k, v in doc.items() if k != "runs"})
+        echo_json({k: v for k, v in doc.items() if k != "runs"})
 
 
 def register(app: typer.Typer) -> None:
@@ -132,9 +146,10 @@ def register(app: typer.Typer) -> None:
         no_args_is_help=True,
     )
     app.add_typer(flows, name="flows")
-    from amlhp.flows import inventory_cli
+    from amlhp.flows import inventory_cli, train_cli
 
     inventory_cli.register(app)
+    train_cli.register(flows)
     bench = next((g.typer_instance for g in app.registered_groups if g.name == "bench"), None)
     if bench is not None:
         _register_bench(bench)
@@ -182,7 +197,7 @@ def register(app: typer.Typer) -> None:
             max_flows_per_class,
             device_net,
         )
-        _echo_json(doc)
+        echo_json(doc)
 
     @flows.command("merge")
     def merge_cmd(
@@ -194,64 +209,7 @@ def register(app: typer.Typer) -> None:
 
         ds = concat_datasets([FlowDataset.load(p) for p in parts])
         ds.save(out)
-        _echo_json({"out": str(out), "flows": len(ds), "per_class": per_class_counts(ds)})
-
-    @flows.command("train")
-    def train_cmd(
-        data: Path = typer.Option(DEFAULT_DATA, "--data", help="Flow dataset from `flows build`"),
-        out: Path = typer.Option(DEFAULT_MODEL, "--out", "-o", help="Artifact folder"),
-        split: str = typer.Option(
-            "file",
-            "--split",
-            help="file (by capture), time, or mixed (file where a class has 3 captures, else time)",
-        ),
-        epochs: int = typer.Option(12, "--epochs", min=1),
-        max_per_class: int = typer.Option(600, "--max-per-class", min=1),
-        lr: float = typer.Option(2e-3, "--lr"),
-        seed: int = typer.Option(0, "--seed"),
-        threads: int | None = typer.Option(None, "--threads", help="torch threads"),
-    ) -> None:
-        """Train the flow CNN, fit temperature, profiles and threshold; save the artifact."""
-        from amlhp.flows.artifact import save_flow_model
-        from amlhp.flows.dataset import FlowDataset, split_flows
-        from amlhp.flows.evaluate import fit_flow_model
-        from amlhp.flows.train import FlowTrainConfig
-
-        ds = FlowDataset.load(data)
-        sp = split_flows(ds, split, seed)
-        cfg = FlowTrainConfig(
-            epochs=epochs, max_per_class=max_per_class, lr=lr, seed=seed, threads=threads
-        )
-        with progress_bar() as bar:
-            task = bar.add_task("train", total=epochs, status="")
-
-            def on_progress(epoch: int, step: int, steps: int, loss: float) -> None:
-                bar.update(task, completed=epoch - 1 + step / steps, status=f"loss {loss:.4f}")
-
-            def on_status(msg: str) -> None:
-                bar.update(task, status=msg)
-
-            model, summary = fit_flow_model(
-                ds, sp, cfg, on_progress=on_progress, on_status=on_status
-            )
-        extra = {
-            "data": {"path": str(data), "flows": len(ds), "split": split, "seed": seed},
-            "training": {k: v for k, v in summary.items() if k != "split"},
-        }
-        save_flow_model(out, model.torch_network(), model.classes, ds.config, model.refiner, extra)
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        _echo_json(
-            {
-                "out": str(out),
-                "best_epoch": summary["best_epoch"],
-                "val_macro_f1": max(
-                    (h.get("val_macro_f1", 0.0) for h in summary["history"]), default=0.0
-                ),
-                "temperature": summary["temperature"],
-                "threshold": summary["threshold"],
-                "parameters": summary["parameters"],
-            }
-        )
+        echo_json({"out": str(out), "flows": len(ds), "per_class": per_class_counts(ds)})
 
     @flows.command("fit-profiles")
     def fit_profiles_cmd(
@@ -275,7 +233,7 @@ def register(app: typer.Typer) -> None:
         meta["hidden_profile"] = doc
         meta["hidden_profile_test"] = figures
         (folder / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        _echo_json(figures)
+        echo_json(figures)
 
     @flows.command("evaluate")
     def evaluate_cmd(
@@ -310,7 +268,7 @@ def register(app: typer.Typer) -> None:
         for name, report in reports.items():
             (out / f"report_{name}.json").write_text(json.dumps(report.as_dict(), indent=2))
             plot_confusion(report, out / f"confusion_{name}.png", title=f"flows, {name} refinement")
-        _echo_json({k: v for k, v in figures.items() if k != "strategies"})
+        echo_json({k: v for k, v in figures.items() if k != "strategies"})
 
     @flows.command("explain")
     def explain_cmd(
@@ -335,7 +293,7 @@ def register(app: typer.Typer) -> None:
         if png is not None:
             plot_flow_explanation(doc, ds, flow, png)
             doc["png"] = str(png)
-        _echo_json(doc)
+        echo_json(doc)
 
     @flows.command("score")
     def score_cmd(
@@ -346,6 +304,7 @@ def register(app: typer.Typer) -> None:
         gateway: str | None = typer.Option(
             None, "--gateway", "-g", help="Gateway id of every file (default: its path)"
         ),
+        attack_model: str | None = ATTACK_OPTION,
     ) -> None:
         """Flow verdicts of captures, offline, in the flow verdict schema (Parquet).
 
@@ -355,11 +314,12 @@ def register(app: typer.Typer) -> None:
         import pyarrow.parquet as pq
 
         from amlhp.encoders.capture import expand_paths
-        from amlhp.flows.artifact import load_flow_model
+        from amlhp.flows.artifact import load_attack_model, load_flow_model
         from amlhp.flows.online import FlowScorer, score_capture
 
         fm = load_flow_model(model)
-        scorer = FlowScorer(fm, explain_every=1 if explain else 0)
+        attacks = load_attack_model(attack_model)
+        scorer = FlowScorer(fm, attack=attacks, explain_every=1 if explain else 0)
         batches = []
         files = expand_paths(captures)
         with progress_bar() as bar:
@@ -371,8 +331,17 @@ def register(app: typer.Typer) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out)
         counts = table.group_by("label").aggregate([("label", "count")]).to_pylist()
-        _echo_json(
-            {"out": str(out), "flows": table.num_rows, "labels": counts, "model": fm.version}
+        alarms = table.filter(pa.compute.equal(table["attack_alarm"], True))
+        raised = alarms.group_by("attack_kind").aggregate([("attack_kind", "count")])
+        echo_json(
+            {
+                "out": str(out),
+                "flows": table.num_rows,
+                "labels": counts,
+                "model": fm.version,
+                "attack_model": attacks.version if attacks else None,
+                "attack_alarms": raised.to_pylist(),
+            }
         )
 
     @flows.command("worker")
@@ -393,6 +362,7 @@ def register(app: typer.Typer) -> None:
             "--explain-every",
             help="Shapley attributions for about one flow in N, chosen by flow id (0: none)",
         ),
+        attack_model: str | None = ATTACK_OPTION,
         metrics_port: int = metrics_option(),
     ) -> None:
         """Run the Faust flow worker: raw topic -> flow state table -> flow verdicts and
@@ -410,7 +380,11 @@ def register(app: typer.Typer) -> None:
             lag_topics=[settings.topic_raw],
         )
         options = FlowWorkerOptions(
-            model_path=model, app_id=app_id, idle_close_s=idle_close, explain_every=explain_every
+            model_path=model,
+            attack_model=attack_model,
+            app_id=app_id,
+            idle_close_s=idle_close,
+            explain_every=explain_every,
         )
         run_flow_worker(settings, options)
 
@@ -454,4 +428,4 @@ def register(app: typer.Typer) -> None:
                     f"flow sink: {s.rows} verdicts, {s.files} files"
                 ),
             )
-        _echo_json(stats.as_dict())
+        echo_json(stats.as_dict())

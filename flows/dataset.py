@@ -381,16 +381,25 @@ class FlowSplit:
         }
 
 
-def split_flows(ds: FlowDataset, kind: str = "file", seed: int = 0) -> FlowSplit:
+def split_flows(
+    ds: FlowDataset,
+    kind: str = "file",
+    seed: int = 0,
+    *,
+    among: IntArray | None = None,
+    ratios: tuple[float, float, float] = RATIOS,
+) -> FlowSplit:
     """Train/validation/test flow indices by capture file or by time (see module doc);
     ``mixed`` splits by file the classes that have 3 files or more and by time the rest
-    (a merged dataset of many short captures and one long recording)."""
+    (a merged dataset of many short captures and one long recording). ``among`` limits
+    the split to these flows (the sources a leave-one-source-out fold trains on)."""
     if kind not in ("file", "time", "mixed"):
         raise FlowDatasetError(f"unknown split {kind!r}: expected 'file', 'time' or 'mixed'")
     rng = np.random.default_rng(seed)
     sides: list[list[IntArray]] = [[], [], []]
+    allowed = np.ones(len(ds), np.bool_) if among is None else np.isin(np.arange(len(ds)), among)
     for c in range(len(ds.classes)):
-        rows = np.flatnonzero(ds.label == c)
+        rows = np.flatnonzero((ds.label == c) & allowed)
         if rows.size == 0:
             continue
         files = np.unique(ds.file[rows])
@@ -401,15 +410,15 @@ def split_flows(ds: FlowDataset, kind: str = "file", seed: int = 0) -> FlowSplit
                     "needs 3; use --split time"
                 )
             files = rng.permutation(files)
-            n_test = max(1, round(files.size * RATIOS[2]))
-            n_val = max(1, round(files.size * RATIOS[1]))
+            n_test = max(1, round(files.size * ratios[2]))
+            n_val = max(1, round(files.size * ratios[1]))
             parts = (files[n_test + n_val :], files[n_test : n_test + n_val], files[:n_test])
             for s, part in enumerate(parts):
                 sides[s].append(rows[np.isin(ds.file[rows], part)])
         else:
             ordered = rows[np.argsort(ds.start_ns[rows], kind="stable")]
-            a = round(ordered.size * RATIOS[0])
-            b = round(ordered.size * (RATIOS[0] + RATIOS[1]))
+            a = round(ordered.size * ratios[0])
+            b = round(ordered.size * (ratios[0] + ratios[1]))
             for s, part in enumerate((ordered[:a], ordered[a:b], ordered[b:])):
                 sides[s].append(part)
     train, val, test = (np.sort(np.concatenate(s)) for s in sides)

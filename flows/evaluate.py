@@ -64,10 +64,15 @@ def fit_flow_model(
     config: FlowTrainConfig,
     *,
     width: int = 64,
+    profiles: bool = True,
     on_progress: ProgressFn | None = None,
     on_status: Callable[[str], None] | None = None,
 ) -> tuple[FlowModel, dict[str, Any]]:
-    """Train, calibrate and profile a model; returns it and a training summary."""
+    """Train, calibrate and profile a model; returns it and a training summary.
+
+    ``profiles=False`` skips the Shapley values of the validation flows, their profiles
+    and the refinement threshold (the leave-one-source-out folds of the attack model,
+    whose alarm uses the calibrated probabilities alone)."""
     say = on_status or (lambda _msg: None)
     k = len(ds.classes)
     net = FlowCNN(num_classes=k, rows=ds.config.rows, width=width)
@@ -77,14 +82,17 @@ def fit_flow_model(
     logits = predict_logits(net, ds, val)
     labels = ds.label[val]
     temperature = fit_temperature(logits, labels)
-    say("Shapley values of the validation flows")
-    phi, probs = shapley_of(net, ds, val, temperature)
-    pred = probs.argmax(axis=1)
-    profiles, radius = fit_profiles(phi, pred, labels, k)
-    refiner = Refiner(temperature, 0.5, profiles, radius)
-    refiner.threshold = choose_threshold(
-        refiner, probs, phi, labels, ds.device[val], ds.start_ns[val], ds.classes
-    )
+    if profiles:
+        say("Shapley values of the validation flows")
+        phi, probs = shapley_of(net, ds, val, temperature)
+        centres, radius = fit_profiles(phi, probs.argmax(axis=1), labels, k)
+        refiner = Refiner(temperature, 0.5, centres, radius)
+        refiner.threshold = choose_threshold(
+            refiner, probs, phi, labels, ds.device[val], ds.start_ns[val], ds.classes
+        )
+    else:
+        nan = np.full((k, len(GROUPS)), np.nan, np.float32)
+        refiner = Refiner(temperature, 0.5, nan, nan[:, 0].copy())
     summary = {
         "train": config.as_dict(),
         "history": result.history,
@@ -97,7 +105,7 @@ def fit_flow_model(
         "threshold": refiner.threshold,
         "val_ece_before": expected_calibration_error(softmax(logits), labels),
         "val_ece_after": expected_calibration_error(softmax(logits, temperature), labels),
-        "profiled_classes": int(np.isfinite(radius).sum()),
+        "profiled_classes": int(np.isfinite(refiner.radius).sum()) if profiles else 0,
         "split": split.as_dict(ds),
     }
     model = FlowModel(net, list(ds.classes), ds.config, refiner, {"version": "unsaved"})

@@ -54,24 +54,52 @@ def inventory_from_verdicts(path: Path) -> Any:
     return _inventory(tallies, ",".join(sorted(versions)))
 
 
-def inventory_from_captures(
-    captures: list[Path], model: Path, gateway: str | None = None, per_file: bool = False
-) -> Any:
-    """The inventory the flow worker would build from these captures: each file scored as
-    by ``amlhp flows score`` (as ``gateway``, or its own name with ``per_file``), folded."""
+def flows_of_captures(
+    captures: list[Path],
+    model: Path,
+    gateway: str | None = None,
+    per_file: bool = False,
+    attack_model: str | None = None,
+) -> tuple[dict[str, Any], str]:
+    """The flow verdicts the flow worker would make of these captures, per gateway (each
+    file scored as by ``amlhp flows score``, as ``gateway`` or its own name with
+    ``per_file``), and the device model's version. ``attack_model``: as the worker's
+    ``--attack-model`` (default: the committed one)."""
+    import pyarrow as pa
+
     from amlhp.encoders.capture import expand_paths
-    from amlhp.flows.artifact import load_flow_model
-    from amlhp.flows.inventory import DeviceTally, fold
+    from amlhp.flows.artifact import load_attack_model, load_flow_model
     from amlhp.flows.online import DEFAULT_EXPLAIN_EVERY, FlowScorer, score_capture
 
     fm = load_flow_model(model)
     # explained flows whose attributions are off their class's profile are uncertain:
     # explain the same flows as the worker does, so the votes are the same
-    scorer = FlowScorer(fm, explain_every=DEFAULT_EXPLAIN_EVERY)
-    tallies: dict[tuple[str, str], DeviceTally] = {}
+    scorer = FlowScorer(
+        fm, attack=load_attack_model(attack_model), explain_every=DEFAULT_EXPLAIN_EVERY
+    )
+    parts: dict[str, list[pa.RecordBatch]] = {}
     for path in expand_paths(captures):
-        fold(tallies, score_capture(path, scorer, path.name if per_file else gateway))
-    return _inventory(tallies, fm.version)
+        name = path.name if per_file else (gateway or str(path))
+        parts.setdefault(name, []).append(score_capture(path, scorer, name))
+    return {g: pa.Table.from_batches(b, scorer.schema) for g, b in parts.items()}, fm.version
+
+
+def inventory_of_flows(flows: dict[str, Any], version: str) -> Any:
+    """The inventory folded from :func:`flows_of_captures`' verdicts."""
+    from amlhp.flows.inventory import DeviceTally, fold
+
+    tallies: dict[tuple[str, str], DeviceTally] = {}
+    for table in flows.values():
+        for batch in table.to_batches():
+            fold(tallies, batch)
+    return _inventory(tallies, version)
+
+
+def inventory_from_captures(
+    captures: list[Path], model: Path, gateway: str | None = None, per_file: bool = False
+) -> Any:
+    """The inventory the flow worker would build from these captures."""
+    return inventory_of_flows(*flows_of_captures(captures, model, gateway, per_file))
 
 
 def register(app: typer.Typer) -> None:

@@ -22,11 +22,21 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from amlhp.flows.artifact import FlowModel
+from amlhp.flows.attacks import attack_kind, attack_probability
 from amlhp.flows.calibration import softmax
 from amlhp.flows.dataset import rows_of
+from amlhp.flows.exceptions import FlowArtifactError
 from amlhp.flows.hidden_profile import distance
 from amlhp.flows.numpy_net import NumpyFlowCNN
-from amlhp.flows.record import HEAD_LEN, ROW_LEN, SLOT_START, FlowState, anonymise, empty_row
+from amlhp.flows.record import (
+    DIRECTION_OUT,
+    HEAD_LEN,
+    ROW_LEN,
+    SLOT_START,
+    FlowState,
+    anonymise,
+    empty_row,
+)
 from amlhp.flows.shapley import GROUPS, exact_shapley
 from amlhp.wire import flow_verdict_schema
 
@@ -61,17 +71,28 @@ class FlowScorer:
         self,
         model: FlowModel,
         *,
+        attack: FlowModel | None = None,
         explain_every: int = 0,
         explain_ids: frozenset[str] | None = None,
     ) -> None:
         self.model = model
+        #: the attack model (:mod:`amlhp.flows.attacks`), run over the same matrices
+        self.attack = attack
+        if attack is not None:
+            if attack.alarm is None:
+                raise FlowArtifactError(f"{attack.version} has no alarm: not an attack model")
+            if attack.config != model.config:
+                raise FlowArtifactError(
+                    "the attack and device models assemble flows differently "
+                    f"({attack.config.as_dict()} vs {model.config.as_dict()})"
+                )
         self.explain_every = explain_every
         #: explain exactly these flows instead (``amlhp explain --incident``)
         self.explain_ids = explain_ids
         #: gateway -> how many verdicts it has had (the next ``flow_seq``); the flow
         #: worker keeps it in its durable state
         self.emitted: dict[str, int] = {}
-        self._empty: npt.NDArray[np.float32] | None = None
+        self._empty: dict[int, npt.NDArray[np.float32]] = {}
         self.schema = flow_verdict_schema(GROUPS)
 
     @property
@@ -79,18 +100,43 @@ class FlowScorer:
         return empty_row()[:HEAD_LEN]
 
     def _empty_parts(self, net: NumpyFlowCNN) -> npt.NDArray[np.float32]:
-        if self._empty is None:
-            self._empty = net.row_parts(empty_row()[None])[0]
-        return self._empty
+        if id(net) not in self._empty:
+            self._empty[id(net)] = net.row_parts(empty_row()[None])[0]
+        return self._empty[id(net)]
 
     @staticmethod
-    def _parts_of(net: NumpyFlowCNN, flow: FlowState) -> npt.NDArray[np.float32]:
+    def _parts_of(net: NumpyFlowCNN, flow: FlowState, attr: str) -> npt.NDArray[np.float32]:
         """A context flow's parts: kept since it was scored, or (after a restart, when
         the history came from the table) computed again from its row."""
-        if flow.parts is None:
-            flow.parts = net.row_parts(flow.row()[None])[0]
-        parts: npt.NDArray[np.float32] = flow.parts
+        if getattr(flow, attr) is None:
+            setattr(flow, attr, net.row_parts(flow.row()[None])[0])
+        parts: npt.NDArray[np.float32] = getattr(flow, attr)
         return parts
+
+    def _hidden(
+        self,
+        net: NumpyFlowCNN,
+        attr: str,
+        own: npt.NDArray[np.float32],
+        heads: npt.NDArray[np.float32],
+        flows: Sequence[FlowState],
+        befores: Sequence[Sequence[FlowState]],
+    ) -> npt.NDArray[np.float32]:
+        """One network's hidden summaries of the flows' matrices: row 0's parts are
+        computed here, once, and kept on the flow (``attr``) while it is context; the
+        head slots (``heads``) are the same for every network."""
+        n = len(flows)
+        if n == 0:
+            return np.zeros((0, net.h0_b.shape[0]), np.float32)
+        for flow, part in zip(flows, net.row_parts(own), strict=True):
+            setattr(flow, attr, part)
+        parts = np.tile(self._empty_parts(net), (n, heads.shape[1], 1))
+        for i, (flow, before) in enumerate(zip(flows, befores, strict=True)):
+            parts[i, 0] = getattr(flow, attr)
+            for r, prev in enumerate(before, start=1):
+                parts[i, r] = self._parts_of(net, prev, attr)
+        hidden: npt.NDArray[np.float32] = net.summary(*net.embed_heads(heads, parts))
+        return hidden
 
     def explained(self, flow_id: str) -> bool:
         """Whether a flow gets Shapley attributions: about one in ``explain_every``,
@@ -112,32 +158,23 @@ class FlowScorer:
         net = self.model.numpy_network()
         flows = sorted(closed, key=lambda s: (s.start_ns, s.key.text()))
         n = len(flows)
-        # Row 0 of each matrix is a new flow: its parts are computed here, once, and kept
-        # on the flow while it is context; context rows need only their head slots.
         own = np.stack([f.row() for f in flows]) if n else np.zeros((0, ROW_LEN), np.float32)
-        for flow, part in zip(flows, net.row_parts(own), strict=True):
-            flow.parts = part
         heads = np.tile(self._empty_head, (n, rows, 1))
-        parts = np.tile(self._empty_parts(net), (n, rows, 1))
-        contexts, matrices = [], []
+        befores: list[list[FlowState]] = []
+        matrices = []
         for i, flow in enumerate(flows):
             before = history.get(flow.key.device, [])[:depth]
-            contexts.append(len(before))
+            befores.append(before)
             heads[i, 0] = own[i, :HEAD_LEN]
-            parts[i, 0] = flow.parts
             for r, prev in enumerate(before, start=1):
                 heads[i, r] = prev.head_vector()
                 heads[i, r, SLOT_START] = max(0, flow.start_ns - prev.start_ns) / 1e9
-                parts[i, r] = self._parts_of(net, prev)
             if self.explained(flow.flow_id):
                 matrices.append((i, rows_of([flow, *before], rows)))
             history[flow.key.device] = [flow, *before][:depth]
+        contexts = [len(b) for b in befores]
         refiner = self.model.refiner
-        hidden = (
-            net.summary(*net.embed_heads(heads, parts))
-            if n
-            else np.zeros((0, net.h0_b.shape[0]), np.float32)
-        )
+        hidden = self._hidden(net, "parts", own, heads, flows, befores)
         logits = net.head_out(hidden)
         probs = softmax(logits, refiner.temperature) if n else np.zeros((0, 0), np.float32)
         pred = probs.argmax(axis=1) if n else np.zeros(0, np.int64)
@@ -159,6 +196,8 @@ class FlowScorer:
         uncertain = [
             bool(conf[i] < refiner.threshold or consistent[i] is False or far[i]) for i in range(n)
         ]
+        kinds, scores, alarms = self._attacks(own, heads, flows, befores)
+        lifetime = self.model.config.lifetime_ns
         classes = self.model.classes
         flow_seq = []
         for f in flows:
@@ -188,10 +227,38 @@ class FlowScorer:
             "consistent": consistent,
             "probs": _float_lists(probs),
             "attributions": attributions,
+            "due_ns": [f.start_ns + lifetime for f in flows],
+            "device_initiated": [bool(f.head) and f.head[0][2] == DIRECTION_OUT for f in flows],
+            "attack_kind": kinds,
+            "attack_score": scores,
+            "attack_alarm": alarms,
             "model_version": [self.model.version] * n,
             "scored_at_ns": [time.time_ns()] * n,
         }
         return pa.RecordBatch.from_pydict(columns, schema=self.schema)
+
+    def _attacks(
+        self,
+        own: npt.NDArray[np.float32],
+        heads: npt.NDArray[np.float32],
+        flows: Sequence[FlowState],
+        befores: Sequence[Sequence[FlowState]],
+    ) -> tuple[list[str | None], list[float | None], list[bool | None]]:
+        """The attack model's kind, probability and alarm per flow (None without one)."""
+        n = len(flows)
+        if self.attack is None or n == 0:
+            return [None] * n, [None] * n, [None] * n
+        net, model = self.attack.numpy_network(), self.attack
+        hidden = self._hidden(net, "attack_parts", own, heads, flows, befores)
+        probs = softmax(net.head_out(hidden), model.refiner.temperature)
+        score = attack_probability(probs, model.classes)
+        kind = attack_kind(probs, model.classes)
+        alarm = float(model.alarm or 1.0)
+        return (
+            [model.classes[int(k)] for k in kind],
+            [float(v) for v in score],
+            [bool(v >= alarm) for v in score],
+        )
 
 
 def _float_lists(values: npt.NDArray[np.float32]) -> pa.Array:

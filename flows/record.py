@@ -195,6 +195,8 @@ class FlowState:
     #: the scorer's cache of this flow's offset-free branch outputs (see
     #: :meth:`amlhp.flows.numpy_net.NumpyFlowCNN.row_parts`); never serialised
     parts: Any = field(default=None, compare=False, repr=False)
+    #: the same for the attack model's network, when the scorer runs one
+    attack_parts: Any = field(default=None, compare=False, repr=False)
     _head: Any = field(default=None, compare=False, repr=False)
 
     @property

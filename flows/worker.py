@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -60,10 +59,20 @@ from typing import Any, cast
 import pyarrow as pa
 
 from amlhp.flows.assembler import FlowAssembler, parse_raw
-from amlhp.flows.exceptions import FlowStateError
 from amlhp.flows.inventory import DeviceKey, DeviceTally, fold, inventory_batch
 from amlhp.flows.online import DEFAULT_EXPLAIN_EVERY, FlowScorer
-from amlhp.flows.record import FlowConfig, FlowKey, FlowState, parse_key
+from amlhp.flows.record import FlowConfig, FlowState, parse_key
+from amlhp.flows.worker_state import (
+    WATERMARK,
+    decode_history,
+    device_key,
+    encode_history,
+    flow_key,
+    history_key,
+    known_gateways,
+    unpack_watermark,
+    watermark_key,
+)
 from amlhp.metrics.definitions import STEP_FLOWS, process_metrics
 from amlhp.pipeline.faust_app import (
     InOrder,
@@ -74,7 +83,7 @@ from amlhp.pipeline.faust_app import (
     write_table,
 )
 from amlhp.settings import Settings
-from amlhp.wire import RAW, BatchDecodeError, from_ipc, to_ipc
+from amlhp.wire import FLOW_CLOCK_HEADER, RAW, BatchDecodeError, from_ipc, to_ipc
 
 log = logging.getLogger(__name__)
 TABLE = "flowstate"
@@ -82,56 +91,17 @@ TABLE = "flowstate"
 NO_LOCAL_ENDPOINT = "no_local_endpoint"
 #: flow verdicts per Kafka message (one is ~0.3 KB with its probabilities and attributions)
 MESSAGE_ROWS = 500
-_WATERMARK = struct.Struct("<iqqq")
-#: the watermark entry before flow_seq (a changelog written by an older worker)
-_WATERMARK_V1 = struct.Struct("<iqq")
 
 
 @dataclass(frozen=True)
 class FlowWorkerOptions:
     model_path: Path
+    #: ``--attack-model`` (:func:`amlhp.flows.artifact.load_attack_model`)
+    attack_model: str | None = None
     app_id: str | None = None
     idle_close_s: float = 10.0
     explain_every: int = DEFAULT_EXPLAIN_EVERY
     tick_s: float = 1.0
-
-
-def _flow_key(key: FlowKey) -> bytes:
-    return b"f|" + key.text().encode()
-
-
-def _history_key(gateway: str, device: str) -> bytes:
-    return f"h|{gateway}|{device}".encode()
-
-
-def _watermark_key(gateway: str) -> bytes:
-    return f"w|{gateway}".encode()
-
-
-def _device_key(gateway: str, host: str) -> bytes:
-    return f"d|{gateway}|{host}".encode()
-
-
-def encode_history(flows: list[FlowState]) -> bytes:
-    parts = [struct.pack("<B", len(flows))]
-    for f in flows:
-        blob = f.to_bytes()
-        parts.append(struct.pack("<I", len(blob)) + blob)
-    return b"".join(parts)
-
-
-def decode_history(data: bytes) -> list[FlowState]:
-    try:
-        (n,) = struct.unpack_from("<B", data, 0)
-        pos, out = 1, []
-        for _ in range(n):
-            (length,) = struct.unpack_from("<I", data, pos)
-            pos += 4
-            out.append(FlowState.from_bytes(data[pos : pos + length]))
-            pos += length
-    except struct.error as exc:
-        raise FlowStateError(f"not a flow history: {exc}") from exc
-    return out
 
 
 Write = tuple[int, bytes, bytes | None]  # partition, key, value (None: delete)
@@ -153,6 +123,8 @@ class FlowRuntime:
     invalid_messages: int = 0
     #: packets put in no flow since the last :meth:`take_unused`, by reason
     unused: Counter[str] = field(default_factory=Counter)
+    #: per gateway, the event clock its flow verdict messages last told
+    announced: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.assembler = FlowAssembler(self.config)
@@ -165,7 +137,7 @@ class FlowRuntime:
         flow_prefix = f"f|{gateway}|".encode()
         hist_prefix = f"h|{gateway}|".encode()
         device_prefix = f"d|{gateway}|".encode()
-        wkey = _watermark_key(gateway)
+        wkey = watermark_key(gateway)
         for key, value in items:
             if value is None:
                 continue
@@ -181,7 +153,7 @@ class FlowRuntime:
                 tally = DeviceTally.from_bytes(value)
                 self.devices[(tally.gateway, tally.host)] = tally
             elif key == wkey:
-                _, seq, clock, emitted = _unpack_watermark(value)
+                _, seq, clock, emitted = unpack_watermark(value)
                 self.assembler.watermark_seq[gateway] = seq
                 self.assembler.clock_ns[gateway] = clock
                 self.scorer.emitted[gateway] = emitted
@@ -193,6 +165,7 @@ class FlowRuntime:
         parsed = parse_raw(self.assembler.as_tapped(raw))
         outside = self.assembler.stats.no_local_endpoint
         closed = self.assembler.add_parsed(parsed)
+        self.assembler.see(raw)
         self.unused.update(parsed.refused)
         self.unused[NO_LOCAL_ENDPOINT] += self.assembler.stats.no_local_endpoint - outside
         gateways = set(parsed.gateway) | {str(g) for g in raw.column("gateway").to_pylist()}
@@ -202,6 +175,20 @@ class FlowRuntime:
             self.last_seen[gateway] = now
             closed.extend(self.assembler.expire(gateway))
         return closed, gateways
+
+    def tell(self, gateway: str) -> tuple[int, int]:
+        """(partition, event clock) of a gateway a message is about to tell: the alert
+        stage judges a gateway's packets once its flows up to their time are in
+        (:mod:`amlhp.alerts.flow_evidence`)."""
+        clock = self.assembler.clock_ns.get(gateway, -1)
+        self.announced[gateway] = clock
+        return self.partition_of[gateway], clock
+
+    def progress(self) -> list[tuple[str, int, int]]:
+        """:meth:`tell` of the gateways whose clock moved since a message last told it."""
+        clocks = self.assembler.clock_ns
+        moved = [g for g in sorted(clocks) if clocks[g] > self.announced.get(g, -1)]
+        return [(g, *self.tell(g)) for g in moved if g in self.partition_of]
 
     def take_unused(self) -> dict[str, int]:
         """Packets put in no flow since the last call, by reason (then forgotten)."""
@@ -258,59 +245,39 @@ class FlowRuntime:
         out: list[Write] = []
         changed, removed = self.assembler.take_changes()
         for gone in removed:
-            out.append((self.partition_of[gone.gateway], _flow_key(gone), None))
+            out.append((self.partition_of[gone.gateway], flow_key(gone), None))
         for state in changed:
             out.append(
-                (self.partition_of[state.key.gateway], _flow_key(state.key), state.to_bytes())
+                (self.partition_of[state.key.gateway], flow_key(state.key), state.to_bytes())
             )
         for device in sorted({f.key.device for f in closed}):
             gateway, ip = device
             out.append(
                 (
                     self.partition_of[gateway],
-                    _history_key(gateway, ip),
+                    history_key(gateway, ip),
                     encode_history(self.history[device]),
                 )
             )
         for key in sorted(self.touched):
-            out.append((self.partition_of[key[0]], _device_key(*key), self.devices[key].to_bytes()))
+            out.append((self.partition_of[key[0]], device_key(*key), self.devices[key].to_bytes()))
         for gateway in sorted(gateways):
-            value = _WATERMARK.pack(
+            value = WATERMARK.pack(
                 self.partition_of[gateway],
                 self.assembler.watermark_seq.get(gateway, -1),
                 self.assembler.clock_ns.get(gateway, 0),
                 self.scorer.emitted.get(gateway, 0),
             )
-            out.append((self.partition_of[gateway], _watermark_key(gateway), value))
+            out.append((self.partition_of[gateway], watermark_key(gateway), value))
         return out
-
-
-def _unpack_watermark(value: bytes) -> tuple[int, int, int, int]:
-    """(partition, seq, clock, flow verdicts so far) of a watermark entry, either layout."""
-    if len(value) == _WATERMARK_V1.size:
-        partition, seq, clock = _WATERMARK_V1.unpack(value)
-        return partition, seq, clock, 0
-    try:
-        partition, seq, clock, emitted = _WATERMARK.unpack(value)
-    except struct.error as exc:
-        raise FlowStateError(f"not a watermark entry ({len(value)} bytes): {exc}") from exc
-    return partition, seq, clock, emitted
-
-
-def known_gateways(items: Iterable[tuple[bytes, bytes]]) -> dict[str, int]:
-    """Gateways with durable state and their partitions (from the watermark entries)."""
-    out = {}
-    for key, value in items:
-        if key.startswith(b"w|") and value:
-            out[key[2:].decode()] = _unpack_watermark(value)[0]
-    return out
 
 
 def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
     """Build the Faust app (nothing runs until started)."""
-    from amlhp.flows.artifact import load_flow_model
+    from amlhp.flows.artifact import load_attack_model, load_flow_model
 
     model = load_flow_model(options.model_path)
+    attack = load_attack_model(options.attack_model)
     app = create_faust_app(settings, options.app_id or f"{settings.consumer_group}-flows")
     raw_topic = app.topic(settings.topic_raw, value_serializer="raw", key_serializer="raw")
     verdict_topic = app.topic(
@@ -324,7 +291,9 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
         partitions=settings.partitions,
     )
     runtime = FlowRuntime(
-        model.config, FlowScorer(model, explain_every=options.explain_every), options.idle_close_s
+        model.config,
+        FlowScorer(model, attack=attack, explain_every=options.explain_every),
+        options.idle_close_s,
     )
     metrics = process_metrics()  # amlhp_model_info is the packet model's: not set here
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-flows")
@@ -333,19 +302,36 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
     devices_topic = app.topic(settings.topic_devices, value_serializer="raw", key_serializer="raw")
     Step = tuple[list[Write], pa.RecordBatch | None, list[tuple[int, pa.RecordBatch]]]
 
+    empty = pa.RecordBatch.from_pylist([], schema=runtime.scorer.schema)
+
+    async def send_flows(gateway: str, partition: int, clock: int, batch: pa.RecordBatch) -> Any:
+        headers = {FLOW_CLOCK_HEADER: str(clock).encode()}
+        return await verdict_topic.send(
+            key=gateway.encode(), value=to_ipc(batch), partition=partition, headers=headers
+        )
+
+    async def announce() -> None:
+        """Tell the clock of gateways whose flows closed none since it last moved."""
+        sent = [await send_flows(g, p, c, empty) for g, p, c in runtime.progress()]
+        for delivery in sent:
+            await delivery
+
     async def publish(step: Step) -> None:
         """Send a step's verdicts and inventory entries and wait until the broker has
         them, before the table writes that say they were made (see ``handle``)."""
         _, verdicts, devices = step
         sent = []
-        if verdicts is not None and verdicts.num_rows:
-            for gateway in sorted(set(verdicts.column("gateway").to_pylist())):
-                part = verdicts.filter(pa.compute.equal(verdicts.column("gateway"), gateway))
-                # an idle close can end thousands of a gateway's flows at once: messages
-                # of at most MESSAGE_ROWS verdicts stay far below the broker's size limit
-                for lo in range(0, part.num_rows, MESSAGE_ROWS):
-                    chunk = to_ipc(part.slice(lo, MESSAGE_ROWS))
-                    sent.append(await verdict_topic.send(key=str(gateway).encode(), value=chunk))
+        verdicts = verdicts if verdicts is not None else runtime.scorer.score([])
+        # each gateway's flows on its raw partition, with the worker's clock for it
+        for gateway in sorted({str(g) for g in verdicts.column("gateway").to_pylist()}):
+            partition, clock = runtime.tell(gateway)
+            part = verdicts.filter(pa.compute.equal(verdicts.column("gateway"), gateway))
+            # an idle close can end thousands of a gateway's flows at once: messages of at
+            # most MESSAGE_ROWS verdicts stay far below the broker's size limit
+            for lo in range(0, max(part.num_rows, 1), MESSAGE_ROWS):
+                sent.append(
+                    await send_flows(gateway, partition, clock, part.slice(lo, MESSAGE_ROWS))
+                )
         for partition, batch in devices:
             for row in range(batch.num_rows):
                 one = batch.slice(row, 1)
@@ -367,7 +353,8 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
         for gateway in {str(g) for g in raw.column("gateway").to_pylist()}:
             if not runtime.loaded(gateway):
                 runtime.load(gateway, list(table.data.items()), partition)
-                metrics.init_flow_verdicts(gateway, model.classes)
+                kinds = [c for c in attack.classes if c != "benign"] if attack else []
+                metrics.init_flow_verdicts(gateway, model.classes, kinds)
         done = scored(*runtime.ingest(raw, partition))
         metrics.count_flow_unused(runtime.take_unused())
         return done
@@ -424,6 +411,7 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
             done = await loop.run_in_executor(pool, tick, behind)
             await publish(done)
             write_table(table, done[0])
+            await announce()
             metrics.open_flows.set(len(runtime.assembler.open))
             metrics.set_devices(runtime.device_counts())
 
@@ -437,6 +425,7 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
                     runtime.partition_of.pop(gateway, None)
                     runtime.last_seen.pop(gateway, None)
                     runtime.scorer.emitted.pop(gateway, None)
+                    runtime.announced.pop(gateway, None)
                     for device in [d for d in runtime.history if d[0] == gateway]:
                         del runtime.history[device]
                     for host in [d for d in runtime.devices if d[0] == gateway]:

@@ -51,10 +51,16 @@ def register(app: typer.Typer) -> None:
         devices: bool = typer.Option(
             True,
             "--devices/--no-devices",
-            help="Name each incident's device from the flow model's inventory of the input",
+            help="Flow context: name each incident's device from the flow model's inventory "
+            "of the input, and take the attack flow model's verdicts as evidence",
         ),
         flow_model: Path | None = typer.Option(
             None, "--flow-model", help="Flow model of the inventory (default: bundled)"
+        ),
+        attack_model: str | None = typer.Option(
+            None,
+            "--attack-model",
+            help="Attack flow model whose verdicts are evidence (default: bundled; none: off)",
         ),
         suppress: Path | None = typer.Option(
             None,
@@ -82,16 +88,16 @@ def register(app: typer.Typer) -> None:
         rules = Suppressions.load(suppress or settings.alert_suppressions)
         scorer = load_scorer(model or default_model_path())
         with captures_with_stdin(captures) as paths:
-            known = None
+            known, flows = None, None
             if devices:
                 from amlhp.flows.artifact import DEFAULT_MODEL
-                from amlhp.flows.inventory_cli import inventory_from_captures
+                from amlhp.flows.inventory_cli import flows_of_captures, inventory_of_flows
                 from amlhp.pipeline.devices import identities
 
-                inventory = inventory_from_captures(
-                    paths, flow_model or DEFAULT_MODEL, gateway, per_file=per_file
+                flows, version = flows_of_captures(
+                    paths, flow_model or DEFAULT_MODEL, gateway, per_file, attack_model
                 )
-                known = identities(inventory.to_pylist())
+                known = identities(inventory_of_flows(flows, version).to_pylist())
             run = alerts_from_captures(
                 paths,
                 scorer,
@@ -100,6 +106,7 @@ def register(app: typer.Typer) -> None:
                 per_file=per_file,
                 devices=known,
                 suppressions=rules,
+                flows=flows,
             )
         rules.report_unmatched()
         if line is not None:
@@ -268,6 +275,12 @@ def register(app: typer.Typer) -> None:
         model: Path | None = typer.Option(
             None, "--model", help="Model artifact (default: bundled)"
         ),
+        attack_model: str | None = typer.Option(
+            None,
+            "--attack-model",
+            help="Attack flow model whose verdicts are evidence too (one that never saw "
+            "the run: a fold of amlhp flows loso --save-models; default: none)",
+        ),
     ) -> None:
         """Incidents on a recorded lab run: per scenario, an incident of its kind naming its
         address and the time to it; benign hosts' incidents per device-hour."""
@@ -277,7 +290,7 @@ def register(app: typer.Typer) -> None:
 
         settings = settings_of(ctx)
         scorer = load_scorer(model or default_model_path())
-        doc = lab_run_figures(run_dir, scorer, AlertPolicy.from_settings(settings))
+        doc = lab_run_figures(run_dir, scorer, AlertPolicy.from_settings(settings), attack_model)
         path = settings.under_home(out)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=1) + "\n")

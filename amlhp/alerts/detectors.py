@@ -196,6 +196,21 @@ def model_evidence(t: Tally, scale: str, p: AlertPolicy) -> list[Finding]:
     return out
 
 
+def flow_evidence(t: Tally, scale: str, p: AlertPolicy) -> list[Finding]:
+    """The attack flow model as a witness: per kind, the flows the host started that
+    raised its alarm, when they are most of the flows it started (a device one flow in
+    a hundred of which looks odd stays below; :mod:`amlhp.alerts.flow_evidence`)."""
+    out = []
+    for kind, (n, score_sum) in t.flow_alarms.items():
+        share = n / max(t.flows, 1)
+        if not n or share < p.flow_min_share:
+            continue
+        strength = _ratio(n, p.threshold("flow_alarms", scale))
+        facts = {"flows": n, "share": round(share, 3), "mean_score": round(score_sum / n, 3)}
+        out.append(Finding("flow_model", scale, kind, strength, facts))
+    return out
+
+
 Detector = Callable[[Tally, str, "AlertPolicy"], list[Finding]]
 #: every detector, by the scales it runs at
 DETECTORS: Final[dict[str, tuple[Detector, tuple[str, ...]]]] = {
@@ -207,6 +222,7 @@ DETECTORS: Final[dict[str, tuple[Detector, tuple[str, ...]]]] = {
     "modbus_commands": (modbus_commands, SCALES),
     "reflection": (reflection, ("minutes", "hour")),
     "model": (model_evidence, ("minutes", "hour")),
+    "flow_model": (flow_evidence, ("minutes", "hour")),
 }
 
 

@@ -41,10 +41,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from amlhp.alerts import observe
+from amlhp.alerts import flow_evidence, observe
 from amlhp.alerts.columns import Rows, verdict_rows
 from amlhp.alerts.detectors import SCALES, Finding, run_detectors
-from amlhp.alerts.fusion import MODEL, Verdict, fuse
+from amlhp.alerts.fusion import MODEL, Verdict, first_seen, fuse, note_verdict
 from amlhp.alerts.kinds import kind_of
 from amlhp.alerts.policy import AlertPolicy
 from amlhp.alerts.profile import Profile
@@ -124,6 +124,20 @@ class Engine:
             self._s = None
         return self._out
 
+    def flows(self, gateway: str, batch: pa.RecordBatch | pa.Table | None, clock_ns: int) -> int:
+        """Take a gateway's flow verdicts and the flow worker's clock for it
+        (:mod:`amlhp.alerts.flow_evidence`); returns the flows dropped (too many wait)."""
+        session = Session(self.store, gateway)
+        dropped = flow_evidence.take(session.gw, batch, clock_ns)
+        self.settle(session)
+        return dropped
+
+    def flow_clock(self, gateway: str) -> int:
+        """The flow worker's clock for the gateway as last told (-1: never): every flow
+        ending by then has been taken, and packets up to it may be judged."""
+        raw = self.store.state.get(f"{GATEWAY}|{gateway}")
+        return int(raw["v"].get("flow_clock", -1)) if raw else -1
+
     def settle(self, session: Session) -> None:
         """A session's work is done: commit it now, or with :meth:`commit` (stream)."""
         if self.defer_commit:
@@ -175,7 +189,14 @@ class Engine:
         pkt = observe.Packet()
         options = self._observe
         gw.model_version = rows.model_version[0]
+        clock = gw.last_ts_ns  # the packets' running maximum: when flows are due
         for i, window in enumerate(rows.window):
+            clock = max(clock, rows.ts[i])
+            if gw.flows_pending and gw.flows_pending[0][0] <= clock:
+                for _due, host, kind, score, _id in flow_evidence.due(gw, clock):
+                    prof = s.profile(host)
+                    flow_evidence.credit(prof.seconds, kind, score)
+                    self._seen(gw, known, active, host, prof, clock)
             if window > gw.window:
                 self._advance(gateway, gw, window)
                 active = set(gw.active)
@@ -335,13 +356,13 @@ class Engine:
             if window is not None:
                 for ev in window.kinds.values():
                     first.merge(ev)
-            first.first_ns = min(first.first_ns or ts, _first_seen(prof, verdict) or ts)
+            first.first_ns = min(first.first_ns or ts, first_seen(prof, verdict) or ts)
             first.last_ns = max(first.last_ns, ts)
             inc = self._open(gateway, gw, host, SOURCE, verdict.kind, ts, first, verdict)
             self.emit(inc, "opened", "threshold", ts, first_row=True)
             return
         inc.evidence.last_ns = max(inc.evidence.last_ns, ts)
-        if _note(inc, verdict):
+        if note_verdict(inc, verdict):
             inc.dirty = True
 
     def _open(
@@ -361,7 +382,7 @@ class Engine:
             evidence=evidence,
         )
         if verdict is not None:
-            _note(inc, verdict)
+            note_verdict(inc, verdict)
         self._s.put(INCIDENT, ikey, inc)
         gw.open.append(ikey)
         return inc
@@ -375,7 +396,7 @@ class Engine:
                 self._s.put(INCIDENT, key, None)
         for key in gw.hosts:
             self._s.put(WINDOW, key, None)
-        gw.open, gw.hosts = [], []
+        gw.open, gw.hosts, gw.flows_pending = [], [], []
 
     # -- the model's evidence, per packet ---------------------------------------------
     def _add(
@@ -474,25 +495,3 @@ class Engine:
             inc.suppressed_by = self.suppressions.mark(row)["suppressed_by"]
         self._out.append(row)
         return row
-
-
-def _first_seen(prof: Profile, verdict: Verdict) -> int:
-    """The start of the tallies behind a verdict (its widest scale's first packet)."""
-    scales = {f.scale for f in verdict.findings}
-    for scale in ("hour", "minutes", "seconds"):
-        if scale in scales and getattr(prof, scale).first_ns:
-            return int(getattr(prof, scale).first_ns)
-    return 0
-
-
-def _note(inc: Incident, verdict: Verdict) -> bool:
-    """Keep a verdict's findings on the incident (strongest per detector and scale);
-    True when something grew."""
-    grew = verdict.score > inc.score + 1e-9
-    inc.score = max(inc.score, verdict.score)
-    for f in verdict.findings:
-        old = inc.findings.get(f.name)
-        if old is None or f.strength > old[1] + 1e-9:
-            inc.findings[f.name] = [f.kind, round(f.strength, 4), f.facts]
-            grew = True
-    return grew

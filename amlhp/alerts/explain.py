@@ -39,7 +39,7 @@ def explain_incident(
     from amlhp.alerts.offline import alerts_from_captures
     from amlhp.alerts.policy import AlertPolicy
     from amlhp.flows.artifact import DEFAULT_MODEL, load_flow_model
-    from amlhp.flows.inventory_cli import inventory_from_captures
+    from amlhp.flows.inventory_cli import flows_of_captures, inventory_of_flows
     from amlhp.flows.online import FlowScorer, score_capture
     from amlhp.model.packet_explain import explain_capture
     from amlhp.model.scorer import default_model_path, load_scorer
@@ -47,10 +47,16 @@ def explain_incident(
     from amlhp.pipeline.incidents import incident_json
 
     flows_path = flow_model or DEFAULT_MODEL
-    inventory = identities(inventory_from_captures([capture], flows_path, gateway).to_pylist())
+    verdicts, version = flows_of_captures([capture], flows_path, gateway)
+    inventory = identities(inventory_of_flows(verdicts, version).to_pylist())
     scorer = load_scorer(packet_model or default_model_path())
     run = alerts_from_captures(
-        [capture], scorer, AlertPolicy.from_settings(settings), gateway=gateway, devices=inventory
+        [capture],
+        scorer,
+        AlertPolicy.from_settings(settings),
+        gateway=gateway,
+        devices=inventory,
+        flows=verdicts,
     )
     found = [row for row in run.incidents if row["incident_id"] == incident_id]
     if not found:
@@ -61,13 +67,17 @@ def explain_incident(
         )
     incident = found[0]
     fm = load_flow_model(flows_path)
-    plain = score_capture(capture, FlowScorer(fm), gateway).to_pylist()
+    plain = verdicts[gateway].to_pylist() if gateway in verdicts else []
     lo, hi = int(incident["first_seen_ns"]), int(incident["last_seen_ns"])
-    behind = [
-        r
-        for r in plain
-        if r["device_ip"] == incident["host"] and r["end_ns"] >= lo and r["ts_ns"] <= hi
-    ][:max_flows]
+    # the flows that raised the attack flow model's alarm first: the incident's evidence
+    behind = sorted(
+        (
+            r
+            for r in plain
+            if r["device_ip"] == incident["host"] and r["end_ns"] >= lo and r["ts_ns"] <= hi
+        ),
+        key=lambda r: (not r["attack_alarm"], r["ts_ns"]),
+    )[:max_flows]
     explained = score_capture(
         capture, FlowScorer(fm, explain_ids=frozenset(r["flow_id"] for r in behind)), gateway
     ).to_pylist()
@@ -105,6 +115,9 @@ def _flow_doc(row: dict[str, Any], refiner: dict[str, Any]) -> dict[str, Any]:
         "consistent": row["consistent"],
         "attributions": {g: round(float(v), 4) for g, v in zip(GROUPS, attributions, strict=True)},
         "threshold": refiner.get("threshold"),
+        "attack_kind": row.get("attack_kind"),
+        "attack_score": None if row.get("attack_score") is None else round(row["attack_score"], 4),
+        "attack_alarm": row.get("attack_alarm"),
     }
 
 
@@ -124,9 +137,10 @@ def explanation_text(doc: dict[str, Any]) -> list[str]:
         top = sorted(f["attributions"].items(), key=lambda kv: -abs(kv[1]))[:3]
         why = ", ".join(f"{g} {v:+.2f}" for g, v in top)
         mark = " (uncertain)" if f["uncertain"] else ""
+        alarm = f"; ALARM {f['attack_kind']} {f['attack_score']:.2f}" if f["attack_alarm"] else ""
         lines.append(
             f"  {f['remote']} proto {f['proto']} port {f['device_port']}, {f['packets']} "
-            f"packets: {f['label']} {f['confidence']:.2f}{mark}; {why}"
+            f"packets: {f['label']} {f['confidence']:.2f}{mark}; {why}{alarm}"
         )
     if not doc["flows"]:
         lines.append("  none: the host is not a local device of this gateway (its side is remote)")

@@ -32,6 +32,8 @@ from amlhp.alerts.detectors import MAX_STRENGTH, Finding
 
 if TYPE_CHECKING:
     from amlhp.alerts.policy import AlertPolicy
+    from amlhp.alerts.profile import Profile
+    from amlhp.alerts.state import Incident
 
 MODEL = "model"
 
@@ -90,3 +92,25 @@ def fuse(findings: list[Finding], policy: AlertPolicy) -> Verdict:
             kind = min(named, key=lambda k: (-named[k], k))
     used = [f for (d, k), f in best.items() if k == kind or d == MODEL]
     return Verdict(kind, score, used)
+
+
+def first_seen(prof: Profile, verdict: Verdict) -> int:
+    """The start of the tallies behind a verdict (its widest scale's first packet)."""
+    scales = {f.scale for f in verdict.findings}
+    for scale in ("hour", "minutes", "seconds"):
+        if scale in scales and getattr(prof, scale).first_ns:
+            return int(getattr(prof, scale).first_ns)
+    return 0
+
+
+def note_verdict(inc: Incident, verdict: Verdict) -> bool:
+    """Keep a verdict's findings on the incident (strongest per detector and scale);
+    True when something grew."""
+    grew = verdict.score > inc.score + 1e-9
+    inc.score = max(inc.score, verdict.score)
+    for f in verdict.findings:
+        old = inc.findings.get(f.name)
+        if old is None or f.strength > old[1] + 1e-9:
+            inc.findings[f.name] = [f.kind, round(f.strength, 4), f.facts]
+            grew = True
+    return grew

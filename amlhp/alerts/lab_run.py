@@ -52,15 +52,27 @@ def _active_minutes(pcap: Path) -> float:
     return 0.0 if first is None or last is None else round((last - first) / 60e9, 1)
 
 
-def lab_run_figures(run_dir: Path, scorer: Scorer, policy: AlertPolicy) -> dict[str, Any]:
+def lab_run_figures(
+    run_dir: Path, scorer: Scorer, policy: AlertPolicy, attack_model: str | None = None
+) -> dict[str, Any]:
     """The figures of one lab run folder (its ``manifest.json`` and captures).
 
     Each scenario is judged **on its own capture**, as its own gateway: the guessing tools
     share the kernel's source address (127.0.0.1) and the DNS exfiltration and the beacon
     the same compromised device, so on the merged captures one scenario's incident would
     name another's address. The merged view (one gateway, as a sensor sees them side by
-    side) is reported too, as ``merged_incidents``."""
+    side) is reported too, as ``merged_incidents``. With ``attack_model`` (a path), that
+    flow model's verdicts are evidence too: give one that never saw this run (``amlhp
+    flows loso --save-models``: the fold that held the lab's run out)."""
     from amlhp.lab.capture import merge_files
+
+    def flows(paths: list[Path], gateway: str | None) -> Any:
+        if attack_model is None:
+            return None
+        from amlhp.flows.artifact import DEFAULT_MODEL
+        from amlhp.flows.inventory_cli import flows_of_captures
+
+        return flows_of_captures(paths, DEFAULT_MODEL, gateway, gateway is None, attack_model)[0]
 
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -68,11 +80,15 @@ def lab_run_figures(run_dir: Path, scorer: Scorer, policy: AlertPolicy) -> dict[
         raise AlertsError(f"{run_dir} is not a lab run folder: {exc}") from exc
     entries = manifest["files"]
     files = [run_dir / e["file"] for e in entries]
-    own = alerts_from_captures(files, scorer, policy, per_file=True).incidents
+    own = alerts_from_captures(
+        files, scorer, policy, per_file=True, flows=flows(files, None)
+    ).incidents
     with tempfile.TemporaryDirectory() as tmp:
         merged = Path(tmp) / "merged.pcap"
         merge_files(files, merged)
-        together = alerts_from_captures([merged], scorer, policy, gateway="lab").incidents
+        together = alerts_from_captures(
+            [merged], scorer, policy, gateway="lab", flows=flows([merged], "lab")
+        ).incidents
     rows = []
     for entry in entries:
         if not entry.get("marker"):
@@ -101,6 +117,7 @@ def lab_run_figures(run_dir: Path, scorer: Scorer, policy: AlertPolicy) -> dict[
     return {
         "run": str(run_dir),
         "command": manifest.get("command", ""),
+        "attack_flow_model": attack_model,
         "created": manifest.get("created"),
         "scenarios": rows,
         "detected": sum(1 for r in rows if r["incidents"]),

@@ -51,10 +51,12 @@ def alerts_from_captures(
     batch_size: int = 1000,
     devices: Mapping[tuple[str, str], tuple[str, float]] | None = None,
     suppressions: Suppressions | None = None,
+    flows: Mapping[str, pa.Table] | None = None,
 ) -> OfflineAlerts:
     """Score the captures and run the alert engine over the verdicts (module docstring);
     ``devices`` is the device inventory the incidents name their hosts from,
-    ``suppressions`` the allow-list that marks them."""
+    ``suppressions`` the allow-list that marks them, ``flows`` each gateway's flow
+    verdicts (evidence, :mod:`amlhp.alerts.flow_evidence`)."""
     return alerts_from_verdicts(
         scored_captures(
             captures, scorer, gateway=gateway, per_file=per_file, batch_size=batch_size
@@ -63,6 +65,7 @@ def alerts_from_captures(
         scorer.version,
         devices,
         suppressions,
+        flows,
     )
 
 
@@ -89,13 +92,17 @@ def alerts_from_verdicts(
     version: str,
     devices: Mapping[tuple[str, str], tuple[str, float]] | None = None,
     suppressions: Suppressions | None = None,
+    flows: Mapping[str, pa.Table] | None = None,
 ) -> OfflineAlerts:
-    """The engine over each gateway's verdicts, closing its incidents at their end."""
+    """The engine over each gateway's verdicts, closing its incidents at their end; a
+    gateway's flow verdicts are all known up front (each applied at its end of life)."""
     engine = Engine(policy, model_version=version)
     engine.devices.update(devices or {})
     engine.suppressions = suppressions
     run = OfflineAlerts()
     for name, batches in gateways:
+        if flows and name in flows:
+            engine.flows(name, flows[name], clock_ns=2**63 - 1)
         for verdicts in batches:
             run.packets += verdicts.num_rows
             if verdicts.num_rows:

@@ -104,6 +104,15 @@ class AlertPolicy:
     #: the model's evidence of one kind at the minutes and hour scales, and its share of
     #: the host's packets
     model_packets: tuple[float, ...] = (20.0, 100.0, 200.0)
+    #: flows a host started that raised the attack flow model's alarm, of one kind (the
+    #: seconds value is unused: flows are judged at the minutes and hour scales), and
+    #: their share of the flows it started (amlhp.alerts.flow_evidence)
+    flow_alarms: tuple[float, ...] = (8.0, 8.0, 16.0)
+    flow_min_share: float = 0.5
+    #: seconds the stream waits for the flow worker's clock to pass a verdict batch
+    #: before judging it without the flows still to come (0: no waiting, flows applied
+    #: when they come; the flow evidence is then no longer the offline command's)
+    flow_wait_s: float = 0.0
     # -- the three knobs fitted leaving one source out (model/results/alerts/alerts.md):
     #: factor on every behaviour threshold above; the model's minimum share of a host's
     #: packets; factor on the model's packet counts at the minutes and hour scales

@@ -44,7 +44,7 @@ ROLLED: Final = ("dsts", "lan", "ports")
 COUNTS: Final = (
     "out", "inn", "syn", "synack", "refused", "recv", "dns", "dns_long", "modbus_requests",
     "modbus_writes", "modbus_diag", "modbus_exceptions", "field_requests", "field_lateral",
-    "recv_synack",
+    "recv_synack", "flows",
 )  # fmt: skip
 #: Modbus function codes that change a device (writes) or restart/diagnose it
 MODBUS_WRITES: Final = frozenset({5, 6, 15, 16, 22, 23})
@@ -80,6 +80,9 @@ class Tally:
     recv_synack: int = 0  # unsolicited SYN-ACKs received (reflection backscatter)
     #: the model's evidence credited to the host: kind -> [packets, sum of scores]
     evidence: dict[str, list[float]] = field(default_factory=dict)
+    flows: int = 0  # flow records the host started (the flow worker's verdicts)
+    #: ... of them raising the attack flow model's alarm: kind -> [flows, sum of scores]
+    flow_alarms: dict[str, list[float]] = field(default_factory=dict)
     #: exact distinct sets (seconds) or HLL sketches (minutes, hour): ``dsts`` peers
     #: reached, ``lan`` ... of them private, ``ports`` service ports reached ("p<proto>"
     #: without ports), ``names`` DNS names, ``senders`` of unsolicited packets
@@ -119,10 +122,12 @@ class Tally:
         if other.first_ns:
             self.first_ns = min(self.first_ns or other.first_ns, other.first_ns)
             self.last_ns = max(self.last_ns, other.last_ns)
-        for kind, (n, total) in other.evidence.items():
-            mine = self.evidence.setdefault(kind, [0, 0.0])
-            mine[0] += n
-            mine[1] += total
+        for mine_all, theirs_all in ((self.evidence, other.evidence),
+                                     (self.flow_alarms, other.flow_alarms)):  # fmt: skip
+            for kind, (n, total) in theirs_all.items():
+                mine = mine_all.setdefault(kind, [0, 0.0])
+                mine[0] += n
+                mine[1] += total
         for counts, theirs, cap in ((self.services, other.services, 8),
                                     (self.domains, other.domains, 4)):  # fmt: skip
             for key, n in theirs.items():
@@ -163,6 +168,7 @@ class Tally:
         for name in ("services", "domains"):
             values[name] = dict(data.get(name, {}))
         values["evidence"] = {k: list(v) for k, v in data.get("evidence", {}).items()}
+        values["flow_alarms"] = {k: list(v) for k, v in data.get("flow_alarms", {}).items()}
         values["beacons"] = {k: list(v) for k, v in data.get("beacons", {}).items()}
         values["sets"] = {k: set(v) for k, v in data.get("sets", {}).items()}
         values["sketches"] = {

@@ -33,6 +33,12 @@ scoring.
   inventory of the flow worker (:mod:`amlhp.pipeline.devices`) as this process knows it
   when the row is made: read from the compacted device topic at start, then followed by
   the same agent. It is not state: a restart reads it again.
+* **Flows.** The flow worker's verdicts (same partitions) are one more evidence source
+  (:mod:`amlhp.alerts.flow_evidence`), applied at the packets of their end of life. With
+  ``flow_wait_s`` set, a verdict batch waits (handed back, sought again) until the flow
+  worker's clock for its gateways has passed its packets, so the incidents are the
+  offline command's; after ``flow_wait_s`` it is judged without the flows still to come
+  (counted: ``amlhp_skipped_messages{step="alerts",reason="flow_wait_timeout"}``).
 * **Suppression.** Each row names the allow-list rule that covers it
   (``AMLHP_ALERT_SUPPRESSIONS``, :mod:`amlhp.alerts.suppression`); the file is checked
   on every clock tick and reloaded when it changed, without a restart.
@@ -54,6 +60,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from amlhp.alerts.engine import Engine, Store, alert_batch
 from amlhp.alerts.feedback import FeedbackReader, apply_feedback, suppression_rule
 from amlhp.alerts.policy import AlertPolicy
@@ -69,7 +77,15 @@ from amlhp.pipeline.faust_app import (
     run_to_end,
 )
 from amlhp.settings import Settings
-from amlhp.wire import DEVICE, VERDICT, BatchDecodeError, from_ipc, to_ipc
+from amlhp.wire import (
+    DEVICE,
+    FLOW_CLOCK_HEADER,
+    FLOW_VERDICT,
+    VERDICT,
+    BatchDecodeError,
+    from_ipc,
+    to_ipc,
+)
 
 log = logging.getLogger(__name__)
 TICK_INTERVAL_S = 1.0
@@ -101,6 +117,7 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
         topics.verdicts,
         topics.alert_ticks,
         topics.devices,
+        topics.flow_verdicts,
         value_serializer="raw",
         key_serializer="raw",
     )
@@ -139,6 +156,44 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
 
     first_event: dict[int, float] = {}
     in_order = InOrder(app, topics.verdicts)
+    flows_in_order = InOrder(app, topics.flow_verdicts)
+    #: per partition: since when its next verdict batch waits for the flow worker
+    waiting: dict[int, float] = {}
+    #: per gateway: the flow clock when a wait for it ran out (not waited for again until
+    #: the flow worker moves it: a stopped flow worker must not stall every batch)
+    gave_up: dict[str, int] = {}
+
+    def flows_ready(batch: Any, partition: int, offset: int, now: float) -> bool:
+        """Whether the flow worker's clock has passed the batch's packets, for every
+        gateway in it (:mod:`amlhp.alerts.flow_evidence`): if not, the event is handed
+        back (it comes again after a seek), for at most ``flow_wait_s``."""
+        wait = engine.policy.flow_wait_s
+        if wait <= 0:
+            return True
+        table = pa.Table.from_batches([batch])
+        latest = table.group_by("gateway").aggregate([("ts_ns", "max")]).to_pylist()
+        clocks = {r["gateway"]: engine.flow_clock(r["gateway"]) for r in latest}
+        behind = [
+            r["gateway"]
+            for r in latest
+            if clocks[r["gateway"]] < r["ts_ns_max"]
+            and clocks[r["gateway"]] > gave_up.get(r["gateway"], -2)
+        ]
+        if not behind:
+            waiting.pop(partition, None)
+            return True
+        since = waiting.setdefault(partition, now)
+        if now - since < wait:
+            in_order.defer(partition, offset, now)
+            return False
+        waiting.pop(partition, None)
+        gave_up.update((g, clocks[g]) for g in behind)
+        metrics.skipped_messages.labels(STEP_ALERTS, "flow_wait_timeout").inc()
+        log.warning(
+            "partition %d offset %d judged without waiting longer for the flow worker (%.0f s)",
+            partition, offset, wait,
+        )  # fmt: skip
+        return True
 
     def caught_up(partition: int, now: float) -> bool:
         """Idle closing only once this process has read the partition's backlog
@@ -160,8 +215,21 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
                 metrics.skipped_messages.labels(STEP_ALERTS, "invalid_batch").inc()
                 log.error("device entry at offset %d skipped: %s", msg.offset, exc)
             return True
-        if msg.topic == topics.alert_ticks:
+        if msg.topic == topics.flow_verdicts:
+            admitted, missing = await flows_in_order.gate(event)
+            if not admitted:
+                return False
+            try:
+                flows = from_ipc(event.value or b"", FLOW_VERDICT)
+            except BatchDecodeError as exc:
+                metrics.skipped_messages.labels(STEP_ALERTS, "invalid_batch").inc()
+                log.error("flow verdicts at offset %d skipped: %s", msg.offset, exc)
+                return True
+            engine.flows((msg.key or b"").decode(), flows, flow_clock(msg.headers))
+            rows = []
+        elif msg.topic == topics.alert_ticks:
             await in_order.rewind_held()
+            await flows_in_order.rewind_held()
             suppressions = engine.suppressions
             if suppressions is not None and suppressions.reload_if_changed():
                 metrics.count_suppressed([], [r.id for r in suppressions.rules])
@@ -185,6 +253,8 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
                     exc,
                 )
                 return True
+            if not flows_ready(batch, msg.partition, msg.offset, now):
+                return False
             rows = engine.process(batch, partition=msg.partition)
             metrics.count_batch_in(STEP_ALERTS, batch, len(event.value or b""))
         # rows out first, state after: a stop in between re-delivers the event, whose
@@ -241,6 +311,18 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
             await ticks.send(value=now, partition=partition)
 
     return app
+
+
+def flow_clock(headers: Any) -> int:
+    """The flow worker's clock in a flow verdict message's headers (-1: none)."""
+    pairs = headers.items() if isinstance(headers, dict) else headers or ()
+    for name, value in pairs:
+        if name == FLOW_CLOCK_HEADER:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return -1
+    return -1
 
 
 def ensure_changelogs(settings: Settings, app_id: str) -> None:

@@ -234,6 +234,12 @@ class GatewayState:
     modbus_servers: list[str] = field(default_factory=list)
     #: the model of the gateway's latest verdict (names incidents raised by behaviour)
     model_version: str = ""
+    #: flow evidence (:mod:`amlhp.alerts.flow_evidence`): the flow worker's event clock
+    #: for this gateway as last heard (-1: never), the highest ``flow_seq`` taken, and
+    #: the flows waiting for the packets' clock to reach their end of life
+    flow_clock: int = -1
+    flow_seq: int = -1
+    flows_pending: list[list[Any]] = field(default_factory=list)
     #: commits of this gateway's state so far, and the keys the last one deleted
     version: int = 0
     deleted: list[str] = field(default_factory=list)
@@ -246,5 +252,6 @@ class GatewayState:
         values = dict(data)
         for name in ("hosts", "open", "active", "modbus_servers", "deleted"):
             values[name] = list(data.get(name, ()))
+        values["flows_pending"] = [list(f) for f in data.get("flows_pending", ())]
         values["pairs"], values["known"] = dict(data["pairs"]), dict(data.get("known", {}))
         return cls(**values)

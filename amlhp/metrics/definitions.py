@@ -127,6 +127,7 @@ class PipelineMetrics:
     alerts: Counter
     open_incidents: Gauge
     flow_verdicts: Counter
+    flow_alarms: Counter
     devices: Gauge
     flow_packets_unused: Counter
     open_flows: Gauge
@@ -206,6 +207,11 @@ class PipelineMetrics:
             counts[key] = counts.get(key, 0) + 1
         for labels, n in counts.items():
             self.flow_verdicts.labels(*labels).inc(n)
+        if "attack_alarm" in verdicts.schema.names:
+            alarms = verdicts.select(["gateway", "attack_kind", "attack_alarm"]).to_pydict()
+            for gateway, kind, alarm in zip(*alarms.values(), strict=True):
+                if alarm:
+                    self.flow_alarms.labels(self.gateway(gateway), self.class_label(kind)).inc()
 
     def count_flow_unused(self, by_reason: Mapping[str, int]) -> None:
         """Packets the flow worker put in no flow, by reason."""
@@ -213,12 +219,16 @@ class PipelineMetrics:
             if n:
                 self.flow_packets_unused.labels(self.reason_label(reason)).inc(n)
 
-    def init_flow_verdicts(self, gateway: str, classes: Sequence[str]) -> None:
-        """Zero series of every class and decision for a gateway the flow worker meets, so
-        that a rate over its flows has data from the first verdicts on."""
+    def init_flow_verdicts(
+        self, gateway: str, classes: Sequence[str], kinds: Sequence[str] = ()
+    ) -> None:
+        """Zero series of every class and decision (and alarm kind) for a gateway the flow
+        worker meets, so that a rate over its flows has data from the first verdicts on."""
         for label in classes:
             for decision in _FLOW_DECISION.values():
                 self.flow_verdicts.labels(self.gateway(gateway), self.class_label(label), decision)
+        for kind in kinds:
+            self.flow_alarms.labels(self.gateway(gateway), self.class_label(kind))
 
     def set_devices(self, by_type: Mapping[tuple[str, str], int]) -> None:
         """The inventory gauge: ``(gateway, device type) -> hosts`` (absent pairs: 0)."""

@@ -220,6 +220,12 @@ FAMILIES: tuple[MetricFamily, ...] = (
         ("gateway", "class", "decision"),
     ),
     MetricFamily(
+        "flow_alarms", "counter", "amlhp_flow_alarms",
+        "Flow verdicts that raised the attack flow model's alarm, by gateway and kind "
+        "(evidence for the alert stage)",
+        ("gateway", "kind"),
+    ),
+    MetricFamily(
         "devices", "gauge", "amlhp_devices",
         "Hosts in this flow worker's device inventory, by gateway and device type",
         ("gateway", "device_type"),

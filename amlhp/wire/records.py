@@ -168,9 +168,13 @@ FEEDBACK_VERSION: Final = "1"
 FEEDBACK_VERDICTS: Final = ("ack", "confirmed", "false_positive")
 DEAD_LETTER: Final = "amlhp.deadletter"
 FLOW_VERDICT: Final = "amlhp.flow_verdict"
+#: the Kafka header of a flow verdict message: the flow worker's event clock (ns, ASCII
+#: digits) for the message's gateway once its flows up to then are sent; a message of no
+#: rows only tells the clock (amlhp.alerts.flow_evidence)
+FLOW_CLOCK_HEADER: Final = "amlhp-flow-clock"
 EXPLANATION: Final = "amlhp.explanation"
 #: the versions of these schemas that this code writes and reads (see the registry)
-DEAD_LETTER_VERSION, FLOW_VERDICT_VERSION, EXPLANATION_VERSION = "1", "2", "1"
+DEAD_LETTER_VERSION, FLOW_VERDICT_VERSION, EXPLANATION_VERSION = "1", "3", "1"
 ALERT_VERSION: Final = "4"
 
 
@@ -196,11 +200,16 @@ def dead_letter_schema() -> pa.Schema:
 
 
 def flow_verdict_schema(groups: Sequence[str]) -> pa.Schema:
-    """``amlhp.flow_verdict`` v2; ``groups`` name the entries of ``attributions``.
+    """``amlhp.flow_verdict`` v3; ``groups`` name the entries of ``attributions``.
 
     v2 added ``flow_seq``: the gateway's count of flow verdicts before this one, which
     grows along the gateway's partition of the topic, so that a sink drops what a
-    restarted flow worker publishes again (the idempotency key is (gateway, flow_seq))."""
+    restarted flow worker publishes again (the idempotency key is (gateway, flow_seq)).
+    v3 added ``due_ns`` (the record's end of life, ``ts_ns`` + the lifetime: when the
+    alert stage applies it), ``device_initiated`` (the device sent its first packet) and
+    the attack model's verdict: ``attack_kind`` (its most probable attack
+    class, an incident kind), ``attack_score`` (``1 - P(benign)``) and ``attack_alarm``
+    (the score reached the model's alarm); null where the worker runs no attack model."""
     return pa.schema(
         [
             pa.field("gateway", pa.string(), nullable=False),
@@ -225,6 +234,11 @@ def flow_verdict_schema(groups: Sequence[str]) -> pa.Schema:
             pa.field("consistent", pa.bool_()),
             pa.field("probs", pa.list_(pa.float32())),
             pa.field("attributions", pa.list_(pa.float32())),
+            pa.field("due_ns", pa.int64()),
+            pa.field("device_initiated", pa.bool_()),
+            pa.field("attack_kind", pa.string()),
+            pa.field("attack_score", pa.float32()),
+            pa.field("attack_alarm", pa.bool_()),
             pa.field("model_version", pa.string()),
             pa.field("scored_at_ns", pa.int64()),
         ],

@@ -130,7 +130,8 @@ def _exposed_names() -> set[str]:
     metrics.set_open_incidents({("g", "scan"): 1})
     import pyarrow as pa
 
-    flows = {"gateway": ["g", "g"], "label": ["HueBridge", "cam"], "uncertain": [False, True]}
+    flows = {"gateway": ["g", "g"], "label": ["HueBridge", "cam"], "uncertain": [False, True],
+             "attack_kind": ["scan", "c2"], "attack_alarm": [True, False]}  # fmt: skip
     metrics.record_flow_verdicts(pa.RecordBatch.from_pydict(flows))
     metrics.set_devices({("g", "HueBridge"): 1})
     metrics.open_flows.set(3)

@@ -15,6 +15,8 @@ import pytest
 
 from amlhp.alerts.offline import alerts_from_captures
 from amlhp.alerts.policy import AlertPolicy
+from amlhp.flows.artifact import DEFAULT_MODEL
+from amlhp.flows.inventory_cli import flows_of_captures
 from amlhp.model.scorer import default_model_path, load_scorer
 from amlhp.pipeline.children import StageProcess, child_env, start_stage
 from amlhp.pipeline.incident_dataset import alert_rows, wait_incidents
@@ -39,7 +41,11 @@ COMPARED = (
 
 @pytest.fixture
 def alert_settings(pipeline_settings: Settings) -> Settings:
-    return pipeline_settings.model_copy(update={"alert_idle_close_s": IDLE_S})
+    # the flow worker runs: the stage waits for its clock (flow evidence applied where
+    # the offline command applies it)
+    return pipeline_settings.model_copy(
+        update={"alert_idle_close_s": IDLE_S, "alert_flow_wait_s": 30.0}
+    )
 
 
 def _start(settings: Settings, tmp_path: Path, name: str, *args: str) -> StageProcess:
@@ -112,7 +118,9 @@ def test_stream_incidents_equal_offline_through_restarts_mid_backlog(
     slow scenarios, two gateways) and is stopped in the middle of it four times (SIGTERM,
     SIGKILL, SIGTERM, SIGKILL): its incidents still equal ``amlhp alerts`` offline, no
     update lost and no row twice (readers de-duplicate on incident and revision, as the
-    alert dataset does after a SIGKILL's re-emission)."""
+    alert dataset does after a SIGKILL's re-emission). The flow worker runs beside the
+    packet worker with the committed attack flow model, and its flow verdicts are evidence
+    of some of the incidents: equal offline too."""
     from tests.support.slow_scenarios import write_slow_scenarios
 
     settings = alert_settings
@@ -124,8 +132,10 @@ def test_stream_incidents_equal_offline_through_restarts_mid_backlog(
         _start(settings, tmp_path, "sink", "sink", "--out", str(verdicts), "--roll-seconds", "1"),
         _start(settings, tmp_path, "alert-sink", "alerts-sink", "--out", str(alerts_dir),
                "--roll-seconds", "0.5"),
+        _start(settings, tmp_path, "flows", "flows", "worker", "--idle-close", "5"),
     ]  # fmt: skip
-    wait_groups_ready(settings, [group, f"{group}-sink", f"{group}-alerts-sink"], procs, 180.0)
+    groups = [group, f"{group}-sink", f"{group}-alerts-sink", f"{group}-flows"]
+    wait_groups_ready(settings, groups, procs, 180.0)
     stops: list[tuple[str, int, int]] = []
     try:
         sent = {"gw-1": _tap(settings, demo_capture, "gw-1"), "gw-2": _tap(settings, slow, "gw-2")}
@@ -191,8 +201,13 @@ def test_stream_incidents_equal_offline_through_restarts_mid_backlog(
     policy = AlertPolicy.from_settings(settings)
     offline = []
     for gateway, capture in (("gw-1", demo_capture), ("gw-2", slow)):
-        offline += alerts_from_captures([capture], scorer, policy, gateway=gateway).incidents
+        flows, _ = flows_of_captures([capture], DEFAULT_MODEL, gateway)
+        offline += alerts_from_captures(
+            [capture], scorer, policy, gateway=gateway, flows=flows
+        ).incidents
     assert len(offline) >= 13  # the lab demo's scenarios and the three slow ones
+    with_flows = [i for i in offline if any(e["detector"] == "flow_model" for e in i["evidence"])]
+    assert with_flows, "no incident has flow evidence: the test would not show it equal"
     assert {("gw-2", k) for k in ("brute_force", "scan", "c2")} <= {
         (i["gateway"], i["kind"]) for i in offline
     }

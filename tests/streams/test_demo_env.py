@@ -48,7 +48,8 @@ def logged_settings(log: Path, stage: str) -> dict[str, Any]:
 #: what a flow verdict must agree on between the flow worker and ``amlhp flows score``
 FLOW_COLUMNS = ("flow_id", "device_ip", "remote_ip", "proto", "device_port", "remote_port",
                 "packets", "bytes", "first_seq", "last_seq", "context_flows", "label",
-                "uncertain", "consistent")  # fmt: skip
+                "uncertain", "consistent", "due_ns", "device_initiated", "attack_kind",
+                "attack_alarm")  # fmt: skip
 INCIDENT_KEYS = ("incident_id", "host", "role", "kind", "packets", "device_type")
 
 
@@ -57,28 +58,29 @@ def check_flows_equal_offline(summary: dict[str, Any], capture: Path, settings: 
     commands on the same capture, as the demo's one gateway."""
     from amlhp.alerts.offline import alerts_from_captures
     from amlhp.alerts.policy import AlertPolicy
-    from amlhp.flows.artifact import DEFAULT_MODEL, load_flow_model
-    from amlhp.flows.inventory_cli import inventory_from_captures
-    from amlhp.flows.online import DEFAULT_EXPLAIN_EVERY, FlowScorer, score_capture
+    from amlhp.flows.artifact import DEFAULT_MODEL
+    from amlhp.flows.inventory_cli import flows_of_captures, inventory_of_flows
     from amlhp.model.scorer import default_model_path, load_scorer
     from amlhp.pipeline.dataset import read_verdicts
     from amlhp.pipeline.devices import identities
 
     gateway = "demo-gw-1"
     stream = read_verdicts(Path(summary["flow_dataset"])).to_pylist()
-    scorer = FlowScorer(load_flow_model(DEFAULT_MODEL), explain_every=DEFAULT_EXPLAIN_EVERY)
-    offline = score_capture(capture, scorer, gateway).to_pylist()
+    # what `amlhp flows score` and `amlhp alerts` make of the capture (both models)
+    flows, version = flows_of_captures([capture], DEFAULT_MODEL, gateway)
+    offline = flows[gateway].to_pylist()
     assert offline, "the capture holds flows"
     ids = [r["flow_id"] for r in stream]
     assert len(ids) == len(set(ids)), "a flow verdict is in the dataset twice"
     assert sorted(tuple(r[c] for c in FLOW_COLUMNS) for r in stream) == sorted(
         tuple(r[c] for c in FLOW_COLUMNS) for r in offline
     )
-    conf = {r["flow_id"]: r["confidence"] for r in offline}
-    assert all(abs(r["confidence"] - conf[r["flow_id"]]) < 1e-5 for r in stream)
+    conf = {r["flow_id"]: (r["confidence"], r["attack_score"]) for r in offline}
+    assert all(abs(r["confidence"] - conf[r["flow_id"]][0]) < 1e-5 for r in stream)
+    assert all(abs(r["attack_score"] - conf[r["flow_id"]][1]) < 1e-5 for r in stream)
     assert sum(v["flows"] for v in summary["flow_verdicts_by_class"].values()) == len(stream)
 
-    inventory = inventory_from_captures([capture], DEFAULT_MODEL, gateway).to_pylist()
+    inventory = inventory_of_flows(flows, version).to_pylist()
     keys = ("gateway", "host", "device_type", "flows", "accepted_flows")
     assert [tuple(d[k] for k in keys) for d in summary["devices"]] == [
         tuple(d[k] for k in keys) for d in inventory
@@ -88,7 +90,7 @@ def check_flows_equal_offline(summary: dict[str, Any], capture: Path, settings: 
     known = identities(inventory)
     run = alerts_from_captures([capture], load_scorer(default_model_path()),
                                AlertPolicy.from_settings(settings), gateway=gateway,
-                               devices=known)  # fmt: skip
+                               devices=known, flows=flows)  # fmt: skip
     assert run.incidents, "the scans raise incidents"
     # the flow worker names the hosts before the gateway's incidents close (idle), so
     # the closed incidents name the devices the whole capture's inventory names

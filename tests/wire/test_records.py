@@ -298,8 +298,9 @@ SCHEMAS: dict[str, pa.Schema] = {
 #: verdict v2 added malicious_score, decision and ood_score; v3 the packet facts of the
 #: behaviour detectors; alert v2 severity, confidence, score, techniques and evidence,
 #: v3 the host's device type and confidence, v4 suppressed_by, community_ids and feedback;
-#: flow verdict v2 flow_seq (the sink's de-dup key)
-VERSIONS = {RAW: "1", ENCODED: "1", VERDICT: "3", DEAD_LETTER: "1", FLOW_VERDICT: "2",
+#: flow verdict v2 flow_seq (the sink's de-dup key), v3 due_ns, device_initiated and the
+#: attack model's kind, score and alarm (evidence for the alert stage)
+VERSIONS = {RAW: "1", ENCODED: "1", VERDICT: "3", DEAD_LETTER: "1", FLOW_VERDICT: "3",
             EXPLANATION: "1", ALERT: "4", DEVICE: "1", FEEDBACK: "1"}  # fmt: skip
 
 
@@ -344,7 +345,9 @@ def test_columns_are_those_of_version_1() -> None:
         "device_port:uint16", "remote_port:uint16", "packets:int64", "bytes:int64",
         "first_seq:uint64", "last_seq:uint64", "context_flows:int8", "label:string",
         "class_id:int16", "confidence:float", "uncertain:bool", "consistent:bool",
-        "probs:list<item: float>", "attributions:list<item: float>", "model_version:string",
+        "probs:list<item: float>", "attributions:list<item: float>", "due_ns:int64",
+        "device_initiated:bool", "attack_kind:string", "attack_score:float",
+        "attack_alarm:bool", "model_version:string",
         "scored_at_ns:int64",
     ]  # fmt: skip
     assert flow_verdict_schema(GROUPS).metadata[b"attribution_groups"] == ",".join(GROUPS).encode()
