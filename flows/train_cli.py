@@ -30,6 +30,12 @@ def register(flows: typer.Typer) -> None:
         lr: float = typer.Option(2e-3, "--lr"),
         seed: int = typer.Option(0, "--seed"),
         threads: int | None = typer.Option(None, "--threads", help="torch threads"),
+        alarm_from: Path | None = typer.Option(
+            None,
+            "--alarm-from",
+            help="An attack model's alarm: the cross_source_alarm of this `flows loso` "
+            "result (default: fitted on the validation split)",
+        ),
     ) -> None:
         """Train the flow CNN, fit temperature, profiles and threshold; save the artifact."""
         from amlhp.flows.artifact import save_flow_model
@@ -59,8 +65,12 @@ def register(flows: typer.Typer) -> None:
             "data": {"path": str(data), "flows": len(ds), "split": split, "seed": seed},
             "training": {k: v for k, v in summary.items() if k != "split"},
         }
-        if BENIGN in ds.classes:  # an attack model: its alarm, fitted on validation
-            extra["alarm"] = validation_alarm(model, ds, sp.val)
+        if BENIGN in ds.classes:  # an attack model: its alarm
+            extra["validation_alarm"] = validation_alarm(model, ds, sp.val)
+            extra["alarm"] = extra["validation_alarm"]
+            if alarm_from is not None:  # what the alarm is worth on unseen networks
+                extra["alarm"] = float(json.loads(alarm_from.read_text())["cross_source_alarm"])
+                extra["alarm_from"] = str(alarm_from)
         save_flow_model(out, model.torch_network(), model.classes, ds.config, model.refiner, extra)
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         echo_json(
@@ -85,6 +95,9 @@ def register(flows: typer.Typer) -> None:
         save_models: Path | None = typer.Option(
             None, "--save-models", help="Save each fold's model in DIR/<held-out source>"
         ),
+        reuse: bool = typer.Option(
+            False, "--reuse", help="Load the folds already saved in --save-models DIR"
+        ),
         epochs: int = typer.Option(10, "--epochs", min=1),
         max_per_class: int = typer.Option(2000, "--max-per-class", min=1),
         seed: int = typer.Option(0, "--seed"),
@@ -105,6 +118,7 @@ def register(flows: typer.Typer) -> None:
             cfg,
             sources=source or None,
             save_dir=save_models,
+            reuse=reuse,
             on_status=lambda m: typer.echo(m, err=True),
         )
         doc["command"] = f"amlhp flows loso --data {data} --epochs {epochs} " + (
@@ -112,4 +126,12 @@ def register(flows: typer.Typer) -> None:
         )
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(doc, indent=2))
-        echo_json({k: v["held_out"] for k, v in doc["folds"].items()})
+        echo_json(
+            {
+                "cross_source_alarm": doc["cross_source_alarm"],
+                "folds": {
+                    k: {"own": v["held_out"]["all_attacks"], "cross": v["held_out_cross"]}
+                    for k, v in doc["folds"].items()
+                },
+            }
+        )

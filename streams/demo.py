@@ -40,9 +40,6 @@ DEMO_ALERT_IDLE_S = 8.0
 #: ... and its open flows after this many (not the default 10 s), so that the flow worker
 #: has named the hosts before their incidents close
 DEMO_FLOW_IDLE_S = 3.0
-#: the alert stage waits this long for the flow worker's clock (flow evidence applied at
-#: the packets the offline command applies it at: amlhp.alerts.flow_evidence)
-DEMO_FLOW_WAIT_S = 20.0
 
 
 def latency_ms(verdict_root: Path) -> dict[str, float]:
@@ -162,9 +159,7 @@ def run_demo(
     for folder in (out_dir, alerts_dir, flows_dir):
         if folder.exists():
             shutil.rmtree(folder)
-    settings = settings.model_copy(
-        update={"alert_idle_close_s": DEMO_ALERT_IDLE_S, "alert_flow_wait_s": DEMO_FLOW_WAIT_S}
-    )
+    settings = settings.model_copy(update={"alert_idle_close_s": DEMO_ALERT_IDLE_S})
     env = child_env(settings)  # every setting, -X properties and secrets included
     worker_args = ["worker", "--app-id", f"amlhp-demo-{run_id}"]
     if model is not None:

@@ -128,7 +128,7 @@ class Engine:
         """Take a gateway's flow verdicts and the flow worker's clock for it
         (:mod:`amlhp.alerts.flow_evidence`); returns the flows dropped (too many wait)."""
         session = Session(self.store, gateway)
-        dropped = flow_evidence.take(session.gw, batch, clock_ns)
+        dropped = flow_evidence.take(session, batch, clock_ns, self.policy.window_ns)
         self.settle(session)
         return dropped
 
@@ -189,14 +189,13 @@ class Engine:
         pkt = observe.Packet()
         options = self._observe
         gw.model_version = rows.model_version[0]
-        clock = gw.last_ts_ns  # the packets' running maximum: when flows are due
         for i, window in enumerate(rows.window):
-            clock = max(clock, rows.ts[i])
-            if gw.flows_pending and gw.flows_pending[0][0] <= clock:
-                for _due, host, kind, score, _id in flow_evidence.due(gw, clock):
-                    prof = s.profile(host)
-                    flow_evidence.credit(prof.seconds, kind, score)
-                    self._seen(gw, known, active, host, prof, clock)
+            if gw.flow_windows and gw.flow_windows[0] < window:  # flows that end before it
+                for flows in flow_evidence.due(s, window):
+                    for host, (n, alarms) in flows.hosts.items():
+                        prof = s.profile(host)
+                        flow_evidence.credit(prof.seconds, n, alarms)
+                        self._seen(gw, known, active, host, prof, rows.ts[i])
             if window > gw.window:
                 self._advance(gateway, gw, window)
                 active = set(gw.active)
@@ -396,7 +395,9 @@ class Engine:
                 self._s.put(INCIDENT, key, None)
         for key in gw.hosts:
             self._s.put(WINDOW, key, None)
-        gw.open, gw.hosts, gw.flows_pending = [], [], []
+        for window in gw.flow_windows:
+            self._s.drop_flow_window(window)
+        gw.open, gw.hosts, gw.flow_windows = [], [], []
 
     # -- the model's evidence, per packet ---------------------------------------------
     def _add(

@@ -6,7 +6,10 @@ raise, its severity, confidence and ATT&CK techniques.
   says otherwise; a beacon alone is half a witness), taking each detector's strongest
   scale. The model is one witness among several: its strongest finding of any kind adds
   ``model_support`` x its strength to every behaviour kind that has a finding of its own,
-  so a slow guesser the model also calls malicious needs fewer attempts. Only behaviour
+  so a slow guesser the model also calls malicious needs fewer attempts. The attack flow
+  model (``flow_model``, :mod:`amlhp.alerts.flow_evidence`) is a learned witness of the
+  same standing: its kind is a class's, and a behaviour detector names the kind over it
+  (synthetic SSH guessing whose flows it calls ``scan`` stays ``brute_force``). Only behaviour
   of some weight (``support_from``, half its threshold) gets that support, and a beacon
   counts at most half: regular connections alone are what IoT devices do all day.
 * **Raise** at a score of 1: one detector at its threshold, or weaker ones together.
@@ -36,6 +39,10 @@ if TYPE_CHECKING:
     from amlhp.alerts.state import Incident
 
 MODEL = "model"
+FLOW_MODEL = "flow_model"
+#: the learned witnesses (the packet model and the attack flow model): their kind is a
+#: class's, weaker than a behaviour detector's; each supports the behaviour kinds
+LEARNED = frozenset({MODEL, FLOW_MODEL})
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,7 @@ def fuse(findings: list[Finding], policy: AlertPolicy) -> Verdict:
     hints: dict[str, float] = {}  # per kind: its strongest behaviour, however weak
     for (detector, kind), f in best.items():
         strength = min(f.strength, MAX_STRENGTH) * policy.weight(detector)
-        if detector == MODEL:
+        if detector in LEARNED:
             model[kind] = max(model.get(kind, 0.0), strength)
             continue
         hints[kind] = max(hints.get(kind, 0.0), strength)
@@ -90,7 +97,7 @@ def fuse(findings: list[Finding], policy: AlertPolicy) -> Verdict:
         named = {k: s for k, s in hints.items() if s >= policy.name_from}
         if named:
             kind = min(named, key=lambda k: (-named[k], k))
-    used = [f for (d, k), f in best.items() if k == kind or d == MODEL]
+    used = [f for (d, k), f in best.items() if k == kind or d in LEARNED]
     return Verdict(kind, score, used)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -101,8 +102,10 @@ def alerts_from_verdicts(
     engine.suppressions = suppressions
     run = OfflineAlerts()
     for name, batches in gateways:
-        if flows and name in flows:
-            engine.flows(name, flows[name], clock_ns=2**63 - 1)
+        # as the stream's flow worker tells them: a gateway's flows ending by a batch's
+        # last packet before the batch (the engine applies them per window either way)
+        pending = flows[name].sort_by("due_ns") if flows and name in flows else None
+        told = 0
         for verdicts in batches:
             run.packets += verdicts.num_rows
             if verdicts.num_rows:
@@ -110,6 +113,13 @@ def alerts_from_verdicts(
                 lo, hi = int(span["min"]), int(span["max"])
                 first, last = run.spans.get(name, (lo, hi))
                 run.spans[name] = (min(first, lo), max(last, hi))
+                if pending is not None:
+                    due = pending.column("due_ns").to_numpy()
+                    upto = int(np.searchsorted(due, hi, side="right"))
+                    if upto > told:
+                        part = pending.slice(told, upto - told).sort_by("flow_seq")
+                        engine.flows(name, part, hi)
+                        told = upto
             run.rows += engine.process(verdicts, wall_s=0.0)
         run.rows += engine.flush(name, "end_of_input")
     return run

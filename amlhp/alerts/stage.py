@@ -34,11 +34,13 @@ scoring.
   when the row is made: read from the compacted device topic at start, then followed by
   the same agent. It is not state: a restart reads it again.
 * **Flows.** The flow worker's verdicts (same partitions) are one more evidence source
-  (:mod:`amlhp.alerts.flow_evidence`), applied at the packets of their end of life. With
-  ``flow_wait_s`` set, a verdict batch waits (handed back, sought again) until the flow
-  worker's clock for its gateways has passed its packets, so the incidents are the
-  offline command's; after ``flow_wait_s`` it is judged without the flows still to come
-  (counted: ``amlhp_skipped_messages{step="alerts",reason="flow_wait_timeout"}``).
+  (:mod:`amlhp.alerts.flow_evidence`), applied in the window they end in. With
+  ``flow_wait_s`` set, a verdict batch waits (kept in memory, not acked, and the
+  partition's later batches behind it) until the flow worker's clock for its gateways
+  has passed its packets, so the incidents are the offline command's; after
+  ``flow_wait_s`` it is judged without the flows still to come (counted:
+  ``amlhp_skipped_messages{step="alerts",reason="flow_wait_timeout"}``). A partition with
+  waiting batches is not closed idle.
 * **Suppression.** Each row names the allow-list rule that covers it
   (``AMLHP_ALERT_SUPPRESSIONS``, :mod:`amlhp.alerts.suppression`); the file is checked
   on every clock tick and reloaded when it changed, without a restart.
@@ -157,16 +159,18 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
     first_event: dict[int, float] = {}
     in_order = InOrder(app, topics.verdicts)
     flows_in_order = InOrder(app, topics.flow_verdicts)
-    #: per partition: since when its next verdict batch waits for the flow worker
+    #: per partition: since when its next verdict batch waits for the flow worker, and
+    #: the verdict events that wait (in offset order, not acked: a stop re-delivers them)
     waiting: dict[int, float] = {}
+    queued: dict[int, list[tuple[Any, pa.RecordBatch]]] = {}
     #: per gateway: the flow clock when a wait for it ran out (not waited for again until
     #: the flow worker moves it: a stopped flow worker must not stall every batch)
     gave_up: dict[str, int] = {}
 
-    def flows_ready(batch: Any, partition: int, offset: int, now: float) -> bool:
+    def flows_ready(batch: Any, partition: int, now: float) -> bool:
         """Whether the flow worker's clock has passed the batch's packets, for every
-        gateway in it (:mod:`amlhp.alerts.flow_evidence`): if not, the event is handed
-        back (it comes again after a seek), for at most ``flow_wait_s``."""
+        gateway in it (:mod:`amlhp.alerts.flow_evidence`); after ``flow_wait_s`` of
+        waiting, True anyway (counted)."""
         wait = engine.policy.flow_wait_s
         if wait <= 0:
             return True
@@ -184,16 +188,45 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
             return True
         since = waiting.setdefault(partition, now)
         if now - since < wait:
-            in_order.defer(partition, offset, now)
             return False
         waiting.pop(partition, None)
         gave_up.update((g, clocks[g]) for g in behind)
         metrics.skipped_messages.labels(STEP_ALERTS, "flow_wait_timeout").inc()
         log.warning(
-            "partition %d offset %d judged without waiting longer for the flow worker (%.0f s)",
-            partition, offset, wait,
+            "partition %d: verdicts judged without waiting longer for the flow worker "
+            "(%.0f s; gateways %s)", partition, wait, behind,
         )  # fmt: skip
         return True
+
+    async def finish(rows: list[dict[str, Any]]) -> None:
+        """Rows out first, state after: a stop in between re-delivers the event, whose
+        rows then come again (same ids and revisions); the reverse order would keep
+        state whose rows were never sent."""
+        if rows:
+            await publish(rows)
+        engine.commit()
+        await hand_over_table_writes(app)
+        if rows:
+            metrics.set_open_incidents(open_by_kind(engine))
+
+    async def judge(event: Any, batch: pa.RecordBatch) -> None:
+        rows = engine.process(batch, partition=event.message.partition)
+        metrics.count_batch_in(STEP_ALERTS, batch, len(event.value or b""))
+        await finish(rows)
+
+    async def drain(manual: Any) -> None:
+        """Judge the waiting verdict events whose flows are in (or whose wait ran out),
+        in offset order, and ack them; those of partitions no longer assigned here are
+        forgotten (not acked: their new owner gets them)."""
+        now, assigned = time.time(), in_order.assigned()
+        for partition, waiting_events in queued.items():
+            if partition not in assigned:
+                waiting_events.clear()
+                waiting.pop(partition, None)
+            while waiting_events and flows_ready(waiting_events[0][1], partition, now):
+                event, batch = waiting_events.pop(0)
+                await judge(event, batch)
+                await manual.ack(event)
 
     def caught_up(partition: int, now: float) -> bool:
         """Idle closing only once this process has read the partition's backlog
@@ -234,7 +267,8 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
             if suppressions is not None and suppressions.reload_if_changed():
                 metrics.count_suppressed([], [r.id for r in suppressions.rules])
             await apply_verdicts(msg.partition)
-            rows = engine.idle(msg.partition, now) if caught_up(msg.partition, now) else []
+            idle = caught_up(msg.partition, now) and not queued.get(msg.partition)
+            rows = engine.idle(msg.partition, now) if idle else []
         else:
             admitted, missing = await in_order.gate(event)
             if not admitted:
@@ -253,19 +287,12 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
                     exc,
                 )
                 return True
-            if not flows_ready(batch, msg.partition, msg.offset, now):
-                return False
-            rows = engine.process(batch, partition=msg.partition)
-            metrics.count_batch_in(STEP_ALERTS, batch, len(event.value or b""))
-        # rows out first, state after: a stop in between re-delivers the event, whose
-        # rows then come again (same ids and revisions); the reverse order would keep
-        # state whose rows were never sent
-        if rows:
-            await publish(rows)
-        engine.commit()
-        await hand_over_table_writes(app)
-        if rows:
-            metrics.set_open_incidents(open_by_kind(engine))
+            if queued.get(msg.partition) or not flows_ready(batch, msg.partition, now):
+                queued.setdefault(msg.partition, []).append((event, batch))
+                return False  # acked once judged (drain)
+            await judge(event, batch)
+            return True
+        await finish(rows)
         return True
 
     async def apply_verdicts(partition: int) -> None:
@@ -303,6 +330,8 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
         async for event in manual.events():
             if await run_to_end(handle(event)):
                 await manual.ack(event)
+            if any(queued.values()):  # verdicts waiting for the flow worker's clock
+                await run_to_end(drain(manual))
 
     @app.timer(interval=TICK_INTERVAL_S)
     async def tick() -> None:

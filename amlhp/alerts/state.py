@@ -236,10 +236,10 @@ class GatewayState:
     model_version: str = ""
     #: flow evidence (:mod:`amlhp.alerts.flow_evidence`): the flow worker's event clock
     #: for this gateway as last heard (-1: never), the highest ``flow_seq`` taken, and
-    #: the flows waiting for the packets' clock to reach their end of life
+    #: the windows whose flows wait for the packets to leave them
     flow_clock: int = -1
     flow_seq: int = -1
-    flows_pending: list[list[Any]] = field(default_factory=list)
+    flow_windows: list[int] = field(default_factory=list)
     #: commits of this gateway's state so far, and the keys the last one deleted
     version: int = 0
     deleted: list[str] = field(default_factory=list)
@@ -252,6 +252,6 @@ class GatewayState:
         values = dict(data)
         for name in ("hosts", "open", "active", "modbus_servers", "deleted"):
             values[name] = list(data.get(name, ()))
-        values["flows_pending"] = [list(f) for f in data.get("flows_pending", ())]
+        values["flow_windows"] = [int(w) for w in data.get("flow_windows", ())]
         values["pairs"], values["known"] = dict(data["pairs"]), dict(data.get("known", {}))
         return cls(**values)

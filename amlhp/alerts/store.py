@@ -4,8 +4,10 @@ All state is one mapping (a dict offline, one Faust table in the stream: one cha
 one partition per gateway, written in order) of four kinds of record, by key prefix:
 ``g|gateway`` (:class:`~amlhp.alerts.state.GatewayState`), ``w|gateway|host|role``
 (:class:`~amlhp.alerts.state.HostWindow`), ``p|gateway|host``
-(:class:`~amlhp.alerts.profile.Profile`) and ``i|gateway|host|role|kind``
-(:class:`~amlhp.alerts.state.Incident`). See :class:`Session` for the commit protocol.
+(:class:`~amlhp.alerts.profile.Profile`), ``i|gateway|host|role|kind``
+(:class:`~amlhp.alerts.state.Incident`) and ``f|gateway|window`` (flows waiting for their
+window: :class:`~amlhp.alerts.flow_evidence.FlowWindow`). See :class:`Session` for the
+commit protocol.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from amlhp.alerts.profile import Profile
 from amlhp.alerts.state import GatewayState, HostWindow, Incident
 
 Table = MutableMapping[str, Any]
-#: key prefixes of the four kinds of record in the one state table; the gateway's last
-GATEWAY, WINDOW, PROFILE, INCIDENT = "g", "w", "p", "i"
+#: key prefixes of the kinds of record in the one state table; the gateway's last
+GATEWAY, WINDOW, PROFILE, INCIDENT, FLOWS = "g", "w", "p", "i", "f"
 
 
 @dataclass
@@ -96,6 +98,20 @@ class Session:
         if prof is None:
             prof = self.values[key] = Profile()
         return prof
+
+    def flow_window(self, window: int) -> Any:
+        """The flows ending in ``window`` (:class:`~amlhp.alerts.flow_evidence.FlowWindow`,
+        created empty)."""
+        from amlhp.alerts.flow_evidence import FlowWindow
+
+        key = f"{FLOWS}|{self.gateway}|{window}"
+        flows = self._get(key, FlowWindow.from_json)
+        if flows is None:
+            flows = self.values[key] = FlowWindow()
+        return flows
+
+    def drop_flow_window(self, window: int) -> None:
+        self.put(FLOWS, f"{self.gateway}|{window}", None)
 
     def put(self, prefix: str, key: str, value: Any) -> None:
         full = f"{prefix}|{key}"

@@ -288,13 +288,6 @@ class InOrder:
         self.holes[partition] = (expected, since, rewound)
         return False, 0
 
-    def defer(self, partition: int, offset: int, now: float) -> None:
-        """Hand back the event at ``offset`` (admitted, not handled): it and the events
-        after it are held as past a hole at ``offset`` and sought again a second later,
-        never given up on (the alert stage waiting for the flow worker)."""
-        self.next[partition] = offset
-        self.holes[partition] = (offset, now, now)
-
     async def rewind(self, partition: int, now: float) -> None:
         """Seek ``partition`` back to its hole, if it has one and was not sought back in
         the last second (the held events of one fetch come in a burst)."""

@@ -9,10 +9,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from amlhp.alerts import flow_evidence
 from amlhp.alerts.engine import Engine
-from amlhp.alerts.flow_evidence import MAX_PENDING, due, take
+from amlhp.alerts.flow_evidence import due, take
 from amlhp.alerts.policy import AlertPolicy
-from amlhp.alerts.state import GatewayState
+from amlhp.alerts.store import Session, Store
 from amlhp.flows.shapley import GROUPS
 from amlhp.pipeline.incidents import latest
 from amlhp.wire import flow_verdict_schema
@@ -131,26 +132,39 @@ def test_flows_the_remote_end_started_are_not_the_devices() -> None:
     assert latest(run(packets, flow_batch(rows), 1, 1)) == []
 
 
-def test_republished_flows_count_once_and_pending_is_bounded() -> None:
-    gw = GatewayState()
-    rows = flow_rows(GUESSER, [0.0, 1.0, 2.0])
-    assert take(gw, flow_batch(rows), T0) == 0
-    take(gw, flow_batch(rows), T0 + S)  # a restarted worker sends them again
-    assert len(gw.flows_pending) == 3
-    assert gw.flow_clock == T0 + S
-    assert [f[0] for f in due(gw, T0 + LIFETIME + S)] == [T0 + LIFETIME, T0 + LIFETIME + S]
-    assert len(gw.flows_pending) == 1
-    many = flow_rows(GUESSER, [0.0] * (MAX_PENDING + 5), first_seq=10)
-    assert take(gw, flow_batch(many), T0) == 6
-    assert len(gw.flows_pending) == MAX_PENDING
+def test_republished_flows_count_once_and_waiting_windows_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = Store()
+    session = Session(store, "gw")
+    rows = flow_rows(GUESSER, [0.0, 1.0, 12.0])
+    window = POLICY.window_ns
+    assert take(session, flow_batch(rows), T0, window) == 0
+    take(session, flow_batch(rows), T0 + S, window)  # a restarted worker sends them again
+    first = (T0 + LIFETIME) // window
+    assert session.gw.flow_windows == [first, first + 1]
+    assert session.gw.flow_clock == T0 + S
+    ((flows, alarms),) = session.flow_window(first).hosts.values()
+    assert flows == 2
+    assert alarms["brute_force"] == [2, pytest.approx(1.94)]
+    taken = due(session, first + 1)
+    assert [f.hosts[GUESSER][0] for f in taken] == [2]
+    assert session.gw.flow_windows == [first + 1]
+    monkeypatch.setattr(flow_evidence, "MAX_WINDOWS", 3)
+    many = flow_rows(GUESSER, [k * 10.0 for k in range(6)], first_seq=10)
+    assert take(session, flow_batch(many), T0, window) == 3
+    assert len(session.gw.flow_windows) == 3
 
 
-def test_pending_flows_survive_the_state_round_trip() -> None:
-    gw = GatewayState()
-    take(gw, flow_batch(flow_rows(GUESSER, [0.0, 5.0])), T0 + 9 * S)
-    back = GatewayState.from_json(json.loads(json.dumps(gw.to_json())))
-    assert back.flows_pending == gw.flows_pending
-    assert (back.flow_clock, back.flow_seq) == (T0 + 9 * S, 1)
+def test_waiting_flows_survive_the_state_round_trip() -> None:
+    store = Store()
+    session = Session(store, "gw")
+    take(session, flow_batch(flow_rows(GUESSER, [0.0, 5.0])), T0 + 9 * S, POLICY.window_ns)
+    session.commit()
+    again = Session(Store(json.loads(json.dumps(store.state))), "gw")
+    assert (again.gw.flow_clock, again.gw.flow_seq) == (T0 + 9 * S, 1)
+    (window,) = again.gw.flow_windows
+    assert again.flow_window(window).hosts == session.flow_window(window).hosts
 
 
 def test_flows_known_up_front_give_the_streams_incidents() -> None:
@@ -159,7 +173,7 @@ def test_flows_known_up_front_give_the_streams_incidents() -> None:
     packets = guessing_packets()
     flows = flow_batch(flow_rows(GUESSER, [k * 20.0 for k in range(36)]))
     engine = Engine(POLICY)
-    engine.flows("gw", flows, 2**63 - 1)
+    engine.flows("gw", flows, 2**63 - 1)  # every flow first, the packets in one batch
     out = engine.process(verdicts(packets), wall_s=0.0) + engine.flush("gw", "end_of_input")
     offline = [{k: v for k, v in row.items() if k != "emitted_at_ns"} for row in out]
     assert offline == run(packets, flows, 11, 2)

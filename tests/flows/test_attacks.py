@@ -13,9 +13,11 @@ from amlhp.flows.attacks import (
     alarm_figures,
     attack_kind,
     attack_probability,
+    cross_source_alarm,
     fit_alarm,
     flow_sources,
     fold_split,
+    leave_one_source_out,
     source_of,
 )
 from amlhp.flows.dataset import FlowDataset, link_context
@@ -151,3 +153,35 @@ def test_the_committed_attack_model_loads_as_the_default() -> None:
     assert 0.5 <= model.alarm < 1.0
     assert "benign" in model.classes
     assert set(model.classes) - {"benign"} <= set(KINDS)
+
+
+def test_cross_source_alarm_holds_each_source_under_the_share() -> None:
+    rng = np.random.default_rng(1)
+    scores = {
+        "quiet": (rng.random(2000) * 0.4).astype(np.float32),
+        "odd": rng.random(500).astype(np.float32),
+    }
+    alarm = cross_source_alarm(scores)
+    assert all(float(np.mean(v >= alarm)) <= 0.01 for v in scores.values())
+    assert alarm == fit_alarm(scores["odd"], 0.01)  # the hardest source decides
+
+
+def test_leave_one_source_out_saves_and_reuses_its_folds(tmp_path: Path) -> None:
+    from amlhp.flows.train import FlowTrainConfig
+
+    files = [f"data/public/src{k}/f{i}.pcap" for k in range(3) for i in range(3)]
+    ds = tiny_dataset(files, per_file=12)
+    ds.head[:, 0] = ds.label  # something to learn
+    cfg = FlowTrainConfig(epochs=1, max_per_class=50, seed=0, threads=1)
+    first = leave_one_source_out(ds, cfg, save_dir=tmp_path / "folds")
+    assert sorted(first["folds"]) == ["src0", "src1", "src2"]
+    for name, fold in first["folds"].items():
+        model = load_attack_model(str(tmp_path / "folds" / name))
+        assert model is not None
+        assert model.alarm == fold["alarm"]
+        assert model.meta["held_out_source"] == name
+        assert fold["held_out"]["all_attacks"]["flows"] == 24  # 2 of its 3 files attack
+        assert fold["cross_source_alarm"] >= 0.5
+    again = leave_one_source_out(ds, cfg, save_dir=tmp_path / "folds", reuse=True)
+    assert again["folds"] == first["folds"]
+    assert again["cross_source_alarm"] == first["cross_source_alarm"]
