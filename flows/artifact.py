@@ -10,6 +10,7 @@ checked on load so a swapped or damaged file is refused rather than served.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,8 @@ from amlhp.flows.exceptions import FlowArtifactError
 from amlhp.flows.numpy_net import NumpyFlowCNN
 from amlhp.flows.record import FlowConfig
 from amlhp.flows.refine import Refiner
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from amlhp.flows.network import FlowCNN
@@ -144,16 +147,20 @@ def load_flow_model(path: Path) -> FlowModel:
     return FlowModel(net, list(meta["classes"]), config, Refiner.from_dict(meta["refiner"]), meta)
 
 
-def load_attack_model(option: str | None) -> FlowModel | None:
+def load_attack_model(option: str | None, like: FlowConfig | None = None) -> FlowModel | None:
     """The attack model a command runs beside the device model: ``None`` (the option not
-    given) is the committed one where the install has it, ``"none"`` none, else the
-    artifact at that path (which must hold an attack model)."""
+    given) is the committed one where the install has it and it assembles flows as the
+    device model does (``like``: a device model of other subnets runs alone, logged),
+    ``"none"`` none, else the artifact at that path (which must hold an attack model)."""
     if option is not None and option.lower() == "none":
         return None
     path = ATTACK_MODEL if option is None else Path(option)
     if option is None and not (path / META).is_file():
         return None
     model = load_flow_model(path)
+    if option is None and like is not None and model.config != like:
+        log.warning("the committed attack model assembles flows differently: not run")
+        return None
     if model.alarm is None:
         raise FlowArtifactError(f"{path} is a flow model without an alarm: not an attack model")
     return model

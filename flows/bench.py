@@ -44,7 +44,7 @@ def bench_flows(
 
     explain_every = DEFAULT_EXPLAIN_EVERY if explain_every is None else explain_every
     fm = load_flow_model(model)
-    attack = load_attack_model(attack_model)
+    attack = load_attack_model(attack_model, fm.config)
     cut = FlowAssembler(fm.config)
     batches = [
         cut.as_tapped(raw) for raw in iter_raw_batches(capture, gateway, batch_size=batch_size)

@@ -318,7 +318,7 @@ def register(app: typer.Typer) -> None:
         from amlhp.flows.online import FlowScorer, score_capture
 
         fm = load_flow_model(model)
-        attacks = load_attack_model(attack_model)
+        attacks = load_attack_model(attack_model, fm.config)
         scorer = FlowScorer(fm, attack=attacks, explain_every=1 if explain else 0)
         batches = []
         files = expand_paths(captures)

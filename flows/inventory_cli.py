@@ -75,7 +75,7 @@ def flows_of_captures(
     # explained flows whose attributions are off their class's profile are uncertain:
     # explain the same flows as the worker does, so the votes are the same
     scorer = FlowScorer(
-        fm, attack=load_attack_model(attack_model), explain_every=DEFAULT_EXPLAIN_EVERY
+        fm, attack=load_attack_model(attack_model, fm.config), explain_every=DEFAULT_EXPLAIN_EVERY
     )
     parts: dict[str, list[pa.RecordBatch]] = {}
     for path in expand_paths(captures):

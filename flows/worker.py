@@ -277,7 +277,7 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
     from amlhp.flows.artifact import load_attack_model, load_flow_model
 
     model = load_flow_model(options.model_path)
-    attack = load_attack_model(options.attack_model)
+    attack = load_attack_model(options.attack_model, model.config)
     app = create_faust_app(settings, options.app_id or f"{settings.consumer_group}-flows")
     raw_topic = app.topic(settings.topic_raw, value_serializer="raw", key_serializer="raw")
     verdict_topic = app.topic(

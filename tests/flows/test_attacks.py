@@ -136,6 +136,9 @@ def test_attack_model_must_be_one(tmp_path: Path, flow_model_dir: Path) -> None:
     with pytest.raises(FlowArtifactError, match="not an attack model"):
         load_attack_model(str(flow_model_dir))
     assert load_attack_model("none") is None
+    # the committed one beside a device model of other subnets: not run (an explicit
+    # one is refused, below)
+    assert load_attack_model(None, FlowConfig(local_nets=("172.16.0.0/12",))) is None
     other = FlowConfig(local_nets=("10.0.0.0/8",))
     path = save_flow_model(
         tmp_path / "x", small_model(), CLASSES, other, neutral_refiner(3), {"alarm": 0.5}
