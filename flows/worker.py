@@ -321,7 +321,7 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
         them, before the table writes that say they were made (see ``handle``)."""
         _, verdicts, devices = step
         sent = []
-        verdicts = verdicts if verdicts is not None else runtime.scorer.score([])
+        verdicts = verdicts if verdicts is not None else empty
         # each gateway's flows on its raw partition, with the worker's clock for it
         for gateway in sorted({str(g) for g in verdicts.column("gateway").to_pylist()}):
             partition, clock = runtime.tell(gateway)

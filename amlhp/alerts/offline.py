@@ -105,6 +105,7 @@ def alerts_from_verdicts(
         # as the stream's flow worker tells them: a gateway's flows ending by a batch's
         # last packet before the batch (the engine applies them per window either way)
         pending = flows[name].sort_by("due_ns") if flows and name in flows else None
+        due = pending.column("due_ns").to_numpy() if pending is not None else None
         told = 0
         for verdicts in batches:
             run.packets += verdicts.num_rows
@@ -113,8 +114,7 @@ def alerts_from_verdicts(
                 lo, hi = int(span["min"]), int(span["max"])
                 first, last = run.spans.get(name, (lo, hi))
                 run.spans[name] = (min(first, lo), max(last, hi))
-                if pending is not None:
-                    due = pending.column("due_ns").to_numpy()
+                if pending is not None and due is not None:
                     upto = int(np.searchsorted(due, hi, side="right"))
                     if upto > told:
                         part = pending.slice(told, upto - told).sort_by("flow_seq")
