@@ -76,8 +76,19 @@ def _register_encode(bench: typer.Typer) -> None:
             f"reference encoder: {result.reference_pps:>12,.0f} packets/s  "
             f"({result.reference_packets:,} packets, one at a time)",
             f"speed-up:          {result.speedup:>12.1f}x",
+            *_mixed_lines(result.mixed),
             f"machine:           {result.machine['cpu']}",
         )
+
+
+def _mixed_lines(mixed: dict[str, Any]) -> list[str]:
+    if not mixed:
+        return ["mixed IPv4/IPv6:   no IPv6 packet in these captures"]
+    return [
+        f"IPv4 only:         {mixed['ipv4_only_pps']:>12,.0f} packets/s",
+        f"{mixed['ipv6_share']:.0%} IPv6:          {mixed['mixed_pps']:>12,.0f} packets/s  "
+        f"({mixed['mixed_vs_ipv4_only']:.1%} of IPv4 only; {mixed['packets']:,} packets)",
+    ]
 
 
 def _register_score(bench: typer.Typer) -> None:

@@ -35,7 +35,7 @@ def unencodable_by_reason() -> PanelBuilder:
     return bars_panel(
         "Unencodable packets by reason (since start)",
         "Packets the encoder refused since the workers started, by reason code "
-        "(amlhp.encoders.reasons: non_ipv4, truncated_transport, ...).",
+        "(amlhp.encoders.reasons: non_ip, arp, truncated_transport, ...).",
         [
             Query(
                 q.sum_by(

@@ -14,8 +14,12 @@ record (``amlhp.verdict`` v3): the stream's worker and ``amlhp alerts`` offline 
   as the P payload bytes hold it; a name cut by P ends in ``"..."``; null otherwise.
 * ``modbus_fc`` (uint8): the Modbus/TCP function code of a request or reply on port 502
   (the byte after the 7-byte MBAP header); null otherwise.
-* ``icmp_type`` (uint8): the ICMP type (the first byte after the IPv4 header, where the
-  payload vector of an ICMP packet starts); null unless ICMP.
+* ``icmp_type`` (uint8): the ICMP or ICMPv6 type (the first byte after the network
+  header, where the payload vector of an ICMP packet starts); null unless ICMP or ICMPv6.
+
+IPv6 packets are read the same way: their network slot keeps the length, protocol and
+header length where IPv4 has them (:mod:`amlhp.encoders.layout`). Extension headers
+beyond the slot's 60 bytes are counted in ``payload_len``.
 
 A field the model's encoder masks (``mask_fields`` in the encoded schema) reads as null,
 never as the zeros the mask wrote.
@@ -40,7 +44,7 @@ from amlhp.encoders.layout import (
 )
 from amlhp.wire.packets import FACT_FIELDS
 
-DNS_PORT, MODBUS_PORT, IPPROTO_ICMP = 53, 502, 1
+DNS_PORT, MODBUS_PORT, IPPROTO_ICMP, IPPROTO_ICMPV6 = 53, 502, 1, 58
 DNS_HEADER, MBAP_HEADER = 12, 7
 TRUNCATED: Final = "..."
 
@@ -120,7 +124,7 @@ def packet_facts(table: pa.Table | pa.RecordBatch) -> dict[str, pa.Array]:
     modbus &= np.nan_to_num(length.astype(np.float64), nan=0) > MBAP_HEADER
     fc = payload[:, MBAP_HEADER] if payload.shape[1] > MBAP_HEADER else np.zeros(n, np.uint8)
     out["modbus_fc"] = pa.array(fc, pa.uint8(), mask=~modbus)
-    icmp = ok & (proto == IPPROTO_ICMP) & (payload.shape[1] > 0)
+    icmp = ok & ((proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6)) & (payload.shape[1] > 0)
     first = payload[:, 0] if payload.shape[1] else np.zeros(n, np.uint8)
     out["icmp_type"] = pa.array(first, pa.uint8(), mask=~icmp)
     return out

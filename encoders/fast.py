@@ -2,10 +2,9 @@
 
 The rules are those of :mod:`amlhp.encoders.reference` (the oracle this module is tested
 against, packet by packet); here they are applied to a whole batch at once. The captured
-bytes of all packets sit in one Arrow buffer; every field is read with ``np.take`` at
-computed offsets (``mode="clip"`` keeps any index inside the buffer), and each rule turns
-into a boolean mask. A value read beyond a packet's own bytes is never used: every read is
-guarded by the length check of the rule that needs it, exactly as in the reference.
+bytes of all packets sit in one Arrow buffer (:mod:`amlhp.encoders.packet_buffer`); each
+rule turns into a boolean mask over the rows. IPv6's own rules (extension headers, the
+aligned network slot) are in :mod:`amlhp.encoders.fast_ipv6`.
 
 Nothing here raises on packet content; a batch without the raw schema's columns raises
 :class:`SchemaMismatchError`.
@@ -14,15 +13,18 @@ Nothing here raises on packet content; a batch without the raw schema's columns 
 from __future__ import annotations
 
 import functools
-from typing import Any, Final, NamedTuple
+from collections.abc import Callable
+from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from amlhp.encoders import linktypes as lt
 from amlhp.encoders import reasons as r
 from amlhp.encoders.exceptions import SchemaMismatchError
+from amlhp.encoders.fast_ipv6 import Chain, ipv6_addresses, ipv6_chain, ipv6_present, ipv6_slots
 from amlhp.encoders.layout import (
     DEFAULT_CONFIG,
     HEADER_LEN,
@@ -30,6 +32,7 @@ from amlhp.encoders.layout import (
     IP_SLOT_OFFSET,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    IPV6_HEADER,
     PAD_BYTE,
     SLOTS,
     TCP_SLOT_LEN,
@@ -39,14 +42,12 @@ from amlhp.encoders.layout import (
     UDP_SLOT_OFFSET,
     EncoderConfig,
     mask_columns,
+    mask_columns_v6,
 )
+from amlhp.encoders.packet_buffer import OK, BoolArray, ByteArray, IntArray, Packets, reject
 from amlhp.wire import encoded_schema, raw_schema
 
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
-ByteArray = npt.NDArray[np.uint8]
-
-_OK: Final = r.REASON_CODES[r.OK]
+_OK: Final = OK
 _CODE = r.REASON_CODES
 
 # link-type families, per row
@@ -63,77 +64,6 @@ _UDP_COLS: Final = np.arange(UDP_SLOT_LEN, dtype=np.int64)
 
 RAW_COLUMNS: Final = ("gateway", "ts_ns", "seq", "linktype", "wire_len", "data")
 IDENTITY_COLUMNS: Final = ("gateway", "ts_ns", "seq", "wire_len", "linktype")
-
-
-def _rows_view(buf: ByteArray, width: int) -> ByteArray:
-    """Read-only (len - width + 1, width) view: row i is ``buf[i : i + width]``, no copy.
-
-    Built directly (not with ``sliding_window_view``, whose checks cost more than the copy).
-    """
-    return np.ndarray((buf.size - width + 1, width), np.uint8, buffer=buf, strides=(1, 1))
-
-
-class _Packets:
-    """The captured bytes of a batch as one flat buffer plus per-packet start and length."""
-
-    def __init__(self, column: pa.Array) -> None:
-        n = len(column)
-        offset_dtype: np.dtype[Any]
-        if pa.types.is_large_binary(column.type):
-            offset_dtype = np.dtype(np.int64)
-        elif pa.types.is_binary(column.type):
-            offset_dtype = np.dtype(np.int32)
-        else:
-            raise SchemaMismatchError(f"raw column 'data' is {column.type}, not binary")
-        buffers = column.buffers()
-        if n:
-            offsets = np.frombuffer(
-                buffers[1],
-                dtype=offset_dtype,
-                count=n + 1,
-                offset=column.offset * offset_dtype.itemsize,
-            ).astype(np.int64)
-        else:
-            offsets = np.zeros(1, np.int64)
-        data = buffers[2]
-        buf = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-        # np.take cannot clip into an empty array; one spare byte is never read as data.
-        self.buf: ByteArray = buf if buf.size else np.zeros(1, np.uint8)
-        self.starts: IntArray = offsets[:-1]
-        self.lens: IntArray = np.diff(offsets)
-        if column.null_count:
-            self.lens[np.asarray(column.is_null())] = 0
-
-    def u8(self, index: npt.NDArray[np.int64]) -> IntArray:
-        """Bytes at absolute buffer positions, as int64 (clipped into the buffer)."""
-        return self.buf.take(index, mode="clip").astype(np.int64)
-
-    def be16(self, index: IntArray) -> IntArray:
-        return (self.u8(index) << 8) | self.u8(index + 1)
-
-    def windows(self, starts: IntArray, width: int) -> ByteArray:
-        """``width`` consecutive buffer bytes from each start: an (N, width) copy.
-
-        Rows are copied whole through a sliding-window view, which is several times faster
-        than gathering byte by byte. Bytes past the end of the buffer read as 0; like every
-        read here, bytes past a packet's own end are masked by the caller.
-        """
-        size = self.buf.size
-        starts = np.minimum(starts, size)  # starts are never negative
-        low = size - width
-        if low >= 0 and (len(starts) == 0 or starts.max() <= low):
-            return _rows_view(self.buf, width)[starts]
-        if low >= 0:  # rows starting in the last ``width`` bytes need padding
-            tail = np.flatnonzero(starts > low)
-            out = _rows_view(self.buf, width)[np.minimum(starts, low)]
-        else:  # the whole buffer is shorter than one row
-            low = 0
-            tail = np.arange(len(starts))
-            out = np.empty((len(starts), width), np.uint8)
-        padded = np.zeros(size - low + width, np.uint8)
-        padded[: size - low] = self.buf[low:]
-        out[tail] = _rows_view(padded, width)[starts[tail] - low]
-        return out
 
 
 _encoded_schema = functools.lru_cache(maxsize=64)(encoded_schema)
@@ -153,9 +83,10 @@ def _check_raw(raw: pa.RecordBatch) -> None:
 
 
 def _link_layer(
-    pk: _Packets, linktype: IntArray, status: npt.NDArray[np.int8]
+    pk: Packets, linktype: IntArray, status: npt.NDArray[np.int8]
 ) -> tuple[IntArray, IntArray]:
-    """Rule 1: where the IPv4 header starts; rejects set ``status``. Returns (ip_off, kind)."""
+    """Rule 1: where the IP header starts and its version per row (4, 6; 0 for raw IP,
+    where the version nibble decides); rejects set ``status``."""
     n = len(linktype)
     kind = np.zeros(n, np.int64)
     type_at = np.zeros(n, np.int64)
@@ -177,7 +108,7 @@ def _link_layer(
             kind[rows] = _K_IPV6
     lens, starts = pk.lens, pk.starts
     status[kind == _K_UNKNOWN] = _CODE[r.UNKNOWN_LINKTYPE]
-    status[kind == _K_IPV6] = _CODE[r.NON_IPV4]
+    version = np.where(kind == _K_IPV6, 6, np.where(kind == _K_IPV4, 4, 0))
     ip_off = np.zeros(n, np.int64)
 
     eth = kind == _K_ETHERTYPE
@@ -198,7 +129,11 @@ def _link_layer(
             ethertype = np.where(vlan, pk.be16(starts + next_at + 2), ethertype)
             next_at = np.where(vlan, next_at + lt.VLAN_TAG_LEN, next_at)
             active = vlan
-        status[eth & (status == _OK) & (ethertype != lt.ETHERTYPE_IPV4)] = _CODE[r.NON_IPV4]
+        open_ = eth & (status == _OK)
+        status[open_ & (ethertype == lt.ETHERTYPE_ARP)] = _CODE[r.ARP]
+        ip = (ethertype == lt.ETHERTYPE_IPV4) | (ethertype == lt.ETHERTYPE_IPV6)
+        status[open_ & (ethertype != lt.ETHERTYPE_ARP) & ~ip] = _CODE[r.NON_IP]
+        version = np.where(eth, np.where(ethertype == lt.ETHERTYPE_IPV6, 6, 4), version)
         ip_off = np.where(eth, next_at, ip_off)
 
     loop = kind == _K_LOOPBACK
@@ -208,14 +143,12 @@ def _link_layer(
         big = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
         little = (b[3] << 24) | (b[2] << 16) | (b[1] << 8) | b[0]
         inet = (big == lt.AF_INET) | (little == lt.AF_INET)
-        status[loop & (status == _OK) & ~inet] = _CODE[r.NON_IPV4]
+        families6 = np.array(sorted(lt.AF_INET6), np.int64)
+        inet6 = ~inet & (np.isin(big, families6) | np.isin(little, families6))
+        status[loop & (status == _OK) & ~inet & ~inet6] = _CODE[r.NON_IP]
+        version = np.where(loop, np.where(inet6, 6, 4), version)
         ip_off = np.where(loop, lt.LOOPBACK_HEADER, ip_off)
-    return ip_off, kind
-
-
-def _reject(status: npt.NDArray[np.int8], rows: BoolArray, reason: str) -> None:
-    """Give ``reason`` to the rows of ``rows`` that have no reason yet (first rule wins)."""
-    status[rows & (status == _OK)] = _CODE[reason]
+    return ip_off, version
 
 
 class _Tables(NamedTuple):
@@ -303,6 +236,67 @@ def _status_strings(status: npt.NDArray[np.int8]) -> pa.Array:
     return pa.StringArray.from_buffers(len(status), pa.py_buffer(offsets), pa.py_buffer(text))
 
 
+class _Network(NamedTuple):
+    """Rules 2-3 per row: what the transport rules and the network slot need."""
+
+    header_len: IntArray  # IHL x 4, or 40 + the IPv6 extension headers
+    total: IntArray  # total length (IPv6: 40 + payload length)
+    proto: IntArray
+    first_fragment: BoolArray
+    more_fragments: BoolArray
+
+
+def _network(
+    pk: Packets, ip_start: IntArray, avail: IntArray, v6: BoolArray,
+    status: npt.NDArray[np.int8],
+) -> tuple[_Network, Chain | None]:  # fmt: skip
+    """Rule 2 (after the version check) for both versions; the IPv6 chain where any."""
+    first = pk.u8(ip_start)
+    ihl4 = (first & 0x0F) * 4
+    v4 = ~v6
+    reject(status, v4 & (avail < 20), r.TRUNCATED_IP_HEADER)
+    reject(status, v4 & (ihl4 < 20), r.BAD_IHL)
+    reject(status, v4 & (avail < ihl4), r.TRUNCATED_IP_HEADER)
+    flags = pk.be16(ip_start + 6)
+    net = _Network(
+        header_len=ihl4,
+        total=pk.be16(ip_start + 2),
+        proto=pk.u8(ip_start + 9),
+        first_fragment=(flags & 0x1FFF) == 0,
+        more_fragments=(flags & 0x2000) != 0,
+    )
+    if not v6.any():
+        return net, None
+    reject(status, v6 & (avail < IPV6_HEADER), r.TRUNCATED_IP_HEADER)
+    chain = ipv6_chain(pk, ip_start, avail, v6 & (status == _OK), status)
+    fragment_offset = np.where(chain.has_fragment, chain.fragment_word >> 3, 0)
+    length = pk.be16(ip_start + 4)
+    net = _Network(
+        header_len=np.where(v6, chain.end, net.header_len),
+        total=np.where(v6, np.where(length > 0, IPV6_HEADER + length, 0), net.total),
+        proto=np.where(v6, chain.upper, net.proto),
+        first_fragment=np.where(v6, fragment_offset == 0, net.first_fragment),
+        more_fragments=np.where(
+            v6, chain.has_fragment & ((chain.fragment_word & 1) == 1), net.more_fragments
+        ),
+    )
+    return net, chain
+
+
+def _mask(
+    header: ByteArray, have: dict[str, BoolArray], fields: tuple[str, ...],
+    columns: Callable[[str], tuple[str, int, int]] = mask_columns,
+) -> None:  # fmt: skip
+    """Zero the masked fields where the rows have them (``have``: per slot, per column)."""
+    for name in fields:
+        slot, first_col, last_col = columns(name)
+        if first_col == last_col:
+            continue
+        slot_offset = SLOTS[slot][0]
+        where = have[slot][:, first_col - slot_offset : last_col - slot_offset]
+        np.copyto(header[:, first_col:last_col], 0, where=where)
+
+
 def encode_batch(raw: pa.RecordBatch, config: EncoderConfig = DEFAULT_CONFIG) -> pa.RecordBatch:
     """Encode a raw packet batch (raw schema) into an encoded batch (encoded schema).
 
@@ -310,52 +304,46 @@ def encode_batch(raw: pa.RecordBatch, config: EncoderConfig = DEFAULT_CONFIG) ->
     """
     _check_raw(raw)
     n = raw.num_rows
-    pk = _Packets(raw.column("data"))
+    pk = Packets(raw.column("data"))
     linktype_column = raw.column("linktype")
     if linktype_column.null_count:
         linktype_column = linktype_column.fill_null(lt.UNKNOWN)
     linktype = linktype_column.to_numpy().astype(np.int64)
     status = np.zeros(n, np.int8)
-    ip_off, kind = _link_layer(pk, linktype, status)
+    ip_off, version = _link_layer(pk, linktype, status)
 
-    # Rule 2: the IPv4 header.
+    # Rule 2: the IP header (raw IP: the version nibble says which).
     lens = pk.lens
     avail = lens - ip_off
     ip_start = pk.starts + ip_off
-    first = pk.u8(ip_start)
-    version = first >> 4
-    ihl4 = (first & 0x0F) * 4
-    _reject(status, avail < 1, r.TRUNCATED_IP_HEADER)
-    bad_version = version != 4
-    _reject(status, bad_version & (kind == _K_RAW) & (version == 6), r.NON_IPV4)
-    _reject(status, bad_version, r.BAD_IP_VERSION)
-    _reject(status, avail < 20, r.TRUNCATED_IP_HEADER)
-    _reject(status, ihl4 < 20, r.BAD_IHL)
-    _reject(status, avail < ihl4, r.TRUNCATED_IP_HEADER)
+    nibble = pk.u8(ip_start) >> 4
+    reject(status, avail < 1, r.TRUNCATED_IP_HEADER)
+    version = np.where(version == 0, np.where(nibble == 6, 6, 4), version)
+    reject(status, nibble != version, r.BAD_IP_VERSION)
+    v6 = (version == 6) & (status == _OK)
+    net, chain = _network(pk, ip_start, avail, v6, status)
     ip_parsed = status == _OK
+    ihl4 = net.header_len
 
     # Rule 3: the end of the IP packet.
-    total = pk.be16(ip_start + 2)
+    total = net.total
     l3_len = np.where(total >= ihl4, np.minimum(avail, total), avail)
     segment = l3_len - ihl4
-    flags = pk.be16(ip_start + 6)
-    first_fragment = (flags & 0x1FFF) == 0
-    more_fragments = (flags & 0x2000) != 0
-    proto = pk.u8(ip_start + 9)
+    first_fragment, more_fragments, proto = net.first_fragment, net.more_fragments, net.proto
 
     # Rule 4: the transport header.
     t_start = ip_start + ihl4
     tcp = ip_parsed & first_fragment & (proto == IPPROTO_TCP)
     tcp_short = tcp & (segment < 20)
-    _reject(status, tcp_short & ~more_fragments, r.TRUNCATED_TRANSPORT)
+    reject(status, tcp_short & ~more_fragments, r.TRUNCATED_TRANSPORT)
     data_offset = pk.u8(t_start + 12) >> 4
     tcp_read = tcp & ~tcp_short
-    _reject(status, tcp_read & (data_offset < 5), r.BAD_TCP_OFFSET)
+    reject(status, tcp_read & (data_offset < 5), r.BAD_TCP_OFFSET)
     is_tcp = tcp_read & (data_offset >= 5) & (data_offset * 4 <= segment)
-    _reject(status, tcp_read & ~is_tcp & ~more_fragments, r.TRUNCATED_TRANSPORT)
+    reject(status, tcp_read & ~is_tcp & ~more_fragments, r.TRUNCATED_TRANSPORT)
     udp = ip_parsed & first_fragment & (proto == IPPROTO_UDP)
     is_udp = udp & (segment >= UDP_HEADER)
-    _reject(status, udp & ~is_udp & ~more_fragments, r.TRUNCATED_TRANSPORT)
+    reject(status, udp & ~is_udp & ~more_fragments, r.TRUNCATED_TRANSPORT)
     ok = status == _OK
     is_tcp &= ok
     is_udp &= ok
@@ -365,25 +353,28 @@ def encode_batch(raw: pa.RecordBatch, config: EncoderConfig = DEFAULT_CONFIG) ->
 
     # Rule 5: h, slot by slot: the bytes present, PAD_BYTE elsewhere, masked fields zeroed.
     header = np.empty((n, HEADER_LEN), np.uint8)
+    ok6 = ok & v6 if chain is not None else None
     have = {
-        "ip": _IP_COLS[None, :] < np.where(ok, ihl4, 0)[:, None],
+        "ip": _IP_COLS[None, :] < np.where(ok & ~v6, ihl4, 0)[:, None],
         "tcp": _TCP_COLS[None, :] < tcp_len[:, None],
         "udp": _UDP_COLS[None, :] < udp_len[:, None],
     }
     header[:, IP_SLOT_OFFSET:TCP_SLOT_OFFSET] = np.where(
         have["ip"], pk.windows(ip_start, IP_SLOT_LEN), PAD_BYTE
     )
+    if chain is not None and ok6 is not None and ok6.any():
+        rows6 = np.flatnonzero(ok6)
+        header[rows6, IP_SLOT_OFFSET:TCP_SLOT_OFFSET] = ipv6_slots(pk, ip_start, chain, rows6)
     if ports.any():
         transport = pk.windows(t_start, TCP_SLOT_LEN)
         header[:, TCP_SLOT_OFFSET:UDP_SLOT_OFFSET] = np.where(have["tcp"], transport, PAD_BYTE)
         header[:, UDP_SLOT_OFFSET:] = np.where(have["udp"], transport[:, :UDP_SLOT_LEN], PAD_BYTE)
     else:
         header[:, TCP_SLOT_OFFSET:] = PAD_BYTE
-    for name in config.mask_fields:
-        slot, first_col, last_col = mask_columns(name)
-        slot_offset = SLOTS[slot][0]
-        where = have[slot][:, first_col - slot_offset : last_col - slot_offset]
-        np.copyto(header[:, first_col:last_col], 0, where=where)
+    _mask(header, have, config.mask_fields)
+    if chain is not None and ok6 is not None and ok6.any():
+        have6 = {**have, "ip": ipv6_present(chain, ok6)}
+        _mask(header, have6, config.mask_fields, mask_columns_v6)
 
     # Rule 5: d.
     p = config.payload_bytes
@@ -396,10 +387,19 @@ def encode_batch(raw: pa.RecordBatch, config: EncoderConfig = DEFAULT_CONFIG) ->
     columns = [raw.column(name) for name in IDENTITY_COLUMNS]
     # source and destination addresses in one pass: rows 0..n-1 and n..2n-1
     addresses = pk.windows(ip_start + 12, 8).reshape(n, 2, 4).transpose(1, 0, 2).reshape(2 * n, 4)
-    quads = _dotted_quads(addresses, np.concatenate([ip_parsed, ip_parsed]))
+    parsed4 = ip_parsed & ~v6
+    quads = _dotted_quads(addresses, np.concatenate([parsed4, parsed4]))
+    src, dst = quads.slice(0, n), quads.slice(n, n)
+    parsed6 = ip_parsed & v6
+    if parsed6.any():
+        rows6 = np.flatnonzero(parsed6)
+        texts = ipv6_addresses(pk, ip_start, rows6)
+        mask = pa.array(parsed6)
+        src = pc.replace_with_mask(src, mask, pa.array(texts[: len(rows6)], pa.string()))
+        dst = pc.replace_with_mask(dst, mask, pa.array(texts[len(rows6) :], pa.string()))
     columns += [
-        quads.slice(0, n),
-        quads.slice(n, n),
+        src,
+        dst,
         pa.array(pk.be16(t_start).astype(np.uint16), mask=~ports),
         pa.array(pk.be16(t_start + 2).astype(np.uint16), mask=~ports),
         pa.array(proto.astype(np.uint8), mask=~ip_parsed),

@@ -36,6 +36,7 @@ name               bytes  meaning
 ``ip.src``         4      source address (masked by default)
 ``ip.dst``         4      destination address (masked by default)
 ``ip.options``     0-40   IPv4 options, the bytes the packet has
+``ip.flow``        3      IPv6 flow label (IPv4 has none)
 ``tcp.sport``      2      TCP source port
 ``tcp.dport``      2      TCP destination port
 ``tcp.seq``        4      sequence number
@@ -50,6 +51,33 @@ name               bytes  meaning
 ``udp.len``        2      UDP length
 ``udp.checksum``   2      UDP checksum
 =================  =====  ===================================================
+
+IPv6 (beyond the paper, which encodes IPv4 only). An IPv6 packet fills the same three slots;
+its network slot is not the header as captured but the IPv6 fields laid out where IPv4 keeps
+the fields that mean the same, so that what the model learnt of TTLs, lengths, protocols and
+fragments carries over, and the behaviour facts (:mod:`amlhp.encoders.facts`) read both
+versions alike::
+
+    byte   0      0x60 | N: version 6, N = network header bytes / 4 (40 + extension
+                  headers, at most 60: the IHL of IPv4)
+    byte   1      traffic class (IPv4's DSCP/ECN byte)
+    bytes  2..3   40 + payload length, at most 65535 (IPv4's total length)
+    bytes  4..5   fragment header identification, low 16 bits (0 without one)
+    bytes  6..7   MF << 13 | fragment offset, as in IPv4 (0 without a fragment header)
+    byte   8      hop limit (IPv4's TTL)
+    byte   9      upper-layer protocol: the next header after the extension headers
+    bytes 10..11  0xff: IPv6 has no header checksum
+    bytes 12..27  source address (masked by default)
+    bytes 28..43  destination address (masked by default)
+    bytes 44..46  flow label (20 bits, right-aligned)
+    byte  47      extension headers present: 0x01 hop-by-hop, 0x02 routing, 0x04 fragment,
+                  0x08 destination options, 0x10 authentication
+    bytes 48..59  the extension headers as captured, their first 12 bytes (0xff after)
+
+The TCP and UDP slots and ``d`` follow the IPv4 rules; ICMPv6, like ICMP, has no transport
+slot and ``d`` starts at its type byte. The same mask names apply (``ip.src`` zeroes the
+16 address bytes, ``ip.options`` byte 47 and the extension bytes present, ``ip.checksum``
+nothing); ``ip.flow`` (bytes 44..46) exists in IPv6 only.
 
 Groups expand to several fields: ``addresses`` (ip.src, ip.dst), ``ports`` (all four port
 fields), ``checksums`` (ip, tcp and udp checksums), ``path`` (ip.ttl, ip.id, ip.checksum):
@@ -89,6 +117,20 @@ MAX_PAYLOAD_BYTES: Final = 65535
 
 IPPROTO_TCP: Final = 6
 IPPROTO_UDP: Final = 17
+IPPROTO_ICMPV6: Final = 58
+
+IPV6_HEADER: Final = 40
+#: extension headers the encoder walks: next-header value -> its bit in byte 47
+IPV6_EXTENSIONS: Final[dict[int, int]] = {0: 0x01, 43: 0x02, 44: 0x04, 60: 0x08, 51: 0x10}
+IPV6_FRAGMENT: Final = 44
+IPV6_AUTH: Final = 51
+#: a longer chain is refused (``long_ipv6_extensions``), which bounds a tap's snap length
+MAX_IPV6_EXTENSIONS: Final = 8
+MAX_IPV6_EXTENSION_BYTES: Final = 256
+IPV6_FLOW_AT: Final = 44
+IPV6_EXT_FLAGS_AT: Final = 47
+IPV6_EXT_BYTES_AT: Final = 48
+IPV6_CHECKSUM: Final = (10, 12)  # IPv4's checksum columns: absent (0xff) in IPv6
 
 #: slot name -> (offset of the slot in h, slot length)
 SLOTS: Final[dict[str, tuple[int, int]]] = {
@@ -124,6 +166,21 @@ MASKABLE_FIELDS: Final[dict[str, tuple[str, int, int]]] = {
     "udp.checksum": ("udp", 6, 2),
 }
 
+#: where the ``ip.*`` fields sit in an IPv6 packet's network slot: name -> (first byte, length);
+#: those not listed (``ip.checksum``) it does not have
+IPV6_FIELDS: Final[dict[str, tuple[int, int]]] = {
+    "ip.tos": (1, 1),
+    "ip.len": (2, 2),
+    "ip.id": (4, 2),
+    "ip.frag": (6, 2),
+    "ip.ttl": (8, 1),
+    "ip.proto": (9, 1),
+    "ip.src": (12, 16),
+    "ip.dst": (28, 16),
+    "ip.flow": (IPV6_FLOW_AT, 3),
+    "ip.options": (IPV6_EXT_FLAGS_AT, IP_SLOT_LEN - IPV6_EXT_FLAGS_AT),
+}
+
 #: shorthand -> the fields it stands for
 MASK_GROUPS: Final[dict[str, tuple[str, ...]]] = {
     "addresses": ("ip.src", "ip.dst"),
@@ -143,19 +200,30 @@ def expand_mask_fields(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
         key = name.strip().lower()
         if key in MASK_GROUPS:
             out.update(MASK_GROUPS[key])
-        elif key in MASKABLE_FIELDS:
+        elif key in MASKABLE_FIELDS or key in IPV6_FIELDS:
             out.add(key)
         else:
-            valid = ", ".join([*MASKABLE_FIELDS, *MASK_GROUPS])
+            valid = ", ".join([*MASKABLE_FIELDS, "ip.flow", *MASK_GROUPS])
             raise EncoderConfigError(f"unknown mask field {name!r}; valid: {valid}")
     return tuple(sorted(out))
 
 
 def mask_columns(field_name: str) -> tuple[str, int, int]:
-    """(slot, first column in h, one past the last column in h) of a maskable field."""
+    """(slot, first column in h, one past the last column in h) of a maskable field in an
+    IPv4 packet (``ip.flow``, which IPv4 lacks: an empty range)."""
+    if field_name not in MASKABLE_FIELDS:
+        return "ip", 0, 0
     slot, start, length = MASKABLE_FIELDS[field_name]
     slot_off, _ = SLOTS[slot]
     return slot, slot_off + start, slot_off + start + length
+
+
+def mask_columns_v6(field_name: str) -> tuple[str, int, int]:
+    """:func:`mask_columns` for an IPv6 packet (``ip.checksum``: an empty range)."""
+    if not field_name.startswith("ip."):
+        return mask_columns(field_name)
+    start, length = IPV6_FIELDS.get(field_name, (0, 0))
+    return "ip", IP_SLOT_OFFSET + start, IP_SLOT_OFFSET + start + length
 
 
 @dataclass(frozen=True)

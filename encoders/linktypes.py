@@ -1,6 +1,6 @@
 """Link-layer types the encoder reads (pcap LINKTYPE_* / DLT_* numbers) and their headers.
 
-Only the part in front of the IPv4 header matters: the link layer is dropped from ``h``.
+Only the part in front of the IP header matters: the link layer is dropped from ``h``.
 """
 
 from __future__ import annotations
@@ -15,19 +15,23 @@ RAW: Final = 101  # LINKTYPE_RAW: starts with the IP header, version nibble tell
 LOOP: Final = 108  # OpenBSD loopback, family in network byte order (both orders accepted)
 LINUX_SLL: Final = 113  # Linux cooked capture v1, 16-byte header
 IPV4: Final = 228  # LINKTYPE_IPV4: always IPv4
-IPV6: Final = 229  # LINKTYPE_IPV6: never IPv4
+IPV6: Final = 229  # LINKTYPE_IPV6: always IPv6
 LINUX_SLL2: Final = 276  # Linux cooked capture v2, 20-byte header
 
 #: A pcapng packet that refers to an interface the file never described.
 UNKNOWN: Final = 0xFFFF
 
 ETHERTYPE_IPV4: Final = 0x0800
+ETHERTYPE_IPV6: Final = 0x86DD
+ETHERTYPE_ARP: Final = 0x0806
 #: 802.1Q, 802.1ad (QinQ S-tag) and the legacy QinQ TPIDs
 VLAN_TPIDS: Final = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})
 MAX_VLAN_TAGS: Final = 4
 VLAN_TAG_LEN: Final = 4
 
 AF_INET: Final = 2
+#: AF_INET6 as BSD loopback captures write it: Linux, NetBSD/OpenBSD, FreeBSD, macOS
+AF_INET6: Final = frozenset({10, 24, 28, 30})
 
 #: link types with an EtherType: linktype -> (EtherType offset, offset of what follows)
 ETHERTYPE_LINKS: Final[dict[int, tuple[int, int]]] = {
@@ -37,7 +41,7 @@ ETHERTYPE_LINKS: Final[dict[int, tuple[int, int]]] = {
 }
 LOOPBACK_LINKS: Final = frozenset({NULL, LOOP})
 LOOPBACK_HEADER: Final = 4
-#: raw IP: version nibble 4 is IPv4, 6 is IPv6 (non_ipv4), anything else bad_ip_version
+#: raw IP: version nibble 4 is IPv4, 6 is IPv6, anything else bad_ip_version
 RAW_LINKS: Final = frozenset({RAW_DLT12, RAW_DLT14, RAW})
 
 SUPPORTED: Final = frozenset(

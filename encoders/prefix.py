@@ -17,9 +17,14 @@ import pyarrow as pa
 
 from amlhp.encoders import linktypes as lt
 from amlhp.encoders.layout import (
-    IP_SLOT_LEN,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    IPV6_AUTH,
+    IPV6_EXTENSIONS,
+    IPV6_FRAGMENT,
+    IPV6_HEADER,
+    MAX_IPV6_EXTENSION_BYTES,
+    MAX_IPV6_EXTENSIONS,
     TCP_SLOT_LEN,
     UDP_HEADER,
 )
@@ -28,14 +33,19 @@ _U16 = struct.Struct("!H")
 
 
 def max_needed_prefix(linktype: int, payload_bytes: int) -> int:
-    """A snap length that always suffices: longest link header + 60 + 60 + P."""
-    return lt.max_link_header(linktype) + IP_SLOT_LEN + TCP_SLOT_LEN + payload_bytes
+    """A snap length that always suffices: longest link header + the longest network header
+    walked (IPv6: 40 + 256 bytes of extension headers) + 60 + P."""
+    network = IPV6_HEADER + MAX_IPV6_EXTENSION_BYTES
+    return lt.max_link_header(linktype) + network + TCP_SLOT_LEN + payload_bytes
 
 
-def _ip_offset(linktype: int, data: bytes) -> int | None:
-    """Where the IPv4 header starts (>= 0); ``-(k + 1)`` when the link layer alone decides
-    the status from the first ``k`` bytes; ``None`` when the frame ends in the link header.
-    """
+_ETHERTYPE_VERSION = {lt.ETHERTYPE_IPV4: 4, lt.ETHERTYPE_IPV6: 6}
+
+
+def _ip_offset(linktype: int, data: bytes) -> tuple[int, int] | None:
+    """(where the IP header starts, its version: 4, 6, or 0 where the nibble decides);
+    ``(-(k + 1), 0)`` when the link layer alone decides the status from the first ``k``
+    bytes; ``None`` when the frame ends in the link header."""
     size = len(data)
     if linktype in lt.ETHERTYPE_LINKS:
         type_at, next_at = lt.ETHERTYPE_LINKS[linktype]
@@ -45,21 +55,72 @@ def _ip_offset(linktype: int, data: bytes) -> int | None:
         tags = 0
         while ethertype in lt.VLAN_TPIDS:
             if tags == lt.MAX_VLAN_TAGS or size < next_at + lt.VLAN_TAG_LEN:
-                return -next_at - 1
+                return -next_at - 1, 0
             ethertype = _U16.unpack_from(data, next_at + 2)[0]
             next_at += lt.VLAN_TAG_LEN
             tags += 1
-        return next_at if ethertype == lt.ETHERTYPE_IPV4 else -next_at - 1
+        if ethertype in _ETHERTYPE_VERSION:
+            return next_at, _ETHERTYPE_VERSION[ethertype]
+        return -next_at - 1, 0
     if linktype in lt.LOOPBACK_LINKS:
         if size < lt.LOOPBACK_HEADER:
             return None
         big, little = struct.unpack_from(">I", data)[0], struct.unpack_from("<I", data)[0]
         if lt.AF_INET in (big, little):
-            return lt.LOOPBACK_HEADER
-        return -lt.LOOPBACK_HEADER - 1
-    if linktype in lt.RAW_LINKS or linktype == lt.IPV4:
-        return 0
-    return -1  # IPv6 or unknown: decided without looking at any byte
+            return lt.LOOPBACK_HEADER, 4
+        if big in lt.AF_INET6 or little in lt.AF_INET6:
+            return lt.LOOPBACK_HEADER, 6
+        return -lt.LOOPBACK_HEADER - 1, 0
+    if linktype in lt.RAW_LINKS:
+        return 0, 0
+    if linktype in (lt.IPV4, lt.IPV6):
+        return 0, 4 if linktype == lt.IPV4 else 6
+    return -1, 0  # unknown: decided without looking at any byte
+
+
+def _ipv4(data: bytes, start: int) -> tuple[int, int, int, int, bool] | int:
+    """(header length, total, protocol, fragment offset, MF) of an IPv4 header, or the
+    prefix where the header alone decides a reason."""
+    size, avail = len(data), len(data) - start
+    if avail < 20:
+        return size
+    ihl4 = (data[start] & 0x0F) * 4
+    if ihl4 < 20:
+        return start + 20
+    if avail < ihl4:
+        return size
+    flags = _U16.unpack_from(data, start + 6)[0]
+    total = _U16.unpack_from(data, start + 2)[0]
+    return ihl4, total, data[start + 9], flags & 0x1FFF, bool(flags & 0x2000)
+
+
+def _ipv6(data: bytes, start: int) -> tuple[int, int, int, int, bool] | int:
+    """:func:`_ipv4` for IPv6: the base header and the extension headers walked."""
+    size, avail = len(data), len(data) - start
+    if avail < IPV6_HEADER:
+        return size
+    nxt, pos, word = data[start + 6], IPV6_HEADER, 0
+    for count in range(MAX_IPV6_EXTENSIONS + 1):
+        if nxt not in IPV6_EXTENSIONS:
+            break
+        if count == MAX_IPV6_EXTENSIONS:
+            return start + pos
+        if avail < pos + 8:
+            return size
+        unit = data[start + pos + 1]
+        length = (
+            8 if nxt == IPV6_FRAGMENT else (unit + 2) * 4 if nxt == IPV6_AUTH else (unit + 1) * 8
+        )
+        if pos + length > IPV6_HEADER + MAX_IPV6_EXTENSION_BYTES:
+            return start + pos + 8
+        if avail < pos + length:
+            return size
+        if nxt == IPV6_FRAGMENT:
+            word = _U16.unpack_from(data, start + pos + 2)[0]
+        nxt, pos = data[start + pos], pos + length
+    length = _U16.unpack_from(data, start + 4)[0]
+    total = IPV6_HEADER + length if length else 0
+    return pos, total, nxt, word >> 3, bool(word & 1)
 
 
 def needed_prefix(linktype: int, data: bytes, payload_bytes: int) -> int:
@@ -69,49 +130,44 @@ def needed_prefix(linktype: int, data: bytes, payload_bytes: int) -> int:
     reach the same reason (the whole frame where the reason is a truncation).
     """
     size = len(data)
-    start = _ip_offset(linktype, data)
-    if start is None:
+    found = _ip_offset(linktype, data)
+    if found is None:
         return size
+    start, version = found
     if start < 0:
         return min(size, -start - 1)
     avail = size - start
     if avail < 1:
         return size
-    first = data[start]
-    if first >> 4 != 4:
+    nibble = data[start] >> 4
+    version = version or (6 if nibble == 6 else 4)
+    if nibble != version:
         return start + 1
-    if avail < 20:
-        return size
-    ihl4 = (first & 0x0F) * 4
-    if ihl4 < 20:
-        return start + 20
-    if avail < ihl4:
-        return size
-    total = _U16.unpack_from(data, start + 2)[0]
-    ip_end = min(avail, total) if total >= ihl4 else avail
-    segment = ip_end - ihl4
-    flags = _U16.unpack_from(data, start + 6)[0]
-    proto = data[start + 9]
-    more_fragments = bool(flags & 0x2000)
+    network = _ipv4(data, start) if version == 4 else _ipv6(data, start)
+    if isinstance(network, int):
+        return min(size, network)
+    header_len, total, proto, fragment_offset, more_fragments = network
+    ip_end = min(avail, total) if total >= header_len else avail
+    segment = ip_end - header_len
     transport = 0
-    if flags & 0x1FFF == 0 and proto == IPPROTO_TCP:
+    if fragment_offset == 0 and proto == IPPROTO_TCP:
         if segment < 20:
             if not more_fragments:
                 return size
         else:
-            offset = data[start + ihl4 + 12] >> 4
+            offset = data[start + header_len + 12] >> 4
             if offset < 5:
-                return start + ihl4 + 20
+                return start + header_len + 20
             if offset * 4 <= segment:
                 transport = offset * 4
             elif not more_fragments:
                 return size
-    elif flags & 0x1FFF == 0 and proto == IPPROTO_UDP:
+    elif fragment_offset == 0 and proto == IPPROTO_UDP:
         if segment >= UDP_HEADER:
             transport = UDP_HEADER
         elif not more_fragments:
             return size
-    return min(size, start + ihl4 + transport + payload_bytes)
+    return min(size, start + header_len + transport + payload_bytes)
 
 
 def tapped(raw: pa.RecordBatch, payload_bytes: int) -> pa.RecordBatch:

@@ -17,10 +17,12 @@ OK: Final = "ok"
 UNKNOWN_LINKTYPE: Final = "unknown_linktype"
 TRUNCATED_LINK: Final = "truncated_link"
 TOO_MANY_VLAN_TAGS: Final = "too_many_vlan_tags"
-NON_IPV4: Final = "non_ipv4"
+NON_IP: Final = "non_ip"
+ARP: Final = "arp"
 BAD_IP_VERSION: Final = "bad_ip_version"
 TRUNCATED_IP_HEADER: Final = "truncated_ip_header"
 BAD_IHL: Final = "bad_ihl"
+LONG_IPV6_EXTENSIONS: Final = "long_ipv6_extensions"
 TRUNCATED_TRANSPORT: Final = "truncated_transport"
 BAD_TCP_OFFSET: Final = "bad_tcp_offset"
 
@@ -30,10 +32,13 @@ REASONS: Final[dict[str, str]] = {
     UNKNOWN_LINKTYPE: "the capture's link type is not one the encoder reads",
     TRUNCATED_LINK: "the frame ends inside its link-layer header or a VLAN tag",
     TOO_MANY_VLAN_TAGS: "more VLAN tags than MAX_VLAN_TAGS (4) are stacked",
-    NON_IPV4: "the link layer carries something else: IPv6, ARP, LLDP, 802.3/LLC, ...",
-    BAD_IP_VERSION: "the link layer says IPv4 but the version nibble is not 4",
-    TRUNCATED_IP_HEADER: "fewer bytes captured than 20 or than IHL x 4",
+    NON_IP: "the link layer carries neither IP nor ARP: LLDP, 802.3/LLC, EAPOL, ...",
+    ARP: "an ARP frame: no IP packet for the model to score",
+    BAD_IP_VERSION: "the link layer says IPv4 (IPv6) but the version nibble is not 4 (6)",
+    TRUNCATED_IP_HEADER: "fewer bytes captured than 20 or than IHL x 4 (IPv4), or than the "
+    "40-byte header and its extension headers (IPv6)",
     BAD_IHL: "IHL below 5 (an IPv4 header is at least 20 bytes)",
+    LONG_IPV6_EXTENSIONS: "more than 8 IPv6 extension headers, or more than 256 bytes of them",
     TRUNCATED_TRANSPORT: "the TCP/UDP header does not fit in the IP packet as captured",
     BAD_TCP_OFFSET: "TCP data offset below 5",
 }
@@ -41,5 +46,5 @@ REASONS: Final[dict[str, str]] = {
 REASON_NAMES: Final[tuple[str, ...]] = tuple(REASONS)
 REASON_CODES: Final[dict[str, int]] = {name: i for i, name in enumerate(REASON_NAMES)}
 
-#: statuses whose IPv4 header was valid: addresses and protocol are known
+#: statuses whose IPv4 or IPv6 header was valid: addresses and protocol are known
 IP_PARSED: Final = frozenset({OK, TRUNCATED_TRANSPORT, BAD_TCP_OFFSET})

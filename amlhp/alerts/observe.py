@@ -18,6 +18,7 @@ from amlhp.alerts.profile import MODBUS_DIAGNOSTICS, MODBUS_WRITES, Profile, Tal
 
 SYN, RST, ACK = 0x02, 0x04, 0x10
 ICMP, ICMP_UNREACHABLE = 1, 3
+ICMPV6, ICMPV6_UNREACHABLE = 58, 1
 MODBUS_PORT: Final = 502
 DNS_CUT: Final = "..."
 
@@ -115,7 +116,7 @@ def answer(prof: Profile, pkt: Packet) -> None:
             t.synack += 1
         elif flags & RST:
             t.refused += 1
-    elif pkt.icmp_type == ICMP_UNREACHABLE and pkt.proto == ICMP:
+    elif (pkt.proto, pkt.icmp_type) in ((ICMP, ICMP_UNREACHABLE), (ICMPV6, ICMPV6_UNREACHABLE)):
         t.refused += 1
     if pkt.modbus_fc >= 0x80:
         t.modbus_exceptions += 1

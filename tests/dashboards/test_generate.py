@@ -117,7 +117,7 @@ def test_panels_use_the_template_variables() -> None:
 def _exposed_names() -> set[str]:
     """Every sample name the pipeline's processes expose once each step has done work."""
     metrics = PipelineMetrics()
-    metrics.init_steps(["tap", "encode", "score", "sink"], ["non_ipv4"])
+    metrics.init_steps(["tap", "encode", "score", "sink"], ["non_ip"])
     for step in ("tap", "encode", "score", "sink"):
         metrics.count_in(step, "g", 1, 1)
         metrics.count_out(step, "g", 1, 1)

@@ -56,12 +56,12 @@ def test_encode_writes_one_row_per_packet_in_order(tmp_path: Path) -> None:
     assert lines == {
         "ok": "3",
         "unknown_linktype": "1",
-        "non_ipv4": "1",
+        "arp": "1",
         "truncated_transport": "1",
     }
     table = pq.read_table(out)
     assert table.column("status").to_pylist() == [
-        "ok", "non_ipv4", "ok", "truncated_transport", "ok", "unknown_linktype",
+        "ok", "arp", "ok", "truncated_transport", "ok", "unknown_linktype",
     ]  # fmt: skip
     assert table.column("seq").to_pylist() == list(range(6))
     assert table.column("source_file").to_pylist() == [str(files[0])] * 4 + [str(files[1])] * 2
@@ -130,18 +130,23 @@ def test_encode_every_public_capture(public_data: Path, tmp_path: Path) -> None:
     assert table.num_rows == summary["packets"] == sum(summary["statuses"].values())
     per_file: dict[str, int] = {}
     per_status: dict[tuple[str, str], int] = {}
-    for source, status in zip(
-        table.column("source_file").to_pylist(), table.column("status").to_pylist(), strict=True
+    for source, status, src in zip(
+        table.column("source_file").to_pylist(),
+        table.column("status").to_pylist(),
+        table.column("src_ip").to_pylist(),
+        strict=True,
     ):
         per_file[source] = per_file.get(source, 0) + 1
-        per_status[source, status] = per_status.get((source, status), 0) + 1
+        kind = "ipv6" if status == "ok" and ":" in src else status
+        per_status[source, kind] = per_status.get((source, kind), 0) + 1
     for rel, row in listed.items():
         path = str(public_data / rel)
         assert per_file[path] == int(row["packets"]), rel
         # every packet that is not IPv4 (IPv6, ARP, ... in the smart-home captures) is
-        # refused with its reason, as many as the manifest counts, and no other is
+        # encoded as IPv6 or refused as ARP or non-IP, as many as the manifest counts
         non_ipv4 = int(row["packets"]) - int(row["ipv4_packets"])
-        assert per_status.get((path, "non_ipv4"), 0) == non_ipv4, rel
+        others = sum(per_status.get((path, kind), 0) for kind in ("ipv6", "arp", "non_ip"))
+        assert others == non_ipv4, rel
     assert summary["statuses"]["ok"] > 0.95 * table.num_rows
     assert summary["warnings"] == []
 
@@ -161,4 +166,4 @@ def test_bench_encode_smoke(tmp_path: Path) -> None:
     assert result["fast_pps"] > 0
     assert result["reference_packets"] == 16
     assert result["reference_pps"] > 0
-    assert result["statuses"] == {"ok": 20, "non_ipv4": 10, "truncated_transport": 10}
+    assert result["statuses"] == {"ok": 20, "arp": 10, "truncated_transport": 10}

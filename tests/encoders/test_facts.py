@@ -11,7 +11,18 @@ from amlhp.encoders.facts import dns_name, packet_facts
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.encoders.linktypes import ETHERNET
-from tests.support.synth import ethernet, icmp_echo, ipv4, raw_batch, tcp, udp
+from tests.support.synth import (
+    ETHERTYPE_IPV6,
+    ethernet,
+    icmp_echo,
+    icmpv6,
+    ipv4,
+    ipv6,
+    ipv6_extension,
+    raw_batch,
+    tcp,
+    udp,
+)
 
 
 def dns_query(name: str, qid: int = 0x1234, response: bool = False) -> bytes:
@@ -70,6 +81,23 @@ def test_modbus_function_codes_both_ways_and_icmp_types() -> None:
     assert got["modbus_fc"] == [5, 0x85, None, None]
     assert got["icmp_type"] == [None, None, None, 8]
     assert got["tcp_flags"][3] is None
+
+
+def test_ipv6_packets_give_the_same_facts() -> None:
+    """The aligned IPv6 slot keeps length, protocol and header length where IPv4 has them."""
+    hop_by_hop = ipv6_extension(0, 6, bytes.fromhex("050200000100"))
+    syn = ethernet(ipv6(tcp(b"x" * 300, flags=0x02, dport=22), 0, extensions=hop_by_hop),
+                   ETHERTYPE_IPV6)  # fmt: skip
+    query = ethernet(ipv6(udp(dns_query("a.example.com")), 17), ETHERTYPE_IPV6)
+    modbus_request = ethernet(ipv6(tcp(modbus(6), dport=502), 6), ETHERTYPE_IPV6)
+    ping = ethernet(ipv6(icmpv6(128), 58), ETHERTYPE_IPV6)
+    unreachable = ethernet(ipv6(icmpv6(1, 4, bytes(8)), 58), ETHERTYPE_IPV6)
+    got = facts([syn, query, modbus_request, ping, unreachable])
+    assert got["tcp_flags"] == [0x02, None, 0x18, None, None]
+    assert got["payload_len"] == [300, len(dns_query("a.example.com")), 12, 12, 12]
+    assert got["dns_qname"] == [None, "a.example.com", None, None, None]
+    assert got["modbus_fc"] == [None, None, 6, None, None]
+    assert got["icmp_type"] == [None, None, None, 128, 1]
 
 
 def test_masked_fields_read_as_null_not_zero() -> None:

@@ -262,9 +262,8 @@ class TestFragments:
         (synth.ethernet(synth.ipv4(synth.tcp(options=TCP_OPTIONS)[:30], 6)), "truncated_transport"),
         (synth.ethernet(synth.ipv4(synth.tcp(data_offset=4), 6)), "bad_tcp_offset"),
         (synth.ethernet(synth.ipv4(synth.udp()[:6], 17)), "truncated_transport"),
-        (synth.ethernet(b"\x60" + bytes(39), synth.ETHERTYPE_IPV6), "non_ipv4"),
-        (synth.ethernet(bytes(28), synth.ETHERTYPE_ARP), "non_ipv4"),
-        (synth.ethernet(bytes(46), 0x002E), "non_ipv4"),  # 802.3 length field + LLC
+        (synth.ethernet(bytes(28), synth.ETHERTYPE_ARP), "arp"),
+        (synth.ethernet(bytes(46), 0x002E), "non_ip"),  # 802.3 length field + LLC
     ],
     ids=[
         "ethernet-cut",
@@ -278,7 +277,6 @@ class TestFragments:
         "tcp-options-cut",
         "tcp-offset-4",
         "udp-cut",
-        "ipv6",
         "arp",
         "llc",
     ],
@@ -342,16 +340,15 @@ class TestLinkTypes:
     @pytest.mark.parametrize(
         ("linktype", "frame", "status"),
         [
-            (lt.LINUX_SLL, synth.sll(b"\x60" + bytes(39), synth.ETHERTYPE_IPV6), "non_ipv4"),
+            (lt.LINUX_SLL, synth.sll(bytes(28), synth.ETHERTYPE_ARP), "arp"),
             (lt.LINUX_SLL, synth.sll(b"")[:12], "truncated_link"),
             (lt.LINUX_SLL2, synth.sll2(b"")[:19], "truncated_link"),
-            (lt.NULL, synth.loopback(b"\x60" + bytes(39), family=24), "non_ipv4"),
+            (lt.NULL, synth.loopback(b"\x60" + bytes(39), family=17), "non_ip"),
             (lt.NULL, b"\x02\x00", "truncated_link"),
-            (lt.RAW, b"\x60" + bytes(39), "non_ipv4"),
             (lt.RAW, b"\x50" + bytes(39), "bad_ip_version"),
             (lt.RAW, b"", "truncated_ip_header"),
             (lt.IPV4, b"\x60" + bytes(39), "bad_ip_version"),
-            (lt.IPV6, b"\x60" + bytes(39), "non_ipv4"),
+            (lt.IPV6, b"\x45" + bytes(39), "bad_ip_version"),
             (147, b"\x45" + bytes(39), "unknown_linktype"),
             (lt.UNKNOWN, b"\x45" + bytes(39), "unknown_linktype"),
         ],

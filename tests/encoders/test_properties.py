@@ -54,7 +54,7 @@ def _mostly(draw: st.DrawFn, usual: T, other: st.SearchStrategy[T]) -> T:
 @st.composite
 def packets(draw: st.DrawFn) -> tuple[int, bytes]:
     """A plausible frame of any supported link type, then possibly broken on purpose."""
-    proto = draw(st.sampled_from([6, 6, 6, 17, 17, 1, 2, 47, draw(st.integers(0, 255))]))
+    proto = draw(st.sampled_from([6, 6, 6, 17, 17, 1, 2, 58, 47, draw(st.integers(0, 255))]))
     body = draw(st.binary(max_size=120))
     if proto == 6:
         options = draw(st.binary(max_size=40))
@@ -62,16 +62,21 @@ def packets(draw: st.DrawFn) -> tuple[int, bytes]:
         body = synth.tcp(body, options=options, data_offset=offset, flags=draw(st.integers(0, 255)))
     elif proto == 17:
         body = synth.udp(body, length=_mostly(draw, None, st.integers(0, 0xFFFF)))
-    ip = synth.ipv4(
-        body,
-        proto,
-        options=draw(st.binary(max_size=40)),
-        flags=_mostly(draw, 2, st.integers(0, 7)),
-        frag_offset=_mostly(draw, 0, st.sampled_from([1, 185, 0x1FFF])),
-        version=_mostly(draw, 4, st.integers(0, 15)),
-        ihl=_mostly(draw, None, st.integers(0, 15)),
-        total_length=_mostly(draw, None, st.one_of(st.integers(0, 0xFFFF), st.integers(0, 80))),
-    )
+    if draw(st.integers(0, 3)) == 0:  # IPv6 one time in four
+        ip, ethertype, family = _ipv6(draw, proto, body), 0x86DD, 24
+        family = draw(st.sampled_from(sorted(lt.AF_INET6)))
+    else:
+        ethertype, family = 0x0800, 2
+        ip = synth.ipv4(
+            body,
+            proto,
+            options=draw(st.binary(max_size=40)),
+            flags=_mostly(draw, 2, st.integers(0, 7)),
+            frag_offset=_mostly(draw, 0, st.sampled_from([1, 185, 0x1FFF])),
+            version=_mostly(draw, 4, st.integers(0, 15)),
+            ihl=_mostly(draw, None, st.integers(0, 15)),
+            total_length=_mostly(draw, None, st.one_of(st.integers(0, 0xFFFF), st.integers(0, 80))),
+        )
     kind = draw(st.sampled_from(["eth", "eth", "sll", "sll2", "null", "raw", "ipv4", "other"]))
     if kind == "eth":
         vlans = draw(
@@ -80,15 +85,17 @@ def packets(draw: st.DrawFn) -> tuple[int, bytes]:
                 max_size=_mostly(draw, 2, st.just(6)),
             )
         )
-        ethertype = _mostly(draw, 0x0800, st.sampled_from([0x86DD, 0x0806, 0x8100, 0x0050]))
+        ethertype = _mostly(
+            draw, ethertype, st.sampled_from([0x0800, 0x86DD, 0x0806, 0x8100, 0x0050])
+        )
         linktype, frame = lt.ETHERNET, synth.ethernet(ip, ethertype, vlans=vlans)
         frame += draw(st.binary(max_size=20))  # padding, FCS, trailers
     elif kind == "sll":
-        linktype, frame = lt.LINUX_SLL, synth.sll(ip, _mostly(draw, 0x0800, st.just(0x86DD)))
+        linktype, frame = lt.LINUX_SLL, synth.sll(ip, _mostly(draw, ethertype, st.just(0x0806)))
     elif kind == "sll2":
-        linktype, frame = lt.LINUX_SLL2, synth.sll2(ip, _mostly(draw, 0x0800, st.just(0x8100)))
+        linktype, frame = lt.LINUX_SLL2, synth.sll2(ip, _mostly(draw, ethertype, st.just(0x8100)))
     elif kind == "null":
-        family = _mostly(draw, 2, st.sampled_from([24, 28, 30, 2 << 24, 0xFFFFFFFF]))
+        family = _mostly(draw, family, st.sampled_from([2, 10, 30, 2 << 24, 0xFFFFFFFF, 7]))
         order = draw(st.sampled_from(["little", "big"]))
         linktype = draw(st.sampled_from([lt.NULL, lt.LOOP]))
         frame = synth.loopback(ip, family, byteorder=order)
@@ -99,6 +106,35 @@ def packets(draw: st.DrawFn) -> tuple[int, bytes]:
     else:
         linktype, frame = draw(st.sampled_from([147, lt.UNKNOWN, 105])), ip
     return linktype, draw(mutated(frame))
+
+
+def _ipv6(draw: st.DrawFn, upper: int, body: bytes) -> bytes:
+    """An IPv6 packet around ``body`` with a drawn chain of extension headers (mostly none,
+    sometimes more than the encoder walks)."""
+    kinds = draw(
+        st.lists(st.sampled_from([0, 43, 44, 60, 51]), max_size=_mostly(draw, 2, st.just(10)))
+    )
+    chain = b""
+    for i, kind in enumerate(kinds):
+        nxt = kinds[i + 1] if i + 1 < len(kinds) else upper
+        chain += synth.ipv6_extension(
+            kind,
+            nxt,
+            draw(st.binary(max_size=_mostly(draw, 14, st.just(300)))),
+            offset=_mostly(draw, 0, st.sampled_from([1, 185, 0x1FFF])),
+            more=draw(st.booleans()),
+            ident=draw(st.integers(0, 0xFFFFFFFF)),
+        )
+    return synth.ipv6(
+        body,
+        kinds[0] if kinds else upper,
+        extensions=chain,
+        traffic_class=draw(st.integers(0, 255)),
+        flow=draw(st.integers(0, 0xFFFFF)),
+        hop_limit=draw(st.integers(0, 255)),
+        version=_mostly(draw, 6, st.integers(0, 15)),
+        payload_length=_mostly(draw, None, st.one_of(st.integers(0, 0xFFFF), st.integers(0, 80))),
+    )
 
 
 @st.composite

@@ -162,16 +162,19 @@ def test_score_on_a_small_capture_stays_light_without_torch(tmp_path: Path) -> N
 
 
 def test_score_counts_what_it_did_not_score_and_fails_on_nothing(tmp_path: Path) -> None:
-    """The bundled public mix holds ARP and IPv6 frames: counted by reason; a folder
-    without captures is a warning and exit 1, not an empty success."""
+    """The bundled public mix holds ARP frames (counted by reason) and IPv6 packets
+    (scored); a folder without captures is a warning and exit 1, not an empty success."""
     from amlhp.data import BENCH_CAPTURE
 
     proc = _amlhp("score", str(BENCH_CAPTURE), "--out", str(tmp_path / "v.parquet"), "--json")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["not_scored"]["non_ipv4"] == summary["packets"] - summary["scored"] > 0
+    assert sum(summary["not_scored"].values()) == summary["packets"] - summary["scored"]
+    assert summary["not_scored"]["arp"] > 0
     text = _amlhp("score", str(BENCH_CAPTURE), "--out", str(tmp_path / "w.parquet"))
-    assert f"not scored: non_ipv4 {summary['not_scored']['non_ipv4']}" in text.stdout
+    assert f"arp {summary['not_scored']['arp']}" in text.stdout
+    verdicts = pq.read_table(tmp_path / "v.parquet", columns=["src_ip"]).column("src_ip")
+    assert any(":" in ip for ip in verdicts.to_pylist() if ip), "no IPv6 packet was scored"
     (tmp_path / "empty").mkdir()
     nothing = _amlhp("score", str(tmp_path / "empty"), "--out", str(tmp_path / "e.parquet"))
     assert nothing.returncode == 1

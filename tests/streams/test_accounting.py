@@ -19,7 +19,7 @@ def test_account_flags_missing_and_duplicates() -> None:
             {
                 "gateway": "a",
                 "seq": 2,
-                "reason": "non_ipv4",
+                "reason": "non_ip",
                 "stage": "encode",
                 "origin_topic": "t",
                 "origin_partition": 0,
@@ -45,4 +45,4 @@ def test_account_flags_missing_and_duplicates() -> None:
     assert ledger.missing == 1
     assert not ledger.complete
     assert ledger.verdicts_by_class == {"x": 1, "y": 2}
-    assert ledger.dead_by_reason == {"non_ipv4": 1}
+    assert ledger.dead_by_reason == {"non_ip": 1}

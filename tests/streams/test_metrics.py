@@ -136,7 +136,7 @@ def test_dead_letters_are_counted_by_reason_and_kind() -> None:
             "ts_ns": [1, 2, 3],
             "wire_len": pa.array([60] * 3, pa.uint32()),
             "linktype": pa.array([1] * 3, pa.uint16()),
-            "status": ["non_ipv4", "non_ipv4", "truncated_transport"],
+            "status": ["non_ip", "non_ip", "truncated_transport"],
         }
     )
     origin = Origin("t", 0, 5)
@@ -144,7 +144,7 @@ def test_dead_letters_are_counted_by_reason_and_kind() -> None:
     metrics.count_dead_batch("encode", dead_message(origin, "encode", "bad", b"xx", "g"))
     reg = metrics.registry
     assert (
-        value(reg, "amlhp_dead_letters_total", step="encode", reason="non_ipv4", kind="packet") == 2
+        value(reg, "amlhp_dead_letters_total", step="encode", reason="non_ip", kind="packet") == 2
     )
     assert (
         value(

@@ -74,6 +74,54 @@ def ipv4(
     return header[:10] + struct.pack("!H", value) + header[12:] + payload
 
 
+def ipv6(
+    payload: bytes,
+    nxt: int,
+    src: str = "fd00::10",
+    dst: str = "fd00::1",
+    *,
+    extensions: bytes = b"",
+    traffic_class: int = 0,
+    flow: int = 0,
+    hop_limit: int = 64,
+    version: int = 6,
+    payload_length: int | None = None,
+) -> bytes:
+    """An IPv6 packet; ``nxt`` is the base header's next header (the first extension's type
+    when ``extensions``, built with :func:`ipv6_extension`, are given)."""
+    length = payload_length if payload_length is not None else len(extensions) + len(payload)
+    first = (version << 28) | (traffic_class << 20) | flow
+    header = struct.pack(
+        "!IHBB16s16s",
+        first,
+        length & 0xFFFF,
+        nxt,
+        hop_limit,
+        socket.inet_pton(socket.AF_INET6, src),
+        socket.inet_pton(socket.AF_INET6, dst),
+    )
+    return header + extensions + payload
+
+
+def ipv6_extension(kind: int, nxt: int, body: bytes = b"", *, offset: int = 0, more: bool = False,
+                   ident: int = 0x01020304) -> bytes:  # fmt: skip
+    """One extension header: hop-by-hop (0), routing (43), destination options (60) and
+    authentication (51) with ``body`` padded to their length unit, or fragment (44)."""
+    if kind == 44:
+        return struct.pack("!BBHI", nxt, 0, (offset << 3) | int(more), ident)
+    unit = 4 if kind == 51 else 8
+    if kind == 51:
+        body = body.ljust(10, b"\x00")  # at least SPI and sequence number
+    body += b"\x00" * (-(len(body) + 2) % unit)
+    units = (len(body) + 2) // unit
+    return struct.pack("!BB", nxt, units - 2 if kind == 51 else units - 1) + body
+
+
+def icmpv6(kind: int = 128, code: int = 0, body: bytes = b"\x00\x07\x00\x01ping") -> bytes:
+    """An ICMPv6 message (default: echo request); checksum left 0."""
+    return struct.pack("!BBH", kind, code, 0) + body
+
+
 def tcp(
     payload: bytes = b"",
     sport: int = 49152,

@@ -53,7 +53,7 @@ def dead_letters() -> pa.RecordBatch:
             "ts_ns": 1_700_000_000_000_000_000,
             "wire_len": 60,
             "linktype": 1,
-            "reason": "non_ipv4",
+            "reason": "non_ip",
             "stage": "encode",
             "origin_topic": "amlhp.raw",
             "origin_partition": 0,

@@ -45,7 +45,7 @@ def verdict_batch() -> pa.RecordBatch:
             "src_port": 1883 if i else None,
             "dst_port": 50000 if i else None,
             "proto": 6 if i else None,
-            "status": "ok" if i else "non_ipv4",
+            "status": "ok" if i else "non_ip",
             "label": "mqtt_bruteforce" if i else None,
             "class_id": 3 if i else None,
             "score": 0.75 if i else None,
@@ -109,7 +109,7 @@ def test_encoded_round_trip_keeps_nulls_and_config() -> None:
     encoded = encode_batch(synth.raw_batch(FRAMES), config)
     back = from_ipc(to_ipc(encoded), ENCODED)
     assert back.equals(encoded)
-    assert back.column("status").to_pylist() == ["ok", "non_ipv4", "ok"]
+    assert back.column("status").to_pylist() == ["ok", "arp", "ok"]
     assert back.column("header").to_pylist()[1] is None
     assert back.schema.metadata[b"mask_fields"] == b"tcp.dport,tcp.sport,udp.dport,udp.sport"
 
