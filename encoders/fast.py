@@ -13,7 +13,6 @@ Nothing here raises on packet content; a batch without the raw schema's columns 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Final, NamedTuple
 
 import numpy as np
@@ -24,7 +23,7 @@ import pyarrow.compute as pc
 from amlhp.encoders import linktypes as lt
 from amlhp.encoders import reasons as r
 from amlhp.encoders.exceptions import SchemaMismatchError
-from amlhp.encoders.fast_ipv6 import Chain, ipv6_addresses, ipv6_chain, ipv6_present, ipv6_slots
+from amlhp.encoders.fast_ipv6 import Chain, ipv6_addresses, ipv6_chain, ipv6_slots
 from amlhp.encoders.layout import (
     DEFAULT_CONFIG,
     HEADER_LEN,
@@ -42,7 +41,6 @@ from amlhp.encoders.layout import (
     UDP_SLOT_OFFSET,
     EncoderConfig,
     mask_columns,
-    mask_columns_v6,
 )
 from amlhp.encoders.packet_buffer import OK, BoolArray, ByteArray, IntArray, Packets, reject
 from amlhp.wire import encoded_schema, raw_schema
@@ -252,7 +250,7 @@ def _network(
 ) -> tuple[_Network, Chain | None]:  # fmt: skip
     """Rule 2 (after the version check) for both versions; the IPv6 chain where any."""
     first = pk.u8(ip_start)
-    ihl4 = (first & 0x0F) * 4
+    ihl4 = (first & 0x0F) * 4  # a fresh array: IPv6 rows' values are written into it
     v4 = ~v6
     reject(status, v4 & (avail < 20), r.TRUNCATED_IP_HEADER)
     reject(status, v4 & (ihl4 < 20), r.BAD_IHL)
@@ -265,31 +263,30 @@ def _network(
         first_fragment=(flags & 0x1FFF) == 0,
         more_fragments=(flags & 0x2000) != 0,
     )
-    if not v6.any():
+    rows6 = np.flatnonzero(v6)
+    if not len(rows6):
         return net, None
-    reject(status, v6 & (avail < IPV6_HEADER), r.TRUNCATED_IP_HEADER)
-    chain = ipv6_chain(pk, ip_start, avail, v6 & (status == _OK), status)
-    fragment_offset = np.where(chain.has_fragment, chain.fragment_word >> 3, 0)
-    length = pk.be16(ip_start + 4)
-    net = _Network(
-        header_len=np.where(v6, chain.end, net.header_len),
-        total=np.where(v6, np.where(length > 0, IPV6_HEADER + length, 0), net.total),
-        proto=np.where(v6, chain.upper, net.proto),
-        first_fragment=np.where(v6, fragment_offset == 0, net.first_fragment),
-        more_fragments=np.where(
-            v6, chain.has_fragment & ((chain.fragment_word & 1) == 1), net.more_fragments
-        ),
-    )
+    short = rows6[avail[rows6] < IPV6_HEADER]
+    status[short] = _CODE[r.TRUNCATED_IP_HEADER]
+    chain = ipv6_chain(pk, ip_start, avail, rows6[status[rows6] == _OK], status)
+    rows = chain.rows
+    length = pk.be16(ip_start[rows] + 4)
+    for array, values in (
+        (net.header_len, chain.end),
+        (net.total, np.where(length > 0, IPV6_HEADER + length, 0)),
+        (net.proto, chain.upper),
+        (net.first_fragment, ~chain.has_fragment | (chain.fragment_word >> 3 == 0)),
+        (net.more_fragments, chain.has_fragment & ((chain.fragment_word & 1) == 1)),
+    ):
+        array[rows] = values
     return net, chain
 
 
-def _mask(
-    header: ByteArray, have: dict[str, BoolArray], fields: tuple[str, ...],
-    columns: Callable[[str], tuple[str, int, int]] = mask_columns,
-) -> None:  # fmt: skip
-    """Zero the masked fields where the rows have them (``have``: per slot, per column)."""
+def _mask(header: ByteArray, have: dict[str, BoolArray], fields: tuple[str, ...]) -> None:
+    """Zero the masked fields where the rows have them (``have``: per slot, per column);
+    the IPv6 network slots are masked as they are built (:func:`ipv6_slots`)."""
     for name in fields:
-        slot, first_col, last_col = columns(name)
+        slot, first_col, last_col = mask_columns(name)
         if first_col == last_col:
             continue
         slot_offset = SLOTS[slot][0]
@@ -353,7 +350,6 @@ def encode_batch(raw: pa.RecordBatch, config: EncoderConfig = DEFAULT_CONFIG) ->
 
     # Rule 5: h, slot by slot: the bytes present, PAD_BYTE elsewhere, masked fields zeroed.
     header = np.empty((n, HEADER_LEN), np.uint8)
-    ok6 = ok & v6 if chain is not None else None
     have = {
         "ip": _IP_COLS[None, :] < np.where(ok & ~v6, ihl4, 0)[:, None],
         "tcp": _TCP_COLS[None, :] < tcp_len[:, None],
@@ -362,9 +358,11 @@ def encode_batch(raw: pa.RecordBatch, config: EncoderConfig = DEFAULT_CONFIG) ->
     header[:, IP_SLOT_OFFSET:TCP_SLOT_OFFSET] = np.where(
         have["ip"], pk.windows(ip_start, IP_SLOT_LEN), PAD_BYTE
     )
-    if chain is not None and ok6 is not None and ok6.any():
-        rows6 = np.flatnonzero(ok6)
-        header[rows6, IP_SLOT_OFFSET:TCP_SLOT_OFFSET] = ipv6_slots(pk, ip_start, chain, rows6)
+    if chain is not None:
+        keep = ok[chain.rows]
+        if keep.any():
+            slots = ipv6_slots(pk, ip_start, chain, keep, config.mask_fields)
+            header[chain.rows[keep], IP_SLOT_OFFSET:TCP_SLOT_OFFSET] = slots
     if ports.any():
         transport = pk.windows(t_start, TCP_SLOT_LEN)
         header[:, TCP_SLOT_OFFSET:UDP_SLOT_OFFSET] = np.where(have["tcp"], transport, PAD_BYTE)
@@ -372,9 +370,6 @@ def encode_batch(raw: pa.RecordBatch, config: EncoderConfig = DEFAULT_CONFIG) ->
     else:
         header[:, TCP_SLOT_OFFSET:] = PAD_BYTE
     _mask(header, have, config.mask_fields)
-    if chain is not None and ok6 is not None and ok6.any():
-        have6 = {**have, "ip": ipv6_present(chain, ok6)}
-        _mask(header, have6, config.mask_fields, mask_columns_v6)
 
     # Rule 5: d.
     p = config.payload_bytes
@@ -389,14 +384,12 @@ def encode_batch(raw: pa.RecordBatch, config: EncoderConfig = DEFAULT_CONFIG) ->
     addresses = pk.windows(ip_start + 12, 8).reshape(n, 2, 4).transpose(1, 0, 2).reshape(2 * n, 4)
     parsed4 = ip_parsed & ~v6
     quads = _dotted_quads(addresses, np.concatenate([parsed4, parsed4]))
-    src, dst = quads.slice(0, n), quads.slice(n, n)
     parsed6 = ip_parsed & v6
-    if parsed6.any():
-        rows6 = np.flatnonzero(parsed6)
-        texts = ipv6_addresses(pk, ip_start, rows6)
-        mask = pa.array(parsed6)
-        src = pc.replace_with_mask(src, mask, pa.array(texts[: len(rows6)], pa.string()))
-        dst = pc.replace_with_mask(dst, mask, pa.array(texts[len(rows6) :], pa.string()))
+    if parsed6.any():  # IPv6 text in place of the nulls (sources first, as in ``quads``)
+        texts = ipv6_addresses(pk, ip_start, np.flatnonzero(parsed6))
+        both = pa.array(np.concatenate([parsed6, parsed6]))
+        quads = pc.replace_with_mask(quads, both, pa.array(texts, pa.string()))
+    src, dst = quads.slice(0, n), quads.slice(n, n)
     columns += [
         src,
         dst,
