@@ -6,6 +6,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Producer
 
+from amlhp.encoders.capture import iter_encoded
 from amlhp.model.offline import score_captures
 from amlhp.model.scorer import default_model_path, load_scorer
 from amlhp.pipeline.children import StageProcess
@@ -22,6 +24,7 @@ from amlhp.settings import Settings
 from amlhp.streams.accounting import Accounting
 from amlhp.streams.demo import wait_accounted, wait_groups_ready
 from amlhp.streams.tap import Tap, TapStats, live_packets, pcap_packets, run_tap
+from tests.support import synth
 
 from .conftest import StageStarter
 
@@ -81,16 +84,41 @@ def finish(
     return ledger
 
 
+def link_layer_mix(path: Path) -> Path:
+    """IPv6 packets (TCP, UDP behind extension headers, ICMPv6, a later fragment) between
+    ARP and LLDP frames: what a home network's tap sends beside IPv4."""
+    v6 = synth.ETHERTYPE_IPV6
+    hop_by_hop = synth.ipv6_extension(0, 17, bytes.fromhex("050200000100"))
+    later = synth.ipv6_extension(44, 6, offset=185, ident=9)
+    frames = []
+    for i in range(20):
+        frames += [
+            synth.ethernet(synth.ipv6(synth.tcp(b"m" * i, dport=1883), 6), v6),
+            synth.ethernet(synth.ipv6(synth.udp(b"coap"), 0, extensions=hop_by_hop), v6),
+            synth.ethernet(synth.ipv6(synth.icmpv6(135), 58, dst="ff02::1:ff00:1"), v6),
+            synth.ethernet(synth.ipv6(b"rest", 44, extensions=later), v6),
+            synth.ethernet(bytes(28), synth.ETHERTYPE_ARP),
+            synth.ethernet(bytes(46), 0x88CC),
+        ]
+    start = 1_700_000_000_000_000_000
+    records = [synth.Record(f, start + i * 1_000_000) for i, f in enumerate(frames)]
+    return synth.write_pcap(path, records)
+
+
 def test_one_tap_exact_accounting_and_offline_parity(
     pipeline_settings: Settings, stages: StageStarter, demo_capture: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "verdicts"
     procs = start_pipeline(pipeline_settings, stages, out)
     stats = tap_file(pipeline_settings, demo_capture, "gw-1")
-    ledger = finish(pipeline_settings, out, {"gw-1": (0, stats.packets)}, procs)
+    mix = link_layer_mix(tmp_path / "mix.pcap")
+    mixed = tap_file(pipeline_settings, mix, "gw-6")
+    expected_counts = {"gw-1": (0, stats.packets), "gw-6": (0, mixed.packets)}
+    ledger = finish(pipeline_settings, out, expected_counts, procs)
     assert ledger.verdicts > 0.9 * stats.packets
 
-    verdicts = read_verdicts(out).sort_by("seq")
+    table = read_verdicts(out)
+    verdicts = table.filter(pc.equal(table.column("gateway"), "gw-1")).sort_by("seq")
     expected = offline_verdicts(demo_capture, tmp_path)
     got = {
         int(seq): (label, decision, score)
@@ -113,6 +141,20 @@ def test_one_tap_exact_accounting_and_offline_parity(
     assert sorted(set(range(stats.packets)) - set(got)) == sorted(
         set(range(stats.packets)) - set(expected)
     )
+    # the IPv6 packets are scored as `amlhp score` scores them; ARP and LLDP frames are
+    # dead letters counted by reason, as many as the encoder gives offline
+    six = table.filter(pc.equal(table.column("gateway"), "gw-6")).sort_by("seq")
+    offline6 = offline_verdicts(mix, tmp_path)
+    assert six.column("seq").to_pylist() == sorted(offline6)
+    assert len(offline6) == 80
+    assert six.column("label").to_pylist() == [offline6[s][0] for s in sorted(offline6)]
+    assert all(":" in ip for ip in six.column("src_ip").to_pylist())
+    assert set(six.column("proto").to_pylist()) == {6, 17, 58}
+    statuses: Counter[str] = Counter()
+    for batch in iter_encoded([demo_capture]):
+        statuses.update(batch.column("status").to_pylist())
+    statuses.update({"arp": 20, "non_ip": 20})
+    assert ledger.dead_by_reason == {k: v for k, v in statuses.items() if k != "ok"}
 
 
 def test_two_workers_three_gateways(
