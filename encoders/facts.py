@@ -21,6 +21,9 @@ IPv6 packets are read the same way: their network slot keeps the length, protoco
 header length where IPv4 has them (:mod:`amlhp.encoders.layout`). Extension headers
 beyond the slot's 60 bytes are counted in ``payload_len``.
 
+* ``arp_op`` (uint16) and ``arp_mac`` (string): an ARP frame's operation and sender
+  hardware address, as the encoder read them; null for every other packet.
+
 A field the model's encoder masks (``mask_fields`` in the encoded schema) reads as null,
 never as the zeros the mask wrote.
 """
@@ -42,7 +45,7 @@ from amlhp.encoders.layout import (
     UDP_HEADER,
     UDP_SLOT_OFFSET,
 )
-from amlhp.wire.packets import FACT_FIELDS
+from amlhp.wire.packets import ARP_FIELDS, FACT_FIELDS
 
 DNS_PORT, MODBUS_PORT, IPPROTO_ICMP, IPPROTO_ICMPV6 = 53, 502, 1, 58
 DNS_HEADER, MBAP_HEADER = 12, 7
@@ -127,4 +130,7 @@ def packet_facts(table: pa.Table | pa.RecordBatch) -> dict[str, pa.Array]:
     icmp = ok & ((proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6)) & (payload.shape[1] > 0)
     first = payload[:, 0] if payload.shape[1] else np.zeros(n, np.uint8)
     out["icmp_type"] = pa.array(first, pa.uint8(), mask=~icmp)
+    for field in ARP_FIELDS:  # read by the encoder from the ARP body (null elsewhere)
+        present = field.name in table.column_names
+        out[field.name] = table.column(field.name) if present else pa.nulls(n, field.type)
     return out

@@ -294,6 +294,38 @@ def _mask(header: ByteArray, have: dict[str, BoolArray], fields: tuple[str, ...]
         np.copyto(header[:, first_col:last_col], 0, where=where)
 
 
+ARP_SPA_AT, ARP_TPA_AT, ARP_BODY = 14, 24, 28
+
+
+def _arp_rows(
+    pk: Packets, start: IntArray, avail: IntArray, arp: BoolArray, status: npt.NDArray[np.int8]
+) -> BoolArray:
+    """The ARP rows that are Ethernet/IPv4 ARP of 28 bytes (the others get ``bad_arp``)."""
+    hardware = pk.be16(start)
+    good = (
+        (avail >= ARP_BODY)
+        & ((hardware == 1) | (hardware == 6))
+        & (pk.be16(start + 2) == lt.ETHERTYPE_IPV4)
+        & (pk.u8(start + 4) == 6)
+        & (pk.u8(start + 5) == 4)
+    )
+    status[arp & ~good] = _CODE[r.BAD_ARP]
+    return arp & good
+
+
+def _arp_columns(pk: Packets, start: IntArray, arp: BoolArray) -> list[pa.Array]:
+    """``arp_op`` and ``arp_mac`` (the sender hardware address as ``aa:bb:..``)."""
+    n = len(arp)
+    if not arp.any():
+        return [pa.nulls(n, pa.uint16()), pa.nulls(n, pa.string())]
+    rows = np.flatnonzero(arp)
+    macs: list[str | None] = [None] * n
+    for row, mac in zip(rows.tolist(), pk.windows(start[rows] + 8, 6), strict=True):
+        macs[row] = mac.tobytes().hex(":")
+    op = pa.array(pk.be16(start + 6).astype(np.uint16), pa.uint16(), mask=~arp)
+    return [op, pa.array(macs, pa.string())]
+
+
 def encode_batch(raw: pa.RecordBatch, config: EncoderConfig = DEFAULT_CONFIG) -> pa.RecordBatch:
     """Encode a raw packet batch (raw schema) into an encoded batch (encoded schema).
 
@@ -309,10 +341,14 @@ def encode_batch(raw: pa.RecordBatch, config: EncoderConfig = DEFAULT_CONFIG) ->
     status = np.zeros(n, np.int8)
     ip_off, version = _link_layer(pk, linktype, status)
 
-    # Rule 2: the IP header (raw IP: the version nibble says which).
     lens = pk.lens
     avail = lens - ip_off
     ip_start = pk.starts + ip_off
+    arp = status == _CODE[r.ARP]
+    if arp.any():  # Rule 1 for ARP: Ethernet/IPv4 ARP of 28 bytes, else bad_arp
+        arp = _arp_rows(pk, ip_start, avail, arp, status)
+
+    # Rule 2: the IP header (raw IP: the version nibble says which).
     nibble = pk.u8(ip_start) >> 4
     reject(status, avail < 1, r.TRUNCATED_IP_HEADER)
     version = np.where(version == 0, np.where(nibble == 6, 6, 4), version)
@@ -381,8 +417,15 @@ def encode_batch(raw: pa.RecordBatch, config: EncoderConfig = DEFAULT_CONFIG) ->
     validity = None if ok.all() else pa.py_buffer(np.packbits(ok, bitorder="little"))
     columns = [raw.column(name) for name in IDENTITY_COLUMNS]
     # source and destination addresses in one pass: rows 0..n-1 and n..2n-1
-    addresses = pk.windows(ip_start + 12, 8).reshape(n, 2, 4).transpose(1, 0, 2).reshape(2 * n, 4)
     parsed4 = ip_parsed & ~v6
+    if arp.any():  # an ARP frame's sender and target protocol addresses
+        src_at = np.where(arp, ip_start + ARP_SPA_AT, ip_start + 12)
+        dst_at = np.where(arp, ip_start + ARP_TPA_AT, ip_start + 16)
+        addresses = np.concatenate([pk.windows(src_at, 4), pk.windows(dst_at, 4)])
+        parsed4 = parsed4 | arp
+    else:
+        addresses = pk.windows(ip_start + 12, 8).reshape(n, 2, 4).transpose(1, 0, 2)
+        addresses = addresses.reshape(2 * n, 4)
     quads = _dotted_quads(addresses, np.concatenate([parsed4, parsed4]))
     parsed6 = ip_parsed & v6
     if parsed6.any():  # IPv6 text in place of the nulls (sources first, as in ``quads``)
@@ -401,6 +444,7 @@ def encode_batch(raw: pa.RecordBatch, config: EncoderConfig = DEFAULT_CONFIG) ->
         ),
         pa.FixedSizeBinaryArray.from_buffers(pa.binary(p), n, [validity, pa.py_buffer(payload)]),
         _status_strings(status),
+        *_arp_columns(pk, ip_start, arp),
     ]
     schema = _encoded_schema(p, config.mask_fields)
     return pa.RecordBatch.from_arrays(columns, schema=schema)

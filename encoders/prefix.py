@@ -30,6 +30,7 @@ from amlhp.encoders.layout import (
 )
 
 _U16 = struct.Struct("!H")
+ARP_BODY = 28
 
 
 def max_needed_prefix(linktype: int, payload_bytes: int) -> int:
@@ -61,6 +62,8 @@ def _ip_offset(linktype: int, data: bytes) -> tuple[int, int] | None:
             tags += 1
         if ethertype in _ETHERTYPE_VERSION:
             return next_at, _ETHERTYPE_VERSION[ethertype]
+        if ethertype == lt.ETHERTYPE_ARP:  # the 28-byte body: addresses, op, sender MAC
+            return -min(size, next_at + ARP_BODY) - 1, 0
         return -next_at - 1, 0
     if linktype in lt.LOOPBACK_LINKS:
         if size < lt.LOOPBACK_HEADER:

@@ -19,6 +19,7 @@ TRUNCATED_LINK: Final = "truncated_link"
 TOO_MANY_VLAN_TAGS: Final = "too_many_vlan_tags"
 NON_IP: Final = "non_ip"
 ARP: Final = "arp"
+BAD_ARP: Final = "bad_arp"
 BAD_IP_VERSION: Final = "bad_ip_version"
 TRUNCATED_IP_HEADER: Final = "truncated_ip_header"
 BAD_IHL: Final = "bad_ihl"
@@ -33,7 +34,8 @@ REASONS: Final[dict[str, str]] = {
     TRUNCATED_LINK: "the frame ends inside its link-layer header or a VLAN tag",
     TOO_MANY_VLAN_TAGS: "more VLAN tags than MAX_VLAN_TAGS (4) are stacked",
     NON_IP: "the link layer carries neither IP nor ARP: LLDP, 802.3/LLC, EAPOL, ...",
-    ARP: "an ARP frame: no IP packet for the model to score",
+    ARP: "an ARP frame: read by the behaviour detectors, not scored by the model",
+    BAD_ARP: "an ARP frame that is not Ethernet/IPv4 ARP or is cut before its 28 bytes",
     BAD_IP_VERSION: "the link layer says IPv4 (IPv6) but the version nibble is not 4 (6)",
     TRUNCATED_IP_HEADER: "fewer bytes captured than 20 or than IHL x 4 (IPv4), or than the "
     "40-byte header and its extension headers (IPv6)",
@@ -48,3 +50,8 @@ REASON_CODES: Final[dict[str, int]] = {name: i for i, name in enumerate(REASON_N
 
 #: statuses whose IPv4 or IPv6 header was valid: addresses and protocol are known
 IP_PARSED: Final = frozenset({OK, TRUNCATED_TRANSPORT, BAD_TCP_OFFSET})
+#: statuses with addresses: the IP ones, and ARP frames (sender and target addresses)
+ADDRESSED: Final = IP_PARSED | {ARP}
+#: statuses that become verdicts (the rest are dead letters): scored packets and ARP
+#: frames, which the behaviour detectors read
+VERDICT_STATUSES: Final = frozenset({OK, ARP})

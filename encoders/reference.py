@@ -10,7 +10,9 @@ The rules, in the order they are applied (the first that fails gives the reason)
 
 1. Link layer. Ethernet (1), Linux SLL (113) and SLL2 (276) carry an EtherType; up to
    ``MAX_VLAN_TAGS`` 802.1Q/802.1ad/QinQ tags are skipped; 0x0800 is IPv4, 0x86dd IPv6,
-   0x0806 ARP (``arp``). NULL (0) and LOOP (108) carry a 4-byte address family, AF_INET (2)
+   0x0806 ARP: status ``arp`` with its sender and target protocol addresses, operation and
+   sender hardware address when it is Ethernet/IPv4 ARP of 28 bytes, else ``bad_arp``.
+   NULL (0) and LOOP (108) carry a 4-byte address family, AF_INET (2)
    or one of the AF_INET6 values (10, 24, 28, 30), in either byte order. Raw IP (12, 14,
    101) starts with the IP header, whose version nibble decides (4 or 6; anything else
    ``bad_ip_version``); IPv4 (228) is always IPv4, IPv6 (229) always IPv6. Anything else:
@@ -91,6 +93,8 @@ class EncodedPacket:
     src_port: int | None = None
     dst_port: int | None = None
     proto: int | None = None
+    arp_op: int | None = None
+    arp_mac: str | None = None
 
 
 class _Reject(Exception):
@@ -134,11 +138,30 @@ class _Fragment(dpkt.Packet):
 
 
 _ETHERTYPE_FAMILY = {lt.ETHERTYPE_IPV4: 4, lt.ETHERTYPE_IPV6: 6}
+_ARP = -1  # "version" of an ARP frame
+#: ARP hardware types read (Ethernet, IEEE 802) and the IPv4 protocol type
+ARP_HARDWARE, ARP_BODY = (1, 6), 28
+
+
+def _arp(body: bytes) -> EncodedPacket:
+    """An ARP frame's addresses and operation, when it is Ethernet/IPv4 ARP (RFC 826)."""
+    if len(body) < ARP_BODY:
+        return EncodedPacket(status=r.BAD_ARP)
+    arp = _header(dpkt.arp.ARP, body)
+    if arp.hrd not in ARP_HARDWARE or arp.pro != lt.ETHERTYPE_IPV4 or (arp.hln, arp.pln) != (6, 4):
+        return EncodedPacket(status=r.BAD_ARP)
+    return EncodedPacket(
+        status=r.ARP,
+        src_ip=socket.inet_ntoa(arp.spa),
+        dst_ip=socket.inet_ntoa(arp.tpa),
+        arp_op=arp.op,
+        arp_mac=arp.sha.hex(":"),
+    )
 
 
 def _ip_offset(linktype: int, frame: bytes) -> tuple[int, int]:
-    """Step 1: where the IP header starts in the frame, and its version (4 or 6; 0: the
-    version nibble decides)."""
+    """Step 1: where the IP header (or ARP body) starts in the frame, and its version (4
+    or 6; 0: the version nibble decides; -1: ARP)."""
     if linktype in lt.ETHERTYPE_LINKS:
         type_at, next_at = lt.ETHERTYPE_LINKS[linktype]
         if len(frame) < next_at:
@@ -160,7 +183,7 @@ def _ip_offset(linktype: int, frame: bytes) -> tuple[int, int]:
             next_at += lt.VLAN_TAG_LEN
             tags += 1
         if ethertype == lt.ETHERTYPE_ARP:
-            raise _Reject(r.ARP)
+            return next_at, _ARP
         if ethertype not in _ETHERTYPE_FAMILY:
             raise _Reject(r.NON_IP)
         return next_at, _ETHERTYPE_FAMILY[ethertype]
@@ -283,6 +306,8 @@ def encode_packet(
     try:
         start, version = _ip_offset(linktype, data)
         packet = data[start:]
+        if version == _ARP:
+            return _arp(packet)
         # Step 2: the IP header.
         if len(packet) < 1:
             raise _Reject(r.TRUNCATED_IP_HEADER)

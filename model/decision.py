@@ -36,6 +36,9 @@ BoolArray = npt.NDArray[np.bool_]
 
 #: decision codes, in the order of the verdict schema's dictionary
 DECISIONS: tuple[str, ...] = ("benign", "malicious", "uncertain")
+#: the decision of a verdict row the model did not score (an ARP frame, read by the
+#: behaviour detectors only)
+NOT_SCORED = "not_scored"
 BENIGN, MALICIOUS, UNCERTAIN = 0, 1, 2
 
 

@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from amlhp.encoders.capture import iter_encoded
 from amlhp.encoders.facts import packet_facts
-from amlhp.model.decision import DECISIONS
+from amlhp.encoders.reasons import ARP
+from amlhp.model.decision import DECISIONS, NOT_SCORED
 from amlhp.model.scorer import Scorer
 from amlhp.wire.packets import FACT_FIELDS
 
@@ -32,9 +34,12 @@ _DROPPED = ("header", "payload")
 def verdict_columns(batch: pa.RecordBatch, scorer: Scorer) -> pa.RecordBatch:
     """The scored batch: encoded columns minus byte vectors, plus label/class_id/score."""
     scores = scorer.score_batch(batch)
-    names = np.asarray([*scorer.classes, ""], dtype=object)
-    label = names[np.where(scores.ok, scores.class_ids, len(scorer.classes))]
-    keep = [i for i, name in enumerate(batch.schema.names) if name not in _DROPPED]
+    names = np.asarray([*scorer.classes, "", ARP], dtype=object)
+    arp = pc.equal(batch.column("status"), ARP).to_numpy(zero_copy_only=False)
+    unscored = np.where(arp, len(scorer.classes) + 1, len(scorer.classes))
+    label = names[np.where(scores.ok, scores.class_ids, unscored)]
+    fact_names = {f.name for f in FACT_FIELDS}  # the ARP columns come back with the facts
+    keep = [i for i, n in enumerate(batch.schema.names) if n not in {*_DROPPED, *fact_names}]
     fields = [batch.schema.field(i) for i in keep]
     arrays = [batch.column(i) for i in keep]
     fields += [
@@ -46,15 +51,15 @@ def verdict_columns(batch: pa.RecordBatch, scorer: Scorer) -> pa.RecordBatch:
         pa.field("ood_score", pa.float32()),
         *FACT_FIELDS,
     ]
-    decisions = np.asarray([*DECISIONS, ""], dtype=object)[
-        np.where(scores.ok, scores.decision, len(DECISIONS))
+    decisions = np.asarray([*DECISIONS, "", NOT_SCORED], dtype=object)[
+        np.where(scores.ok, scores.decision, np.where(arp, len(DECISIONS) + 1, len(DECISIONS)))
     ]
     arrays += [
         pa.array(label.tolist(), pa.string()),
         pa.array(scores.class_ids, pa.int16(), mask=~scores.ok),
         pa.array(scores.scores, pa.float32(), mask=~scores.ok),
         pa.array(scores.malicious_score, pa.float32(), mask=~scores.ok),
-        pa.array(decisions.tolist(), pa.string(), mask=~scores.ok),
+        pa.array(decisions.tolist(), pa.string(), mask=~scores.ok & ~arp),
         pa.array(scores.ood_score, pa.float32(), mask=~scores.ok),
     ]
     facts = packet_facts(batch)
@@ -88,15 +93,16 @@ def score_captures(
                     writer = pq.ParquetWriter(output_sink(out), verdicts.schema)
                 writer.write_batch(verdicts)
                 column = verdicts.column("label").to_pylist()
-                labels.update(column)
+                model = verdicts.column("class_id").is_valid().to_pylist()  # not ARP rows
+                labels.update(label for label, ok in zip(column, model, strict=True) if ok)
                 decisions.update(d for d in verdicts.column("decision").to_pylist() if d)
                 statuses.update(
                     s
-                    for s, v in zip(verdicts.column("status").to_pylist(), column, strict=True)
-                    if not v
+                    for s, ok in zip(verdicts.column("status").to_pylist(), model, strict=True)
+                    if not ok
                 )
                 packets += verdicts.num_rows
-                scored += sum(1 for v in column if v)
+                scored += sum(model)
                 progress.update(task, advance=verdicts.num_rows)
     finally:
         if writer is not None:

@@ -199,6 +199,8 @@ class PacketExplainer:
         """
         seqs = verdicts.column("seq").to_numpy(zero_copy_only=False)
         idx, limited = self.sampler.select(seqs)
+        scored = verdicts.column("score").is_valid().to_numpy(zero_copy_only=False)
+        idx = idx[scored[idx]]  # an ARP frame's row is not scored: nothing to explain
         self.metrics.count_explanations("rate_limited", limited)
         if idx.size == 0:
             return 0

@@ -3,13 +3,18 @@
 Keeping the per-message work in plain functions makes the agents thin and lets the
 exact accounting (every packet in -> one verdict or one dead letter) be tested
 without a broker.
+
+Verdicts are the scored packets and the ARP frames (status ``arp``): an ARP frame is not
+scored (the model reads IP packets) but is judged by the alert stage's ARP detectors, so
+it travels with the verdicts of its gateway, in order, as a row with label ``arp`` and
+decision ``not_scored`` (:data:`amlhp.encoders.reasons.VERDICT_STATUSES`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +24,8 @@ from amlhp.encoders.arrays import model_inputs
 from amlhp.encoders.facts import packet_facts
 from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
-from amlhp.model.decision import DECISIONS, Assessment
+from amlhp.encoders.reasons import ARP, VERDICT_STATUSES
+from amlhp.model.decision import DECISIONS, NOT_SCORED, Assessment
 from amlhp.streams.deadletter import Origin, dead_message, dead_packets
 from amlhp.wire import RAW, BatchDecodeError, from_ipc, verdict_schema
 
@@ -42,11 +48,12 @@ class BatchScorer(Protocol):
 
 @dataclass(frozen=True)
 class EncodeResult:
-    """What raw packets became: the encoded ok rows, and dead letters per origin."""
+    """What raw packets became: the encoded rows that become verdicts (scored packets and
+    ARP frames), and dead letters per origin."""
 
     encoded: pa.RecordBatch | None
     dead: list[pa.RecordBatch]
-    #: per packet of the input: encoded ok (and so in ``encoded``, in input order)
+    #: per packet of the input: a verdict's row (and so in ``encoded``, in input order)
     ok: np.ndarray
 
 
@@ -62,7 +69,8 @@ def encode_raw(
     an index into ``origins``; all the first one when omitted). The worker and the
     replay both encode through here."""
     encoded = encode_batch(raw, config)
-    ok = pc.equal(encoded.column("status"), STATUS_OK).to_numpy(zero_copy_only=False)
+    statuses = pa.array(sorted(VERDICT_STATUSES))
+    ok = pc.is_in(encoded.column("status"), statuses).to_numpy(zero_copy_only=False)
     if of_origin is None:
         of_origin = np.zeros(raw.num_rows, np.int64)
     dead = []
@@ -155,8 +163,11 @@ def score_batches(
     ingested and encoded (ns; -1 where unknown).
     """
     table = pa.Table.from_batches(batches).combine_chunks()
-    n = table.num_rows
-    header, payload, _ = model_inputs(table)
+    header, payload, ok = model_inputs(table)
+    scored = np.flatnonzero(ok)
+    if len(scored) < table.num_rows:  # ARP rows: not through the model
+        header, payload = header[scored], payload[scored]
+    n = len(scored)
     started = time.perf_counter_ns()
     parts = [
         scorer.assess(header[lo : lo + max_batch], payload[lo : lo + max_batch])
@@ -164,7 +175,7 @@ def score_batches(
     ]
     inference_ns = time.perf_counter_ns() - started
     verdicts = build_verdicts(
-        table, Assessment.concat(parts, len(scorer.classes)), scorer, inference_ns
+        table, Assessment.concat(parts, len(scorer.classes)), scorer, inference_ns, scored
     )
     if timings is not None:
         for name, values in zip(("ingested_at_ns", "encoded_at_ns"), timings, strict=True):
@@ -178,34 +189,54 @@ def build_verdicts(
     assessment: Assessment,
     scorer: BatchScorer,
     inference_ns: int,
+    scored: np.ndarray | None = None,
 ) -> pa.RecordBatch:
-    """Encoded rows + the model's assessment -> one verdict batch in the verdict schema."""
+    """Encoded rows + the model's assessment of the rows ``scored`` (all when None) -> one
+    verdict batch in the verdict schema; the other rows (ARP frames) are not scored."""
     n = table.num_rows
+    rows = np.arange(n) if scored is None else scored
+    unscored = np.ones(n, np.bool_)
+    unscored[rows] = False
     schema = verdict_schema()
-    class_ids = assessment.class_ids
-    probs = assessment.probs
-    labels = np.asarray(scorer.classes, dtype=object)[class_ids] if n else np.array([], object)
+    k = len(scorer.classes)
+
+    def spread(values: np.ndarray, dtype: Any) -> np.ndarray:
+        out = np.zeros((n, *values.shape[1:]), dtype)
+        out[rows] = values
+        return out
+
+    class_ids = spread(assessment.class_ids, np.int64)
+    probs = spread(assessment.probs.reshape(len(rows), k), np.float32)
+    labels = np.asarray([*scorer.classes, ARP], dtype=object)[np.where(unscored, k, class_ids)]
     top = probs[np.arange(n), class_ids] if n else np.array([], np.float32)
+    decisions = np.asarray([*DECISIONS, NOT_SCORED], dtype=object)
+    decision = decisions[np.where(unscored, len(DECISIONS), spread(assessment.decision, np.int64))]
     now = time.time_ns()
-    k = probs.shape[1] if probs.ndim == 2 else 0
     columns: dict[str, pa.Array] = {}
     for name in schema.names:
         if name in table.column_names and name not in ("header", "payload"):
             columns[name] = table.column(name).combine_chunks()
     columns["label"] = pa.array(labels, pa.string())
-    columns["class_id"] = pa.array(class_ids, pa.int16())
-    columns["score"] = pa.array(top.astype(np.float32), pa.float32())
+    columns["class_id"] = pa.array(class_ids, pa.int16(), mask=unscored)
+    columns["score"] = pa.array(top.astype(np.float32), pa.float32(), mask=unscored)
     flat = pa.array(probs.reshape(-1).astype(np.float32), pa.float32())
     offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32), pa.int32())
-    columns["probs"] = pa.ListArray.from_arrays(offsets, flat)
-    columns["malicious_score"] = pa.array(assessment.malicious_score, pa.float32())
-    columns["decision"] = pa.array(np.asarray(DECISIONS, dtype=object)[assessment.decision])
-    columns["ood_score"] = pa.array(assessment.ood_score, pa.float32())
+    columns["probs"] = pa.ListArray.from_arrays(
+        offsets, flat, mask=pa.array(unscored) if unscored.any() else None
+    )
+    for name, values in (
+        ("malicious_score", assessment.malicious_score),
+        ("ood_score", assessment.ood_score),
+    ):
+        columns[name] = pa.array(
+            spread(np.asarray(values), np.float32), pa.float32(), mask=unscored
+        )
+    columns["decision"] = pa.array(decision, pa.string())
     columns.update(packet_facts(table))
     columns["model_version"] = pa.array([scorer.version] * n, pa.string())
     columns["scored_at_ns"] = pa.array(np.full(n, now, np.int64), pa.int64())
-    per_packet = inference_ns // max(1, n)
-    columns["inference_ns"] = pa.array(np.full(n, per_packet, np.int64), pa.int64())
+    per_packet = inference_ns // max(1, len(rows))
+    columns["inference_ns"] = pa.array(np.full(n, per_packet, np.int64), pa.int64(), mask=unscored)
     arrays = []
     for field in schema:
         if field.name in columns:

@@ -35,6 +35,8 @@ class Rows:
     icmp_type: list[int]
     qname: list[str | None]
     modbus_fc: list[int]
+    arp_op: list[int]  # -1: not an ARP frame
+    arp_mac: list[str | None]
     model_version: list[str]
 
 
@@ -93,6 +95,12 @@ def verdict_rows(
         icmp_type=_column(part, "icmp_type"),
         qname=qname or [None] * part.num_rows,
         modbus_fc=_column(part, "modbus_fc"),
+        arp_op=_column(part, "arp_op"),
+        arp_mac=(
+            part.column("arp_mac").to_pylist()
+            if "arp_mac" in part.column_names
+            else [None] * part.num_rows
+        ),
         model_version=[v or model_version for v in versions],
     )
     return rows, duplicates

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from amlhp.alerts.kinds import BRUTE_FORCE, C2, DOS, ICS, SCAN
+from amlhp.alerts.kinds import BRUTE_FORCE, C2, DOS, ICS, MITM, SCAN
 from amlhp.alerts.policy import SCALES
 from amlhp.alerts.profile import Tally
 
@@ -40,7 +40,7 @@ class Finding:
     scale: str
     kind: str
     strength: float
-    facts: Mapping[str, float] = field(default_factory=dict)
+    facts: Mapping[str, float | str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -211,6 +211,33 @@ def flow_evidence(t: Tally, scale: str, p: AlertPolicy) -> list[Finding]:
     return out
 
 
+def arp_spoofing(t: Tally, scale: str, p: AlertPolicy) -> list[Finding]:
+    """Claims of addresses that another MAC holds, whose owner was heard recently: ARP
+    cache poisoning for a man in the middle (arpspoof, ettercap, bettercap); the facts
+    name the claiming MAC and the last address it claimed (:mod:`amlhp.alerts.arp`)."""
+    if not t.arp_conflicts:
+        return []
+    strength = _ratio(t.arp_conflicts, p.threshold("arp_conflicts", scale))
+    facts: dict[str, float | str] = {
+        "conflicts": t.arp_conflicts, "mac": t.arp_mac, "claimed": t.arp_claimed,
+    }  # fmt: skip
+    return [Finding("arp_spoof", scale, MITM, strength, facts)]
+
+
+def arp_sweep(t: Tally, scale: str, p: AlertPolicy) -> list[Finding]:
+    """ARP requests for many distinct addresses: a host sweeping its subnet for live
+    hosts (``nmap -sn``, ``arp-scan``, IoT malware before it spreads)."""
+    targets = t.distinct("arp_targets")
+    if not targets:
+        return []
+    strength = _ratio(targets, p.threshold("arp_targets", scale))
+    return [
+        Finding(
+            "arp_sweep", scale, SCAN, strength, {"targets": targets, "requests": t.arp_requests}
+        )
+    ]
+
+
 Detector = Callable[[Tally, str, "AlertPolicy"], list[Finding]]
 #: every detector, by the scales it runs at
 DETECTORS: Final[dict[str, tuple[Detector, tuple[str, ...]]]] = {
@@ -223,6 +250,8 @@ DETECTORS: Final[dict[str, tuple[Detector, tuple[str, ...]]]] = {
     "reflection": (reflection, ("minutes", "hour")),
     "model": (model_evidence, ("minutes", "hour")),
     "flow_model": (flow_evidence, ("minutes", "hour")),
+    "arp_spoof": (arp_spoofing, SCALES),
+    "arp_sweep": (arp_sweep, SCALES),
 }
 
 

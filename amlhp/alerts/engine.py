@@ -24,7 +24,7 @@ same incidents from the same verdicts.
   the window reach 16, 32, 64, ... and at the window's end over all three scales; their
   findings and the model's are fused (:mod:`amlhp.alerts.fusion`) into the kind to raise,
   a score, severity, confidence and ATT&CK ids. Behaviour that keeps firing keeps its
-  incident open.
+  incident open. ARP frames (unscored rows) feed the ARP tallies (:mod:`amlhp.alerts.arp`).
 * **Once.** A verdict whose ``seq`` is not above the gateway's mark is a re-delivery and
   is skipped (counted in :attr:`Engine.duplicates`).
 * **Atomic.** All state is one mapping (one Faust table in the stream) and a batch
@@ -42,6 +42,7 @@ from typing import Any
 import pyarrow as pa
 
 from amlhp.alerts import flow_evidence, observe
+from amlhp.alerts.arp import observe_arp
 from amlhp.alerts.columns import Rows, verdict_rows
 from amlhp.alerts.detectors import SCALES, Finding, run_detectors
 from amlhp.alerts.fusion import MODEL, Verdict, first_seen, fuse, note_verdict
@@ -201,6 +202,10 @@ class Engine:
                 active = set(gw.active)
             src, dst = rows.src[i], rows.dst[i]
             if src is None or dst is None:
+                continue
+            if rows.arp_op[i] >= 0:  # an ARP frame: bindings and sweeps, not conversations
+                if seen := observe_arp(gw, s.profile, self.policy, rows, i):
+                    self._seen(gw, known, active, *seen, rows.ts[i])
                 continue
             pair = f"{src} {dst}" if src < dst else f"{dst} {src}"
             initiator = pairs.get(pair)
@@ -441,11 +446,9 @@ class Engine:
         evidence = hw.kinds.setdefault(kind, Evidence())
         evidence.add(*packet, **options)  # type: ignore[arg-type]
         targets = hw.note("targets", f"{peer} {service_port}", p.max_tracked)
-        attempts = (
-            hw.note("attempts", client_port, p.max_tracked)
-            if client_port >= 0
-            else len(hw.attempts)
-        )
+        attempts = len(hw.attempts)
+        if client_port >= 0:
+            attempts = hw.note("attempts", client_port, p.max_tracked)
         sources = hw.note("sources", peer, p.max_tracked)
         ikey = f"{key}|{kind}"
         inc = self._s.incident(ikey) if ikey in gw.open else None
@@ -463,10 +466,8 @@ class Engine:
             return
         facts = {"packets": evidence.packets, "mean_score": round(evidence.mean_score, 3)}
         model = Finding(MODEL, "seconds", kind, evidence.packets / p.min_packets, facts)
-        findings = [model]
-        if prof is not None:  # the behaviour of the same window names the kind
-            findings += run_detectors(prof.seconds, "seconds", p)
-        verdict = fuse(findings, p)
+        behaviour = run_detectors(prof.seconds, "seconds", p) if prof is not None else []
+        verdict = fuse([model, *behaviour], p)  # the behaviour of the window names the kind
         chosen = verdict.kind or kind
         if f"{key}|{chosen}" in gw.open:  # behaviour named the kind of an open incident
             inc = self._s.incident(f"{key}|{chosen}")

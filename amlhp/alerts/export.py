@@ -35,7 +35,7 @@ EVE_SEVERITY = {"low": 3, "medium": 2, "high": 1, "critical": 1}
 CEF_SEVERITY = {"low": 3, "medium": 5, "high": 8, "critical": 10}
 #: EVE signature ids: a local range, one per incident kind (stable across versions)
 SIGNATURE_BASE = 9_100_000
-KINDS = ("scan", "brute_force", "dos", "c2", "exfiltration", "exploit", "ics")
+KINDS = ("scan", "brute_force", "dos", "c2", "exfiltration", "exploit", "ics", "mitm")
 
 
 def _sides(incident: dict[str, Any]) -> tuple[str | None, str | None, int | None]:

@@ -34,6 +34,7 @@ import pyarrow.feather as feather
 
 from amlhp.alerts.evaluate import Corpus, Evaluation, figures
 from amlhp.alerts.policy import AlertPolicy
+from amlhp.wire.packets import ENCODED_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,8 @@ def leave_one_source_out(
 def save_corpus(corpus: Corpus, folder: Path) -> None:
     """The scored corpus as Arrow IPC files and an index (``--cache``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    index: dict[str, Any] = {"version": corpus.version, "labels": str(corpus.labels),
+    index: dict[str, Any] = {"version": corpus.version, "encoded": ENCODED_VERSION,
+                             "labels": str(corpus.labels),
                              "hours": corpus.hours, "attack_start": corpus.attack_start,
                              "files": {}}  # fmt: skip
     parts = {("lab", "lab"): corpus.lab}
@@ -193,8 +195,8 @@ def load_cached_corpus(folder: Path, version: str) -> Corpus | None:
 
 
 def _read_corpus(folder: Path, index: dict[str, Any], version: str) -> Corpus | None:
-    if index["version"] != version:
-        return None
+    if index["version"] != version or index.get("encoded") != ENCODED_VERSION:
+        return None  # another model, or records of another encoding (the ARP columns)
     corpus = Corpus(version, [], Path(index["labels"]), hours=index["hours"],
                     attack_start=index["attack_start"])  # fmt: skip
     for n, (group, name, present) in index["files"].items():

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Final
 
-SCAN, BRUTE_FORCE, DOS, C2, EXFILTRATION, EXPLOIT, ICS = (
-    "scan", "brute_force", "dos", "c2", "exfiltration", "exploit", "ics",
+SCAN, BRUTE_FORCE, DOS, C2, EXFILTRATION, EXPLOIT, ICS, MITM = (
+    "scan", "brute_force", "dos", "c2", "exfiltration", "exploit", "ics", "mitm",
 )  # fmt: skip
-KINDS: Final = (SCAN, BRUTE_FORCE, DOS, C2, EXFILTRATION, EXPLOIT, ICS)
+#: (``mitm``: a man in the middle by ARP cache poisoning, from the ARP detectors only)
+KINDS: Final = (SCAN, BRUTE_FORCE, DOS, C2, EXFILTRATION, EXPLOIT, ICS, MITM)
 SEVERITIES: Final = ("low", "medium", "high", "critical")
 
 #: The kind of each attack class of the models (a class not listed is ``exploit``).
@@ -51,6 +52,7 @@ TECHNIQUES: Final[dict[str, tuple[str, ...]]] = {
     # ICS: Unauthorized Command Message (the detectors name theirs: Modify Parameter,
     # Device Restart/Shutdown, Remote System Discovery, Lateral Tool Transfer, ...)
     ICS: ("T0855",),
+    MITM: ("T1557.002",),  # Adversary-in-the-Middle: ARP Cache Poisoning
 }
 DETECTOR_TECHNIQUES: Final[dict[str, tuple[str, ...]]] = {
     "modbus_field_command": ("T0855", "T0836"),
@@ -63,11 +65,13 @@ DETECTOR_TECHNIQUES: Final[dict[str, tuple[str, ...]]] = {
     "syn_flood": ("T1498.001",),
     "recv_flood": ("T1498.002",),
     "brute_force": ("T1110.001",),
+    "arp_spoof": ("T1557.002",),
+    "arp_sweep": ("T1018", "T1046"),  # Remote System Discovery
 }
 #: the severity of a kind at fused score 1 (one level higher from ``SEVERE_SCORE``)
 BASE_SEVERITY: Final[dict[str, str]] = {
     SCAN: "low", BRUTE_FORCE: "medium", DOS: "high", C2: "high", EXFILTRATION: "high",
-    EXPLOIT: "high", ICS: "high",
+    EXPLOIT: "high", ICS: "high", MITM: "high",
 }  # fmt: skip
 SEVERE_SCORE: Final = 2.5
 

@@ -113,6 +113,14 @@ class AlertPolicy:
     #: before judging it without the flows still to come (0: no waiting, flows applied
     #: when they come; the flow evidence is then no longer the offline command's)
     flow_wait_s: float = 0.0
+    #: ARP (amlhp.alerts.arp; not fitted: no public source holds ARP attacks): claims of
+    #: an address that another MAC holds, its owner heard within ``arp_rebind_s`` (cache
+    #: poisoning); distinct addresses a host asked for (an ARP sweep)
+    arp_conflicts: tuple[float, ...] = (3.0, 6.0, 12.0)
+    arp_rebind_s: float = 3600.0
+    arp_targets: tuple[float, ...] = (32.0, 64.0, 128.0)
+    #: ARP bindings (address -> MAC) a gateway remembers
+    max_arp: int = 4096
     # -- the three knobs fitted leaving one source out (model/results/alerts/alerts.md):
     #: factor on every behaviour threshold above; the model's minimum share of a host's
     #: packets; factor on the model's packet counts at the minutes and hour scales

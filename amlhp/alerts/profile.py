@@ -40,11 +40,11 @@ _HLL: Final = ds.tgt_hll_type.HLL_4
 EXACT: Final = 32
 #: the distinct counts the minutes and hour tallies keep (``names`` and ``senders`` only
 #: matter within a window)
-ROLLED: Final = ("dsts", "lan", "ports")
+ROLLED: Final = ("dsts", "lan", "ports", "arp_targets")
 COUNTS: Final = (
     "out", "inn", "syn", "synack", "refused", "recv", "dns", "dns_long", "modbus_requests",
     "modbus_writes", "modbus_diag", "modbus_exceptions", "field_requests", "field_lateral",
-    "recv_synack", "flows",
+    "recv_synack", "flows", "arp_requests", "arp_conflicts",
 )  # fmt: skip
 #: Modbus function codes that change a device (writes) or restart/diagnose it
 MODBUS_WRITES: Final = frozenset({5, 6, 15, 16, 22, 23})
@@ -83,9 +83,16 @@ class Tally:
     flows: int = 0  # flow records the host started (the flow worker's verdicts)
     #: ... of them raising the attack flow model's alarm: kind -> [flows, sum of scores]
     flow_alarms: dict[str, list[float]] = field(default_factory=dict)
+    arp_requests: int = 0  # ARP requests the host sent (its targets: the ``arp_targets`` set)
+    #: claims of an address another MAC holds (amlhp.alerts.arp), the last claiming MAC
+    #: and the last address it claimed
+    arp_conflicts: int = 0
+    arp_mac: str = ""
+    arp_claimed: str = ""
     #: exact distinct sets (seconds) or HLL sketches (minutes, hour): ``dsts`` peers
     #: reached, ``lan`` ... of them private, ``ports`` service ports reached ("p<proto>"
-    #: without ports), ``names`` DNS names, ``senders`` of unsolicited packets
+    #: without ports), ``names`` DNS names, ``senders`` of unsolicited packets,
+    #: ``arp_targets`` addresses asked for by ARP
     sets: dict[str, set[str]] = field(default_factory=dict)
     sketches: dict[str, Any] = field(default_factory=dict)
     #: "peer port" -> [starts, last_ns, mean_gap_ns, m2] (hour tally only)
@@ -119,6 +126,8 @@ class Tally:
         for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.dns_entropy += other.dns_entropy
+        if other.arp_mac:
+            self.arp_mac, self.arp_claimed = other.arp_mac, other.arp_claimed
         if other.first_ns:
             self.first_ns = min(self.first_ns or other.first_ns, other.first_ns)
             self.last_ns = max(self.last_ns, other.last_ns)

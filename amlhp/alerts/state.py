@@ -240,6 +240,10 @@ class GatewayState:
     flow_clock: int = -1
     flow_seq: int = -1
     flow_windows: list[int] = field(default_factory=list)
+    #: ARP (:mod:`amlhp.alerts.arp`): address -> [its MAC, event time its owner last
+    #: claimed it]; MAC -> the address it claimed first without conflict (its own)
+    arp: dict[str, list[Any]] = field(default_factory=dict)
+    arp_own: dict[str, str] = field(default_factory=dict)
     #: commits of this gateway's state so far, and the keys the last one deleted
     version: int = 0
     deleted: list[str] = field(default_factory=list)
@@ -254,4 +258,6 @@ class GatewayState:
             values[name] = list(data.get(name, ()))
         values["flow_windows"] = [int(w) for w in data.get("flow_windows", ())]
         values["pairs"], values["known"] = dict(data["pairs"]), dict(data.get("known", {}))
+        values["arp"] = {k: list(v) for k, v in data.get("arp", {}).items()}
+        values["arp_own"] = dict(data.get("arp_own", {}))
         return cls(**values)

@@ -353,15 +353,16 @@ class PipelineMetrics:
             self.verdicts.labels(self.gateway(gw), self.class_label(cls), decision).inc(count)
         scores = table.column("score").to_numpy(zero_copy_only=False)
         label_arr = labels.to_numpy(zero_copy_only=False)
-        for cls in np.unique(label_arr.astype(str)):
-            self.score.observe_many(scores[label_arr == cls], self.class_label(str(cls)))
+        model = table.column("score").is_valid().to_numpy(zero_copy_only=False)
+        for cls in np.unique(label_arr[model].astype(str)):  # not the ARP rows: unscored
+            self.score.observe_many(scores[model & (label_arr == cls)], self.class_label(str(cls)))
         scored = table.column("scored_at_ns").to_numpy(zero_copy_only=False)
         self._observe_latency(STEP_SCORE, table, scored)
-        per_packet = table.column("inference_ns").to_numpy(zero_copy_only=False)
+        per_packet = table.column("inference_ns").to_numpy(zero_copy_only=False)[model]
         if len(per_packet):
             pp = float(per_packet[0]) / 1e9
             self.inference_packet.observe(pp)
-            self.inference_batch.observe(pp * n)
+            self.inference_batch.observe(pp * int(model.sum()))
         self.observe_batch(STEP_SCORE, n)
 
     def record_stored(self, table: pa.Table, files: Sequence[Path], now_ns: int) -> None:

@@ -21,32 +21,38 @@ wire_len      uint32     length of the packet on the wire
 data          binary     the captured bytes (link layer included, maybe truncated)
 ============  =========  ======================================================
 
-Encoded packets, ``amlhp.encoded`` v1: ``gateway, ts_ns, seq, wire_len, linktype`` as above,
-then the clear 5-tuple ``src_ip``/``dst_ip`` (string, dotted quad; null unless the IPv4
-header was valid), ``src_port``/``dst_port`` (uint16; null unless a TCP/UDP header was
-encoded), ``proto`` (uint8, null like the addresses), ``header`` (fixed_size_binary(128),
-``h``; null unless ok), ``payload`` (fixed_size_binary(P), ``d``; null unless ok), ``status``
-(string: ``ok`` or a reason code from :mod:`amlhp.encoders.reasons`).
+Encoded packets, ``amlhp.encoded`` v2: ``gateway, ts_ns, seq, wire_len, linktype`` as above,
+then the clear 5-tuple ``src_ip``/``dst_ip`` (string, dotted quad or IPv6 text; null unless
+the IP header was valid; an ARP frame's sender and target protocol addresses),
+``src_port``/``dst_port`` (uint16; null unless a TCP/UDP header was encoded), ``proto``
+(uint8, null unless the IP header was valid), ``header`` (fixed_size_binary(128), ``h``;
+null unless ok), ``payload`` (fixed_size_binary(P), ``d``; null unless ok), ``status``
+(string: ``ok`` or a reason code from :mod:`amlhp.encoders.reasons`), ``arp_op`` (uint16)
+and ``arp_mac`` (string, the sender hardware address): null unless status is ``arp``.
+v1 lacked the two ARP columns.
 
-Verdicts, ``amlhp.verdict`` v3 (v1 lacked ``malicious_score``, ``decision`` and
-``ood_score``; v2 the four packet facts): the identity, 5-tuple and ``status`` columns of
-the encoded record, then
+Verdicts, ``amlhp.verdict`` v4 (v1 lacked ``malicious_score``, ``decision`` and
+``ood_score``; v2 the packet facts; v3 the ARP facts): the identity, 5-tuple and
+``status`` columns of the encoded record, then (an ARP frame's row, status ``arp``, is
+not scored: label ``arp``, decision ``not_scored``, the model's columns null)
 
 ================  ==============  ====================================================
 column            type            meaning
 ================  ==============  ====================================================
-label             string          predicted class name (null when status is not ok)
+label             string          predicted class name (``arp`` for ARP frames)
 class_id          int16           predicted class index (null when not scored)
 score             float32         probability of the predicted class
 probs             list<float32>   probabilities of all classes, in class-id order (nullable)
 malicious_score   float32         calibrated probability that the packet is malicious
-decision          string          ``malicious``, ``benign`` or ``uncertain``: what to act on
+decision          string          ``malicious``, ``benign``, ``uncertain`` (``not_scored``)
 ood_score         float32         energy of the logits: high is unlike the training data
 tcp_flags         uint8           TCP flags byte (null: not TCP)        } packet facts for
 payload_len       uint32          transport payload bytes               } the behaviour
 dns_qname         string          a DNS query's name (cut: ends "...")  } detectors, see
 modbus_fc         uint8           Modbus/TCP function code              } encoders.facts
-icmp_type         uint8           ICMP type (null: not ICMP)            }
+icmp_type         uint8           ICMP/ICMPv6 type (null: neither)      }
+arp_op            uint16          ARP operation (null: not ARP)         }
+arp_mac           string          ARP sender hardware address           }
 model_version     string          identity of the model that scored the packet
 ingested_at_ns    int64           when the raw batch entered Kafka: the tap's publish time
 encoded_at_ns     int64           when the packet was encoded (ns since epoch)
@@ -75,7 +81,7 @@ RAW: Final = "amlhp.raw"
 ENCODED: Final = "amlhp.encoded"
 VERDICT: Final = "amlhp.verdict"
 #: the versions of these schemas that this code writes and reads (see the registry)
-RAW_VERSION, ENCODED_VERSION, VERDICT_VERSION = "1", "1", "3"
+RAW_VERSION, ENCODED_VERSION, VERDICT_VERSION = "1", "2", "4"
 
 IDENTITY_FIELDS: Final = (
     pa.field("gateway", pa.string(), nullable=False),
@@ -92,6 +98,12 @@ FIVE_TUPLE_FIELDS: Final = (
     pa.field("proto", pa.uint8()),
 )
 STATUS_FIELD: Final = pa.field("status", pa.string(), nullable=False)
+#: an ARP frame's operation (1 request, 2 reply) and sender hardware address; null for
+#: every other packet (its sender and target protocol addresses are ``src_ip``/``dst_ip``)
+ARP_FIELDS: Final = (
+    pa.field("arp_op", pa.uint16()),
+    pa.field("arp_mac", pa.string()),
+)
 #: what the behaviour detectors read of each packet (:mod:`amlhp.encoders.facts`)
 FACT_FIELDS: Final = (
     pa.field("tcp_flags", pa.uint8()),
@@ -99,6 +111,7 @@ FACT_FIELDS: Final = (
     pa.field("dns_qname", pa.string()),
     pa.field("modbus_fc", pa.uint8()),
     pa.field("icmp_type", pa.uint8()),
+    *ARP_FIELDS,
 )
 
 
@@ -135,6 +148,7 @@ def encoded_schema(
             pa.field("header", pa.binary(HEADER_LEN)),
             pa.field("payload", pa.binary(payload_bytes)),
             STATUS_FIELD,
+            *ARP_FIELDS,
         ],
         metadata=metadata(
             ENCODED,

@@ -28,6 +28,8 @@ def fast_one(linktype: int, data: bytes, config: EncoderConfig = DEFAULT_CONFIG)
         src_port=row["src_port"],
         dst_port=row["dst_port"],
         proto=row["proto"],
+        arp_op=row["arp_op"],
+        arp_mac=row["arp_mac"],
     )
 
 

@@ -20,7 +20,7 @@ from tests.support import synth
 
 FRAMES = [
     synth.ethernet(synth.ipv4(synth.tcp(b"mqtt"), 6)),
-    synth.ethernet(bytes(28), synth.ETHERTYPE_ARP),
+    synth.ethernet(synth.arp(), synth.ETHERTYPE_ARP),
     synth.ethernet(synth.ipv4(synth.udp(b"dns"), 17)),
     synth.ethernet(synth.ipv4(synth.tcp(), 6))[:40],
 ]

@@ -262,7 +262,7 @@ class TestFragments:
         (synth.ethernet(synth.ipv4(synth.tcp(options=TCP_OPTIONS)[:30], 6)), "truncated_transport"),
         (synth.ethernet(synth.ipv4(synth.tcp(data_offset=4), 6)), "bad_tcp_offset"),
         (synth.ethernet(synth.ipv4(synth.udp()[:6], 17)), "truncated_transport"),
-        (synth.ethernet(bytes(28), synth.ETHERTYPE_ARP), "arp"),
+        (synth.ethernet(bytes(28), synth.ETHERTYPE_ARP), "bad_arp"),
         (synth.ethernet(bytes(46), 0x002E), "non_ip"),  # 802.3 length field + LLC
     ],
     ids=[
@@ -340,7 +340,7 @@ class TestLinkTypes:
     @pytest.mark.parametrize(
         ("linktype", "frame", "status"),
         [
-            (lt.LINUX_SLL, synth.sll(bytes(28), synth.ETHERTYPE_ARP), "arp"),
+            (lt.LINUX_SLL, synth.sll(bytes(28), synth.ETHERTYPE_ARP), "bad_arp"),
             (lt.LINUX_SLL, synth.sll(b"")[:12], "truncated_link"),
             (lt.LINUX_SLL2, synth.sll2(b"")[:19], "truncated_link"),
             (lt.NULL, synth.loopback(b"\x60" + bytes(39), family=17), "non_ip"),

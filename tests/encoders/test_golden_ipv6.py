@@ -226,7 +226,7 @@ def _chain(count: int, upper: int = 17) -> bytes:
         (synth.ethernet(synth.ipv6(synth.tcp()[:15], 6), ETHERTYPE), "truncated_transport"),
         (synth.ethernet(synth.ipv6(synth.tcp(data_offset=4), 6), ETHERTYPE), "bad_tcp_offset"),
         (synth.ethernet(synth.ipv6(synth.udp()[:5], 17), ETHERTYPE), "truncated_transport"),
-        (synth.ethernet(bytes(28), synth.ETHERTYPE_ARP), "arp"),
+        (synth.ethernet(bytes(28), synth.ETHERTYPE_ARP), "bad_arp"),
         (synth.ethernet(bytes(46), 0x88CC), "non_ip"),  # LLDP
     ],
     ids=[

@@ -44,7 +44,7 @@ TCP_OPTIONS = bytes(12)
             ),
             4 + 40 + 72 + 8 + 20 + 64,
         ),
-        (lt.ETHERNET, synth.ethernet(bytes(500), synth.ETHERTYPE_ARP), 14),
+        (lt.ETHERNET, synth.ethernet(bytes(500), synth.ETHERTYPE_ARP), 14 + 28),
         (lt.NULL, synth.loopback(bytes(500), family=7), 4),
         (147, bytes(500), 0),
     ],

@@ -25,7 +25,7 @@ from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import HEADER_LEN, EncoderConfig
 from amlhp.encoders.prefix import max_needed_prefix, needed_prefix
 from amlhp.encoders.readers import CaptureInfo, iter_raw_batches
-from amlhp.encoders.reasons import IP_PARSED, REASON_NAMES
+from amlhp.encoders.reasons import ADDRESSED, REASON_NAMES
 from amlhp.encoders.reference import encode_packet
 from amlhp.wire import RAW, from_ipc, to_ipc
 from tests.support import synth
@@ -169,6 +169,8 @@ def _row_of_reference(linktype: int, frame: bytes, config: EncoderConfig) -> dic
         "src_port": ref.src_port,
         "dst_port": ref.dst_port,
         "proto": ref.proto,
+        "arp_op": ref.arp_op,
+        "arp_mac": ref.arp_mac,
     }
 
 
@@ -188,7 +190,7 @@ def _check_encoded(raw: pa.RecordBatch, encoded: pa.RecordBatch, config: Encoder
         if ok:
             assert len(row["header"]) == HEADER_LEN
             assert len(row["payload"]) == config.payload_bytes
-        assert (row["src_ip"] is not None) == (row["status"] in IP_PARSED)
+        assert (row["src_ip"] is not None) == (row["status"] in ADDRESSED)
         expected = _row_of_reference(linktype, frame, config)
         assert {k: row[k] for k in expected} == expected
 

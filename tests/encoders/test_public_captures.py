@@ -36,6 +36,8 @@ def _rows_equal(path: Path, config: EncoderConfig) -> Counter[str]:
                 row["src_port"],
                 row["dst_port"],
                 row["proto"],
+                row["arp_op"],
+                row["arp_mac"],
             )
             want = (
                 ref.status,
@@ -46,6 +48,8 @@ def _rows_equal(path: Path, config: EncoderConfig) -> Counter[str]:
                 ref.src_port,
                 ref.dst_port,
                 ref.proto,
+                ref.arp_op,
+                ref.arp_mac,
             )
             assert got == want, f"{path} packet {row['seq']} (batch row {seq})"
             statuses[ref.status] += 1

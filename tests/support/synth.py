@@ -117,6 +117,32 @@ def ipv6_extension(kind: int, nxt: int, body: bytes = b"", *, offset: int = 0, m
     return struct.pack("!BB", nxt, units - 2 if kind == 51 else units - 1) + body
 
 
+def arp(
+    op: int = 1,
+    sender_mac: str = "02:00:00:00:00:0a",
+    sender_ip: str = "192.168.1.10",
+    target_mac: str = "00:00:00:00:00:00",
+    target_ip: str = "192.168.1.1",
+    *,
+    hardware: int = 1,
+    protocol: int = 0x0800,
+) -> bytes:
+    """An Ethernet/IPv4 ARP body (RFC 826), 28 bytes: put it in :func:`ethernet` with
+    :data:`ETHERTYPE_ARP`."""
+    return struct.pack(
+        "!HHBBH6s4s6s4s",
+        hardware,
+        protocol,
+        6,
+        4,
+        op,
+        bytes.fromhex(sender_mac.replace(":", "")),
+        socket.inet_aton(sender_ip),
+        bytes.fromhex(target_mac.replace(":", "")),
+        socket.inet_aton(target_ip),
+    )
+
+
 def icmpv6(kind: int = 128, code: int = 0, body: bytes = b"\x00\x07\x00\x01ping") -> bytes:
     """An ICMPv6 message (default: echo request); checksum left 0."""
     return struct.pack("!BBH", kind, code, 0) + body

@@ -299,8 +299,9 @@ SCHEMAS: dict[str, pa.Schema] = {
 #: behaviour detectors; alert v2 severity, confidence, score, techniques and evidence,
 #: v3 the host's device type and confidence, v4 suppressed_by, community_ids and feedback;
 #: flow verdict v2 flow_seq (the sink's de-dup key), v3 due_ns, device_initiated and the
-#: attack model's kind, score and alarm (evidence for the alert stage)
-VERSIONS = {RAW: "1", ENCODED: "1", VERDICT: "3", DEAD_LETTER: "1", FLOW_VERDICT: "3",
+#: attack model's kind, score and alarm (evidence for the alert stage); encoded v2 and
+#: verdict v4 the ARP operation and sender MAC
+VERSIONS = {RAW: "1", ENCODED: "2", VERDICT: "4", DEAD_LETTER: "1", FLOW_VERDICT: "3",
             EXPLANATION: "1", ALERT: "4", DEVICE: "1", FEEDBACK: "1"}  # fmt: skip
 
 

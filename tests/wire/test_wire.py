@@ -27,7 +27,7 @@ from tests.support import synth
 
 FRAMES = [
     (lt.ETHERNET, synth.ethernet(synth.ipv4(synth.tcp(b"one"), 6))),
-    (lt.ETHERNET, synth.ethernet(b"\x00" * 28, synth.ETHERTYPE_ARP)),
+    (lt.ETHERNET, synth.ethernet(synth.arp(), synth.ETHERTYPE_ARP)),
     (lt.LINUX_SLL, synth.sll(synth.ipv4(synth.udp(b"two"), 17))),
 ]
 
@@ -63,8 +63,8 @@ def verdict_batch() -> pa.RecordBatch:
 
 @pytest.mark.parametrize(
     ("schema", "name", "version"),
-    [(raw_schema(), RAW, b"1"), (encoded_schema(64), ENCODED, b"1"),
-     (verdict_schema(), VERDICT, b"3")],
+    [(raw_schema(), RAW, b"1"), (encoded_schema(64), ENCODED, b"2"),
+     (verdict_schema(), VERDICT, b"4")],
 )  # fmt: skip
 def test_schemas_carry_name_and_version(schema: pa.Schema, name: str, version: bytes) -> None:
     assert schema.metadata[b"schema"] == name.encode()
@@ -87,7 +87,7 @@ def test_encoded_columns_and_metadata() -> None:
     assert schema.names == [
         "gateway", "ts_ns", "seq", "wire_len", "linktype",
         "src_ip", "dst_ip", "src_port", "dst_port", "proto",
-        "header", "payload", "status",
+        "header", "payload", "status", "arp_op", "arp_mac",
     ]  # fmt: skip
     assert schema.field("header").type == pa.binary(128)
     assert schema.field("payload").type == pa.binary(32)
