@@ -240,6 +240,13 @@ class Settings(BaseSettings):
         description="env AMLHP_ALERT_FLOW_WAIT_S: seconds the alert stage waits for the flow "
         "worker's clock to pass a verdict batch (0: flows applied as they come)",
     )
+    alert_arp_rebind_s: float = Field(
+        300.0,
+        gt=0,
+        description="env AMLHP_ALERT_ARP_REBIND_S: an address's ARP binding moves to another "
+        "MAC once its owner has been silent this long (before: a claim by another MAC is a "
+        "conflict, the sign of ARP cache poisoning)",
+    )
     alert_suppressions: Path | None = Field(
         None,
         description="env AMLHP_ALERT_SUPPRESSIONS: the allow-list (YAML) of the alert stage and "

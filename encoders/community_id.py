@@ -17,8 +17,12 @@ _PORTED = frozenset({1, 6, 17, 58, 132})
 
 @lru_cache(maxsize=1)
 def _calculator() -> object:
+    import logging
+
     import communityid
 
+    # the package logs every hash's inputs at INFO: a million lines on an evaluation run
+    logging.getLogger("communityid").setLevel(logging.WARNING)
     return communityid.CommunityID(seed=0)
 
 

@@ -148,6 +148,21 @@ def register(app: typer.Typer) -> None:
             manifest = run.run()
         _echo_manifest(manifest, out, as_json)
 
+    @lab.command("arp")
+    def arp_cmd(
+        out: Path = typer.Option(Path("var/lab/arp"), "--out", "-o", help="Output folder"),
+        seconds: float = typer.Option(24.0, "--seconds", min=18.0, help="Length of the run"),
+        as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON"),
+    ) -> None:
+        """ARP cache poisoning (arpspoof) and an ARP sweep (nmap -sn) on an Ethernet LAN of
+        network namespaces (removed at the end); needs root.
+
+        Writes arp.pcap and manifest.json into --out; `amlhp alerts OUT/arp.pcap` judges it.
+        """
+        from amlhp.lab.arp_lan import run_arp_lan
+
+        _echo_manifest(run_arp_lan(out, seconds=seconds), out, as_json)
+
     @lab.command("merge")
     def merge_cmd(
         run_dir: Path = typer.Argument(..., help="Folder written by `amlhp lab run`"),

@@ -42,6 +42,9 @@ TOOLS: dict[str, str] = {
     "curl": "curl",
     "mbpoll": "mbpoll",
     "openssl": "openssl",
+    # below IP (amlhp.lab.arp_lan)
+    "arpspoof": "dsniff",
+    "ping": "iputils-ping",
 }
 #: the Debian packages ``make lab-setup`` installs (kept in step with the Makefile)
 DEBIAN_PACKAGES = tuple(sorted(set(TOOLS.values())))

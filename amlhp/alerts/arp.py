@@ -36,10 +36,10 @@ def observe_arp(
 ) -> tuple[str, Profile] | None:
     """Row ``i`` of ``rows``, an ARP frame: update the gateway's bindings and the tally of
     the host it speaks for; returns (that host, its profile), or None for a probe that
-    claims nothing."""
+    claims nothing and for a row that is not ARP."""
     ts, op, mac = rows.ts[i], rows.arp_op[i], rows.arp_mac[i] or ""
     sender, target = rows.src[i] or UNSPECIFIED, rows.dst[i] or UNSPECIFIED
-    if sender == UNSPECIFIED:
+    if op < 0 or sender == UNSPECIFIED:  # not ARP (neighbour discovery), or a probe
         return None
     binding = gw.arp.get(sender)
     conflict = False

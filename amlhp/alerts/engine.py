@@ -203,9 +203,9 @@ class Engine:
             src, dst = rows.src[i], rows.dst[i]
             if src is None or dst is None:
                 continue
-            if rows.arp_op[i] >= 0:  # an ARP frame: bindings and sweeps, not conversations
-                if seen := observe_arp(gw, s.profile, self.policy, rows, i):
-                    self._seen(gw, known, active, *seen, rows.ts[i])
+            if rows.arp_op[i] >= 0 or observe.link_control(rows.proto[i], rows.icmp_type[i]):
+                if seen := observe_arp(gw, s.profile, self.policy, rows, i):  # ARP, ND, MLD:
+                    self._seen(gw, known, active, *seen, rows.ts[i])  # no conversation
                 continue
             pair = f"{src} {dst}" if src < dst else f"{dst} {src}"
             initiator = pairs.get(pair)

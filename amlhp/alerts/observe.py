@@ -19,6 +19,10 @@ from amlhp.alerts.profile import MODBUS_DIAGNOSTICS, MODBUS_WRITES, Profile, Tal
 SYN, RST, ACK = 0x02, 0x04, 0x10
 ICMP, ICMP_UNREACHABLE = 1, 3
 ICMPV6, ICMPV6_UNREACHABLE = 58, 1
+#: ICMPv6 types that keep the link working, not conversations between hosts: MLD (130-132,
+#: 143) and neighbour discovery (133-137). A router's neighbour advertisement to a scanner
+#: must not make the router the initiator of the scanner's probes, as ARP would not.
+LINK_CONTROL_ICMPV6: Final = frozenset({130, 131, 132, 133, 134, 135, 136, 137, 143})
 MODBUS_PORT: Final = 502
 DNS_CUT: Final = "..."
 
@@ -34,6 +38,11 @@ def address_class(address: str) -> int:
     if ip.is_multicast or address.endswith(".255") or ip.is_unspecified:
         return 2
     return 1 if ip.is_private else 0
+
+
+def link_control(proto: int, icmp_type: int) -> bool:
+    """Whether a packet is IPv6 neighbour discovery or MLD (:data:`LINK_CONTROL_ICMPV6`)."""
+    return proto == ICMPV6 and icmp_type in LINK_CONTROL_ICMPV6
 
 
 def entropy(text: str) -> float:

@@ -117,7 +117,7 @@ class AlertPolicy:
     #: an address that another MAC holds, its owner heard within ``arp_rebind_s`` (cache
     #: poisoning); distinct addresses a host asked for (an ARP sweep)
     arp_conflicts: tuple[float, ...] = (3.0, 6.0, 12.0)
-    arp_rebind_s: float = 3600.0
+    arp_rebind_s: float = 300.0
     arp_targets: tuple[float, ...] = (32.0, 64.0, 128.0)
     #: ARP bindings (address -> MAC) a gateway remembers
     max_arp: int = 4096

@@ -109,14 +109,14 @@ def test_stream_incidents_equal_offline_through_restarts_mid_backlog(
     alert_settings: Settings, demo_capture: Path, tmp_path: Path
 ) -> None:
     """The alert stage starts on a backlog (the lab demo capture and short versions of the
-    slow scenarios, two gateways) and is stopped in the middle of it four times (SIGTERM,
-    SIGKILL, SIGTERM, SIGKILL): its incidents still equal ``amlhp alerts`` offline, no
-    update lost and no row twice (readers de-duplicate on incident and revision, as the
-    alert dataset does after a SIGKILL's re-emission)."""
+    slow scenarios with ARP cache poisoning, two gateways) and is stopped in the middle of
+    it four times (SIGTERM, SIGKILL, SIGTERM, SIGKILL): its incidents still equal
+    ``amlhp alerts`` offline, no update lost and no row twice (readers de-duplicate on
+    incident and revision, as the alert dataset does after a SIGKILL's re-emission)."""
     from tests.support.slow_scenarios import write_slow_scenarios
 
     settings = alert_settings
-    slow = write_slow_scenarios(tmp_path / "slow.pcap", minutes=20)
+    slow = write_slow_scenarios(tmp_path / "slow.pcap", minutes=20, poisoning=True)
     verdicts, alerts_dir = tmp_path / "verdicts", tmp_path / "alerts"
     group = settings.consumer_group
     procs = [
@@ -200,10 +200,13 @@ def test_stream_incidents_equal_offline_through_restarts_mid_backlog(
     offline = []
     for gateway, capture in (("gw-1", demo_capture), ("gw-2", slow)):
         offline += alerts_from_captures([capture], scorer, policy, gateway=gateway).incidents
-    assert len(offline) >= 13  # the lab demo's scenarios and the three slow ones
-    assert {("gw-2", k) for k in ("brute_force", "scan", "c2")} <= {
+    assert len(offline) >= 14  # the lab demo's scenarios, the three slow ones, ARP
+    assert {("gw-2", k) for k in ("brute_force", "scan", "c2", "mitm")} <= {
         (i["gateway"], i["kind"]) for i in offline
     }
+    mitm = [i for i in incidents if i["kind"] == "mitm"]  # through the running stage
+    assert [i["host"] for i in mitm] == ["127.73.0.66"]
+    assert "mac=de:ad:be:ef:00:66" in str(mitm[0]["evidence"])
     stream_view, offline_view = _comparable(incidents), _comparable(offline)
     assert stream_view == offline_view, _difference(stream_view, offline_view, rows)
 

@@ -97,7 +97,7 @@ def link_layer_mix(path: Path) -> Path:
             synth.ethernet(synth.ipv6(synth.udp(b"coap"), 0, extensions=hop_by_hop), v6),
             synth.ethernet(synth.ipv6(synth.icmpv6(135), 58, dst="ff02::1:ff00:1"), v6),
             synth.ethernet(synth.ipv6(b"rest", 44, extensions=later), v6),
-            synth.ethernet(bytes(28), synth.ETHERTYPE_ARP),
+            synth.ethernet(synth.arp(1 + i % 2, sender_ip=f"10.0.0.{i}"), synth.ETHERTYPE_ARP),
             synth.ethernet(bytes(46), 0x88CC),
         ]
     start = 1_700_000_000_000_000_000
@@ -141,20 +141,31 @@ def test_one_tap_exact_accounting_and_offline_parity(
     assert sorted(set(range(stats.packets)) - set(got)) == sorted(
         set(range(stats.packets)) - set(expected)
     )
-    # the IPv6 packets are scored as `amlhp score` scores them; ARP and LLDP frames are
-    # dead letters counted by reason, as many as the encoder gives offline
+    # the IPv6 packets are scored as `amlhp score` scores them; ARP frames are verdicts
+    # for the detectors (not scored); LLDP frames are dead letters counted by reason
     six = table.filter(pc.equal(table.column("gateway"), "gw-6")).sort_by("seq")
     offline6 = offline_verdicts(mix, tmp_path)
-    assert six.column("seq").to_pylist() == sorted(offline6)
+    scored6 = six.filter(pc.equal(six.column("status"), "ok"))
+    assert scored6.column("seq").to_pylist() == sorted(offline6)
     assert len(offline6) == 80
-    assert six.column("label").to_pylist() == [offline6[s][0] for s in sorted(offline6)]
-    assert all(":" in ip for ip in six.column("src_ip").to_pylist())
-    assert set(six.column("proto").to_pylist()) == {6, 17, 58}
+    assert scored6.column("label").to_pylist() == [offline6[s][0] for s in sorted(offline6)]
+    assert all(":" in ip for ip in scored6.column("src_ip").to_pylist())
+    assert set(scored6.column("proto").to_pylist()) == {6, 17, 58}
+    arp = six.filter(pc.equal(six.column("status"), "arp"))
+    assert arp.num_rows == 20
+    assert set(arp.column("label").to_pylist()) == {"arp"}
+    assert set(arp.column("decision").to_pylist()) == {"not_scored"}
+    assert arp.column("score").null_count == 20
+    assert arp.column("src_ip").to_pylist() == [f"10.0.0.{i}" for i in range(20)]
+    assert arp.column("arp_op").to_pylist() == [1 + i % 2 for i in range(20)]
+    assert set(arp.column("arp_mac").to_pylist()) == {"02:00:00:00:00:0a"}
+    assert six.num_rows == 100
     statuses: Counter[str] = Counter()
     for batch in iter_encoded([demo_capture]):
         statuses.update(batch.column("status").to_pylist())
-    statuses.update({"arp": 20, "non_ip": 20})
-    assert ledger.dead_by_reason == {k: v for k, v in statuses.items() if k != "ok"}
+    statuses.update({"non_ip": 20})
+    dead = {k: v for k, v in statuses.items() if k not in ("ok", "arp")}
+    assert ledger.dead_by_reason == dead
 
 
 def test_two_workers_three_gateways(

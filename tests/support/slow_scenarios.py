@@ -12,7 +12,7 @@ import string
 import struct
 from pathlib import Path
 
-from tests.support.synth import Record, ethernet, ipv4, tcp, udp, write_pcap
+from tests.support.synth import ETHERTYPE_ARP, Record, arp, ethernet, ipv4, tcp, udp, write_pcap
 
 S = 1_000_000_000
 T0 = 1_765_000_000 * S
@@ -69,9 +69,36 @@ def _tunnel(queries: int, every_s: float) -> list[Record]:
     return out
 
 
-def write_slow_scenarios(path: Path, minutes: int = 20) -> Path:
-    """Guessing every 7 s, a sweep every 4 s, DNS queries every 3 s, over ``minutes``."""
+ROUTER, ROUTER_MAC = "127.73.0.1", "00:11:22:33:44:01"
+CAMERA, CAMERA_MAC = "127.73.0.20", "00:11:22:33:44:20"
+SPOOFER, SPOOFER_MAC = "127.73.0.66", "de:ad:be:ef:00:66"
+
+
+def _arp(ts: int, op: int, mac: str, sender: str, target: str) -> Record:
+    return Record(ethernet(arp(op, mac, sender, target_ip=target), ETHERTYPE_ARP), ts)
+
+
+def _poisoning(minutes: int) -> list[Record]:
+    """ARP cache poisoning: a camera and its router ask for each other every 5 s; from
+    the second minute a spoofer (which announced itself) tells the camera every 2 s that
+    the router's address is at its MAC, for a minute."""
+    out = [_arp(T0 + 11, 1, SPOOFER_MAC, SPOOFER, ROUTER)]
+    for k in range(minutes * 12):
+        ts = T0 + k * 5 * S + 13
+        out += [
+            _arp(ts, 1, CAMERA_MAC, CAMERA, ROUTER),
+            _arp(ts + S, 2, ROUTER_MAC, ROUTER, CAMERA),
+        ]
+    out += [_arp(T0 + (60 + 2 * k) * S + 17, 2, SPOOFER_MAC, ROUTER, CAMERA) for k in range(30)]
+    return out
+
+
+def write_slow_scenarios(path: Path, minutes: int = 20, *, poisoning: bool = False) -> Path:
+    """Guessing every 7 s, a sweep every 4 s, DNS queries every 3 s, over ``minutes``
+    (and ARP cache poisoning in the second minute)."""
     records = _guessing(minutes, 7.0) + _sweep(min(60, minutes * 15), 4.0)
     records += _tunnel(minutes * 20, 3.0)
+    if poisoning:
+        records += _poisoning(minutes)
     records.sort(key=lambda r: r.ts_ns)
     return write_pcap(path, records)
