@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.amlhp-installed
 
 .PHONY: setup test test-long unit lint demo kafka-up kafka-down cluster-up cluster-down \
-        prometheus-up prometheus-down clean lab-setup lab-data lab-slow lab-demo browser-setup \
+        prometheus-up prometheus-down clean lab-setup lab-data lab-slow lab-lan lab-demo browser-setup \
         siem-setup
 
 setup: $(STAMP) lab-setup browser-setup siem-setup
@@ -110,6 +110,12 @@ lab-data: setup
 	$(BIN)/amlhp lab run --profile full --seed 1 -o var/lab/full --workdir var/lab/work-full
 	$(BIN)/amlhp lab verify var/lab/full
 	$(MAKE) lab-slow
+	$(MAKE) lab-lan
+
+# ARP cache poisoning, an ARP sweep and an IPv6 scan on an Ethernet LAN of network
+# namespaces (about 30 s; part of lab-data). Their incidents: amlhp alerts var/lab/lan/arp.pcap
+lab-lan: setup
+	$(BIN)/amlhp lab arp -o var/lab/lan --seconds 60
 
 # The low-and-slow attacks at their real pace, side by side, and an hour of the benign
 # devices (1 h 0 min 33 s here; part of lab-data). Their incidents: amlhp alerts-lab.
