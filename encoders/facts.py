@@ -131,6 +131,9 @@ def packet_facts(table: pa.Table | pa.RecordBatch) -> dict[str, pa.Array]:
     first = payload[:, 0] if payload.shape[1] else np.zeros(n, np.uint8)
     out["icmp_type"] = pa.array(first, pa.uint8(), mask=~icmp)
     for field in ARP_FIELDS:  # read by the encoder from the ARP body (null elsewhere)
-        present = field.name in table.column_names
-        out[field.name] = table.column(field.name) if present else pa.nulls(n, field.type)
+        if field.name not in table.column_names:
+            out[field.name] = pa.nulls(n, field.type)
+            continue
+        column = table.column(field.name)
+        out[field.name] = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     return out

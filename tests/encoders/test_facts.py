@@ -12,7 +12,9 @@ from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
 from amlhp.encoders.linktypes import ETHERNET
 from tests.support.synth import (
+    ETHERTYPE_ARP,
     ETHERTYPE_IPV6,
+    arp,
     ethernet,
     icmp_echo,
     icmpv6,
@@ -111,3 +113,16 @@ def test_an_empty_batch_has_empty_columns() -> None:
     raw = raw_batch([])
     out = packet_facts(encode_batch(raw))
     assert all(isinstance(v, pa.Array) and len(v) == 0 for v in out.values())
+
+
+def test_arp_facts_come_from_the_encoder_also_in_a_chunked_table() -> None:
+    """The worker builds verdicts from a table of several encoded batches."""
+    frames = [
+        ethernet(arp(2, "02:00:00:00:00:07", "10.0.0.7"), ETHERTYPE_ARP),
+        ethernet(ipv4(tcp(), 6)),
+    ]
+    batches = [encode_batch(raw_batch([(ETHERNET, f)])) for f in frames]
+    got = packet_facts(pa.Table.from_batches(batches))
+    assert all(isinstance(v, pa.Array) for v in got.values())
+    assert got["arp_op"].to_pylist() == [2, None]
+    assert got["arp_mac"].to_pylist() == ["02:00:00:00:00:07", None]
