@@ -53,6 +53,7 @@ def parent_settings(home: Path) -> Settings:
             "alert_model_min_share": 0.6,
             "alert_flow_min_share": 0.4,
             "alert_flow_wait_s": 5.0,
+            "alert_arp_rebind_s": 120.0,
             "alert_model_packets_scale": 1.5,
             "session_timeout_s": 15.0,
             "partitions": 12,

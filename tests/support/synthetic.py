@@ -82,6 +82,8 @@ def synthetic_verdicts(
         "dns_qname": pa.nulls(n, pa.string()),
         "modbus_fc": pa.nulls(n, pa.uint8()),
         "icmp_type": pa.nulls(n, pa.uint8()),
+        "arp_op": pa.nulls(n, pa.uint16()),
+        "arp_mac": pa.nulls(n, pa.string()),
         "model_version": pa.array([model_version] * n, pa.string()),
         "ingested_at_ns": pa.array(ts + latency_ns // 4, pa.int64()),
         "encoded_at_ns": pa.array(ts + latency_ns // 2, pa.int64()),
