@@ -294,17 +294,14 @@ def _mask(header: ByteArray, have: dict[str, BoolArray], fields: tuple[str, ...]
         np.copyto(header[:, first_col:last_col], 0, where=where)
 
 
-ARP_SPA_AT, ARP_TPA_AT, ARP_BODY = 14, 24, 28
-
-
 def _arp_rows(
     pk: Packets, start: IntArray, avail: IntArray, arp: BoolArray, status: npt.NDArray[np.int8]
 ) -> BoolArray:
     """The ARP rows that are Ethernet/IPv4 ARP of 28 bytes (the others get ``bad_arp``)."""
     hardware = pk.be16(start)
     good = (
-        (avail >= ARP_BODY)
-        & ((hardware == 1) | (hardware == 6))
+        (avail >= lt.ARP_BODY)
+        & np.isin(hardware, lt.ARP_HARDWARE)
         & (pk.be16(start + 2) == lt.ETHERTYPE_IPV4)
         & (pk.u8(start + 4) == 6)
         & (pk.u8(start + 5) == 4)
@@ -419,8 +416,8 @@ def encode_batch(raw: pa.RecordBatch, config: EncoderConfig = DEFAULT_CONFIG) ->
     # source and destination addresses in one pass: rows 0..n-1 and n..2n-1
     parsed4 = ip_parsed & ~v6
     if arp.any():  # an ARP frame's sender and target protocol addresses
-        src_at = np.where(arp, ip_start + ARP_SPA_AT, ip_start + 12)
-        dst_at = np.where(arp, ip_start + ARP_TPA_AT, ip_start + 16)
+        src_at = np.where(arp, ip_start + lt.ARP_SENDER_IP_AT, ip_start + 12)
+        dst_at = np.where(arp, ip_start + lt.ARP_TARGET_IP_AT, ip_start + 16)
         addresses = np.concatenate([pk.windows(src_at, 4), pk.windows(dst_at, 4)])
         parsed4 = parsed4 | arp
     else:

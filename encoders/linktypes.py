@@ -24,6 +24,14 @@ UNKNOWN: Final = 0xFFFF
 ETHERTYPE_IPV4: Final = 0x0800
 ETHERTYPE_IPV6: Final = 0x86DD
 ETHERTYPE_ARP: Final = 0x0806
+#: the IP version each IP EtherType carries
+ETHERTYPE_IP_VERSION: Final[dict[int, int]] = {ETHERTYPE_IPV4: 4, ETHERTYPE_IPV6: 6}
+#: Ethernet/IPv4 ARP (RFC 826): the hardware types read (Ethernet, IEEE 802), the body's
+#: length, and where its sender and target protocol addresses start
+ARP_HARDWARE: Final = (1, 6)
+ARP_BODY: Final = 28
+ARP_SENDER_IP_AT: Final = 14
+ARP_TARGET_IP_AT: Final = 24
 #: 802.1Q, 802.1ad (QinQ S-tag) and the legacy QinQ TPIDs
 VLAN_TPIDS: Final = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})
 MAX_VLAN_TAGS: Final = 4

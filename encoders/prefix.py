@@ -30,7 +30,6 @@ from amlhp.encoders.layout import (
 )
 
 _U16 = struct.Struct("!H")
-ARP_BODY = 28
 
 
 def max_needed_prefix(linktype: int, payload_bytes: int) -> int:
@@ -38,9 +37,6 @@ def max_needed_prefix(linktype: int, payload_bytes: int) -> int:
     walked (IPv6: 40 + 256 bytes of extension headers) + 60 + P."""
     network = IPV6_HEADER + MAX_IPV6_EXTENSION_BYTES
     return lt.max_link_header(linktype) + network + TCP_SLOT_LEN + payload_bytes
-
-
-_ETHERTYPE_VERSION = {lt.ETHERTYPE_IPV4: 4, lt.ETHERTYPE_IPV6: 6}
 
 
 def _ip_offset(linktype: int, data: bytes) -> tuple[int, int] | None:
@@ -60,10 +56,10 @@ def _ip_offset(linktype: int, data: bytes) -> tuple[int, int] | None:
             ethertype = _U16.unpack_from(data, next_at + 2)[0]
             next_at += lt.VLAN_TAG_LEN
             tags += 1
-        if ethertype in _ETHERTYPE_VERSION:
-            return next_at, _ETHERTYPE_VERSION[ethertype]
+        if ethertype in lt.ETHERTYPE_IP_VERSION:
+            return next_at, lt.ETHERTYPE_IP_VERSION[ethertype]
         if ethertype == lt.ETHERTYPE_ARP:  # the 28-byte body: addresses, op, sender MAC
-            return -min(size, next_at + ARP_BODY) - 1, 0
+            return -min(size, next_at + lt.ARP_BODY) - 1, 0
         return -next_at - 1, 0
     if linktype in lt.LOOPBACK_LINKS:
         if size < lt.LOOPBACK_HEADER:

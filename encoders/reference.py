@@ -137,18 +137,16 @@ class _Fragment(dpkt.Packet):
     __hdr__ = (("nxt", "B", 0), ("res", "B", 0), ("frag_off", "H", 0), ("id", "I", 0))
 
 
-_ETHERTYPE_FAMILY = {lt.ETHERTYPE_IPV4: 4, lt.ETHERTYPE_IPV6: 6}
 _ARP = -1  # "version" of an ARP frame
-#: ARP hardware types read (Ethernet, IEEE 802) and the IPv4 protocol type
-ARP_HARDWARE, ARP_BODY = (1, 6), 28
 
 
 def _arp(body: bytes) -> EncodedPacket:
     """An ARP frame's addresses and operation, when it is Ethernet/IPv4 ARP (RFC 826)."""
-    if len(body) < ARP_BODY:
+    if len(body) < lt.ARP_BODY:
         return EncodedPacket(status=r.BAD_ARP)
     arp = _header(dpkt.arp.ARP, body)
-    if arp.hrd not in ARP_HARDWARE or arp.pro != lt.ETHERTYPE_IPV4 or (arp.hln, arp.pln) != (6, 4):
+    ethernet_ipv4 = arp.hrd in lt.ARP_HARDWARE and arp.pro == lt.ETHERTYPE_IPV4
+    if not ethernet_ipv4 or (arp.hln, arp.pln) != (6, 4):
         return EncodedPacket(status=r.BAD_ARP)
     return EncodedPacket(
         status=r.ARP,
@@ -184,9 +182,9 @@ def _ip_offset(linktype: int, frame: bytes) -> tuple[int, int]:
             tags += 1
         if ethertype == lt.ETHERTYPE_ARP:
             return next_at, _ARP
-        if ethertype not in _ETHERTYPE_FAMILY:
+        if ethertype not in lt.ETHERTYPE_IP_VERSION:
             raise _Reject(r.NON_IP)
-        return next_at, _ETHERTYPE_FAMILY[ethertype]
+        return next_at, lt.ETHERTYPE_IP_VERSION[ethertype]
     if linktype in lt.LOOPBACK_LINKS:
         if len(frame) < lt.LOOPBACK_HEADER:
             raise _Reject(r.TRUNCATED_LINK)
