@@ -368,10 +368,12 @@ def register(app: typer.Typer) -> None:
         """Run the Faust flow worker: raw topic -> flow state table -> flow verdicts and
         the device inventory."""
         from amlhp.flows.worker import FlowWorkerOptions, run_flow_worker
+        from amlhp.pipeline.access import check_access
         from amlhp.pipeline.children import log_settings
 
         settings = settings_of(ctx)
         log_settings("flows", settings)
+        check_access(settings, "flows", group=app_id)
         start_metrics(
             "flows",
             metrics_port,
@@ -400,6 +402,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write flow verdicts to a hive-partitioned Parquet dataset (exactly once per file)."""
         from amlhp.flows.sink import FlowVerdictSink
+        from amlhp.pipeline.access import check_access
         from amlhp.pipeline.children import log_settings
         from amlhp.pipeline.signals import install_stop_signals
 
@@ -408,6 +411,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_of(ctx)
         log_settings("flow-sink", settings)
         group_id = group or f"{settings.consumer_group}-flows-sink"
+        check_access(settings, "flow-sink", group=group_id)
         start_metrics(
             "flow-sink",
             metrics_port,

@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 
 _CLUSTER_HELP = "The 3-broker cluster (ports 19092-19094) instead of the single broker"
 Cluster = Annotated[bool, typer.Option("--cluster", help=_CLUSTER_HELP)]
+_SECURE_HELP = (
+    "The secured twin (TLS, SASL/SCRAM-SHA-512, ACLs; ports 9392 or 39092-39094): "
+    "see docs/infra.md#secured-cluster"
+)
+Secure = Annotated[bool, typer.Option("--secure", help=_SECURE_HELP)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON")]
 
 
@@ -30,12 +35,25 @@ def _paths(ctx: typer.Context) -> InfraPaths:
     return default_paths(settings_of(ctx).home)
 
 
-def _kafka_layout(ctx: typer.Context, cluster: bool) -> tuple[InfraPaths, KafkaLayout]:
+def _kafka_layout(
+    ctx: typer.Context, cluster: bool, secure: bool = False
+) -> tuple[InfraPaths, KafkaLayout]:
     """The folders and the layout (single broker or 3-broker cluster) a command acts on."""
-    from amlhp.infra.kafka_config import cluster_layout, single_layout
+    from amlhp.infra.kafka_config import layout_for
 
     paths = _paths(ctx)
-    return paths, (cluster_layout(paths) if cluster else single_layout(paths))
+    return paths, layout_for(paths, cluster=cluster, secure=secure)
+
+
+def parse_principals(flags: list[str]) -> dict[str, str]:
+    """``--principal STAGE=NAME`` flags as a mapping (a usage error when malformed)."""
+    out: dict[str, str] = {}
+    for flag in flags:
+        stage, sep, name = flag.partition("=")
+        if not sep or not stage or not name:
+            raise typer.BadParameter(f"expected STAGE=NAME, got {flag!r}", param_hint="--principal")
+        out[stage] = name
+    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -77,13 +95,18 @@ def register(app: typer.Typer) -> None:
     def kafka_up(
         ctx: typer.Context,
         cluster: Cluster = False,
+        secure: Secure = False,
         as_json: AsJson = False,
     ) -> None:
-        """Start the broker(s) unless running and wait until they answer; prints bootstrap."""
+        """Start the broker(s) unless running and wait until they answer; prints bootstrap.
+
+        With ``--secure`` the principals' settings are files under the layout's
+        ``security/credentials/`` (printed on stderr); ``amlhp topics create --acls`` with
+        the admin's file applies the stages' ACLs."""
         from amlhp.infra import kafka_broker
         from amlhp.infra.status_line import live_status
 
-        paths, layout = _kafka_layout(ctx, cluster)
+        paths, layout = _kafka_layout(ctx, cluster, secure)
         with live_status(f"Kafka {layout.name}: starting") as on_status:
             result = kafka_broker.up(layout, paths=paths, on_status=on_status)
         if result.external:
@@ -92,19 +115,22 @@ def register(app: typer.Typer) -> None:
             _err(f"Kafka {layout.name}: started nodes {result.started} in {result.seconds:.1f}s")
         else:
             _err(f"Kafka {layout.name}: already running (nodes {result.already_running})")
+        if layout.security is not None:
+            _err(f"principals' settings (mode 0600): {layout.security.credentials}/<stage>.env")
         typer.echo(json.dumps(asdict(result)) if as_json else result.bootstrap_servers)
 
     @kafka.command("down")
     def kafka_down(
         ctx: typer.Context,
         cluster: Cluster = False,
+        secure: Secure = False,
         purge: bool = typer.Option(False, "--purge", help="Also delete the data and logs"),
     ) -> None:
         """Stop the broker(s): SIGTERM, wait, SIGKILL after 30 s."""
         from amlhp.infra import kafka_broker
         from amlhp.infra.status_line import live_status
 
-        _, layout = _kafka_layout(ctx, cluster)
+        _, layout = _kafka_layout(ctx, cluster, secure)
         with live_status(f"Kafka {layout.name}: stopping"):
             result = kafka_broker.down(layout, purge=purge)
         if not result.stopped:
@@ -120,11 +146,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show every node of the single broker and the cluster; exit 1 when none runs."""
         from amlhp.infra import kafka_broker
-        from amlhp.infra.kafka_config import cluster_layout, single_layout
+        from amlhp.infra.kafka_config import all_layouts
 
         rows = []
-        paths = _paths(ctx)
-        for layout in (single_layout(paths), cluster_layout(paths)):
+        for layout in all_layouts(_paths(ctx)):
             for node in kafka_broker.status(layout):
                 rows.append({"layout": layout.name, **asdict(node), "state": node.state})
         if as_json:
@@ -133,11 +158,26 @@ def register(app: typer.Typer) -> None:
             for row in rows:
                 pid = row["pid"] if row["pid"] is not None else "-"
                 typer.echo(
-                    f"{row['layout']:<8} node-{row['node_id']}  127.0.0.1:{row['port']:<6} "
+                    f"{row['layout']:<14} node-{row['node_id']}  127.0.0.1:{row['port']:<6} "
                     f"{row['state']:<8} pid={pid}"
                 )
         if not any(row["state"] in {"running", "foreign"} for row in rows):
             raise typer.Exit(1)
+
+    @kafka.command("acls")
+    def kafka_acls(
+        ctx: typer.Context,
+        principal: list[str] = typer.Option(
+            [], "--principal", help="STAGE=NAME: another principal for a stage (repeatable)"
+        ),
+        as_json: AsJson = False,
+    ) -> None:
+        """Print the ACLs each stage's principal needs (least privilege), from the settings'
+        topic names and consumer group; `amlhp topics create --acls` applies them."""
+        from amlhp.infra.kafka_acls import acl_dicts, acl_table, stage_acls
+
+        rows = stage_acls(settings_of(ctx), parse_principals(principal))
+        typer.echo(json.dumps(acl_dicts(rows)) if as_json else acl_table(rows))
 
     @prom.command("up")
     def prometheus_up(ctx: typer.Context) -> None:

@@ -22,6 +22,11 @@ from amlhp.infra import process
 from amlhp.infra.exceptions import FetchError, InfraError, KafkaStartError
 from amlhp.infra.fetch import fetch_kafka, kafka_libs_ready
 from amlhp.infra.kafka_config import KafkaLayout, KafkaNode, write_configs
+from amlhp.infra.kafka_security import (
+    ensure_certificates,
+    ensure_credentials,
+    scram_format_args,
+)
 from amlhp.infra.paths import InfraPaths, default_paths
 from amlhp.infra.process import StatusCallback, ignore_status
 
@@ -106,6 +111,9 @@ def format_storage(layout: KafkaLayout, libs: Path) -> list[int]:
     if not todo:
         return []
     cid = _cluster_id(layout)
+    scram: list[str] = []
+    if layout.security is not None:  # the first SCRAM users exist only if made at format
+        scram = scram_format_args(ensure_credentials(layout.security, layout.bootstrap_servers))
     procs = []
     for node in todo:
         node.data_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +126,7 @@ def format_storage(layout: KafkaLayout, libs: Path) -> list[int]:
             "--config",
             str(node.config),
             "--ignore-formatted",
+            *scram,
         ]
         procs.append(
             (node, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
@@ -141,13 +150,13 @@ def status(layout: KafkaLayout) -> list[NodeStatus]:
     ]
 
 
-def registered_brokers(bootstrap_servers: str, timeout: float = 2.0) -> int:
+def registered_brokers(layout: KafkaLayout, timeout: float = 2.0) -> int:
     """How many brokers the cluster's metadata lists (0 when it does not answer)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     # log_level 0: connection-refused noise while a broker boots is expected, not news.
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
+    admin = AdminClient({**layout.admin_config(), "log_level": 0})
     try:
         return len(admin.list_topics(timeout=timeout).brokers)
     except KafkaException:
@@ -179,7 +188,7 @@ def wait_ready(
                 f"{process.log_tail(node.logs_dir / 'server.log')}"
             )
         listening = [n for n in layout.nodes if process.port_open(layout.host, n.port)]
-        count = registered_brokers(layout.bootstrap_servers) if listening else 0
+        count = registered_brokers(layout) if listening else 0
         on_status(f"Kafka {layout.name}: {count}/{want} brokers ready ({waited:.0f}s)")
         if count >= want:
             return waited
@@ -237,9 +246,11 @@ def _up(
     running = [s.node_id for s in before if s.pid is not None]
     if not running and all(s.listening for s in before):
         on_status(f"Kafka {layout.name}: ports already answer, checking for a broker")
-        if registered_brokers(layout.bootstrap_servers, timeout=5.0) >= len(layout.nodes):
+        if registered_brokers(layout, timeout=5.0) >= len(layout.nodes):
             return UpResult(layout.bootstrap_servers, [], [], True, time.monotonic() - begin)
     libs = _libs(paths, on_status)
+    if layout.security is not None and ensure_certificates(layout.security, layout.host):
+        on_status(f"Kafka {layout.name}: made a CA and the brokers' certificate")
     write_configs(layout)
     todo = [layout.node(s.node_id) for s in before if s.pid is None]
     if any(not node.formatted for node in todo):

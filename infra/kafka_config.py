@@ -5,6 +5,11 @@ Two layouts exist: a single combined broker+controller on 127.0.0.1:9092 (contro
 on 19192-19194) with replication factor 3 and ``min.insync.replicas=2`` defaults, so that
 losing one broker loses no acknowledged write. Both run in KRaft mode (no ZooKeeper): every
 node is broker and controller at once, which is what fits on a 2-core machine.
+
+Each has a secured twin (``--secure``, :mod:`amlhp.infra.kafka_security`) on ports of its
+own, so that both can run side by side: clients on SASL_SSL (SCRAM-SHA-512), brokers and
+controllers between themselves on mutual TLS, and the ``StandardAuthorizer`` refusing what
+no ACL allows.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amlhp.infra.exceptions import InfraError
+from amlhp.infra.kafka_security import SecurityFiles, admin_client_config, security_properties
 from amlhp.infra.paths import InfraPaths, default_paths
 
 LOCALHOST = "127.0.0.1"
@@ -20,6 +26,9 @@ SINGLE_PORT = 9092
 SINGLE_CONTROLLER_PORT = 9093
 CLUSTER_PORTS = (19092, 19093, 19094)
 CLUSTER_CONTROLLER_PORTS = (19192, 19193, 19194)
+# the secured twins: clients (SASL_SSL), controllers and the brokers' own listener (mTLS)
+SECURE_SINGLE_PORTS = (9392, 9393, 9394)
+SECURE_CLUSTER_PORTS = ((39092, 39093, 39094), (39192, 39193, 39194), (39292, 39293, 39294))
 DEFAULT_HEAP = "512m"
 
 
@@ -31,6 +40,8 @@ class KafkaNode:
     port: int
     controller_port: int
     home: Path
+    #: the brokers' own listener (replication) of a secured layout; None: PLAINTEXT's
+    broker_port: int | None = None
 
     @property
     def config(self) -> Path:
@@ -78,6 +89,7 @@ class KafkaLayout:
     min_insync_replicas: int
     host: str = LOCALHOST
     heap: str = DEFAULT_HEAP
+    security: SecurityFiles | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -96,6 +108,13 @@ class KafkaLayout:
     def quorum_voters(self) -> str:
         return ",".join(f"{n.node_id}@{self.host}:{n.controller_port}" for n in self.nodes)
 
+    def admin_config(self) -> dict[str, str]:
+        """librdkafka settings of an administrator of this layout (its admin principal
+        when secured): what waiting for brokers and applying ACLs connect with."""
+        if self.security is None:
+            return {"bootstrap.servers": self.bootstrap_servers}
+        return admin_client_config(self.security, self.bootstrap_servers)
+
     def node(self, node_id: int) -> KafkaNode:
         for node in self.nodes:
             if node.node_id == node_id:
@@ -113,14 +132,21 @@ def make_layout(
     *,
     paths: InfraPaths | None = None,
     heap: str = DEFAULT_HEAP,
+    broker_ports: tuple[int, ...] | None = None,
 ) -> KafkaLayout:
-    """A layout of ``len(ports)`` nodes under ``var/kafka/<name>``; RF follows the size."""
+    """A layout of ``len(ports)`` nodes under ``var/kafka/<name>``; RF follows the size.
+
+    With ``broker_ports`` (one per node) the layout is secured (module docstring).
+    """
     if len(ports) != len(controller_ports) or not ports:
         raise InfraError("one controller port per broker port, at least one of each")
+    if broker_ports is not None and len(broker_ports) != len(ports):
+        raise InfraError("a secured layout needs one broker listener port per node")
     home = (paths or default_paths()).var / "kafka" / name
+    inner = broker_ports or (None,) * len(ports)
     nodes = tuple(
-        KafkaNode(i + 1, port, cport, home / f"node-{i + 1}")
-        for i, (port, cport) in enumerate(zip(ports, controller_ports, strict=True))
+        KafkaNode(i + 1, port, cport, home / f"node-{i + 1}", bport)
+        for i, (port, cport, bport) in enumerate(zip(ports, controller_ports, inner, strict=True))
     )
     rf = min(3, len(nodes))
     return KafkaLayout(
@@ -130,6 +156,7 @@ def make_layout(
         replication_factor=rf,
         min_insync_replicas=max(1, rf - 1),
         heap=heap,
+        security=SecurityFiles(home / "security") if broker_ports is not None else None,
     )
 
 
@@ -141,6 +168,52 @@ def cluster_layout(paths: InfraPaths | None = None, name: str = "cluster") -> Ka
     return make_layout(name, CLUSTER_PORTS, CLUSTER_CONTROLLER_PORTS, paths=paths)
 
 
+def secure_single_layout(
+    paths: InfraPaths | None = None, name: str = "single-secure"
+) -> KafkaLayout:
+    client, controller, broker = SECURE_SINGLE_PORTS
+    return make_layout(name, (client,), (controller,), paths=paths, broker_ports=(broker,))
+
+
+def secure_cluster_layout(
+    paths: InfraPaths | None = None, name: str = "cluster-secure"
+) -> KafkaLayout:
+    client, controller, broker = SECURE_CLUSTER_PORTS
+    return make_layout(name, client, controller, paths=paths, broker_ports=broker)
+
+
+def layout_for(paths: InfraPaths, *, cluster: bool, secure: bool) -> KafkaLayout:
+    """The layout the ``--cluster`` and ``--secure`` flags name."""
+    if secure:
+        return secure_cluster_layout(paths) if cluster else secure_single_layout(paths)
+    return cluster_layout(paths) if cluster else single_layout(paths)
+
+
+def all_layouts(paths: InfraPaths) -> list[KafkaLayout]:
+    return [layout_for(paths, cluster=c, secure=s) for s in (False, True) for c in (False, True)]
+
+
+def _listeners(layout: KafkaLayout, node: KafkaNode) -> dict[str, object]:
+    host = layout.host
+    if layout.security is None or node.broker_port is None:
+        return {
+            "listeners": f"PLAINTEXT://{host}:{node.port},CONTROLLER://{host}:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{node.port}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        }
+    return {
+        "listeners": (
+            f"SASL_SSL://{host}:{node.port},BROKER://{host}:{node.broker_port},"
+            f"CONTROLLER://{host}:{node.controller_port}"
+        ),
+        "advertised.listeners": f"SASL_SSL://{host}:{node.port},BROKER://{host}:{node.broker_port}",
+        "inter.broker.listener.name": "BROKER",
+        "listener.security.protocol.map": "CONTROLLER:SSL,BROKER:SSL,SASL_SSL:SASL_SSL",
+        **security_properties(layout.security),
+    }
+
+
 def server_properties(layout: KafkaLayout, node: KafkaNode) -> str:
     """The node's ``server.properties``: KRaft combined mode, loopback only, small footprint."""
     rf = layout.replication_factor
@@ -149,13 +222,8 @@ def server_properties(layout: KafkaLayout, node: KafkaNode) -> str:
         "process.roles": "broker,controller",
         "node.id": node.node_id,
         "controller.quorum.voters": layout.quorum_voters,
-        "listeners": (
-            f"PLAINTEXT://{layout.host}:{node.port},CONTROLLER://{layout.host}:{node.controller_port}"
-        ),
-        "advertised.listeners": f"PLAINTEXT://{layout.host}:{node.port}",
+        **_listeners(layout, node),
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": node.data_dir,
         # Replication defaults: the cluster keeps every acknowledged write with one node down.
         "default.replication.factor": rf,

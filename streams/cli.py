@@ -17,22 +17,34 @@ def _topics_create(
     replication_factor: int | None,
     retention_ms: int | None,
     as_json: bool,
+    acls: bool = False,
+    principals: list[str] | None = None,
 ) -> None:
+    from amlhp.infra.cli import parse_principals
     from amlhp.streams.topics import ensure_pipeline_topics
 
     settings = settings_of(ctx)
+    overrides = parse_principals(principals or [])
     results = ensure_pipeline_topics(
         settings,
         partitions=partitions,
         replication_factor=replication_factor,
         retention_ms=retention_ms,
     )
+    applied = 0
+    if acls:
+        from amlhp.infra.kafka_acls import apply_acls, stage_acls
+        from amlhp.streams.topics import admin_client
+
+        applied = apply_acls(admin_client(settings.kafka_config()), stage_acls(settings, overrides))
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in results]))
         return
     for r in results:
         state = "created" if r.created else "exists"
         typer.echo(f"{r.name}\t{state}\tpartitions={r.partitions}")
+    if acls:
+        typer.echo(f"acls\tapplied\t{applied} entries (amlhp infra kafka acls lists them)")
 
 
 def _topics_list(ctx: typer.Context, show_all: bool, as_json: bool) -> None:
@@ -67,9 +79,15 @@ def register(app: typer.Typer) -> None:
         ),
         retention_ms: int | None = typer.Option(None, "--retention-ms", min=-1, help="-1: keep"),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
+        acls: bool = typer.Option(
+            False, "--acls", help="Also allow each stage's principal what it needs (and no more)"
+        ),
+        principal: list[str] = typer.Option(
+            [], "--principal", help="With --acls, STAGE=NAME: another principal (repeatable)"
+        ),
     ) -> None:
         """Create the pipeline topics (those that exist are left as they are)."""
-        _topics_create(ctx, partitions, replication_factor, retention_ms, as_json)
+        _topics_create(ctx, partitions, replication_factor, retention_ms, as_json, acls, principal)
 
     @topics.command("list")
     def topics_list(

@@ -16,12 +16,16 @@ from amlhp.metrics.stage_cli import metrics_option, start_metrics
 from amlhp.progress import console
 
 
-def _settings(ctx: typer.Context, stage: str):  # type: ignore[no-untyped-def]
-    """The command's settings, logged (secrets masked) so the stage's log shows them."""
+def _settings(ctx: typer.Context, stage: str, group: str | None = None):  # type: ignore[no-untyped-def]
+    """The command's settings, logged (secrets masked) so the stage's log shows them, and
+    its access to a secured cluster checked (``group``: its consumer group if not the
+    default)."""
+    from amlhp.pipeline.access import check_access
     from amlhp.pipeline.children import log_settings
 
     settings = settings_of(ctx)
     log_settings(stage, settings)
+    check_access(settings, stage, group=group)
     return settings
 
 
@@ -69,7 +73,7 @@ def _run_sink(
     from amlhp.pipeline.parquet_sink import SinkStats
     from amlhp.pipeline.signals import install_stop_signals
 
-    settings = _settings(ctx, process)
+    settings = _settings(ctx, process, group)
     stop = threading.Event()
     install_stop_signals(stop)
     served = start_metrics(
@@ -326,7 +330,7 @@ def register(app: typer.Typer) -> None:
             if explain_every > 0
             else None,
         )
-        settings = _settings(ctx, "worker")
+        settings = _settings(ctx, "worker", app_id)
         start_metrics(
             "worker",
             metrics_port,

@@ -105,6 +105,7 @@ def replay(
     argv: list[str],
 ) -> dict[str, Any]:
     """Plan (or reuse the stored plan of an interrupted run), run and summarise."""
+    from amlhp.pipeline.access import check_access
     from amlhp.pipeline.signals import install_stop_signals
     from amlhp.streams.exceptions import ReplayError
     from amlhp.streams.replay import (
@@ -120,6 +121,7 @@ def replay(
 
     if source not in ("raw", "verdicts"):
         raise ReplayError(f"--source is raw or verdicts, not {source!r}")
+    check_access(settings, "replay")
     window = Window(parse_time(start), parse_time(end), tuple(sorted(set(gateways))))
     topic = settings.topic_raw if source == "raw" else settings.topic_verdicts
     scorer = None

@@ -21,7 +21,12 @@ import pytest
 
 from amlhp.infra import kafka_broker, prometheus_server
 from amlhp.infra.fetch import prometheus_binary
-from amlhp.infra.kafka_config import KafkaLayout, cluster_layout, single_layout
+from amlhp.infra.kafka_config import (
+    KafkaLayout,
+    cluster_layout,
+    secure_single_layout,
+    single_layout,
+)
 from amlhp.infra.paths import InfraPaths
 from amlhp.infra.process import port_open
 from amlhp.infra.prometheus_server import PrometheusLayout
@@ -39,6 +44,7 @@ _FIXTURE_MARKERS = {
     "kafka_bootstrap": "kafka",
     "kafka_settings": "kafka",
     "kafka_cluster": "cluster",
+    "kafka_secure": "kafka",
     "prometheus_layout": "prometheus",
     "prometheus_url": "prometheus",
 }
@@ -117,6 +123,16 @@ def kafka_cluster() -> Iterator[KafkaHandle]:
     """
     with _kafka_for_session(
         cluster_layout(CHECKOUT), cluster_layout(CHECKOUT, name="pytest-cluster")
+    ) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def kafka_secure() -> Iterator[KafkaHandle]:
+    """The secured single broker (SASL_SSL on 127.0.0.1:9392, SCRAM-SHA-512, ACLs), started
+    if not running; ``handle.layout.security`` holds its CA and principals' credentials."""
+    with _kafka_for_session(
+        secure_single_layout(CHECKOUT), secure_single_layout(CHECKOUT, name="pytest-single-secure")
     ) as handle:
         yield handle
 

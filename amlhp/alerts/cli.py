@@ -197,10 +197,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the alert stage: verdicts -> incidents on the alert topic (Faust)."""
         from amlhp.alerts.stage import AlertStageOptions, run_alert_stage
+        from amlhp.pipeline.access import check_access
         from amlhp.pipeline.children import log_settings
 
         settings = settings_of(ctx)
         log_settings("alerts", settings)
+        check_access(settings, "alerts", group=app_id)
         start_metrics(
             "alerts",
             metrics_port,

@@ -92,13 +92,15 @@ def read_topic_batches(
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     consumer = Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": "amlhp-accounting-reader",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "fetch.message.max.bytes": 8_000_000,
-            }
+        with_logger(
+            settings.kafka_config(
+                **{
+                    "group.id": "amlhp-accounting-reader",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "fetch.message.max.bytes": 8_000_000,
+                }
+            )
         )
     )
     batches: list[pa.RecordBatch] = []

@@ -20,7 +20,7 @@ def _amlhp(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_kafka_status_lists_both_layouts_and_exits_1_when_none_runs() -> None:
+def test_kafka_status_lists_every_layout_and_exits_1_when_none_runs() -> None:
     proc = _amlhp("infra", "kafka", "status", "--json")
     rows = json.loads(proc.stdout)
     assert [(r["layout"], r["node_id"], r["port"]) for r in rows] == [
@@ -28,6 +28,10 @@ def test_kafka_status_lists_both_layouts_and_exits_1_when_none_runs() -> None:
         ("cluster", 1, 19092),
         ("cluster", 2, 19093),
         ("cluster", 3, 19094),
+        ("single-secure", 1, 9392),
+        ("cluster-secure", 1, 39092),
+        ("cluster-secure", 2, 39093),
+        ("cluster-secure", 3, 39094),
     ]
     assert {r["state"] for r in rows} <= {"running", "starting", "foreign", "stopped"}
     any_up = any(r["state"] in {"running", "foreign"} for r in rows)

@@ -49,7 +49,7 @@ def test_up_twice_is_harmless_and_down_leaves_no_process(lifecycle_layout: Kafka
     pid = kafka_broker.node_pid(node)
     assert pid is not None
     assert _java_processes_with(node.marker) == [pid]
-    assert kafka_broker.registered_brokers(layout.bootstrap_servers) == 1
+    assert kafka_broker.registered_brokers(layout) == 1
 
     second = kafka_broker.up(layout)
     assert second.started == []

@@ -21,6 +21,7 @@ from amlhp.pipeline.incident_dataset import alert_rows, wait_incidents
 from amlhp.settings import Settings
 from amlhp.streams.demo import wait_accounted, wait_groups_ready
 from amlhp.streams.tap import Tap, pcap_packets, run_tap
+from tests.support.incidents import comparable
 from tests.support.kafka import committed_offsets
 
 pytestmark = pytest.mark.slow
@@ -28,13 +29,6 @@ pytestmark = pytest.mark.slow
 IDLE_S = 20.0
 #: the stops in the middle of the backlog, one per alert process
 STOPS = (signal.SIGTERM, signal.SIGKILL, signal.SIGTERM, signal.SIGKILL)
-#: what must agree between the stream's and the offline incidents (not the wall clocks,
-#: nor the close reason: ``idle`` in the stream, ``end_of_input`` offline)
-COMPARED = (
-    "incident_id", "gateway", "host", "role", "kind", "severity", "techniques", "evidence",
-    "first_seen_ns", "last_seen_ns", "opened_ns", "packets", "classes", "class_packets",
-    "top_peers", "top_peer_packets", "top_ports", "sample_seqs", "model_version",
-)  # fmt: skip
 
 
 @pytest.fixture
@@ -45,18 +39,6 @@ def alert_settings(pipeline_settings: Settings) -> Settings:
 def _start(settings: Settings, tmp_path: Path, name: str, *args: str) -> StageProcess:
     env = child_env(settings, {**os.environ, "OMP_NUM_THREADS": "1"})
     return start_stage(name, list(args), tmp_path / "logs", env)
-
-
-def _comparable(incidents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for row in incidents:
-        item = {k: row[k] for k in COMPARED}
-        item["mean_score"] = round(float(row["mean_score"]), 4)
-        # float32 on the wire, float64 offline
-        item["evidence"] = [{**e, "strength": round(float(e["strength"]), 4)}
-                            for e in row["evidence"]]  # fmt: skip
-        out.append(item)
-    return sorted(out, key=lambda r: r["incident_id"])
 
 
 def _tap(settings: Settings, capture: Path, gateway: str) -> int:
@@ -207,7 +189,7 @@ def test_stream_incidents_equal_offline_through_restarts_mid_backlog(
     mitm = [i for i in incidents if i["kind"] == "mitm"]  # through the running stage
     assert [i["host"] for i in mitm] == ["127.73.0.66"]
     assert "mac=de:ad:be:ef:00:66" in str(mitm[0]["evidence"])
-    stream_view, offline_view = _comparable(incidents), _comparable(offline)
+    stream_view, offline_view = comparable(incidents), comparable(offline)
     assert stream_view == offline_view, _difference(stream_view, offline_view, rows)
 
 

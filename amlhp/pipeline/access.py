@@ -1,0 +1,230 @@
+"""What each stage touches on Kafka, and a check at start that it may.
+
+On a secured cluster a stage that lacks a permission, or whose password or CA is wrong,
+would otherwise fail late and noisily: librdkafka retries a refused login forever (a log
+line every few milliseconds, held back to one a minute but never an exit), a producer
+without WRITE times its messages out after two minutes, and Faust's client raises from
+deep inside its event loop. So every stage, before it starts its clients, asks the
+cluster once (:func:`check_access`): it logs in, describes its topics with the operations
+its principal is authorised for (KIP-430), and looks up its consumer groups. Whatever is
+refused ends the stage with one line naming it (:class:`KafkaAccessError`, exit 2); a
+cluster that does not answer in time is left to the clients' usual reconnects.
+
+The check runs where a cluster has security (``security.protocol`` other than
+PLAINTEXT): there are no principals or ACLs on a plaintext listener to check, and the
+local plaintext broker creates topics on first use, which a check would race.
+
+What a stage needs comes from :func:`amlhp.infra.kafka_acls.stage_access`, the source of
+the ACL table too: the permissions granted and the permissions checked cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from amlhp.infra.kafka_acls import StageAccess, stage_access
+from amlhp.pipeline.exceptions import PipelineError
+from amlhp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: how long the check waits for the cluster before leaving it to the clients' reconnects
+CHECK_TIMEOUT_S = 15.0
+
+
+class KafkaAccessError(PipelineError):
+    """The cluster refused this stage's login, TLS handshake, topic or group."""
+
+
+#: process names (as in logs and metrics) whose access is another stage's
+PROCESS_STAGE = {"alert-sink": "alerts-sink", "flow-sink": "flows"}
+
+
+def access_of(settings: Settings, process: str) -> StageAccess:
+    stage = PROCESS_STAGE.get(process, process)
+    for access in stage_access(settings):
+        if access.stage == stage:
+            return access
+    raise KeyError(stage)
+
+
+def secured(settings: Settings) -> bool:
+    """True when the cluster has security to check (module docstring)."""
+    protocol = str(settings.kafka_config().get("security.protocol", "PLAINTEXT"))
+    return protocol.upper() != "PLAINTEXT"
+
+
+def _who(settings: Settings) -> str:
+    config = settings.kafka_config()
+    user = config.get("sasl.username")
+    return f"user {user!r}" if user else "this client"
+
+
+def _login_refusal(settings: Settings, error: Any) -> str | None:
+    """The one-line text of a refused login or TLS handshake, else None (keep waiting)."""
+    from confluent_kafka import KafkaError
+
+    config = settings.kafka_config()
+    code, text = error.code(), error.str()
+    if "transport failure" in text or "Disconnected" in text:
+        return None  # the connection dropped mid-login (a broker restarting): not a refusal
+    if code == KafkaError._AUTHENTICATION or "SASL authentication error" in text:
+        mechanism = config.get("sasl.mechanism", config.get("sasl.mechanisms", "PLAIN"))
+        return (
+            f"Kafka refused the login of {_who(settings)} (SASL {mechanism}): wrong user "
+            f"name or password, or no such user ({settings.bootstrap_servers})"
+        )
+    if code == KafkaError._SSL or "SSL handshake failed" in text:
+        ca = config.get("ssl.ca.location", "the system's CAs")
+        reason = "certificate verify failed" if "verify failed" in text else text.split(": ")[-1]
+        return (
+            f"TLS to {settings.bootstrap_servers} refused: the broker's certificate is not "
+            f"trusted by ssl.ca.location={ca} ({reason})"
+        )
+    return None
+
+
+#: the TLS files a client reads (librdkafka's own error for a missing one is OpenSSL's)
+TLS_FILES = ("ssl.ca.location", "ssl.certificate.location", "ssl.key.location")
+
+
+def _client(settings: Settings, errors: list[Any]) -> Any:
+    from pathlib import Path
+
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    for name in TLS_FILES:
+        path = settings.kafka_config().get(name)
+        if path and not Path(str(path)).exists():
+            raise KafkaAccessError(f"TLS: {name}={path}: no such file")
+
+    # no logger: librdkafka's own lines would repeat what the refusal says
+    config = settings.kafka_config(**{"error_cb": errors.append, "log_level": 0})
+    try:
+        return AdminClient(config)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else exc
+        text = error.str() if hasattr(error, "str") else str(error)
+        if "ssl.ca.location" in text or "ssl.certificate.location" in text:
+            raise KafkaAccessError(f"TLS settings refused by the Kafka client: {text}") from None
+        raise KafkaAccessError(f"Kafka client settings refused: {text}") from None
+
+
+def _wait(
+    admin: Any, futures: Sequence[Any], errors: list[Any], settings: Settings, deadline: float
+) -> bool:
+    """Poll until the futures are done (True) or the deadline passes (False); a refused
+    login or handshake raises at once."""
+    while True:
+        for error in errors:
+            refusal = _login_refusal(settings, error)
+            if refusal is not None:
+                raise KafkaAccessError(refusal)
+        if all(f.done() for f in futures):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        admin.poll(0.1)
+
+
+def check_access(
+    settings: Settings,
+    stage: str,
+    *,
+    group: str | None = None,
+    timeout_s: float = CHECK_TIMEOUT_S,
+) -> bool:
+    """Check that ``stage`` (a process name) may do what it needs on a secured cluster
+    (module docstring).
+
+    ``group`` is the consumer group it will use when not its default (``--group``,
+    ``--app-id``). Returns False when nothing was checked (plaintext, or the cluster did
+    not answer in time); raises :class:`KafkaAccessError` on a refusal.
+    """
+    if not secured(settings):
+        return False
+    from confluent_kafka import (
+        ConsumerGroupTopicPartitions,
+        KafkaError,
+        KafkaException,
+        TopicCollection,
+    )
+    from confluent_kafka.admin import AclOperation
+
+    access = access_of(settings, stage)
+    errors: list[Any] = []
+    admin = _client(settings, errors)
+    deadline = time.monotonic() + timeout_s
+    topics = list(dict.fromkeys([*access.reads, *access.writes]))
+    wanted = {t: set() for t in topics}  # type: dict[str, set[str]]
+    for topic in access.reads:
+        wanted[topic].add("READ")
+    for topic in access.writes:
+        wanted[topic].add("WRITE")
+    described = (
+        admin.describe_topics(
+            TopicCollection(topics), request_timeout=timeout_s, include_authorized_operations=True
+        )
+        if topics
+        else {}
+    )
+    group_names = list(access.groups)
+    if group and group_names:
+        group_names[0] = group
+    listed = {
+        g: admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(g)], request_timeout=timeout_s
+        )[g]
+        for g in group_names
+    }
+    if not _wait(admin, [*described.values(), *listed.values()], errors, settings, deadline):
+        log.warning(
+            "could not check %s's access: %s did not answer in %.0f s",
+            stage,
+            settings.bootstrap_servers,
+            timeout_s,
+        )
+        return False
+    who = _who(settings)
+    for topic, future in described.items():
+        try:
+            description = future.result()
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args else None
+            if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                continue  # made later (auto-creation, `amlhp topics create`)
+            if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                raise KafkaAccessError(
+                    f"Kafka refused {who} ({stage}) topic {topic!r}: no ACL allows it to "
+                    f"{' or '.join(sorted(wanted[topic])).lower()} it"
+                ) from None
+            raise KafkaAccessError(f"Kafka: describing topic {topic!r}: {exc}") from None
+        allowed = description.authorized_operations
+        if allowed is None:  # the cluster has no authorizer: nothing is refused
+            continue
+        names = {op.name for op in allowed}
+        if AclOperation.ALL in allowed:
+            continue
+        missing = sorted(wanted[topic] - names)
+        if missing:
+            raise KafkaAccessError(
+                f"Kafka refused {who} ({stage}) to {' and '.join(missing).lower()} topic "
+                f"{topic!r} (allowed: {', '.join(sorted(n.lower() for n in names)) or 'nothing'})"
+            )
+    for group, future in listed.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args else None
+            if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
+                raise KafkaAccessError(
+                    f"Kafka refused {who} ({stage}) consumer group {group!r}: no ACL allows "
+                    f"it to read the group"
+                ) from None
+            if code not in {KafkaError.GROUP_ID_NOT_FOUND, KafkaError.COORDINATOR_NOT_AVAILABLE}:
+                raise KafkaAccessError(f"Kafka: consumer group {group!r}: {exc}") from None
+    return True
