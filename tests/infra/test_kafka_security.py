@@ -85,7 +85,7 @@ def test_credentials_one_private_file_per_principal_made_once(tmp_path: Path) ->
 
 
 def test_acls_grant_each_stage_what_it_touches_and_nothing_else() -> None:
-    settings = Settings()
+    settings = Settings.model_validate({})
     rows = stage_acls(settings)
     names = principal_names()
     for access in stage_access(settings):
