@@ -33,7 +33,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from amlhp.errors import ConfigError
@@ -276,6 +284,27 @@ class Settings(BaseSettings):
         description="env AMLHP_METRICS_HOST: address the stages' /metrics endpoints listen "
         "on (0.0.0.0: every interface, for a Prometheus on another machine)",
     )
+    metrics_tls_cert: Path | None = Field(
+        None,
+        description="env AMLHP_METRICS_TLS_CERT: PEM certificate chain; with "
+        "AMLHP_METRICS_TLS_KEY the /metrics endpoints serve HTTPS only",
+    )
+    metrics_tls_key: Path | None = Field(
+        None, description="env AMLHP_METRICS_TLS_KEY: the PEM private key of that certificate"
+    )
+    metrics_tls_ca: Path | None = Field(
+        None,
+        description="env AMLHP_METRICS_TLS_CA: the CA Prometheus trusts for the endpoints' "
+        "certificate (`amlhp infra prometheus up`; default: the system's)",
+    )
+    metrics_user: str | None = Field(
+        None,
+        description="env AMLHP_METRICS_USER: with AMLHP_METRICS_PASSWORD, the endpoints "
+        "answer only HTTP basic authentication as this user",
+    )
+    metrics_password: SecretStr | None = Field(
+        None, description="env AMLHP_METRICS_PASSWORD: that user's password (never logged)"
+    )
     payload_bytes: int = Field(
         64, ge=1, le=1500, description="env AMLHP_PAYLOAD_BYTES: P, payload bytes kept per packet"
     )
@@ -298,6 +327,15 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="env AMLHP_RDKAFKA_<NAME>: any librdkafka property (also CLI -X name=value)",
     )
+
+    @model_validator(mode="after")
+    def _metrics_pairs(self) -> Settings:
+        """TLS needs both files and basic authentication both halves, or neither."""
+        if (self.metrics_tls_cert is None) != (self.metrics_tls_key is None):
+            raise ValueError("AMLHP_METRICS_TLS_CERT and AMLHP_METRICS_TLS_KEY go together")
+        if (self.metrics_user is None) != (self.metrics_password is None):
+            raise ValueError("AMLHP_METRICS_USER and AMLHP_METRICS_PASSWORD go together")
+        return self
 
     @field_validator("home", mode="after")
     @classmethod
@@ -430,7 +468,10 @@ def _invalid(exc: ValidationError, flagged: set[str]) -> str:
     what is wrong, and the value unless it is a secret."""
     parts = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else ""
+        if not error["loc"]:  # a rule across fields: its input is every value, secrets too
+            parts.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
+        field = str(error["loc"][0])
         where = f"--{field.replace('_', '-')}" if field in flagged else env_name(field)
         shown = "" if field in SECRET_FIELDS else f" (got {error.get('input')!r})"
         parts.append(f"{where}: {error['msg']}{shown}")
@@ -438,7 +479,7 @@ def _invalid(exc: ValidationError, flagged: set[str]) -> str:
 
 
 #: fields whose values are never echoed, not even in an error
-SECRET_FIELDS = frozenset({"grafana_token", "rdkafka"})
+SECRET_FIELDS = frozenset({"grafana_token", "export_webhook_token", "metrics_password", "rdkafka"})
 #: variables with the prefix that are not settings: the test suite's own
 OTHER_ENV_PREFIXES = (RDKAFKA_ENV_PREFIX, "AMLHP_TEST_")
 

@@ -181,11 +181,23 @@ def register(app: typer.Typer) -> None:
 
     @prom.command("up")
     def prometheus_up(ctx: typer.Context) -> None:
-        """Start Prometheus (data in var/prometheus) unless running; prints its URL."""
+        """Start Prometheus (data in var/prometheus) unless running; prints its URL.
+
+        It scrapes the stages as their metrics settings serve: HTTPS when
+        AMLHP_METRICS_TLS_CERT is set (trusting AMLHP_METRICS_TLS_CA), basic
+        authentication when AMLHP_METRICS_USER is."""
         from amlhp.infra import prometheus_server
         from amlhp.infra.status_line import live_status
 
-        layout = prometheus_server.prometheus_layout(_paths(ctx))
+        settings = settings_of(ctx)
+        password = settings.metrics_password
+        layout = prometheus_server.with_scrape_security(
+            prometheus_server.prometheus_layout(_paths(ctx)),
+            https=settings.metrics_tls_cert is not None,
+            ca_file=settings.metrics_tls_ca,
+            username=settings.metrics_user,
+            password=password.get_secret_value() if password is not None else None,
+        )
         with live_status("Prometheus: starting") as on_status:
             started = prometheus_server.up(layout, on_status=on_status)
         _err("Prometheus: started" if started else "Prometheus: already running")

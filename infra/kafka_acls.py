@@ -110,7 +110,8 @@ def stage_acls(settings: Settings, principals: Mapping[str, str] | None = None) 
         for topic in access.writes:
             add("topic", "literal", topic, "write")
         for group in access.groups:
-            add("group", "literal", group, "read")
+            if not any(group.startswith(prefix) for prefix in access.group_prefixes):
+                add("group", "literal", group, "read")
         for prefix in access.group_prefixes:
             add("group", "prefixed", prefix, "read")
         if access.own_prefix:

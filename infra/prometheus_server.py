@@ -7,7 +7,9 @@ Prometheus re-reads every few seconds, so adding an exporter needs no restart.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 import signal
 import time
@@ -31,11 +33,41 @@ START_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
+class ScrapeSecurity:
+    """How Prometheus scrapes endpoints that serve HTTPS and ask for basic authentication
+    (the stages' ``AMLHP_METRICS_TLS_*``, ``AMLHP_METRICS_USER`` / ``_PASSWORD``)."""
+
+    https: bool = False
+    ca_file: Path | None = None  # None: the system's CAs
+    username: str | None = None
+    password_file: Path | None = None  # read by Prometheus; never in its config
+
+    def scrape_config(self) -> dict[str, object]:
+        config: dict[str, object] = {}
+        if self.https:
+            config["scheme"] = "https"
+            if self.ca_file is not None:
+                config["tls_config"] = {"ca_file": str(self.ca_file)}
+        if self.username is not None and self.password_file is not None:
+            config["basic_auth"] = {
+                "username": self.username,
+                "password_file": str(self.password_file),
+            }
+        return config
+
+
+@dataclass(frozen=True)
 class PrometheusLayout:
     home: Path
     host: str = LOCALHOST
     port: int = PROMETHEUS_PORT
     retention: str = "7d"
+    scrape: ScrapeSecurity | None = None
+
+    @property
+    def password_file(self) -> Path:
+        """Where :func:`scrape_security` keeps the endpoints' password (mode 0600)."""
+        return self.home / "metrics.password"
 
     @property
     def url(self) -> str:
@@ -76,6 +108,29 @@ def prometheus_layout(
     return PrometheusLayout(home=(paths or default_paths()).var / "prometheus", port=port)
 
 
+def with_scrape_security(
+    layout: PrometheusLayout,
+    *,
+    https: bool,
+    ca_file: Path | None,
+    username: str | None,
+    password: str | None,
+) -> PrometheusLayout:
+    """``layout`` scraping the stages as their metrics settings serve: HTTPS trusting
+    ``ca_file``, basic authentication with the password in a 0600 file beside its data."""
+    if not https and username is None:
+        return layout
+    password_file = None
+    if username is not None and password is not None:
+        password_file = layout.password_file
+        password_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(password)
+    scrape = ScrapeSecurity(https, ca_file, username, password_file)
+    return dataclasses.replace(layout, scrape=scrape)
+
+
 def render_config(layout: PrometheusLayout) -> str:
     """Prometheus scrapes itself and every target registered under ``targets/``."""
     config = {
@@ -90,6 +145,7 @@ def render_config(layout: PrometheusLayout) -> str:
             },
             {
                 "job_name": "amlhp",
+                **(layout.scrape.scrape_config() if layout.scrape is not None else {}),
                 "file_sd_configs": [
                     {"files": [f"{layout.targets_dir}/*.json"], "refresh_interval": "5s"}
                 ],

@@ -16,8 +16,9 @@ from amlhp.chaos.exceptions import ChaosError, ScenarioSkipped
 from amlhp.chaos.fuzz import GARBAGE, write_fuzzed_capture
 from amlhp.chaos.run import ChaosRun, Load
 from amlhp.infra import kafka_broker
-from amlhp.infra.kafka_config import KafkaLayout, cluster_layout, single_layout
+from amlhp.infra.kafka_config import KafkaLayout, layout_for
 from amlhp.infra.paths import default_paths
+from amlhp.pipeline.access import secured
 from amlhp.settings import Settings
 
 
@@ -234,17 +235,20 @@ def broker_target(scenario: Scenario, settings: Settings) -> tuple[Settings, Kaf
 
     Scenarios that kill brokers run on the local layout that amlhp runs (``amlhp infra
     kafka up``, with ``--cluster`` for 3 nodes), whatever broker ``settings`` names: a
-    remote cluster is never SIGKILLed. Raises :class:`ScenarioSkipped` when it is not
+    remote cluster is never SIGKILLed. Settings with security (a principal's credentials
+    file loaded, e.g. the admin's) pick the secured twin (``--secure``), so the faults
+    hit TLS connections and SASL logins. Raises :class:`ScenarioSkipped` when it is not
     running.
     """
     if scenario.brokers == 0:
         return settings, None
     paths = default_paths(settings.home)
-    layout = single_layout(paths) if scenario.brokers == 1 else cluster_layout(paths)
+    secure = secured(settings)
+    layout = layout_for(paths, cluster=scenario.brokers != 1, secure=secure)
     if len(layout.nodes) != scenario.brokers or any(
         kafka_broker.node_pid(node) is None for node in layout.nodes
     ):
-        flag = "" if scenario.brokers == 1 else " --cluster"
+        flag = ("" if scenario.brokers == 1 else " --cluster") + (" --secure" if secure else "")
         raise ScenarioSkipped(
             f"needs the local {layout.name} layout running: amlhp infra kafka up{flag}"
         )
