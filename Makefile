@@ -219,12 +219,15 @@ bench-score: setup
 
 # Throughput and lag benchmarks (docs/benchmarks.md): stage rates, Fig. 10, end to end at
 # 25/50/100/150% of the measured capacity (a minute each) and 1 vs 2 workers, on the local
-# broker, and the alert engine on one core; about 13-15 minutes on two cores. JSON, PNG
-# plots and results.md in benchmarks/results.
+# broker, the alert engine on one core, and the capacity under TLS + SASL beside plaintext
+# (about 3 minutes more); about 16-18 minutes on two cores. JSON, PNG plots and results.md
+# in benchmarks/results.
 .PHONY: bench
 bench: setup kafka-up
 	$(BIN)/amlhp bench all --out-dir benchmarks/results
 	$(BIN)/amlhp bench alerts --out benchmarks/results/alerts.json
+	$(BIN)/amlhp infra kafka up --secure
+	$(BIN)/amlhp bench secure --rounds 3 --out benchmarks/results/secure.json
 
 # Incident figures with thresholds fitted leaving one source out (README, "Incidents");
 # about 10 minutes on two cores; the scored captures are kept in out/alerts-corpus.

@@ -491,4 +491,7 @@ def register(app: typer.Typer) -> None:
     _register_score(bench)
     _register_e2e(bench)
     _register_suite(bench)
+    from amlhp.benchmarks import secure_bench
+
+    secure_bench.register(bench)
     app.add_typer(bench, name="bench")
