@@ -73,8 +73,9 @@ def test_whole_pipeline_with_least_privilege(
     secure_admin: Settings, kafka_secure: KafkaHandle, demo_capture: Path, tmp_path: Path
 ) -> None:
     """Tap, worker, sink, alert stage and alert sink, each its own principal: every packet
-    a verdict or a dead letter, the incidents those of ``amlhp alerts`` offline, and no
-    password in any log, output or dataset of the run (nor in the broker's logs)."""
+    a verdict or a dead letter, the incidents those of ``amlhp alerts`` offline; a replay
+    of the raw topic as the replay principal; and no password in any log, output or
+    dataset of the run (nor in the broker's logs)."""
     admin = secure_admin
     group = admin.consumer_group
     logs, verdicts, alerts_dir = tmp_path / "logs", tmp_path / "verdicts", tmp_path / "alerts"
@@ -113,6 +114,18 @@ def test_whole_pipeline_with_least_privilege(
         for proc in procs:
             proc.stop(timeout_s=20)
 
+    # a replay of the raw topic as the replay principal: every packet re-scored once
+    replay = subprocess.run(
+        [*amlhp_command(), "replay", "--from", "2000-01-01T00:00:00", "--to",
+         "2100-01-01T00:00:00", "-o", str(tmp_path / "replay"), "--json"],
+        env=_env(_as(admin, kafka_secure, "replay")), capture_output=True, timeout=300,
+    )  # fmt: skip
+    (logs / "replay.out").write_bytes(replay.stdout + replay.stderr)
+    assert replay.returncode == 0, replay.stderr.decode()[-2000:]
+    totals = json.loads(replay.stdout.decode().strip().splitlines()[-1])["totals"]
+    assert totals["packets"] == stats["packets"]
+    assert totals["verdicts"] + totals["dead_letters"] == stats["packets"]
+
     scorer = load_scorer(default_model_path())
     offline = alerts_from_captures(
         [demo_capture], scorer, AlertPolicy.from_settings(admin), gateway="gw-1"
@@ -123,7 +136,7 @@ def test_whole_pipeline_with_least_privilege(
     secrets = _secrets(kafka_secure)
     broker_logs = [n.logs_dir for n in kafka_secure.layout.nodes]
     scanned = 0
-    for root in (logs, verdicts, alerts_dir, *broker_logs):
+    for root in (logs, verdicts, alerts_dir, tmp_path / "replay", *broker_logs):
         for path in root.rglob("*"):
             if path.is_file():
                 data = path.read_bytes()
