@@ -114,7 +114,7 @@ def register(bench: typer.Typer) -> None:
             3, "--capacity-loops", min=1, help="Passes over the capture in each run"
         ),
         out: Path = typer.Option(
-            Path("benchmarks/results/secure.json"), "--out", help="Result JSON"
+            Path("benchmarks/results/secure.json"), "--out", "-o", help="Result JSON"
         ),
         work_dir: Path = typer.Option(Path("out/bench"), "--work-dir", help="Logs, datasets"),
     ) -> None:

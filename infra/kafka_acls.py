@@ -68,6 +68,9 @@ def stage_access(settings: Settings) -> list[StageAccess]:
         ),
         StageAccess("alerts-sink", reads=(t.alerts,), groups=(f"{group}-alerts-sink",)),
         StageAccess(
+            "export", reads=(t.alerts,), writes=(t.dead_letter,), groups=(f"{group}-export",)
+        ),
+        StageAccess(
             "replay",
             reads=(t.raw, t.verdicts),
             groups=(f"{group}-replay-plan",),

@@ -26,6 +26,7 @@ from amlhp.infra.kafka_security import (
     ensure_certificates,
     ensure_credentials,
     scram_format_args,
+    upsert_scram_users,
 )
 from amlhp.infra.paths import InfraPaths, default_paths
 from amlhp.infra.process import StatusCallback, ignore_status
@@ -260,6 +261,12 @@ def _up(
         on_status(f"Kafka {layout.name}: starting node {node.node_id} on port {node.port}")
         start_node(layout, node, libs)
     wait_ready(layout, timeout=timeout, on_status=on_status)
+    if layout.security is not None:
+        from confluent_kafka.admin import AdminClient
+
+        on_status(f"Kafka {layout.name}: creating the stage principals' SCRAM users")
+        passwords = ensure_credentials(layout.security, layout.bootstrap_servers)
+        upsert_scram_users(AdminClient({**layout.admin_config(), "log_level": 0}), passwords)
     started = [n.node_id for n in todo]
     return UpResult(layout.bootstrap_servers, started, running, False, time.monotonic() - begin)
 

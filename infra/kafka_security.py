@@ -14,9 +14,10 @@ parse), under ``var/kafka/<layout>/security/``:
 * ``credentials/<principal>.env``: one file per stage principal (mode 0600) with the
   ``AMLHP_BOOTSTRAP_SERVERS`` and ``AMLHP_RDKAFKA_*`` settings that principal connects with,
   ready for ``set -a; . file; set +a`` or systemd's ``EnvironmentFile=``. The passwords are
-  random, written only there, and reach the brokers as SCRAM credentials when the storage
-  is formatted (``kafka-storage format --add-scram``, KIP-900: the only way to create the
-  first SCRAM user of a KRaft cluster).
+  random and written only there. The admin's reaches the brokers as a SCRAM credential
+  when the storage is formatted (``kafka-storage format --add-scram``, KIP-900: the only
+  way to create the first SCRAM user of a KRaft cluster); the admin then creates the
+  others at every start (:func:`upsert_scram_users`, idempotent).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ PRINCIPALS = (
     "sink",
     "alerts",
     "alerts-sink",
+    "export",
     "replay",
     "flows",
 )
@@ -210,11 +212,40 @@ def ensure_credentials(files: SecurityFiles, bootstrap_servers: str) -> dict[str
 
 
 def scram_format_args(passwords: dict[str, str]) -> list[str]:
-    """``kafka-storage format`` arguments that create the SCRAM users at first start."""
-    args: list[str] = []
-    for user, password in passwords.items():
-        args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
-    return args
+    """``kafka-storage format`` arguments that create the admin's SCRAM user at first
+    start (the only way to make the first one; the others: :func:`upsert_scram_users`)."""
+    user = username("admin")
+    return ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={passwords[user]}]"]
+
+
+def upsert_scram_users(admin: object, passwords: dict[str, str], timeout_s: float = 30.0) -> int:
+    """Create or update the stage principals' SCRAM credentials through the admin
+    (``AlterUserScramCredentials``, KIP-554): idempotent, and a principal added to
+    :data:`PRINCIPALS` later gets its user on the next start. Returns how many."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    changes = [
+        UserScramCredentialUpsertion(user, info, password.encode())
+        for user, password in passwords.items()
+        if user != username("admin")
+    ]
+    futures = admin.alter_user_scram_credentials(  # type: ignore[attr-defined]
+        changes, request_timeout=timeout_s
+    )
+    for user, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            raise InfraError(
+                f"creating the SCRAM user {user!r} failed: {exc.args[0].str()}"
+            ) from None
+    return len(changes)
 
 
 def admin_client_config(files: SecurityFiles, bootstrap_servers: str) -> dict[str, str]:

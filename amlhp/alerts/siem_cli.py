@@ -67,7 +67,10 @@ def register(app: typer.Typer) -> None:
         unknown = set(status) - set(STATUSES)
         if unknown:
             raise AlertsError(f"--status {sorted(unknown)}: expected {', '.join(STATUSES)}")
+        from amlhp.pipeline.access import check_access
+
         settings = settings_of(ctx)
+        check_access(settings, "export", group=group)
         token = settings.export_webhook_token
         output = open_output(to, token.get_secret_value() if token else None, max_bytes)
         options = ExportOptions(

@@ -141,9 +141,10 @@ def check_access(
     """Check that ``stage`` (a process name) may do what it needs on a secured cluster
     (module docstring).
 
-    ``group`` is the consumer group it will use when not its default (``--group``,
-    ``--app-id``). Returns False when nothing was checked (plaintext, or the cluster did
-    not answer in time); raises :class:`KafkaAccessError` on a refusal.
+    ``group`` is the consumer group it will use when named on its command line
+    (``--group``, ``--app-id``): then only that group is checked. Returns False when
+    nothing was checked (plaintext, or the cluster did not answer in time); raises
+    :class:`KafkaAccessError` on a refusal.
     """
     if not secured(settings):
         return False
@@ -172,22 +173,25 @@ def check_access(
         if topics
         else {}
     )
-    group_names = list(access.groups)
-    if group and group_names:
-        group_names[0] = group
+    # a stage named its own group (--group, --app-id): that one; else every group it uses
+    group_names = [group] if group else list(dict.fromkeys(access.groups))
     listed = {
         g: admin.list_consumer_group_offsets(
             [ConsumerGroupTopicPartitions(g)], request_timeout=timeout_s
         )[g]
         for g in group_names
     }
-    if not _wait(admin, [*described.values(), *listed.values()], errors, settings, deadline):
+    futures = [*described.values(), *listed.values()]
+    if not _wait(admin, futures, errors, settings, deadline):
         log.warning(
             "could not check %s's access: %s did not answer in %.0f s",
             stage,
             settings.bootstrap_servers,
             timeout_s,
         )
+        # the requests time out by themselves (request_timeout): let them, because a
+        # client destroyed with requests in flight calls back into freed futures
+        _wait(admin, futures, [], settings, deadline + 10.0)
         return False
     who = _who(settings)
     for topic, future in described.items():

@@ -1,7 +1,9 @@
 """The flow worker and flow sink on the secured broker as the flows principal: the Faust
 app (aiokafka) logs in with SCRAM over TLS, creates its changelog under its ACL prefix,
 and the flow verdicts reach the dataset. The packet pipeline's secured test is
-``tests/streams/test_secure_pipeline.py``."""
+``tests/streams/test_secure_pipeline.py`` (in ``make test``; this one is long only to keep
+``make test`` within its budget: the Faust client it exercises is the worker's and the
+alert stage's, which that test covers)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from amlhp.settings import Settings
 from amlhp.streams.topics import admin_client, ensure_pipeline_topics
 from tests.support.kafka import KafkaHandle, KafkaNames, principal_settings
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
 def test_flow_worker_and_sink_as_the_flows_principal(

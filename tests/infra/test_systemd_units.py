@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from amlhp.settings import unknown_env
+from amlhp.infra.kafka_acls import stage_access
+from amlhp.infra.kafka_security import PRINCIPALS
+from amlhp.settings import Settings, unknown_env
 
 UNITS = Path(__file__).parents[2] / "infra" / "systemd"
 AMLHP = str(Path(sys.executable).with_name("amlhp"))
@@ -30,6 +32,13 @@ def _exec_start(unit: Path) -> list[str]:
 def test_each_unit_starts_an_amlhp_command_whose_options_parse(unit: Path) -> None:
     text = unit.read_text()
     assert "EnvironmentFile=/etc/amlhp/amlhp.env" in text
+    # then, optional, the stage's own principal on a secured cluster (a principal that
+    # `amlhp infra kafka up --secure` makes and the ACL table grants)
+    principal = re.search(r"^EnvironmentFile=-/etc/amlhp/([a-z-]+)\.env$", text, re.M)
+    assert principal is not None, unit.name
+    assert principal[1] in PRINCIPALS
+    assert principal[1] in {a.stage for a in stage_access(Settings.model_validate({}))}
+    assert text.index("amlhp.env") < text.index(f"{principal[1]}.env")  # it wins
     assert re.search(r"^Restart=on-failure$", text, re.M)
     argv = _exec_start(unit)
     assert "--metrics-port" in argv  # a fixed port per stage, for the scrape config

@@ -26,7 +26,7 @@ from tests.support.kafka import KafkaHandle, KafkaNames, principal_settings
 
 pytestmark = pytest.mark.slow
 
-IDLE_S = 8.0
+IDLE_S = 5.0
 
 
 @pytest.fixture
