@@ -125,33 +125,20 @@ def register(bench: typer.Typer) -> None:
         from amlhp.benchmarks.exceptions import BenchmarksError
         from amlhp.benchmarks.results import write_json
         from amlhp.infra import kafka_broker
-        from amlhp.infra.kafka_config import secure_single_layout, single_layout
-        from amlhp.infra.kafka_security import read_env_file
+        from amlhp.infra.kafka_config import principal_settings, secure_single_layout, single_layout
         from amlhp.infra.paths import default_paths
-        from amlhp.settings import RDKAFKA_ENV_PREFIX
 
         settings = settings_of(ctx)
         paths = default_paths(settings.home)
-        layouts = (single_layout(paths), secure_single_layout(paths))
-        for layout in layouts:
+        plain_layout, secure_layout = single_layout(paths), secure_single_layout(paths)
+        for layout in (plain_layout, secure_layout):
             if any(kafka_broker.node_pid(n) is None for n in layout.nodes):
                 flag = " --secure" if layout.security else ""
                 raise BenchmarksError(f"start {layout.name} first: amlhp infra kafka up{flag}")
-        plain_layout, secure_layout = layouts
-        assert secure_layout.security is not None
-        env = read_env_file(secure_layout.security.env_file("admin"))
-        rdkafka = {
-            k[len(RDKAFKA_ENV_PREFIX) :].lower().replace("_", "."): v
-            for k, v in env.items()
-            if k.startswith(RDKAFKA_ENV_PREFIX)
-        }
         plain = settings.model_copy(
             update={"bootstrap_servers": plain_layout.bootstrap_servers, "rdkafka": {}}
         )
-        secure = Settings.model_validate(
-            {**settings.model_dump(), "bootstrap_servers": secure_layout.bootstrap_servers,
-             "rdkafka": rdkafka}
-        )  # fmt: skip
+        secure = principal_settings(settings, secure_layout, "admin")
         cfg = E2EConfig(capacity_loops=capacity_loops)
         doc = run_secure_bench(
             plain, secure, cfg, rounds=rounds, work_dir=work_dir,

@@ -18,8 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amlhp.infra.exceptions import InfraError
-from amlhp.infra.kafka_security import SecurityFiles, admin_client_config, security_properties
+from amlhp.infra.kafka_security import (
+    SecurityFiles,
+    admin_client_config,
+    read_env_file,
+    security_properties,
+)
 from amlhp.infra.paths import InfraPaths, default_paths
+from amlhp.settings import Settings, rdkafka_from_env
 
 LOCALHOST = "127.0.0.1"
 SINGLE_PORT = 9092
@@ -180,6 +186,18 @@ def secure_cluster_layout(
 ) -> KafkaLayout:
     client, controller, broker = SECURE_CLUSTER_PORTS
     return make_layout(name, client, controller, paths=paths, broker_ports=broker)
+
+
+def principal_settings(settings: Settings, layout: KafkaLayout, principal: str) -> Settings:
+    """``settings`` as one principal of a secured layout connects: the layout's bootstrap
+    servers and the ``AMLHP_RDKAFKA_*`` of that principal's credentials file, in place of
+    ``settings``' own (the rest, topics and group, kept)."""
+    if layout.security is None:
+        raise InfraError(f"{layout.name} is not a secured layout")
+    env = read_env_file(layout.security.env_file(principal))
+    data = settings.model_dump()
+    data.update(bootstrap_servers=layout.bootstrap_servers, rdkafka=rdkafka_from_env(env))
+    return Settings.model_validate(data)
 
 
 def layout_for(paths: InfraPaths, *, cluster: bool, secure: bool) -> KafkaLayout:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amlhp.infra.exceptions import InfraError
+from amlhp.settings import rdkafka_from_env
 
 #: the SASL mechanism of the secured layouts (Kafka's SCRAM with SHA-512)
 SCRAM_MECHANISM = "SCRAM-SHA-512"
@@ -250,13 +251,10 @@ def upsert_scram_users(admin: object, passwords: dict[str, str], timeout_s: floa
 
 def admin_client_config(files: SecurityFiles, bootstrap_servers: str) -> dict[str, str]:
     """The librdkafka settings of the admin principal (waiting for brokers, applying ACLs)."""
-    env = read_env_file(files.env_file("admin"))
-    config = {"bootstrap.servers": bootstrap_servers}
-    prefix = "AMLHP_RDKAFKA_"
-    for name, value in env.items():
-        if name.startswith(prefix):
-            config[name[len(prefix) :].lower().replace("_", ".")] = value
-    return config
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        **rdkafka_from_env(read_env_file(files.env_file("admin"))),
+    }
 
 
 def security_properties(files: SecurityFiles) -> dict[str, object]:

@@ -145,14 +145,13 @@ def kafka_names(request: pytest.FixtureRequest) -> KafkaNames:
     return KafkaNames(prefix=prefix, topic=f"{prefix}.topic", group=f"{prefix}.group")
 
 
-@pytest.fixture
-def kafka_settings(kafka_bootstrap: str, kafka_names: KafkaNames) -> Settings:
-    """Settings pointing at the local broker with this test's own topic names and group."""
-    p = kafka_names.prefix
+def _names_settings(bootstrap: str, names: KafkaNames) -> Settings:
+    """Settings pointing at ``bootstrap`` with this test's own topic names and group."""
+    p = names.prefix
     # model_validate rather than keywords: mypy has no pydantic plugin to know the fields.
     return Settings.model_validate(
         {
-            "bootstrap_servers": kafka_bootstrap,
+            "bootstrap_servers": bootstrap,
             "topic_raw": f"{p}.packets.raw",
             "topic_verdicts": f"{p}.verdicts",
             "topic_dead_letter": f"{p}.deadletter",
@@ -162,11 +161,33 @@ def kafka_settings(kafka_bootstrap: str, kafka_names: KafkaNames) -> Settings:
             "topic_alerts": f"{p}.alerts",
             "topic_alert_ticks": f"{p}.alerts.ticks",
             "topic_feedback": f"{p}.feedback",
-            "consumer_group": kafka_names.group,
+            "consumer_group": names.group,
             "partitions": 2,
             "replication_factor": 1,
         }
     )
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str, kafka_names: KafkaNames) -> Settings:
+    """Settings pointing at the local broker with this test's own topic names and group."""
+    return _names_settings(kafka_bootstrap, kafka_names)
+
+
+@pytest.fixture
+def secure_admin(kafka_secure: KafkaHandle, kafka_names: KafkaNames) -> Settings:
+    """The secured broker's admin with this test's own topics (created) and every stage's
+    ACLs on them (``amlhp topics create --acls``); other principals:
+    :func:`amlhp.infra.kafka_config.principal_settings`."""
+    from amlhp.infra.kafka_acls import apply_acls, stage_acls
+    from amlhp.infra.kafka_config import principal_settings
+    from amlhp.streams.topics import admin_client, ensure_pipeline_topics
+
+    names = _names_settings(kafka_secure.bootstrap_servers, kafka_names)
+    admin = principal_settings(names, kafka_secure.layout, "admin")
+    ensure_pipeline_topics(admin)
+    apply_acls(admin_client(admin.kafka_config()), stage_acls(admin))
+    return admin
 
 
 @pytest.fixture(scope="session")

@@ -97,13 +97,12 @@ def _client(settings: Settings, errors: list[Any]) -> Any:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    for name in TLS_FILES:
-        path = settings.kafka_config().get(name)
-        if path and not Path(str(path)).exists():
-            raise KafkaAccessError(f"TLS: {name}={path}: no such file")
-
     # no logger: librdkafka's own lines would repeat what the refusal says
     config = settings.kafka_config(**{"error_cb": errors.append, "log_level": 0})
+    for name in TLS_FILES:
+        path = config.get(name)
+        if path and not Path(str(path)).exists():
+            raise KafkaAccessError(f"TLS: {name}={path}: no such file")
     try:
         return AdminClient(config)
     except KafkaException as exc:

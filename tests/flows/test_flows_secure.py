@@ -16,31 +16,19 @@ import pyarrow.dataset as ds
 import pytest
 
 from amlhp.data import DEMO_CAPTURE
-from amlhp.infra.kafka_acls import apply_acls, stage_acls
+from amlhp.infra.kafka_config import principal_settings
 from amlhp.pipeline.children import amlhp_command, child_env, start_stage
 from amlhp.settings import Settings
-from amlhp.streams.topics import admin_client, ensure_pipeline_topics
-from tests.support.kafka import KafkaHandle, KafkaNames, principal_settings
+from tests.support.kafka import KafkaHandle
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
 def test_flow_worker_and_sink_as_the_flows_principal(
-    kafka_secure: KafkaHandle, kafka_names: KafkaNames, tmp_path: Path
+    secure_admin: Settings, kafka_secure: KafkaHandle, tmp_path: Path
 ) -> None:
-    p = kafka_names.prefix
-    names = ("raw", "verdicts", "dead_letter", "flow_verdicts", "devices", "explanations",
-             "alerts", "alert_ticks", "feedback")  # fmt: skip
-    base = Settings.model_validate(
-        {**{f"topic_{n}": f"{p}.{n}" for n in names}, "consumer_group": kafka_names.group,
-         "partitions": 2, "replication_factor": 1}
-    )  # fmt: skip
-    admin = principal_settings(base, kafka_secure.layout, "admin")
-    ensure_pipeline_topics(admin)
-    apply_acls(admin_client(admin.kafka_config()), stage_acls(admin))
-
     def env(principal: str) -> dict[str, str]:
-        settings = principal_settings(base, kafka_secure.layout, principal)
+        settings = principal_settings(secure_admin, kafka_secure.layout, principal)
         return child_env(settings, {**os.environ, "OMP_NUM_THREADS": "1"})
 
     out = tmp_path / "flows"

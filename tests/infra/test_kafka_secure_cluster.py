@@ -13,12 +13,11 @@ import pytest
 
 from amlhp.infra import kafka_broker
 from amlhp.infra.kafka_acls import apply_acls, stage_acls
-from amlhp.infra.kafka_config import secure_cluster_layout
+from amlhp.infra.kafka_config import principal_settings, secure_cluster_layout
 from amlhp.infra.paths import InfraPaths
 from amlhp.pipeline.children import amlhp_command, child_env
 from amlhp.settings import Settings
 from amlhp.streams.topics import admin_client, ensure_pipeline_topics
-from tests.support.kafka import principal_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.cluster]
 

@@ -13,16 +13,15 @@ import pytest
 
 from amlhp.alerts.offline import alerts_from_captures
 from amlhp.alerts.policy import AlertPolicy
-from amlhp.infra.kafka_acls import apply_acls, stage_acls
+from amlhp.infra.kafka_config import principal_settings
 from amlhp.infra.kafka_security import PRINCIPALS, SecurityFiles, ensure_certificates
 from amlhp.model.scorer import default_model_path, load_scorer
 from amlhp.pipeline.children import StageProcess, amlhp_command, child_env, start_stage
 from amlhp.pipeline.incident_dataset import wait_incidents
 from amlhp.settings import Settings
 from amlhp.streams.demo import wait_accounted, wait_groups_ready
-from amlhp.streams.topics import admin_client, ensure_pipeline_topics
 from tests.support.incidents import comparable
-from tests.support.kafka import KafkaHandle, KafkaNames, principal_settings
+from tests.support.kafka import KafkaHandle
 
 pytestmark = pytest.mark.slow
 
@@ -30,24 +29,10 @@ IDLE_S = 5.0
 
 
 @pytest.fixture
-def secure_admin(kafka_secure: KafkaHandle, kafka_names: KafkaNames) -> Settings:
-    """The admin's settings with this test's topics (created) and every stage's ACLs."""
-    p = kafka_names.prefix
-    names = ("raw", "verdicts", "dead_letter", "flow_verdicts", "devices", "explanations",
-             "alerts", "alert_ticks", "feedback")  # fmt: skip
-    base = Settings.model_validate(
-        {
-            **{f"topic_{n}": f"{p}.{n}" for n in names},
-            "consumer_group": kafka_names.group,
-            "partitions": 2,
-            "replication_factor": 1,
-            "alert_idle_close_s": IDLE_S,
-        }
-    )
-    admin = principal_settings(base, kafka_secure.layout, "admin")
-    ensure_pipeline_topics(admin)
-    apply_acls(admin_client(admin.kafka_config()), stage_acls(admin))
-    return admin
+def admin(secure_admin: Settings) -> Settings:
+    """The admin with this test's topics and ACLs (``secure_admin``), incidents closed
+    after a short idle."""
+    return secure_admin.model_copy(update={"alert_idle_close_s": IDLE_S})
 
 
 def _as(admin: Settings, handle: KafkaHandle, principal: str) -> Settings:
@@ -70,13 +55,12 @@ def _secrets(handle: KafkaHandle) -> list[str]:
 
 
 def test_whole_pipeline_with_least_privilege(
-    secure_admin: Settings, kafka_secure: KafkaHandle, demo_capture: Path, tmp_path: Path
+    admin: Settings, kafka_secure: KafkaHandle, demo_capture: Path, tmp_path: Path
 ) -> None:
     """Tap, worker, sink, alert stage and alert sink, each its own principal: every packet
     a verdict or a dead letter, the incidents those of ``amlhp alerts`` offline; a replay
     of the raw topic as the replay principal; and no password in any log, output or
     dataset of the run (nor in the broker's logs)."""
-    admin = secure_admin
     group = admin.consumer_group
     logs, verdicts, alerts_dir = tmp_path / "logs", tmp_path / "verdicts", tmp_path / "alerts"
 
@@ -160,12 +144,12 @@ def _refused(args: list[str], env: dict[str, str]) -> str:
 
 
 def test_refusals_are_one_line_and_exit_2(
-    secure_admin: Settings, kafka_secure: KafkaHandle, demo_capture: Path, tmp_path: Path
+    admin: Settings, kafka_secure: KafkaHandle, demo_capture: Path, tmp_path: Path
 ) -> None:
     """A wrong password, a missing CA file, an untrusted CA, a topic and a consumer group
     the principal may not use: each a one-line error naming it, exit 2, no secret."""
-    tap = _as(secure_admin, kafka_secure, "tap")
-    sink = _as(secure_admin, kafka_secure, "sink")
+    tap = _as(admin, kafka_secure, "tap")
+    sink = _as(admin, kafka_secure, "sink")
     other_ca = SecurityFiles(tmp_path / "other-ca")
     ensure_certificates(other_ca, "127.0.0.1")
     pcap = str(demo_capture)
@@ -174,13 +158,13 @@ def test_refusals_are_one_line_and_exit_2(
     cases = [
         (["tap", "-g", "gw", pcap], _env(tap, sasl_password="not-the-password"),
          "refused the login of user 'amlhp-tap' (SASL SCRAM-SHA-512)"),
-        (worker, _env(_as(secure_admin, kafka_secure, "worker"),
+        (worker, _env(_as(admin, kafka_secure, "worker"),
                       ssl_ca_location=str(tmp_path / "missing.pem")),
          f"ssl.ca.location={tmp_path / 'missing.pem'}: no such file"),
-        (worker, _env(_as(secure_admin, kafka_secure, "worker"), ssl_ca_location=str(other_ca.ca)),
+        (worker, _env(_as(admin, kafka_secure, "worker"), ssl_ca_location=str(other_ca.ca)),
          "the broker's certificate is not trusted by ssl.ca.location"),
         (["tap", "-g", "gw", pcap], _env(sink),
-         f"refused user 'amlhp-sink' (tap) topic '{secure_admin.topic_raw}': no ACL allows it "
+         f"refused user 'amlhp-sink' (tap) topic '{admin.topic_raw}': no ACL allows it "
          "to write it"),
         (["sink", "--out", out, "--group", "someone-elses"], _env(sink),
          "refused user 'amlhp-sink' (sink) consumer group 'someone-elses'"),

@@ -194,23 +194,3 @@ def _is_coordinator_error(err: Any) -> bool:
         KafkaError._TIMED_OUT,
         KafkaError.REQUEST_TIMED_OUT,
     }
-
-
-def principal_settings(settings: Any, layout: KafkaLayout, principal: str) -> Any:
-    """``settings`` (a :class:`~amlhp.settings.Settings`) as one principal of a secured
-    layout connects: its bootstrap servers and ``AMLHP_RDKAFKA_*`` from the layout's
-    credentials file for ``principal``."""
-    from amlhp.infra.kafka_security import read_env_file
-    from amlhp.settings import RDKAFKA_ENV_PREFIX, Settings
-
-    if layout.security is None:
-        raise InfraError(f"{layout.name} is not a secured layout")
-    env = read_env_file(layout.security.env_file(principal))
-    rdkafka = {
-        name[len(RDKAFKA_ENV_PREFIX) :].lower().replace("_", "."): value
-        for name, value in env.items()
-        if name.startswith(RDKAFKA_ENV_PREFIX)
-    }
-    data = settings.model_dump()
-    data.update(bootstrap_servers=env["AMLHP_BOOTSTRAP_SERVERS"], rdkafka=rdkafka)
-    return Settings.model_validate(data)
