@@ -324,14 +324,11 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
         verdicts = verdicts if verdicts is not None else empty
         # each gateway's flows on its raw partition, with the worker's clock for it
         for gateway in sorted({str(g) for g in verdicts.column("gateway").to_pylist()}):
+            told = runtime.announced.get(gateway, -1)
             partition, clock = runtime.tell(gateway)
             part = verdicts.filter(pa.compute.equal(verdicts.column("gateway"), gateway))
-            # an idle close can end thousands of a gateway's flows at once: messages of at
-            # most MESSAGE_ROWS verdicts stay far below the broker's size limit
-            for lo in range(0, max(part.num_rows, 1), MESSAGE_ROWS):
-                sent.append(
-                    await send_flows(gateway, partition, clock, part.slice(lo, MESSAGE_ROWS))
-                )
+            for at, chunk in flow_messages(part, told, clock):
+                sent.append(await send_flows(gateway, partition, at, chunk))
         for partition, batch in devices:
             for row in range(batch.num_rows):
                 one = batch.slice(row, 1)
@@ -437,6 +434,21 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
     return app
 
 
+def flow_messages(
+    part: pa.RecordBatch, told: int, clock: int, rows: int = MESSAGE_ROWS
+) -> list[tuple[int, pa.RecordBatch]]:
+    """One gateway's flow verdicts of a step as messages: (clock header, verdicts).
+
+    An idle close can end thousands of a gateway's flows at once: messages of at most
+    ``rows`` verdicts stay far below the broker's size limit. Only the last one tells the
+    new ``clock``; the others repeat the clock last ``told``: the alert stage judges a
+    gateway's packets as soon as a message's clock has passed them, so an earlier part
+    telling it would let those packets be judged before the rest of their flows came
+    (:mod:`amlhp.alerts.flow_evidence`)."""
+    starts = range(0, max(part.num_rows, 1), rows)
+    return [(clock if lo == starts[-1] else told, part.slice(lo, rows)) for lo in starts]
+
+
 def run_flow_worker(settings: Settings, options: FlowWorkerOptions) -> None:
     """Run the flow worker in the foreground until SIGTERM/SIGINT."""
     app = create_flow_app(settings, options)
@@ -444,4 +456,11 @@ def run_flow_worker(settings: Settings, options: FlowWorkerOptions) -> None:
     run_faust_worker(app)
 
 
-__all__ = ["FlowRuntime", "FlowWorkerOptions", "create_flow_app", "parse_key", "run_flow_worker"]
+__all__ = [
+    "FlowRuntime",
+    "FlowWorkerOptions",
+    "create_flow_app",
+    "flow_messages",
+    "parse_key",
+    "run_flow_worker",
+]

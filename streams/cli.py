@@ -111,6 +111,9 @@ def register(app: typer.Typer) -> None:
             None, "--out", "-o", help="Verdict dataset (default: out/verdicts in the home)"
         ),
         model: Path | None = typer.Option(None, "--model", help="Model (default: bundled)"),
+        attack_model: Path | None = typer.Option(
+            None, "--attack-model", help="The flow worker's attack flow model (default: bundled)"
+        ),
         timeout_s: float = typer.Option(600.0, "--timeout", help="Give up after (seconds)"),
     ) -> None:
         """Run the whole pipeline on the demo capture and account for every packet.
@@ -145,6 +148,7 @@ def register(app: typer.Typer) -> None:
                 out or settings.home / "out" / "verdicts",
                 paths.var / "demo",
                 model=model,
+                attack_model=attack_model,
                 timeout_s=timeout_s,
                 on_status=on_status,
             )

@@ -40,6 +40,10 @@ DEMO_ALERT_IDLE_S = 8.0
 #: ... and its open flows after this many (not the default 10 s), so that the flow worker
 #: has named the hosts before their incidents close
 DEMO_FLOW_IDLE_S = 3.0
+#: ... and its alert stage judges a batch of verdicts once the flow worker has told the
+#: flows up to its packets (waiting at most this long), so that its incidents are the
+#: offline command's, flow evidence included (unless AMLHP_ALERT_FLOW_WAIT_S says otherwise)
+DEMO_ALERT_FLOW_WAIT_S = 30.0
 
 
 def latency_ms(verdict_root: Path) -> dict[str, float]:
@@ -148,10 +152,12 @@ def run_demo(
     *,
     gateway: str = "demo-gw-1",
     model: Path | None = None,
+    attack_model: Path | None = None,
     timeout_s: float = 300.0,
     on_status: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the whole pipeline once over ``capture``; return the summary."""
+    """Run the whole pipeline once over ``capture``; return the summary. ``attack_model``:
+    the flow worker's attack flow model (default the committed one)."""
     run_id = time.strftime("%Y%m%d%H%M%S")
     reset_topics(settings)
     alerts_dir = out_dir.parent / "alerts"
@@ -159,7 +165,10 @@ def run_demo(
     for folder in (out_dir, alerts_dir, flows_dir):
         if folder.exists():
             shutil.rmtree(folder)
-    settings = settings.model_copy(update={"alert_idle_close_s": DEMO_ALERT_IDLE_S})
+    wait = settings.alert_flow_wait_s or DEMO_ALERT_FLOW_WAIT_S
+    settings = settings.model_copy(
+        update={"alert_idle_close_s": DEMO_ALERT_IDLE_S, "alert_flow_wait_s": wait}
+    )
     env = child_env(settings)  # every setting, -X properties and secrets included
     worker_args = ["worker", "--app-id", f"amlhp-demo-{run_id}"]
     if model is not None:
@@ -195,7 +204,9 @@ def run_demo(
                                    f"amlhp-demo-alert-sink-{run_id}", "--roll-seconds", "1"],
                     work_dir, env),
         start_stage("flows", ["flows", "worker", "--app-id", f"amlhp-demo-flows-{run_id}",
-                              "--idle-close", str(DEMO_FLOW_IDLE_S)], work_dir, env),
+                              "--idle-close", str(DEMO_FLOW_IDLE_S),
+                              *(["--attack-model", str(attack_model)] if attack_model else [])],
+                    work_dir, env),
         start_stage("flow-sink", ["flows", "sink", "--out", str(flows_dir), "--group",
                                   f"amlhp-demo-flows-sink-{run_id}", "--roll-seconds", "1"],
                     work_dir, env),

@@ -60,7 +60,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -216,15 +216,11 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
 
     async def drain(manual: Any) -> None:
         """Judge the waiting verdict events whose flows are in (or whose wait ran out),
-        in offset order, and ack them; those of partitions no longer assigned here are
-        forgotten (not acked: their new owner gets them)."""
-        now, assigned = time.time(), in_order.assigned()
-        for partition, waiting_events in queued.items():
-            if partition not in assigned:
-                waiting_events.clear()
-                waiting.pop(partition, None)
-            while waiting_events and flows_ready(waiting_events[0][1], partition, now):
-                event, batch = waiting_events.pop(0)
+        in offset order, and ack them."""
+        now = time.time()
+        for partition in list(queued):  # a revocation may drop one meanwhile
+            while (events := queued.get(partition)) and flows_ready(events[0][1], partition, now):
+                event, batch = events.pop(0)
                 await judge(event, batch)
                 await manual.ack(event)
 
@@ -332,6 +328,19 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
                 await manual.ack(event)
             if any(queued.values()):  # verdicts waiting for the flow worker's clock
                 await run_to_end(drain(manual))
+
+    async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        """Waiting verdict events of a revoked partition are forgotten, not acked: the
+        partition's next owner (this process again, after an eager rebalance) resumes
+        from the committed offset, before them. Taken from Faust's signal, not from the
+        consumer's assignment, which is also empty for a moment while it rebalances."""
+        revoked = args[0] if args else kwargs.get("revoked", set())
+        for tp in revoked:
+            if tp.topic == topics.verdicts:
+                queued.pop(tp.partition, None)
+                waiting.pop(tp.partition, None)
+
+    cast(Any, app.on_partitions_revoked).connect(on_revoked)
 
     @app.timer(interval=TICK_INTERVAL_S)
     async def tick() -> None:

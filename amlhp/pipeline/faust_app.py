@@ -24,8 +24,9 @@ and behaviour each relies on, so an upgrade fails a test rather than a guarantee
 * ``ProducerBuffer._send_pending`` and ``flush`` (patched: :func:`drain_producer_buffers`);
 * the aiokafka driver's ``Producer.flush``, awaited by Faust right before a commit
   (patched: :func:`refuse_commit_after_failed_send`);
-* ``Consumer._committed_offset``, ``flow_active``, ``highwater`` and ``seek_wait`` (read and
-  called: :func:`committed_offset`, :func:`partition_end`, :class:`InOrder`);
+* ``Consumer._committed_offset``, ``flow_active``, ``highwater``, ``earliest_offsets`` and
+  ``seek_wait`` (read and called: :func:`committed_offset`, :func:`partition_end`,
+  :class:`InOrder`);
 * a table's ``data`` (its local store) and ``send_changelog`` (:func:`write_table`).
 
 No public API offers these: Faust has no "flush and wait for the hand-over", no hook
@@ -233,18 +234,22 @@ class InOrder:
     :meth:`admit` lets an event through when its offset follows the last one handled
     here, or is at or below it (a re-delivery after a seek, which the agent's mark
     de-duplicates), or at or below the committed offset (the first event after an
-    assignment). An event past a hole is not handled and not acked, so nothing after
-    the hole is committed, and :meth:`rewind` seeks the partition back to the hole (at
-    most once a second; the agent calls it again on its clock ticks, since held events
-    may be the last ones fetched). A hole that outlasts ``give_up_s`` while Faust's flow
-    runs is a real one (records removed by retention before they were read): the event
-    is admitted, and the size of the hole returned for the caller to count and log.
+    assignment), or, where the group never committed, at or below the partition's first
+    offset (:meth:`gate` looks it up: seen on the alert stage, whose first flow events
+    of a partition were abandoned and the third came first). An event past a hole is not
+    handled and not acked, so nothing after the hole is committed, and :meth:`rewind`
+    seeks the partition back to the hole (at most once a second; the agent calls it again
+    on its clock ticks, since held events may be the last ones fetched). A hole that
+    outlasts ``give_up_s`` while Faust's flow runs is a real one (records removed by
+    retention before they were read): the event is admitted, and the size of the hole
+    returned for the caller to count and log.
 
     A hole can also be at the end, with no event after it to show it: the delivery Faust
     abandoned held a partition's last events (seen on the flow worker right after a table
     recovery: its flows then closed idle without their second half). So the clock ticks
     also look for a *stall*: a partition that is not :meth:`caught_up` and from which no
-    event came for ``stall_s`` while the flow runs is sought back to :meth:`position`.
+    event came for ``stall_s`` while the flow runs is sought back to :meth:`position` (its
+    first offset when this process handled nothing there and the group never committed).
     A stall that is only a slow agent costs re-deliveries, which the agents de-duplicate."""
 
     def __init__(
@@ -253,6 +258,8 @@ class InOrder:
         self.app, self.topic, self.give_up_s, self.stall_s = app, topic, give_up_s, stall_s
         #: per partition: the offset after the last event handled here
         self.next: dict[int, int] = {}
+        #: per partition never committed: its first offset, where a new group starts
+        self.start: dict[int, int] = {}
         #: per partition with a hole: (the offset missing, when first seen, last rewind)
         self.holes: dict[int, tuple[int, float, float]] = {}
         #: per partition behind its end: since when no event came from it
@@ -263,7 +270,10 @@ class InOrder:
         """Where this process is in a partition: the offset after the last event handled
         here, or before the first, the group's committed offset (where it resumed)."""
         done = self.next.get(partition)
-        return committed_offset(self.app, self.topic, partition) if done is None else done
+        if done is not None:
+            return done
+        committed = committed_offset(self.app, self.topic, partition)
+        return self.start.get(partition) if committed is None else committed
 
     def caught_up(self, partition: int) -> bool:
         """Whether this process handled the partition up to its high-water mark (an end
@@ -275,7 +285,10 @@ class InOrder:
     def admit(self, partition: int, offset: int, now: float) -> tuple[bool, int]:
         """(handle the event?, offsets known missing before it: 0 unless a real hole)."""
         committed = committed_offset(self.app, self.topic, partition)
-        expected = max(self.next.get(partition, -1), -1 if committed is None else committed)
+        expected = max(
+            self.next.get(partition, -1),
+            self.start.get(partition, -1) if committed is None else committed,
+        )
         if expected < 0 or offset <= expected:
             self.next[partition] = offset + 1
             self.holes.pop(partition, None)
@@ -310,6 +323,8 @@ class InOrder:
 
         msg, now = event.message, time.time()
         self.quiet.pop(msg.partition, None)
+        if self.position(msg.partition) is None:
+            await self.find_start(msg.partition)
         admitted, missing = self.admit(msg.partition, msg.offset, now)
         if not admitted:
             await self.rewind(msg.partition, now)
@@ -321,6 +336,16 @@ class InOrder:
                 msg.topic, msg.partition, msg.offset - missing, msg.offset - 1, msg.offset,
             )  # fmt: skip
         return True, missing
+
+    async def find_start(self, partition: int) -> None:
+        """Note the first offset of a partition the group never committed: its first event
+        here must be that one, not any (Faust may have abandoned the first delivery)."""
+        from faust.types import TP
+
+        tp = TP(self.topic, partition)
+        start = (await self.app.consumer.earliest_offsets(tp)).get(tp)
+        if start is not None and start >= 0:
+            self.start[partition] = int(start)
 
     def assigned(self) -> set[int]:
         """The partitions of the topic assigned to this process."""
@@ -349,8 +374,7 @@ class InOrder:
             await self._unstall(partition, now)
 
     async def _unstall(self, partition: int, now: float) -> None:
-        position = self.position(partition)
-        if position is None or self.caught_up(partition):
+        if self.caught_up(partition):
             self.quiet.pop(partition, None)
             return
         since = self.quiet.setdefault(partition, now)
@@ -358,13 +382,19 @@ class InOrder:
             return
         from faust.types import TP
 
+        tp = TP(self.topic, partition)
+        if self.position(partition) is None:
+            await self.find_start(partition)
+        position = self.position(partition)
+        if position is None:
+            return
         self.quiet[partition] = now
         log.warning(
             "%s partition %d: nothing came from offset %d on for %.0f s although the "
             "partition goes on; seeking back to it", self.topic, partition, position,
             now - since,
         )  # fmt: skip
-        await self.app.consumer.seek_wait({TP(self.topic, partition): position})
+        await self.app.consumer.seek_wait({tp: position})
 
 
 def write_table(table: Any, writes: Any) -> None:

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from amlhp.flows.artifact import load_flow_model
 from amlhp.flows.online import FlowScorer
-from amlhp.flows.worker import FlowRuntime
+from amlhp.flows.worker import FlowRuntime, flow_messages
 
 from .conftest import raw, tcp_frame, udp_frame
 
@@ -147,3 +147,18 @@ def test_a_watermark_entry_of_an_older_worker_still_loads(flow_model_dir: Path) 
     one.load(GATEWAY, [(f"w|{GATEWAY}".encode(), old)], partition=3)
     assert one.assembler.watermark_seq[GATEWAY] == 41
     assert one.scorer.emitted.get(GATEWAY, 0) == 0
+
+
+def test_only_the_last_message_of_a_step_tells_the_new_clock() -> None:
+    """A step's flows split into several messages: the alert stage judges a gateway's
+    packets once a message's clock passed them, so the earlier parts repeat the clock
+    told before and only the last one (after every flow of the step) moves it."""
+    part = pa.RecordBatch.from_pydict({"flow_seq": list(range(1, 1201))})
+    messages = flow_messages(part, told=5, clock=9, rows=500)
+    assert [clock for clock, _ in messages] == [5, 5, 9]
+    seqs = [s for _, chunk in messages for s in chunk.column("flow_seq").to_pylist()]
+    assert seqs == list(range(1, 1201))
+    # no flows closed: one empty message still tells the clock
+    (only,) = flow_messages(part.slice(0, 0), told=5, clock=9)
+    assert only[0] == 9
+    assert only[1].num_rows == 0

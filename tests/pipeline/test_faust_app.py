@@ -103,9 +103,60 @@ def test_in_order_seeks_back_a_partition_stalled_short_of_its_end(
     asyncio.run(guard.rewind_held(now=200.0))
     assert len(sought) == 1
 
+    # a partition where nothing was handled and the group never committed: from its start
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, 2)
+
+    monkeypatch.setattr(consumer, "earliest_offsets", earliest_offsets)
+    monkeypatch.setattr(consumer, "assignment", lambda: {TP("raw", 0), TP("raw", 1)})
+    assert guard.position(1) is None
+    asyncio.run(guard.rewind_held(now=210.0))
+    asyncio.run(guard.rewind_held(now=215.0))
+    assert sought[1:] == [{TP("raw", 1): 2}]
+    guard.quiet.clear()
+
+    monkeypatch.setattr(consumer, "assignment", lambda: {TP("raw", 0), TP("other", 0)})
     monkeypatch.setattr(consumer, "highwater", lambda tp: 12)  # more came, not yet read
     consumer.flow_active = False  # a stop: Faust seeks itself afterwards
     asyncio.run(guard.rewind_held(now=300.0))
     asyncio.run(guard.rewind_held(now=400.0))
-    assert len(sought) == 1
+    assert len(sought) == 2
     assert guard.quiet == {}
+
+
+def test_in_order_starts_a_never_committed_partition_at_its_first_offset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the group never committed, the first event handled must be the partition's
+    first offset: Faust may abandon a new group's first delivery (seen on the alert stage:
+    a flow partition's third message came first, and its first two flows were never
+    counted). ``gate`` looks the start up, holds the later event and seeks back."""
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from amlhp.pipeline.faust_app import InOrder
+
+    app = create_faust_app(Settings.model_validate({}), "amlhp-test-in-order-start")
+    consumer = app.consumer
+    sought: list[dict[TP, int]] = []
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, 0)
+
+    async def seek_wait(offsets: dict[TP, int]) -> None:
+        sought.append(dict(offsets))
+
+    monkeypatch.setattr(consumer, "earliest_offsets", earliest_offsets)
+    monkeypatch.setattr(consumer, "seek_wait", seek_wait)
+    guard = InOrder(app, "flows")
+
+    def event(offset: int) -> SimpleNamespace:
+        return SimpleNamespace(message=SimpleNamespace(partition=0, offset=offset))
+
+    assert asyncio.run(guard.gate(event(2))) == (False, 0)  # 0 and 1 never came
+    assert sought == [{TP("flows", 0): 0}]
+    assert guard.position(0) == 0
+    for offset in (0, 1, 2):  # the seek re-delivers them, in order
+        assert asyncio.run(guard.gate(event(offset))) == (True, 0)
+    assert guard.next[0] == 3

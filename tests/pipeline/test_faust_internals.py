@@ -105,6 +105,8 @@ def test_the_consumer_internals_in_order_reads() -> None:
         AIOKafkaConsumerThread._seek_wait
     )
     assert callable(consumer.highwater)
+    # a stalled partition never committed nor handled is sought back to its first offset
+    assert list(inspect.signature(consumer.earliest_offsets).parameters) == ["partitions"]
     drain = inspect.getsource(Consumer._drain_messages)
     assert "callback(message), self.suspend_flow.wait()" in drain
     assert drain.index("self.suspend_flow.wait()") < drain.index("set_read_offset(tp, offset)")

@@ -21,9 +21,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture
 def pipeline_settings(kafka_settings: Settings) -> Settings:
-    """This test's own pipeline topics (4 partitions each), created on the real broker."""
+    """This test's own pipeline topics (4 partitions each), created on the real broker.
+
+    They keep every record however old: the taps stamp messages with capture time, and
+    the synthetic scenarios' packets are dated 2025, so time-based retention would delete
+    them at the broker's next check (docs/replay.md), under a stage still to read them
+    (seen: an alert stage restarted after that check found its gateway's verdicts gone)."""
     settings = kafka_settings.model_copy(update={"partitions": 4})
-    ensure_pipeline_topics(settings)
+    ensure_pipeline_topics(settings, retention_ms=-1)
     return settings
 
 
