@@ -222,8 +222,9 @@ bench-score: setup
 
 # Throughput and lag benchmarks (docs/benchmarks.md): stage rates, Fig. 10, end to end at
 # 25/50/100/150% of the measured capacity (a minute each) and 1 vs 2 workers, on the local
-# broker, the alert engine on one core, and the capacity under TLS + SASL beside plaintext
-# (about 3 minutes more); about 16-18 minutes on two cores. JSON, PNG plots and results.md
+# broker, the alert engine on one core, the capacity under TLS + SASL beside plaintext
+# (about 3 minutes more) and with the flow worker beside the packet worker (about 1
+# minute); about 17-19 minutes on two cores. JSON, PNG plots and results.md
 # in benchmarks/results.
 .PHONY: bench
 bench: setup kafka-up
@@ -231,6 +232,7 @@ bench: setup kafka-up
 	$(BIN)/amlhp bench alerts --out benchmarks/results/alerts.json
 	$(BIN)/amlhp infra kafka up --secure
 	$(BIN)/amlhp bench secure --rounds 3 --out benchmarks/results/secure.json
+	$(BIN)/amlhp bench flows-beside --rounds 2 --out benchmarks/results/flows-beside.json
 
 # Incident figures with thresholds fitted leaving one source out (README, "Incidents");
 # about 10 minutes on two cores; the scored captures are kept in out/alerts-corpus.

@@ -491,7 +491,8 @@ def register(app: typer.Typer) -> None:
     _register_score(bench)
     _register_e2e(bench)
     _register_suite(bench)
-    from amlhp.benchmarks import secure_bench
+    from amlhp.benchmarks import flows_beside, secure_bench
 
     secure_bench.register(bench)
+    flows_beside.register(bench)
     app.add_typer(bench, name="bench")

@@ -95,10 +95,12 @@ class PipelineRun:
     sink_group: str
     on_status: StatusFn = quiet
     taps: list[TapRun] = field(default_factory=list)
+    #: stages beside the packet pipeline (the flow worker)
+    beside: list[StageProcess] = field(default_factory=list)
 
     @property
     def stages(self) -> list[StageProcess]:
-        return [*self.workers, self.sink]
+        return [*self.workers, self.sink, *self.beside]
 
     def check_alive(self) -> None:
         for stage in self.stages:
@@ -341,9 +343,13 @@ def pipeline(
     sample_interval_s: float = 1.0,
     worker_args: tuple[str, ...] = (),
     keep_data: bool = False,
+    flow_worker: bool = False,
     on_status: StatusFn = quiet,
 ) -> Iterator[PipelineRun]:
-    """Topics, ``workers`` workers and a sink, ready and sampled; all removed at the end."""
+    """Topics, ``workers`` workers and a sink, ready and sampled; all removed at the end.
+    With ``flow_worker``, the flow worker too (group ``<group>-flows`` on the raw topic,
+    its lag sampled as ``lag_records_flows``), started last: ``run.workers`` are the
+    packet workers, as without it."""
     from amlhp.streams.topics import admin_client, delete_topics, ensure_pipeline_topics
 
     if workers < 1 or partitions < 1:
@@ -386,38 +392,49 @@ def pipeline(
                 env,
             )
         )
+        stages = list(started)
+        flows_group = f"{settings.consumer_group}-flows"
+        if flow_worker:
+            started.append(
+                start_stage(
+                    "flows",
+                    ["flows", "worker", "--app-id", flows_group, "--metrics-port", "-1"],
+                    run_dir,
+                    env,
+                )
+            )
         wait_groups_ready(
             settings,
-            [settings.consumer_group, sink_group],
+            [settings.consumer_group, sink_group, *([flows_group] if flow_worker else [])],
             started,
             240.0,
             {settings.consumer_group: workers},
         )
         processes = {
             f"worker{i + 1}" if workers > 1 else "worker": s.proc.pid
-            for i, s in enumerate(started[:-1])
+            for i, s in enumerate(stages[:-1])
         }
-        processes["sink"] = started[-1].proc.pid
+        processes["sink"] = stages[-1].proc.pid
+        watches = [
+            GroupWatch("worker", settings.consumer_group, (settings.topic_raw,)),
+            GroupWatch("sink", sink_group, (settings.topic_verdicts,)),
+        ]
+        if flow_worker:
+            processes["flows"] = started[-1].proc.pid
+            watches.append(GroupWatch("flows", flows_group, (settings.topic_raw,)))
         bpid = broker_pid()
         if bpid is not None:
             processes["broker"] = bpid
         processes["bench"] = os.getpid()
-        sampler = Sampler(
-            settings,
-            [
-                GroupWatch("worker", settings.consumer_group, (settings.topic_raw,)),
-                GroupWatch("sink", sink_group, (settings.topic_verdicts,)),
-            ],
-            processes,
-            interval_s=sample_interval_s,
-        ).start()
+        sampler = Sampler(settings, watches, processes, interval_s=sample_interval_s).start()
         yield PipelineRun(
             settings=settings,
             run_id=run_id,
             work_dir=run_dir,
             verdict_dir=verdict_dir,
-            workers=started[:-1],
-            sink=started[-1],
+            workers=stages[:-1],
+            sink=stages[-1],
+            beside=started[len(stages) :],
             sampler=sampler,
             env=env,
             sink_group=sink_group,
