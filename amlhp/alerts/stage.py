@@ -214,15 +214,18 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
         metrics.count_batch_in(STEP_ALERTS, batch, len(event.value or b""))
         await finish(rows)
 
-    async def drain(manual: Any) -> None:
-        """Judge the waiting verdict events whose flows are in (or whose wait ran out),
-        in offset order, and ack them."""
+    async def drain(manual: Any, partition: int) -> None:
+        """Judge the partition's waiting verdict events whose flows are in (or whose wait
+        ran out), in offset order, and ack them. Only while an event of that partition is
+        the current one: Faust writes a table's changelog to the current event's
+        partition, and a restart recovers a gateway's state from its own partition only
+        (judged in another partition's event, its writes were lost at the next restart:
+        packets counted twice, flows missing)."""
         now = time.time()
-        for partition in list(queued):  # a revocation may drop one meanwhile
-            while (events := queued.get(partition)) and flows_ready(events[0][1], partition, now):
-                event, batch = events.pop(0)
-                await judge(event, batch)
-                await manual.ack(event)
+        while (events := queued.get(partition)) and flows_ready(events[0][1], partition, now):
+            event, batch = events.pop(0)
+            await judge(event, batch)
+            await manual.ack(event)
 
     def caught_up(partition: int, now: float) -> bool:
         """Idle closing only once this process has read the partition's backlog
@@ -326,8 +329,8 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
         async for event in manual.events():
             if await run_to_end(handle(event)):
                 await manual.ack(event)
-            if any(queued.values()):  # verdicts waiting for the flow worker's clock
-                await run_to_end(drain(manual))
+            if queued.get(event.message.partition):  # waiting for the flow worker's clock
+                await run_to_end(drain(manual, event.message.partition))
 
     async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         """Waiting verdict events of a revoked partition are forgotten, not acked: the
