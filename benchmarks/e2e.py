@@ -20,7 +20,9 @@ missing), and records:
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,6 +218,71 @@ def offer(
             profiles[name] = finish_profile(proc, profile_dir / f"{name}.txt")
         result["profile"] = profiles
     return said_if_inexact(result, gateway, on_status)
+
+
+#: how long a flow worker beside the pipeline may take after the packet pipeline drained
+FLOWS_TIMEOUT_S = 600.0
+
+
+def capacity(
+    settings: Settings,
+    cfg: E2EConfig,
+    work_dir: Path,
+    name: str,
+    on_status: StatusFn = _quiet,
+    *,
+    flow_worker: bool = False,
+) -> dict[str, Any]:
+    """One full-speed capacity run on ``settings``'s broker (its own topics and stages).
+    With ``flow_worker``, the flow worker reads the same raw topic, and
+    ``flow_worker_pps`` is its pace: the packets over the time from the tap's start to
+    its group's lag at 0."""
+    with pipeline(
+        settings,
+        work_dir,
+        workers=cfg.workers,
+        partitions=cfg.partitions,
+        flow_worker=flow_worker,
+        on_status=on_status,
+    ) as run:
+        result = offer(run, cfg, name, rate=None, origin=time.time(), on_status=on_status)
+        if flow_worker:
+            tap = run.taps[-1]
+            done = run.lag_zero_at("flows", tap.ended_at, FLOWS_TIMEOUT_S)
+            result["flow_worker_pps"] = round(tap.packets / (done - tap.started_at), 1)
+        return result
+
+
+def alternate(
+    modes: dict[str, Callable[[str], dict[str, Any]]],
+    rounds: int,
+    on_status: StatusFn = _quiet,
+    extra: tuple[str, ...] = (),
+) -> dict[str, list[dict[str, Any]]]:
+    """Each mode's capacity run (``modes[mode](name)``, a :func:`capacity` result), in
+    turn, ``rounds`` times, so that a slow minute of a shared machine does not land on one
+    side only. Per mode, each run's packets/s, packets and accounting, and the result's
+    ``extra`` fields (None where a run has none)."""
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for i in range(rounds):
+        for mode, run_one in modes.items():
+            on_status(f"round {i + 1}/{rounds}: {mode}")
+            result = run_one(f"{mode}-{i + 1}")
+            runs[mode].append(
+                {
+                    "achieved_pps": result["achieved_pps"],
+                    "packets": result["packets"],
+                    "exact": result["accounting"]["exact"],
+                    "accounting": result["accounting"],
+                    **{k: result.get(k) for k in extra},
+                }
+            )
+    return runs
+
+
+def median_pps(runs: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    """Per mode of :func:`alternate`, the median packets/s."""
+    return {m: statistics.median(r["achieved_pps"] or 0.0 for r in rs) for m, rs in runs.items()}
 
 
 def said_if_inexact(result: dict[str, Any], who: str, on_status: StatusFn) -> dict[str, Any]:

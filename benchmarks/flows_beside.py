@@ -17,60 +17,19 @@ gives its capacity alone, without Kafka.
 from __future__ import annotations
 
 import statistics
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from amlhp.benchmarks.e2e import E2EConfig, offer
-from amlhp.benchmarks.exceptions import BenchmarksError
+from amlhp.benchmarks.e2e import E2EConfig, alternate, capacity, median_pps
 from amlhp.benchmarks.machine import machine_facts
-from amlhp.benchmarks.pipeline_run import PipelineRun, StatusFn, pipeline, quiet
+from amlhp.benchmarks.pipeline_run import StatusFn, quiet
 from amlhp.settings import Settings
 
 #: the issue's goal for the flow worker beside the packet worker (packets/s)
 GOAL_FLOW_PPS = 20_000.0
-#: how long the flow worker may take after the packet pipeline drained
-FLOWS_TIMEOUT_S = 600.0
-
-
-def flows_done_at(run: PipelineRun, after: float, timeout_s: float = FLOWS_TIMEOUT_S) -> float:
-    """When the flow worker's lag on the raw topic was first seen at 0 after ``after``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        run.check_alive()
-        sample = run.sampler.last()
-        if sample is not None and sample["t"] > after and sample.get("lag_records_flows") == 0:
-            return float(sample["t"])
-        time.sleep(0.2)
-    raise BenchmarksError(f"the flow worker did not finish the raw topic in {timeout_s:.0f} s")
-
-
-def capacity(
-    settings: Settings,
-    cfg: E2EConfig,
-    work_dir: Path,
-    name: str,
-    flows: bool,
-    on_status: StatusFn,
-) -> dict[str, Any]:
-    """One full-speed capacity run (its own topics and stages); with ``flows``, the flow
-    worker's pace over the same packets too."""
-    with pipeline(
-        settings,
-        work_dir,
-        workers=cfg.workers,
-        partitions=cfg.partitions,
-        flow_worker=flows,
-        on_status=on_status,
-    ) as run:
-        result = offer(run, cfg, name, rate=None, origin=time.time(), on_status=on_status)
-        if flows:
-            tap = run.taps[-1]
-            done = flows_done_at(run, tap.ended_at)
-            result["flow_worker_pps"] = round(tap.packets / (done - tap.started_at), 1)
-        return result
 
 
 def run_flows_beside(
@@ -82,23 +41,13 @@ def run_flows_beside(
     on_status: StatusFn = quiet,
 ) -> dict[str, Any]:
     """Alternate capacity runs without and with the flow worker; the medians."""
-    runs: dict[str, list[dict[str, Any]]] = {"packets_only": [], "with_flows": []}
-    for i in range(rounds):
-        for mode in runs:
-            on_status(f"round {i + 1}/{rounds}: {mode}")
-            result = capacity(
-                settings, cfg, work_dir, f"{mode}-{i + 1}", mode == "with_flows", on_status
-            )
-            runs[mode].append(
-                {
-                    "achieved_pps": result["achieved_pps"],
-                    "packets": result["packets"],
-                    "flow_worker_pps": result.get("flow_worker_pps"),
-                    "exact": result["accounting"]["exact"],
-                    "accounting": result["accounting"],
-                }
-            )
-    medians = {m: statistics.median(r["achieved_pps"] or 0.0 for r in rs) for m, rs in runs.items()}
+
+    def on(flows: bool) -> Callable[[str], dict[str, Any]]:
+        return lambda name: capacity(settings, cfg, work_dir, name, on_status, flow_worker=flows)
+
+    modes = {"packets_only": on(False), "with_flows": on(True)}
+    runs = alternate(modes, rounds, on_status, extra=("flow_worker_pps",))
+    medians = median_pps(runs)
     flow_pps = statistics.median(r["flow_worker_pps"] or 0.0 for r in runs["with_flows"])
     ratio = medians["with_flows"] / medians["packets_only"] if medians["packets_only"] else None
     return {

@@ -106,6 +106,19 @@ class PipelineRun:
         for stage in self.stages:
             stage.check_alive()
 
+    def lag_zero_at(self, watch: str, after: float, timeout_s: float) -> float:
+        """When the sampler first saw the ``watch`` group's lag at 0 after ``after``
+        (unix seconds; the samples' 1 s granularity)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            sample = self.sampler.last()
+            fresh = sample is not None and sample["t"] > after
+            if fresh and sample is not None and sample.get(f"lag_records_{watch}") == 0:
+                return float(sample["t"])
+            time.sleep(0.2)
+        raise BenchmarksError(f"group {watch} did not reach the end in {timeout_s:.0f} s")
+
     def run_tap(
         self,
         capture: Path,
@@ -348,8 +361,8 @@ def pipeline(
 ) -> Iterator[PipelineRun]:
     """Topics, ``workers`` workers and a sink, ready and sampled; all removed at the end.
     With ``flow_worker``, the flow worker too (group ``<group>-flows`` on the raw topic,
-    its lag sampled as ``lag_records_flows``), started last: ``run.workers`` are the
-    packet workers, as without it."""
+    its lag sampled as ``lag_records_flows``: :meth:`PipelineRun.lag_zero_at`), in
+    ``run.beside``."""
     from amlhp.streams.topics import admin_client, delete_topics, ensure_pipeline_topics
 
     if workers < 1 or partitions < 1:
@@ -361,7 +374,8 @@ def pipeline(
     env = child_env(settings)
     ensure_pipeline_topics(settings)
     sink_group = f"{settings.consumer_group}-sink"
-    started: list[StageProcess] = []
+    started: list[StageProcess] = []  # the workers, then the sink
+    beside: list[StageProcess] = []  # the flow worker
     sampler: Sampler | None = None
     try:
         on_status(f"starting {workers} worker(s) and a sink on {partitions} partitions")
@@ -392,10 +406,9 @@ def pipeline(
                 env,
             )
         )
-        stages = list(started)
         flows_group = f"{settings.consumer_group}-flows"
         if flow_worker:
-            started.append(
+            beside.append(
                 start_stage(
                     "flows",
                     ["flows", "worker", "--app-id", flows_group, "--metrics-port", "-1"],
@@ -406,21 +419,21 @@ def pipeline(
         wait_groups_ready(
             settings,
             [settings.consumer_group, sink_group, *([flows_group] if flow_worker else [])],
-            started,
+            [*started, *beside],
             240.0,
             {settings.consumer_group: workers},
         )
         processes = {
             f"worker{i + 1}" if workers > 1 else "worker": s.proc.pid
-            for i, s in enumerate(stages[:-1])
+            for i, s in enumerate(started[:-1])
         }
-        processes["sink"] = stages[-1].proc.pid
+        processes["sink"] = started[-1].proc.pid
         watches = [
             GroupWatch("worker", settings.consumer_group, (settings.topic_raw,)),
             GroupWatch("sink", sink_group, (settings.topic_verdicts,)),
         ]
         if flow_worker:
-            processes["flows"] = started[-1].proc.pid
+            processes["flows"] = beside[0].proc.pid
             watches.append(GroupWatch("flows", flows_group, (settings.topic_raw,)))
         bpid = broker_pid()
         if bpid is not None:
@@ -432,9 +445,9 @@ def pipeline(
             run_id=run_id,
             work_dir=run_dir,
             verdict_dir=verdict_dir,
-            workers=stages[:-1],
-            sink=stages[-1],
-            beside=started[len(stages) :],
+            workers=started[:-1],
+            sink=started[-1],
+            beside=beside,
             sampler=sampler,
             env=env,
             sink_group=sink_group,
@@ -443,7 +456,7 @@ def pipeline(
     finally:
         if sampler is not None:
             sampler.close()
-        for stage in started:
+        for stage in [*started, *beside]:
             stage.stop()
         try:
             delete_topics(admin_client(settings.kafka_config()), settings.topics.all())

@@ -13,30 +13,19 @@ test, not here).
 
 from __future__ import annotations
 
-import statistics
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from amlhp.benchmarks.e2e import E2EConfig, offer
+from amlhp.benchmarks.e2e import E2EConfig, alternate, capacity, median_pps
 from amlhp.benchmarks.machine import machine_facts
-from amlhp.benchmarks.pipeline_run import StatusFn, pipeline, quiet
+from amlhp.benchmarks.pipeline_run import StatusFn, quiet
 from amlhp.settings import Settings
 
 #: the issue's goal: capacity under TLS + SASL within 15% of plaintext
 GOAL_RATIO = 0.85
-
-
-def capacity(
-    settings: Settings, cfg: E2EConfig, work_dir: Path, name: str, on_status: StatusFn
-) -> dict[str, Any]:
-    """One full-speed capacity run on ``settings``'s broker (its own topics and stages)."""
-    with pipeline(
-        settings, work_dir, workers=cfg.workers, partitions=cfg.partitions, on_status=on_status
-    ) as run:
-        return offer(run, cfg, name, rate=None, origin=time.time(), on_status=on_status)
 
 
 def run_secure_bench(
@@ -49,20 +38,12 @@ def run_secure_bench(
     on_status: StatusFn = quiet,
 ) -> dict[str, Any]:
     """Alternate capacity runs on both brokers; the medians, their ratio and the goal."""
-    runs: dict[str, list[dict[str, Any]]] = {"plaintext": [], "tls_sasl": []}
-    for i in range(rounds):
-        for mode, settings in (("plaintext", plain), ("tls_sasl", secure)):
-            on_status(f"round {i + 1}/{rounds}: {mode}")
-            result = capacity(settings, cfg, work_dir, f"{mode}-{i + 1}", on_status)
-            runs[mode].append(
-                {
-                    "achieved_pps": result["achieved_pps"],
-                    "packets": result["packets"],
-                    "exact": result["accounting"]["exact"],
-                    "accounting": result["accounting"],
-                }
-            )
-    medians = {m: statistics.median(r["achieved_pps"] or 0.0 for r in rs) for m, rs in runs.items()}
+
+    def on(settings: Settings) -> Callable[[str], dict[str, Any]]:
+        return lambda name: capacity(settings, cfg, work_dir, name, on_status)
+
+    runs = alternate({"plaintext": on(plain), "tls_sasl": on(secure)}, rounds, on_status)
+    medians = median_pps(runs)
     ratio = medians["tls_sasl"] / medians["plaintext"] if medians["plaintext"] else None
     return {
         "kind": "secure",
