@@ -127,6 +127,8 @@ def load_flow_model(path: Path) -> FlowModel:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
+    if not path.exists():
+        raise FlowArtifactError(f"no flow model at {path}")
     folder = path if path.is_dir() else path.parent
     meta_path, weights = folder / META, folder / WEIGHTS
     try:
