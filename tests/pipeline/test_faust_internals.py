@@ -140,3 +140,18 @@ def test_write_table_writes_the_store_and_the_changelog_outside_an_event() -> No
         assert sent == [(1, b"a", b"1"), (0, b"b", b"2"), (1, b"a", None)]
 
     asyncio.run(run())
+
+
+def test_a_table_write_goes_to_the_current_events_changelog_partition() -> None:
+    """``table[key] = value`` sends the changelog record to the partition of the event
+    being processed: why the alert stage judges a verdict batch that waited for the flow
+    worker only during an event of its own partition (amlhp.alerts.stage ``drain``); in
+    another partition's event its gateway's state would go to the wrong changelog and a
+    restart would recover it without those writes."""
+    from faust.tables.base import Collection
+    from faust.tables.table import Table
+
+    assert "self.send_changelog(self.partition_for_key(key)" in inspect.getsource(Table.on_key_set)
+    rule = inspect.getsource(Collection.partition_for_key)
+    assert "event = current_event()" in rule
+    assert "return event.message.partition" in rule
