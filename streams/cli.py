@@ -130,10 +130,6 @@ def register(app: typer.Typer) -> None:
         from amlhp.infra.status_line import live_status
         from amlhp.streams.demo import print_summary, run_demo
 
-        if attack_model is not None:  # refused here, not by the flow worker mid-demo
-            from amlhp.flows.artifact import load_attack_model
-
-            load_attack_model(str(attack_model))
         settings = settings_of(ctx)
         paths = default_paths(settings.home)
         layout = single_layout(paths)
