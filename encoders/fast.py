@@ -18,7 +18,6 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from amlhp.encoders import linktypes as lt
 from amlhp.encoders import reasons as r
@@ -86,24 +85,11 @@ def _link_layer(
     """Rule 1: where the IP header starts and its version per row (4, 6; 0 for raw IP,
     where the version nibble decides); rejects set ``status``."""
     n = len(linktype)
-    kind = np.zeros(n, np.int64)
-    type_at = np.zeros(n, np.int64)
-    next_at = np.zeros(n, np.int64)
-    uniform = n > 0 and bool((linktype == linktype[0]).all())
-    values = [int(linktype[0])] if uniform else np.unique(linktype).tolist()
-    for value in values:
-        rows = linktype == value
-        if value in lt.ETHERTYPE_LINKS:
-            kind[rows] = _K_ETHERTYPE
-            type_at[rows], next_at[rows] = lt.ETHERTYPE_LINKS[value]
-        elif value in lt.LOOPBACK_LINKS:
-            kind[rows] = _K_LOOPBACK
-        elif value in lt.RAW_LINKS:
-            kind[rows] = _K_RAW
-        elif value == lt.IPV4:
-            kind[rows] = _K_IPV4
-        elif value == lt.IPV6:
-            kind[rows] = _K_IPV6
+    tables = _tables()
+    known = np.minimum(linktype, len(tables.link_kind) - 1)  # the last entry is unknown
+    kind = tables.link_kind.take(known)
+    type_at = tables.link_type_at.take(known)
+    next_at = tables.link_next_at.take(known)
     lens, starts = pk.lens, pk.starts
     status[kind == _K_UNKNOWN] = _CODE[r.UNKNOWN_LINKTYPE]
     version = np.where(kind == _K_IPV6, 6, np.where(kind == _K_IPV4, 4, 0))
@@ -115,7 +101,7 @@ def _link_layer(
         ethertype = pk.be16(starts + type_at)
         active = eth & (status == _OK)
         for tags in range(lt.MAX_VLAN_TAGS + 1):
-            vlan = active & _tables().is_vlan_tpid[ethertype]
+            vlan = active & tables.is_vlan_tpid[ethertype]
             if not vlan.any():
                 break
             if tags == lt.MAX_VLAN_TAGS:
@@ -153,6 +139,9 @@ class _Tables(NamedTuple):
     """Lookup tables, built on first use (not at import) and kept."""
 
     is_vlan_tpid: BoolArray  # indexed by EtherType
+    link_kind: IntArray  # link type -> its family (_K_*); the last entry: all types above
+    link_type_at: IntArray  # link type -> its EtherType offset (EtherType links)
+    link_next_at: IntArray  # link type -> the offset of what follows the link header
     quad_chars: npt.NDArray[np.uint32]  # octet value -> its digits and a dot, in 4 bytes
     quad_keep: npt.NDArray[np.uint32]  # octet value -> 0x01 per byte to keep (digits + dot)
     quad_keep_last: npt.NDArray[np.uint32]  # the same without the dot, for the last octet
@@ -166,6 +155,15 @@ class _Tables(NamedTuple):
 def _tables() -> _Tables:
     is_vlan_tpid = np.zeros(0x10000, np.bool_)
     is_vlan_tpid[sorted(lt.VLAN_TPIDS)] = True
+    link_kind = np.full(max(lt.SUPPORTED) + 2, _K_UNKNOWN, np.int64)
+    link_type_at = np.zeros(len(link_kind), np.int64)
+    link_next_at = np.zeros(len(link_kind), np.int64)
+    for value, (type_offset, next_offset) in lt.ETHERTYPE_LINKS.items():
+        link_kind[value] = _K_ETHERTYPE
+        link_type_at[value], link_next_at[value] = type_offset, next_offset
+    link_kind[sorted(lt.LOOPBACK_LINKS)] = _K_LOOPBACK
+    link_kind[sorted(lt.RAW_LINKS)] = _K_RAW
+    link_kind[lt.IPV4], link_kind[lt.IPV6] = _K_IPV4, _K_IPV6
     chars = np.zeros((256, 4), np.uint8)
     keep = np.zeros((256, 4), np.uint8)
     keep_last = np.zeros((256, 4), np.uint8)
@@ -184,6 +182,9 @@ def _tables() -> _Tables:
         name_keep[code, : len(name)] = True
     return _Tables(
         is_vlan_tpid=is_vlan_tpid,
+        link_kind=link_kind,
+        link_type_at=link_type_at,
+        link_next_at=link_next_at,
         quad_chars=chars.view(np.uint32).ravel(),
         quad_keep=keep.view(np.uint32).ravel(),
         quad_keep_last=keep_last.view(np.uint32).ravel(),
@@ -425,10 +426,11 @@ def encode_batch(raw: pa.RecordBatch, config: EncoderConfig = DEFAULT_CONFIG) ->
         addresses = addresses.reshape(2 * n, 4)
     quads = _dotted_quads(addresses, np.concatenate([parsed4, parsed4]))
     parsed6 = ip_parsed & v6
-    if parsed6.any():  # IPv6 text in place of the nulls (sources first, as in ``quads``)
-        texts = ipv6_addresses(pk, ip_start, np.flatnonzero(parsed6))
-        both = pa.array(np.concatenate([parsed6, parsed6]))
-        quads = pc.replace_with_mask(quads, both, pa.array(texts, pa.string()))
+    if parsed6.any():  # IPv6 texts in place of the nulls (sources first, as in ``quads``)
+        texts, index = ipv6_addresses(pk, ip_start, np.flatnonzero(parsed6))
+        order = np.arange(2 * n)
+        order[np.flatnonzero(np.concatenate([parsed6, parsed6]))] = 2 * n + index
+        quads = pa.concat_arrays([quads, texts]).take(pa.array(order))
     src, dst = quads.slice(0, n), quads.slice(n, n)
     columns += [
         src,

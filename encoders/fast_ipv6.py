@@ -14,6 +14,7 @@ from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from amlhp.encoders import reasons as r
 from amlhp.encoders.layout import (
@@ -111,8 +112,50 @@ _COPIED: Final = {
     IPV6_FLOW_AT + 2: 3,
     **{IPV6_EXT_BYTES_AT + i: IPV6_HEADER + i for i in range(IP_SLOT_LEN - IPV6_EXT_BYTES_AT)},
 }
-_TO: Final = np.array(sorted(_COPIED), np.int64)
-_FROM: Final = np.array([_COPIED[c] for c in sorted(_COPIED)], np.int64)
+#: the columns :func:`ipv6_slots` computes, after the copied ones; the first eight are
+#: three big-endian 16-bit words after byte 0 and byte 1 (see ``_SOURCE`` below)
+_WIDTH: Final = IP_SLOT_LEN - IPV6_EXT_BYTES_AT
+_COMPUTED: Final = {
+    0: 0,  # 0x60 | header length / 4
+    1: 1,  # traffic class
+    2: 2, 3: 3,  # total length
+    4: 4, 5: 5,  # fragment id, low 16 bits
+    6: 6, 7: 7,  # MF | offset
+    9: 8,  # upper-layer protocol
+    IPV6_FLOW_AT: 9,  # flow label, high nibble
+    IPV6_EXT_FLAGS_AT: 10,  # extension-header bits
+}  # fmt: skip
+_SOURCE: Final = IPV6_HEADER + _WIDTH  # bytes read from the packet per row
+_PAD_AT: Final = _SOURCE + 11  # a column of PAD_BYTE
+_ZERO_AT: Final = _PAD_AT + 1  # a column of 0
+
+
+@functools.cache
+def _slot_columns(mask_fields: tuple[str, ...]) -> IntArray:
+    """Network-slot column -> the column of ``ipv6_slots``' work array it takes: copied,
+    computed, padding (the checksum), or zero where a fixed field is masked; masked
+    extension bytes are zeroed only where the packet has them, so they stay copied here."""
+    columns = np.full(IP_SLOT_LEN, _PAD_AT, np.int64)
+    for to, source in _COPIED.items():
+        columns[to] = source
+    for to, computed in _COMPUTED.items():
+        columns[to] = _SOURCE + computed
+    for name in mask_fields:
+        slot, lo, hi = mask_columns_v6(name)
+        if slot == "ip":  # the transport slots are masked with the IPv4 rows
+            columns[lo : min(hi, IPV6_EXT_BYTES_AT)] = _ZERO_AT
+    return columns
+
+
+@functools.cache
+def _masked_extension_bytes(mask_fields: tuple[str, ...]) -> BoolArray:
+    """Which of the extension-byte columns a mask in ``mask_fields`` covers."""
+    masked = np.zeros(_WIDTH, np.bool_)
+    for name in mask_fields:
+        slot, lo, hi = mask_columns_v6(name)
+        if slot == "ip" and hi > IPV6_EXT_BYTES_AT:
+            masked[max(lo, IPV6_EXT_BYTES_AT) - IPV6_EXT_BYTES_AT : hi - IPV6_EXT_BYTES_AT] = True
+    return masked
 
 
 def ipv6_slots(
@@ -121,62 +164,69 @@ def ipv6_slots(
     """The aligned network slots (:mod:`amlhp.encoders.layout`) of the chain's rows where
     ``keep`` (one flag per chain entry), masked fields zeroed where the packet has them.
 
-    The bytes copied as they are (hop limit, addresses, flow label, extension bytes) move
-    in one gather; the fields computed or moved within a byte are written one by one."""
+    The packet's bytes and the computed fields go side by side into one work array, and
+    one gather (its column map cached per mask) lays out the slot; only the extension
+    bytes, which a packet may lack, are settled row by row afterwards."""
     rows, end = chain.rows[keep], chain.end[keep]
     has_fragment, word = chain.has_fragment[keep], chain.fragment_word[keep]
-    width = IP_SLOT_LEN - IPV6_EXT_BYTES_AT
-    source = pk.windows(ip_start[rows], IPV6_HEADER + width)
-    out = np.full((len(rows), IP_SLOT_LEN), PAD_BYTE, np.uint8)
-    out[:, _TO] = source[:, _FROM]
-    first, second = source[:, 0].astype(np.int64), source[:, 1].astype(np.int64)
-    total = np.minimum(IPV6_HEADER + ((source[:, 4].astype(np.int64) << 8) | source[:, 5]), 0xFFFF)
-    ident = np.where(has_fragment, chain.fragment_id[keep], 0)
-    frag = np.where(has_fragment, ((word & 1) << 13) | (word >> 3), 0)
-    fields = np.stack(
-        [
-            0x60 | np.minimum(end, IP_SLOT_LEN) // 4,
-            ((first & 0x0F) << 4) | (second >> 4),
-            total >> 8, total & 0xFF, ident >> 8, ident & 0xFF, frag >> 8, frag & 0xFF,
-        ],
-        axis=1,
-    )  # fmt: skip
-    out[:, :8] = fields
-    out[:, 9] = chain.upper[keep]
-    out[:, IPV6_FLOW_AT] = second & 0x0F
-    out[:, IPV6_EXT_FLAGS_AT] = chain.present[keep]
-    kept = np.arange(width)[None, :] < (end - IPV6_HEADER)[:, None]
-    out[:, IPV6_EXT_BYTES_AT:][~kept] = PAD_BYTE
-    for name in mask_fields:
-        slot, lo, hi = mask_columns_v6(name)
-        if slot != "ip" or lo == hi:
-            continue  # the transport slots are masked with the IPv4 rows
-        have = np.ones((len(rows), hi - lo), np.bool_)  # fixed fields: always there
-        if hi > IPV6_EXT_BYTES_AT:  # extension bytes: those the packet has
-            at = max(lo, IPV6_EXT_BYTES_AT)
-            have[:, at - lo :] = kept[:, at - IPV6_EXT_BYTES_AT : hi - IPV6_EXT_BYTES_AT]
-        out[:, lo:hi][have] = 0
+    m = len(rows)
+    work = np.empty((m, _ZERO_AT + 1), np.uint8)
+    source = work[:, :_SOURCE]
+    source[:] = pk.windows(ip_start[rows], _SOURCE)
+    first, second = source[:, 0], source[:, 1]
+    computed = work[:, _SOURCE:_PAD_AT]
+    computed[:, 0] = 0x60 | np.minimum(end, IP_SLOT_LEN) // 4
+    computed[:, 1] = (first << 4) | (second >> 4)
+    words = computed[:, 2:8].view(">u2")
+    length = source[:, 4:6].view(">u2")[:, 0].astype(np.int64)
+    words[:, 0] = np.minimum(IPV6_HEADER + length, 0xFFFF)
+    words[:, 1] = np.where(has_fragment, chain.fragment_id[keep], 0)
+    words[:, 2] = np.where(has_fragment, ((word & 1) << 13) | (word >> 3), 0)
+    computed[:, 8] = chain.upper[keep]
+    computed[:, 9] = second & 0x0F
+    computed[:, 10] = chain.present[keep]
+    work[:, _PAD_AT] = PAD_BYTE
+    work[:, _ZERO_AT] = 0
+    out = work[:, _slot_columns(mask_fields)]
+    kept = np.arange(_WIDTH)[None, :] < (end - IPV6_HEADER)[:, None]
+    extension = out[:, IPV6_EXT_BYTES_AT:]
+    masked = _masked_extension_bytes(mask_fields)
+    extension[kept & masked[None, :]] = 0
+    extension[~kept] = PAD_BYTE
     return out
 
 
 #: 16 address bytes -> their text; bounded (cleared when full), reused across batches
 _TEXTS: dict[bytes, str] = {}
 _MAX_TEXTS: Final = 65_536
+#: multiplier of the 64-bit hash that finds a batch's distinct addresses (golden ratio)
+_MIX: Final = np.uint64(0x9E3779B97F4A7C15)
 
 
-def ipv6_addresses(pk: Packets, ip_start: IntArray, rows: IntArray) -> list[str]:
+def ipv6_addresses(pk: Packets, ip_start: IntArray, rows: IntArray) -> tuple[pa.Array, IntArray]:
     """Source then destination addresses of the IPv6 rows as text (``inet_ntop``, as the
-    reference does); a network's few addresses are converted once and remembered."""
+    reference does): the distinct addresses' texts and, per address, its index there.
+
+    A network has few addresses, so only the distinct ones are converted (and remembered
+    across batches). They are found by sorting a 64-bit hash of the 16 bytes; a collision
+    is caught by comparing every address with its representative's bytes, and then the
+    exact (slower) sort of the bytes themselves decides."""
     pairs = pk.windows(ip_start[rows] + 8, 32)
-    data = np.ascontiguousarray(pairs.reshape(len(rows), 2, 16).transpose(1, 0, 2)).tobytes()
+    keys = np.ascontiguousarray(pairs.reshape(len(rows), 2, 16).transpose(1, 0, 2))
+    words = keys.view(np.uint64).reshape(-1, 2)
+    _, first, inverse = np.unique(
+        (words[:, 0] * _MIX) ^ words[:, 1], return_index=True, return_inverse=True
+    )
+    if not (words[first][inverse] == words).all():  # a hash collision: exact, once
+        _, first, inverse = np.unique(keys.reshape(-1, 16), axis=0, return_index=True,
+                                      return_inverse=True)  # fmt: skip
     if len(_TEXTS) > _MAX_TEXTS:
         _TEXTS.clear()
-    texts = _TEXTS
-    out = []
-    for i in range(0, len(data), 16):
-        key = data[i : i + 16]
-        text = texts.get(key)
+    texts = []
+    for key in keys.reshape(-1, 16)[first]:
+        data = key.tobytes()
+        text = _TEXTS.get(data)
         if text is None:
-            text = texts[key] = socket.inet_ntop(socket.AF_INET6, key)
-        out.append(text)
-    return out
+            text = _TEXTS[data] = socket.inet_ntop(socket.AF_INET6, data)
+        texts.append(text)
+    return pa.array(texts, pa.string()), inverse.reshape(-1)

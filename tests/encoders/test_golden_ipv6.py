@@ -13,12 +13,16 @@ import struct
 from collections.abc import Callable
 from typing import ClassVar
 
+import numpy as np
 import pytest
 
+from amlhp.encoders import fast_ipv6
 from amlhp.encoders import linktypes as lt
+from amlhp.encoders.fast import encode_batch
 from amlhp.encoders.layout import EncoderConfig
-from amlhp.encoders.reference import EncodedPacket
+from amlhp.encoders.reference import EncodedPacket, encode_packet
 from tests.support import synth
+from tests.support.synth import raw_batch
 
 Encoder = Callable[..., EncodedPacket]
 FF = b"\xff"
@@ -87,6 +91,15 @@ class TestTransport:
             8883,
             6,
         )
+
+    def test_length_near_the_limit_saturates(self, encoder: Encoder) -> None:
+        """A snapped packet whose payload length says 65,530: 40 + that does not fit the
+        16-bit length, which keeps 0xffff (no wrap-around)."""
+        seg = synth.tcp(b"big")
+        packet = synth.ipv6(seg, 6, payload_length=65_530)
+        got = encoder(lt.ETHERNET, synth.ethernet(packet, ETHERTYPE), EncoderConfig())
+        assert got.header is not None
+        assert got.header[2:4] == FF * 2
 
     def test_udp_with_every_walked_extension(self, encoder: Encoder) -> None:
         dgram = synth.udp(b"coap")
@@ -356,3 +369,24 @@ def test_address_text(encoder: Encoder, src: str, dst: str) -> None:
         socket.inet_ntop(socket.AF_INET6, pton(socket.AF_INET6, src)),
         socket.inet_ntop(socket.AF_INET6, pton(socket.AF_INET6, dst)),
     )
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_address_text_in_a_mixed_batch(monkeypatch: pytest.MonkeyPatch, collide: bool) -> None:
+    """IPv4, IPv6 and ARP rows interleaved, addresses repeated: every row gets its own
+    texts. ``collide`` zeroes the hash's multiplier, so fe80::1 and 2001:db8::1 (the same
+    low 8 bytes) hash alike and the exact fallback must tell them apart."""
+    if collide:
+        monkeypatch.setattr(fast_ipv6, "_MIX", np.uint64(0))
+    pairs = [("fe80::1", "2001:db8::1"), ("2001:db8::1", "fe80::1"), ("fe80::1", "fe80::1")]
+    rows = []
+    for i, (src, dst) in enumerate(pairs * 3):
+        six = synth.ipv6(synth.udp(b"a"), 17, src=src, dst=dst)
+        four = synth.ipv4(synth.udp(b"b"), 17, src=f"10.0.0.{i}", dst="10.0.0.99")
+        rows += [(lt.ETHERNET, synth.ethernet(six, ETHERTYPE)), (lt.RAW, four)]
+    got = encode_batch(raw_batch(rows), EncoderConfig()).to_pylist()
+    for (linktype, frame), row in zip(rows, got, strict=True):
+        want = encode_packet(linktype, frame, EncoderConfig())
+        assert (row["src_ip"], row["dst_ip"]) == (want.src_ip, want.dst_ip)
+    assert got[2]["src_ip"] == "2001:db8::1"
+    assert got[3]["src_ip"] == "10.0.0.1"
