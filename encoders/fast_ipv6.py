@@ -230,3 +230,40 @@ def ipv6_addresses(pk: Packets, ip_start: IntArray, rows: IntArray) -> tuple[pa.
             text = _TEXTS[data] = socket.inet_ntop(socket.AF_INET6, data)
         texts.append(text)
     return pa.array(texts, pa.string()), inverse.reshape(-1)
+
+
+def ipv6_twin_slots(slots: ByteArray, flow: IntArray, mask_fields: tuple[str, ...]) -> ByteArray:
+    """The IPv6 network slots of the twins of IPv4 packets: for each IPv4 slot (20-byte
+    header, not a fragment; the caller picks such rows) the slot this encoder gives the
+    same packet sent over IPv6 with no extension header: TOS as traffic class, TTL as hop
+    limit, the same upper protocol and payload length, the addresses IPv4-mapped
+    (``::ffff:a.b.c.d``) and ``flow`` as flow label, then ``mask_fields`` applied.
+
+    Training uses it (:mod:`amlhp.model.augment`) so that a model learns IPv6 packets
+    from the IPv4 ones it has; the slot comes from :func:`ipv6_slots` itself, so training
+    and serving cannot disagree on the layout."""
+    m = len(slots)
+    raw = np.zeros((m, IPV6_HEADER), np.uint8)
+    tos = slots[:, 1].astype(np.int64)
+    raw[:, 0] = 0x60 | (tos >> 4)
+    raw[:, 1] = ((tos & 0x0F) << 4) | ((flow >> 16) & 0x0F)
+    raw[:, 2] = (flow >> 8) & 0xFF
+    raw[:, 3] = flow & 0xFF
+    total = (slots[:, 2].astype(np.int64) << 8) | slots[:, 3]
+    length = np.maximum(total - 20, 0)
+    raw[:, 4], raw[:, 5] = length >> 8, length & 0xFF
+    raw[:, 6], raw[:, 7] = slots[:, 9], slots[:, 8]
+    for at, source in ((8, 12), (24, 16)):  # ::ffff: + the IPv4 address
+        raw[:, at + 10 : at + 12] = 0xFF
+        raw[:, at + 12 : at + 16] = slots[:, source : source + 4]
+    data = pa.Array.from_buffers(
+        pa.binary(), m,
+        [None, pa.py_buffer(np.arange(m + 1, dtype=np.int32) * IPV6_HEADER),
+         pa.py_buffer(raw.tobytes())],
+    )  # fmt: skip
+    rows = np.arange(m, dtype=np.int64)
+    none = np.zeros(m, np.int64)
+    chain = Chain(rows, np.full(m, IPV6_HEADER, np.int64), slots[:, 9].astype(np.int64), none,
+                  np.zeros(m, np.bool_), none, none)  # fmt: skip
+    pk = Packets(data)
+    return ipv6_slots(pk, pk.starts, chain, np.ones(m, np.bool_), mask_fields)

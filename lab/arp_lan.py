@@ -1,11 +1,8 @@
 """A small Ethernet LAN in network namespaces, for the attacks that live below IP.
 
-Loopback has no link layer, so ARP cannot be attacked there. This scenario builds a LAN of
-its own: a namespace ``amlhp-arp-lan`` holding a Linux bridge, and three hosts in
-namespaces of their own joined to it by veth pairs: a router (``10.77.0.1``), a camera
-(``10.77.0.20``) and an attacker (``10.77.0.66``), each with a fixed, locally administered
-MAC and an IPv6 address in ``fd77::/64``. tcpdump on the bridge records every frame.
-Nothing leaves the namespaces, and they are removed at the end even when the run fails.
+Loopback has no link layer, so ARP cannot be attacked there. This scenario runs on the
+namespaced LAN of :mod:`amlhp.lab.netns_lan` (a router, a camera and an attacker on a
+bridge); tcpdump on the bridge records every frame.
 
 The timeline, with real tools (Debian's ``dsniff`` for ``arpspoof``, ``nmap``):
 
@@ -27,91 +24,30 @@ nothing for the router or the camera
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from amlhp.encoders.capture import iter_encoded
-from amlhp.lab.exceptions import LabError
+from amlhp.lab.netns_lan import (
+    ATTACKER,
+    BRIDGE,
+    CAMERA,
+    HOSTS,
+    LAN,
+    ROUTER,
+    SUBNET,
+    inside,
+    lan,
+    run,
+)
 from amlhp.lab.tools import tool_path
 
-LAN = "amlhp-arp-lan"
-BRIDGE = "br0"
-SUBNET = "10.77.0.0/24"
-
-
-@dataclass(frozen=True)
-class Host:
-    """One host of the LAN: its namespace, addresses and MAC."""
-
-    name: str
-    address: str
-    mac: str
-    address6: str
-
-    @property
-    def netns(self) -> str:
-        return f"amlhp-arp-{self.name}"
-
-    @property
-    def port(self) -> str:
-        """Its veth end on the bridge (in the LAN namespace)."""
-        return f"p-{self.name}"
-
-
-ROUTER = Host("router", "10.77.0.1", "02:77:00:00:00:01", "fd77::1")
-CAMERA = Host("camera", "10.77.0.20", "02:77:00:00:00:20", "fd77::20")
-ATTACKER = Host("attacker", "10.77.0.66", "02:77:00:00:00:66", "fd77::66")
 #: the ports the IPv6 scan probes (a few services the router answers: none, all refused)
 SCAN6_PORTS = "1-100"
-HOSTS = (ROUTER, CAMERA, ATTACKER)
-
-
-def _run(*argv: str, timeout_s: float = 15) -> None:
-    out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s, check=False)
-    if out.returncode != 0:
-        raise LabError(f"{' '.join(argv)} failed: {out.stderr.strip()[-300:]}")
-
-
-def _in(host: Host | str, *argv: str) -> list[str]:
-    netns = host if isinstance(host, str) else host.netns
-    return ["ip", "netns", "exec", netns, *argv]
-
-
-def remove() -> None:
-    """Delete the namespaces (their veth pairs go with them); quiet when absent."""
-    for netns in (LAN, *(h.netns for h in HOSTS)):
-        subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=15, check=False)
-
-
-@contextlib.contextmanager
-def lan() -> Iterator[None]:
-    """The bridge, the three hosts and their links, for as long as the block runs."""
-    remove()  # what a killed run left
-    try:
-        _run("ip", "netns", "add", LAN)
-        _run(*_in(LAN, "ip", "link", "add", BRIDGE, "type", "bridge"))
-        _run(*_in(LAN, "ip", "link", "set", BRIDGE, "up"))
-        for host in HOSTS:
-            _run("ip", "netns", "add", host.netns)
-            _run("ip", "-n", LAN, "link", "add", host.port, "type", "veth",
-                 "peer", "name", "eth0", "netns", host.netns)  # fmt: skip
-            _run("ip", "-n", LAN, "link", "set", host.port, "master", BRIDGE, "up")
-            _run("ip", "-n", host.netns, "link", "set", "eth0", "address", host.mac)
-            _run("ip", "-n", host.netns, "addr", "add", f"{host.address}/24", "dev", "eth0")
-            _run("ip", "-n", host.netns, "addr", "add", f"{host.address6}/64", "dev", "eth0",
-                 "nodad")  # fmt: skip
-            _run("ip", "-n", host.netns, "link", "set", "eth0", "up")
-            _run("ip", "-n", host.netns, "link", "set", "lo", "up")
-        yield
-    finally:
-        remove()
 
 
 def run_arp_lan(out: Path, *, seconds: float = 24.0) -> dict[str, Any]:
@@ -125,19 +61,19 @@ def run_arp_lan(out: Path, *, seconds: float = 24.0) -> dict[str, Any]:
     started = time.time()
     with lan():
         capture = subprocess.Popen(
-            _in(LAN, "tcpdump", "-i", BRIDGE, "-U", "-n", "-w", str(pcap)),
+            inside(LAN, "tcpdump", "-i", BRIDGE, "-U", "-n", "-w", str(pcap)),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         procs: list[subprocess.Popen[bytes]] = []
         try:
             time.sleep(1.0)  # tcpdump listening
             for address in (ROUTER.address, ROUTER.address6):  # IPv4 and IPv6 (NDP, ICMPv6)
-                ping = _in(CAMERA, "ping", "-q", "-i", "0.5", "-w", str(int(seconds)), address)
+                ping = inside(CAMERA, "ping", "-q", "-i", "0.5", "-w", str(int(seconds)), address)
                 procs.append(subprocess.Popen(ping, stdout=subprocess.DEVNULL))
-            _run(*_in(ATTACKER, "ping", "-c", "1", "-W", "1", ROUTER.address))
+            run(*inside(ATTACKER, "ping", "-c", "1", "-W", "1", ROUTER.address))
             time.sleep(2.0)
             spoof = subprocess.Popen(
-                _in(ATTACKER, "arpspoof", "-i", "eth0", "-t", CAMERA.address, ROUTER.address),
+                inside(ATTACKER, "arpspoof", "-i", "eth0", "-t", CAMERA.address, ROUTER.address),
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             procs.append(spoof)
@@ -145,8 +81,8 @@ def run_arp_lan(out: Path, *, seconds: float = 24.0) -> dict[str, Any]:
             spoof.terminate()  # arpspoof restores the camera's cache as it exits
             spoof.wait(timeout=30)
             time.sleep(max(0.0, sweep_at - (time.time() - started)))
-            _run(*_in(ATTACKER, "nmap", "-sn", "-n", "-T4", SUBNET), timeout_s=120)
-            _run(*_in(ATTACKER, "nmap", "-6", "-sS", "-n", "-T4", "-Pn", "-p", SCAN6_PORTS,
+            run(*inside(ATTACKER, "nmap", "-sn", "-n", "-T4", SUBNET), timeout_s=120)
+            run(*inside(ATTACKER, "nmap", "-6", "-sS", "-n", "-T4", "-Pn", "-p", SCAN6_PORTS,
                       ROUTER.address6), timeout_s=120)  # fmt: skip
             for proc in procs:
                 proc.wait(timeout=seconds + 30)

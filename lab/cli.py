@@ -163,6 +163,45 @@ def register(app: typer.Typer) -> None:
 
         _echo_manifest(run_arp_lan(out, seconds=seconds), out, as_json)
 
+    @lab.command("twins")
+    def twins_cmd(
+        out: Path = typer.Option(Path("var/lab/twins"), "--out", "-o", help="Output folder"),
+        scale: float = typer.Option(
+            1.0, "--scale", min=0.01, max=10.0, help="Attack sizes, times the defaults"
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON"),
+    ) -> None:
+        """The same attacks over IPv4 and over IPv6 (nmap, hydra, nping) on an Ethernet LAN
+        of network namespaces (removed at the end); needs root.
+
+        Writes twins.pcap and manifest.json into --out; `amlhp lab twins-quality OUT`
+        compares how the model judges the two families.
+        """
+        from amlhp.lab.twins import run_twins
+
+        _echo_manifest(run_twins(out, scale=scale), out, as_json)
+
+    @lab.command("twins-quality")
+    def twins_quality_cmd(
+        run_dir: Path = typer.Argument(Path("var/lab/twins"), help="Folder of `amlhp lab twins`"),
+        model: Path | None = typer.Option(None, "--model", help="Model (default: the committed)"),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Also write JSON + Markdown"),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON"),
+    ) -> None:
+        """Per class and binary, IPv4 beside IPv6: recall, flagged, the gap (goal 2 points)."""
+        from amlhp.lab.twins_quality import compare, judged_rows, lines
+        from amlhp.model.scorer import default_model_path, load_scorer
+
+        scorer = load_scorer(model or default_model_path())
+        result = compare(judged_rows(run_dir, scorer))
+        result["model"] = scorer.version
+        result["capture"] = str(run_dir)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+            out.with_suffix(".md").write_text("\n".join(lines(result)) + "\n")
+        typer.echo(json.dumps(result, indent=2) if as_json else "\n".join(lines(result)))
+
     @lab.command("merge")
     def merge_cmd(
         run_dir: Path = typer.Argument(..., help="Folder written by `amlhp lab run`"),

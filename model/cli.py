@@ -172,6 +172,13 @@ def _register_train(app: typer.Typer) -> None:
         augment: float = typer.Option(
             0.0, "--augment", min=0.0, max=1.0, help="Fingerprint rewrite probability"
         ),
+        ipv6_twins: float = typer.Option(
+            0.0,
+            "--ipv6-twins",
+            min=0.0,
+            max=1.0,
+            help="Probability that an IPv4 TCP/UDP training packet becomes its IPv6 twin",
+        ),
         feedback: Path | None = typer.Option(
             None,
             "--feedback",
@@ -219,7 +226,12 @@ def _register_train(app: typer.Typer) -> None:
         encoder = encoder_config_for(probe, EncoderConfig(mask_fields=mask_fields).mask_fields)
         data = _capped(spec, encoder, max_per_class, max_benign, seed, balance_sources)
         config = TrainConfig(
-            epochs=epochs, batch_size=batch_size, seed=seed, threads=threads, augment=augment
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            threads=threads,
+            augment=augment,
+            ipv6_twins=ipv6_twins,
         )
         with progress_bar() as progress:
             task = progress.add_task(f"train {model}", total=None, status="")

@@ -142,6 +142,13 @@ def register_studies(group: typer.Typer) -> None:
         augment: float = typer.Option(
             0.0, "--augment", min=0.0, max=1.0, help="Fingerprint rewrite probability"
         ),
+        ipv6_twins: float = typer.Option(
+            0.0,
+            "--ipv6-twins",
+            min=0.0,
+            max=1.0,
+            help="Probability that an IPv4 TCP/UDP training packet becomes its IPv6 twin",
+        ),
         epochs: Epochs = 5,
         seed: Seed = 0,
         threads: Threads = None,
@@ -157,7 +164,9 @@ def register_studies(group: typer.Typer) -> None:
             labels,
             out_dir,
             "cross-source.md",
-            TrainConfig(epochs=epochs, seed=seed, threads=threads, augment=augment),
+            TrainConfig(
+                epochs=epochs, seed=seed, threads=threads, augment=augment, ipv6_twins=ipv6_twins
+            ),
             mask_fields=expand_mask_fields(tuple(mask)),
             max_per_class=max_per_class,
             max_test_per_class=max_test,

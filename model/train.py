@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from amlhp.model.augment import augment_batch
+from amlhp.model.augment import augment_batch, ipv6_twins
 from amlhp.model.dataset import LabelledPackets, Split
 from amlhp.model.metrics import Report, classification_report
 from amlhp.model.packet_bytes import packet_bytes
@@ -53,6 +53,9 @@ class TrainConfig:
     eval_batch_size: int = 2048
     #: probability of each fingerprint rewrite per training packet (model/augment.py)
     augment: float = 0.0
+    #: probability that an IPv4 TCP/UDP training packet becomes its IPv6 twin
+    #: (model/augment.py: ipv6_twins)
+    ipv6_twins: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,6 +206,9 @@ def train_model(
             batch = tuple(x[rows] for x in inputs)
             if config.augment > 0 and len(batch) == 2:  # header + payload models only
                 batch = augment_batch(batch[0], batch[1], config.augment, generator)
+            if config.ipv6_twins > 0 and len(batch) == 2:
+                twins = ipv6_twins(batch[0], config.ipv6_twins, data.config.mask_fields, generator)
+                batch = (twins, batch[1])
             logits = model(*batch)
             loss = F.cross_entropy(logits, labels[rows])
             optimizer.zero_grad(set_to_none=True)

@@ -19,7 +19,7 @@ import pytest
 from amlhp.encoders import fast_ipv6
 from amlhp.encoders import linktypes as lt
 from amlhp.encoders.fast import encode_batch
-from amlhp.encoders.layout import EncoderConfig
+from amlhp.encoders.layout import IP_SLOT_LEN, EncoderConfig
 from amlhp.encoders.reference import EncodedPacket, encode_packet
 from tests.support import synth
 from tests.support.synth import raw_batch
@@ -390,3 +390,33 @@ def test_address_text_in_a_mixed_batch(monkeypatch: pytest.MonkeyPatch, collide:
         assert (row["src_ip"], row["dst_ip"]) == (want.src_ip, want.dst_ip)
     assert got[2]["src_ip"] == "2001:db8::1"
     assert got[3]["src_ip"] == "10.0.0.1"
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [(), ("ip.src", "ip.dst", "path", "checksums"), ("ip.flow", "ip.len", "ip.tos", "ip.proto")],
+)
+def test_ipv6_twin_slot_is_what_the_encoder_gives_the_ipv6_packet(mask: tuple[str, ...]) -> None:
+    """Training's IPv6 twins (model/augment.py) are built from IPv4 slots; each must equal
+    the encoder's slot of the same packet really sent over IPv6."""
+    config = EncoderConfig(mask_fields=mask)
+    cases = [  # (transport, proto, tos, ttl, flow label)
+        (synth.tcp(b"hello", sport=40000, dport=8883), 6, 0xB8, 57, 0x12345),
+        (synth.udp(b"coap" * 40), 17, 0, 255, 0),
+        (synth.tcp(b""), 6, 0x03, 1, 0xFFFFF),
+    ]
+    four = [(lt.RAW, synth.ipv4(seg, p, "192.0.2.1", "198.51.100.7", tos=tos, ttl=ttl))
+            for seg, p, tos, ttl, _ in cases]  # fmt: skip
+    six = [
+        (lt.RAW, synth.ipv6(seg, p, "::ffff:192.0.2.1", "::ffff:198.51.100.7",
+                            traffic_class=tos, flow=flow, hop_limit=ttl))
+        for seg, p, tos, ttl, flow in cases
+    ]  # fmt: skip
+
+    def slots(rows: list[tuple[int, bytes]]) -> np.ndarray:
+        headers = encode_batch(raw_batch(rows), config).column("header").to_pylist()
+        return np.stack([np.frombuffer(h, np.uint8)[:IP_SLOT_LEN] for h in headers])
+
+    flows = np.array([flow for *_, flow in cases], np.int64)
+    twins = fast_ipv6.ipv6_twin_slots(slots(four), flows, config.mask_fields)
+    np.testing.assert_array_equal(twins, slots(six))

@@ -14,7 +14,8 @@ import pytest
 
 from amlhp.alerts.offline import alerts_from_captures
 from amlhp.alerts.policy import AlertPolicy
-from amlhp.lab.arp_lan import ATTACKER, CAMERA, HOSTS, LAN, ROUTER, run_arp_lan
+from amlhp.lab.arp_lan import run_arp_lan
+from amlhp.lab.netns_lan import ATTACKER, CAMERA, HOSTS, LAN, ROUTER
 from amlhp.model.scorer import default_model_path, load_scorer
 from tests.support.lab import require_lab
 

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from amlhp.encoders.fast import encode_batch
-from amlhp.encoders.layout import EncoderConfig
-from amlhp.model.augment import augment_batch
+from amlhp.encoders.layout import IP_SLOT_LEN, EncoderConfig
+from amlhp.model.augment import augment_batch, ipv6_twins
 from amlhp.model.dataset import cap_rows
 from tests.support import synth
 
@@ -75,3 +75,30 @@ def test_a_cap_shared_among_sources() -> None:
     assert np.sum(labels[rows] == 1) == 40  # one source: the whole cap
     plain = cap_rows(np.arange(160), labels, 40, seed=0)
     assert np.sum(labels[plain] == 0) == 40
+
+
+def test_ipv6_twins_turn_only_plain_ipv4_tcp_udp_into_ipv6() -> None:
+    """p=1: every IPv4 TCP/UDP row with a 20-byte header becomes IPv6 (0x6a: version 6,
+    40-byte header), transport slots and payload kept; ICMP, IPv4 with options and a
+    later fragment stay IPv4; the input is not changed; p=0 changes nothing."""
+    frames = [
+        (1, synth.ethernet(synth.ipv4(synth.tcp(b"A" * 8, sport=51000, dport=1883), 6))),
+        (1, synth.ethernet(synth.ipv4(synth.udp(b"C" * 8, sport=5683, dport=5683), 17))),
+        (1, synth.ethernet(synth.ipv4(b"\x08\x00\x00\x00\x00\x01\x00\x01", 1))),
+        (1, synth.ethernet(synth.ipv4(synth.udp(b"D"), 17, options=b"\x01\x01\x01\x01"))),
+        (1, synth.ethernet(synth.ipv4(b"E" * 16, 17, frag_offset=4, flags=0))),
+    ]
+    config = EncoderConfig(mask_fields=("ip.src", "ip.dst", "path", "checksums"))
+    batch = encode_batch(synth.raw_batch(frames), config)
+    header = torch.from_numpy(
+        np.stack([np.frombuffer(h, np.uint8) for h in batch.column("header").to_pylist()]).copy()
+    )
+    before = header.clone()
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(ipv6_twins(header, 0.0, config.mask_fields, g), before)
+    twins = ipv6_twins(header, 1.0, config.mask_fields, g)
+    assert torch.equal(header, before)
+    assert twins[:, 0].tolist() == [0x6A, 0x6A, 0x45, 0x46, 0x45]
+    assert torch.equal(twins[2:], before[2:])
+    assert torch.equal(twins[:2, IP_SLOT_LEN:], before[:2, IP_SLOT_LEN:])
+    assert twins[:2, 12:44].sum() == 0  # the masked IPv6 addresses

@@ -9,8 +9,12 @@ import pytest
 import torch
 
 from amlhp.encoders.layout import EncoderConfig
+from amlhp.model import train as train_module
+from amlhp.model.augment import ipv6_twins
 from amlhp.model.dataset import LabelledPackets, load_labelled
 from amlhp.model.labels import LabelSpec, load_labels
+from amlhp.model.train import TrainConfig, model_inputs_for, predict
+from amlhp.model.workflow import train_and_evaluate
 
 from .conftest import quick_train
 
@@ -69,3 +73,36 @@ def test_short_training_on_public_captures(public_data: Path, tmp_path: Path) ->
     outcome = quick_train("amlhp", data, spec, epochs=3, max_per_class=300)
     assert outcome.split.test.size >= 60
     assert outcome.report.accuracy >= 0.9, outcome.report.summary()
+
+
+def test_training_shows_the_model_ipv6_twins(
+    synthetic_data: LabelledPackets, synthetic_spec: LabelSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``ipv6_twins`` the training batches carry IPv6 twins (made with the data's own
+    masks), and the model still learns: it judges the IPv6 twins of held-out packets
+    (all turned) as well as the packets."""
+    seen: list[torch.Tensor] = []
+
+    def recorded(
+        header: torch.Tensor, p: float, masks: tuple[str, ...], g: torch.Generator
+    ) -> torch.Tensor:
+        assert masks == synthetic_data.config.mask_fields
+        out = ipv6_twins(header, p, masks, g)
+        seen.append(out[:, 0])
+        return out
+
+    monkeypatch.setattr(train_module, "ipv6_twins", recorded)
+    outcome = train_and_evaluate(
+        "amlhp", synthetic_data, synthetic_spec, split_kind="flow", max_per_class=None,
+        config=TrainConfig(epochs=2, batch_size=32, seed=0, ipv6_twins=0.5),
+    )  # fmt: skip
+    first = torch.cat(seen)
+    assert 0.3 < (first == 0x6A).float().mean() < 0.7  # about half are twins
+    test = synthetic_data.subset(outcome.split.test)
+    header, payload = model_inputs_for(outcome.model, test)
+    turned = ipv6_twins(header, 1.0, test.config.mask_fields, torch.Generator().manual_seed(1))
+    assert (turned[:, 0] == 0x6A).float().mean() > 0.5  # most test packets have a twin
+    as_is, _ = predict(outcome.model, (header, payload))
+    as_ipv6, _ = predict(outcome.model, (turned, payload))
+    assert (as_is == test.labels).mean() >= 0.9
+    assert (as_ipv6 == test.labels).mean() >= 0.9
