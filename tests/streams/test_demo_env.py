@@ -100,10 +100,8 @@ def check_flows_equal_offline(
                                AlertPolicy.from_settings(settings), gateway=gateway,
                                devices=known, flows=flows)  # fmt: skip
     assert run.incidents, "the scans raise incidents"
-    # the flow worker names the hosts before the gateway's incidents close (idle), so
-    # the closed incidents name the devices the whole capture's inventory names
     # the alert stage waited for the flow worker's clock (the demo's flow wait), so the
-    # flow evidence is the offline command's too
+    # flow evidence is the offline command's too; device types are checked below
     offline_view = sorted(str([incident_json(i)[k] for k in INCIDENT_KEYS]) for i in run.incidents)
     stream_view = sorted(str([i[k] for k in INCIDENT_KEYS]) for i in summary["alerts"])
     assert stream_view == offline_view
