@@ -27,19 +27,17 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from amlhp.encoders.capture import iter_encoded
 from amlhp.lab.netns_lan import (
     ATTACKER,
     BRIDGE,
     CAMERA,
-    HOSTS,
     LAN,
     ROUTER,
     SUBNET,
+    capture_manifest,
     inside,
     lan,
     run,
@@ -92,18 +90,8 @@ def run_arp_lan(out: Path, *, seconds: float = 24.0) -> dict[str, Any]:
                 if proc.poll() is None:
                     proc.terminate()
                     proc.wait(timeout=15)
-    statuses: Counter[str] = Counter()
-    for batch in iter_encoded([pcap]):
-        statuses.update(batch.column("status").to_pylist())
     manifest = {
-        "capture": pcap.name,
-        "total_packets": sum(statuses.values()),
-        #: what the encoder makes of the frames: ``arp``, ``ok`` (IPv4), ...
-        "classes": dict(sorted(statuses.items())),
-        "seconds": round(time.time() - started, 1),
-        "hosts": {
-            h.name: {"address": h.address, "address6": h.address6, "mac": h.mac} for h in HOSTS
-        },
+        **capture_manifest(pcap, started),
         "expected_incidents": [
             {"host": ATTACKER.address, "kind": "mitm", "mac": ATTACKER.mac},
             {"host": ATTACKER.address, "kind": "scan"},

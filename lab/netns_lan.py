@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from amlhp.encoders.capture import iter_encoded
 from amlhp.lab.exceptions import LabError
 
 LAN = "amlhp-arp-lan"
@@ -86,3 +91,20 @@ def lan() -> Iterator[None]:
         yield
     finally:
         remove()
+
+
+def capture_manifest(pcap: Path, started: float) -> dict[str, Any]:
+    """What every LAN run's manifest starts with: the capture, what the encoder makes of
+    its frames (``arp``, ``ok``, ...), the run's length and the hosts."""
+    statuses: Counter[str] = Counter()
+    for batch in iter_encoded([pcap]):
+        statuses.update(batch.column("status").to_pylist())
+    return {
+        "capture": pcap.name,
+        "total_packets": sum(statuses.values()),
+        "classes": dict(sorted(statuses.items())),
+        "seconds": round(time.time() - started, 1),
+        "hosts": {
+            h.name: {"address": h.address, "address6": h.address6, "mac": h.mac} for h in HOSTS
+        },
+    }

@@ -27,15 +27,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from amlhp.encoders.capture import iter_encoded
 from amlhp.lab.exceptions import LabError
-from amlhp.lab.netns_lan import ATTACKER, BRIDGE, CAMERA, HOSTS, LAN, ROUTER, Host, inside, lan
+from amlhp.lab.netns_lan import (
+    ATTACKER,
+    BRIDGE,
+    CAMERA,
+    LAN,
+    ROUTER,
+    Host,
+    capture_manifest,
+    inside,
+    lan,
+)
 from amlhp.lab.scenario import PASSWORDS, USERS
 from amlhp.lab.services import SSH_ALLOWED_USER
 from amlhp.lab.tools import tool_path
@@ -200,18 +208,9 @@ def run_twins(out: Path, *, scale: float = 1.0) -> dict[str, Any]:
             time.sleep(1.5)  # the last frames reach tcpdump's socket before it stops
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    statuses: Counter[str] = Counter()
-    for batch in iter_encoded([pcap]):
-        statuses.update(batch.column("status").to_pylist())
     manifest = {
-        "capture": pcap.name,
-        "total_packets": sum(statuses.values()),
-        "classes": dict(sorted(statuses.items())),
-        "seconds": round(time.time() - started, 1),
+        **capture_manifest(pcap, started),
         "scale": scale,
-        "hosts": {
-            h.name: {"address": h.address, "address6": h.address6, "mac": h.mac} for h in HOSTS
-        },
         "attacker": [ATTACKER.address, ATTACKER.address6],
         "benign": [CAMERA.address, CAMERA.address6],
         "windows": windows,

@@ -24,6 +24,16 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed of sampling, split and t
 Threads = Annotated[int | None, typer.Option("--threads", min=1, help="torch threads")]
 MaxPerClass = Annotated[int, typer.Option("--max-per-class", min=1, help="Packets per class")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON")]
+Augment = Annotated[
+    float, typer.Option("--augment", min=0.0, max=1.0, help="Fingerprint rewrite probability")
+]
+Ipv6Twins = Annotated[
+    float,
+    typer.Option(
+        "--ipv6-twins", min=0.0, max=1.0,
+        help="Probability that an IPv4 TCP/UDP training packet becomes its IPv6 twin",
+    ),
+]  # fmt: skip
 PUBLIC_LABELS = Path("model/labels/public.yaml")
 
 _SPLIT_HELP = "random (8:1:1 by packet, as the paper), flow or file (no leakage)"
@@ -169,16 +179,8 @@ def _register_train(app: typer.Typer) -> None:
         balance_sources: bool = typer.Option(
             False, "--balance-sources", help="Share each class's cap equally among sources"
         ),
-        augment: float = typer.Option(
-            0.0, "--augment", min=0.0, max=1.0, help="Fingerprint rewrite probability"
-        ),
-        ipv6_twins: float = typer.Option(
-            0.0,
-            "--ipv6-twins",
-            min=0.0,
-            max=1.0,
-            help="Probability that an IPv4 TCP/UDP training packet becomes its IPv6 twin",
-        ),
+        augment: Augment = 0.0,
+        ipv6_twins: Ipv6Twins = 0.0,
         feedback: Path | None = typer.Option(
             None,
             "--feedback",

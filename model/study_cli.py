@@ -14,7 +14,9 @@ import typer
 
 from amlhp.model.cli import (
     PUBLIC_LABELS,
+    Augment,
     Epochs,
+    Ipv6Twins,
     Labels,
     MaxPerClass,
     Seed,
@@ -139,16 +141,8 @@ def register_studies(group: typer.Typer) -> None:
         balance_sources: bool = typer.Option(
             False, "--balance-sources", help="Share each class's cap equally among sources"
         ),
-        augment: float = typer.Option(
-            0.0, "--augment", min=0.0, max=1.0, help="Fingerprint rewrite probability"
-        ),
-        ipv6_twins: float = typer.Option(
-            0.0,
-            "--ipv6-twins",
-            min=0.0,
-            max=1.0,
-            help="Probability that an IPv4 TCP/UDP training packet becomes its IPv6 twin",
-        ),
+        augment: Augment = 0.0,
+        ipv6_twins: Ipv6Twins = 0.0,
         epochs: Epochs = 5,
         seed: Seed = 0,
         threads: Threads = None,
