@@ -70,10 +70,11 @@ clean:
 LAB_PACKAGES := mosquitto mosquitto-clients libcoap3-bin nginx-light openssh-server \
         openssh-client dnsmasq-base tcpdump hping3 nmap hydra ncrack masscan iodine iproute2 \
         inetutils-telnetd inetutils-inetd lighttpd php-cgi php-sqlite3 sqlmap dirb \
-        slowhttptest ncat socat vsftpd curl mbpoll openssl dsniff iputils-ping
+        slowhttptest ncat socat vsftpd curl mbpoll openssl dsniff iputils-ping thc-ipv6
 LAB_PROGRAMS := mosquitto mosquitto_pub coap-server-notls nginx sshd dnsmasq tcpdump \
         hping3 nmap hydra ncrack masscan iodine iodined ip telnetd inetutils-inetd lighttpd php-cgi \
-        sqlmap dirb slowhttptest ncat socat vsftpd curl mbpoll openssl arpspoof ping
+        sqlmap dirb slowhttptest ncat socat vsftpd curl mbpoll openssl arpspoof ping \
+        atk6-fake_advertise6 nping
 # Servers the packages above may start system-wide on install; the lab runs its own
 # instances (its own configs, lab addresses only), so these are stopped again.
 LAB_SYSTEM_SERVICES := lighttpd vsftpd inetutils-inetd

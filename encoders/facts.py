@@ -21,8 +21,13 @@ IPv6 packets are read the same way: their network slot keeps the length, protoco
 header length where IPv4 has them (:mod:`amlhp.encoders.layout`). Extension headers
 beyond the slot's 60 bytes are counted in ``payload_len``.
 
-* ``arp_op`` (uint16) and ``arp_mac`` (string): an ARP frame's operation and sender
-  hardware address, as the encoder read them; null for every other packet.
+* ``arp_op`` (uint16) and ``arp_mac`` (string): the link-layer address a packet binds
+  to an IP address, for the ARP detectors. An ARP frame's operation and sender hardware
+  address, as the encoder read them; and IPv6's equivalent, a **neighbour advertisement**
+  (ICMPv6 type 136) for its own source address whose first option is the target
+  link-layer address: operation 2 (a reply) and that option's MAC. An advertisement for
+  another address than its source (a router's proxy) is not read: the binding's address
+  is the row's source. Null for every other packet.
 
 A field the model's encoder masks (``mask_fields`` in the encoded schema) reads as null,
 never as the zeros the mask wrote.
@@ -30,6 +35,7 @@ never as the zeros the mask wrote.
 
 from __future__ import annotations
 
+import socket
 from typing import Final
 
 import numpy as np
@@ -48,6 +54,10 @@ from amlhp.encoders.layout import (
 from amlhp.wire.packets import ARP_FIELDS, FACT_FIELDS
 
 DNS_PORT, MODBUS_PORT, IPPROTO_ICMP, IPPROTO_ICMPV6 = 53, 502, 1, 58
+#: a neighbour advertisement (RFC 4861 4.4): type, its target at 8-23, the first option
+#: at 24 (type 2 = target link-layer address, length 1 = 8 bytes, the MAC at 26-31)
+ND_ADVERTISEMENT, ND_TARGET_AT, ND_OPTION_AT, ND_TARGET_MAC = 136, 8, 24, 2
+ARP_REPLY = 2
 DNS_HEADER, MBAP_HEADER = 12, 7
 TRUNCATED: Final = "..."
 
@@ -136,4 +146,35 @@ def packet_facts(table: pa.Table | pa.RecordBatch) -> dict[str, pa.Array]:
             continue
         column = table.column(field.name)
         out[field.name] = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    advertised = _neighbour_advertisements(table, payload, ok & (proto == IPPROTO_ICMPV6))
+    if advertised:
+        ops, macs = out["arp_op"].to_pylist(), out["arp_mac"].to_pylist()
+        for row, mac in advertised.items():
+            ops[row], macs[row] = ARP_REPLY, mac
+        out["arp_op"] = pa.array(ops, pa.uint16())
+        out["arp_mac"] = pa.array(macs, pa.string())
     return out
+
+
+def _neighbour_advertisements(
+    table: pa.Table | pa.RecordBatch, payload: npt.NDArray[np.uint8], icmpv6: npt.NDArray[np.bool_]
+) -> dict[int, str]:
+    """Row -> advertised MAC of the neighbour advertisements that bind their own source
+    address (module docstring); the ICMPv6 message starts the payload vector."""
+    end = ND_OPTION_AT + 8
+    if payload.shape[1] < end:
+        return {}
+    first = payload[:, ND_OPTION_AT : ND_OPTION_AT + 2]
+    rows = np.flatnonzero(
+        icmpv6 & (payload[:, 0] == ND_ADVERTISEMENT) & (first[:, 0] == ND_TARGET_MAC)
+        & (first[:, 1] == 1)
+    )  # fmt: skip
+    if not len(rows):
+        return {}
+    sources = table.column("src_ip").take(pa.array(rows)).to_pylist()
+    found = {}
+    for row, source in zip(rows.tolist(), sources, strict=True):
+        target = payload[row, ND_TARGET_AT : ND_TARGET_AT + 16].tobytes()
+        if source and ":" in source and socket.inet_pton(socket.AF_INET6, source) == target:
+            found[row] = payload[row, ND_OPTION_AT + 2 : end].tobytes().hex(":")
+    return found

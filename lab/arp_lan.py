@@ -14,7 +14,9 @@ The timeline, with real tools (Debian's ``dsniff`` for ``arpspoof``, ``nmap``):
    restores the camera's cache with the router's real MAC, as arpspoof does);
 3. ``nmap -sn`` sweeps the /24 by ARP from the attacker;
 4. ``nmap -6 -sS`` scans 100 ports of the router over IPv6 (``fd77::/64``; the camera
-   pings the router over IPv6 too, with the Neighbor Discovery that goes with it).
+   pings the router over IPv6 too, with the Neighbor Discovery that goes with it);
+5. ``atk6-fake_advertise6`` (Debian's ``thc-ipv6``) tells the camera, once a second, that
+   the router's IPv6 address is at the attacker's MAC (IPv6's ARP spoofing).
 
 The alert stage should raise a ``mitm`` incident naming the attacker's address and MAC,
 a ``scan`` incident for the sweep and one for the IPv6 scan (from ``fd77::66``), and
@@ -46,12 +48,14 @@ from amlhp.lab.tools import tool_path
 
 #: the ports the IPv6 scan probes (a few services the router answers: none, all refused)
 SCAN6_PORTS = "1-100"
+#: neighbour advertisements the IPv6 spoofing sends, one a second
+ND_SPOOFS = 6
 
 
 def run_arp_lan(out: Path, *, seconds: float = 24.0) -> dict[str, Any]:
     """Record the scenario (module docstring) into ``out``/arp.pcap; returns the manifest
     (also written as ``out``/manifest.json)."""
-    for program in ("tcpdump", "arpspoof", "nmap", "ping", "ip"):
+    for program in ("tcpdump", "arpspoof", "nmap", "ping", "ip", "atk6-fake_advertise6"):
         tool_path(program)  # a clear error naming the package when one is missing
     out.mkdir(parents=True, exist_ok=True)
     pcap = out / "arp.pcap"
@@ -82,6 +86,10 @@ def run_arp_lan(out: Path, *, seconds: float = 24.0) -> dict[str, Any]:
             run(*inside(ATTACKER, "nmap", "-sn", "-n", "-T4", SUBNET), timeout_s=120)
             run(*inside(ATTACKER, "nmap", "-6", "-sS", "-n", "-T4", "-Pn", "-p", SCAN6_PORTS,
                       ROUTER.address6), timeout_s=120)  # fmt: skip
+            # IPv6's ARP spoofing: neighbour advertisements telling the camera that the
+            # router's address is at the attacker's MAC (override flag set)
+            run(*inside(ATTACKER, "atk6-fake_advertise6", "-n", str(ND_SPOOFS), "-w", "1",
+                        "eth0", ROUTER.address6, CAMERA.address6), timeout_s=60)  # fmt: skip
             for proc in procs:
                 proc.wait(timeout=seconds + 30)
             time.sleep(1.5)  # the last frames reach tcpdump's socket before it stops
@@ -97,7 +105,7 @@ def run_arp_lan(out: Path, *, seconds: float = 24.0) -> dict[str, Any]:
             {"host": ATTACKER.address, "kind": "scan"},
             {"host": ATTACKER.address6, "kind": "scan"},
         ],
-        "tools": ["arpspoof (dsniff)", "nmap -sn", "nmap -6 -sS", "ping"],
+        "tools": ["arpspoof (dsniff)", "nmap -sn", "nmap -6 -sS", "atk6-fake_advertise6", "ping"],
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

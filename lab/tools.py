@@ -45,6 +45,9 @@ TOOLS: dict[str, str] = {
     # below IP (amlhp.lab.arp_lan)
     "arpspoof": "dsniff",
     "ping": "iputils-ping",
+    "atk6-fake_advertise6": "thc-ipv6",
+    # the IPv4/IPv6 twins (amlhp.lab.twins)
+    "nping": "nmap",
 }
 #: the Debian packages ``make lab-setup`` installs (kept in step with the Makefile)
 DEBIAN_PACKAGES = tuple(sorted(set(TOOLS.values())))

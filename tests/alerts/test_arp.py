@@ -7,6 +7,7 @@ broker checks the stream gives the offline verdicts)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,31 @@ def test_a_sweep_is_a_scan(tmp_path: Path, spacing_ms: int) -> None:
     evidence = found[0]["evidence"]
     assert isinstance(evidence, list)
     assert evidence[0]["detector"] == "arp_sweep"
+
+
+def advert(mac: str, address: str, to: str) -> bytes:
+    """A neighbour advertisement (override flag) for ``address`` from itself, its target
+    link-layer address option giving ``mac``: how a node answers, and how
+    ``atk6-fake_advertise6`` spoofs."""
+    body = b"\x20\x00\x00\x00" + socket.inet_pton(socket.AF_INET6, address)
+    body += bytes([2, 1]) + bytes.fromhex(mac.replace(":", ""))
+    packet = synth.ipv6(synth.icmpv6(136, 0, body), 58, src=address, dst=to)
+    return synth.ethernet(packet, synth.ETHERTYPE_IPV6)
+
+
+def test_neighbour_spoofing_over_ipv6_is_arp_spoofing(tmp_path: Path) -> None:
+    """IPv6's ARP: the router advertises its own address; the attacker, known by its IPv4
+    address, then advertises the router's IPv6 address at its own MAC every second."""
+    timed = ordinary_lan(120)
+    timed.append((3, frame(1, ATTACKER_MAC, ATTACKER, ROUTER)))
+    for t in range(0, 120, 10):
+        timed.append((t, advert(ROUTER_MAC, "fd00::1", "fd00::20")))
+    timed += [(t, advert(ATTACKER_MAC, "fd00::1", "fd00::20")) for t in range(30, 45)]
+    found = incidents(write(tmp_path / "nd-spoof.pcap", timed))
+    mitm = [i for i in found if i["kind"] == "mitm"]
+    assert [i["host"] for i in mitm] == [ATTACKER]
+    evidence = mitm[0]["evidence"]
+    assert isinstance(evidence, list)
+    assert evidence[0]["detector"] == "arp_spoof"
+    assert f"mac={ATTACKER_MAC}" in evidence[0]["facts"]
+    assert "claimed=fd00::1" in evidence[0]["facts"]

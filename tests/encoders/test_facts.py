@@ -3,6 +3,7 @@ encoder: TCP flags, payload length, DNS query names, Modbus function codes, ICMP
 
 from __future__ import annotations
 
+import socket
 import struct
 
 import pyarrow as pa
@@ -126,3 +127,31 @@ def test_arp_facts_come_from_the_encoder_also_in_a_chunked_table() -> None:
     assert all(isinstance(v, pa.Array) for v in got.values())
     assert got["arp_op"].to_pylist() == [2, None]
     assert got["arp_mac"].to_pylist() == ["02:00:00:00:00:07", None]
+
+
+def test_neighbour_advertisements_of_their_own_source_bind_like_arp() -> None:
+    """An NA whose target is its source and whose first option is the target link-layer
+    address reads as an ARP reply with that MAC; an NA for another address (a proxy), one
+    without the option, a solicitation and an NA in a chunked table's second batch are
+    handled as the docstring says."""
+
+    def advert(src: str, target: str, option: bytes) -> bytes:
+        body = b"\x60\x00\x00\x00" + socket.inet_pton(socket.AF_INET6, target) + option
+        return ethernet(ipv6(icmpv6(136, 0, body), 58, src=src, dst="ff02::1"), ETHERTYPE_IPV6)
+
+    tlla = bytes([2, 1]) + bytes.fromhex("027700000066")
+    frames = [
+        advert("fd77::1", "fd77::1", tlla),  # the spoofer's claim (or the owner's)
+        advert("fe80::1", "fd77::1", tlla),  # for another address: not read
+        advert("fd77::1", "fd77::1", b""),  # no option
+        advert("fd77::1", "fd77::1", bytes([1, 1]) + bytes(6)),  # source, not target, LLA
+        ethernet(ipv6(icmpv6(135, 0, bytes(4) + bytes(16) + tlla), 58), ETHERTYPE_IPV6),
+        ethernet(arp(2, "02:00:00:00:00:07", "10.0.0.7"), ETHERTYPE_ARP),
+    ]
+    got = facts(frames)
+    assert got["arp_op"] == [2, None, None, None, None, 2]
+    assert got["arp_mac"] == ["02:77:00:00:00:66", None, None, None, None, "02:00:00:00:00:07"]
+    assert got["icmp_type"][:5] == [136, 136, 136, 136, 135]
+    batches = [encode_batch(raw_batch([(ETHERNET, f)])) for f in frames[-1:] + frames[:1]]
+    chunked = packet_facts(pa.Table.from_batches(batches))
+    assert chunked["arp_mac"].to_pylist() == ["02:00:00:00:00:07", "02:77:00:00:00:66"]

@@ -14,8 +14,10 @@ import pytest
 
 from amlhp.alerts.offline import alerts_from_captures
 from amlhp.alerts.policy import AlertPolicy
-from amlhp.lab.arp_lan import run_arp_lan
+from amlhp.encoders.capture import iter_encoded
+from amlhp.lab.arp_lan import ND_SPOOFS, run_arp_lan
 from amlhp.lab.netns_lan import ATTACKER, CAMERA, HOSTS, LAN, ROUTER
+from amlhp.model.offline import verdict_columns
 from amlhp.model.scorer import default_model_path, load_scorer
 from tests.support.lab import require_lab
 
@@ -45,3 +47,13 @@ def test_poisoning_and_sweep_raise_incidents_naming_the_attacker(tmp_path: Path)
     assert found[ATTACKER.address, "scan"]["evidence"][0]["detector"] == "arp_sweep"
     assert found[ATTACKER.address6, "scan"]["evidence"][0]["detector"] == "scan_fanout"
     assert all(i["host"] not in (ROUTER.address, CAMERA.address) for i in run.incidents)
+    # the IPv6 spoofing (atk6-fake_advertise6): its advertisements bind the router's
+    # address to the attacker's MAC in the verdict rows, as ARP replies do
+    scorer = load_scorer(default_model_path())
+    claims = [
+        (row["src_ip"], row["arp_op"], row["arp_mac"])
+        for batch in iter_encoded([tmp_path / "arp.pcap"], scorer.encoder_config)
+        for row in verdict_columns(batch, scorer).to_pylist()
+        if row["icmp_type"] == 136 and row["arp_mac"] == ATTACKER.mac
+    ]
+    assert claims == [(ROUTER.address6, 2, ATTACKER.mac)] * ND_SPOOFS
