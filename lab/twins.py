@@ -49,18 +49,19 @@ from amlhp.lab.services import SSH_ALLOWED_USER
 from amlhp.lab.tools import tool_path
 
 SSH_PORT, HTTP_PORT, UDP_PORT = 22, 80, 5683
-#: an attack's command line: (target address, IPv6?, size) -> argv
-Attack = Callable[[str, bool, int], list[str]]
+#: an attack's command line: (target address, IPv6?, size, work folder) -> argv
+Attack = Callable[[str, bool, int, Path], list[str]]
 
 
-def _nmap(address: str, v6: bool, size: int) -> list[str]:
+def _nmap(address: str, v6: bool, size: int, work: Path) -> list[str]:
     ports = f"1-{max(20, min(1000, size))}"
     return ["nmap", *(["-6"] if v6 else []), "-sS", "-n", "-T4", "-Pn", "-p", ports, address]
 
 
-def _hydra(address: str, v6: bool, size: int) -> list[str]:
-    passwords = ",".join(PASSWORDS[: max(2, min(len(PASSWORDS), size))])
-    return ["hydra", *(["-6"] if v6 else []), "-l", USERS[0], "-p", passwords, "-t", "4",
+def _hydra(address: str, v6: bool, size: int, work: Path) -> list[str]:
+    passwords = work / "passwords.txt"
+    passwords.write_text("\n".join(PASSWORDS[: max(2, min(len(PASSWORDS), size))]) + "\n")
+    return ["hydra", *(["-6"] if v6 else []), "-l", USERS[0], "-P", str(passwords), "-t", "4",
             "-w", "10", "-I", address, "ssh"]  # fmt: skip
 
 
@@ -68,7 +69,7 @@ def _nping(mode: list[str]) -> Attack:
     """nping from the attacker's own Ethernet frames (``--send-eth``): its raw IPv6 socket
     path cannot send UDP (``sendto ... Invalid argument``), so both families go this way."""
 
-    def build(address: str, v6: bool, size: int) -> list[str]:
+    def build(address: str, v6: bool, size: int, work: Path) -> list[str]:
         source = ATTACKER.address6 if v6 else ATTACKER.address
         return ["nping", *(["-6"] if v6 else []), "--send-eth", "-e", "eth0",
                 "--source-mac", ATTACKER.mac, "--dest-mac", ROUTER.mac, "-S", source, *mode,
@@ -100,16 +101,6 @@ def _sshd_config(folder: Path) -> Path:
     )
     conf.chmod(0o600)
     return conf
-
-
-def _password_file(argv: list[str], folder: Path) -> list[str]:
-    """hydra reads passwords from a file: write the inline list there (``-p a,b`` -> ``-P``)."""
-    if argv[0] != "hydra":
-        return argv
-    at = argv.index("-p")
-    path = folder / "passwords.txt"
-    path.write_text("\n".join(argv[at + 1].split(",")) + "\n")
-    return [*argv[:at], "-P", str(path), *argv[at + 2 :]]
 
 
 def _background(stack: ExitStack, host: Host | str, *argv: str) -> subprocess.Popen[bytes]:
@@ -199,7 +190,7 @@ def run_twins(out: Path, *, scale: float = 1.0) -> dict[str, Any]:
             for v6 in (False, True):
                 address = ROUTER.address6 if v6 else ROUTER.address
                 for name, (attack, _) in ATTACKS.items():
-                    argv = _password_file(attack(address, v6, sizes[name]), work)
+                    argv = attack(address, v6, sizes[name], work)
                     begin = time.time()
                     _attack(argv)
                     windows.append({"family": 6 if v6 else 4, "class": name,
