@@ -23,6 +23,7 @@ from typing import Any, Final
 import numpy as np
 
 from amlhp.encoders.capture import iter_encoded
+from amlhp.lab.exceptions import LabError
 from amlhp.model.decision import MALICIOUS
 from amlhp.model.scorer import Scorer
 
@@ -50,10 +51,25 @@ def _labels(
     )
 
 
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The twin run's manifest, with the keys the labels need; a clear :class:`LabError`
+    when it is missing, not JSON, or not a twin run's."""
+    path = run_dir / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LabError(f"cannot read {path}: {exc}") from exc
+    keys = ("capture", "windows", "attacker", "benign")
+    missing = [k for k in keys if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise LabError(f"{path} is not a manifest of `amlhp lab twins` (lacks {missing})")
+    return manifest
+
+
 def judged_rows(run_dir: Path, scorer: Scorer) -> list[tuple[int, str, str, bool]]:
     """(family, true class, predicted class, flagged) of every packet the comparison
     counts (module docstring), in capture order."""
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = read_manifest(run_dir)
     starts, ends, classes, attacker, benign = _labels(manifest)
     rows: list[tuple[int, str, str, bool]] = []
     for batch in iter_encoded([run_dir / manifest["capture"]], scorer.encoder_config):

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from amlhp.lab.exceptions import LabError
 from amlhp.lab.netns_lan import HOSTS, LAN
 from amlhp.lab.twins import ATTACKS, run_twins
-from amlhp.lab.twins_quality import compare, judged_rows
+from amlhp.lab.twins_quality import compare, judged_rows, read_manifest
 from amlhp.model.scorer import default_model_path, load_scorer
 from tests.support.lab import require_lab
 
@@ -53,3 +54,14 @@ def test_twin_runs_give_every_attack_in_both_families(tmp_path: Path) -> None:
         assert four > 0, name
         assert six > 0, name
         assert 0.5 < six / four < 2.0, (name, four, six)
+
+
+def test_a_folder_that_is_not_a_twin_run_is_named(tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="cannot read"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{")
+    with pytest.raises(LabError, match="cannot read"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"capture": "arp.pcap"}')
+    with pytest.raises(LabError, match="not a manifest of `amlhp lab twins`"):
+        read_manifest(tmp_path)
