@@ -155,3 +155,33 @@ def test_a_table_write_goes_to_the_current_events_changelog_partition() -> None:
     rule = inspect.getsource(Collection.partition_for_key)
     assert "event = current_event()" in rule
     assert "return event.message.partition" in rule
+
+
+def test_the_worker_logs_at_warning_without_a_spinner_handler() -> None:
+    """Faust's spinner puts the root logger at DEBUG for the worker's life (every debug
+    call of Faust and aiokafka then builds a record); ``faust_worker`` drops the spinner,
+    so the root logger stays at the worker's WARNING. Faust's own default is checked too:
+    if it no longer does this, the patch can go."""
+    import logging
+
+    from faust.worker import Worker
+
+    from amlhp.pipeline.faust_app import faust_worker
+
+    def root_after_setup(worker: Any) -> tuple[int, list[str]]:
+        root = logging.getLogger()
+        saved = root.level, list(root.handlers)
+        try:
+            worker._setup_logging()  # what execute_from_commandline does first
+            return root.level, [type(h).__name__ for h in root.handlers]
+        finally:
+            root.setLevel(saved[0])
+            root.handlers[:] = saved[1]
+
+    app = create_faust_app(_settings(), "amlhp-test-logging")
+    level, handlers = root_after_setup(faust_worker(app))
+    assert level == logging.WARNING
+    assert "SpinnerHandler" not in handlers
+    level, handlers = root_after_setup(Worker(app, loglevel="WARNING", quiet=True))
+    assert level == logging.DEBUG
+    assert "SpinnerHandler" in handlers
