@@ -80,6 +80,7 @@ class Sampler:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _admin: Any = None
+    _readers: dict[str, Any] = field(default_factory=dict)
     _partitions: dict[str, list[int]] = field(default_factory=dict)
     _history: dict[tuple[str, int], OffsetHistory] = field(default_factory=dict)
 
@@ -91,6 +92,20 @@ class Sampler:
     def unwatch(self, name: str) -> None:
         with self._lock:
             self.processes.pop(name, None)
+
+    def _reader(self, group: str) -> Any:
+        """An assign-only consumer of ``group`` (never subscribes, never commits): reads
+        the group's committed offsets without joining it."""
+        from confluent_kafka import Consumer
+
+        if group not in self._readers:
+            self._readers[group] = Consumer(
+                self.settings.kafka_config(
+                    **{"group.id": group, "client.id": "amlhp-bench-lag",
+                       "enable.auto.commit": False}
+                )
+            )  # fmt: skip
+        return self._readers[group]
 
     def start(self) -> Sampler:
         from confluent_kafka.admin import AdminClient
@@ -108,21 +123,19 @@ class Sampler:
     def _read_offsets(
         self,
     ) -> tuple[dict[tuple[str, int], int], dict[str, dict[tuple[str, int], int | None]]]:
-        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+        from confluent_kafka import TopicPartition
         from confluent_kafka.admin import OffsetSpec
 
         tps = [TopicPartition(t, p) for t, parts in self._partitions.items() for p in parts]
         committed: dict[str, dict[tuple[str, int], int | None]] = {}
         for watch in self.groups:
             mine = [tp for tp in tps if tp.topic in watch.topics]
-            request = [ConsumerGroupTopicPartitions(watch.group, mine)]
-            answer = self._admin.list_consumer_group_offsets(
-                request, request_timeout=self.timeout_s
-            )
-            result = answer[watch.group].result(self.timeout_s)
+            # a consumer's committed(), not the admin client's ListConsumerGroupOffsets,
+            # which segfaults when the group's coordinator is still loading (librdkafka
+            # issue 5040; see amlhp.pipeline.access)
+            result = self._reader(watch.group).committed(mine, timeout=self.timeout_s)
             committed[watch.name] = {
-                (tp.topic, tp.partition): tp.offset if tp.offset >= 0 else None
-                for tp in result.topic_partitions
+                (tp.topic, tp.partition): tp.offset if tp.offset >= 0 else None for tp in result
             }
         futures = self._admin.list_offsets(
             {tp: OffsetSpec.latest() for tp in tps}, request_timeout=self.timeout_s
@@ -205,6 +218,9 @@ class Sampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30)
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
 
 
 def _short(topic: str) -> str:

@@ -65,7 +65,9 @@ class PartitionLag:
 class ConsumerLagCollector(Collector):
     """Lag of one group on its topics, refreshed every ``interval_s`` in a thread.
 
-    Committed offsets come from ``AdminClient.list_consumer_group_offsets``, the log
+    Committed offsets come from an assign-only consumer's ``committed`` (not the admin
+    client's ``list_consumer_group_offsets``, which segfaults while the group's
+    coordinator loads: librdkafka issue 5040), the log
     start and end (last stable offset) from ``AdminClient.list_offsets``; for each
     lagging partition one message is fetched at the committed offset with an
     assign-only consumer (it never joins the group nor commits) to read its timestamp.

@@ -6,7 +6,11 @@ line every few milliseconds, held back to one a minute but never an exit), a pro
 without WRITE times its messages out after two minutes, and Faust's client raises from
 deep inside its event loop. So every stage, before it starts its clients, asks the
 cluster once (:func:`check_access`): it logs in, describes its topics with the operations
-its principal is authorised for (KIP-430), and looks up its consumer groups. Whatever is
+its principal is authorised for (KIP-430), and describes its consumer groups the same way
+(DescribeGroups, not ListConsumerGroupOffsets: librdkafka's admin client dereferences a
+null group handle when an OffsetFetch answer says the coordinator is still loading, and
+the stage died of a segmentation fault right after a broker start, librdkafka issue
+5040). Whatever is
 refused ends the stage with one line naming it (:class:`KafkaAccessError`, exit 2); a
 cluster that does not answer in time is left to the clients' usual reconnects.
 
@@ -147,12 +151,7 @@ def check_access(
     """
     if not secured(settings):
         return False
-    from confluent_kafka import (
-        ConsumerGroupTopicPartitions,
-        KafkaError,
-        KafkaException,
-        TopicCollection,
-    )
+    from confluent_kafka import KafkaError, KafkaException, TopicCollection
     from confluent_kafka.admin import AclOperation
 
     access = access_of(settings, stage)
@@ -174,12 +173,13 @@ def check_access(
     )
     # a stage named its own group (--group, --app-id): that one; else every group it uses
     group_names = [group] if group else list(dict.fromkeys(access.groups))
-    listed = {
-        g: admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(g)], request_timeout=timeout_s
-        )[g]
-        for g in group_names
-    }
+    listed = (
+        admin.describe_consumer_groups(
+            group_names, request_timeout=timeout_s, include_authorized_operations=True
+        )
+        if group_names
+        else {}
+    )
     futures = [*described.values(), *listed.values()]
     if not _wait(admin, futures, errors, settings, deadline):
         log.warning(
@@ -218,16 +218,28 @@ def check_access(
                 f"Kafka refused {who} ({stage}) to {' and '.join(missing).lower()} topic "
                 f"{topic!r} (allowed: {', '.join(sorted(n.lower() for n in names)) or 'nothing'})"
             )
+    not_yet = {
+        KafkaError.GROUP_ID_NOT_FOUND,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.NOT_COORDINATOR,
+    }  # a group or coordinator not there yet: the clients wait for it, nothing refused
     for group, future in listed.items():
         try:
-            future.result()
+            allowed = future.result().authorized_operations
         except KafkaException as exc:
             code = exc.args[0].code() if exc.args else None
             if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
-                raise KafkaAccessError(
-                    f"Kafka refused {who} ({stage}) consumer group {group!r}: no ACL allows "
-                    f"it to read the group"
-                ) from None
-            if code not in {KafkaError.GROUP_ID_NOT_FOUND, KafkaError.COORDINATOR_NOT_AVAILABLE}:
+                allowed = []
+            elif code in not_yet:
+                continue
+            else:
                 raise KafkaAccessError(f"Kafka: consumer group {group!r}: {exc}") from None
+        if allowed is None:  # the cluster has no authorizer
+            continue
+        if not {AclOperation.READ, AclOperation.ALL} & set(allowed):
+            raise KafkaAccessError(
+                f"Kafka refused {who} ({stage}) consumer group {group!r}: no ACL allows "
+                f"it to read the group"
+            )
     return True
