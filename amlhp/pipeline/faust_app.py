@@ -27,7 +27,7 @@ and behaviour each relies on, so an upgrade fails a test rather than a guarantee
 * ``Consumer._committed_offset``, ``flow_active``, ``highwater``, ``earliest_offsets`` and
   ``seek_wait`` (read and called: :func:`committed_offset`, :func:`partition_end`,
   :class:`InOrder`);
-* a table's ``data`` (its local store) and ``send_changelog`` (:func:`write_table`);
+* a table's ``data`` (its local store) and ``changelog_topic`` (:class:`ChangelogWriter`);
 * the worker's ``spinner`` (set to ``None``: :func:`faust_worker`).
 
 No public API offers these: Faust has no "flush and wait for the hand-over", no hook
@@ -42,41 +42,11 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from amlhp.pipeline.faust_settings import faust_broker_url, faust_credentials
 from amlhp.settings import Settings
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-def faust_broker_url(bootstrap_servers: str) -> str:
-    """librdkafka's ``h1:9092,h2:9092`` -> Faust's ``kafka://h1:9092;kafka://h2:9092``."""
-    hosts = [h.strip() for h in bootstrap_servers.split(",") if h.strip()]
-    return ";".join(f"kafka://{h}" for h in hosts)
-
-
-def faust_credentials(settings: Settings) -> Any:
-    """Translate the librdkafka security passthrough into Faust credentials (or None)."""
-    import ssl
-
-    import faust
-
-    cfg = settings.kafka_config()
-    protocol = str(cfg.get("security.protocol", "PLAINTEXT")).upper()
-    if protocol == "PLAINTEXT":
-        return None
-    context = None
-    if "SSL" in protocol:
-        context = ssl.create_default_context(cafile=cfg.get("ssl.ca.location"))
-        if "ssl.certificate.location" in cfg:
-            context.load_cert_chain(cfg["ssl.certificate.location"], cfg.get("ssl.key.location"))
-    if protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=cfg.get("sasl.username"),
-            password=cfg.get("sasl.password"),
-            mechanism=str(cfg.get("sasl.mechanism", cfg.get("sasl.mechanisms", "PLAIN"))),
-            ssl_context=context,
-        )
-    return faust.SSLCredentials(context)
 
 
 #: how long a flush waits for the producer buffer to empty before it gives up (raises)
@@ -398,19 +368,70 @@ class InOrder:
         await self.app.consumer.seek_wait({tp: position})
 
 
-def write_table(table: Any, writes: Any) -> None:
-    """Write ``(partition, key, value)`` records into a Faust table outside an event (a
-    value of ``None`` deletes the key): the local store and the changelog, on the given
-    partitions. Faust's ``table[key] = value`` needs the current event to know the
-    changelog partition; a clock tick has none."""
-    store = table.data
-    for partition, key, value in writes:
-        if value is None:
-            store.pop(key, None)
-            table.send_changelog(partition, key, None, value_serializer="raw")
-        else:
-            store[key] = value
-            table.send_changelog(partition, key, value)
+class ChangelogWriter:
+    """Writes ``(partition, key, value)`` records (``None`` deletes) into a raw (bytes to
+    bytes) Faust table outside an event: its local store, and its changelog on the given
+    partitions (Faust's ``table[key] = value`` needs a current event to know the changelog
+    partition; a clock tick has none), produced by librdkafka (confluent-kafka).
+
+    Why: Faust hands each changelog record through its Python buffer and aiokafka, tens of
+    microseconds a record, and the flow worker writes one per flow a message touched
+    (about two records for three packets): that hand-over took more of its time than the
+    flow model. librdkafka batches them in C. Faust still owns the table: it creates the
+    changelog topic and recovers the store from it at a start or a rebalance, whoever
+    wrote the records. :meth:`flush` returns once the broker has every record (Faust's own
+    path only waits for the hand-over), and raises if one failed: the caller acks its
+    event after that, so a stop loses no state and a failure commits no offset."""
+
+    def __init__(self, settings: Settings, table: Any) -> None:
+        from confluent_kafka import Producer
+
+        self.table = table
+        self.topic = str(table.changelog_topic.get_topic_name())
+        self.failed: list[str] = []
+        self.producer = Producer(
+            settings.kafka_config(
+                **{"enable.idempotence": True, "linger.ms": 5, "client.id": self.topic}
+            )
+        )
+
+    def write(self, writes: Any) -> None:
+        """Apply the records to the store and queue their changelog records."""
+        store = self.table.data
+        for partition, key, value in writes:
+            if value is None:
+                store.pop(key, None)
+            else:
+                store[key] = value
+            while True:
+                try:
+                    self.producer.produce(
+                        self.topic, value, key, partition, on_delivery=self._delivered
+                    )
+                    break
+                except BufferError:  # librdkafka's queue is full: let it send some
+                    self.producer.poll(0.05)
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.failed.append(str(err))
+
+    def flush(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        """Wait until the broker has every queued record (blocking: call it off the loop)."""
+        from faust.exceptions import ProducerSendError
+
+        left = self.producer.flush(timeout_s)
+        if left or self.failed:
+            failed, self.failed = self.failed, []
+            raise ProducerSendError(
+                f"{self.topic}: {left} changelog records undelivered after {timeout_s:.0f} s, "
+                f"{len(failed)} failed ({'; '.join(sorted(set(failed))[:3])})"
+            )
+
+    def commit(self, writes: Any) -> None:
+        """:meth:`write` then :meth:`flush`."""
+        self.write(writes)
+        self.flush()
 
 
 def create_faust_app(settings: Settings, app_id: str, **overrides: Any) -> Any:

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from amlhp.pipeline.faust_app import create_faust_app, faust_broker_url, faust_credentials
+from amlhp.pipeline.faust_app import create_faust_app
+from amlhp.pipeline.faust_settings import faust_broker_url, faust_credentials
 from amlhp.settings import Settings
 
 

@@ -119,27 +119,43 @@ def test_the_consumer_internals_in_order_reads() -> None:
     assert app.rebalancing is True
 
 
-def test_write_table_writes_the_store_and_the_changelog_outside_an_event() -> None:
-    """A table's ``data`` is its local store and ``send_changelog`` queues a changelog
-    record for an explicit partition, with no current event: what write_table needs."""
-    from faust.tables.base import Collection
+def test_the_changelog_writer_writes_the_store_and_the_changelog_faust_recovers_from(
+    kafka_settings: Settings,
+) -> None:
+    """A table's ``data`` is its local store and ``changelog_topic`` names the topic Faust
+    recovers it from; the writer puts each record on the partition given, deletes as
+    tombstones, and has them all at the broker once ``flush`` returns (read back here)."""
+    from confluent_kafka import Consumer, TopicPartition
 
-    from amlhp.pipeline.faust_app import write_table
+    from amlhp.pipeline.faust_app import ChangelogWriter
+    from amlhp.streams.topics import TopicSpec, admin_client, create_topics
 
-    assert list(inspect.signature(Collection.send_changelog).parameters) == [
-        "self", "partition", "key", "value", "key_serializer", "value_serializer",
-    ]  # fmt: skip
+    app_id = f"{kafka_settings.consumer_group}-table"
 
-    async def run() -> None:
-        app = create_faust_app(_settings(), "amlhp-test-internals-table")
-        table = app.Table("t", default=None, key_type=bytes, value_type=bytes, partitions=2)
-        sent: list[tuple[int | None, bytes, bytes | None]] = []
-        table.send_changelog = lambda p, k, v, **kw: sent.append((p, k, v))
-        write_table(table, [(1, b"a", b"1"), (0, b"b", b"2"), (1, b"a", None)])
-        assert dict(table.data.items()) == {b"b": b"2"}
-        assert sent == [(1, b"a", b"1"), (0, b"b", b"2"), (1, b"a", None)]
+    async def build() -> Any:  # Faust's services bind the loop they are made on
+        app = create_faust_app(kafka_settings, app_id)
+        return app.Table("t", default=None, key_type=bytes, value_type=bytes, partitions=2)
 
-    asyncio.run(run())
+    table = asyncio.run(build())
+    topic = table.changelog_topic.get_topic_name()
+    assert topic == f"{app_id}-t-changelog"
+    create_topics(admin_client(kafka_settings.kafka_config()),
+                  [TopicSpec(name=topic, partitions=2, replication_factor=1)])  # fmt: skip
+    writer = ChangelogWriter(kafka_settings, table)
+    writer.commit([(1, b"a", b"1"), (0, b"b", b"2"), (1, b"a", None)])
+    assert dict(table.data.items()) == {b"b": b"2"}
+    consumer = Consumer({"bootstrap.servers": kafka_settings.bootstrap_servers,
+                         "group.id": f"{app_id}-read", "enable.auto.commit": False})  # fmt: skip
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
+        got = []
+        while len(got) < 3:
+            msg = consumer.poll(10)
+            assert msg is not None, f"only {got} came back"
+            got.append((msg.partition(), msg.key(), msg.value()))
+    finally:
+        consumer.close()
+    assert sorted(got, key=lambda r: r[0]) == [(0, b"b", b"2"), (1, b"a", b"1"), (1, b"a", None)]
 
 
 def test_a_table_write_goes_to_the_current_events_changelog_partition() -> None:
