@@ -43,7 +43,8 @@ scoring.
   waiting batches is not closed idle.
 * **Suppression.** Each row names the allow-list rule that covers it
   (``AMLHP_ALERT_SUPPRESSIONS``, :mod:`amlhp.alerts.suppression`); the file is checked
-  on every clock tick and reloaded when it changed, without a restart.
+  once a second (on whatever event comes: verdicts, flows or ticks) and reloaded when it
+  changed, without a restart.
 * **Feedback.** Analysts' verdicts (``amlhp alerts-feedback``, the compacted feedback
   topic, read whole by every process) close or revise their incidents on the next tick
   of the gateway's partition, and a false positive given with consent adds an
@@ -235,11 +236,25 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
             return False
         return in_order.caught_up(partition)
 
+    checked = [0.0]  # when the allow-list file was last looked at
+
+    def reload_suppressions(now: float) -> None:
+        """Read the allow-list again if its file changed, at most once a second, on any
+        event: a stage busy with a backlog may see no tick for seconds (Faust fetches the
+        verdicts' backlog in large chunks), and a rule must not wait for one."""
+        suppressions = engine.suppressions
+        if suppressions is None or now - checked[0] < TICK_INTERVAL_S:
+            return
+        checked[0] = now
+        if suppressions.reload_if_changed():
+            metrics.count_suppressed([], [r.id for r in suppressions.rules])
+
     async def handle(event: Any) -> bool:
         """Apply one event; False when it must not be acked (it follows a hole)."""
         msg = event.message
         now = time.time()
         first_event.setdefault(msg.partition, now)
+        reload_suppressions(now)
         if msg.topic == topics.devices:
             try:
                 engine.devices.update(identities(from_ipc(event.value or b"", DEVICE).to_pylist()))
@@ -262,9 +277,6 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
         elif msg.topic == topics.alert_ticks:
             await in_order.rewind_held()
             await flows_in_order.rewind_held()
-            suppressions = engine.suppressions
-            if suppressions is not None and suppressions.reload_if_changed():
-                metrics.count_suppressed([], [r.id for r in suppressions.rules])
             await apply_verdicts(msg.partition)
             idle = caught_up(msg.partition, now) and not queued.get(msg.partition)
             rows = engine.idle(msg.partition, now) if idle else []
