@@ -49,6 +49,17 @@ from amlhp.flows.record import (
 FLOW_ENCODER: Final = EncoderConfig(payload_bytes=PAYLOAD_SLOTS - 2, mask_fields=())
 
 
+def flow_encoder(config: FlowConfig) -> EncoderConfig:
+    """The flow path's encoder for ``config``: the whole payload buffer, or only the
+    bytes a tap keeps when the model was built on tapped packets (``payload_bytes``):
+    the rest would be padding, and encoding 2,998 slots per packet for 64 bytes of data
+    was the costliest part of parsing a raw batch."""
+    if config.payload_bytes is None:
+        return FLOW_ENCODER
+    return EncoderConfig(payload_bytes=max(1, min(PAYLOAD_SLOTS - 2, config.payload_bytes)),
+                         mask_fields=())  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ParsedPackets:
     """The columns of a batch the assembler needs, for the ``ok`` packets only."""
@@ -73,9 +84,9 @@ def _ints(batch: pa.RecordBatch, name: str) -> npt.NDArray[np.int64]:
     return np.asarray(batch.column(name).fill_null(0).to_numpy(zero_copy_only=False), np.int64)
 
 
-def parse_raw(raw: pa.RecordBatch) -> ParsedPackets:
+def parse_raw(raw: pa.RecordBatch, encoder: EncoderConfig = FLOW_ENCODER) -> ParsedPackets:
     """Parse a raw-schema batch with the encoder; keep ok packets, count the others."""
-    encoded = encode_batch(raw, FLOW_ENCODER)
+    encoded = encode_batch(raw, encoder)
     header, payload, ok = model_inputs(encoded)
     idx = np.flatnonzero(ok)
     statuses = encoded.column("status").to_numpy(zero_copy_only=False)
@@ -150,6 +161,7 @@ class FlowAssembler:
         self.dirty: set[FlowKey] = set()  # keys changed since the last take_dirty()
         self.removed: set[FlowKey] = set()
         self._nets = config.networks()
+        self.encoder = flow_encoder(config)
         self._local_cache: dict[str, bool] = {}
         #: per gateway, (start, key) of its open flows in start order, so that
         #: :meth:`expire` pops the due ones instead of scanning every open flow (entries of
@@ -189,6 +201,10 @@ class FlowAssembler:
         if self.config.payload_bytes is None:
             return raw
         return tapped(raw, self.config.payload_bytes)
+
+    def parse(self, raw: pa.RecordBatch) -> ParsedPackets:
+        """``raw`` cut as a tap cuts it (:meth:`as_tapped`), parsed (:func:`parse_raw`)."""
+        return parse_raw(self.as_tapped(raw), self.encoder)
 
     def restore(self, state: FlowState) -> None:
         """Put back an open flow read from durable state (a restarted worker)."""
@@ -339,7 +355,7 @@ def iter_closed(
     label is then the most common label of its packets.
     """
     for raw in batches:
-        parsed = parse_raw(assembler.as_tapped(raw))
+        parsed = assembler.parse(raw)
         labels = labeler(parsed.encoded)[parsed.row] if labeler is not None else None
         yield from assembler.add_parsed(parsed, labels)
         assembler.see(raw)

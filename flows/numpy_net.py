@@ -197,6 +197,9 @@ class NumpyFlowCNN:
         self.row_w = w["row.weight"][:, :, 0, 0]  # (W, 64)
         self.row_b = w["row.bias"]
         self.inter_w = w["inter.weight"][:, :, :, 0]  # (W, W, 3)
+        self.inter_taps = np.ascontiguousarray(
+            self.inter_w.transpose(2, 1, 0).reshape(-1, self.inter_w.shape[0])
+        )  # (3W, W): tap j's (W_in, W_out) block at rows j*W..(j+1)*W
         self.inter_b = w["inter.bias"]
         self.h0_w, self.h0_b = w["head.0.weight"], w["head.0.bias"]
         self.h1_w, self.h1_b = w["head.3.weight"], w["head.3.bias"]
@@ -265,12 +268,13 @@ class NumpyFlowCNN:
     def summary(self, rows: F32, present: F32) -> F32:
         """The (B, 64) hidden layer of the head: what the class is read from, and where
         :mod:`amlhp.flows.hidden_profile` measures how far a flow is from its class's flows."""
-        r = rows.shape[2]
+        b, w, r = rows.shape
         padded = np.pad(rows.transpose(0, 2, 1), ((0, 0), (1, 1), (0, 0)))  # (B, R + 2, W)
-        mixed = self.inter_b + sum(
-            padded[:, j : j + r] @ self.inter_w[:, :, j].T for j in range(3)
-        )  # (B, R, W)
-        mixed = _relu(np.asarray(mixed, np.float32))
+        # the kernel-3 convolution over rows as one product: each row's three neighbours
+        # side by side (B * R, 3W) times the taps stacked (3W, W)
+        windows = np.concatenate([padded[:, j : j + r] for j in range(3)], axis=2)
+        mixed = windows.reshape(b * r, 3 * w) @ self.inter_taps + self.inter_b
+        mixed = _relu(np.asarray(mixed.reshape(b, r, -1), np.float32))
         masked = np.where(present[:, :, None] > 0, mixed, np.finfo(np.float32).min)
         context = masked.max(axis=1)
         context = np.where(present.sum(axis=1, keepdims=True) > 0, context, 0.0)

@@ -198,6 +198,7 @@ class FlowState:
     #: the same for the attack model's network, when the scorer runs one
     attack_parts: Any = field(default=None, compare=False, repr=False)
     _head: Any = field(default=None, compare=False, repr=False)
+    _head_packets: int = field(default=-1, compare=False, repr=False)
 
     @property
     def flow_id(self) -> str:
@@ -241,8 +242,8 @@ class FlowState:
         return self._head_slots().copy()
 
     def _head_slots(self) -> FloatArray:
-        if self.parts is not None and self._head is not None:
-            return self._head  # closed and scored: it no longer changes
+        if self._head is not None and self._head_packets == self.packets:
+            return self._head  # no packet since it was built: the same slots
         out = np.full(HEAD_LEN, PAD, np.float32)
         out[SLOT_PRESENT] = 1.0
         out[SLOT_START] = 0.0
@@ -258,7 +259,7 @@ class FlowState:
             out[base] = offset_ns / 1e9
             out[base + 1] = size
             out[base + 2] = direction
-        self._head = out
+        self._head, self._head_packets = out, self.packets
         return out
 
     def payload_vector(self) -> Int16Array:

@@ -207,7 +207,9 @@ def _exact_shapley_rows(
 
     Rows are embedded independently, so the 32 coalitions need only 16 embeddings of the
     current row (the four row-0 groups on or off), the embeddings of the context rows and
-    one of an empty row; only the inter-flow part and the head run 32 times.
+    one of an empty row; only the inter-flow part and the head run 32 times. A model that
+    embeds a row from its head slots and its branch parts (the numpy network) runs the
+    costly branches on 4 of the 16 (the packets and payload groups on or off).
     """
     rows = x.shape[1]
     g = len(GROUPS)
@@ -222,10 +224,22 @@ def _exact_shapley_rows(
     keep0 = keep0 | ~masks0.any(axis=0)
     empty_emb, empty_present = model.embed_rows(absent[None, 1:], 1)
 
+    by_parts = hasattr(model, "row_parts") and hasattr(model, "embed_heads")
+
     def coalition_logits(chunk: F32) -> F32:
         n = chunk.shape[0]
         row0 = np.where(keep0[None], chunk[:, :1], absent[0]).astype(np.float32)  # (n, 16, L)
-        emb0, pres0 = model.embed_rows(row0.reshape(n * 16, 1, record.ROW_LEN), 0)
+        if by_parts:
+            # a row's packet and payload branches read only the packets and payload groups
+            # (bits 2 and 3): 4 distinct variants of the 16, at subsets 0, 4, 8 and 12
+            variants = np.ascontiguousarray(row0[:, ::4]).reshape(n * 4, record.ROW_LEN)
+            split: Any = model  # a NumpyFlowCNN (by_parts)
+            parts = split.row_parts(variants).reshape(n, 4, -1)[:, np.arange(16) >> 2]
+            emb0, pres0 = split.embed_heads(
+                row0.reshape(n * 16, 1, record.ROW_LEN), parts.reshape(n * 16, 1, -1)
+            )
+        else:
+            emb0, pres0 = model.embed_rows(row0.reshape(n * 16, 1, record.ROW_LEN), 0)
         emb0 = emb0.reshape(n, 16, -1, 1)
         pres0 = pres0.reshape(n, 16, 1)
         ctx_emb, ctx_present = model.embed_rows(np.ascontiguousarray(chunk[:, 1:]), 1)

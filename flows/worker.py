@@ -61,7 +61,7 @@ from typing import Any, cast
 
 import pyarrow as pa
 
-from amlhp.flows.assembler import FlowAssembler, parse_raw
+from amlhp.flows.assembler import FlowAssembler
 from amlhp.flows.inventory import DeviceKey, DeviceTally, fold, inventory_batch
 from amlhp.flows.online import DEFAULT_EXPLAIN_EVERY, FlowScorer
 from amlhp.flows.record import FlowConfig, FlowState, parse_key
@@ -164,7 +164,7 @@ class FlowRuntime:
 
     def ingest(self, raw: pa.RecordBatch, partition: int) -> tuple[list[FlowState], set[str]]:
         """Account one raw batch; returns the flows it closed and the gateways it touched."""
-        parsed = parse_raw(self.assembler.as_tapped(raw))
+        parsed = self.assembler.parse(raw)
         outside = self.assembler.stats.no_local_endpoint
         closed = self.assembler.add_parsed(parsed)
         self.assembler.see(raw)

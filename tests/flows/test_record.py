@@ -50,6 +50,20 @@ def test_row_layout_of_a_three_packet_tcp_flow() -> None:
     assert PAYLOAD_OFFSET + PAYLOAD_SLOTS == ROW_LEN
 
 
+def test_a_head_read_before_a_packet_is_not_kept_after_it() -> None:
+    """The head slots are cached per flow (a context flow's head is read for every matrix
+    it is a row of); a packet added after a read must show in the next one."""
+    state = FlowState(FlowKey("gw", DEVICE, REMOTE, 6, 49152, 443), start_ns=0)
+    state.add(0, 60, 1, b"a", seq=1)
+    first = state.head_vector()
+    state.add(500_000_000, 40, 0, b"", seq=2)
+    second = state.head_vector()
+    assert first[10] == 1  # packets
+    assert second[10] == 2
+    assert second[14:17].tolist() == [0.5, 40, 0]  # the second packet's slots
+    assert state.row()[10] == 2
+
+
 def test_payload_buffer_cut_so_the_end_marker_fits() -> None:
     frames = [tcp_frame(bytes([i]) * 400) for i in range(12)]
     (flow,) = closed_flows(raw(frames, [i * 0.01 for i in range(12)]))
