@@ -148,11 +148,11 @@ def test_the_changelog_writer_writes_the_store_and_the_changelog_faust_recovers_
                          "group.id": f"{app_id}-read", "enable.auto.commit": False})  # fmt: skip
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
-        got = []
+        got: list[tuple[int, bytes | None, bytes | None]] = []
         while len(got) < 3:
             msg = consumer.poll(10)
             assert msg is not None, f"only {got} came back"
-            got.append((msg.partition(), msg.key(), msg.value()))
+            got.append((int(msg.partition() or 0), msg.key(), msg.value()))
     finally:
         consumer.close()
     assert sorted(got, key=lambda r: r[0]) == [(0, b"b", b"2"), (1, b"a", b"1"), (1, b"a", None)]
