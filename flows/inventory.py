@@ -132,10 +132,23 @@ def inventory_batch(rows: Iterable[dict[str, Any]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(list(rows), schema=device_schema())
 
 
+def device_headers(devices: list[tuple[int, pa.RecordBatch]]) -> dict[str, bytes]:
+    """Per gateway, the :data:`~amlhp.wire.FLOW_DEVICES_HEADER` of a step's inventory
+    entries: ``{host: [device type, confidence]}`` as JSON."""
+    named: dict[str, dict[str, list[Any]]] = {}
+    for _, batch in devices:
+        for row in batch.to_pylist():
+            named.setdefault(str(row["gateway"]), {})[str(row["host"])] = [
+                str(row["device_type"]), float(row["confidence"]),
+            ]  # fmt: skip
+    return {g: json.dumps(hosts, sort_keys=True).encode() for g, hosts in named.items()}
+
+
 __all__ = [
     "MIN_SHARE",
     "UNKNOWN",
     "DeviceTally",
+    "device_headers",
     "fold",
     "inventory_batch",
 ]

@@ -62,7 +62,7 @@ from typing import Any, cast
 import pyarrow as pa
 
 from amlhp.flows.assembler import FlowAssembler
-from amlhp.flows.inventory import DeviceKey, DeviceTally, fold, inventory_batch
+from amlhp.flows.inventory import DeviceKey, DeviceTally, device_headers, fold, inventory_batch
 from amlhp.flows.online import DEFAULT_EXPLAIN_EVERY, FlowScorer
 from amlhp.flows.record import FlowConfig, FlowState, parse_key
 from amlhp.flows.worker_state import (
@@ -85,7 +85,14 @@ from amlhp.pipeline.faust_app import (
     run_to_end,
 )
 from amlhp.settings import Settings
-from amlhp.wire import FLOW_CLOCK_HEADER, RAW, BatchDecodeError, from_ipc, to_ipc
+from amlhp.wire import (
+    FLOW_CLOCK_HEADER,
+    FLOW_DEVICES_HEADER,
+    RAW,
+    BatchDecodeError,
+    from_ipc,
+    to_ipc,
+)
 
 log = logging.getLogger(__name__)
 TABLE = "flowstate"
@@ -307,8 +314,12 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
 
     empty = pa.RecordBatch.from_pylist([], schema=runtime.scorer.schema)
 
-    async def send_flows(gateway: str, partition: int, clock: int, batch: pa.RecordBatch) -> Any:
+    async def send_flows(
+        gateway: str, partition: int, clock: int, batch: pa.RecordBatch, named: bytes | None = None
+    ) -> Any:
         headers = {FLOW_CLOCK_HEADER: str(clock).encode()}
+        if named is not None:
+            headers[FLOW_DEVICES_HEADER] = named
         return await verdict_topic.send(
             key=gateway.encode(), value=to_ipc(batch), partition=partition, headers=headers
         )
@@ -325,13 +336,17 @@ def create_flow_app(settings: Settings, options: FlowWorkerOptions) -> Any:
         _, verdicts, devices = step
         sent = []
         verdicts = verdicts if verdicts is not None else empty
-        # each gateway's flows on its raw partition, with the worker's clock for it
+        named = device_headers(devices)
+        # each gateway's flows on its raw partition, with the worker's clock for it; the
+        # message telling the clock names the hosts the flows changed
         for gateway in sorted({str(g) for g in verdicts.column("gateway").to_pylist()}):
             told = runtime.announced.get(gateway, -1)
             partition, clock = runtime.tell(gateway)
             part = verdicts.filter(pa.compute.equal(verdicts.column("gateway"), gateway))
-            for at, chunk in flow_messages(part, told, clock):
-                sent.append(await send_flows(gateway, partition, at, chunk))
+            messages = flow_messages(part, told, clock)
+            for i, (at, chunk) in enumerate(messages):
+                last = named.get(gateway) if i == len(messages) - 1 else None
+                sent.append(await send_flows(gateway, partition, at, chunk, last))
         for partition, batch in devices:
             for row in range(batch.num_rows):
                 one = batch.slice(row, 1)

@@ -32,7 +32,10 @@ scoring.
 * **Devices.** Each row names its host's device type and confidence from the device
   inventory of the flow worker (:mod:`amlhp.pipeline.devices`) as this process knows it
   when the row is made: read from the compacted device topic at start, then followed by
-  the same agent. It is not state: a restart reads it again.
+  the same agent, and from the devices header of each flow verdict message (the hosts
+  its step's flows changed), so that with the flow wait on a host is named by the time
+  the packets after its flows are judged, whenever the device topic is read. It is not
+  state: a restart reads it again.
 * **Flows.** The flow worker's verdicts (same partitions) are one more evidence source
   (:mod:`amlhp.alerts.flow_evidence`), applied in the window they end in. With
   ``flow_wait_s`` set, a verdict batch waits (kept in memory, not acked, and the
@@ -57,6 +60,7 @@ scoring.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -83,6 +87,7 @@ from amlhp.settings import Settings
 from amlhp.wire import (
     DEVICE,
     FLOW_CLOCK_HEADER,
+    FLOW_DEVICES_HEADER,
     FLOW_VERDICT,
     VERDICT,
     BatchDecodeError,
@@ -272,7 +277,9 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
                 metrics.skipped_messages.labels(STEP_ALERTS, "invalid_batch").inc()
                 log.error("flow verdicts at offset %d skipped: %s", msg.offset, exc)
                 return True
-            engine.flows((msg.key or b"").decode(), flows, flow_clock(msg.headers))
+            gateway = (msg.key or b"").decode()
+            engine.devices.update(flow_devices(gateway, msg.headers))
+            engine.flows(gateway, flows, flow_clock(msg.headers))
             rows = []
         elif msg.topic == topics.alert_ticks:
             await in_order.rewind_held()
@@ -376,6 +383,22 @@ def flow_clock(headers: Any) -> int:
             except (TypeError, ValueError):
                 return -1
     return -1
+
+
+def flow_devices(gateway: str, headers: Any) -> dict[tuple[str, str], tuple[str, float]]:
+    """The device identities a flow verdict message names (its devices header; none when
+    it has no such header or one that does not parse)."""
+    pairs = headers.items() if isinstance(headers, dict) else headers or ()
+    for name, value in pairs:
+        if name != FLOW_DEVICES_HEADER:
+            continue
+        try:
+            hosts = json.loads(value)
+            return {(gateway, str(h)): (str(t), float(c)) for h, (t, c) in hosts.items()}
+        except (TypeError, ValueError, AttributeError) as exc:
+            log.error("flow message's device header skipped: %s", exc)
+            return {}
+    return {}
 
 
 def ensure_changelogs(settings: Settings, app_id: str) -> None:

@@ -172,6 +172,11 @@ FLOW_VERDICT: Final = "amlhp.flow_verdict"
 #: digits) for the message's gateway once its flows up to then are sent; a message of no
 #: rows only tells the clock (amlhp.alerts.flow_evidence)
 FLOW_CLOCK_HEADER: Final = "amlhp-flow-clock"
+#: the Kafka header of the flow verdict message that tells a step's clock: the device
+#: identities of the hosts the step's flows changed, JSON ``{host: [type, confidence]}``,
+#: the same as the step's ``amlhp.device`` entries: the alert stage names hosts from it
+#: in the order of the flows, not whenever it happens to read the device topic
+FLOW_DEVICES_HEADER: Final = "amlhp-flow-devices"
 EXPLANATION: Final = "amlhp.explanation"
 #: the versions of these schemas that this code writes and reads (see the registry)
 DEAD_LETTER_VERSION, FLOW_VERDICT_VERSION, EXPLANATION_VERSION = "1", "3", "1"

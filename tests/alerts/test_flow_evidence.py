@@ -178,3 +178,34 @@ def test_flows_known_up_front_give_the_streams_incidents() -> None:
     offline = [{k: v for k, v in row.items() if k != "emitted_at_ns"} for row in out]
     assert offline == run(packets, flows, 11, 2)
     assert latest(offline)
+
+
+def test_the_flow_workers_device_header_names_the_hosts_the_alert_stage_reads() -> None:
+    """A step's inventory entries (confidences float32: exact values here) ride on the
+    flow message that tells its clock, so the alert stage names a host from the flows it
+    has applied; a header it cannot read names nobody (logged), and a message without one
+    changes nothing."""
+    from amlhp.alerts.stage import flow_devices
+    from amlhp.flows.inventory import device_headers
+    from amlhp.wire import FLOW_DEVICES_HEADER, device_schema
+
+    def entry(gateway: str, host: str, kind: str, confidence: float) -> dict[str, Any]:
+        row = dict.fromkeys(device_schema().names)
+        row.update(gateway=gateway, host=host, device_type=kind, confidence=confidence)
+        return row
+
+    rows = [entry("gw", GUESSER, "camera", 0.5), entry("gw-2", QUIET, "unknown", 0.25),
+            entry("gw", SERVER, "plug", 0.75)]  # fmt: skip
+    batches = [(0, pa.RecordBatch.from_pylist(rows[:2], schema=device_schema())),
+               (1, pa.RecordBatch.from_pylist(rows[2:], schema=device_schema()))]  # fmt: skip
+    headers = device_headers(batches)
+    assert sorted(headers) == ["gw", "gw-2"]
+    named = flow_devices("gw", [("amlhp-flow-clock", b"5"), (FLOW_DEVICES_HEADER, headers["gw"])])
+    assert named == {("gw", GUESSER): ("camera", 0.5), ("gw", SERVER): ("plug", 0.75)}
+    assert flow_devices("gw-2", {FLOW_DEVICES_HEADER: headers["gw-2"]}) == {
+        ("gw-2", QUIET): ("unknown", 0.25)
+    }
+    assert flow_devices("gw", [(FLOW_DEVICES_HEADER, b'{"h": "camera"}')]) == {}
+    assert flow_devices("gw", [(FLOW_DEVICES_HEADER, b"not json")]) == {}
+    assert flow_devices("gw", [("amlhp-flow-clock", b"5")]) == {}
+    assert json.loads(headers["gw"]) == {GUESSER: ["camera", 0.5], SERVER: ["plug", 0.75]}

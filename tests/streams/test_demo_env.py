@@ -105,12 +105,14 @@ def check_flows_equal_offline(
     offline_view = sorted(str([incident_json(i)[k] for k in INCIDENT_KEYS]) for i in run.incidents)
     stream_view = sorted(str([i[k] for k in INCIDENT_KEYS]) for i in summary["alerts"])
     assert stream_view == offline_view
-    # a row names its host's device as the stage knows it then: the incidents closed idle
-    # at the end, after every flow, name the devices of the whole capture's inventory
-    # (offline); one closed quiet by the later packets may not know its host yet
+    # a row names its host's device as the stage knows it then: from the devices header
+    # of the flow messages it waited for, so even an incident closed quiet by the later
+    # packets knows its host; here every name is the whole capture's inventory's (offline)
     names = {i["incident_id"]: i["device_type"] for i in run.incidents}
-    assert all(i["device_type"] in (None, names[i["incident_id"]]) for i in summary["alerts"])
-    assert any(i["device_type"] is not None for i in summary["alerts"])
+    assert [i["device_type"] for i in summary["alerts"]] == [
+        names[i["incident_id"]] for i in summary["alerts"]
+    ]
+    assert all(i["device_type"] is not None for i in summary["alerts"])
     with_flows = [i for i in summary["alerts"] if any("flow_model@" in e for e in i["evidence"])]
     assert with_flows, "no incident has flow evidence: the test shows nothing of it"
 
