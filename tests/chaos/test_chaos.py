@@ -61,7 +61,19 @@ def _run(
     return result
 
 
-@pytest.mark.parametrize("name", sorted(n for n, s in SCENARIOS.items() if s.brokers <= 1))
+#: scenarios run by `make test-long` only, to keep `make test` within its 30 minutes: the
+#: alert stage's SIGKILLs (and SIGTERMs) mid-backlog, with exact incidents and a flow
+#: worker beside it, are tests/streams/test_alert_stage.py's, in `make test`
+LONG_SCENARIOS = frozenset({"alerts-sigkill"})
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.long) if n in LONG_SCENARIOS else n
+        for n in sorted(n for n, s in SCENARIOS.items() if s.brokers <= 1)
+    ],
+)
 def test_scenario_keeps_the_dataset_exact(
     name: str,
     kafka_settings: Settings,
