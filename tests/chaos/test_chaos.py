@@ -62,8 +62,8 @@ def _run(
 
 
 #: scenarios run by `make test-long` only, to keep `make test` within its 30 minutes: the
-#: alert stage's SIGKILLs (and SIGTERMs) mid-backlog, with exact incidents and a flow
-#: worker beside it, are tests/streams/test_alert_stage.py's, in `make test`
+#: alert stage's SIGKILLs (and SIGTERMs) mid-backlog, with exact incidents, are
+#: tests/streams/test_alert_stage.py's, in `make test`
 LONG_SCENARIOS = frozenset({"alerts-sigkill"})
 
 

@@ -1,5 +1,4 @@
 """The alert stage on the real broker: the stream's incidents are ``amlhp alerts``' incidents,
-flow evidence included (a flow worker runs beside it and the stage waits for its clock),
 and stops in the middle of its backlog (SIGKILL and SIGTERM) lose no update and store no
 row twice."""
 
@@ -28,17 +27,13 @@ from tests.support.kafka import committed_offsets
 pytestmark = pytest.mark.slow
 
 IDLE_S = 20.0
-#: how long a verdict batch may wait for the flow worker (the demo's wait)
-FLOW_WAIT_S = 30.0
 #: the stops in the middle of the backlog, one per alert process
 STOPS = (signal.SIGTERM, signal.SIGKILL, signal.SIGTERM, signal.SIGKILL)
 
 
 @pytest.fixture
 def alert_settings(pipeline_settings: Settings) -> Settings:
-    return pipeline_settings.model_copy(
-        update={"alert_idle_close_s": IDLE_S, "alert_flow_wait_s": FLOW_WAIT_S}
-    )
+    return pipeline_settings.model_copy(update={"alert_idle_close_s": IDLE_S})
 
 
 def _start(settings: Settings, tmp_path: Path, name: str, *args: str) -> StageProcess:
@@ -96,32 +91,23 @@ def test_stream_incidents_equal_offline_through_restarts_mid_backlog(
     alert_settings: Settings, demo_capture: Path, tmp_path: Path
 ) -> None:
     """The alert stage starts on a backlog (the lab demo capture and short versions of the
-    slow scenarios with ARP cache poisoning, two gateways, and the flow worker's verdicts
-    of both) and is stopped in the middle of it four times (SIGTERM, SIGKILL, SIGTERM,
-    SIGKILL): its incidents still equal ``amlhp alerts`` offline with the same flows, flow
-    evidence included, no update lost and no row twice (readers de-duplicate on incident
-    and revision, as the alert dataset does after a SIGKILL's re-emission)."""
-    from amlhp.flows.artifact import DEFAULT_MODEL
-    from amlhp.flows.inventory_cli import flows_of_captures
-    from tests.support.flow_models import attack_model_at_validation_alarm
+    slow scenarios with ARP cache poisoning, two gateways) and is stopped in the middle of
+    it four times (SIGTERM, SIGKILL, SIGTERM, SIGKILL): its incidents still equal
+    ``amlhp alerts`` offline, no update lost and no row twice (readers de-duplicate on
+    incident and revision, as the alert dataset does after a SIGKILL's re-emission)."""
     from tests.support.slow_scenarios import write_slow_scenarios
 
     settings = alert_settings
-    # at the committed (cross-source) alarm no flow of these captures raises it
-    attacks = attack_model_at_validation_alarm(tmp_path / "attacks")
     slow = write_slow_scenarios(tmp_path / "slow.pcap", minutes=20, poisoning=True)
     verdicts, alerts_dir = tmp_path / "verdicts", tmp_path / "alerts"
     group = settings.consumer_group
     procs = [
-        _start(settings, tmp_path, "flows", "flows", "worker", "--idle-close", "3",
-               "--attack-model", str(attacks)),
         _start(settings, tmp_path, "worker", "worker"),
         _start(settings, tmp_path, "sink", "sink", "--out", str(verdicts), "--roll-seconds", "1"),
         _start(settings, tmp_path, "alert-sink", "alerts-sink", "--out", str(alerts_dir),
                "--roll-seconds", "0.5"),
     ]  # fmt: skip
-    groups = [group, f"{group}-sink", f"{group}-alerts-sink", f"{group}-flows"]
-    wait_groups_ready(settings, groups, procs, 180.0)
+    wait_groups_ready(settings, [group, f"{group}-sink", f"{group}-alerts-sink"], procs, 180.0)
     stops: list[tuple[str, int, int]] = []
     try:
         sent = {"gw-1": _tap(settings, demo_capture, "gw-1"), "gw-2": _tap(settings, slow, "gw-2")}
@@ -195,10 +181,7 @@ def test_stream_incidents_equal_offline_through_restarts_mid_backlog(
     policy = AlertPolicy.from_settings(settings)
     offline = []
     for gateway, capture in (("gw-1", demo_capture), ("gw-2", slow)):
-        flows, _ = flows_of_captures([capture], DEFAULT_MODEL, gateway, False, str(attacks))
-        offline += alerts_from_captures([capture], scorer, policy, gateway=gateway,
-                                        flows=flows).incidents  # fmt: skip
-    assert any(e["detector"] == "flow_model" for i in offline for e in i["evidence"])
+        offline += alerts_from_captures([capture], scorer, policy, gateway=gateway).incidents
     assert len(offline) >= 14  # the lab demo's scenarios, the three slow ones, ARP
     assert {("gw-2", k) for k in ("brute_force", "scan", "c2", "mitm")} <= {
         (i["gateway"], i["kind"]) for i in offline
