@@ -278,7 +278,12 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
                 log.error("flow verdicts at offset %d skipped: %s", msg.offset, exc)
                 return True
             gateway = (msg.key or b"").decode()
-            engine.devices.update(flow_devices(gateway, msg.headers))
+            try:
+                engine.devices.update(flow_devices(gateway, msg.headers))
+            except ValueError as exc:  # the flows still count; only the names are lost
+                metrics.skipped_messages.labels(STEP_ALERTS, "invalid_header").inc()
+                log.error("flow verdicts at offset %d: device header skipped: %s",
+                          msg.offset, exc)  # fmt: skip
             engine.flows(gateway, flows, flow_clock(msg.headers))
             rows = []
         elif msg.topic == topics.alert_ticks:
@@ -373,32 +378,31 @@ def create_alert_app(settings: Settings, options: AlertStageOptions) -> Any:
     return app
 
 
+def header(headers: Any, wanted: str) -> Any:
+    """A message header's value (None when absent): Faust gives a dict or pairs."""
+    pairs = headers.items() if isinstance(headers, dict) else headers or ()
+    return next((value for name, value in pairs if name == wanted), None)
+
+
 def flow_clock(headers: Any) -> int:
     """The flow worker's clock in a flow verdict message's headers (-1: none)."""
-    pairs = headers.items() if isinstance(headers, dict) else headers or ()
-    for name, value in pairs:
-        if name == FLOW_CLOCK_HEADER:
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                return -1
-    return -1
+    try:
+        return int(header(headers, FLOW_CLOCK_HEADER))
+    except (TypeError, ValueError):
+        return -1
 
 
 def flow_devices(gateway: str, headers: Any) -> dict[tuple[str, str], tuple[str, float]]:
-    """The device identities a flow verdict message names (its devices header; none when
-    it has no such header or one that does not parse)."""
-    pairs = headers.items() if isinstance(headers, dict) else headers or ()
-    for name, value in pairs:
-        if name != FLOW_DEVICES_HEADER:
-            continue
-        try:
-            hosts = json.loads(value)
-            return {(gateway, str(h)): (str(t), float(c)) for h, (t, c) in hosts.items()}
-        except (TypeError, ValueError, AttributeError) as exc:
-            log.error("flow message's device header skipped: %s", exc)
-            return {}
-    return {}
+    """The device identities a flow verdict message names (its devices header; none
+    without one). A header that does not parse raises ``ValueError``."""
+    value = header(headers, FLOW_DEVICES_HEADER)
+    if value is None:
+        return {}
+    try:
+        hosts = json.loads(value)
+        return {(gateway, str(h)): (str(t), float(c)) for h, (t, c) in hosts.items()}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"not a devices header: {exc}") from None
 
 
 def ensure_changelogs(settings: Settings, app_id: str) -> None:

@@ -183,7 +183,7 @@ def test_flows_known_up_front_give_the_streams_incidents() -> None:
 def test_the_flow_workers_device_header_names_the_hosts_the_alert_stage_reads() -> None:
     """A step's inventory entries (confidences float32: exact values here) ride on the
     flow message that tells its clock, so the alert stage names a host from the flows it
-    has applied; a header it cannot read names nobody (logged), and a message without one
+    has applied; a header it cannot read is refused (the stage counts it), and a message without one
     changes nothing."""
     from amlhp.alerts.stage import flow_devices
     from amlhp.flows.inventory import device_headers
@@ -205,7 +205,8 @@ def test_the_flow_workers_device_header_names_the_hosts_the_alert_stage_reads() 
     assert flow_devices("gw-2", {FLOW_DEVICES_HEADER: headers["gw-2"]}) == {
         ("gw-2", QUIET): ("unknown", 0.25)
     }
-    assert flow_devices("gw", [(FLOW_DEVICES_HEADER, b'{"h": "camera"}')]) == {}
-    assert flow_devices("gw", [(FLOW_DEVICES_HEADER, b"not json")]) == {}
+    for bad in (b'{"h": "camera"}', b"not json", b"[1, 2]"):
+        with pytest.raises(ValueError, match="not a devices header"):
+            flow_devices("gw", [(FLOW_DEVICES_HEADER, bad)])
     assert flow_devices("gw", [("amlhp-flow-clock", b"5")]) == {}
     assert json.loads(headers["gw"]) == {GUESSER: ["camera", 0.5], SERVER: ["plug", 0.75]}
