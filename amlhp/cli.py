@@ -117,6 +117,12 @@ def build_app() -> typer.Typer:
         chaos_cli,
     ):
         module.register(app)
+    from amlhp.alerts import site_cli
+
+    # `amlhp model adapt` reads the topic and runs the alert engine: registered from here
+    model_group = next(g.typer_instance for g in app.registered_groups if g.name == "model")
+    assert model_group is not None
+    site_cli.register(model_group)
     _group_by_audience(app)
     return app
 

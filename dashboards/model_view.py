@@ -44,6 +44,18 @@ def model_loads() -> PanelBuilder:
     )
 
 
+def learnt_sites() -> PanelBuilder:
+    return table_panel(
+        "Learnt sites",
+        "Gateways judged by a site profile over the serving model (amlhp model adapt; "
+        "amlhp_site_profile_info): their packets of a kind the window held, scored no "
+        "higher than that kind was there, are benign. Empty: every gateway is judged by "
+        "the model alone. docs/model.md#learning-a-site",
+        [Query(q.sum_by(["gateway", "version"], q.SITE_PROFILES), "{{gateway}}", instant=True)],
+        width=HALF,
+    )
+
+
 def inference_per_batch() -> PanelBuilder:
     return seconds_panel(
         "Inference time per batch",
@@ -112,6 +124,7 @@ def model() -> Dashboard:
             row("Serving"),
             serving_version(),
             model_loads(),
+            learnt_sites(),
             row("Speed"),
             inference_per_batch(),
             inference_per_packet(),

@@ -103,8 +103,6 @@ def save_artifact(
     ``encoding`` the encoder settings (``payload_bytes``, ``layout_version``,
     ``mask_fields``); ``extra`` anything else to record (counts, metrics, training).
     """
-    from safetensors.torch import save_file
-
     json_path, weights_path = artifact_paths(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
@@ -124,9 +122,22 @@ def save_artifact(
         "weights_file": weights_path.name,
         **(extra or {}),
     }
+    return write_locked(json_path, weights_path, {k: v.numpy() for k, v in tensors.items()}, meta)
+
+
+def write_locked(
+    json_path: Path, weights_path: Path, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]
+) -> dict[str, Any]:
+    """Write arrays (safetensors, no pickle) and metadata (JSON) locked to each other: the
+    JSON holds the weights' sha256, the weights the hash of the JSON (all but ``sha256``).
+    Model artifacts and site profiles (:mod:`amlhp.model.site`) are written so."""
+    from safetensors.numpy import save_file
+
     json_path.parent.mkdir(parents=True, exist_ok=True)
     save_file(
-        tensors, str(weights_path), metadata={"format": FORMAT, _META_HASH_KEY: _meta_hash(meta)}
+        {k: np.ascontiguousarray(v) for k, v in arrays.items()},
+        str(weights_path),
+        metadata={"format": str(meta["format"]), _META_HASH_KEY: _meta_hash(meta)},
     )
     weights_path.chmod(0o644)  # safetensors writes 0600; artifacts are shared read-only
     meta["sha256"] = file_sha256(weights_path)
@@ -160,13 +171,20 @@ def verify_artifact(path: str | Path) -> dict[str, Any]:
     """Check the weights' sha256 and the metadata hash stored in the weights."""
     json_path, weights_path = artifact_paths(path)
     meta = read_metadata(json_path)
+    verify_locked(json_path, weights_path, meta)
+    return meta
+
+
+def verify_locked(json_path: Path, weights_path: Path, meta: dict[str, Any]) -> None:
+    """Check that the weights' sha256 is the metadata's, and the metadata the weights'
+    (see :func:`write_locked`); any mismatch is one :class:`ArtifactError`."""
     if not weights_path.is_file():
         raise ArtifactError(f"{weights_path}: weights file missing")
     digest = file_sha256(weights_path)
-    if digest != meta["sha256"]:
+    if digest != meta.get("sha256"):
         raise ArtifactError(
             f"{weights_path}: sha256 {digest[:16]}... does not match the metadata's "
-            f"{str(meta['sha256'])[:16]}... (tampered or mismatched artifact)"
+            f"{str(meta.get('sha256'))[:16]}... (tampered or mismatched artifact)"
         )
     try:
         with safe_open(str(weights_path), framework="numpy") as fh:
@@ -178,7 +196,6 @@ def verify_artifact(path: str | Path) -> dict[str, Any]:
             f"{json_path}: metadata was edited or belongs to other weights "
             "(tampered or mismatched artifact)"
         )
-    return meta
 
 
 def load_artifact(path: str | Path, *, torch_module: bool = True) -> Artifact:

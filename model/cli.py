@@ -15,8 +15,6 @@ from typing import Annotated, Any
 
 import typer
 
-from amlhp.progress import echo_result
-
 #: options that several commands share (one declaration each)
 Labels = Annotated[Path, typer.Option("--labels", "-l", help="Labels YAML")]
 Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs")]
@@ -373,54 +371,6 @@ def _register_evaluate(app: typer.Typer) -> None:
                 typer.echo(f"  {name:<24} {' '.join(f'{v:6d}' for v in row)}")
 
 
-def _register_score(app: typer.Typer) -> None:
-    @app.command("score")
-    def score(
-        captures: list[Path] = typer.Argument(
-            ..., metavar="PCAP", help="pcap/pcapng files or folders (-: standard input)"
-        ),
-        out: Path = typer.Option(
-            ...,
-            "--out",
-            "-o",
-            help="Parquet file to write, one row per packet (-: standard output; the "
-            "summary then goes to standard error)",
-        ),
-        model_path: Path | None = typer.Option(
-            None, "--model", help="Artifact [the committed default model]"
-        ),
-        batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Packets per batch"),
-        backend: str = typer.Option(
-            "auto", "--backend", help="auto, native, fast, torch, onnx or numpy"
-        ),
-        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
-        as_json: AsJson = False,
-    ) -> None:
-        """Score captures offline, without Kafka (same encoder and scorer as the stream)."""
-        from amlhp.model.offline import score_captures
-        from amlhp.model.scorer import default_model_path, load_scorer
-        from amlhp.stdio import captures_with_stdin, is_stdio
-
-        scorer = load_scorer(model_path or default_model_path(), backend=backend, device=device)
-        with captures_with_stdin(captures) as paths:
-            summary = score_captures(paths, out, scorer, batch_size=batch_size)
-        skipped = ", ".join(f"{r} {n}" for r, n in summary["not_scored"].items())
-        echo_result(
-            summary,
-            as_json=as_json,
-            headline=f"scored {summary['scored']} of {summary['packets']} packets -> {out}\n"
-            + ", ".join(f"{d} {n}" for d, n in summary["decisions"].items())
-            + (f"\nnot scored: {skipped}" if skipped else ""),
-            counts={label or "(not scored)": n for label, n in summary["labels"].items()},
-            width=26,
-            err=is_stdio(out),
-        )
-        if summary["scored"] == 0:
-            what = "no packet" if summary["packets"] == 0 else "no packet could be scored"
-            typer.echo(f"warning: {what} in {', '.join(map(str, captures))}", err=True)
-            raise typer.Exit(1)
-
-
 def _register_model_group(app: typer.Typer) -> None:
     group = typer.Typer(
         name="model", help="Inspect models and reproduce the results table.", no_args_is_help=True
@@ -495,5 +445,7 @@ def register(app: typer.Typer) -> None:
     """Add this stage's commands to the root app (heavy imports stay inside commands)."""
     _register_train(app)
     _register_evaluate(app)
-    _register_score(app)
+    from amlhp.model.score_cli import register_score
+
+    register_score(app)
     _register_model_group(app)

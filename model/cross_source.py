@@ -103,6 +103,7 @@ class FoldOutput:
     pred: IntArray
     logits: npt.NDArray[np.float32]
     val_logits: npt.NDArray[np.float32]
+    model: torch.nn.Module
 
 
 def _train(
@@ -121,7 +122,38 @@ def _train(
     size = config.eval_batch_size
     test = logits_of(model, model_inputs_for(model, data.subset(test_rows)), size).numpy()
     val = logits_of(model, model_inputs_for(model, data.subset(val_rows)), size).numpy()
-    return FoldOutput(test.argmax(axis=1).astype(np.int64), test, val)
+    return FoldOutput(test.argmax(axis=1).astype(np.int64), test, val, model)
+
+
+def save_fold_models(
+    models: dict[str, torch.nn.Module], folds_dir: Path, models_dir: Path, data: LabelledPackets
+) -> list[Path]:
+    """Each fold's model as an artifact (``models_dir/SOURCE``), its decision policy fitted
+    on the *other* folds only, with its own out-of-distribution cut: a model that neither
+    trained nor calibrated on the source it is named for. What a study of a new network
+    (``amlhp model adapt-study``) starts from."""
+    from amlhp.model.artifact import save_artifact
+    from amlhp.model.calibration import fit_policy, for_model
+    from amlhp.model.workflow import encoding_meta
+
+    folds = {f.source: f for f in load_folds(folds_dir) if f.source in models}
+    written = []
+    for source, model in sorted(models.items()):
+        others = [f for name, f in folds.items() if name != source]
+        policy = for_model(fit_policy(others), folds[source].val_energy)
+        decision = {**policy.to_meta(), "provenance": {**policy.provenance, "held_out": source}}
+        path = models_dir / source
+        save_artifact(
+            path,
+            model,
+            architecture="amlhp",
+            config=model_kwargs("amlhp", num_classes=len(data.classes)),
+            classes=data.classes,
+            encoding=encoding_meta(data.config),
+            extra={"decision": decision, "held_out_source": source},
+        )
+        written.append(path)
+    return written
 
 
 def fold_predictions(
@@ -151,6 +183,7 @@ def run_cross_source(
     config: TrainConfig | None = None,
     sources: list[str] | None = None,
     with_random: bool = True,
+    models_dir: Path | None = None,
     on_event: EventFn | None = None,
     on_progress: Callable[[str], ProgressFn] | None = None,
 ) -> dict[str, Any]:
@@ -161,7 +194,8 @@ def run_cross_source(
     ``max_benign`` caps the benign classes' training packets apart (default: the same cap):
     with one benign class among many attack classes, equal caps make benign a small
     minority of what the network sees. ``balance_sources`` shares each class's cap
-    equally among the training sources that hold it.
+    equally among the training sources that hold it. ``models_dir``: also save each fold's
+    model there once every fold is done (:func:`save_fold_models`).
     """
     base = config or TrainConfig()
     config = dataclasses.replace(base, lr=base.lr or default_lr("amlhp"))
@@ -190,6 +224,7 @@ def run_cross_source(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    fold_models: dict[str, torch.nn.Module] = {}
     for source in wanted:
         inside = np.flatnonzero(row_source == source)
         outside = np.flatnonzero(row_source != source)
@@ -213,6 +248,7 @@ def run_cross_source(
             on_progress(source) if on_progress else None,
         )
         pred = fold.pred
+        fold_models[source] = fold.model
         labels = data.labels[test_rows]
         fold_predictions(source, fold, labels, data.classes).save(
             out_dir / "folds" / f"{source}.npz"
@@ -238,6 +274,10 @@ def run_cross_source(
         _write(doc, out_dir)
         if on_event is not None:
             on_event(f"{source}: {_row_summary(row)}")
+    if models_dir is not None:
+        for path in save_fold_models(fold_models, out_dir / "folds", models_dir, data):
+            if on_event is not None:
+                on_event(f"fold model -> {path}")
     if with_random:
         pool = cap_rows(
             np.arange(len(data)), data.labels, max_per_class, config.seed, benign_classes,

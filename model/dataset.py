@@ -55,6 +55,8 @@ class LabelledPackets:
     config: EncoderConfig
     fingerprint: str = ""
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: (N,) capture time in ns (a site's first and second half: amlhp model adapt-study)
+    ts_ns: IntArray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -71,6 +73,7 @@ class LabelledPackets:
             config=self.config,
             fingerprint=self.fingerprint,
             counts=self.counts,
+            ts_ns=None if self.ts_ns is None else self.ts_ns[index],
         )
 
 
@@ -137,6 +140,7 @@ def load_labelled(
     labels: list[IntArray] = []
     file_ids: list[IntArray] = []
     flows: list[IntArray] = []
+    times: list[IntArray] = []
     counts: dict[str, dict[str, int]] = {}
     for file_id, path in enumerate(files):
         if on_file is not None:
@@ -158,6 +162,7 @@ def load_labelled(
         labels.append(label[idx])
         file_ids.append(np.full(idx.size, file_id, np.int64))
         flows.append(_flow_hash(table.take(pa.array(idx)), file_id))
+        times.append(table.column("ts_ns").to_numpy()[idx].astype(np.int64))
     if not labels:
         raise DatasetError("the labelled captures hold no usable (ok, labelled) packet")
     data = LabelledPackets(
@@ -170,6 +175,7 @@ def load_labelled(
         files=[str(p) for p in files],
         config=config,
         counts=counts,
+        ts_ns=np.concatenate(times),
     )
     missing = [c for i, c in enumerate(spec.classes) if not np.any(data.labels == i)]
     if missing:

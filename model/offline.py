@@ -49,6 +49,7 @@ def verdict_columns(batch: pa.RecordBatch, scorer: Scorer) -> pa.RecordBatch:
         pa.field("malicious_score", pa.float32()),
         pa.field("decision", pa.string()),
         pa.field("ood_score", pa.float32()),
+        pa.field("model_version", pa.string(), nullable=False),
         *FACT_FIELDS,
     ]
     decisions = np.asarray([*DECISIONS, "", NOT_SCORED], dtype=object)[
@@ -61,6 +62,10 @@ def verdict_columns(batch: pa.RecordBatch, scorer: Scorer) -> pa.RecordBatch:
         pa.array(scores.malicious_score, pa.float32(), mask=~scores.ok),
         pa.array(decisions.tolist(), pa.string(), mask=~scores.ok & ~arp),
         pa.array(scores.ood_score, pa.float32(), mask=~scores.ok),
+        pa.array(
+            [scorer.version] * batch.num_rows if scores.versions is None else scores.versions,
+            pa.string(),
+        ),
     ]
     facts = packet_facts(batch)
     arrays += [facts[f.name] for f in FACT_FIELDS]
@@ -69,7 +74,12 @@ def verdict_columns(batch: pa.RecordBatch, scorer: Scorer) -> pa.RecordBatch:
 
 
 def score_captures(
-    captures: list[Path], out: Path, scorer: Scorer, *, batch_size: int = 1000
+    captures: list[Path],
+    out: Path,
+    scorer: Scorer,
+    *,
+    batch_size: int = 1000,
+    gateway: str = "offline",
 ) -> dict[str, Any]:
     """Score every packet of the captures into ``out`` (Parquet); returns a summary."""
     started = time.perf_counter()
@@ -87,7 +97,8 @@ def score_captures(
     try:
         with progress_bar(transient=True) as progress:
             task = progress.add_task("scoring", total=None)
-            for batch in iter_encoded(captures, scorer.encoder_config, batch_size=batch_size):
+            batches = iter_encoded(captures, scorer.encoder_config, gateway, batch_size=batch_size)
+            for batch in batches:
                 verdicts = verdict_columns(batch, scorer)
                 if writer is None:
                     writer = pq.ParquetWriter(output_sink(out), verdicts.schema)

@@ -48,6 +48,7 @@ from amlhp.model.artifact import Artifact, load_artifact
 from amlhp.model.decision import Assessment, DecisionPolicy, benign_mask, softmax
 from amlhp.model.exceptions import ScoringError
 from amlhp.model.packet_bytes import packet_bytes
+from amlhp.model.site import SiteProfiles
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,8 @@ class Scores:
     ood_score: npt.NDArray[np.float32]
     #: decision codes (:data:`amlhp.model.decision.DECISIONS`), -1 where not scored
     decision: npt.NDArray[np.int8]
+    #: per row, the version that judged it where a site profile did (None: the model's)
+    versions: npt.NDArray[np.object_] | None = None
 
 
 class Scorer:
@@ -221,6 +224,8 @@ class Scorer:
         self.chunk = (chunk or DEFAULT_CHUNK) if on_cpu else 1 << 30
         self.workers = workers if on_cpu else 1
         self._pool = ThreadPoolExecutor(workers) if self.workers > 1 else None
+        #: learnt sites (``amlhp model adapt``), applied per gateway by :meth:`judge_sites`
+        self.sites = SiteProfiles()
 
     @property
     def classes(self) -> list[str]:
@@ -272,6 +277,15 @@ class Scorer:
         """Class, probabilities, calibrated malicious score, OOD score and decision."""
         return self.policy.assess(self.logits(header, payload), self._benign)
 
+    def judge_sites(
+        self, gateways: Any, header: np.ndarray, payload: np.ndarray, assessment: Assessment
+    ) -> tuple[Assessment, npt.NDArray[np.object_] | None]:
+        """The assessment of rows from ``gateways`` with their learnt sites applied, and
+        per row the version that judged it (None when this scorer serves no site)."""
+        if not self.sites:
+            return assessment, None
+        return self.sites.judge(gateways, header, payload, assessment, self._version)
+
     def _chunk(self, inputs: tuple[np.ndarray, ...], lo: int, size: int) -> np.ndarray:
         """Logits of rows ``lo:lo+size`` (one forward pass)."""
         return self._forward(*(x[lo : lo + size] for x in inputs))
@@ -294,10 +308,16 @@ class Scorer:
         malicious = np.full(n, np.nan, np.float32)
         ood = np.full(n, np.nan, np.float32)
         decision = np.full(n, -1, np.int8)
+        versions = None
         idx = np.flatnonzero(ok)
         started = time.perf_counter_ns()
         if idx.size:
             a = self.assess(header[idx], payload[idx])
+            if self.sites:
+                gateways = batch.column("gateway").to_numpy(zero_copy_only=False)[idx]
+                a, judged = self.judge_sites(gateways, header[idx], payload[idx], a)
+                versions = np.full(n, self._version, dtype=object)
+                versions[idx] = judged
             class_ids[idx] = a.class_ids.astype(np.int16)
             probs[idx] = a.probs
             scores[idx] = a.probs[np.arange(idx.size), a.class_ids]
@@ -305,7 +325,7 @@ class Scorer:
             ood[idx] = a.ood_score
             decision[idx] = a.decision
         elapsed = time.perf_counter_ns() - started
-        return Scores(class_ids, scores, probs, ok, elapsed, malicious, ood, decision)
+        return Scores(class_ids, scores, probs, ok, elapsed, malicious, ood, decision, versions)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -319,6 +339,7 @@ class Scorer:
             "workers": self.workers,
             "payload_bytes": self.payload_bytes,
             "decision": self.policy.to_meta(),
+            "sites": self.sites.versions,
         }
 
 
@@ -332,16 +353,27 @@ class ScorerOptions(TypedDict, total=False):
     isa: str
 
 
-def load_scorer(path: str | Path | None = None, **options: Unpack[ScorerOptions]) -> Scorer:
+def load_scorer(
+    path: str | Path | None = None,
+    sites: Path | None = None,
+    **options: Unpack[ScorerOptions],
+) -> Scorer:
     """Verify and load an artifact (the committed default when ``path`` is None).
 
     ``workers`` > 1 scores the chunks of a large batch on that many threads: the native
     kernel releases the GIL, so they run in parallel (torch backends also use torch's
     intra-op threads; set ``torch.set_num_threads(1)`` for pure data parallelism). The
     weights are loaded without importing torch unless a torch backend is asked for (or
-    ``auto`` has to fall back to one). ``isa`` forces a native kernel variant.
+    ``auto`` has to fall back to one). ``isa`` forces a native kernel variant. ``sites``:
+    a folder of site profiles (``amlhp model adapt``); those learnt over this model are
+    served for their gateways, the others are logged and left out.
     """
     backend = options.get("backend", "auto")
     torch_free = backend in TORCH_FREE or (backend == "auto" and not _cuda_available())
     artifact = load_artifact(path or default_model_path(), torch_module=not torch_free)
-    return Scorer(artifact, **options)
+    scorer = Scorer(artifact, **options)
+    if sites is not None:
+        scorer.sites = SiteProfiles.load_dir(sites, scorer.version)
+        for why in scorer.sites.skipped:
+            log.warning("site profile not served: %s", why)
+    return scorer

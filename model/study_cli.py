@@ -147,6 +147,12 @@ def register_studies(group: typer.Typer) -> None:
         seed: Seed = 0,
         threads: Threads = None,
         random_split: bool = typer.Option(True, "--random/--no-random", help="Also 8:1:1"),
+        models_dir: Path | None = typer.Option(
+            None,
+            "--models-dir",
+            help="Also save each fold's model here (SOURCE.json/.safetensors), calibrated on "
+            "the other folds: what `amlhp model adapt-study` starts from",
+        ),
     ) -> None:
         """Leave one source out: train on the others, test on it; benign kept, attacks flagged."""
         from amlhp.encoders.layout import expand_mask_fields
@@ -168,8 +174,62 @@ def register_studies(group: typer.Typer) -> None:
             balance_sources=balance_sources,
             sources=sources or None,
             with_random=random_split,
+            models_dir=models_dir,
         )
         typer.echo(f"-> {out_dir}/cross-source.json and cross-source.md")
+
+    @group.command("adapt-study")
+    def adapt_study(
+        labels: Labels = Path("model/labels/all-sources.yaml"),
+        models_dir: Path = typer.Option(
+            Path("out/adapt/models"),
+            "--models-dir",
+            help="Fold models of `amlhp model cross-source --models-dir`",
+        ),
+        out_dir: Path = typer.Option(Path("model/results/adapt"), "--out-dir"),
+        min_count: int = typer.Option(2, "--min-count", min=1, help="Times a kind must be seen"),
+    ) -> None:
+        """Learning a site, measured: each fold model adapted on benign first halves, judged
+        on the second halves and on the attacks it never saw (docs/model.md)."""
+        from amlhp.model.adapt_study import run_adapt_study
+        from amlhp.progress import console
+
+        out = console()
+        run_adapt_study(
+            labels, models_dir, out_dir, min_count=min_count, on_event=lambda m: out.log(m)
+        )
+        typer.echo((out_dir / "adapt-study.md").read_text())
+
+    @group.command("attack-reference")
+    def attack_reference(
+        labels: Labels = Path("model/labels/all-sources.yaml"),
+        model: Path | None = typer.Option(
+            None, "--model", help="Encode as this model reads (default: bundled)"
+        ),
+        per_class: int = typer.Option(100, "--per-class", min=1),
+        out: Path = typer.Option(
+            Path("model/artifacts/attack-reference"), "--out", "-o", help="Stem of the files"
+        ),
+        seed: Seed = 0,
+    ) -> None:
+        """The known attacks `amlhp model adapt` guards every site profile with: a few
+        packets of each attack class of the labelled sources, encoded as the model reads."""
+        from amlhp.encoders.layout import EncoderConfig
+        from amlhp.model.artifact import read_metadata
+        from amlhp.model.attack_reference import AttackReference
+        from amlhp.model.dataset import load_labelled
+        from amlhp.model.labels import load_labels
+        from amlhp.model.scorer import default_model_path
+
+        encoding = read_metadata(model or default_model_path())["encoding"]
+        config = EncoderConfig(
+            payload_bytes=int(encoding["payload_bytes"]),
+            mask_fields=tuple(encoding["mask_fields"]),
+        )
+        data = load_labelled(load_labels(labels), config)
+        meta = AttackReference.from_packets(data, per_class=per_class, seed=seed).save(out)
+        typer.echo(f"{meta['packets']} packets of {len(meta['attack_classes'])} attack "
+                   f"classes -> {out}.json/.safetensors")  # fmt: skip
 
     @group.command("decision-table")
     def decision_table(

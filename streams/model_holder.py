@@ -4,7 +4,9 @@ The worker reads :attr:`ModelHolder.current` once per micro-batch, so a batch is
 always scored by exactly one model version. :meth:`ModelHolder.check` (run off the event
 loop) watches the artifact's files; a new artifact is loaded and verified (sha256,
 metadata, a smoke prediction) before it replaces the old one. A broken artifact is
-refused, counted and logged, and the old model keeps serving.
+refused, counted and logged, and the old model keeps serving. The folder of learnt sites
+(``amlhp model adapt``), when there is one, is watched the same way: a new or changed
+profile reloads the scorer with it.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ log = logging.getLogger(__name__)
 Loader = Callable[[Path], BatchScorer]
 
 
-def _fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
-    """Name, size and mtime of the artifact's files: cheap change detection."""
+def _fingerprint(path: Path, sites: Path | None = None) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and mtime of the artifact's files (and of the site profiles): cheap
+    change detection."""
     files = [path] if path.is_file() else sorted(path.parent.glob(path.stem + ".*"))
+    if sites is not None and sites.is_dir():
+        files += sorted(sites.iterdir())
     out = []
     for f in files:
         try:
@@ -38,17 +43,19 @@ def _fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 class ModelHolder:
-    """Holds the serving scorer and reloads it from ``path`` when its files change."""
+    """Holds the serving scorer and reloads it from ``path`` when its files change (or,
+    with ``sites``, the site profiles: ``loader`` then reads them too)."""
 
-    def __init__(self, path: Path, loader: Loader) -> None:
+    def __init__(self, path: Path, loader: Loader, sites: Path | None = None) -> None:
         self.path = Path(path)
+        self.sites = sites
         self._loader = loader
         self._lock = threading.Lock()
         self.refused = 0
         self.loaded = 0
         self.last_error: str | None = None
         self._current = self._load_verified()
-        self._seen = _fingerprint(self.path)
+        self._seen = _fingerprint(self.path, self.sites)
 
     @property
     def current(self) -> BatchScorer:
@@ -69,7 +76,7 @@ class ModelHolder:
     def check(self) -> bool:
         """Reload if the artifact changed; True when a new version now serves."""
         with self._lock:
-            seen = _fingerprint(self.path)
+            seen = _fingerprint(self.path, self.sites)
             if seen == self._seen:
                 return False
             self._seen = seen

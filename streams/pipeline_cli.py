@@ -305,6 +305,12 @@ def register(app: typer.Typer) -> None:
         explain_queue: int = typer.Option(
             16, "--explain-queue", min=1, help="Packets waiting for explanation (rest dropped)"
         ),
+        sites: Path | None = typer.Option(
+            None,
+            "--sites",
+            help="Folder of learnt sites (amlhp model adapt): each profile judges its "
+            "gateways' packets over this model; watched and reloaded like the model",
+        ),
         metrics_port: int = metrics_option(),
     ) -> None:
         """Run the Faust encode + score worker (scale out by starting more)."""
@@ -320,8 +326,9 @@ def register(app: typer.Typer) -> None:
 
             torch.set_num_threads(threads)
         workers = score_threads or max(1, len(os.sched_getaffinity(0)) - 1)
-        loader = functools.partial(load_scorer, backend=backend, workers=workers)
+        loader = functools.partial(load_scorer, sites=sites, backend=backend, workers=workers)
         options = WorkerOptions(
+            sites_dir=sites,
             model_path=model or default_model_path(),
             max_batch=max_batch,
             max_delay_ms=max_delay_ms,

@@ -173,10 +173,14 @@ def score_batches(
         scorer.assess(header[lo : lo + max_batch], payload[lo : lo + max_batch])
         for lo in range(0, n, max_batch)
     ]
+    assessment = Assessment.concat(parts, len(scorer.classes))
+    versions = None
+    judge_sites = getattr(scorer, "judge_sites", None)  # learnt sites (amlhp model adapt)
+    if judge_sites is not None and n:
+        gateways = table.column("gateway").to_numpy(zero_copy_only=False)[scored]
+        assessment, versions = judge_sites(gateways, header, payload, assessment)
     inference_ns = time.perf_counter_ns() - started
-    verdicts = build_verdicts(
-        table, Assessment.concat(parts, len(scorer.classes)), scorer, inference_ns, scored
-    )
+    verdicts = build_verdicts(table, assessment, scorer, inference_ns, scored, versions)
     if timings is not None:
         for name, values in zip(("ingested_at_ns", "encoded_at_ns"), timings, strict=True):
             column = pa.array(values, pa.int64(), mask=values < 0)
@@ -190,9 +194,12 @@ def build_verdicts(
     scorer: BatchScorer,
     inference_ns: int,
     scored: np.ndarray | None = None,
+    versions: np.ndarray | None = None,
 ) -> pa.RecordBatch:
     """Encoded rows + the model's assessment of the rows ``scored`` (all when None) -> one
-    verdict batch in the verdict schema; the other rows (ARP frames) are not scored."""
+    verdict batch in the verdict schema; the other rows (ARP frames) are not scored.
+    ``versions``: per scored row, what judged it (a site profile's version where one did;
+    the scorer's version otherwise)."""
     n = table.num_rows
     rows = np.arange(n) if scored is None else scored
     unscored = np.ones(n, np.bool_)
@@ -233,7 +240,10 @@ def build_verdicts(
         )
     columns["decision"] = pa.array(decision, pa.string())
     columns.update(packet_facts(table))
-    columns["model_version"] = pa.array([scorer.version] * n, pa.string())
+    model_version = np.full(n, scorer.version, dtype=object)
+    if versions is not None:
+        model_version[rows] = versions
+    columns["model_version"] = pa.array(model_version, pa.string())
     columns["scored_at_ns"] = pa.array(np.full(n, now, np.int64), pa.int64())
     per_packet = inference_ns // max(1, len(rows))
     columns["inference_ns"] = pa.array(np.full(n, per_packet, np.int64), pa.int64(), mask=unscored)

@@ -181,7 +181,10 @@ class Replayer:
         max_batch: int = 4096,
         max_rate: float | None = None,
         compression: str = "zstd",
+        on_scored: Callable[[list[pa.RecordBatch], pa.RecordBatch], None] | None = None,
     ) -> None:
+        """``on_scored`` is handed each flush's encoded batches and their verdicts, row
+        for row (``amlhp model adapt`` learns the window from them)."""
         if plan.source == "raw" and scorer is None:
             raise ReplayError("re-scoring the raw topic needs a model")
         self.settings = settings
@@ -197,6 +200,7 @@ class Replayer:
         self.max_batch = max_batch
         self.limiter = RateLimiter(max_rate)
         self.compression = compression
+        self.on_scored = on_scored
         self.gateways = {g.encode() for g in plan.window.gateways}
         self.progress = ReplayProgress(sum(r.messages for r in self.ranges.values()))
         self._buffers: dict[int, _Buffer] = {}
@@ -256,6 +260,8 @@ class Replayer:
             if self.plan.source == "raw":
                 assert self.scorer is not None
                 scored = score_batches(buf.batches, self.scorer, self.max_batch)
+                if self.on_scored is not None:
+                    self.on_scored(buf.batches, scored)
                 table = pa.Table.from_batches([scored])
             else:
                 table = pa.Table.from_batches(buf.batches)

@@ -92,6 +92,7 @@ def replay(
     end: str,
     gateways: list[str],
     model: Path | None,
+    sites: Path | None = None,
     out: Path,
     source: str,
     grace_s: float,
@@ -130,9 +131,11 @@ def replay(
         from amlhp.model.scorer import default_model_path, load_scorer
 
         path = model or default_model_path()
-        scorer = load_scorer(path, workers=_scoring_threads())
+        scorer = load_scorer(path, sites=sites, workers=_scoring_threads())
         model_info = {"path": str(path), "version": scorer.version,
                       "sha256": scorer.artifact.meta["sha256"]}  # fmt: skip
+        if scorer.sites:  # learnt sites judge their gateways: part of what the run is
+            model_info["sites"] = scorer.sites.versions
 
     def replayer(plan: ReplayPlan, run_id: str, only: list[int] | None) -> Replayer:
         return Replayer(settings, plan, out, scorer=scorer, run_id=run_id, partitions=only,
@@ -202,6 +205,9 @@ def register(app: typer.Typer) -> None:
         end: str = typer.Option(..., "--to", help="Window end, exclusive (ISO, UTC)"),
         gateway: list[str] = typer.Option([], "--gateway", "-g", help="Only these gateways"),
         model: Path | None = typer.Option(None, "--model", help="Model (default: bundled)"),
+        sites: Path | None = typer.Option(
+            None, "--sites", help="Learnt sites (amlhp model adapt) judging their gateways"
+        ),
         out: Path = typer.Option(..., "--out", "-o", help="Dataset folder of this replay"),
         source: str = typer.Option(
             "raw", "--source", help="raw: re-score packets; verdicts: re-export verdicts"
@@ -227,7 +233,7 @@ def register(app: typer.Typer) -> None:
         argv = [a for a in sys.argv[1:] if a not in ("--restart",)]
         summary = replay(
             settings_of(ctx), start=start, end=end, gateways=gateway, model=model,
-            out=out, source=source, grace_s=grace_s, max_rate=max_rate,
+            sites=sites, out=out, source=source, grace_s=grace_s, max_rate=max_rate,
             processes=processes, partitions=_parse_partitions(partitions),
             flush_packets=flush_packets,
             dry_run=dry_run, restart=restart, as_json=as_json, argv=argv,

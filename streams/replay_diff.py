@@ -66,7 +66,8 @@ def diff_datasets(a: Path, b: Path) -> dict[str, Any]:
 
 
 def print_diff(result: dict[str, Any]) -> None:
-    """Per A label: packets, how many B labels the same, and B's other labels (top 3)."""
+    """Per A label: packets, how many B labels the same, and B's other labels (top 3);
+    then the decisions that changed (a learnt site changes decisions, not classes)."""
     from rich.table import Table
 
     from amlhp.progress import console
@@ -80,6 +81,12 @@ def print_diff(result: dict[str, Any]) -> None:
                       ", ".join(f"{b} ({n:,})" for n, b in others))  # fmt: skip
     out = console()
     out.print(table)
+    moved = [(a, b, n) for a, row in result["decisions"].items() for b, n in row.items() if a != b]
+    if moved:
+        changes = Table("decision in A", "decision in B", "packets", title="changed decisions")
+        for a, b, n in sorted(moved, key=lambda m: -m[2]):
+            changes.add_row(a, b, f"{n:,}")
+        out.print(changes)
     agreement = result["agreement"]
     out.print(
         f"common packets {result['common']:,}, same label {result['same_label']:,}"

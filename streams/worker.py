@@ -131,6 +131,8 @@ class WorkerOptions:
     app_id: str | None = None
     #: Sampled per-packet explanations (``--explain-every``); None: off.
     explain: ExplainConfig | None = None
+    #: Learnt sites (``amlhp model adapt``), watched like the model; None: none.
+    sites_dir: Path | None = None
 
 
 def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> Any:
@@ -140,7 +142,7 @@ def create_app(settings: Settings, options: WorkerOptions, loader: Loader) -> An
     raw_topic = app.topic(topics.raw, value_serializer="raw", key_serializer="raw")
     verdict_topic = app.topic(topics.verdicts, value_serializer="raw", key_serializer="raw")
     dead_topic = app.topic(topics.dead_letter, value_serializer="raw", key_serializer="raw")
-    holder = ModelHolder(options.model_path, loader)
+    holder = ModelHolder(options.model_path, loader, options.sites_dir)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amlhp-score")
     within_s = options.max_delay_ms / 1000.0
     in_order = InOrder(app, topics.raw)

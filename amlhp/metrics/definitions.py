@@ -121,6 +121,7 @@ class PipelineMetrics:
     skipped_messages: Counter
     delivery_failures: Counter
     model_info: Gauge
+    site_profiles: Gauge
     model_loads: Counter
     explanations: Counter
     explain_seconds: Histogram
@@ -145,6 +146,7 @@ class PipelineMetrics:
         for family in FAMILIES:
             setattr(self, family.attr, family.build(self.registry))
         self._loads_seen = (0, 0)
+        self._sites_seen: set[tuple[str, str]] = set()
         self._open_labels: set[tuple[str, str]] = set()
         self._device_labels: set[tuple[str, str]] = set()
 
@@ -306,6 +308,14 @@ class PipelineMetrics:
         """Catch up with a :class:`~amlhp.streams.model_holder.ModelHolder`: serving
         version and the loads/refusals it counted since the last call."""
         self.set_model_version(str(holder.current.version))
+        sites = getattr(holder.current, "sites", None)
+        served = {(g, p.version) for g, p in sites.by_gateway.items()} if sites else set()
+        with self._model_lock:
+            for gone in self._sites_seen - served:
+                self.site_profiles.remove(*gone)
+            for pair in served - self._sites_seen:
+                self.site_profiles.labels(*pair).set(1)
+            self._sites_seen = served
         loaded, refused = int(holder.loaded), int(holder.refused)
         with self._model_lock:
             seen_loaded, seen_refused = self._loads_seen

@@ -173,6 +173,12 @@ FAMILIES: tuple[MetricFamily, ...] = (
         ("version",),
     ),
     MetricFamily(
+        "site_profiles", "gauge", "amlhp_site_profile_info",
+        "Gateways judged by a learnt site profile over the serving model (amlhp model "
+        "adapt; value 1 on each gateway's profile version)",
+        ("gateway", "version"),
+    ),
+    MetricFamily(
         "model_loads", "counter", "amlhp_model_loads",
         "Model artifacts loaded (the first one included) or refused by the reload watcher",
         ("result",),

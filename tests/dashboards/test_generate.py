@@ -124,6 +124,7 @@ def _exposed_names() -> set[str]:
     metrics.record_verdicts(synthetic_verdicts(50))
     metrics.set_model_version("v")
     metrics.model_loads.labels("loaded").inc()
+    metrics.site_profiles.labels("g", "v+site").set(1)
     metrics.delivery_failures.labels("tap")
     alert = {"gateway": "g", "kind": "scan", "status": "opened"}
     metrics.count_alerts([alert])
