@@ -175,7 +175,8 @@ cross-source: setup
 # guarded with (committed as model/artifacts/attack-reference.*, 100 packets of each attack
 # class; about 2 minutes), and the study behind the choice of method: the cross-source
 # folds kept as models (about 21 minutes), each adapted on benign first halves and judged
-# on the second halves and on the attacks it never saw (about 3 minutes).
+# on the second halves and on the attacks it never saw (about 3 minutes), then each benign
+# source learnt whole and the public attack captures' incidents compared (minutes).
 .PHONY: attack-reference adapt-study
 attack-reference: setup
 	$(BIN)/amlhp model attack-reference --out model/artifacts/attack-reference
@@ -183,6 +184,8 @@ adapt-study: setup
 	$(BIN)/amlhp model cross-source $(CROSS_SOURCE_ARGS) --no-random \
 		--out-dir out/adapt/cross-source --models-dir out/adapt/models
 	$(BIN)/amlhp model adapt-study --models-dir out/adapt/models --out-dir model/results/adapt
+	$(BIN)/amlhp model adapt-incidents --models-dir out/adapt/models \
+		--out model/results/adapt/incidents.json
 
 LAB_TRAIN := --labels model/labels/lab.yaml --max-per-class 4000 --epochs 10 --threads 1
 lab-results: setup
@@ -260,8 +263,8 @@ bench-score: setup
 # 25/50/100/150% of the measured capacity (a minute each) and 1 vs 2 workers, on the local
 # broker, the alert engine on one core, the capacity under TLS + SASL beside plaintext
 # (about 3 minutes more) and with the flow worker beside the packet worker (about 1
-# minute); about 17-19 minutes on two cores. JSON, PNG plots and results.md
-# in benchmarks/results.
+# minute), and learning a site (about 1 minute); about 18-20 minutes on two cores. JSON,
+# PNG plots and results.md in benchmarks/results.
 .PHONY: bench
 bench: setup kafka-up
 	$(BIN)/amlhp bench all --out-dir benchmarks/results
@@ -269,6 +272,7 @@ bench: setup kafka-up
 	$(BIN)/amlhp infra kafka up --secure
 	$(BIN)/amlhp bench secure --rounds 3 --out benchmarks/results/secure.json
 	$(BIN)/amlhp bench flows-beside --rounds 2 --out benchmarks/results/flows-beside.json
+	$(BIN)/amlhp bench adapt --out-dir benchmarks/results
 
 # Incident figures with thresholds fitted leaving one source out (README, "Incidents");
 # about 10 minutes on two cores; the scored captures are kept in out/alerts-corpus.

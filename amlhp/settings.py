@@ -260,6 +260,12 @@ class Settings(BaseSettings):
         description="env AMLHP_ALERT_SUPPRESSIONS: the allow-list (YAML) of the alert stage and "
         "`amlhp alerts`; reloaded when it changes (docs/alerts.md#suppression)",
     )
+    sites_dir: Path | None = Field(
+        None,
+        description="env AMLHP_SITES_DIR: the folder of learnt sites (`amlhp model adapt` "
+        "writes there; the worker, replay, score and alerts judge each profile's gateways "
+        "with it; the worker reloads it when it changes; docs/model.md#learning-a-site)",
+    )
     partitions: int = Field(4, ge=1, description="env AMLHP_PARTITIONS: partitions per topic")
     replication_factor: int = Field(
         1, ge=1, description="env AMLHP_REPLICATION_FACTOR: replicas per topic"

@@ -424,6 +424,18 @@ def _register_suite(bench: typer.Typer) -> None:
         )
         typer.echo(replay_table(doc))
 
+    @bench.command("adapt")
+    def adapt(
+        ctx: typer.Context,
+        repeat: int = typer.Option(3, "--repeat", min=1, help="Serving rounds (best kept)"),
+        out_dir: OutDir = RESULTS_DIR,
+    ) -> None:
+        """Learning a site: adapting on one hour of a gateway, and the serving cost."""
+        from amlhp.benchmarks.adapt_bench import adapt_table, run_adapt_bench
+
+        doc = _run_saved(ctx, run_adapt_bench, out_dir / "adapt.json", repeat=repeat)
+        typer.echo(adapt_table(doc))
+
     @bench.command("fleet")
     def fleet(
         ctx: typer.Context,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from amlhp.context import settings_of
 from amlhp.model.cli import AsJson
 from amlhp.progress import echo_result
 
@@ -15,6 +16,7 @@ def register_score(app: typer.Typer) -> None:
 
     @app.command("score")
     def score(
+        ctx: typer.Context,
         captures: list[Path] = typer.Argument(
             ..., metavar="PCAP", help="pcap/pcapng files or folders (-: standard input)"
         ),
@@ -35,7 +37,10 @@ def register_score(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
         gateway: str = typer.Option("offline", "--gateway", "-g", help="Gateway id of the input"),
         sites: Path | None = typer.Option(
-            None, "--sites", help="Learnt sites (amlhp model adapt): the gateway's profile judges"
+            None,
+            "--sites",
+            help="Learnt sites (amlhp model adapt): the gateway's profile judges (default: "
+            "AMLHP_SITES_DIR)",
         ),
         as_json: AsJson = False,
     ) -> None:
@@ -45,7 +50,10 @@ def register_score(app: typer.Typer) -> None:
         from amlhp.stdio import captures_with_stdin, is_stdio
 
         scorer = load_scorer(
-            model_path or default_model_path(), sites=sites, backend=backend, device=device
+            model_path or default_model_path(),
+            sites=sites or settings_of(ctx).sites_dir,
+            backend=backend,
+            device=device,
         )
         with captures_with_stdin(captures) as paths:
             summary = score_captures(paths, out, scorer, batch_size=batch_size, gateway=gateway)

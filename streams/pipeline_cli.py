@@ -309,7 +309,8 @@ def register(app: typer.Typer) -> None:
             None,
             "--sites",
             help="Folder of learnt sites (amlhp model adapt): each profile judges its "
-            "gateways' packets over this model; watched and reloaded like the model",
+            "gateways' packets over this model; watched and reloaded like the model "
+            "(default: AMLHP_SITES_DIR)",
         ),
         metrics_port: int = metrics_option(),
     ) -> None:
@@ -326,6 +327,8 @@ def register(app: typer.Typer) -> None:
 
             torch.set_num_threads(threads)
         workers = score_threads or max(1, len(os.sched_getaffinity(0)) - 1)
+        settings = _settings(ctx, "worker", app_id)
+        sites = sites or settings.sites_dir
         loader = functools.partial(load_scorer, sites=sites, backend=backend, workers=workers)
         options = WorkerOptions(
             sites_dir=sites,
@@ -337,7 +340,6 @@ def register(app: typer.Typer) -> None:
             if explain_every > 0
             else None,
         )
-        settings = _settings(ctx, "worker", app_id)
         start_metrics(
             "worker",
             metrics_port,

@@ -131,7 +131,7 @@ def replay(
         from amlhp.model.scorer import default_model_path, load_scorer
 
         path = model or default_model_path()
-        scorer = load_scorer(path, sites=sites, workers=_scoring_threads())
+        scorer = load_scorer(path, sites=sites or settings.sites_dir, workers=_scoring_threads())
         model_info = {"path": str(path), "version": scorer.version,
                       "sha256": scorer.artifact.meta["sha256"]}  # fmt: skip
         if scorer.sites:  # learnt sites judge their gateways: part of what the run is
@@ -206,7 +206,10 @@ def register(app: typer.Typer) -> None:
         gateway: list[str] = typer.Option([], "--gateway", "-g", help="Only these gateways"),
         model: Path | None = typer.Option(None, "--model", help="Model (default: bundled)"),
         sites: Path | None = typer.Option(
-            None, "--sites", help="Learnt sites (amlhp model adapt) judging their gateways"
+            None,
+            "--sites",
+            help="Learnt sites (amlhp model adapt) judging their gateways (default: "
+            "AMLHP_SITES_DIR)",
         ),
         out: Path = typer.Option(..., "--out", "-o", help="Dataset folder of this replay"),
         source: str = typer.Option(

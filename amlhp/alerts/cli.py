@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         ),
         gateway: str = typer.Option("offline", "--gateway", "-g", help="Gateway id of the input"),
         sites: Path | None = typer.Option(
-            None, "--sites", help="Learnt sites (amlhp model adapt) judging their gateways"
+            None, "--sites", help="Learnt sites judging their gateways (default: AMLHP_SITES_DIR)"
         ),
         per_file: bool = typer.Option(
             False, "--per-file", help="Each file is its own gateway (named after the file)"
@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
         line = formatter(fmt or "json") if (as_json or fmt) else None
         settings = settings_of(ctx)
         rules = Suppressions.load(suppress or settings.alert_suppressions)
-        scorer = load_scorer(model or default_model_path(), sites=sites)
+        scorer = load_scorer(model or default_model_path(), sites=sites or settings.sites_dir)
         with captures_with_stdin(captures) as paths:
             known, flows = None, None
             if devices:

@@ -29,7 +29,10 @@ def register(group: typer.Typer) -> None:
             None, "--model", help="Base model the profile is learnt over (default: bundled)"
         ),
         sites: Path | None = typer.Option(
-            None, "--sites", help="Folder of site profiles to write to (default: HOME/var/sites)"
+            None,
+            "--sites",
+            help="Folder of site profiles to write to (default: AMLHP_SITES_DIR, else "
+            "HOME/var/sites)",
         ),
         name: str | None = typer.Option(
             None, "--name", help="Profile file name (default: the gateways joined by '+')"
@@ -99,7 +102,7 @@ def register(group: typer.Typer) -> None:
             for reason in exc.reasons:
                 typer.echo(f"refused: {reason}", err=True)
             raise typer.Exit(2) from exc
-        folder = sites or settings.home / "var" / "sites"
+        folder = sites or settings.sites_dir or settings.home / "var" / "sites"
         meta = adapted.profile.save(folder / stem, adapted.record)
         summary = {
             "profile": str(folder / f"{stem}.json"),
@@ -115,3 +118,34 @@ def register(group: typer.Typer) -> None:
             typer.echo(json.dumps(summary))
             return
         typer.echo(json.dumps(summary, indent=1))
+
+    @group.command("adapt-incidents")
+    def adapt_incidents_cmd(
+        ctx: typer.Context,
+        models_dir: Path = typer.Option(
+            Path("out/adapt/models"),
+            "--models-dir",
+            help="Fold models of `amlhp model cross-source --models-dir`",
+        ),
+        public: Path = typer.Option(
+            Path("../shared/data/public"), "--public", help="The shared public captures"
+        ),
+        out: Path = typer.Option(
+            Path("model/results/adapt/incidents.json"), "--out", "-o", help="Result JSON"
+        ),
+    ) -> None:
+        """Learning a site, measured on incidents: each benign source learnt whole by the
+        fold model that never saw it, then the public attack captures' incidents without
+        and with that profile (docs/model.md#learning-a-site)."""
+        from amlhp.alerts.policy import AlertPolicy
+        from amlhp.alerts.site_study import incident_markdown, run_site_incident_study
+        from amlhp.progress import console
+
+        log = console()
+        doc = run_site_incident_study(
+            public, models_dir, out, AlertPolicy.from_settings(settings_of(ctx)),
+            on_event=lambda m: log.log(m),
+        )  # fmt: skip
+        table = incident_markdown(doc)
+        out.with_suffix(".md").write_text(table)
+        typer.echo(table)
