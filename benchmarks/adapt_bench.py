@@ -15,11 +15,8 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +26,7 @@ import numpy as np
 
 from amlhp.benchmarks.machine import machine_facts
 from amlhp.benchmarks.pipeline_run import StatusFn, bench_settings, new_run_id, quiet
+from amlhp.benchmarks.replay_bench import WINDOW, amlhp_json
 from amlhp.data import DEMO_CAPTURE
 from amlhp.pipeline.children import child_env
 from amlhp.settings import Settings
@@ -37,20 +35,6 @@ GATEWAY = "bench-site"
 #: the goals of issue 34: minutes to learn one hour, share of the worker's capacity
 GOAL_LEARN_S = 300.0
 GOAL_SERVE_COST = 0.10
-
-
-def _amlhp(env: dict[str, str], *args: str, timeout_s: float = 1800) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "amlhp.cli", *args], env=env, capture_output=True, text=True,
-        timeout=timeout_s, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        from amlhp.benchmarks.exceptions import BenchmarksError
-
-        raise BenchmarksError(f"amlhp {' '.join(args[:2])} failed: {done.stderr[-2000:]}")
-    lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
-    doc: dict[str, Any] = json.loads(lines[-1])
-    return doc
 
 
 def capture_rate(capture: Path) -> tuple[int, float]:
@@ -130,15 +114,14 @@ def learning_time(settings: Settings, *, on_status: StatusFn = quiet) -> dict[st
     try:
         for i in range(copies):
             on_status(f"adapt bench: tap {i + 1}/{copies}")
-            _amlhp(env, "tap", str(DEMO_CAPTURE), "--gateway", GATEWAY, "--keep-timestamps",
+            amlhp_json(env, "tap", str(DEMO_CAPTURE), "--gateway", GATEWAY, "--keep-timestamps",
                    "--start-seq", str(i * packets))  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="amlhp-adapt-bench-") as tmp:
             on_status("adapt bench: amlhp model adapt")
             started = time.perf_counter()
-            doc = _amlhp(
-                env, "model", "adapt", "--gateway", GATEWAY, "--from", "2000-01-01T00:00Z",
-                "--to", "2100-01-01T00:00Z", "--force", "--sites", f"{tmp}/sites",
-                "--work", f"{tmp}/window", "--json",
+            doc = amlhp_json(
+                env, "model", "adapt", "--gateway", GATEWAY, *WINDOW, "--force",
+                "--sites", f"{tmp}/sites", "--work", f"{tmp}/window", "--json",
             )  # fmt: skip
             wall = time.perf_counter() - started
     finally:

@@ -27,7 +27,9 @@ from amlhp.settings import Settings
 WINDOW = ["--from", "2000-01-01T00:00Z", "--to", "2100-01-01T00:00Z"]
 
 
-def _amlhp(env: dict[str, str], *args: str, timeout_s: float = 1800) -> dict[str, Any]:
+def amlhp_json(env: dict[str, str], *args: str, timeout_s: float = 1800) -> dict[str, Any]:
+    """Run an ``amlhp`` command in a child process; its last JSON line (the summary of
+    ``--json`` commands). A failure raises with the end of its standard error."""
     done = subprocess.run(
         [sys.executable, "-m", "amlhp.cli", *args], env=env, capture_output=True, text=True,
         timeout=timeout_s, check=False,
@@ -72,14 +74,14 @@ def run_replay_bench(
         packets = 0
         for i in range(gateways):
             on_status(f"replay bench: tap {i + 1}/{gateways}")
-            tap = _amlhp(env, "tap", str(DEMO_CAPTURE), "--gateway", f"bench-{i}",
+            tap = amlhp_json(env, "tap", str(DEMO_CAPTURE), "--gateway", f"bench-{i}",
                          "--keep-timestamps")  # fmt: skip
             packets += int(tap["packets"])
         for processes, threads in ((1, 2), (2, 1)):
             on_status(f"replay bench: {processes} process(es)")
             out = work_dir / f"replay-{run_id}-{processes}"
             started = time.perf_counter()
-            summary = _amlhp(
+            summary = amlhp_json(
                 {**env, "OMP_NUM_THREADS": str(threads)},
                 "replay", *WINDOW, "--out", str(out), "--processes", str(processes), "--json",
             )  # fmt: skip
