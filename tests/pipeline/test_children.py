@@ -35,6 +35,7 @@ def parent_settings(home: Path) -> Settings:
             "topic_alert_ticks": "site.alerts.ticks",
             "topic_feedback": "site.feedback",
             "alert_suppressions": home / "allow.yaml",
+            "sites_dir": home / "sites",
             "export_webhook_token": "hook-t0ken",
             "alert_window_s": 20.0,
             "alert_quiet_s": 120.0,

@@ -106,6 +106,20 @@ def wait_for(what: str, check: Any, timeout_s: float = 90.0) -> None:
     pytest.fail(f"timed out waiting for {what}; last state: {last}")
 
 
+def learnt_site(folder: Path, gateway: str) -> Path:
+    """A site profile for ``gateway`` over the default model (one kind)."""
+    import numpy as np
+
+    from amlhp.model.artifact import read_metadata
+    from amlhp.model.scorer import default_model_path
+    from amlhp.model.site import KindMemory, SiteProfile
+
+    memory = KindMemory.learn(np.array([7, 7], np.uint64), [0.5, 0.6], [1, 1])
+    base = str(read_metadata(default_model_path())["version"])
+    SiteProfile(memory, (gateway,), base).save(folder / gateway, {})
+    return folder
+
+
 def tap_summary(stage: StageProcess) -> dict[str, Any] | None:
     for line in stage.log_path.read_text(errors="replace").splitlines():
         if line.startswith('{"gateway"'):
@@ -136,7 +150,11 @@ def test_every_panel_query_returns_data_and_totals_agree(
         )
 
     started = time.time()
-    worker = stages("worker", "worker", "--metrics-port", str(ports["worker"]))
+    # a learnt site for a gateway that sends nothing here: the learnt-sites panel has data
+    sites = learnt_site(tmp_path / "sites", "gw-learnt")
+    worker = stages(
+        "worker", "worker", "--metrics-port", str(ports["worker"]), "--sites", str(sites)
+    )
     sink = stages(
         "sink", "sink", "--out", str(out), "--roll-seconds", "1",
         "--metrics-port", str(ports["sink"]),
@@ -275,6 +293,8 @@ def test_every_panel_query_returns_data_and_totals_agree(
     # incidents quiet for alert_quiet_s of capture time may have closed already
     raised = prom.instant('sum(amlhp_alerts_total{status="opened"})', at=end)
     assert 1 <= sum(float(r["value"][1]) for r in open_now) <= float(raised[0]["value"][1])
+    learnt = by_label(instant_of("amlhp-model", "Learnt sites"), "gateway")
+    assert learnt == {"gw-learnt": 1.0}
     versions = by_label(instant_of("amlhp-model", "Serving model version"), "version")
     parquet_versions = set(read_verdicts(out).column("model_version").to_pylist())
     assert set(versions) == parquet_versions
