@@ -3,11 +3,12 @@ conversation to the next, hashed to 64 bits.
 
 Why: learning a site (:mod:`amlhp.model.site`) needs a notion of "this gateway's traffic
 has looked like this before" that a new packet can be checked against in microseconds and
-that the operator can read. The model's own view (its logits) cannot give it: the benign
-packets a new network gets wrong are exactly those the model puts beside attacks. The
-kind keeps what a device's normal traffic repeats and an attack tool changes, and drops
-what differs per packet (sequence numbers, checksums, IP ids, ephemeral ports, the
-addresses: masked in model inputs anyway):
+that the operator can read. The model's own view (its logits) was not used (not measured
+either): the benign packets a new network gets wrong are those the model puts beside
+attacks, so nearness in its view says little. The kind keeps what a device's normal
+traffic repeats and an attack tool changes, and drops what differs per packet (sequence
+numbers, checksums, IP ids, ephemeral ports, the addresses: masked in model inputs
+anyway):
 
 * IP version, header length, DSCP/ECN byte, the DF/MF flags, the upper protocol;
 * TCP: flags, data offset, first option kind (SYN stacks differ: MSS+SACK+timestamps on
@@ -21,7 +22,8 @@ Not in it: payload bytes. The first byte of a TCP payload (TLS record type, MQTT
 type, HTTP method) looked promising, but protocols that start with a counter (Modbus's
 transaction id) make every few hundred packets a new kind: on the ICS source the second
 half of each capture had 72.7% of its packets' kinds in the first half with it, 97.0%
-without (``amlhp model adapt-study``; docs/model.md#learning-a-site). What a packet says
+without (measured once while designing, with a script that was not kept; an earlier kind
+that also held the first byte of UDP payloads outside DNS). What a packet says
 is judged by the model; the kind only says whether the site has sent such packets before,
 and the per-kind score ceiling (:mod:`amlhp.model.site`) keeps a packet the model finds
 more suspicious than any of its kind in the window.
