@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from amlhp.encoders.arrays import model_inputs
 from amlhp.model.attack_reference import AttackReference
@@ -66,11 +67,11 @@ class WindowStats:
         class_ids = verdicts.column("class_id").fill_null(-1).to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(ok)
         self.tally.add(packet_kinds(header[rows], payload[rows]), score[rows], class_ids[rows])
-        for value in verdicts.column("decision").to_pylist():
-            if value in self.decisions:
-                self.decisions[value] += 1
+        for count in pc.value_counts(verdicts.column("decision")).to_pylist():
+            if count["values"] in self.decisions:  # not ARP's not_scored, nor null
+                self.decisions[count["values"]] += count["counts"]
         self.packets += verdicts.num_rows
-        self.gateways.update(str(g) for g in set(verdicts.column("gateway").to_pylist()))
+        self.gateways.update(str(g) for g in pc.unique(verdicts.column("gateway")).to_pylist())
 
     @property
     def called_malicious(self) -> float:

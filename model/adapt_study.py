@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from amlhp.encoders.layout import EncoderConfig
+from amlhp.markdown import markdown_table
 from amlhp.model.artifact import read_metadata
 from amlhp.model.attack_reference import AttackReference
 from amlhp.model.cross_source import source_of
@@ -79,11 +80,7 @@ class _Judged:
 
     def of(self, rows: IntArray) -> tuple[Assessment, npt.NDArray[np.uint64]]:
         at = np.searchsorted(self.rows, rows)
-        a = self.assessment
-        taken = Assessment(
-            a.class_ids[at], a.probs[at], a.malicious_score[at], a.ood_score[at], a.decision[at]
-        )
-        return taken, self.kinds[at]
+        return self.assessment.take(at), self.kinds[at]
 
 
 def _judge(scorer: Scorer, data: LabelledPackets, rows: IntArray) -> _Judged:
@@ -91,6 +88,26 @@ def _judge(scorer: Scorer, data: LabelledPackets, rows: IntArray) -> _Judged:
     p = scorer.payload_bytes
     assessment = scorer.assess(data.header[rows], data.payload[rows, :p])
     return _Judged(rows, assessment, packet_kinds(data.header[rows], data.payload[rows, :p]))
+
+
+def _reference(
+    scorer: Scorer, data: LabelledPackets, rows: IntArray, per_class: int, seed: int
+) -> tuple[Assessment, npt.NDArray[np.uint64], npt.NDArray[np.int16]]:
+    """Known attacks drawn from ``rows`` as the guard reads them: the fold model's
+    assessment, their kinds, their class ids."""
+    ref = AttackReference.from_packets(data, rows, per_class, seed)
+    return scorer.assess(ref.header, ref.payload), packet_kinds(ref.header, ref.payload), ref.labels
+
+
+def _row(source: str, adapted_on: str, packets: int, result: dict[str, Any]) -> dict[str, Any]:
+    """One row of an attack table."""
+    return {
+        "source": source,
+        "adapted_on": adapted_on,
+        "attack_packets": packets,
+        "restricted_kinds": result["restricted_kinds"],
+        **_shares(result["decisions"]),
+    }
 
 
 def _band_decisions(scorer: Scorer, window: Assessment, judged: Assessment) -> npt.NDArray[Any]:
@@ -174,10 +191,7 @@ def run_adapt_study(
         held = str(read_metadata(path).get("held_out_source", path.stem))
         scorer = load_scorer(path)
         others = np.flatnonzero(source != held)
-        ref = AttackReference.from_packets(data, others, reference_per_class, seed)
-        ref_a = scorer.assess(ref.header, ref.payload)
-        ref_k = packet_kinds(ref.header, ref.payload)
-        reference = (ref_a, ref_k, ref.labels)
+        reference = _reference(scorer, data, others, reference_per_class, seed)
         attack_rows = np.flatnonzero(~benign & (source == held))
         if attack_rows.size:
             attack_rows = cap_rows(attack_rows, data.labels, max_attack_per_class, seed)
@@ -208,37 +222,19 @@ def run_adapt_study(
             say(f"{held}: benign second half {doc['benign'][-1]}")
             for other, rows in elsewhere.items():
                 outside = np.flatnonzero((source != held) & (source != other))
-                ref_o = AttackReference.from_packets(data, outside, reference_per_class, seed)
                 result = _adapted(
                     scorer, judged.of(windows[held]), judged.of(rows),
-                    (scorer.assess(ref_o.header, ref_o.payload),
-                     packet_kinds(ref_o.header, ref_o.payload), ref_o.labels),
+                    _reference(scorer, data, outside, reference_per_class, seed),
                     data.classes, min_count,
                 )  # fmt: skip
-                doc["new_site_attacks"].append(
-                    {
-                        "source": other,
-                        "adapted_on": held,
-                        "attack_packets": int(rows.size),
-                        "restricted_kinds": result["restricted_kinds"],
-                        **_shares(result["decisions"]),
-                    }
-                )
+                doc["new_site_attacks"].append(_row(other, held, int(rows.size), result))
         if attack_rows.size:
             for site in sites:
                 result = _adapted(
                     scorer, judged.of(windows[site]), judged.of(attack_rows), reference,
                     data.classes, min_count,
                 )  # fmt: skip
-                doc["attacks"].append(
-                    {
-                        "source": held,
-                        "adapted_on": site,
-                        "attack_packets": int(attack_rows.size),
-                        "restricted_kinds": result["restricted_kinds"],
-                        **_shares(result["decisions"]),
-                    }
-                )
+                doc["attacks"].append(_row(held, site, int(attack_rows.size), result))
             say(f"{held}: attacks judged after adapting on each of {len(sites)} sites")
         doc["seconds"] = round(time.perf_counter() - started, 1)
         _write(doc, out_dir)
@@ -249,15 +245,8 @@ def _attack_table(rows: list[dict[str, Any]], title: str, by_site: bool = False)
     """One attack table: percent called malicious, then flagged (malicious or uncertain),
     and the drops from base in brackets."""
     first, second = ("adapted on", "attack source") if by_site else ("attack source", "adapted on")
-    lines = [
-        "",
-        f"{title}: percent called malicious / flagged (malicious or uncertain); the drops "
-        "from base in brackets.",
-        "",
-        f"| {first} | {second} | packets | base | " + " | ".join(METHODS) + " |",
-        "|---|---|---:|---:|" + "---:|" * len(METHODS),
-    ]
     keyed = sorted(rows, key=lambda r: (r["adapted_on"], r["source"])) if by_site else rows
+    body = []
     for r in keyed:
         m0, f0 = _flagged(r["base"])
         cells = []
@@ -265,12 +254,15 @@ def _attack_table(rows: list[dict[str, Any]], title: str, by_site: bool = False)
             m, f = _flagged(r[c])
             cells.append(f"{_pct(m)} / {_pct(f)} ({_pct(m0 - m)} / {_pct(f0 - f)})")
         a, b = (r["adapted_on"], r["source"]) if by_site else (r["source"], r["adapted_on"])
-        lines.append(
-            f"| {a} | {b} | {r['attack_packets']:,} | {_pct(m0)} / {_pct(f0)} | "
-            + " | ".join(cells)
-            + " |"
-        )
-    return lines
+        body.append([a, b, f"{r['attack_packets']:,}", f"{_pct(m0)} / {_pct(f0)}", *cells])
+    header = [first, second, "packets", "base", *METHODS]
+    return [
+        "",
+        f"{title}: percent called malicious / flagged (malicious or uncertain); the drops "
+        "from base in brackets.",
+        "",
+        *markdown_table(header, body, right=range(2, len(header))),
+    ]
 
 
 def _flagged(shares: dict[str, float]) -> tuple[float, float]:
@@ -285,19 +277,19 @@ def _pct(x: float) -> str:
 def adapt_markdown(doc: dict[str, Any]) -> str:
     """The study's two tables (benign second halves; attacks after adapting on each site)."""
     cols = ["base", *METHODS]
+    header = ["source", "window", "judged", "kinds learnt", "restricted", *cols]
+    body = [
+        [r["source"], f"{r['window_packets']:,}", f"{r['test_packets']:,}",
+         f"{r['kinds_learnt']:,}", f"{r['restricted_kinds']:,}",
+         *(f"{_pct(r[c]['malicious'])} ({_pct(r[c]['uncertain'])})" for c in cols)]
+        for r in doc["benign"]
+    ]  # fmt: skip
     lines = [
         "Benign: adapted on the first half of each capture's time, judged on the second half "
         "(percent of packets called malicious; uncertain in brackets).",
         "",
-        "| source | window | judged | kinds learnt | restricted | " + " | ".join(cols) + " |",
-        "|---|---:|---:|---:|---:|" + "---:|" * len(cols),
+        *markdown_table(header, body, right=range(1, len(header))),
     ]
-    for r in doc["benign"]:
-        cells = [f"{_pct(r[c]['malicious'])} ({_pct(r[c]['uncertain'])})" for c in cols]
-        lines.append(
-            f"| {r['source']} | {r['window_packets']:,} | {r['test_packets']:,} | "
-            f"{r['kinds_learnt']:,} | {r['restricted_kinds']:,} | " + " | ".join(cells) + " |"
-        )
     lines += _attack_table(
         doc["attacks"],
         "Attacks: each attack source's packets, judged by the model that never saw that "

@@ -170,6 +170,13 @@ class Assessment:
             np.zeros(0, np.int8),
         )
 
+    def take(self, rows: npt.NDArray[np.int64]) -> Assessment:
+        """The assessment of some of the rows, in the order given."""
+        return Assessment(
+            self.class_ids[rows], self.probs[rows], self.malicious_score[rows],
+            self.ood_score[rows], self.decision[rows],
+        )  # fmt: skip
+
     @classmethod
     def concat(cls, parts: list[Assessment], k: int) -> Assessment:
         """The assessments of consecutive chunks as one (``k`` classes if there are none)."""

@@ -116,16 +116,19 @@ class KindMemory:
         restricted = int(np.count_nonzero(ceilings < self.ceilings))
         return replace(self, ceilings=ceilings), restricted
 
+    def demoted(
+        self, kinds: U64, assessment: Assessment, flagged: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """Of the ``flagged`` rows of ``assessment`` (``kinds``: theirs), the site-normal
+        ones, whose malicious or uncertain decision becomes benign."""
+        s, c = assessment.malicious_score[flagged], assessment.class_ids[flagged]
+        return flagged[self.normal(kinds, s, c)]
+
     def judge(self, kinds: U64, assessment: Assessment) -> npt.NDArray[np.int8]:
         """The decisions with site-normal malicious/uncertain packets made benign."""
         decision = assessment.decision.copy()
-        flagged = decision != BENIGN
-        if flagged.any():
-            rows = np.flatnonzero(flagged)
-            normal = self.normal(
-                kinds[rows], assessment.malicious_score[rows], assessment.class_ids[rows]
-            )
-            decision[rows[normal]] = BENIGN
+        flagged = np.flatnonzero(decision != BENIGN)
+        decision[self.demoted(kinds[flagged], assessment, flagged)] = BENIGN
         return decision
 
 
@@ -302,25 +305,13 @@ class SiteProfiles:
         versions = np.full(names.size, base_version, dtype=object)
         if not self.by_gateway or names.size == 0:
             return assessment, versions
-        decision = assessment.decision
+        decision = assessment.decision.copy()
         for profile in {id(p): p for p in self.by_gateway.values()}.values():
             rows = np.flatnonzero(np.isin(names, list(profile.gateways)))
-            if rows.size == 0:
-                continue
             versions[rows] = profile.version
-            flagged = rows[decision[rows] != BENIGN]
-            if flagged.size == 0:
-                continue
+            flagged = rows[decision[rows] != BENIGN]  # kinds of these only: the hot path
             kinds = packet_kinds(header[flagged], payload[flagged])
-            normal = profile.memory.normal(
-                kinds, assessment.malicious_score[flagged], assessment.class_ids[flagged]
-            )
-            if normal.any():
-                if decision is assessment.decision:
-                    decision = decision.copy()
-                decision[flagged[normal]] = BENIGN
-        if decision is assessment.decision:
-            return assessment, versions
+            decision[profile.memory.demoted(kinds, assessment, flagged)] = BENIGN
         return replace(assessment, decision=decision), versions
 
 

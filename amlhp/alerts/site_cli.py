@@ -75,6 +75,8 @@ def register(group: typer.Typer) -> None:
             raise typer.BadParameter("give capture files or --from and --to, not both")
         if on_topic and (start is None or end is None):
             raise typer.BadParameter("a topic window needs both --from and --to")
+        if not on_topic and len(set(gateways)) != 1:
+            raise typer.BadParameter("capture files are one gateway's traffic: one --gateway")
         stem = name or "+".join(sorted(set(gateways)))
         base_path = model or default_model_path()
         scorer = load_scorer(base_path)
@@ -87,8 +89,6 @@ def register(group: typer.Typer) -> None:
                 work=work or settings.home / "out" / "adapt" / stem,
             )  # fmt: skip
         else:
-            if len(set(gateways)) != 1:
-                raise typer.BadParameter("capture files are one gateway's traffic: one --gateway")
             stats, source = from_captures(captures, scorer, policy, gateways[0])
         source["base_model"] = {"path": str(base_path), "version": scorer.version,
                                 "sha256": scorer.artifact.meta["sha256"]}  # fmt: skip

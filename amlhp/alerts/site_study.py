@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from amlhp.alerts.offline import alerts_from_captures
 from amlhp.alerts.policy import AlertPolicy
 from amlhp.alerts.site_adapt import from_captures
 from amlhp.encoders.capture import expand_paths
+from amlhp.markdown import markdown_table
 from amlhp.model.adapt import decide
 from amlhp.model.artifact import read_metadata
 from amlhp.model.attack_reference import AttackReference
@@ -82,7 +84,7 @@ def run_site_incident_study(
         with_site = load_scorer(path)
         for name, files in attack_files.items():
             gateways = tuple(p.name for p in expand_paths(files))
-            profile = type(adapted.profile)(adapted.profile.memory, gateways, scorer.version)
+            profile = replace(adapted.profile, gateways=gateways)
             with_site.sites = SiteProfiles(dict.fromkeys(gateways, profile))
             before = alerts_from_captures(files, scorer, policy, per_file=True).incidents
             after = alerts_from_captures(files, with_site, policy, per_file=True).incidents
@@ -106,14 +108,11 @@ def run_site_incident_study(
 
 def incident_markdown(doc: dict[str, Any]) -> str:
     """The study as a Markdown table."""
-    lines = [
-        "| site learnt (whole source) | attack captures | files | incidents without | with the "
-        "site | lost |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for r in doc["rows"]:
-        lines.append(
-            f"| {r['site']} | {r['attacks']} | {r['files']} | {r['incidents_base']} | "
-            f"{r['incidents_adapted']} | {len(r['lost'])} |"
-        )
-    return "\n".join(lines) + "\n"
+    header = ["site learnt (whole source)", "attack captures", "files", "incidents without",
+              "with the site", "lost"]  # fmt: skip
+    body = (
+        [r["site"], r["attacks"], r["files"], r["incidents_base"], r["incidents_adapted"],
+         len(r["lost"])]
+        for r in doc["rows"]
+    )  # fmt: skip
+    return "\n".join(markdown_table(header, body, right=range(2, 6))) + "\n"
